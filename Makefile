@@ -1,0 +1,38 @@
+# dcr-gateway — `make run` and `make test` are all a newcomer needs (Debian, Python 3.11).
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test bench lint typecheck clean help
+
+help:
+	@echo "make run    start the gateway (8080) and the sandbox bank (8081), admin on 9090"
+	@echo "make test   run the whole test suite"
+	@echo "make bench  measure the gateway against a bare proxy and direct upstream"
+	@echo "make lint   ruff + mypy + policy lint"
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Debian: apt-get install python3.11 python3.11-venv)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[speed,test,lint]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/dcr-gateway serve --config config.yaml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check gateway tests bench
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,105 @@
+"""`dcr-gateway` entry point: serve, config check, and the subcommands later modules register."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings
+from .observability.logging import configure_logging
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when the `speed` extra is installed, else the default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def run_async(coro: Coroutine[Any, Any, int]) -> int:
+    """Run a coroutine to completion on the fastest available loop."""
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(coro)
+
+
+def _load(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    configure_logging(settings.logging.format, settings.logging.level)
+    return settings
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from .server import Listener, serve
+
+    settings = _load(args)
+    extra: list[Listener] = []
+    if settings.sandbox.enabled:
+        from .sandbox import build_sandbox_app
+
+        extra.append(
+            Listener("sandbox", build_sandbox_app(settings), settings.sandbox.listen.host,
+                     settings.sandbox.listen.port)
+        )
+    return run_async(serve(settings, extra))
+
+
+def _cmd_config_check(args: argparse.Namespace) -> int:
+    load_settings(args.config)
+    print(f"{args.config or 'config.yaml'}: ok")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="dcr-gateway", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"dcr-gateway {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, fn: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--config", help="config file (default: $DCRGW_CONFIG or ./config.yaml)")
+        p.set_defaults(func=fn)
+        return p
+
+    add("serve", "run the gateway (and the sandbox when sandbox.enabled)", _cmd_serve)
+    config = sub.add_parser("config", help="configuration tools")
+    config_sub = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
+    check = config_sub.add_parser("check", help="validate the configuration and exit")
+    check.add_argument("--config", help="config file (default: $DCRGW_CONFIG or ./config.yaml)")
+    check.set_defaults(func=_cmd_config_check)
+    _register_optional(sub)
+    return parser
+
+
+def _register_optional(sub: Any) -> None:
+    """Subcommands of optional components (sandbox, policy tools) register themselves here."""
+    try:
+        from .sandbox.cli import register as register_sandbox
+    except ImportError:
+        return
+    register_sandbox(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments and run; configuration errors exit 2 with one clear message, no traceback."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        for line in exc.messages:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return code

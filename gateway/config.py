@@ -1,0 +1,212 @@
+"""config.yaml → validated, typed, immutable settings; errors name the file, the key path and the line."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from .schema import NonNegativeSeconds, Port, PositiveInt, PositiveSeconds, StrictModel, format_errors
+from .yamlsource import YamlDocument, YamlSourceError, load_yaml
+
+ENV_PREFIX = "DCRGW_"
+"""Environment overrides: DCRGW_<SECTION>__<KEY>[__<KEY>…], e.g. DCRGW_UPSTREAM__URL."""
+
+CONFIG_ENV = "DCRGW_CONFIG"
+"""Path of the config file when --config is not given."""
+
+
+class ConfigError(Exception):
+    """Invalid configuration; `messages` are complete, user-facing lines."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("\n".join(messages))
+        self.messages = messages
+
+
+def _http_url(value: str, what: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http(s) URL for {what}, got {value!r}")
+    return value.rstrip("/")
+
+
+class Listen(StrictModel):
+    """A TCP listen address."""
+
+    host: str = "127.0.0.1"
+    """Interface to bind; 0.0.0.0 inside a container."""
+    port: Port = 8080
+    """TCP port; 0 picks a free one (tests)."""
+
+
+class ServerSettings(StrictModel):
+    """The public (TPP-facing) and admin (probes, metrics) listeners."""
+
+    public: Listen = Listen(port=8080)
+    """Where TPPs connect."""
+    admin: Listen = Listen(port=9090)
+    """Health, readiness and metrics; expose to the cluster only."""
+    public_url: str = "http://127.0.0.1:8080"
+    """The URL TPPs use to reach the gateway (advertised as token and registration endpoint)."""
+    max_body_bytes: PositiveInt = 1_048_576
+    """Largest request body accepted; larger ones get 413."""
+
+    @field_validator("public_url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v, "public_url")
+
+
+class UpstreamTimeouts(StrictModel):
+    """Upstream timeouts in seconds."""
+
+    connect: PositiveSeconds = 2.0
+    """Establishing a connection (from the pool or new)."""
+    read: PositiveSeconds = 15.0
+    """Between two reads of the upstream response."""
+    total: PositiveSeconds = 30.0
+    """Whole upstream exchange."""
+
+
+class UpstreamPool(StrictModel):
+    """Upstream connection pool."""
+
+    max_connections: PositiveInt = 256
+    """Simultaneous upstream connections."""
+    keepalive_seconds: PositiveSeconds = 30.0
+    """How long an idle upstream connection is kept."""
+
+
+class UpstreamSettings(StrictModel):
+    """The bank's registration backend (the sandbox by default)."""
+
+    url: str = "http://127.0.0.1:8081"
+    """Base URL requests are forwarded to; the request path is appended."""
+    timeouts: UpstreamTimeouts = UpstreamTimeouts()
+    pool: UpstreamPool = UpstreamPool()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v, "upstream.url")
+
+
+class ShutdownSettings(StrictModel):
+    """Graceful shutdown on SIGTERM."""
+
+    readiness_delay_seconds: NonNegativeSeconds = 5.0
+    """After SIGTERM, /readyz answers 503 for this long before the listener stops accepting."""
+    drain_timeout_seconds: NonNegativeSeconds = 20.0
+    """Then in-flight requests get this long to finish."""
+
+
+class LoggingSettings(StrictModel):
+    """Log output."""
+
+    format: Literal["json", "console", "auto"] = "auto"
+    """json: one JSON object a line (production); console: readable; auto: console on a TTY, else json."""
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    """Minimum level."""
+
+
+class SandboxSettings(StrictModel):
+    """The sandbox bank (reference backend). Never enabled in production."""
+
+    enabled: bool = False
+    """Start the sandbox in the same process as the gateway (`make run`)."""
+    listen: Listen = Listen(port=8081)
+    """Sandbox listener (DCR backend, token endpoint, developer portal)."""
+    state_dir: str = ".sandbox"
+    """Keys and the SQLite store; relative paths are relative to the config file."""
+
+
+class Settings(StrictModel):
+    """The whole configuration."""
+
+    server: ServerSettings = ServerSettings()
+    upstream: UpstreamSettings = UpstreamSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
+    logging: LoggingSettings = LoggingSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+    base_dir: str = Field(default=".", exclude=True)
+    """Directory of the config file; relative paths resolve against it (set by the loader)."""
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Settings:
+        used: dict[tuple[str, int], str] = {}
+        listeners = {"server.public": self.server.public, "server.admin": self.server.admin}
+        if self.sandbox.enabled:
+            listeners["sandbox.listen"] = self.sandbox.listen
+        for name, listen in listeners.items():
+            key = (listen.host, listen.port)
+            if listen.port and key in used:
+                raise ValueError(f"{name} uses the same address as {used[key]} ({listen.host}:{listen.port})")
+            used[key] = name
+        return self
+
+    def resolve_path(self, value: str) -> Path:
+        """A configured path, relative to the config file's directory."""
+        p = Path(value)
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
+    """Apply DCRGW_A__B=value overrides (values parsed as YAML scalars); return the names used."""
+    used = []
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_ENV:
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not path:
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for part in path[:-1]:
+            child = node.get(part)
+            if not isinstance(child, dict):
+                child = {}
+                node[part] = child
+            node = child
+        node[path[-1]] = value
+        used.append(name)
+    return used
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Load, override from the environment, and validate; raise ConfigError with every problem."""
+    env = os.environ if env is None else env
+    cfg_path = Path(path or env.get(CONFIG_ENV) or "config.yaml")
+    try:
+        doc = load_yaml(cfg_path)
+    except YamlSourceError as exc:
+        raise ConfigError([str(exc)]) from None
+    data = doc.data if doc.data is not None else {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"{cfg_path}: expected a mapping at the top level"])
+    _apply_env(data, env)
+    data["base_dir"] = str(cfg_path.resolve().parent)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_attribute(exc, doc, cfg_path, env)) from None
+
+
+def _attribute(exc: ValidationError, doc: YamlDocument, cfg_path: Path, env: Mapping[str, str]) -> list[str]:
+    """Name the env variable when the bad value came from one, else the file and line."""
+    messages = []
+    for line in format_errors(exc, doc, source=str(cfg_path)):
+        dotted = line[len(str(cfg_path)) + 2 :].split(":", 1)[0]
+        env_name = ENV_PREFIX + dotted.upper().replace(".", "__")
+        if env_name in env:
+            line = f"environment {env_name}: " + line[len(str(cfg_path)) + 2 :].split(" (line ")[0]
+        messages.append(line)
+    return messages

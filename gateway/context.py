@@ -1,0 +1,23 @@
+"""The per-request context: ids, the matched route, the decision and the verified facts checks add."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+
+@dataclass(slots=True)
+class RequestContext:
+    """Everything the gateway learns about one request, read by metrics, logs and the audit event."""
+
+    interaction_id: str
+    request_id: str
+    route: str = "unmatched"
+    decision: str = "allow"
+    upstream_status: int | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+CTX = web.RequestKey("dcr_gateway_ctx", RequestContext)

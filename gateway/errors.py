@@ -1,0 +1,58 @@
+"""Errors that become spec-shaped HTTP responses (RFC 6750 / RFC 7591 / gateway JSON)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from aiohttp import web
+
+from .jsonutil import dumps
+
+
+class GatewayError(Exception):
+    """A refusal or upstream failure with the status, protocol error code and a safe description."""
+
+    __slots__ = ("description", "error", "headers", "reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        error: str,
+        description: str,
+        *,
+        reason: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(description)
+        self.status = status
+        self.error = error
+        self.description = description
+        self.reason = reason or error
+        self.headers = dict(headers or {})
+
+    def body(self) -> dict[str, str]:
+        """RFC 7591 §3.2.2 / RFC 6749 §5.2 shaped body."""
+        return {"error": self.error, "error_description": self.description}
+
+
+def error_response(err: GatewayError) -> web.Response:
+    """The JSON response for an error; never cached (RFC 7591 §3.2.2 examples)."""
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache", **err.headers}
+    return web.Response(
+        status=err.status, body=dumps(err.body()), content_type="application/json", headers=headers
+    )
+
+
+def payload_too_large(limit: int) -> GatewayError:
+    """413 for a body over the configured limit."""
+    return GatewayError(413, "request_too_large", f"request body exceeds {limit} bytes", reason="body_too_large")
+
+
+def bad_gateway(description: str = "upstream unavailable") -> GatewayError:
+    """502 when the upstream cannot be reached or answers garbage."""
+    return GatewayError(502, "bad_gateway", description, reason="upstream_unavailable")
+
+
+def gateway_timeout() -> GatewayError:
+    """504 when the upstream does not answer in time."""
+    return GatewayError(504, "gateway_timeout", "upstream did not answer in time", reason="upstream_timeout")

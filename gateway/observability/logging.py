@@ -1,0 +1,73 @@
+"""structlog, configured once: JSON lines in production, console on a TTY; secrets never rendered."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, Literal
+
+import structlog
+
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+# SECURITY: defence in depth — keys whose values are secrets are masked even if a caller passes them.
+_SECRET_KEYS = frozenset(
+    {"authorization", "token", "access_token", "client_secret", "password", "private_key", "assertion",
+     "client_assertion", "software_statement", "body", "cookie", "set-cookie"}
+)
+# A compact JWS/JWT anywhere in a string value (header.payload.signature, base64url).
+_JWS_RE = re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*")
+_PEM_RE = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        if _PEM_RE.search(value):
+            return "[redacted: private key]"
+        if "eyJ" in value:
+            return _JWS_RE.sub("[redacted: jws]", value)
+    return value
+
+
+def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Mask secret-named keys and JWS/PEM-looking strings in every log event."""
+    for key, value in list(event_dict.items()):
+        if key.lower() in _SECRET_KEYS:
+            event_dict[key] = "[redacted]"
+        else:
+            event_dict[key] = _redact(value)
+    return event_dict
+
+
+def configure_logging(fmt: Literal["json", "console", "auto"] = "auto", level: str = "info") -> None:
+    """Configure structlog (and route stdlib logging through the same output) once per process."""
+    if fmt == "auto":
+        fmt = "console" if sys.stdout.isatty() else "json"
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            redact_secrets,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
+        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        cache_logger_on_first_use=True,
+    )
+    # Library loggers (aiohttp, asyncio) at warning and above, as one line each on stderr.
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").disabled = True
+
+
+def get_logger(name: str) -> Any:
+    """A structlog logger bound to a component name."""
+    return structlog.get_logger(name).bind(component=name)

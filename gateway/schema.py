@@ -1,0 +1,121 @@
+"""Strict schema building blocks shared by config and policies, and error messages that name the key."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator, Sequence
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, PlainValidator, ValidationError, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+from .yamlsource import YamlDocument
+
+
+class StrictModel(BaseModel):
+    """Immutable model: unknown keys are errors, no silent type coercion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
+
+
+def _number(v: Any, *, minimum: float | None, exclusive: bool, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise PydanticCustomError("expected", f"expected {what}")
+    if minimum is not None and (v <= minimum if exclusive else v < minimum):
+        raise PydanticCustomError("expected", f"expected {what}")
+    return float(v)
+
+
+def _integer(v: Any, *, minimum: int, maximum: int | None, what: str) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise PydanticCustomError("expected", f"expected {what}")
+    if v < minimum or (maximum is not None and v > maximum):
+        raise PydanticCustomError("expected", f"expected {what}")
+    return v
+
+
+def _validator(fn: Callable[[Any], Any], schema: dict[str, Any]) -> tuple[PlainValidator, WithJsonSchema]:
+    return PlainValidator(fn), WithJsonSchema(schema)
+
+
+PositiveSeconds = Annotated[
+    float,
+    *_validator(
+        lambda v: _number(v, minimum=0, exclusive=True, what="a positive number"),
+        {"type": "number", "exclusiveMinimum": 0},
+    ),
+]
+"""A duration in seconds, > 0."""
+
+NonNegativeSeconds = Annotated[
+    float,
+    *_validator(
+        lambda v: _number(v, minimum=0, exclusive=False, what="a number >= 0"),
+        {"type": "number", "minimum": 0},
+    ),
+]
+"""A duration in seconds, >= 0."""
+
+PositiveInt = Annotated[
+    int,
+    *_validator(
+        lambda v: _integer(v, minimum=1, maximum=None, what="a positive integer"),
+        {"type": "integer", "minimum": 1},
+    ),
+]
+
+Port = Annotated[
+    int,
+    *_validator(
+        lambda v: _integer(v, minimum=0, maximum=65535, what="a port number from 0 to 65535"),
+        {"type": "integer", "minimum": 0, "maximum": 65535},
+    ),
+]
+
+
+def _describe(value: Any) -> str:
+    try:
+        return json.dumps(value, default=str)[:80]
+    except (TypeError, ValueError):
+        return repr(value)[:80]
+
+
+def _message(err: Any) -> str:
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    for prefix in ("Input should be ", "Value error, "):
+        if msg.startswith(prefix):
+            msg = ("expected " if prefix.startswith("Input") else "") + msg[len(prefix) :]
+    if kind in ("model_type", "dict_type"):
+        msg = "expected a mapping"
+    return f"{msg}, got {_describe(err['input'])}" if "input" in err and kind != "value_error" else msg
+
+
+def iter_errors(
+    exc: ValidationError, doc: YamlDocument | None, *, base_loc: Sequence[str | int] = ()
+) -> Iterator[tuple[str, int | None, str]]:
+    """Yield (key path, line, message) for each validation error, in document order."""
+    for err in exc.errors():
+        loc = [*base_loc, *[p for p in err["loc"] if not _is_union_tag(p)]]
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        line = doc.line_of(loc) if doc is not None else None
+        yield dotted, line, _message(err)
+
+
+def _is_union_tag(part: Any) -> bool:
+    # pydantic inserts the tag of a discriminated union or a function name into the location
+    return isinstance(part, str) and (part.startswith("function-") or "[" in part)
+
+
+def format_errors(exc: ValidationError, doc: YamlDocument | None, *, source: str,
+                  base_loc: Sequence[str | int] = ()) -> list[str]:
+    """Human messages like `config.yaml: upstream.url: expected a string, got 3 (line 4)`."""
+    out = []
+    for dotted, line, msg in iter_errors(exc, doc, base_loc=base_loc):
+        suffix = f" (line {line})" if line is not None else ""
+        out.append(f"{source}: {dotted}: {msg}{suffix}")
+    return out
