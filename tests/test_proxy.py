@@ -101,6 +101,7 @@ async def test_request_hop_by_hop_headers_removed_and_forwarded_headers_set(upst
     assert lowered["x-forwarded-host"] == f"127.0.0.1:{client.port}"
     assert lowered["x-request-id"] != "spoofed"
     assert (await resp.json())["path_qs"] == "/echo/a?b=1"
+    assert up.hits == 1
 
 
 async def test_response_hop_by_hop_headers_removed(upstream, gateway: GatewayFactory):
@@ -223,7 +224,8 @@ async def test_upstream_down_is_502_json(gateway: GatewayFactory, method):
     """A refused upstream connection is a 502 with a JSON error body, never a 500."""
     metrics = Metrics()
     client = await gateway(f"http://127.0.0.1:{free_port()}", metrics=metrics)
-    resp = await client.request(method, "/open-banking/v3.1/register", data=b"{}" if method in ("POST", "PUT") else None)
+    body = b"{}" if method in ("POST", "PUT") else None
+    resp = await client.request(method, "/open-banking/v3.1/register", data=body)
     assert resp.status == 502
     body = await resp.json()
     assert body["error"] == "bad_gateway"

@@ -70,4 +70,4 @@ def configure_logging(fmt: Literal["json", "console", "auto"] = "auto", level: s
 
 def get_logger(name: str) -> Any:
     """A structlog logger bound to a component name."""
-    return structlog.get_logger(name).bind(component=name)
+    return structlog.get_logger(component=name)  # stays lazy: configuration may come later

@@ -1,0 +1,145 @@
+"""The real process: `dcr-gateway serve` starts, reports ready, drains on SIGTERM and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.conftest import StartServer, free_port
+
+
+async def _slow(request: web.Request) -> web.Response:
+    await asyncio.sleep(float(request.query.get("delay", "1")))
+    return web.json_response({"ok": True})
+
+
+class GatewayProcess:
+    """A gateway subprocess with known ports."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], public: int, admin: int) -> None:
+        self.proc = proc
+        self.public = f"http://127.0.0.1:{public}"
+        self.admin = f"http://127.0.0.1:{admin}"
+
+
+async def wait_ready(session: aiohttp.ClientSession, url: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            async with session.get(url) as r:
+                if r.status == 200:
+                    return
+        except aiohttp.ClientError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{url} not ready")
+
+
+@pytest.fixture
+async def gateway_process(tmp_path: Path, start_server: StartServer) -> AsyncIterator[GatewayProcess]:
+    app = web.Application()
+    app.router.add_get("/slow", _slow)
+    upstream = await start_server(app)
+    public, admin = free_port(), free_port()
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"server:\n  public: {{port: {public}}}\n  admin: {{port: {admin}}}\n"
+        f"upstream:\n  url: {str(upstream.make_url('')).rstrip('/')}\n"
+        "shutdown: {readiness_delay_seconds: 0.7, drain_timeout_seconds: 10}\n"
+        "logging: {format: json}\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    gp = GatewayProcess(proc, public, admin)
+    try:
+        async with aiohttp.ClientSession() as s:
+            await wait_ready(s, gp.admin + "/readyz")
+        yield gp
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        if proc.stdout:
+            proc.stdout.close()
+        if proc.stderr:
+            proc.stderr.close()
+
+
+async def test_admin_endpoints(gateway_process: GatewayProcess):
+    """/healthz and /readyz answer 200, /metrics is Prometheus text."""
+    async with aiohttp.ClientSession() as s:
+        async with s.get(gateway_process.admin + "/healthz") as r:
+            assert r.status == 200
+        async with s.get(gateway_process.admin + "/readyz") as r:
+            assert r.status == 200 and (await r.json())["status"] == "ready"
+        async with s.get(gateway_process.admin + "/metrics") as r:
+            assert r.status == 200
+            assert "dcr_gateway_build_info" in await r.text()
+
+
+async def test_sigterm_drains_in_flight_requests_and_exits_zero(gateway_process: GatewayProcess):
+    """After SIGTERM: readiness 503 at once, in-flight requests all complete, then exit 0."""
+    gp = gateway_process
+    async with aiohttp.ClientSession() as s:
+
+        async def call() -> int:
+            async with s.get(gp.public + "/slow?delay=1.5") as r:
+                await r.read()
+                return r.status
+
+        tasks = [asyncio.create_task(call()) for _ in range(8)]
+        await asyncio.sleep(0.3)  # requests are in flight at the upstream
+        gp.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        async with s.get(gp.admin + "/readyz") as r:
+            assert r.status == 503
+            assert (await r.json())["status"] == "not_ready"
+        statuses = await asyncio.gather(*tasks)
+    assert statuses == [200] * 8
+    assert await asyncio.to_thread(gp.proc.wait, 15) == 0
+    out = gp.proc.stdout.read().decode() if gp.proc.stdout else ""
+    assert '"event": "shutdown_complete"' in out
+
+
+async def test_listener_closes_after_readiness_delay(gateway_process: GatewayProcess):
+    """New connections are refused once the readiness delay has passed and the listener stopped."""
+    gp = gateway_process
+    async with aiohttp.ClientSession() as s:
+        slow = asyncio.create_task(s.get(gp.public + "/slow?delay=2.5"))
+        await asyncio.sleep(0.3)
+        gp.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(1.2)  # > readiness delay: the listening socket is closed
+        with pytest.raises(aiohttp.ClientConnectionError):
+            async with aiohttp.ClientSession() as fresh:
+                await fresh.get(gp.public + "/slow?delay=0")
+        resp = await slow
+        assert resp.status == 200
+        resp.release()
+    assert await asyncio.to_thread(gp.proc.wait, 15) == 0
+
+
+def test_port_in_use_is_a_clear_error(tmp_path):
+    """A busy port gives a one-line error and a non-zero exit, not a traceback."""
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        cfg = tmp_path / "c.yaml"
+        cfg.write_text(f"server:\n  public: {{port: {port}}}\n  admin: {{port: {free_port()}}}\n")
+        proc = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
+                              capture_output=True, text=True, timeout=30, env={**os.environ})
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    assert "address already in use" in proc.stderr.lower()
