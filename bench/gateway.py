@@ -1,0 +1,80 @@
+"""The gateway as a bench target: `python -m gateway serve` with a config file written for the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .net import LOOPBACK, free_ports, wait_until
+from .procs import ProcessGroup
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayVariant:
+    """How a scenario configures its gateway: config overrides, and files written beside the config."""
+
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+    """Deep-merged into the base config (e.g. a `policies` section, pool sizes)."""
+    files: Mapping[str, str] = field(default_factory=dict)
+    """Relative path → content, written in the config's directory (e.g. policy files)."""
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def base_config(upstream_url: str, public_port: int, admin_port: int) -> dict[str, Any]:
+    """The bench's gateway config: loopback ports, warning-level JSON logs, no sandbox, no shutdown delay."""
+    return {
+        "server": {
+            "public": {"host": LOOPBACK, "port": public_port},
+            "admin": {"host": LOOPBACK, "port": admin_port},
+            "public_url": f"http://{LOOPBACK}:{public_port}",
+        },
+        "upstream": {"url": upstream_url},
+        "shutdown": {"readiness_delay_seconds": 0, "drain_timeout_seconds": 1},
+        "logging": {"format": "json", "level": "warning"},
+        "sandbox": {"enabled": False},
+    }
+
+
+def write_config(directory: Path, config: Mapping[str, Any], variant: GatewayVariant) -> Path:
+    """Write the variant's files and the config (JSON, which is YAML) into `directory`; return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for rel, content in variant.files.items():
+        path = directory / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    path = directory / "config.yaml"
+    path.write_text(json.dumps(_merge(dict(config), variant.overrides), indent=2) + "\n")
+    return path
+
+
+def start_gateway(
+    procs: ProcessGroup, name: str, workdir: Path, upstream_url: str, variant: GatewayVariant
+) -> tuple[str, int]:
+    """Start a gateway in front of `upstream_url`, wait for its admin /readyz; return (public URL, pid)."""
+    public_port, admin_port = free_ports(2)
+    config = write_config(workdir / name, base_config(upstream_url, public_port, admin_port), variant)
+    # Inherited DCRGW_* overrides would silently change what is measured: the config file is the whole truth.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DCRGW_")}
+    argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
+    proc = procs.spawn(name, argv, cwd=REPO, env=env)
+    try:
+        wait_until(f"http://{LOOPBACK}:{admin_port}/readyz", alive=lambda: proc.poll() is None)
+    except RuntimeError as exc:
+        raise RuntimeError(f"{name}: {exc}\n{procs.tail(name)}") from None
+    return f"http://{LOOPBACK}:{public_port}", proc.pid

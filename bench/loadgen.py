@@ -1,0 +1,39 @@
+"""Choosing the load generator: wrk when it is on PATH, else the bounded Python client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from .procs import ProcessGroup
+from .pyclient import PythonClient
+from .results import LoadResult
+from .scenarios import RequestSpec
+from .wrk import Wrk, find_wrk
+
+CHOICES = ("auto", "wrk", "python")
+
+
+class LoadGenerator(Protocol):
+    """Sends `request` to a target over `connections` connections for `duration` seconds."""
+
+    @property
+    def label(self) -> str:
+        """Name and version, for the report."""
+        ...
+
+    def measure(self, url: str, request: RequestSpec, duration: float, connections: int) -> LoadResult:
+        """Measure the target whose base URL is `url`."""
+        ...
+
+
+def choose(kind: str, procs: ProcessGroup, workdir: Path) -> LoadGenerator:
+    """`auto`: wrk if installed, else Python; `wrk` fails when wrk is missing; `python` always works."""
+    if kind not in CHOICES:
+        raise ValueError(f"unknown load generator {kind!r}; choose one of {', '.join(CHOICES)}")
+    binary = find_wrk() if kind != "python" else None
+    if binary is not None:
+        return Wrk(binary, procs, workdir)
+    if kind == "wrk":
+        raise RuntimeError("wrk not found on PATH (Debian: apt-get install wrk)")
+    return PythonClient()

@@ -1,0 +1,126 @@
+"""Child processes of a bench run: each in its own process group, all stopped when the run ends.
+
+Belt and braces: `ProcessGroup` stops every group it started on exit (normal, error or Ctrl-C), and on
+Linux each child also gets SIGTERM from the kernel if the bench process itself dies (PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+_PR_SET_PDEATHSIG = 1
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: SIGTERM me when my parent dies."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+class ProcessGroup:
+    """Starts named child processes (output to `<log_dir>/<name>.log`) and stops all of them on exit."""
+
+    def __init__(self, log_dir: Path, grace: float = 3.0) -> None:
+        self.log_dir = log_dir
+        self.grace = grace
+        self.pids: list[int] = []
+        """Every pid ever started, for callers that check nothing is left behind."""
+        self._live: dict[str, subprocess.Popen[bytes]] = {}
+        self._names: dict[int, str] = {}
+
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop_all()
+
+    def log_path(self, name: str) -> Path:
+        """Where the output of child `name` goes."""
+        return self.log_dir / f"{name}.log"
+
+    def spawn(
+        self, name: str, argv: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """Start `argv` in a new session (its own process group), stdout and stderr to its log file."""
+        if name in self._live:
+            raise ValueError(f"a child named {name!r} is already running")
+        with open(self.log_path(name), "wb") as log:
+            proc = subprocess.Popen(  # argv built by the bench, never a shell string
+                list(argv), cwd=cwd, env=dict(env) if env is not None else None, stdin=subprocess.DEVNULL,
+                stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_die_with_parent,
+            )
+        self._live[name] = proc
+        self._names[proc.pid] = name
+        self.pids.append(proc.pid)
+        return proc
+
+    def run(self, name: str, argv: Sequence[str], timeout: float) -> str:
+        """Run `argv` to completion within `timeout` seconds and return its output (killed on timeout)."""
+        proc = self.spawn(name, argv)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"{name} still running after {timeout:.0f} s; killed") from None
+        finally:
+            self.stop(name)
+        return self.log_path(name).read_text(errors="replace")
+
+    def name_of(self, pid: int) -> str:
+        """The name a child was started under."""
+        return self._names[pid]
+
+    def alive(self, pid: int) -> bool:
+        """True while the child `pid` runs."""
+        proc = self._live.get(self._names.get(pid, ""))
+        return proc is not None and proc.poll() is None
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        """The last lines of a child's output, for error messages."""
+        try:
+            text = self.log_path(name).read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, name: str) -> None:
+        """Stop one child and its whole process group."""
+        proc = self._live.pop(name, None)
+        if proc is not None:
+            _stop([proc], self.grace)
+
+    def stop_all(self) -> None:
+        """Stop every live child: SIGTERM to each group, then SIGKILL to whatever is left after `grace`."""
+        procs = list(self._live.values())
+        self._live.clear()
+        _stop(procs, self.grace)
+
+
+def _killpg(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            _killpg(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in procs:
+        # Also reaches grandchildren (nginx workers) left in the group after the leader exited.
+        _killpg(proc.pid, signal.SIGKILL)
+        proc.wait()

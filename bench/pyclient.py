@@ -1,0 +1,76 @@
+"""The Python load generator (when wrk is absent): aiohttp, fixed concurrency, fixed duration, bounded."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+
+from . import loop
+from .net import require_loopback
+from .results import LoadResult
+from .scenarios import RequestSpec
+
+REQUEST_TIMEOUT = 5.0
+MAX_REQUESTS = 2_000_000
+"""Hard bound on requests per measurement, whatever the duration."""
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (0 < q <= 100) of an ascending list; 0.0 for an empty one."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, -(-len(sorted_values) * q // 100))  # ceil(n * q / 100)
+    return sorted_values[int(rank) - 1]
+
+
+async def _measure(url: str, request: RequestSpec, duration: float, connections: int) -> LoadResult:
+    latencies: list[float] = []
+    errors = 0
+    headers = dict(request.headers)
+    body = request.body or None
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as session:
+        clock = asyncio.get_running_loop().time
+        start = clock()
+        deadline = start + duration
+
+        async def worker() -> None:
+            nonlocal errors
+            while clock() < deadline and len(latencies) < MAX_REQUESTS:
+                sent = time.perf_counter()
+                try:
+                    async with session.request(
+                        request.method, url, headers=headers, data=body, allow_redirects=False
+                    ) as resp:
+                        await resp.read()
+                        ok = resp.status == request.expect_status
+                except (aiohttp.ClientError, TimeoutError):
+                    ok = False
+                latencies.append(time.perf_counter() - sent)
+                errors += not ok
+
+        async with asyncio.timeout(duration + REQUEST_TIMEOUT + 5):
+            await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = clock() - start
+    latencies.sort()
+    return LoadResult(
+        requests=len(latencies),
+        errors=errors,
+        seconds=elapsed,
+        rps=len(latencies) / elapsed if elapsed else 0.0,
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+    )
+
+
+class PythonClient:
+    """`connections` concurrent aiohttp workers on one loop in the bench process, for `duration` seconds."""
+
+    label = "python (aiohttp client)"
+
+    def measure(self, url: str, request: RequestSpec, duration: float, connections: int) -> LoadResult:
+        """Load the target at base `url` with `request` and return what was measured."""
+        return loop.run(_measure(require_loopback(url) + request.path, request, duration, connections))

@@ -1,0 +1,87 @@
+"""Result values: one load-generator measurement, a target's rounds, and a whole run with its ratios."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from .targets import ANCHORS, GATEWAY
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """One measurement of one target by a load generator."""
+
+    requests: int
+    """Responses received (errors included)."""
+    errors: int
+    """Unexpected statuses, socket errors and timeouts."""
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+@dataclass(slots=True)
+class TargetResult:
+    """A target's measurements over the rounds of a run; the summary is the median round."""
+
+    name: str
+    kind: str
+    runs: list[LoadResult] = field(default_factory=list)
+
+    @property
+    def rps(self) -> float:
+        """Median requests/s over the rounds."""
+        return statistics.median(r.rps for r in self.runs)
+
+    @property
+    def p50_ms(self) -> float:
+        """Median over the rounds of the round's median latency."""
+        return statistics.median(r.p50_ms for r in self.runs)
+
+    @property
+    def p99_ms(self) -> float:
+        """Median over the rounds of the round's 99th percentile latency."""
+        return statistics.median(r.p99_ms for r in self.runs)
+
+    @property
+    def errors(self) -> int:
+        """Errors over all rounds."""
+        return sum(r.errors for r in self.runs)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median of requests/s over the rounds: how noisy the figure is."""
+        values = [r.rps for r in self.runs]
+        return (max(values) - min(values)) / self.rps if self.rps else 0.0
+
+
+def ratios(targets: list[TargetResult]) -> dict[str, float]:
+    """requests/s of every gateway target divided by that of every anchor (bare, direct, nginx)."""
+    out: dict[str, float] = {}
+    for subject in (t for t in targets if t.kind == GATEWAY):
+        for kind in ANCHORS:
+            for anchor in (t for t in targets if t.kind == kind):
+                out[f"{subject.name}/{anchor.name}"] = subject.rps / anchor.rps if anchor.rps else 0.0
+    return out
+
+
+@dataclass(slots=True)
+class BenchResult:
+    """Everything one run measured, with what it ran on."""
+
+    scenario: str
+    request: str
+    settings: dict[str, Any]
+    machine: dict[str, Any]
+    targets: list[TargetResult]
+    skipped: dict[str, str]
+    pids: list[int]
+    """Every child process the run started (all gone when `run_bench` returns)."""
+
+    @property
+    def ratios(self) -> dict[str, float]:
+        """See `ratios`."""
+        return ratios(self.targets)

@@ -1,0 +1,81 @@
+"""What a scenario measures: the kinds of target, and how each one is started for a run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .gateway import REPO, GatewayVariant, start_gateway
+from .net import LOOPBACK, free_ports
+from .nginx import start_nginx
+from .procs import ProcessGroup
+
+GATEWAY = "gateway"
+ANCHORS = ("bare", "direct", "nginx")
+"""Kinds the gateway is compared with, in the order the ratios are printed."""
+
+
+@dataclass(frozen=True, slots=True)
+class TargetSpec:
+    """One target of a scenario: a unique name (the table row), a kind, and for a gateway its variant."""
+
+    name: str
+    kind: str
+    gateway: GatewayVariant = field(default_factory=GatewayVariant)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A started target: where to send requests, and the process answering them."""
+
+    name: str
+    kind: str
+    url: str
+    pid: int
+
+
+class Unavailable(Exception):
+    """The target cannot run on this machine (e.g. nginx not installed); the run goes on without it."""
+
+
+def _python_server(procs: ProcessGroup, name: str, module: str, *args: str) -> tuple[str, int]:
+    (port,) = free_ports(1)
+    proc = procs.spawn(name, [sys.executable, "-m", module, "--port", str(port), *args], cwd=REPO)
+    return f"http://{LOOPBACK}:{port}", proc.pid
+
+
+def start_upstream(procs: ProcessGroup) -> Endpoint:
+    """Start the shared upstream (bench/upstream.py) every target forwards to."""
+    url, pid = _python_server(procs, "upstream", "bench.upstream")
+    return Endpoint("upstream", "upstream", url, pid)
+
+
+Starter = Callable[[TargetSpec, ProcessGroup, Path, Endpoint], tuple[str, int]]
+
+
+def _nginx(spec: TargetSpec, procs: ProcessGroup, workdir: Path, upstream: Endpoint) -> tuple[str, int]:
+    try:
+        return start_nginx(procs, spec.name, workdir, upstream.url)
+    except FileNotFoundError as exc:
+        raise Unavailable(str(exc)) from None
+
+
+STARTERS: dict[str, Starter] = {
+    "direct": lambda spec, procs, workdir, upstream: (upstream.url, upstream.pid),
+    "bare": lambda spec, procs, workdir, upstream: _python_server(
+        procs, spec.name, "bench.bare_proxy", "--upstream", upstream.url
+    ),
+    GATEWAY: lambda spec, procs, workdir, upstream: start_gateway(
+        procs, spec.name, workdir, upstream.url, spec.gateway
+    ),
+    "nginx": _nginx,
+}
+"""Kind → how to start it; a new kind of target is one entry here."""
+
+
+def start_target(spec: TargetSpec, procs: ProcessGroup, workdir: Path, upstream: Endpoint) -> Endpoint:
+    """Start one target in front of `upstream` (readiness is checked by the caller)."""
+    url, pid = STARTERS[spec.kind](spec, procs, workdir, upstream)
+    return Endpoint(spec.name, spec.kind, url, pid)

@@ -1,0 +1,150 @@
+"""The bench machinery: wrk output parsing, percentiles and ratios, and a 1-second end-to-end smoke run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from types import FrameType
+
+import pytest
+
+from bench.pyclient import percentile
+from bench.report import render, to_json
+from bench.results import LoadResult, TargetResult, ratios
+from bench.runner import BenchOptions, run_bench
+from bench.scenarios import RequestSpec
+from bench.wrk import lua_string, parse, script
+
+WRK_OUTPUT = """Running 5s test @ http://127.0.0.1:40001/open-banking/v3.1/register/abc
+  1 threads and 50 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    24.10ms    3.20ms  60.00ms   90.00%
+    Req/Sec     2.00k   100.00     2.20k    80.00%
+  Latency Distribution
+     50%  850.00us
+     75%   25.00ms
+     90%   27.00ms
+     99%    1.20s
+  10000 requests in 5.01s, 4.00MB read
+  Socket errors: connect 0, read 1, write 0, timeout 2
+  Non-2xx or 3xx responses: 3
+Requests/sec:   1996.01
+Transfer/sec:    817.00KB
+"""
+
+
+def test_wrk_output_is_parsed_with_units_and_errors() -> None:
+    """Requests/s, p50 in µs and p99 in s, socket errors plus non-2xx responses are all read."""
+    result = parse(WRK_OUTPUT)
+    expected = LoadResult(requests=10000, errors=6, seconds=5.01, rps=1996.01, p50_ms=0.85, p99_ms=1200.0)
+    assert result == expected
+
+
+def test_wrk_output_without_latency_lines_is_an_error() -> None:
+    """Output from a wrk run without --latency (or a crashed one) is refused, not misread."""
+    with pytest.raises(ValueError, match="unexpected wrk output"):
+        parse("Requests/sec: 10\n")
+
+
+@pytest.mark.parametrize(
+    ("request_spec", "expected"),
+    [
+        (RequestSpec("GET", "/x"), None),
+        (
+            RequestSpec("POST", "/x", body=b'{"a":"\\\n"}'),
+            'wrk.method = "POST"\nwrk.body = "{\\034a\\034:\\034\\092\\010\\034}"\n',
+        ),
+    ],
+)
+def test_wrk_script_only_when_needed(request_spec: RequestSpec, expected: str | None) -> None:
+    """A plain GET needs no Lua script; a POST gets one with its body safely escaped."""
+    assert script(request_spec) == expected
+    assert lua_string(b"") == '""'
+
+
+@pytest.mark.parametrize(
+    ("values", "q", "expected"),
+    [
+        ([], 50, 0.0),
+        ([1.0], 99, 1.0),
+        ([1.0, 2.0, 3.0, 4.0], 50, 2.0),
+        ([float(i) for i in range(1, 101)], 99, 99.0),
+    ],
+)
+def test_percentile_is_nearest_rank(values: list[float], q: float, expected: float) -> None:
+    """Nearest-rank percentiles of sorted latencies."""
+    assert percentile(values, q) == expected
+
+
+def _target(name: str, kind: str, rps: float) -> TargetResult:
+    return TargetResult(name, kind, [LoadResult(1, 0, 1.0, rps, 1.0, 2.0)])
+
+
+def test_ratios_compare_every_gateway_with_every_anchor() -> None:
+    """Each gateway target is divided by bare, direct and nginx, in that order."""
+    targets = [_target("direct", "direct", 1000), _target("bare", "bare", 400), _target("gw", "gateway", 200),
+               _target("nginx", "nginx", 800)]
+    assert ratios(targets) == {"gw/bare": 0.5, "gw/direct": 0.2, "gw/nginx": 0.25}
+
+
+@contextlib.contextmanager
+def _hard_deadline(seconds: float) -> Iterator[None]:
+    """Interrupt the block after `seconds` (the bench then stops its children on the way out)."""
+
+    def expire(signum: int, frame: FrameType | None) -> None:
+        raise TimeoutError(f"bench smoke run took more than {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _children_of(pid: int) -> list[int]:
+    """Live processes whose parent is `pid` (from /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid and fields[0] != "Z":
+                found.append(int(entry))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_get_scenario_smoke_run_measures_each_target_and_leaves_no_process() -> None:
+    """A 1 s `get` run (Python client) measures direct, bare and gateway, then leaves no process behind."""
+    before = set(_children_of(os.getpid()))
+    options = BenchOptions(scenario="get", targets=("direct", "bare", "gateway"), duration=1, rounds=1,
+                           warmup=0, connections=8, loadgen="python")
+    started = time.monotonic()
+    with _hard_deadline(30):
+        result = run_bench(options, progress=lambda line: None)
+    elapsed = time.monotonic() - started
+
+    assert [t.name for t in result.targets] == ["direct", "bare", "gateway"]
+    for target in result.targets:
+        assert target.rps > 0, target
+        assert target.errors == 0, target
+    assert set(result.ratios) == {"gateway/bare", "gateway/direct"}
+    assert "gateway/bare" in render(result)
+    json.dumps(to_json(result))
+    assert elapsed < 15, f"smoke run took {elapsed:.1f} s"
+
+    assert len(result.pids) == 3  # upstream, bare proxy, gateway
+    for pid in result.pids:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)  # neither the process nor anything in its group is left
+    assert set(_children_of(os.getpid())) <= before
