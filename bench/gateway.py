@@ -12,6 +12,7 @@ from typing import Any
 
 from .net import LOOPBACK, free_ports, wait_until
 from .procs import ProcessGroup
+from .tokens import ISSUER
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -48,6 +49,13 @@ def base_config(upstream_url: str, public_port: int, admin_port: int) -> dict[st
         "shutdown": {"readiness_delay_seconds": 0, "drain_timeout_seconds": 1},
         "logging": {"format": "json", "level": "warning"},
         "sandbox": {"enabled": False},
+        "policies": {"dir": "policies", "reload_interval_seconds": 0},
+        "trust": {
+            "token_issuers": {
+                "bank": {"issuer": ISSUER, "jwks_uri": f"{upstream_url}/jwks", "audiences": ["dcr"],
+                         "token_types": ["at+jwt"]},
+            },
+        },
     }
 
 

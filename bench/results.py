@@ -59,9 +59,13 @@ class TargetResult:
 
 
 def ratios(targets: list[TargetResult]) -> dict[str, float]:
-    """requests/s of every gateway target divided by that of every anchor (bare, direct, nginx)."""
+    """requests/s of every gateway target divided by that of every anchor (bare, direct, nginx) and of every
+    gateway target listed before it (a scenario lists its baseline variant first, e.g. the allow-all policy)."""
     out: dict[str, float] = {}
-    for subject in (t for t in targets if t.kind == GATEWAY):
+    gateways = [t for t in targets if t.kind == GATEWAY]
+    for i, subject in enumerate(gateways):
+        for baseline in gateways[:i]:
+            out[f"{subject.name}/{baseline.name}"] = subject.rps / baseline.rps if baseline.rps else 0.0
         for kind in ANCHORS:
             for anchor in (t for t in targets if t.kind == kind):
                 out[f"{subject.name}/{anchor.name}"] = subject.rps / anchor.rps if anchor.rps else 0.0

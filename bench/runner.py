@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import loadgen, machine
@@ -69,8 +69,8 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = _stderr) 
     with tempfile.TemporaryDirectory(prefix="dcrgw-bench-") as tmp, ProcessGroup(Path(tmp)) as procs:
         workdir = Path(tmp)
         generator = loadgen.choose(options.loadgen, procs, workdir)
-        upstream = start_upstream(procs)
-        _wait_serving(upstream, request, procs)
+        upstream = start_upstream(procs, workdir)
+        _wait_serving(upstream, replace(request, headers=()), procs)
         endpoints: list[Endpoint] = []
         skipped: dict[str, str] = {}
         for spec in specs:

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .gateway import REPO, GatewayVariant
 from .targets import GATEWAY, TargetSpec
+from .tokens import CLIENT_ID, access_token
 from .upstream import REGISTER
 
 
@@ -48,21 +50,66 @@ def _anchors_and(*gateways: TargetSpec) -> tuple[TargetSpec, ...]:
     return (direct, bare, *gateways, nginx)
 
 
+_OPEN_POLICY = """policies:
+  - name: open_read
+    match: {methods: [GET], path: "/open-banking/v3.1/register/{ClientId}"}
+  - name: open_create
+    match: {methods: [POST], path: /open-banking/v3.1/register}
+"""
+
+
+def _shipped_policies() -> dict[str, str]:
+    return {f"policies/{p.name}": p.read_text() for p in sorted((REPO / "policies").glob("*.yaml"))
+            if not p.name.endswith("_test.yaml")}
+
+
+def _filler_policies(count: int) -> str:
+    """`count` extra policies on other routes: routing must not slow down as they grow."""
+    lines = ["policies:"]
+    for i in range(count):
+        lines += [f"  - name: filler_{i}", f"    match: {{methods: [GET, POST], path: /filler/v{i}/{{Id}}/items}}",
+                  "    checks:", "      - bearer_token: {issuers: [bank]}"]
+    return "\n".join(lines) + "\n"
+
+
+OPEN = TargetSpec("gw_open", GATEWAY, GatewayVariant(files={"policies/open.yaml": _OPEN_POLICY}))
+"""The gateway with an allow-all policy: forwarding cost only."""
+TOKEN = TargetSpec("gw_token", GATEWAY, GatewayVariant(files=_shipped_policies()))
+"""The gateway with the shipped DCR policies: PS256 token, client_id header, ownership."""
+
+
+def _token_request() -> RequestSpec:
+    return RequestSpec(
+        method="GET",
+        path=f"{REGISTER}/{CLIENT_ID}",
+        headers=(("Authorization", f"Bearer {access_token()}"), ("client_id", CLIENT_ID)),
+    )
+
+
 def get_scenario() -> Scenario:
-    """GET a registration with a bearer token and a client_id header; the gateway with its default config."""
+    """GET a registration with a real PS256 token: allow-all policy vs the full shipped token policy."""
     return Scenario(
         name="get",
-        description="GET /register/{id} through each target; gateway with its default config (no policy)",
-        request=RequestSpec(
-            method="GET",
-            path=f"{REGISTER}/abc",
-            headers=(("Authorization", "Bearer x"), ("client_id", "x")),
-        ),
-        targets=_anchors_and(TargetSpec(GATEWAY, GATEWAY)),
+        description="GET /register/{id}: gateway with an allow-all policy and with the shipped token policy",
+        request=_token_request(),
+        targets=_anchors_and(OPEN, TOKEN),
+    )
+
+
+def policies_scenario() -> Scenario:
+    """The shipped token policy alone vs with 100 more policies: matching must stay flat."""
+    hundred = TargetSpec("gw_token_100", GATEWAY,
+                         GatewayVariant(files={**_shipped_policies(), "policies/filler.yaml": _filler_policies(100)}))
+    return Scenario(
+        name="policies",
+        description="GET /register/{id} through the token policy with 7 vs 107 policies loaded",
+        request=_token_request(),
+        targets=(TargetSpec("bare", "bare"), TOKEN, hundred),
     )
 
 
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "get": get_scenario,
+    "policies": policies_scenario,
 }
 """Scenario name (`--scenario`) → the function building it."""

@@ -46,9 +46,13 @@ def _python_server(procs: ProcessGroup, name: str, module: str, *args: str) -> t
     return f"http://{LOOPBACK}:{port}", proc.pid
 
 
-def start_upstream(procs: ProcessGroup) -> Endpoint:
-    """Start the shared upstream (bench/upstream.py) every target forwards to."""
-    url, pid = _python_server(procs, "upstream", "bench.upstream")
+def start_upstream(procs: ProcessGroup, workdir: Path) -> Endpoint:
+    """Start the shared upstream (bench/upstream.py) every target forwards to; it also serves the JWKS."""
+    from .tokens import jwks_json
+
+    jwks = workdir / "jwks.json"
+    jwks.write_text(jwks_json())
+    url, pid = _python_server(procs, "upstream", "bench.upstream", "--jwks", str(jwks))
     return Endpoint("upstream", "upstream", url, pid)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from pathlib import Path
 
 from aiohttp import web
 
@@ -47,9 +48,11 @@ async def get_registration(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type="application/json")
 
 
-def build_app(_: argparse.Namespace | None = None) -> web.Application:
-    """The upstream app: GET /register/{id} → 200, POST /register → 201, both with a JSON registration."""
+def build_app(args: argparse.Namespace | None = None) -> web.Application:
+    """The upstream app: GET /register/{id} → 200, POST /register → 201, both with a JSON registration;
+    GET /jwks serves the bench issuer's keys when started with --jwks FILE."""
     ids = itertools.count(1)
+    jwks = Path(args.jwks).read_bytes() if args is not None and getattr(args, "jwks", None) else None
 
     async def create_registration(request: web.Request) -> web.Response:
         """POST /register: read the request body, answer 201 with a new registration."""
@@ -60,8 +63,19 @@ def build_app(_: argparse.Namespace | None = None) -> web.Application:
     app = web.Application()
     app.router.add_get(REGISTER + "/{client_id}", get_registration)
     app.router.add_post(REGISTER, create_registration)
+    if jwks is not None:
+        body = jwks
+
+        async def serve_jwks(_: web.Request) -> web.Response:
+            return web.Response(body=body, content_type="application/json")
+
+        app.router.add_get("/jwks", serve_jwks)
     return app
 
 
+def _arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--jwks", help="a JWKS file to serve at /jwks")
+
+
 if __name__ == "__main__":
-    raise SystemExit(server_main(__doc__ or "", build_app))
+    raise SystemExit(server_main(__doc__ or "", build_app, add_arguments=_arguments))

@@ -11,6 +11,7 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, Settings, load_settings
 from .observability.logging import configure_logging
+from .policy.loader import PolicyError
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -79,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _register_optional(sub: Any) -> None:
-    """Subcommands of optional components (sandbox, policy tools) register themselves here."""
+    """Subcommands of other components (policy tools, sandbox) register themselves here."""
+    from .policy.cli import register as register_policy
+
+    register_policy(sub)
     try:
         from .sandbox.cli import register as register_sandbox
     except ImportError:
@@ -93,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         code: int = args.func(args)
-    except ConfigError as exc:
+    except (ConfigError, PolicyError) as exc:
         for line in exc.messages:
             print(f"error: {line}", file=sys.stderr)
         return 2

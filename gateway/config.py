@@ -115,6 +115,91 @@ class LoggingSettings(StrictModel):
     """Minimum level."""
 
 
+class Introspection(StrictModel):
+    """RFC 7662 token introspection for opaque tokens."""
+
+    endpoint: str
+    """Introspection URL (POST, form-encoded `token`)."""
+    client_id: str
+    """The gateway's client id at the authorization server."""
+    client_secret_env: str
+    """Name of the environment variable holding the gateway's client secret (never inline)."""
+    cache_seconds: PositiveSeconds = 60.0
+    """How long an `active` answer is reused; never beyond the token's `exp`."""
+    timeout_seconds: PositiveSeconds = 3.0
+    """Per-call timeout."""
+
+    @field_validator("endpoint")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v, "endpoint")
+
+
+class TokenIssuer(StrictModel):
+    """An authorization server whose access tokens the gateway accepts."""
+
+    issuer: str
+    """Exact `iss` claim value of its tokens."""
+    jwks_uri: str | None = None
+    """Where its token-signing keys are published (JWT access tokens)."""
+    audiences: tuple[str, ...] = ()
+    """Accepted `aud` values; empty means `aud` is not checked for this issuer."""
+    algorithms: tuple[Literal["PS256", "ES256", "RS256", "PS384", "PS512", "ES384"], ...] = ("PS256", "ES256")
+    """Signature algorithms accepted (never `none`, never HMAC)."""
+    token_types: tuple[str, ...] = ("at+jwt", "JWT")
+    """Accepted JWS `typ` header values (RFC 9068 §2.1: `at+jwt`)."""
+    client_id_claim: str = "client_id"
+    """Claim naming the OAuth client the token was issued to."""
+    introspection: Introspection | None = None
+    """RFC 7662 endpoint for opaque (non-JWT) tokens."""
+
+    @model_validator(mode="after")
+    def _has_key_source(self) -> TokenIssuer:
+        if self.jwks_uri is None and self.introspection is None:
+            raise ValueError("needs jwks_uri (JWT tokens) or introspection (opaque tokens)")
+        if self.jwks_uri is not None:
+            _http_url(self.jwks_uri, "jwks_uri")
+        return self
+
+
+class JwksSettings(StrictModel):
+    """The JWKS cache shared by every check (Envoy jwt_authn-style)."""
+
+    ttl_seconds: PositiveSeconds = 300.0
+    """A fetched key set is reused this long before it is refetched."""
+    min_refetch_interval_seconds: NonNegativeSeconds = 30.0
+    """An unknown `kid` triggers a refetch at most this often per URI (no fetch storms)."""
+    stale_max_seconds: NonNegativeSeconds = 3600.0
+    """When refetching fails, the last good keys are served at most this long, then requests fail closed."""
+    timeout_seconds: PositiveSeconds = 3.0
+    """Per-fetch timeout."""
+    max_bytes: PositiveInt = 262_144
+    """Largest JWKS document accepted."""
+
+
+class TrustSettings(StrictModel):
+    """Environment-specific trust anchors, referenced by name from policies."""
+
+    token_issuers: dict[str, TokenIssuer] = {}
+    """Authorization servers by name (policies say `issuers: [name]`)."""
+    clock_skew_seconds: NonNegativeSeconds = 30.0
+    """Leeway for exp / nbf / iat comparisons."""
+    revocation_ttl_seconds: PositiveSeconds = 86400.0
+    """How long a client-wide revocation (after a confirmed DELETE) is kept: at least the longest token lifetime."""
+    jwks: JwksSettings = JwksSettings()
+
+
+class PolicySettings(StrictModel):
+    """Where policies come from and what happens to requests no policy matches."""
+
+    dir: str = "policies"
+    """Directory of policy YAML files (relative to the config file). `*_test.yaml` files hold test cases."""
+    unmatched_status: Literal[403, 404] = 404
+    """Status for a request that matches no policy; it is never forwarded."""
+    reload_interval_seconds: NonNegativeSeconds = 2.0
+    """How often the directory is checked for changes (0 disables polling; SIGHUP still reloads)."""
+
+
 class SandboxSettings(StrictModel):
     """The sandbox bank (reference backend). Never enabled in production."""
 
@@ -134,6 +219,8 @@ class Settings(StrictModel):
     shutdown: ShutdownSettings = ShutdownSettings()
     logging: LoggingSettings = LoggingSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    trust: TrustSettings = TrustSettings()
+    policies: PolicySettings = PolicySettings()
     base_dir: str = Field(default=".", exclude=True)
     """Directory of the config file; relative paths resolve against it (set by the loader)."""
 

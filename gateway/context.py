@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
+if TYPE_CHECKING:
+    from .checks.base import Denial
 
 
 @dataclass(slots=True)
@@ -15,7 +18,11 @@ class RequestContext:
     interaction_id: str
     request_id: str
     route: str = "unmatched"
+    policy: str = ""
+    policy_mode: str = ""
+    policy_version: str = ""
     decision: str = "allow"
+    denials: tuple[Denial, ...] = ()
     upstream_status: int | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Final
 
 import aiohttp
@@ -151,6 +151,7 @@ class Forwarder:
         *,
         body: bytes | None = None,
         extra_headers: Mapping[str, str] | None = None,
+        before_relay: Callable[[int], Awaitable[None]] | None = None,
     ) -> web.StreamResponse:
         """Forward `request` (with `body` if already read, else streamed) and stream the response back."""
         assert self._session is not None, "Forwarder.start() not awaited"
@@ -196,6 +197,8 @@ class Forwarder:
         self._metrics.upstream_duration.labels(ctx.route, method).observe(time.perf_counter() - started)
         ctx.upstream_status = upstream.status
         try:
+            if before_relay is not None:
+                await before_relay(upstream.status)
             return await self._relay(request, upstream)
         finally:
             upstream.release()

@@ -13,9 +13,11 @@ from .yamlsource import YamlDocument
 
 
 class StrictModel(BaseModel):
-    """Immutable model: unknown keys are errors, no silent type coercion."""
+    """Immutable model: unknown keys are errors; strings and booleans are never coerced."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, use_attribute_docstrings=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, use_attribute_docstrings=True, strict=False, coerce_numbers_to_str=False
+    )
 
 
 def _number(v: Any, *, minimum: float | None, exclusive: bool, what: str) -> float:
@@ -101,9 +103,17 @@ def iter_errors(
     """Yield (key path, line, message) for each validation error, in document order."""
     for err in exc.errors():
         loc = [*base_loc, *[p for p in err["loc"] if not _is_union_tag(p)]]
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        dotted = key_path(loc)
         line = doc.line_of(loc) if doc is not None else None
         yield dotted, line, _message(err)
+
+
+def key_path(loc: Sequence[str | int]) -> str:
+    """Render a location as `policies[0].checks[1].bearer_token`."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
 
 
 def _is_union_tag(part: Any) -> bool:

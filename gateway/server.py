@@ -13,13 +13,18 @@ import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .checks.base import Denial, RequestView
+from .checks.services import Services, build_services
 from .config import Settings
 from .context import CTX, RequestContext
 from .errors import GatewayError, error_response
 from .jsonutil import dumps
 from .observability.logging import get_logger
 from .observability.metrics import Metrics
-from .proxy import INTERACTION_ID, Forwarder
+from .policy.engine import Decision
+from .policy.loader import load_policies
+from .policy.reload import PolicyHolder, PolicyReloader
+from .proxy import INTERACTION_ID, Forwarder, read_body
 
 log = get_logger("server")
 
@@ -48,6 +53,7 @@ SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 FORWARDER = web.AppKey("forwarder", Forwarder)
 HEALTH = web.AppKey("health", Health)
+POLICIES = web.AppKey("policies", PolicyHolder)
 
 
 def _interaction_id(request: web.Request) -> str:
@@ -129,19 +135,76 @@ async def _echo_interaction_id(request: web.Request, response: web.StreamRespons
         response.headers[INTERACTION_ID] = ctx.interaction_id
 
 
-async def proxy_handler(request: web.Request) -> web.StreamResponse:
-    """Forward the request upstream."""
+def denial_response(denial: Denial) -> web.Response:
+    """The client's answer to a denial: spec-shaped JSON, never cached, with WWW-Authenticate etc."""
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache", **dict(denial.headers)}
+    return web.Response(
+        status=denial.status,
+        body=dumps({"error": denial.error, "error_description": denial.description}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _record(metrics: Metrics, ctx: RequestContext, decision: Decision) -> None:
+    ctx.decision = decision.outcome
+    ctx.policy_mode = decision.mode
+    ctx.denials = decision.denials
+    if not decision.denials:
+        metrics.decisions.labels(decision.policy, decision.mode, "allow", "", "").inc()
+    for d in decision.denials:
+        metrics.decisions.labels(decision.policy, decision.mode, decision.outcome, d.check, d.reason).inc()
+
+
+async def gateway_handler(request: web.Request) -> web.StreamResponse:
+    """Route to a policy, evaluate it, then deny or forward (response hooks run before the relay)."""
     ctx = request[CTX]
-    ctx.route = "*"
-    return await request.app[FORWARDER].forward(request, ctx)
+    app = request.app
+    policies = app[POLICIES].current
+    ctx.policy_version = policies.version
+    match = policies.match(request.method, request.rel_url.raw_path)
+    if match is None or match.value is None:
+        denial = policies.unmatched(request.method, match)
+        ctx.route = match.template if match is not None and match.template else "unmatched"
+        _record(app[METRICS], ctx, Decision("deny", "", "enforce", (denial,)))
+        return denial_response(denial)
+    policy = match.value
+    ctx.route = policy.template
+    ctx.policy = policy.name
+    view = RequestView(
+        method=request.method,
+        path=request.rel_url.raw_path,
+        headers=request.headers,
+        params=match.params,
+        peer=request.remote,
+        facts=ctx.facts,
+        dry_run=policy.mode == "audit",
+    )
+    limit = app[SETTINGS].server.max_body_bytes
+    decision = await policy.evaluate(view, lambda: read_body(request, limit))
+    _record(app[METRICS], ctx, decision)
+    if not decision.forward:
+        assert decision.denial is not None
+        return denial_response(decision.denial)
+    if decision.denials:
+        log.warning("audit_would_deny", policy=policy.name, check=decision.denials[0].check,
+                    reason=decision.denials[0].reason)
+
+    async def before_relay(status: int) -> None:
+        await policy.after_response(view, status)
+
+    return await app[FORWARDER].forward(request, ctx, body=view.body, before_relay=before_relay)
 
 
-def build_public_app(settings: Settings, metrics: Metrics, health: Health) -> web.Application:
+def build_public_app(
+    settings: Settings, metrics: Metrics, health: Health, policies: PolicyHolder
+) -> web.Application:
     """The TPP-facing app: middleware, catch-all handler, pooled forwarder."""
     app = web.Application(middlewares=[request_context], client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[HEALTH] = health
+    app[POLICIES] = policies
     forwarder = Forwarder(settings.upstream, settings.server.max_body_bytes, metrics)
     app[FORWARDER] = forwarder
 
@@ -152,7 +215,7 @@ def build_public_app(settings: Settings, metrics: Metrics, health: Health) -> we
 
     app.cleanup_ctx.append(forwarder_ctx)
     app.on_response_prepare.append(_echo_interaction_id)
-    app.router.add_route("*", "/{tail:.*}", proxy_handler)
+    app.router.add_route("*", "/{tail:.*}", gateway_handler)
     return app
 
 
@@ -208,13 +271,35 @@ async def _start(listener: Listener, shutdown_timeout: float) -> tuple[web.AppRu
     return runner, port
 
 
+async def _warm_keys(services: Services, holder: PolicyHolder, health: Health) -> None:
+    """Prefetch every JWKS the policies need; readiness waits until all are warm (retrying with backoff)."""
+    delay = 0.5
+    while True:
+        uris = holder.current.jwks_uris()
+        failed = await services.prefetch(uris)
+        if not failed:
+            health.unblock("jwks")
+            log.info("jwks_warm", uris=len(uris))
+            return
+        health.block("jwks", f"JWKS not yet fetched: {', '.join(failed)}")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
 async def serve(settings: Settings, extra: list[Listener] | None = None) -> int:
     """Run the gateway until SIGTERM/SIGINT, then drain gracefully; return the exit code."""
     metrics = Metrics()
     health = Health()
+    services = build_services(settings, metrics)
+    policy_dir = settings.resolve_path(settings.policies.dir)
+    holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))
+    metrics.set_policy_version(holder.current.version, len(holder.current.policies))
+    reloader = PolicyReloader(policy_dir, services, holder, metrics,
+                              unmatched_status=settings.policies.unmatched_status,
+                              interval=settings.policies.reload_interval_seconds)
     listeners = [
         *(extra or []),
-        Listener("public", build_public_app(settings, metrics, health), settings.server.public.host,
+        Listener("public", build_public_app(settings, metrics, health, holder), settings.server.public.host,
                  settings.server.public.port),
     ]
     admin = Listener("admin", build_admin_app(metrics, health), settings.server.admin.host,
@@ -223,9 +308,12 @@ async def serve(settings: Settings, extra: list[Listener] | None = None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    background: list[asyncio.Task[None]] = []
+    loop.add_signal_handler(signal.SIGHUP, lambda: background.append(loop.create_task(_forced(reloader))))
 
     drain = settings.shutdown.drain_timeout_seconds
     runners: list[tuple[str, web.AppRunner]] = []
+    await services.start()
     try:
         admin_runner, admin_port = await _start(admin, drain)
         runners.append(("admin", admin_runner))
@@ -234,17 +322,29 @@ async def serve(settings: Settings, extra: list[Listener] | None = None) -> int:
             runner, port = await _start(listener, drain)
             runners.append((listener.name, runner))
             ports[listener.name] = port
+        health.block("jwks", "JWKS not yet fetched")
         health.unblock("starting")
-        log.info("listening", **{f"{name}_port": port for name, port in ports.items()})
+        background.append(loop.create_task(_warm_keys(services, holder, health)))
+        background.append(loop.create_task(reloader.run()))
+        log.info("listening", policy_version=holder.current.version,
+                 **{f"{name}_port": port for name, port in ports.items()})
         await stop.wait()
         log.info("shutdown_started", readiness_delay_s=settings.shutdown.readiness_delay_seconds,
                  drain_timeout_s=drain)
         health.block("draining", "shutting down")
         await asyncio.sleep(settings.shutdown.readiness_delay_seconds)
     finally:
+        for task in background:
+            task.cancel()
         # Public listeners first (stop accepting, drain in-flight), the admin listener last.
         for name, runner in reversed(runners):
             await runner.cleanup()
             log.info("listener_stopped", listener=name)
+        await services.close()
     log.info("shutdown_complete")
     return 0
+
+
+async def _forced(reloader: PolicyReloader) -> None:
+    log.info("policy_reload_requested", signal="SIGHUP")
+    await reloader.reload(force=True)

@@ -4,15 +4,24 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from gateway.checks.services import Services, build_services
 from gateway.config import Settings
 from gateway.observability.metrics import Metrics
+from gateway.policy.loader import load_policies
+from gateway.policy.reload import PolicyHolder
 from gateway.server import Health, build_public_app
+
+ROOT = Path(__file__).resolve().parent.parent
+OPEN_POLICIES = ROOT / "tests" / "data" / "open_policies"
+SHIPPED_POLICIES = ROOT / "policies"
 
 
 def free_port() -> int:
@@ -53,22 +62,57 @@ async def start_server() -> AsyncIterator[StartServer]:
         await server.close()
 
 
+@dataclass
+class RunningGateway:
+    """An in-process gateway: its client, services, policy holder and metrics."""
+
+    client: TestClient[Any, Any]
+    services: Services
+    holder: PolicyHolder
+    metrics: Metrics
+    settings: Settings
+
+    def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """A metric sample value (0 when absent)."""
+        return self.metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
 GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture
-async def gateway() -> AsyncIterator[GatewayFactory]:
-    """Start a gateway (public app) in front of an upstream URL; returns a client for it."""
-    clients: list[TestClient[Any, Any]] = []
+async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
+    """Start a gateway (public app + services + policies) in front of an upstream URL."""
+    started: list[RunningGateway] = []
 
-    async def start(upstream_url: str, *, metrics: Metrics | None = None, **overrides: Any) -> TestClient[Any, Any]:
+    async def start(
+        upstream_url: str, *, policies: Path = OPEN_POLICIES, metrics: Metrics | None = None, **overrides: Any
+    ) -> RunningGateway:
+        overrides.setdefault("policies", {})
+        overrides["policies"] = {"dir": str(policies), "reload_interval_seconds": 0, **overrides["policies"]}
         settings = make_settings(upstream_url, **overrides)
-        app = build_public_app(settings, metrics or Metrics(), Health(blockers={}))
+        metrics = metrics or Metrics()
+        services = build_services(settings, metrics)
+        await services.start()
+        holder = PolicyHolder(load_policies(policies, services, unmatched_status=settings.policies.unmatched_status))
+        app = build_public_app(settings, metrics, Health(blockers={}), holder)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
-        clients.append(client)
-        return client
+        gw = RunningGateway(client, services, holder, metrics, settings)
+        started.append(gw)
+        return gw
 
     yield start
-    for client in reversed(clients):
-        await client.close()
+    for gw in reversed(started):
+        await gw.client.close()
+        await gw.services.close()
+
+
+@pytest.fixture
+async def gateway(running_gateway: Callable[..., Awaitable[RunningGateway]]) -> GatewayFactory:
+    """Start a gateway in front of an upstream URL (open policies by default); returns its client."""
+
+    async def start(upstream_url: str, **kwargs: Any) -> TestClient[Any, Any]:
+        return (await running_gateway(upstream_url, **kwargs)).client
+
+    return start

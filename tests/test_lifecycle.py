@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import StartServer, free_port
+from tests.conftest import OPEN_POLICIES, StartServer, free_port
 
 
 async def _slow(request: web.Request) -> web.Response:
@@ -57,6 +57,7 @@ async def gateway_process(tmp_path: Path, start_server: StartServer) -> AsyncIte
         f"upstream:\n  url: {str(upstream.make_url('')).rstrip('/')}\n"
         "shutdown: {readiness_delay_seconds: 0.7, drain_timeout_seconds: 10}\n"
         "logging: {format: json}\n"
+        f"policies: {{dir: {OPEN_POLICIES}}}\n"
     )
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -137,7 +138,8 @@ def test_port_in_use_is_a_clear_error(tmp_path):
         busy.listen()
         port = busy.getsockname()[1]
         cfg = tmp_path / "c.yaml"
-        cfg.write_text(f"server:\n  public: {{port: {port}}}\n  admin: {{port: {free_port()}}}\n")
+        cfg.write_text(f"server:\n  public: {{port: {port}}}\n  admin: {{port: {free_port()}}}\n"
+                       f"policies: {{dir: {OPEN_POLICIES}}}\n")
         proc = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
                               capture_output=True, text=True, timeout=30, env={**os.environ})
     assert proc.returncode != 0

@@ -46,5 +46,38 @@ class Metrics:
         self.in_flight = Gauge(
             f"{PREFIX}_requests_in_flight", "Requests being handled on the public listener.", registry=r
         )
+        self.decisions = Counter(
+            f"{PREFIX}_decisions_total",
+            "Policy decisions: allow, deny, or audit_deny (a would-be denial forwarded in audit mode); "
+            "check and reason are empty for allow.",
+            ["policy", "mode", "decision", "check", "reason"],
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            f"{PREFIX}_policy_reloads_total", "Policy set reloads by result (success, failure).", ["result"],
+            registry=r,
+        )
+        self.policy_set = Gauge(
+            f"{PREFIX}_policy_set_info", "The loaded policy set: 1 for its version, labelled.", ["version"],
+            registry=r,
+        )
+        self.policies_loaded = Gauge(f"{PREFIX}_policies_loaded", "Policies in the loaded set.", registry=r)
+        self.revocations = Counter(
+            f"{PREFIX}_revocations_total", "Tokens or clients revoked by the gateway, by cause.", ["cause"],
+            registry=r,
+        )
+        self.jwks_events = Counter(
+            f"{PREFIX}_jwks_events_total",
+            "JWKS cache events: kind=fetch (result ok, error, timeout, too_large, refused, invalid), "
+            "kind=cache (hit, miss), kind=refetch (unknown_kid, rate_limited).",
+            ["kind", "result"],
+            registry=r,
+        )
         self.build_info = Info(f"{PREFIX}_build", "Version of the running gateway.", registry=r)
         self.build_info.info({"version": __version__})
+
+    def set_policy_version(self, version: str, count: int) -> None:
+        """Expose the loaded policy set's version (one labelled series at a time)."""
+        self.policy_set.clear()
+        self.policy_set.labels(version).set(1)
+        self.policies_loaded.set(count)

@@ -1,0 +1,81 @@
+"""What every check is: a name, a parameter model, `evaluate(request) -> Denial | None`, optional hooks."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ..schema import StrictModel
+
+if TYPE_CHECKING:
+    from .services import Services
+
+
+@dataclass(frozen=True, slots=True)
+class Denial:
+    """A refusal: HTTP status, protocol error code, safe description, stable reason for metrics."""
+
+    status: int
+    error: str
+    description: str
+    reason: str
+    headers: tuple[tuple[str, str], ...] = ()
+    check: str = ""
+
+
+@dataclass(slots=True)
+class RequestView:
+    """What checks see of a request; built from an aiohttp request or from a policy test case."""
+
+    method: str
+    path: str
+    headers: CIMultiDictProxy[str] | CIMultiDict[str]
+    params: Mapping[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    peer: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    dry_run: bool = False
+    """True in audit mode: checks must not cause side effects (no revocation)."""
+    now: float = field(default_factory=time.time)
+
+
+P = TypeVar("P", bound=StrictModel)
+
+
+class Check(ABC, Generic[P]):
+    """One check kind. Subclasses set `name` and `Params`, and implement `evaluate`."""
+
+    name: ClassVar[str]
+    """Stable snake_case name used in policies, metrics and audit events."""
+    Params: ClassVar[type[StrictModel]]
+    """Parameter model: unknown keys are errors, every field described."""
+    needs_body: ClassVar[bool] = False
+    """True when the check reads the request body (the engine reads it once, bounded)."""
+
+    __slots__ = ("params", "services")
+
+    def __init__(self, params: P, services: Services) -> None:
+        self.params = params
+        self.services = services
+
+    @abstractmethod
+    async def evaluate(self, request: RequestView) -> Denial | None:
+        """Pass (None) or refuse (a Denial); may add verified facts to `request.facts`."""
+
+    async def after_response(self, request: RequestView, status: int) -> None:
+        """Called once the upstream has answered an allowed request (enforce mode only)."""
+
+    def jwks_uris(self) -> tuple[str, ...]:
+        """Key sets this check will need; prefetched at start so readiness waits for warm keys."""
+        return ()
+
+    def deny(
+        self, status: int, error: str, description: str, reason: str, headers: tuple[tuple[str, str], ...] = ()
+    ) -> Denial:
+        """A denial attributed to this check."""
+        return Denial(status, error, description, reason, headers, self.name)

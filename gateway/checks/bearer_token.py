@@ -1,0 +1,117 @@
+"""`bearer_token`: RFC 6750 bearer tokens — JWTs verified locally against the issuer's JWKS, or opaque
+tokens through RFC 7662 introspection — with issuer, audience, lifetime, revocation and scope checks."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field
+
+from ..config import TokenIssuer
+from ..jose import JoseError
+from ..schema import NonNegativeSeconds, StrictModel
+from .base import Check, Denial, RequestView
+from .services import Services
+from .token import TOKEN_FACT, VerifiedToken
+
+REALM = "dcr-gateway"
+# RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+_UNSAFE_IN_QUOTED = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+MAX_TOKEN_BYTES = 8192
+
+
+def bearer_challenge(error: str | None, description: str | None = None, scope: str | None = None) -> str:
+    """A `WWW-Authenticate: Bearer …` value (RFC 6750 §3); no error code when credentials were absent."""
+    parts = [f'realm="{REALM}"']
+    if error:
+        parts.append(f'error="{error}"')
+    if description:
+        parts.append(f'error_description="{_UNSAFE_IN_QUOTED.sub("", description)}"')
+    if scope:
+        parts.append(f'scope="{_UNSAFE_IN_QUOTED.sub("", scope)}"')
+    return "Bearer " + ", ".join(parts)
+
+
+class BearerTokenParams(StrictModel):
+    """Parameters of `bearer_token`."""
+
+    issuers: tuple[str, ...] = Field(min_length=1)
+    """Names of trusted issuers from config `trust.token_issuers`; a token from any other issuer is refused."""
+    required_scopes: tuple[str, ...] = ()
+    """Scopes the token must all carry (`scope` claim, space separated); otherwise 403 insufficient_scope."""
+    max_lifetime_seconds: NonNegativeSeconds | None = None
+    """Refuse tokens whose exp - iat exceeds this (long-lived tokens are a risk); unset: no bound."""
+
+
+class BearerToken(Check[BearerTokenParams]):
+    """Verify the bearer token and record it as the `token` fact for later checks."""
+
+    name = "bearer_token"
+    Params = BearerTokenParams
+    __slots__ = ("_issuers", "_required")
+
+    def __init__(self, params: BearerTokenParams, services: Services) -> None:
+        from . import ParamError
+
+        super().__init__(params, services)
+        configured = services.trust.token_issuers
+        issuers: dict[str, tuple[str, TokenIssuer]] = {}
+        for i, name in enumerate(params.issuers):
+            if name not in configured:
+                valid = ", ".join(sorted(configured)) or "none configured"
+                raise ParamError(["issuers", i], f"unknown issuer {name!r} (config trust.token_issuers: {valid})")
+            issuers[configured[name].issuer] = (name, configured[name])
+        self._issuers = issuers
+        self._required = frozenset(params.required_scopes)
+
+    def jwks_uris(self) -> tuple[str, ...]:
+        """The JWKS of every trusted issuer, for prefetching."""
+        return tuple(cfg.jwks_uri for _, cfg in self._issuers.values() if cfg.jwks_uri)
+
+    def _invalid(self, description: str, reason: str) -> Denial:
+        return self.deny(401, "invalid_token", description, reason,
+                         (("WWW-Authenticate", bearer_challenge("invalid_token", description)),))
+
+    async def evaluate(self, request: RequestView) -> Denial | None:
+        """Pass with `facts["token"]` set, or refuse with 401 invalid_token / 403 insufficient_scope."""
+        values = request.headers.getall("Authorization", [])
+        if not values:
+            description = "an access token is required (Authorization: Bearer)"
+            return self.deny(401, "invalid_token", description, "token_missing",
+                             (("WWW-Authenticate", bearer_challenge(None)),))
+        if len(values) > 1:
+            return self._invalid("Authorization header must be sent once", "token_malformed")
+        scheme, _, raw = values[0].strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return self.deny(401, "invalid_token", "the Bearer authentication scheme is required", "token_missing",
+                             (("WWW-Authenticate", bearer_challenge(None)),))
+        raw = raw.strip()
+        if not raw or len(raw) > MAX_TOKEN_BYTES or not _B64TOKEN.match(raw):
+            return self._invalid("the access token is malformed", "token_malformed")
+        try:
+            token = await self.services.tokens.verify(raw, self._issuers, request.now)
+        except JoseError as exc:
+            if exc.reason == "jwks_unavailable":
+                # Fail closed, and say it is not the client's fault.
+                return self.deny(503, "temporarily_unavailable", "token keys unavailable, retry later",
+                                 "jwks_unavailable", (("Retry-After", "5"),))
+            return self._invalid(exc.description, f"token_{exc.reason}")
+        if token.iss not in self._issuers:
+            return self._invalid("the access token's issuer is not trusted here", "token_issuer_not_trusted")
+        limit = self.params.max_lifetime_seconds
+        if limit is not None and token.exp - token.iat > limit:
+            return self._invalid("the access token's lifetime is too long", "token_lifetime_too_long")
+        if await self.services.revocations.is_revoked(token):
+            return self._invalid("the access token has been revoked", "token_revoked")
+        missing = self._required - token.scopes
+        if missing:
+            scope = " ".join(sorted(self._required))
+            description = f"the access token lacks scope: {' '.join(sorted(missing))}"
+            return self.deny(403, "insufficient_scope", description, "insufficient_scope",
+                             (("WWW-Authenticate", bearer_challenge("insufficient_scope", description, scope)),))
+        request.facts[TOKEN_FACT] = token
+        return None
+
+
+__all__ = ["BearerToken", "VerifiedToken", "bearer_challenge"]

@@ -1,0 +1,76 @@
+"""`client_ownership`: `{ClientId}` in the path is the token's own client; the bank's revocation rules."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ..observability.logging import get_logger
+from ..schema import StrictModel
+from .base import Check, Denial, RequestView
+from .bearer_token import bearer_challenge
+from .token import token_of
+
+log = get_logger("client_ownership")
+
+
+class ClientOwnershipParams(StrictModel):
+    """Parameters of `client_ownership`."""
+
+    path_param: str = "ClientId"
+    """Name of the path-template parameter holding the client id."""
+    status: Literal[401, 403] = 401
+    """Status when the ClientId is not the token's client: 401 as the bank's page says for an unknown ClientId
+    (RFC 7592 §2), or 403 for deployments that prefer it."""
+    revoke_on_mismatch: bool = True
+    """Revoke the (verified) token at once when it names another ClientId — the bank's rule for unknown ids."""
+    revoke_on_upstream_401: bool = True
+    """Revoke the token when the upstream answers 401 for this ClientId (unknown or deleted client)."""
+    revoke_client_on_delete: bool = True
+    """When the upstream confirms a DELETE (204), revoke every token issued to the client up to that moment."""
+
+
+class ClientOwnership(Check[ClientOwnershipParams]):
+    """Refuse access to another client's registration; apply the revocation rules of the bank's page.
+
+    Only a token that `bearer_token` verified is ever revoked: a forged or malformed token names a jti
+    that may belong to someone else, and revoking it would let anyone revoke anyone's token.
+    """
+
+    name = "client_ownership"
+    Params = ClientOwnershipParams
+
+    async def evaluate(self, request: RequestView) -> Denial | None:
+        """Pass when the path's client id equals the verified token's client id."""
+        token = token_of(request.facts)
+        client_id = request.params.get(self.params.path_param)
+        if client_id is None:
+            return self.deny(404, "not_found", "no client id in the path", "client_id_missing")
+        if token is None:
+            return self._refuse("no verified access token", "token_missing")
+        if client_id == token.client_id:
+            return None
+        if self.params.revoke_on_mismatch and not request.dry_run:
+            # SECURITY: token verified above (signature, issuer, expiry); safe to revoke.
+            await self.services.revocations.revoke_token(token, request.now)
+            log.info("token_revoked", cause="client_id_not_owned", token_jti=token.jti, client_id=token.client_id)
+        return self._refuse("the access token was not issued to this client", "client_not_owned")
+
+    def _refuse(self, description: str, reason: str) -> Denial:
+        if self.params.status == 401:
+            return self.deny(401, "invalid_token", description, reason,
+                             (("WWW-Authenticate", bearer_challenge("invalid_token", description)),))
+        return self.deny(403, "insufficient_scope", description, reason,
+                         (("WWW-Authenticate", bearer_challenge("insufficient_scope", description)),))
+
+    async def after_response(self, request: RequestView, status: int) -> None:
+        """Upstream 401 → revoke the token; DELETE confirmed (204) → revoke all of the client's tokens."""
+        token = token_of(request.facts)
+        if token is None:
+            return
+        revocations = self.services.revocations
+        if status == 401 and self.params.revoke_on_upstream_401:
+            await revocations.revoke_token(token, request.now)
+            log.info("token_revoked", cause="upstream_401", token_jti=token.jti, client_id=token.client_id)
+        elif status == 204 and request.method == "DELETE" and self.params.revoke_client_on_delete:
+            await revocations.revoke_client(token.iss, token.client_id, self.services.clock())
+            log.info("client_tokens_revoked", cause="client_deleted", client_id=token.client_id)

@@ -1,0 +1,106 @@
+"""What checks share: trust anchors, the JWKS cache, the state store, revocations, the token verifier."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..config import Settings, TrustSettings
+from ..jose import JoseError, UrlPolicy, VerificationKey
+from ..jose.jwks_cache import JwksCache, JwksCacheSettings
+from ..observability.metrics import Metrics
+from ..state.memory import MemoryStore
+from ..state.store import StateStore
+from .revocation import Revocations
+from .token_verifier import TokenVerifier
+
+# Key-set URLs written by the operator in config are trusted as given (loopback and private networks
+# included); URLs taken from documents signed by others (SSAs) get a strict UrlPolicy instead.
+CONFIGURED_URLS = UrlPolicy.build(allow_http=True, allow_private=True, allow_loopback=True)
+
+
+class KeyProvider(Protocol):
+    """Where verification keys come from: the JWKS cache in production, static keys in `policy test`."""
+
+    async def get_key(self, uri: str, kid: str, *, policy: UrlPolicy | None = None) -> VerificationKey:
+        """The key `kid` of the key set at `uri`."""
+        ...
+
+    async def prefetch(
+        self, uris: Iterable[str], *, policy: UrlPolicy | None = None
+    ) -> dict[str, JoseError | None]:
+        """Warm the key sets; each URI's error or None."""
+        ...
+
+
+@dataclass(slots=True)
+class Services:
+    """Built once per process; every check instance of every policy-set version shares it."""
+
+    trust: TrustSettings
+    keys: KeyProvider
+    store: StateStore
+    revocations: Revocations
+    tokens: TokenVerifier
+    clock: Callable[[], float]
+    jwks_cache: JwksCache | None = None
+
+    async def start(self) -> None:
+        """Open network resources."""
+        if self.jwks_cache is not None:
+            await self.jwks_cache.start()
+        await self.tokens.start()
+
+    async def close(self) -> None:
+        """Close network resources and the store."""
+        await self.tokens.close()
+        if self.jwks_cache is not None:
+            await self.jwks_cache.close()
+        await self.store.close()
+
+    async def prefetch(self, uris: Iterable[str]) -> list[str]:
+        """Warm configured key sets; return the URIs that failed."""
+        results = await self.keys.prefetch(uris, policy=CONFIGURED_URLS)
+        return [uri for uri, err in results.items() if err is not None]
+
+
+def build_services(
+    settings: Settings,
+    metrics: Metrics | None,
+    *,
+    keys: KeyProvider | None = None,
+    store: StateStore | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Services:
+    """The production services (JWKS cache, in-memory store) unless `keys` / `store` are given."""
+    trust = settings.trust
+    cache: JwksCache | None = None
+    if keys is None:
+        j = trust.jwks
+        on_event = None
+        if metrics is not None:
+            m = metrics
+
+            def on_event(kind: str, result: str) -> None:
+                m.jwks_events.labels(kind, result).inc()
+
+        cache = JwksCache(
+            policy=CONFIGURED_URLS,
+            settings=JwksCacheSettings(
+                ttl_seconds=j.ttl_seconds,
+                min_refetch_interval_seconds=j.min_refetch_interval_seconds,
+                stale_max_seconds=j.stale_max_seconds,
+                fetch_timeout_seconds=j.timeout_seconds,
+                max_bytes=j.max_bytes,
+            ),
+            on_event=on_event,
+        )
+        keys = cache
+    store = store if store is not None else MemoryStore()
+    revocations = Revocations(store, client_ttl_seconds=trust.revocation_ttl_seconds,
+                              skew_seconds=trust.clock_skew_seconds)
+    tokens = TokenVerifier(keys, skew_seconds=trust.clock_skew_seconds, clock=clock)
+    return Services(trust=trust, keys=keys, store=store, revocations=revocations, tokens=tokens, clock=clock,
+                    jwks_cache=cache)

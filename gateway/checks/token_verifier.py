@@ -1,0 +1,190 @@
+"""Access-token verification with a bounded cache of verified tokens (never beyond `exp`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from ..config import TokenIssuer
+from ..jose import ClaimRules, JoseError, check_algorithm, parse_compact, validate_claims, verify_signature
+from ..jose.claims import check_typ
+from .token import VerifiedToken
+
+if TYPE_CHECKING:
+    from .services import KeyProvider
+
+MAX_TOKEN_BYTES = 8192
+IssuerMap = Mapping[str, tuple[str, TokenIssuer]]
+"""Trusted issuers of one policy: `iss` value → (config name, issuer settings)."""
+
+
+class TokenVerifier:
+    """Verifies JWT access tokens (or introspects opaque ones) and caches the verified result.
+
+    The cache is keyed by a SHA-256 of the token (the token itself is never kept), bounded in size, and an
+    entry never outlives the token's `exp`; revocation and per-policy rules are applied by the caller on
+    every request.
+    """
+
+    __slots__ = ("_cache", "_clock", "_keys", "_max_entries", "_rules", "_session", "_skew")
+
+    def __init__(
+        self,
+        keys: KeyProvider,
+        *,
+        skew_seconds: float,
+        clock: Callable[[], float] = time.time,
+        max_entries: int = 10_000,
+    ) -> None:
+        self._keys = keys
+        self._skew = skew_seconds
+        self._clock = clock
+        self._max_entries = max_entries
+        self._cache: OrderedDict[bytes, VerifiedToken] = OrderedDict()
+        self._rules: dict[tuple[str, tuple[str, ...]], ClaimRules] = {}
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Nothing to open until an introspecting issuer is used."""
+
+    async def close(self) -> None:
+        """Close the introspection session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def clear(self) -> None:
+        """Forget every cached verification."""
+        self._cache.clear()
+
+    async def verify(self, raw: str, issuers: IssuerMap, now: float) -> VerifiedToken:
+        """The verified token, from the cache or freshly verified; JoseError when it is not acceptable."""
+        digest = hashlib.sha256(raw.encode("ascii")).digest()
+        cached = self._cache.get(digest)
+        if cached is not None:
+            if now < cached.exp:
+                self._cache.move_to_end(digest)
+                return cached
+            del self._cache[digest]
+        if raw.count(".") == 2:
+            token = await self._verify_jwt(raw, issuers, now)
+        else:
+            token = await self._introspect(raw, digest, issuers, now)
+        if now < token.exp:
+            self._cache[digest] = token
+            if len(self._cache) > self._max_entries:
+                self._cache.popitem(last=False)
+        return token
+
+    def _claim_rules(self, issuer: TokenIssuer) -> ClaimRules:
+        key = (issuer.issuer, issuer.audiences)
+        rules = self._rules.get(key)
+        if rules is None:
+            rules = ClaimRules.build(
+                issuers=issuer.issuer,
+                audiences=issuer.audiences or None,
+                leeway_seconds=self._skew,
+                require=("exp", "iat", "jti", "iss", issuer.client_id_claim),
+            )
+            self._rules[key] = rules
+        return rules
+
+    async def _verify_jwt(self, raw: str, issuers: IssuerMap, now: float) -> VerifiedToken:
+        jws = parse_compact(raw, max_bytes=MAX_TOKEN_BYTES)
+        claims = jws.claims or {}
+        iss = claims.get("iss")
+        entry = issuers.get(iss) if isinstance(iss, str) else None
+        if entry is None:
+            raise JoseError("iss_mismatch", "the access token's issuer is not trusted here")
+        name, issuer = entry
+        if issuer.jwks_uri is None:
+            raise JoseError("alg_not_allowed", "this issuer's tokens are opaque; a JWT is not accepted")
+        algorithms = frozenset(issuer.algorithms)
+        check_algorithm(jws, algorithms)  # before anything else: `none` / HS* are refused as such
+        if jws.kid is None:
+            raise JoseError("missing_kid", "the access token has no kid header")
+        typ = jws.header.get("typ")
+        if not any(_typ_ok(typ, expected) for expected in issuer.token_types):
+            raise JoseError("typ_mismatch", f"typ header must be one of: {', '.join(issuer.token_types)}")
+        from .services import CONFIGURED_URLS
+
+        key = await self._keys.get_key(issuer.jwks_uri, jws.kid, policy=CONFIGURED_URLS)
+        verify_signature(jws, key, algorithms)
+        validate_claims(claims, self._claim_rules(issuer), now)
+        return _token(name, issuer, dict(claims), jws.kid)
+
+    async def _introspect(self, raw: str, digest: bytes, issuers: IssuerMap, now: float) -> VerifiedToken:
+        """RFC 7662: POST the token to the (single) introspecting issuer of the policy."""
+        candidates = [(n, i) for n, i in issuers.values() if i.introspection is not None]
+        if not candidates:
+            raise JoseError("malformed", "the access token is not a JWT")
+        name, issuer = candidates[0]
+        intro = issuer.introspection
+        assert intro is not None
+        secret = os.environ.get(intro.client_secret_env)
+        if not secret:
+            raise JoseError("jwks_unavailable", "introspection is not configured (client secret missing)")
+        if self._session is None:
+            self._session = aiohttp.ClientSession(trust_env=False)
+        try:
+            async with self._session.post(
+                intro.endpoint,
+                data={"token": raw, "token_type_hint": "access_token"},
+                headers={"Accept": "application/json",
+                         "Authorization": aiohttp.encode_basic_auth(intro.client_id, secret)},
+                timeout=aiohttp.ClientTimeout(total=intro.timeout_seconds),
+                allow_redirects=False,
+            ) as resp:
+                if resp.status != 200:
+                    raise JoseError("jwks_unavailable", "token introspection failed")
+                body: Any = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            raise JoseError("jwks_unavailable", "token introspection failed") from None
+        if not isinstance(body, dict) or body.get("active") is not True:
+            raise JoseError("bad_signature", "the access token is not active")
+        if body.get("iss", issuer.issuer) != issuer.issuer:
+            raise JoseError("iss_mismatch", "the access token's issuer is not trusted here")
+        body.setdefault("iss", issuer.issuer)
+        # Without exp the answer is reused for cache_seconds at most; with it, never beyond it.
+        exp = body.get("exp")
+        limit = now + intro.cache_seconds
+        body["exp"] = min(float(exp), limit) if isinstance(exp, int | float) and not isinstance(exp, bool) else limit
+        body.setdefault("iat", now)
+        body.setdefault("jti", "sha256:" + digest.hex()[:32])
+        validate_claims(body, ClaimRules.build(audiences=issuer.audiences or None, leeway_seconds=self._skew,
+                                               require=("exp", issuer.client_id_claim)), now)
+        return _token(name, issuer, body, None)
+
+
+def _typ_ok(typ: object, expected: str) -> bool:
+    try:
+        check_typ({"typ": typ}, expected)
+    except JoseError:
+        return False
+    return True
+
+
+def _token(name: str, issuer: TokenIssuer, claims: dict[str, Any], kid: str | None) -> VerifiedToken:
+    client_id = claims.get(issuer.client_id_claim)
+    if not isinstance(client_id, str) or not client_id:
+        raise JoseError("missing_claim", f"the access token has no {issuer.client_id_claim} claim")
+    scope = claims.get("scope", "")
+    scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
+    jti = claims.get("jti")
+    return VerifiedToken(
+        issuer_name=name,
+        iss=str(claims["iss"]),
+        client_id=client_id,
+        jti=str(jti),
+        iat=float(claims.get("iat", 0)),
+        exp=float(claims["exp"]),
+        scopes=scopes,
+        kid=kid,
+        claims=claims,
+    )

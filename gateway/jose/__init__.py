@@ -1,0 +1,70 @@
+"""JOSE for the gateway: strict JWS/JWT verification, keys, the shared JWKS cache and its SSRF guard.
+
+This package is the only place in the gateway core that imports jwcrypto. Every failure is a
+`JoseError` whose `reason` is one of `REASONS`.
+"""
+
+from .algorithms import FAPI_ALGORITHMS, SUPPORTED, allow_list
+from .claims import ClaimRules, check_typ, validate_claims
+from .errors import REASONS, JoseError, JoseReason
+from .jwks_cache import EVENTS, JwksCache, JwksCacheSettings
+from .jws import (
+    DEFAULT_MAX_BYTES,
+    FORBIDDEN_HEADERS,
+    CompactJWS,
+    check_algorithm,
+    parse_compact,
+    verify_signature,
+)
+from .keys import (
+    JwkSet,
+    SigningKey,
+    VerificationKey,
+    cert_thumbprint_s256,
+    generate_signing_key,
+    jwk_thumbprint,
+    load_signing_key_pem,
+    sign_compact,
+    sign_jwt,
+)
+from .url_guard import UrlGuard, UrlPolicy, VettedUrl, address_category
+from .verifier import CachedKeys, JwtVerifier, KeySource, StaticKeys, VerifiedJwt
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "EVENTS",
+    "FAPI_ALGORITHMS",
+    "FORBIDDEN_HEADERS",
+    "REASONS",
+    "SUPPORTED",
+    "CachedKeys",
+    "ClaimRules",
+    "CompactJWS",
+    "JoseError",
+    "JoseReason",
+    "JwkSet",
+    "JwksCache",
+    "JwksCacheSettings",
+    "JwtVerifier",
+    "KeySource",
+    "SigningKey",
+    "StaticKeys",
+    "UrlGuard",
+    "UrlPolicy",
+    "VerificationKey",
+    "VerifiedJwt",
+    "VettedUrl",
+    "address_category",
+    "allow_list",
+    "cert_thumbprint_s256",
+    "check_algorithm",
+    "check_typ",
+    "generate_signing_key",
+    "jwk_thumbprint",
+    "load_signing_key_pem",
+    "parse_compact",
+    "sign_compact",
+    "sign_jwt",
+    "validate_claims",
+    "verify_signature",
+]

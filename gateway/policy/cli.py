@@ -1,0 +1,110 @@
+"""`dcr-gateway policy lint | test | explain`: the security team's tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..config import Settings, load_settings
+from ..observability.logging import configure_logging
+from .loader import PolicyError, compile_policies, read_source
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    settings = load_settings(args.config)
+    configure_logging("auto", "warning")  # the tools' own output only
+    return settings
+
+
+def _directory(args: argparse.Namespace, settings: Settings) -> Path:
+    return Path(args.dir) if args.dir else settings.resolve_path(settings.policies.dir)
+
+
+def _offline_services(settings: Settings) -> Any:
+    from ..checks.services import build_services
+
+    return build_services(settings, None)
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    """Validate a policy directory; print file:line errors and exit 1 when invalid."""
+    settings = _settings(args)
+    directory = _directory(args, settings)
+    try:
+        source = read_source(directory)
+        policy_set = compile_policies(source, _offline_services(settings),
+                                      unmatched_status=settings.policies.unmatched_status)
+    except PolicyError as exc:
+        for line in exc.messages:
+            print(line, file=sys.stderr)
+        print(f"{len(exc.messages)} error(s) in {directory}", file=sys.stderr)
+        return 1
+    print(f"{directory}: {len(policy_set.policies)} policies ok (version {policy_set.version})")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    """Show which policy a request matches and the checks that would run, in order."""
+    settings = _settings(args)
+    directory = _directory(args, settings)
+    try:
+        policy_set = compile_policies(read_source(directory), _offline_services(settings),
+                                      unmatched_status=settings.policies.unmatched_status)
+    except PolicyError as exc:
+        for line in exc.messages:
+            print(line, file=sys.stderr)
+        return 1
+    method = args.method.upper()
+    match = policy_set.match(method, args.path)
+    if match is None or match.value is None:
+        denial = policy_set.unmatched(method, match)
+        print(f"{method} {args.path}: no policy applies -> {denial.status} {denial.error} ({denial.reason})")
+        if match is not None and match.allowed:
+            print(f"  route {match.template} allows: {', '.join(match.allowed)}")
+        return 0
+    policy = match.value
+    print(f"{method} {args.path}")
+    print(f"  policy:  {policy.name}  ({policy.source})")
+    if policy.description:
+        print(f"           {policy.description}")
+    print(f"  route:   {policy.template}  {' '.join(f'{k}={v}' for k, v in match.params.items())}".rstrip())
+    print(f"  mode:    {policy.mode}")
+    print("  checks:" if policy.checks else "  checks:  (none: forwarded as is)")
+    for i, check in enumerate(policy.checks, 1):
+        params = check.params.model_dump(mode="json", exclude_defaults=True)
+        shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items())
+        print(f"    {i}. {check.name}" + (f"  ({shown})" if shown else ""))
+    return 0
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Run the `*_test.yaml` cases beside the policies; exit 1 on any failure."""
+    from .testing import run_policy_tests
+
+    settings = _settings(args)
+    return run_policy_tests(settings, _directory(args, settings), verbose=args.verbose)
+
+
+def register(sub: Any) -> None:
+    """Add the `policy` command tree."""
+    policy = sub.add_parser("policy", help="policy tools: lint, test, explain")
+    psub = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_: str, fn: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = psub.add_parser(name, help=help_, description=help_)
+        p.add_argument("--config", help="config file (trust anchors; default: $DCRGW_CONFIG or ./config.yaml)")
+        p.set_defaults(func=fn)
+        return p
+
+    lint = add("lint", "validate a policy directory", cmd_lint)
+    lint.add_argument("dir", nargs="?", help="policy directory (default: policies.dir from config)")
+    test = add("test", "run the policy test cases (*_test.yaml)", cmd_test)
+    test.add_argument("dir", nargs="?", help="policy directory (default: policies.dir from config)")
+    test.add_argument("-v", "--verbose", action="store_true", help="print every case")
+    explain = add("explain", "show the policy and checks a request would meet", cmd_explain)
+    explain.add_argument("--method", required=True)
+    explain.add_argument("--path", required=True)
+    explain.add_argument("--dir", help="policy directory (default: policies.dir from config)")
