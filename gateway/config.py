@@ -198,6 +198,18 @@ class PolicySettings(StrictModel):
     """Status for a request that matches no policy; it is never forwarded."""
     reload_interval_seconds: NonNegativeSeconds = 2.0
     """How often the directory is checked for changes (0 disables polling; SIGHUP still reloads)."""
+    check_modes: dict[str, Literal["enforce", "audit"]] = {}
+    """Per check kind, `audit` makes its denials reported but not enforced in every policy (e.g. the
+    sandbox runs `client_certificate` in audit mode: there is no mTLS ingress on a laptop)."""
+    fact_headers: dict[str, str] = {
+        "client_id": "X-DCR-Client-Id",
+        "software_id": "X-DCR-Software-Id",
+        "org_id": "X-DCR-Org-Id",
+        "software_roles": "X-DCR-Software-Roles",
+        "client_cert_s256": "X-DCR-Client-Cert-S256",
+    }
+    """Verified facts sent to the backend, fact name → header the gateway sets itself. Incoming copies of
+    these headers are always stripped, so the backend can trust them."""
 
 
 class SandboxSettings(StrictModel):

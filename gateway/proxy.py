@@ -94,8 +94,16 @@ class _LimitedBody:
 class Forwarder:
     """Sends a request upstream over one shared, pooled ClientSession and streams the answer back."""
 
-    def __init__(self, settings: UpstreamSettings, max_body_bytes: int, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: UpstreamSettings,
+        max_body_bytes: int,
+        metrics: Metrics,
+        strip_headers: frozenset[str] = frozenset(),
+    ) -> None:
         self._base = settings.url
+        # SECURITY: headers the gateway sets from verified facts are never taken from the client.
+        self._drop = _REQUEST_DROP | {h.lower() for h in strip_headers}
         self._max_body = max_body_bytes
         self._metrics = metrics
         t = settings.timeouts
@@ -130,7 +138,7 @@ class Forwarder:
         self, request: web.Request, interaction_id: str, request_id: str, extra: Mapping[str, str] | None
     ) -> CIMultiDict[str]:
         """Request headers for the upstream: cleaned, with X-Forwarded-* and ids set by us."""
-        headers = clean_headers(request.headers, _REQUEST_DROP)
+        headers = clean_headers(request.headers, self._drop)
         peer = request.remote or "unknown"
         prior = headers.popall(hdrs.X_FORWARDED_FOR, [])
         headers[hdrs.X_FORWARDED_FOR] = ", ".join([*prior, peer]) if prior else peer

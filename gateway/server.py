@@ -6,8 +6,9 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -15,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .checks.base import Denial, RequestView
 from .checks.services import Services, build_services
+from .checks.token import token_of
 from .config import Settings
 from .context import CTX, RequestContext
 from .errors import GatewayError, error_response
@@ -193,7 +195,25 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
     async def before_relay(status: int) -> None:
         await policy.after_response(view, status)
 
-    return await app[FORWARDER].forward(request, ctx, body=view.body, before_relay=before_relay)
+    extra = _fact_headers(ctx.facts, app[SETTINGS].policies.fact_headers)
+    return await app[FORWARDER].forward(request, ctx, body=view.body, extra_headers=extra,
+                                        before_relay=before_relay)
+
+
+def _fact_headers(facts: dict[str, Any], names: Mapping[str, str]) -> dict[str, str]:
+    """Verified facts as the headers configured for them (lists comma-joined); absent facts send nothing."""
+    values: dict[str, Any] = dict(facts)
+    token = token_of(facts)
+    if token is not None:
+        values.setdefault("client_id", token.client_id)
+    out = {}
+    for fact, header in names.items():
+        value = values.get(fact)
+        if isinstance(value, str) and value:
+            out[header] = value
+        elif isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+            out[header] = ",".join(value)
+    return out
 
 
 def build_public_app(
@@ -205,7 +225,8 @@ def build_public_app(
     app[METRICS] = metrics
     app[HEALTH] = health
     app[POLICIES] = policies
-    forwarder = Forwarder(settings.upstream, settings.server.max_body_bytes, metrics)
+    forwarder = Forwarder(settings.upstream, settings.server.max_body_bytes, metrics,
+                          frozenset(settings.policies.fact_headers.values()))
     app[FORWARDER] = forwarder
 
     async def forwarder_ctx(_: web.Application) -> AsyncIterator[None]:

@@ -86,15 +86,14 @@ async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGate
     started: list[RunningGateway] = []
 
     async def start(
-        upstream_url: str, *, policies: Path = OPEN_POLICIES, metrics: Metrics | None = None, **overrides: Any
+        upstream_url: str, *, policy_dir: Path = OPEN_POLICIES, metrics: Metrics | None = None, **overrides: Any
     ) -> RunningGateway:
-        overrides.setdefault("policies", {})
-        overrides["policies"] = {"dir": str(policies), "reload_interval_seconds": 0, **overrides["policies"]}
+        overrides["policies"] = {"dir": str(policy_dir), "reload_interval_seconds": 0, **overrides.get("policies", {})}
         settings = make_settings(upstream_url, **overrides)
         metrics = metrics or Metrics()
         services = build_services(settings, metrics)
         await services.start()
-        holder = PolicyHolder(load_policies(policies, services, unmatched_status=settings.policies.unmatched_status))
+        holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))
         app = build_public_app(settings, metrics, Health(blockers={}), holder)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()

@@ -57,11 +57,13 @@ class Check(ABC, Generic[P]):
     needs_body: ClassVar[bool] = False
     """True when the check reads the request body (the engine reads it once, bounded)."""
 
-    __slots__ = ("params", "services")
+    __slots__ = ("audit_only", "params", "services")
 
     def __init__(self, params: P, services: Services) -> None:
         self.params = params
         self.services = services
+        self.audit_only = services.check_modes.get(self.name) == "audit"
+        """Denials are reported (audit_deny) but not enforced: config `policies.check_modes`."""
 
     @abstractmethod
     async def evaluate(self, request: RequestView) -> Denial | None:

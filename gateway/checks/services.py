@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..config import Settings, TrustSettings
@@ -46,6 +46,8 @@ class Services:
     tokens: TokenVerifier
     clock: Callable[[], float]
     jwks_cache: JwksCache | None = None
+    check_modes: Mapping[str, str] = field(default_factory=dict)
+    """Check kind → "audit" to report its denials without enforcing them (config policies.check_modes)."""
 
     async def start(self) -> None:
         """Open network resources."""
@@ -103,4 +105,4 @@ def build_services(
                               skew_seconds=trust.clock_skew_seconds)
     tokens = TokenVerifier(keys, skew_seconds=trust.clock_skew_seconds, clock=clock)
     return Services(trust=trust, keys=keys, store=store, revocations=revocations, tokens=tokens, clock=clock,
-                    jwks_cache=cache)
+                    jwks_cache=cache, check_modes=dict(settings.policies.check_modes))

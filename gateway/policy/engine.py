@@ -74,11 +74,11 @@ class CompiledPolicy:
                                 "state_unavailable", (("Retry-After", "1"),), check.name)
             if denial is not None:
                 denials.append(denial)
-                if not audit:
-                    break
+                if not (audit or check.audit_only):
+                    return Decision("deny", self.name, self.mode, tuple(denials))
         if not denials:
             return Decision("allow", self.name, self.mode)
-        return Decision("audit_deny" if audit else "deny", self.name, self.mode, tuple(denials))
+        return Decision("audit_deny", self.name, self.mode, tuple(denials))
 
     async def after_response(self, request: RequestView, status: int) -> None:
         """Response hooks of every check (enforce mode only: audit mode has no side effects)."""

@@ -104,6 +104,10 @@ def compile_policies(source: PolicySource, services: Services, *, unmatched_stat
     names: dict[str, str] = {}
     if not source.files:
         raise PolicyError([f"{source.directory}: no policy files (*.yaml)"])
+    unknown = sorted(set(services.check_modes) - set(REGISTRY))
+    if unknown:
+        raise PolicyError([f"config policies.check_modes: unknown check {', '.join(unknown)}; "
+                           f"valid checks: {', '.join(sorted(REGISTRY))}"])
     for path, text in source.files:
         try:
             doc = parse_yaml(text, path)

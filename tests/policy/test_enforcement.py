@@ -53,7 +53,7 @@ class Bank:
         if request.method == "DELETE":
             self.known.discard(cid)
             return web.Response(status=204)
-        return web.json_response({"client_id": cid})
+        return web.json_response({"client_id": cid, "x_dcr_client_id": request.headers.getall("X-DCR-Client-Id", [])})
 
     def token(self, client_id: str = "client-a", *, key: SigningKey | None = None, **claims: Any) -> str:
         now = int(time.time())
@@ -83,7 +83,7 @@ async def bank_gw(start_server: StartServer, running_gateway: Starter) -> Callab
             "jwks": {"ttl_seconds": 300, "min_refetch_interval_seconds": 0, "stale_max_seconds": 60,
                      **(jwks or {})},
         }
-        gw = await running_gateway(base, policies=policies, trust=trust)
+        gw = await running_gateway(base, policy_dir=policies, trust=trust)
         return bank, gw
 
     return make
@@ -94,7 +94,7 @@ async def test_own_client_read_is_forwarded(bank_gw):
     bank, gw = await bank_gw()
     resp = await gw.client.get(f"{REGISTER}/client-a", headers=auth(bank.token()))
     assert resp.status == 200
-    assert (await resp.json()) == {"client_id": "client-a"}
+    assert (await resp.json())["client_id"] == "client-a"
     assert gw.sample("dcr_gateway_decisions_total", {"policy": "dcr_register_read", "mode": "enforce",
                                                       "decision": "allow", "check": "", "reason": ""}) == 1
 
@@ -326,7 +326,7 @@ async def test_opaque_tokens_are_introspected_and_cached_within_exp(start_server
     trust = {"token_issuers": {"bank": {"issuer": ISSUER, "introspection": {
         "endpoint": base + "/introspect", "client_id": "gateway", "client_secret_env": "TEST_INTROSPECTION_SECRET",
         "cache_seconds": 30}}}}
-    gw = await running_gateway(base, policies=SHIPPED_POLICIES, trust=trust)
+    gw = await running_gateway(base, policy_dir=SHIPPED_POLICIES, trust=trust)
     for _ in range(3):
         resp = await gw.client.get(f"{REGISTER}/client-a", headers=auth("opaque-good"))
         assert resp.status == 200
@@ -336,3 +336,28 @@ async def test_opaque_tokens_are_introspected_and_cached_within_exp(start_server
     # Ownership still applies to introspected tokens.
     resp = await gw.client.get(f"{REGISTER}/client-b", headers=auth("opaque-good"))
     assert resp.status == 401
+
+
+async def test_verified_client_id_is_forwarded_and_spoofed_copies_stripped(bank_gw):
+    """The backend gets X-DCR-Client-Id from the verified token only, never the client's own copy."""
+    bank, gw = await bank_gw()
+    headers = {**auth(bank.token()), "X-DCR-Client-Id": "client-b"}
+    resp = await gw.client.get(f"{REGISTER}/client-a", headers=headers)
+    assert (await resp.json())["x_dcr_client_id"] == ["client-a"]
+
+
+async def test_check_modes_audit_reports_without_enforcing(start_server: StartServer, running_gateway):
+    """config policies.check_modes: {client_id_header: audit} forwards and counts that check's denials only."""
+    bank = Bank()
+    server = await start_server(bank.app)
+    base = str(server.make_url("")).rstrip("/")
+    trust = {"token_issuers": {"bank": {"issuer": ISSUER, "jwks_uri": base + "/jwks", "token_types": ["at+jwt"]}}}
+    gw = await running_gateway(base, policy_dir=SHIPPED_POLICIES, trust=trust,
+                               policies={"check_modes": {"client_id_header": "audit"}})
+    resp = await gw.client.get(f"{REGISTER}/client-a", headers={"Authorization": f"Bearer {bank.token()}"})
+    assert resp.status == 200
+    assert gw.sample("dcr_gateway_decisions_total", {"policy": "dcr_register_read", "mode": "enforce",
+                                                      "decision": "audit_deny", "check": "client_id_header",
+                                                      "reason": "client_id_missing"}) == 1
+    resp = await gw.client.get(f"{REGISTER}/client-a", headers={"client_id": "client-a"})
+    assert resp.status == 401  # bearer_token is still enforced

@@ -103,7 +103,7 @@ async def test_hot_reload_swaps_good_sets_and_keeps_serving_through_bad_ones(tmp
     app.router.add_get("/{p}", echo)
     upstream = await start_server(app)
     (tmp_path / "p.yaml").write_text(GOOD)
-    gw = await running_gateway(str(upstream.make_url("")).rstrip("/"), policies=tmp_path, trust=TRUST)
+    gw = await running_gateway(str(upstream.make_url("")).rstrip("/"), policy_dir=tmp_path, trust=TRUST)
     reloader = PolicyReloader(tmp_path, gw.services, gw.holder, gw.metrics, unmatched_status=404, interval=0.05)
     assert (await gw.client.get("/a")).status == 200
     assert (await gw.client.get("/b")).status == 404
