@@ -1,4 +1,4 @@
-"""JOSE for the gateway: strict JWS/JWT verification, keys and claims.
+"""JOSE for the gateway: strict JWS/JWT verification, keys, the shared JWKS cache and its SSRF guard.
 
 This package is the only place in the gateway core that imports jwcrypto. Every failure is a
 `JoseError` whose `reason` is one of `REASONS`.
@@ -7,6 +7,7 @@ This package is the only place in the gateway core that imports jwcrypto. Every 
 from .algorithms import FAPI_ALGORITHMS, SUPPORTED, allow_list
 from .claims import ClaimRules, check_typ, validate_claims
 from .errors import REASONS, JoseError, JoseReason
+from .jwks_cache import EVENTS, JwksCache, JwksCacheSettings
 from .jws import (
     DEFAULT_MAX_BYTES,
     FORBIDDEN_HEADERS,
@@ -26,20 +27,34 @@ from .keys import (
     sign_compact,
     sign_jwt,
 )
+from .url_guard import UrlGuard, UrlPolicy, VettedUrl, address_category
+from .verifier import CachedKeys, JwtVerifier, KeySource, StaticKeys, VerifiedJwt
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
+    "EVENTS",
     "FAPI_ALGORITHMS",
     "FORBIDDEN_HEADERS",
     "REASONS",
     "SUPPORTED",
+    "CachedKeys",
     "ClaimRules",
     "CompactJWS",
     "JoseError",
     "JoseReason",
     "JwkSet",
+    "JwksCache",
+    "JwksCacheSettings",
+    "JwtVerifier",
+    "KeySource",
     "SigningKey",
+    "StaticKeys",
+    "UrlGuard",
+    "UrlPolicy",
     "VerificationKey",
+    "VerifiedJwt",
+    "VettedUrl",
+    "address_category",
     "allow_list",
     "cert_thumbprint_s256",
     "check_algorithm",
