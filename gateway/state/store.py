@@ -1,0 +1,43 @@
+"""The shared security state interface: replay cache, denylist entries and rate-limit counters.
+
+Every entry lives in a namespace (e.g. "jti", "denylist", "rate") and expires after its TTL. The memory
+implementation serves one replica; a Redis implementation (later) serves several. Implementations raise
+`StoreUnavailable` when the backend cannot answer, and checks then fail closed.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+
+class StoreUnavailable(Exception):
+    """The state backend cannot answer (down, timed out or full): the caller must fail closed."""
+
+
+@runtime_checkable
+class StateStore(Protocol):
+    """Async key/value state with a TTL on every entry."""
+
+    async def add_if_absent(self, namespace: str, key: str, ttl_seconds: float) -> bool:
+        """Record `key` unless present; True when newly added (False means a replay)."""
+        ...
+
+    async def put(self, namespace: str, key: str, value: str, ttl_seconds: float) -> None:
+        """Set `key` to `value` with a fresh TTL, replacing any previous entry."""
+        ...
+
+    async def get(self, namespace: str, key: str) -> str | None:
+        """The unexpired value of `key`, or None."""
+        ...
+
+    async def exists(self, namespace: str, key: str) -> bool:
+        """True when `key` is present and unexpired."""
+        ...
+
+    async def incr(self, namespace: str, key: str, amount: int, ttl_seconds: float) -> int:
+        """Add `amount` to a counter and return the new value; the TTL is set when the counter is created."""
+        ...
+
+    async def close(self) -> None:
+        """Release resources; the store is unusable afterwards."""
+        ...
