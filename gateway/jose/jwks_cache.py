@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -109,6 +110,7 @@ class JwksCache:
         "_on_event",
         "_owns_session",
         "_session",
+        "_ssl",
         "_syntax_ok",
         "settings",
     )
@@ -122,8 +124,10 @@ class JwksCache:
         settings: JwksCacheSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_event: OnEvent | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings or JwksCacheSettings()
+        self._ssl: ssl.SSLContext | bool = ssl_context or True  # True: system trust store, full verification
         self._guard = UrlGuard(policy or UrlPolicy(), resolver)
         self._session = session
         self._owns_session = session is None
@@ -321,6 +325,7 @@ class JwksCache:
                     headers=headers,
                     allow_redirects=False,  # SECURITY: a redirect could point anywhere (SSRF)
                     server_hostname=vetted.host if is_tls else None,
+                    ssl=self._ssl,
                 ) as resp:
                     return await self._read(resp)
             except aiohttp.ClientConnectorError as exc:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -12,6 +15,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.test_utils import TestServer
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from gateway.jose import JoseError, JwksCache, JwksCacheSettings, UrlGuard, UrlPolicy, address_category
 
@@ -76,11 +84,12 @@ OB_HOSTS = UrlPolicy.build(allowed_hosts=["*.openbanking.org.uk"])
         ("https://evilopenbanking.org.uk/x", OB_HOSTS, False),
         ("https://KEYS.Example./x", UrlPolicy.build(allowed_hosts=["keys.example"]), True),
         ("https://keys.example.evil/x", UrlPolicy.build(allowed_hosts=["keys.example"]), False),
+        ("https://keys.example/x", UrlPolicy(allowed_hosts=frozenset({" KEYS.Example. "})), True),
     ],
     ids=[
         "https", "http_default_refused", "http_allowed", "ftp", "file", "userinfo", "no_host", "relative",
         "wildcard_subdomain", "wildcard_not_apex", "wildcard_not_suffix_trick", "exact_case_trailing_dot",
-        "exact_not_prefix",
+        "exact_not_prefix", "direct_constructor_normalises",
     ],
 )
 def test_url_syntax(url: str, policy: UrlPolicy, ok: bool) -> None:
@@ -294,3 +303,64 @@ async def test_dns_rebinding_is_vetted_on_every_fetch(
     assert info.value.reason == "jwks_url_refused"
     assert len(resolver.calls) == 2
     assert traced.requests == [f"http://127.0.0.1:{server.port}/jwks"]
+
+
+def _tls_server_context(tmp_path: Path, dns_name: str) -> tuple[ssl.SSLContext, str]:
+    """A server TLS context with a self-signed certificate for `dns_name`, and that certificate as PEM."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_name)])
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(start)
+        .not_valid_after(start + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(dns_name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    (tmp_path / "cert.pem").write_bytes(cert_pem)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    (tmp_path / "key.pem").write_bytes(key_pem)
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return ctx, cert_pem.decode()
+
+
+@pytest.mark.parametrize(("cert_name", "ok"), [("jwks.test", True), ("other.test", False)])
+async def test_https_pinned_address_still_verifies_the_host_name(
+    tmp_path: Path, keys: TestKeys, cert_name: str, ok: bool
+) -> None:
+    """Over TLS the pinned connection verifies the certificate against the URL's host name, not the IP."""
+
+    async def jwks(_: web.Request) -> web.Response:
+        return web.json_response(keys.jwks.to_dict())
+
+    app = web.Application()
+    app.router.add_get("/jwks", jwks)
+    server_ctx, cert_pem = _tls_server_context(tmp_path, cert_name)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server(ssl=server_ctx)
+    try:
+        cache = JwksCache(
+            policy=UrlPolicy(allow_loopback=True),
+            resolver=FakeResolver({"jwks.test": ["127.0.0.1"]}),
+            ssl_context=ssl.create_default_context(cadata=cert_pem),
+        )
+        async with cache:
+            uri = f"https://jwks.test:{server.port}/jwks"
+            if ok:
+                assert (await cache.get_key(uri, "ec-1")).thumbprint == keys.ec.thumbprint
+            else:
+                with pytest.raises(JoseError) as info:
+                    await cache.get_key(uri, "ec-1")
+                assert info.value.reason == "jwks_unavailable"
+                assert "Certificate" in info.value.description
+    finally:
+        await server.close()
