@@ -266,7 +266,13 @@ class JwksCache:
 
     async def _fetch_and_store(self, uri: str, entry: _Entry, policy: UrlPolicy | None) -> JwkSet:
         try:
-            keyset = await self._fetch(uri, policy)
+            try:
+                keyset = await self._fetch(uri, policy)
+            except _FetchFailed:
+                raise
+            except Exception as exc:  # anything unforeseen still fails closed with a stable reason
+                _log.exception("jwks_fetch_crashed", jwks_uri=uri)
+                raise _FetchFailed("error", f"unexpected {type(exc).__name__}") from exc
         except _FetchFailed as failure:
             self._event("fetch", failure.result)
             _log.warning("jwks_fetch_failed", jwks_uri=uri, result=failure.result, why=failure.description)

@@ -364,3 +364,16 @@ async def test_https_pinned_address_still_verifies_the_host_name(
                 assert "Certificate" in info.value.description
     finally:
         await server.close()
+
+
+async def test_unexpected_fetch_failure_still_maps_to_a_reason() -> None:
+    """An unforeseen exception inside a fetch (here: a crashing resolver) is jwks_unavailable, not a crash."""
+
+    async def crashing(host: str, port: int) -> list[str]:
+        raise RuntimeError("resolver bug")
+
+    async with JwksCache(policy=UrlPolicy(), resolver=crashing) as cache:
+        with pytest.raises(JoseError) as info:
+            await cache.get_key("https://jwks.example/jwks", "k")
+    assert info.value.reason == "jwks_unavailable"
+    assert "RuntimeError" in info.value.description
