@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import ssl
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
@@ -109,6 +110,7 @@ class JwksCache:
         "_on_event",
         "_owns_session",
         "_session",
+        "_ssl",
         "_syntax_ok",
         "settings",
     )
@@ -122,8 +124,10 @@ class JwksCache:
         settings: JwksCacheSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_event: OnEvent | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.settings = settings or JwksCacheSettings()
+        self._ssl: ssl.SSLContext | bool = ssl_context or True  # True: system trust store, full verification
         self._guard = UrlGuard(policy or UrlPolicy(), resolver)
         self._session = session
         self._owns_session = session is None
@@ -262,7 +266,13 @@ class JwksCache:
 
     async def _fetch_and_store(self, uri: str, entry: _Entry, policy: UrlPolicy | None) -> JwkSet:
         try:
-            keyset = await self._fetch(uri, policy)
+            try:
+                keyset = await self._fetch(uri, policy)
+            except _FetchFailed:
+                raise
+            except Exception as exc:  # anything unforeseen still fails closed with a stable reason
+                _log.exception("jwks_fetch_crashed", jwks_uri=uri)
+                raise _FetchFailed("error", f"unexpected {type(exc).__name__}") from exc
         except _FetchFailed as failure:
             self._event("fetch", failure.result)
             _log.warning("jwks_fetch_failed", jwks_uri=uri, result=failure.result, why=failure.description)
@@ -314,13 +324,14 @@ class JwksCache:
         for address in vetted.addresses:
             # SECURITY: connect to the address the guard vetted, never re-resolve (DNS rebinding); TLS still
             # verifies the certificate against the real host name (server_hostname).
-            target = url
+            target = url.with_host(address)
             try:
                 async with session.get(
                     target,
                     headers=headers,
                     allow_redirects=False,  # SECURITY: a redirect could point anywhere (SSRF)
                     server_hostname=vetted.host if is_tls else None,
+                    ssl=self._ssl,
                 ) as resp:
                     return await self._read(resp)
             except aiohttp.ClientConnectorError as exc:

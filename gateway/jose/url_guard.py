@@ -114,6 +114,10 @@ class UrlPolicy:
     allow_private: bool = False  # RFC 1918, CGNAT 100.64/10, fc00::/7
     allow_loopback: bool = False  # 127/8, ::1 (tests and the loopback sandbox)
 
+    def __post_init__(self) -> None:
+        normalised = frozenset(h.strip().lower().rstrip(".") for h in self.allowed_hosts)
+        object.__setattr__(self, "allowed_hosts", normalised)
+
     @classmethod
     def build(
         cls,
@@ -123,9 +127,8 @@ class UrlPolicy:
         allow_private: bool = False,
         allow_loopback: bool = False,
     ) -> UrlPolicy:
-        """Construct with host patterns normalised (lower case, no trailing dot)."""
-        hosts = frozenset(h.strip().lower().rstrip(".") for h in allowed_hosts)
-        return cls(allow_http, hosts, allow_private, allow_loopback)
+        """Construct from any iterable of host patterns (normalised: lower case, no trailing dot)."""
+        return cls(allow_http, frozenset(allowed_hosts), allow_private, allow_loopback)
 
     def check_syntax(self, url: str | URL) -> URL:
         """Refuse a URL by its text alone: scheme, userinfo, host allow-list (JoseError jwks_url_refused)."""

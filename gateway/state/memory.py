@@ -40,6 +40,7 @@ class MemoryStoreStats:
     entries: int  # entries held, including expired ones not yet purged
     expired_removed: int
     evicted_unexpired: int
+    heap_items: int  # live plus stale expiry records
 
 
 class _Entry:
@@ -166,7 +167,7 @@ class MemoryStore:
 
     def stats(self) -> MemoryStoreStats:
         """Current counters."""
-        return MemoryStoreStats(len(self._data), self._expired, self._evicted)
+        return MemoryStoreStats(len(self._data), self._expired, self._evicted, len(self._heap))
 
     # -- internals -------------------------------------------------------------------------------------
     async def _sweep_forever(self, interval: float) -> None:
