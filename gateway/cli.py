@@ -51,6 +51,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run_async(serve(settings, extra))
 
 
+def _cmd_audit_verify(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .observability.audit import verify_file
+
+    result = verify_file(Path(args.file))
+    if result.ok:
+        print(f"{args.file}: ok, {result.events} events in {result.chains} chain(s)")
+        return 0
+    print(f"{args.file}:{result.line}: {result.problem} ({result.events} events verified before it)")
+    return 1
+
+
 def _cmd_config_check(args: argparse.Namespace) -> int:
     load_settings(args.config)
     print(f"{args.config or 'config.yaml'}: ok")
@@ -75,6 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = config_sub.add_parser("check", help="validate the configuration and exit")
     check.add_argument("--config", help="config file (default: $DCRGW_CONFIG or ./config.yaml)")
     check.set_defaults(func=_cmd_config_check)
+    audit = sub.add_parser("audit", help="audit trail tools")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
+    verify = audit_sub.add_parser("verify", help="check an audit file's hash chain; report the first broken, "
+                                  "missing or reordered event")
+    verify.add_argument("file")
+    verify.set_defaults(func=_cmd_audit_verify)
     _register_optional(sub)
     return parser
 

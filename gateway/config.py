@@ -212,6 +212,15 @@ class PolicySettings(StrictModel):
     these headers are always stripped, so the backend can trust them."""
 
 
+class AuditSettings(StrictModel):
+    """The audit trail: one hash-chained JSON event per request that reaches the policy engine."""
+
+    sink: Literal["stdout", "file", "off"] = "stdout"
+    """stdout (with the logs, marked `"kind":"dcr_gateway_audit"`), an append-only file, or off."""
+    path: str = "audit.log"
+    """File for the `file` sink (relative to the config file)."""
+
+
 class SandboxSettings(StrictModel):
     """The sandbox bank (reference backend). Never enabled in production."""
 
@@ -233,6 +242,7 @@ class Settings(StrictModel):
     sandbox: SandboxSettings = SandboxSettings()
     trust: TrustSettings = TrustSettings()
     policies: PolicySettings = PolicySettings()
+    audit: AuditSettings = AuditSettings()
     base_dir: str = Field(default=".", exclude=True)
     """Directory of the config file; relative paths resolve against it (set by the loader)."""
 

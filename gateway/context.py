@@ -24,6 +24,7 @@ class RequestContext:
     decision: str = "allow"
     denials: tuple[Denial, ...] = ()
     upstream_status: int | None = None
+    upstream_seconds: float | None = None
     facts: dict[str, Any] = field(default_factory=dict)
 
 

@@ -202,7 +202,8 @@ class Forwarder:
                 self._metrics.upstream_errors.labels("protocol").inc()
                 raise bad_gateway("upstream closed the connection or answered invalid HTTP") from None
             break
-        self._metrics.upstream_duration.labels(ctx.route, method).observe(time.perf_counter() - started)
+        ctx.upstream_seconds = time.perf_counter() - started
+        self._metrics.upstream_duration.labels(ctx.route, method).observe(ctx.upstream_seconds)
         ctx.upstream_status = upstream.status
         try:
             if before_relay is not None:

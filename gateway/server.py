@@ -21,6 +21,7 @@ from .config import Settings
 from .context import CTX, RequestContext
 from .errors import GatewayError, error_response
 from .jsonutil import dumps
+from .observability.audit import AuditLog
 from .observability.logging import get_logger
 from .observability.metrics import Metrics
 from .policy.engine import Decision
@@ -56,6 +57,7 @@ METRICS = web.AppKey("metrics", Metrics)
 FORWARDER = web.AppKey("forwarder", Forwarder)
 HEALTH = web.AppKey("health", Health)
 POLICIES = web.AppKey("policies", PolicyHolder)
+AUDIT = web.AppKey("audit", AuditLog)
 
 
 def _interaction_id(request: web.Request) -> str:
@@ -119,6 +121,9 @@ async def request_context(
         metrics.in_flight.dec()
         metrics.requests.labels(route, request.method, _status_class(status), decision).inc()
         metrics.request_duration.labels(route, request.method).observe(elapsed)
+        audit = request.app.get(AUDIT)
+        if audit is not None and ctx.policy_version:
+            audit.emit(_audit_fields(request, ctx, status, elapsed))
         log.info(
             "request",
             method=request.method,
@@ -128,6 +133,38 @@ async def request_context(
             duration_ms=round(elapsed * 1000, 3),
         )
         structlog.contextvars.clear_contextvars()
+
+
+def _audit_fields(request: web.Request, ctx: RequestContext, status: int, elapsed: float) -> dict[str, Any]:
+    """The decision event: ids, route, policy, outcome, verified identities — never a token or a body."""
+    first = ctx.denials[0] if ctx.denials else None
+    token = token_of(ctx.facts)
+    facts = ctx.facts
+    return {
+        "interaction_id": ctx.interaction_id,
+        "request_id": ctx.request_id,
+        "method": request.method,
+        "route": ctx.route,
+        "policy": ctx.policy or None,
+        "policy_version": ctx.policy_version,
+        "mode": ctx.policy_mode or None,
+        "decision": ctx.decision,
+        "check": first.check if first else None,
+        "reason": first.reason if first else None,
+        "denials": [f"{d.check}:{d.reason}" for d in ctx.denials],
+        "status": status,
+        "client_id": token.client_id if token else None,
+        "software_id": facts.get("software_id"),
+        "org_id": facts.get("org_id"),
+        "token_jti": token.jti if token else None,
+        "token_kid": token.kid if token else None,
+        "cert_s256": facts.get("client_cert_s256"),
+        "registration_jti": facts.get("registration_jti"),
+        "peer": request.remote,
+        "upstream_status": ctx.upstream_status,
+        "upstream_ms": round(ctx.upstream_seconds * 1000, 3) if ctx.upstream_seconds is not None else None,
+        "duration_ms": round(elapsed * 1000, 3),
+    }
 
 
 async def _echo_interaction_id(request: web.Request, response: web.StreamResponse) -> None:
@@ -217,7 +254,7 @@ def _fact_headers(facts: dict[str, Any], names: Mapping[str, str]) -> dict[str, 
 
 
 def build_public_app(
-    settings: Settings, metrics: Metrics, health: Health, policies: PolicyHolder
+    settings: Settings, metrics: Metrics, health: Health, policies: PolicyHolder, audit: AuditLog | None = None
 ) -> web.Application:
     """The TPP-facing app: middleware, catch-all handler, pooled forwarder."""
     app = web.Application(middlewares=[request_context], client_max_size=settings.server.max_body_bytes)
@@ -225,6 +262,8 @@ def build_public_app(
     app[METRICS] = metrics
     app[HEALTH] = health
     app[POLICIES] = policies
+    if audit is not None:
+        app[AUDIT] = audit
     forwarder = Forwarder(settings.upstream, settings.server.max_body_bytes, metrics,
                           frozenset(settings.policies.fact_headers.values()))
     app[FORWARDER] = forwarder
@@ -311,6 +350,9 @@ async def serve(settings: Settings, extra: list[Listener] | None = None) -> int:
     """Run the gateway until SIGTERM/SIGINT, then drain gracefully; return the exit code."""
     metrics = Metrics()
     health = Health()
+    audit = None
+    if settings.audit.sink != "off":
+        audit = AuditLog(settings.audit.sink, str(settings.resolve_path(settings.audit.path)))
     services = build_services(settings, metrics)
     policy_dir = settings.resolve_path(settings.policies.dir)
     holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))
@@ -320,8 +362,8 @@ async def serve(settings: Settings, extra: list[Listener] | None = None) -> int:
                               interval=settings.policies.reload_interval_seconds)
     listeners = [
         *(extra or []),
-        Listener("public", build_public_app(settings, metrics, health, holder), settings.server.public.host,
-                 settings.server.public.port),
+        Listener("public", build_public_app(settings, metrics, health, holder, audit),
+                 settings.server.public.host, settings.server.public.port),
     ]
     admin = Listener("admin", build_admin_app(metrics, health), settings.server.admin.host,
                      settings.server.admin.port)
@@ -362,6 +404,8 @@ async def serve(settings: Settings, extra: list[Listener] | None = None) -> int:
             await runner.cleanup()
             log.info("listener_stopped", listener=name)
         await services.close()
+        if audit is not None:
+            audit.close()
     log.info("shutdown_complete")
     return 0
 

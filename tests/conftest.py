@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.checks.services import Services, build_services
 from gateway.config import Settings
+from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.loader import load_policies
 from gateway.policy.reload import PolicyHolder
@@ -71,6 +72,7 @@ class RunningGateway:
     holder: PolicyHolder
     metrics: Metrics
     settings: Settings
+    audit: AuditLog | None = None
 
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A metric sample value (0 when absent)."""
@@ -86,7 +88,12 @@ async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGate
     started: list[RunningGateway] = []
 
     async def start(
-        upstream_url: str, *, policy_dir: Path = OPEN_POLICIES, metrics: Metrics | None = None, **overrides: Any
+        upstream_url: str,
+        *,
+        policy_dir: Path = OPEN_POLICIES,
+        metrics: Metrics | None = None,
+        audit_path: Path | None = None,
+        **overrides: Any,
     ) -> RunningGateway:
         overrides["policies"] = {"dir": str(policy_dir), "reload_interval_seconds": 0, **overrides.get("policies", {})}
         settings = make_settings(upstream_url, **overrides)
@@ -94,10 +101,11 @@ async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGate
         services = build_services(settings, metrics)
         await services.start()
         holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))
-        app = build_public_app(settings, metrics, Health(blockers={}), holder)
+        audit = AuditLog("file", str(audit_path)) if audit_path is not None else None
+        app = build_public_app(settings, metrics, Health(blockers={}), holder, audit)
         client = TestClient(TestServer(app, host="127.0.0.1"))
         await client.start_server()
-        gw = RunningGateway(client, services, holder, metrics, settings)
+        gw = RunningGateway(client, services, holder, metrics, settings, audit)
         started.append(gw)
         return gw
 
@@ -105,6 +113,8 @@ async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGate
     for gw in reversed(started):
         await gw.client.close()
         await gw.services.close()
+        if gw.audit is not None:
+            gw.audit.close()
 
 
 @pytest.fixture

@@ -142,3 +142,10 @@ def test_config_check_command(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "gateway", "config", "check", "--config", str(ROOT / "config.yaml")],
                           capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_configuration_reference_is_up_to_date():
+    """docs/configuration.md is generated from the models; regenerate with `python -m gateway.configdoc`."""
+    from gateway.configdoc import render
+
+    assert (ROOT / "docs" / "configuration.md").read_text() == render(), "run: python -m gateway.configdoc > docs/configuration.md"

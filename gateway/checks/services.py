@@ -53,6 +53,8 @@ class Services:
         """Open network resources."""
         if self.jwks_cache is not None:
             await self.jwks_cache.start()
+        if isinstance(self.store, MemoryStore):
+            await self.store.start()  # background sweep of expired entries
         await self.tokens.start()
 
     async def close(self) -> None:

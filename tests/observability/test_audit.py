@@ -1,0 +1,139 @@
+"""The audit trail: one schema-valid, hash-chained event per request; `audit verify` finds tampering."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from gateway.observability.audit import AuditLog, verify_file
+from tests.conftest import ROOT, SHIPPED_POLICIES
+from tests.policy.test_enforcement import REGISTER, auth
+
+SCHEMA = json.loads((ROOT / "docs" / "audit.schema.json").read_text())
+
+
+def audit_events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+async def test_one_valid_event_per_request(bank_gw_audit, tmp_path):
+    """Mixed traffic yields exactly one decision event per request, each valid against the JSON Schema."""
+    bank, gw, path = await bank_gw_audit()
+    token = bank.token()
+    requests = [
+        ("GET", f"{REGISTER}/client-a", auth(token)),          # allow
+        ("GET", f"{REGISTER}/client-a", {}),                    # deny: no token
+        ("GET", f"{REGISTER}/client-a", auth(token, "x")),      # deny: client_id mismatch
+        ("GET", "/nowhere", {}),                                # deny: no policy
+        ("PATCH", f"{REGISTER}/client-a", {}),                  # deny: method
+        ("DELETE", f"{REGISTER}/client-a", auth(token)),        # allow, 204, revokes
+        ("GET", f"{REGISTER}/client-a", auth(token)),           # deny: revoked
+    ]
+    for method, url, headers in requests:
+        resp = await gw.client.request(method, url, headers=headers)
+        await resp.read()
+    gw.audit.close()
+    events = audit_events(path)
+    for event in events:
+        jsonschema.validate(event, SCHEMA)
+    decisions = [e for e in events if e["event"] == "decision"]
+    assert len(decisions) == len(requests)
+    assert [e["decision"] for e in decisions] == ["allow", "deny", "deny", "deny", "deny", "allow", "deny"]
+    assert [e["reason"] for e in decisions] == [None, "token_missing", "client_id_mismatch", "no_policy",
+                                               "method_not_allowed", None, "token_revoked"]
+    first = decisions[0]
+    assert first["client_id"] == "client-a" and first["token_jti"] and first["upstream_status"] == 200
+    assert first["route"] == "/open-banking/v3.1/register/{ClientId}" and first["policy"] == "dcr_register_read"
+    assert decisions[5]["upstream_status"] == 204
+    assert verify_file(path).ok
+    # The token itself never appears.
+    assert token not in path.read_text()
+
+
+@pytest.fixture
+def bank_gw_audit(tmp_path, start_server, running_gateway):
+    from tests.policy.test_enforcement import ISSUER, Bank
+
+    async def make():
+        bank = Bank()
+        server = await start_server(bank.app)
+        base = str(server.make_url("")).rstrip("/")
+        trust = {"token_issuers": {"bank": {"issuer": ISSUER, "jwks_uri": base + "/jwks", "audiences": ["dcr"],
+                                            "token_types": ["at+jwt"]}}}
+        path = tmp_path / "audit.log"
+        gw = await running_gateway(base, policy_dir=SHIPPED_POLICIES, trust=trust, audit_path=path)
+        return bank, gw, path
+
+    return make
+
+
+def write_chain(path: Path, n: int = 6) -> list[str]:
+    log = AuditLog("file", str(path))
+    for i in range(n):
+        log.emit({"interaction_id": f"i{i}", "decision": "allow"})
+    log.close()
+    return path.read_text().splitlines(keepends=True)
+
+
+def test_verify_accepts_an_intact_file_with_interleaved_log_lines(tmp_path):
+    """Audit lines captured among other log lines (stdout sink) still verify."""
+    lines = write_chain(tmp_path / "a.log")
+    mixed = tmp_path / "mixed.log"
+    mixed.write_text("".join(f'{{"event":"request","level":"info"}}\n{line}' for line in lines))
+    result = verify_file(mixed)
+    assert result.ok and result.events == len(lines) and result.chains == 1
+
+
+@pytest.mark.parametrize(
+    ("tamper", "problem"),
+    [
+        (lambda ls: [*ls[:3], ls[3].replace('"decision":"allow"', '"decision":"deny"'), *ls[4:]], "altered"),
+        (lambda ls: ls[:3] + ls[4:], "events missing: seq 4..4"),
+        (lambda ls: [*ls[:2], ls[3], ls[2], *ls[4:]], "events missing"),
+        (lambda ls: [*ls[:4], ls[2], *ls[4:]], "out of order"),
+        (lambda ls: ls[1:], "events missing: seq 1..1"),
+        (lambda ls: [*ls[:3], "{not json " + "dcr_gateway_audit\n", *ls[3:]], "unparseable"),
+    ],
+    ids=["edited", "deleted", "reordered", "replayed", "head-deleted", "garbage"],
+)
+def test_verify_finds_the_first_tampered_event(tmp_path, tamper, problem):
+    """An edited, deleted, reordered or replayed line is reported with its line number."""
+    lines = write_chain(tmp_path / "a.log")
+    bad = tmp_path / "bad.log"
+    bad.write_text("".join(tamper(lines)))
+    result = verify_file(bad)
+    assert not result.ok
+    assert problem in (result.problem or "")
+    assert result.line is not None
+
+
+def test_recomputed_hash_still_breaks_the_chain(tmp_path):
+    """An attacker who edits a line and recomputes its hash still breaks the next event's `prev`."""
+    from gateway.observability.audit import event_hash
+
+    lines = write_chain(tmp_path / "a.log")
+    event = json.loads(lines[2])
+    event["decision"] = "deny"
+    event["hash"] = event_hash(event)
+    lines[2] = json.dumps(event) + "\n"
+    bad = tmp_path / "bad.log"
+    bad.write_text("".join(lines))
+    result = verify_file(bad)
+    assert not result.ok and "does not follow its predecessor" in (result.problem or "") and result.line == 4
+
+
+def test_audit_verify_cli(tmp_path):
+    """`dcr-gateway audit verify` exits 0 on an intact file and 1 naming the line on a broken one."""
+    lines = write_chain(tmp_path / "a.log")
+    ok = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(tmp_path / "a.log")],
+                        capture_output=True, text=True, timeout=30)
+    assert ok.returncode == 0 and "ok, 8 events" in ok.stdout
+    (tmp_path / "b.log").write_text("".join(lines[:2] + lines[3:]))
+    bad = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(tmp_path / "b.log")],
+                         capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 1 and "b.log:3: events missing" in bad.stdout
