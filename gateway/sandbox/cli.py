@@ -101,7 +101,9 @@ def register(subparsers: Any) -> None:
 
     p = add("sign-request", "print a registration request JWS signed with a TPP key", _cmd_sign_request)
     p.add_argument("--key", required=True, type=Path, help="the TPP private key (PEM)")
-    p.add_argument("--kid", help="kid of the key in the TPP JWKS (default: its RFC 7638 thumbprint)")
+    p.add_argument(
+        "--kid", help="kid of the key in the TPP JWKS (default: its RFC 7638 thumbprint); write --kid=KID"
+    )
     p.add_argument("--ssa", required=True, help="the software statement, or @FILE")
     p.add_argument("--aud", help="aud claim (default: the sandbox's issuer)")
     p.add_argument(
@@ -122,7 +124,9 @@ def register(subparsers: Any) -> None:
         _cmd_client_assertion,
     )
     p.add_argument("--key", required=True, type=Path, help="the TPP private key (PEM)")
-    p.add_argument("--kid", help="kid of the key in the TPP JWKS (default: its RFC 7638 thumbprint)")
+    p.add_argument(
+        "--kid", help="kid of the key in the TPP JWKS (default: its RFC 7638 thumbprint); write --kid=KID"
+    )
     p.add_argument("--client-id", required=True, help="the registered client_id")
     p.add_argument("--aud", help="aud claim (default: the token endpoint discovery advertises)")
 
