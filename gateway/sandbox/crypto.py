@@ -100,7 +100,7 @@ class SigningKey:
         payload = json.dumps(dict(claims), separators=(",", ":")).encode()
         try:
             token = jws.JWS(payload)
-            token.add_signature(self.jwk, alg=self.alg, protected=json.dumps(header))
+            token.add_signature(self.jwk, alg=self.alg, protected=json.dumps(header, separators=(",", ":")))
             out: str = token.serialize(compact=True)
         except (JWException, ValueError, TypeError) as exc:
             raise CryptoError("signing_failed", f"cannot sign: {type(exc).__name__}") from None
