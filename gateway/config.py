@@ -230,6 +230,31 @@ class SandboxSettings(StrictModel):
     """Sandbox listener (DCR backend, token endpoint, developer portal)."""
     state_dir: str = ".sandbox"
     """Keys and the SQLite store; relative paths are relative to the config file."""
+    issuer: str | None = None
+    """OAuth issuer: `iss` of access tokens and discovery's `issuer`; default server.public_url."""
+    access_token_audience: str | None = None
+    """`aud` of issued access tokens (RFC 9068 §2.2); default server.public_url (the gateway)."""
+    access_token_lifetime_seconds: PositiveInt = 3600
+    """Lifetime of issued access tokens (`expires_in`)."""
+    directory_issuer: str = "OpenBanking Ltd"
+    """`iss` of the SSAs the sandbox directory mints (the OB Directory's name)."""
+    clock_skew_seconds: NonNegativeSeconds = 60.0
+    """Leeway for exp/iat/nbf when checking tokens, client assertions and registration requests."""
+    max_body_bytes: PositiveInt = 65536
+    """Largest request body the sandbox reads; larger bodies get a 400 JSON error."""
+    portal_url: str | None = None
+    """Base URL of the sandbox listener in hosted TPP `jwks_uri`s; default the URL the request came in on."""
+    tpp_jwks_allowed_hosts: list[str] = ["127.0.0.1", "localhost", "::1"]
+    """Hosts the sandbox may fetch a TPP JWKS from for private_key_jwt (SSRF guard); "*" allows any."""
+    tpp_jwks_timeout_seconds: PositiveSeconds = 5.0
+    """Total timeout of one TPP JWKS fetch."""
+    tpp_jwks_cache_seconds: NonNegativeSeconds = 300.0
+    """How long a fetched TPP JWKS is reused (an unknown kid refetches sooner)."""
+
+    @field_validator("issuer", "access_token_audience", "portal_url")
+    @classmethod
+    def _urls(cls, v: str | None) -> str | None:
+        return None if v is None else _http_url(v, "this key")
 
 
 class Settings(StrictModel):
