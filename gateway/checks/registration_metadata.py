@@ -125,13 +125,13 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
             return self._meta("token_endpoint_auth_method_not_allowed",
                               f"token_endpoint_auth_method {quoted(method)} is not supported; must be one of: "
                               f"{', '.join(self.params.token_endpoint_auth_methods)}")
+        dns = [claims.get(n) for n in DN_CLAIMS if claims.get(n) is not None]
+        if not all(isinstance(d, str) and d.strip() for d in dns):
+            return self._meta("metadata_bad_type", "tls_client_auth_subject_dn must be a non-empty string")
         if method == "tls_client_auth":
-            dns = [claims.get(n) for n in DN_CLAIMS if claims.get(n) is not None]
             if not dns:
                 return self._meta("tls_client_auth_dn_missing", "tls_client_auth requires tls_client_auth_subject_dn "
                                                                 "(or tls_client_auth_dn in OB 3.1)")
-            if not all(isinstance(d, str) and d.strip() for d in dns):
-                return self._meta("metadata_bad_type", "tls_client_auth_subject_dn must be a non-empty string")
             if len(set(dns)) > 1:
                 return self._meta("tls_client_auth_dn_conflict",
                                   "tls_client_auth_subject_dn and tls_client_auth_dn differ; send one DN")
@@ -202,6 +202,8 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
                                                       f"statement's {quoted(ssa['software_id'])}")
         path_client = request.params.get(self.params.path_param)
         client_id = claims.get("client_id")
+        if client_id is not None and (not isinstance(client_id, str) or not client_id.strip()):
+            return self._meta("metadata_bad_type", "client_id must be a non-empty string")
         if path_client is not None and client_id is not None and client_id != path_client:
             return self._meta("registration_client_id_mismatch",
                               f"client_id {quoted(client_id)} in the request is not the ClientId of the path")

@@ -3,6 +3,7 @@ profile), valid now, from an Active organisation, carrying the claims the other 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,8 @@ from .registration import (
     parse_request,
 )
 from .services import CONFIGURED_URLS, Services
+
+_IDENTIFIER = re.compile(r"[\x21-\x7e]{1,64}")
 
 ACTIVE = "Active"
 """The only `org_status` that may register (OB Directory: Active | Revoked | Withdrawn)."""
@@ -158,6 +161,15 @@ def _nonempty_str(value: Any) -> bool:
     return isinstance(value, str) and bool(value.strip())
 
 
+def _identifier(value: Any) -> bool:
+    # SECURITY: these become backend headers (X-DCR-*): visible ASCII only, bounded (no CR/LF injection).
+    return isinstance(value, str) and _IDENTIFIER.fullmatch(value) is not None
+
+
+def _identifier_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(_identifier(v) for v in value)
+
+
 def _str_list(value: Any) -> bool:
     return isinstance(value, list) and bool(value) and all(_nonempty_str(v) for v in value)
 
@@ -175,11 +187,11 @@ def _absolute_url(value: Any) -> bool:
 def _shape_problem(claims: Mapping[str, Any], extra: tuple[str, ...]) -> tuple[str, str] | None:
     """(reason, description) when a claim the DCR checks rely on is missing or of the wrong type."""
     rules = (
-        ("software_id", _nonempty_str, "a non-empty string"),
-        ("org_id", _nonempty_str, "a non-empty string"),
+        ("software_id", _identifier, "1 to 64 visible ASCII characters"),
+        ("org_id", _identifier, "1 to 64 visible ASCII characters"),
         ("software_jwks_endpoint", _absolute_url, "an absolute http(s) URL"),
         ("software_redirect_uris", _str_list, "a non-empty array of strings"),
-        ("software_roles", _str_list, "a non-empty array of strings"),
+        ("software_roles", _identifier_list, "a non-empty array of role names"),
     )
     for name, ok, what in rules:
         if name not in claims or claims[name] is None:

@@ -194,7 +194,9 @@ def _sign(claims: Mapping[str, Any], header: dict[str, Any], key: SigningKey, at
     payload = json_dumps_compact(dict(claims))
     if header.get("alg") == "none":
         return f"{b64url_encode(json_dumps_compact(header))}.{b64url_encode(payload)}."
-    signer = generate_signing_key("EC" if key.kty == "EC" else "RSA") if attacker else key
+    alg = str(header.get("alg", ""))
+    # An attacker's key fits the alg asked for, so a key-type mismatch can be tested too.
+    signer = generate_signing_key("EC" if alg.startswith("ES") else "RSA") if attacker else key
     return sign_compact(header, payload, signer)
 
 
