@@ -14,6 +14,7 @@ from ..jose.errors import quoted
 from ..schema import StrictModel
 from .base import Check, Denial, RequestView
 from .registration import registration_claims_of, ssa_claims_of
+from .services import Services
 
 SIGNING_ALG_CLAIMS: Final = ("id_token_signed_response_alg", "request_object_signing_alg",
                              "token_endpoint_auth_signing_alg")
@@ -61,7 +62,7 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
     Params = RegistrationMetadataParams
     __slots__ = ("_algs", "_app_types", "_grants", "_methods", "_responses")
 
-    def __init__(self, params: RegistrationMetadataParams, services: Any) -> None:
+    def __init__(self, params: RegistrationMetadataParams, services: Services) -> None:
         super().__init__(params, services)
         self._methods = frozenset(params.token_endpoint_auth_methods)
         self._algs = frozenset(params.signing_algorithms)
