@@ -368,9 +368,18 @@ async def bank_factory(
         if shipped_policies:
             # The shipped policies trust the sandbox as the bank's authorization server; its issuer is fixed
             # here because the gateway (and so its URL) must exist before the sandbox's settings.
-            policy = {"policy_dir": SHIPPED_POLICIES, "trust": {"token_issuers": {"bank": {
-                "issuer": SANDBOX_ISSUER, "jwks_uri": f"{upstream}/jwks", "audiences": [SANDBOX_ISSUER],
-                "token_types": ["at+jwt"]}}}}
+            policy = {
+                "policy_dir": SHIPPED_POLICIES,
+                "trust": {
+                    "token_issuers": {"bank": {"issuer": SANDBOX_ISSUER, "jwks_uri": f"{upstream}/jwks",
+                                               "audiences": [SANDBOX_ISSUER], "token_types": ["at+jwt"]}},
+                    "directories": {"sandbox": {"issuer": "OpenBanking Ltd",
+                                                "jwks_uri": f"{upstream}/directory/jwks"}},
+                    "software_jwks": {"allow_http": True, "allow_loopback": True},
+                    "registration_audiences": [SANDBOX_ISSUER],
+                },
+                "policies": {"check_modes": {"client_certificate": "audit"}},
+            }
             sandbox_overrides = {"issuer": SANDBOX_ISSUER, "access_token_audience": SANDBOX_ISSUER,
                                  **sandbox_overrides}
         gw = await gateway(

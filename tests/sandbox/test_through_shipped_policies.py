@@ -10,30 +10,35 @@ from tests.sandbox.conftest import REDIRECT, REGISTER, SANDBOX_ISSUER, Bank, tpp
 
 
 async def _register(bank: Bank) -> tuple[str, str, str, str]:
-    """A new DCR client; returns (app_id, app_token, client_id, client_secret)."""
+    """A new private_key_jwt DCR client (the shipped policy allows the FAPI methods only);
+    returns (app_id, app_token, client_id, client access token)."""
     app_id, app_secret = await bank.create_app("flow")
     app_token = await bank.token(app_id, app_secret)
     tpp = tpp_key("gwflow")
     ssa = await bank.mint_ssa(software_jwks_endpoint=bank.tpp.publish("gwflow", tpp),
                               software_redirect_uris=[REDIRECT], software_roles=["AISP", "PISP"])
-    claims = bank.registration_claims(ssa, aud=SANDBOX_ISSUER)
+    claims = bank.registration_claims(ssa, aud=SANDBOX_ISSUER, token_endpoint_auth_method="private_key_jwt",
+                                      token_endpoint_auth_signing_alg="PS256")
     status, created, _ = await bank.register(app_token, tpp.sign(claims), headers={"client_id": app_id})
     assert status == 201, created
-    return app_id, app_token, created["client_id"], created["client_secret"]
+    status, body = await bank.assertion_token(tpp, created["client_id"])
+    assert status == 200, body
+    return app_id, app_token, created["client_id"], body["access_token"]
 
 
 async def test_the_banks_flow_through_the_shipped_policies(bank_factory) -> None:
     """Every step of the bank's page through the gateway's shipped policies and the sandbox."""
     bank: Bank = await bank_factory(shipped_policies=True)
-    _, _, client_id, secret = await _register(bank)
-    token = await bank.token(client_id, secret)
+    _, _, client_id, token = await _register(bank)
     me = {"client_id": client_id}
 
     status, got, _ = await bank.call("GET", f"{REGISTER}/{client_id}", token, headers=me)
     assert status == 200 and got["client_id"] == client_id
 
     tpp = tpp_key("gwflow")
-    update = bank.registration_claims(got["software_statement"], aud=SANDBOX_ISSUER, scope="accounts")
+    update = bank.registration_claims(got["software_statement"], aud=SANDBOX_ISSUER, scope="accounts",
+                                      token_endpoint_auth_method="private_key_jwt",
+                                      token_endpoint_auth_signing_alg="PS256")
     status, updated, _ = await bank.call("PUT", f"{REGISTER}/{client_id}", token, tpp.sign(update), headers=me)
     assert status == 200, updated
 
@@ -48,8 +53,7 @@ async def test_the_banks_flow_through_the_shipped_policies(bank_factory) -> None
 async def test_unknown_client_id_is_401_and_revokes_the_token(bank_factory) -> None:
     """GET on a ClientId the token was not issued to: 401, and the token is refused from then on."""
     bank: Bank = await bank_factory(shipped_policies=True)
-    _, _, client_id, secret = await _register(bank)
-    token = await bank.token(client_id, secret)
+    _, _, client_id, token = await _register(bank)
     status, body, headers = await bank.call("GET", f"{REGISTER}/no-such-client", token,
                                             headers={"client_id": client_id})
     assert status == 401 and body["error"] == "invalid_token"
@@ -61,8 +65,7 @@ async def test_unknown_client_id_is_401_and_revokes_the_token(bank_factory) -> N
 async def test_every_call_needs_the_token_and_the_client_id_header(bank_factory) -> None:
     """No token → 401; no client_id header → 401; a foreign client_id header → 401 (token not revoked)."""
     bank: Bank = await bank_factory(shipped_policies=True)
-    app_id, app_token, client_id, secret = await _register(bank)
-    token = await bank.token(client_id, secret)
+    app_id, app_token, client_id, token = await _register(bank)
     status, _, headers = await bank.call("GET", f"{REGISTER}/{client_id}", None, headers={"client_id": client_id})
     assert status == 401 and headers["WWW-Authenticate"] == 'Bearer realm="dcr-gateway"'
     status, body, _ = await bank.call("GET", f"{REGISTER}/{client_id}", token)
