@@ -3,12 +3,19 @@ single-sourced from the repository's policies/ (files/policies is a symlink Helm
 
 from __future__ import annotations
 
+import os
 import tarfile
 from pathlib import Path
 
 import helm_python as helm
 import pytest
 import yaml
+
+from gateway.checks.services import build_services
+from gateway.config import load_settings
+from gateway.observability.metrics import Metrics
+from gateway.policy.loader import load_policies
+from gateway.policy.reload import PolicyHolder, PolicyReloader
 
 from .render import CHART, CI_VALUES, RELEASE, REPO, Rendered, ci_values, gateway_cli, render
 
@@ -140,3 +147,39 @@ def test_values_config_defaults_match_the_repository_config_keys() -> None:
     with helm.Chart.load(CHART) as c:
         values_cfg = c.values["config"]
     assert set(values_cfg) == set(repo_cfg) - {"sandbox"}
+
+
+def _kubelet_volume(root: Path, data: dict[str, str], revision: str) -> None:
+    """Write a ConfigMap revision as the kubelet does: a hidden timestamped dir, `..data` swapped atomically."""
+    target = root / f"..{revision}"
+    target.mkdir()
+    for name, content in data.items():
+        (target / name).write_text(content)
+        if not (root / name).is_symlink():
+            (root / name).symlink_to(f"..data/{name}")
+    (root / "..data_tmp").symlink_to(target.name)
+    os.replace(root / "..data_tmp", root / "..data")
+
+
+async def test_helm_upgrade_of_policies_reaches_the_running_pod(chart: helm.Chart, tmp_path: Path) -> None:
+    """An upgrade that only adds a policy leaves the pod alone, and the pod's reloader serves the new set."""
+    extra = {"extra.yaml": "policies:\n  - name: extra\n    match: {methods: [GET], path: /extra}\n"}
+    before, after = render(chart), render(chart, {"policies": {"files": extra}})
+    assert before.deployment["spec"]["template"] == after.deployment["spec"]["template"]  # no restart
+
+    volume = tmp_path / "policies"
+    volume.mkdir()
+    _kubelet_volume(volume, before.configmap_data("policies"), "2026_01_01_00_00_00.1")
+    config = tmp_path / "config.yaml"
+    config.write_text(before.configmap_data("config")["config.yaml"])
+    settings = load_settings(config, env={"DCRGW_POLICIES__DIR": str(volume)})
+    services = build_services(settings, None)
+    holder = PolicyHolder(load_policies(volume, services))
+    reloader = PolicyReloader(volume, services, holder, Metrics(), unmatched_status=404, interval=1)
+    assert holder.current.match("GET", "/extra") is None
+
+    _kubelet_volume(volume, after.configmap_data("policies"), "2026_01_01_00_01_00.2")
+    assert await reloader.reload() is True
+    match = holder.current.match("GET", "/extra")
+    assert match is not None and match.value is not None and match.value.name == "extra"
+    assert {p.name for p in holder.current.policies} >= {"dcr_register_read", "extra"}
