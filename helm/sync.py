@@ -20,8 +20,9 @@ CHART = Path(__file__).resolve().parent / "dcr-gateway"
 SCHEMA = CHART / "values.schema.json"
 
 _CHART_OWNED = (
-    "Set by the chart whatever the values say: `policies.dir` (the mounted ConfigMap) and the `sandbox` "
-    "section (from `.Values.sandbox`)."
+    "Set by the chart whatever the values say: `policies.dir` (the mounted ConfigMap) and `sandbox.enabled` "
+    "(from `.Values.sandbox.enabled`; with the sandbox also its listener, state_dir, upstream.url and the "
+    "`bank` issuer)."
 )
 
 

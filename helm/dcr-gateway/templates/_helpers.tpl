@@ -104,28 +104,34 @@ The hardened pod securityContext (Pod Security Standards "restricted"), values m
 {{- define "dcr-gateway.sandboxUrl" -}}http://127.0.0.1:8081{{- end }}
 
 {{/*
-The gateway's config.yaml: `.Values.config` with the keys the chart owns set by the chart
-(policy directory; sandbox section, and with the sandbox the upstream and the `bank` issuer).
+The gateway's config.yaml: `.Values.config` with the keys the chart owns set by the chart: the
+policy directory, `sandbox.enabled` (from `.Values.sandbox.enabled`), and with the sandbox its listener,
+its state directory (an emptyDir), the upstream and the `bank` issuer (the sandbox's).
 */}}
 {{- define "dcr-gateway.config" -}}
 {{- $cfg := deepCopy .Values.config }}
 {{- $policies := get $cfg "policies" | default dict }}
 {{- $_ := set $policies "dir" (include "dcr-gateway.policyDir" .) }}
 {{- $_ := set $cfg "policies" $policies }}
+{{- $sandbox := get $cfg "sandbox" | default dict }}
 {{- if .Values.sandbox.enabled }}
 {{- $sandboxUrl := include "dcr-gateway.sandboxUrl" . }}
-{{- $_ := set $cfg "sandbox" (dict "enabled" true "listen" (dict "host" "127.0.0.1" "port" 8081) "state_dir" (include "dcr-gateway.sandboxStateDir" .)) }}
+{{- $_ := set $sandbox "enabled" true }}
+{{- $_ := set $sandbox "listen" (dict "host" "127.0.0.1" "port" 8081) }}
+{{- $_ := set $sandbox "state_dir" (include "dcr-gateway.sandboxStateDir" .) }}
+{{- $_ := set $cfg "sandbox" $sandbox }}
 {{- $upstream := get $cfg "upstream" | default dict }}
 {{- $_ := set $upstream "url" $sandboxUrl }}
 {{- $_ := set $cfg "upstream" $upstream }}
 {{- $trust := get $cfg "trust" | default dict }}
 {{- $issuers := get $trust "token_issuers" | default dict }}
-{{- $publicUrl := dig "server" "public_url" "" $cfg }}
-{{- $_ := set $issuers "bank" (dict "issuer" (required "config.server.public_url is required with the sandbox (it is the sandbox's token issuer)" $publicUrl) "jwks_uri" (printf "%s/jwks" $sandboxUrl) "token_types" (list "at+jwt")) }}
+{{- $issuer := get $sandbox "issuer" | default (dig "server" "public_url" "" $cfg) }}
+{{- $_ := set $issuers "bank" (dict "issuer" (required "config.server.public_url is required with the sandbox (it is the sandbox's token issuer)" $issuer) "jwks_uri" (printf "%s/jwks" $sandboxUrl) "token_types" (list "at+jwt")) }}
 {{- $_ := set $trust "token_issuers" $issuers }}
 {{- $_ := set $cfg "trust" $trust }}
 {{- else }}
-{{- $_ := set $cfg "sandbox" (dict "enabled" false) }}
+{{- $_ := set $sandbox "enabled" false }}
+{{- $_ := set $cfg "sandbox" $sandbox }}
 {{- end }}
 {{- toYaml $cfg }}
 {{- end }}
