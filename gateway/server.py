@@ -12,7 +12,6 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .checks.base import Denial, RequestView
 from .checks.services import Services, build_services
@@ -23,7 +22,7 @@ from .errors import GatewayError, error_response, http_exception_response, serve
 from .jsonutil import dumps
 from .observability.audit import AuditLog
 from .observability.logging import get_logger
-from .observability.metrics import Metrics
+from .observability.metrics import CONTENT_TYPE, Metrics
 from .policy.engine import Decision
 from .policy.loader import load_policies
 from .policy.reload import PolicyHolder, PolicyReloader
@@ -113,6 +112,8 @@ async def request_context(
         metrics.in_flight.dec()
         metrics.requests.labels(route, request.method, _status_class(status), decision).inc()
         metrics.request_duration.labels(route, request.method).observe(elapsed)
+        if ctx.upstream_status is not None:
+            metrics.upstream_responses.labels(route, _status_class(ctx.upstream_status)).inc()
         audit = request.app.get(AUDIT)
         if audit is not None and ctx.policy_version:
             audit.emit(_audit_fields(request, ctx, status, elapsed))
@@ -286,8 +287,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
     """Prometheus text exposition."""
-    body = generate_latest(request.app[METRICS].registry)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
 def build_admin_app(metrics: Metrics, health: Health) -> web.Application:
@@ -344,7 +344,8 @@ async def serve(settings: Settings, extra: list[Listener] | None = None) -> int:
     health = Health()
     audit = None
     if settings.audit.sink != "off":
-        audit = AuditLog(settings.audit.sink, str(settings.resolve_path(settings.audit.path)))
+        audit = AuditLog(settings.audit.sink, str(settings.resolve_path(settings.audit.path)),
+                         on_write=metrics.audit_written)
     services = build_services(settings, metrics)
     policy_dir = settings.resolve_path(settings.policies.dir)
     holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))

@@ -51,8 +51,8 @@ class ClientOwnership(Check[ClientOwnershipParams]):
             return None
         if self.params.revoke_on_mismatch and not request.dry_run:
             # SECURITY: token verified above (signature, issuer, expiry); safe to revoke.
-            await self.services.revocations.revoke_token(token, request.now)
-            log.info("token_revoked", cause="client_id_not_owned", token_jti=token.jti, client_id=token.client_id)
+            await self.services.revocations.revoke_token(token, request.now, cause="client_not_owned")
+            log.info("token_revoked", cause="client_not_owned", token_jti=token.jti, client_id=token.client_id)
         return self._refuse("the access token was not issued to this client", "client_not_owned")
 
     def _refuse(self, description: str, reason: str) -> Denial:
@@ -69,8 +69,8 @@ class ClientOwnership(Check[ClientOwnershipParams]):
             return
         revocations = self.services.revocations
         if status == 401 and self.params.revoke_on_upstream_401:
-            await revocations.revoke_token(token, request.now)
+            await revocations.revoke_token(token, request.now, cause="upstream_401")
             log.info("token_revoked", cause="upstream_401", token_jti=token.jti, client_id=token.client_id)
         elif status == 204 and request.method == "DELETE" and self.params.revoke_client_on_delete:
-            await revocations.revoke_client(token.iss, token.client_id, self.services.clock())
+            await revocations.revoke_client(token.iss, token.client_id, self.services.clock(), cause="client_deleted")
             log.info("client_tokens_revoked", cause="client_deleted", client_id=token.client_id)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from functools import lru_cache
+from typing import Literal
 
 from ..state.store import StateStore
 from .token import VerifiedToken
+
+RevocationCause = Literal["client_not_owned", "upstream_401", "client_deleted"]
+"""Why the gateway revoked: the `cause` label of dcr_gateway_revocations_total and of the log line."""
+OnRevoke = Callable[[RevocationCause], None]
 
 _JTI_NS = "revoked_jti"
 _CLIENT_NS = "revoked_client"
@@ -21,21 +27,33 @@ def _key(*parts: str) -> str:
 class Revocations:
     """Revoked token ids (until they expire) and per-client watermarks (tokens issued before are void)."""
 
-    __slots__ = ("_client_ttl", "_skew", "_store")
+    __slots__ = ("_client_ttl", "_on_revoke", "_skew", "_store")
 
-    def __init__(self, store: StateStore, *, client_ttl_seconds: float, skew_seconds: float) -> None:
+    def __init__(
+        self, store: StateStore, *, client_ttl_seconds: float, skew_seconds: float, on_revoke: OnRevoke | None = None
+    ) -> None:
         self._store = store
         self._client_ttl = client_ttl_seconds
         self._skew = skew_seconds
+        self._on_revoke = on_revoke
 
-    async def revoke_token(self, token: VerifiedToken, now: float) -> None:
-        """Refuse this token from now until it expires (plus clock skew)."""
+    async def revoke_token(self, token: VerifiedToken, now: float, *, cause: RevocationCause | None = None) -> None:
+        """Refuse this token from now until it expires (plus clock skew); a `cause` is reported to on_revoke."""
         ttl = max(1.0, token.exp - now + self._skew)
         await self._store.put(_JTI_NS, _key(token.iss, token.jti), "1", ttl)
+        self._report(cause)
 
-    async def revoke_client(self, iss: str, client_id: str, at: float) -> None:
-        """Refuse every token of `client_id` issued at or before `at`."""
+    async def revoke_client(
+        self, iss: str, client_id: str, at: float, *, cause: RevocationCause | None = None
+    ) -> None:
+        """Refuse every token of `client_id` issued at or before `at`; a `cause` is reported to on_revoke."""
         await self._store.put(_CLIENT_NS, _key(iss, client_id), repr(at), self._client_ttl)
+        self._report(cause)
+
+    def _report(self, cause: RevocationCause | None) -> None:
+        # Only after the store accepted the revocation: the counter never claims one that did not happen.
+        if cause is not None and self._on_revoke is not None:
+            self._on_revoke(cause)
 
     async def is_revoked(self, token: VerifiedToken) -> bool:
         """True when the token, or every token of its client up to its iat, was revoked."""

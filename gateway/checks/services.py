@@ -35,6 +35,10 @@ class KeyProvider(Protocol):
         ...
 
 
+def _no_hook() -> None:
+    """A hook nobody listens to."""
+
+
 @dataclass(slots=True)
 class Services:
     """Built once per process; every check instance of every policy-set version shares it."""
@@ -48,6 +52,8 @@ class Services:
     jwks_cache: JwksCache | None = None
     check_modes: Mapping[str, str] = field(default_factory=dict)
     """Check kind → "audit" to report its denials without enforcing them (config policies.check_modes)."""
+    on_replay: Callable[[], None] = _no_hook
+    """Called once per replayed registration request jti (dcr_gateway_replay_rejections_total)."""
 
     async def start(self) -> None:
         """Open network resources."""
@@ -83,13 +89,6 @@ def build_services(
     cache: JwksCache | None = None
     if keys is None:
         j = trust.jwks
-        on_event = None
-        if metrics is not None:
-            m = metrics
-
-            def on_event(kind: str, result: str) -> None:
-                m.jwks_events.labels(kind, result).inc()
-
         cache = JwksCache(
             policy=CONFIGURED_URLS,
             settings=JwksCacheSettings(
@@ -99,12 +98,14 @@ def build_services(
                 fetch_timeout_seconds=j.timeout_seconds,
                 max_bytes=j.max_bytes,
             ),
-            on_event=on_event,
+            on_event=metrics.jwks_event if metrics is not None else None,
         )
         keys = cache
     store = store if store is not None else MemoryStore()
     revocations = Revocations(store, client_ttl_seconds=trust.revocation_ttl_seconds,
-                              skew_seconds=trust.clock_skew_seconds)
+                              skew_seconds=trust.clock_skew_seconds,
+                              on_revoke=metrics.revoked if metrics is not None else None)
     tokens = TokenVerifier(keys, skew_seconds=trust.clock_skew_seconds, clock=clock)
     return Services(trust=trust, keys=keys, store=store, revocations=revocations, tokens=tokens, clock=clock,
-                    jwks_cache=cache, check_modes=dict(settings.policies.check_modes))
+                    jwks_cache=cache, check_modes=dict(settings.policies.check_modes),
+                    on_replay=metrics.replay_rejected if metrics is not None else _no_hook)

@@ -16,10 +16,10 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Protocol
 
 KIND = "dcr_gateway_audit"
 """Value of the `kind` member that marks an audit line among other log lines."""
@@ -37,12 +37,43 @@ def event_hash(event: dict[str, Any]) -> str:
     return hashlib.sha256(_canonical(body)).hexdigest()
 
 
-class _Writer(threading.Thread):
-    """Writes lines to the sink in order; flushes after each batch."""
+OnWrite = Callable[[str, int], None]
+"""`on_write(result, events)`: called from the writer thread with "written" or "failed" and an event count."""
 
-    def __init__(self, stream: IO[str]) -> None:
+
+class _Sink(Protocol):
+    def write(self, text: str, /) -> int: ...
+    def flush(self) -> None: ...
+
+
+class _AppendOnlyFile:
+    """An O_APPEND file written with os.write: no user-space buffer, so a failed write is not retried later."""
+
+    def __init__(self, path: str) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        # Append-only: O_APPEND, never truncated by the gateway.
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+
+    def write(self, text: str, /) -> int:
+        data = memoryview(text.encode("utf-8"))
+        while data:
+            data = data[os.write(self._fd, data):]
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing buffered."""
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class _Writer(threading.Thread):
+    """Writes lines to the sink in order; flushes after each batch; a failed write loses that batch only."""
+
+    def __init__(self, stream: _Sink, on_write: OnWrite | None = None) -> None:
         super().__init__(name="audit-writer", daemon=True)
         self._stream = stream
+        self._on_write = on_write
         self.queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
 
     def run(self) -> None:
@@ -63,26 +94,39 @@ class _Writer(threading.Thread):
             self._write(lines)
 
     def _write(self, lines: list[str]) -> None:
-        self._stream.write("".join(lines))
-        self._stream.flush()
+        try:
+            self._stream.write("".join(lines))
+            self._stream.flush()
+        except (OSError, ValueError) as exc:
+            # The sink refused (disk full, closed pipe…): keep the writer alive for the next batch, and say
+            # so where operators look — the gap shows in `audit verify` and in dcr_gateway_audit_events_total.
+            self._report("failed", len(lines))
+            print(f"dcr-gateway: audit write failed, {len(lines)} event(s) lost: {exc}", file=sys.stderr)
+            return
+        self._report("written", len(lines))
+
+    def _report(self, result: str, events: int) -> None:
+        if self._on_write is None:
+            return
+        try:
+            self._on_write(result, events)
+        except Exception as exc:  # a metrics hook must never stop the audit trail
+            print(f"dcr-gateway: audit on_write hook failed: {exc!r}", file=sys.stderr)
 
 
 class AuditLog:
     """Chains and emits audit events; `emit` is cheap and never blocks on I/O."""
 
-    def __init__(self, sink: str = "stdout", path: str | None = None) -> None:
-        self._own_stream: IO[str] | None = None
+    def __init__(self, sink: str = "stdout", path: str | None = None, *, on_write: OnWrite | None = None) -> None:
+        self._own_stream: _AppendOnlyFile | None = None
         if sink == "file":
             if not path:
                 raise ValueError("audit file sink needs a path")
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            # Append-only: O_APPEND, never truncated by the gateway.
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-            self._own_stream = os.fdopen(fd, "a", encoding="utf-8")
-            stream: IO[str] = self._own_stream
+            self._own_stream = _AppendOnlyFile(path)
+            stream: _Sink = self._own_stream
         else:
             stream = sys.stdout
-        self._writer = _Writer(stream)
+        self._writer = _Writer(stream, on_write)
         self._writer.start()
         self.chain = uuid.uuid4().hex
         self._seq = 0

@@ -1,25 +1,103 @@
-"""Every Prometheus metric the gateway exports, declared in one place on an injectable registry."""
+"""Every Prometheus metric the gateway exports, declared in one place on an injectable registry.
+
+Names are stable once released and documented in docs/metrics.md; the dashboard and alert rules under
+monitoring/ query them (a test keeps the four in step). Label values come only from closed sets: route
+*templates*, methods, status classes, policy, check and reason names, and the small enumerations below —
+never raw paths, client ids, tokens or key ids.
+
+Several worker processes: prometheus-client's multiprocess mode. Set `PROMETHEUS_MULTIPROC_DIR` in the
+environment of every worker (or call `configure_multiprocess` in the parent before any `Metrics()` and
+before forking); each process then writes its values to mmap files there, and `Metrics.render()` on the
+admin endpoint merges the files of all processes. Gauges declare how they merge (`multiprocess_mode`).
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+import errno
+import os
+from pathlib import Path
+from typing import Final
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client import values as _values
+from prometheus_client.multiprocess import MultiProcessCollector
+from prometheus_client.multiprocess import mark_process_dead as _mark_process_dead
 
 from .. import __version__
 
-PREFIX = "dcr_gateway"
+PREFIX: Final = "dcr_gateway"
+MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE: Final = CONTENT_TYPE_LATEST
+
+# No `<name>_created` series: they would double the series count for a timestamp nothing here uses.
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+# Closed label sets. Each series is created at zero up front, so `rate()` and `increase()` see the first
+# event and dashboards show a flat zero instead of "no data".
+UPSTREAM_ERROR_KINDS: Final = ("connect", "timeout", "protocol", "body_too_large")
+JWKS_FETCH_RESULTS: Final = ("ok", "error", "timeout", "too_large", "refused")
+JWKS_CACHE_RESULTS: Final = ("hit", "miss")
+JWKS_UNKNOWN_KID_RESULTS: Final = ("refetch", "rate_limited")
+RELOAD_RESULTS: Final = ("success", "failure")
+REVOCATION_CAUSES: Final = ("client_not_owned", "upstream_401", "client_deleted")
+AUDIT_RESULTS: Final = ("written", "failed")
+
+
+def multiprocess_dir() -> str | None:
+    """The directory of multiprocess mode when it is on in this process, else None."""
+    if getattr(_values.ValueClass, "_multiprocess", False):
+        return os.environ.get(MULTIPROC_ENV) or None
+    return None
+
+
+def configure_multiprocess(directory: str | os.PathLike[str], *, wipe: bool = False) -> Path:
+    """Switch this process (and the workers it forks or spawns) to multiprocess metrics in `directory`.
+
+    Call it once in the parent before creating any `Metrics` and before starting workers; `wipe=True`
+    removes the files of a previous run (do it only there, never from a worker).
+    """
+    path = Path(directory).resolve()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if wipe:
+        for stale in path.glob("*.db"):
+            stale.unlink()
+    os.environ[MULTIPROC_ENV] = str(path)  # inherited by spawned workers
+    if not getattr(_values.ValueClass, "_multiprocess", False):
+        _values.ValueClass = _values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    return path
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a worker's live gauges (in-flight requests, loaded policy set) once it has exited."""
+    directory = multiprocess_dir()
+    if directory is not None:
+        _mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
 
 
 class Metrics:
     """The gateway's metrics; one instance per process (tests make their own registry)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        directory = multiprocess_dir()
+        if directory is not None and not Path(directory).is_dir():
+            raise FileNotFoundError(errno.ENOENT, f"{MULTIPROC_ENV} is not a directory", directory)
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
+        self._policy_version: str | None = None
         r = self.registry
+        # -- the public listener --------------------------------------------------------------------
         self.requests = Counter(
             f"{PREFIX}_requests_total",
-            "Requests answered on the public listener.",
+            "Requests answered on the public listener, by route template, method, status class and decision.",
             ["route", "method", "status_class", "decision"],
             registry=r,
         )
@@ -30,22 +108,11 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.upstream_duration = Histogram(
-            f"{PREFIX}_upstream_duration_seconds",
-            "Time from forwarding a request to receiving the upstream's response headers.",
-            ["route", "method"],
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.upstream_errors = Counter(
-            f"{PREFIX}_upstream_errors_total",
-            "Upstream failures by kind (connect, timeout, protocol, body_too_large).",
-            ["kind"],
-            registry=r,
-        )
         self.in_flight = Gauge(
-            f"{PREFIX}_requests_in_flight", "Requests being handled on the public listener.", registry=r
+            f"{PREFIX}_requests_in_flight", "Requests being handled on the public listener.",
+            registry=r, multiprocess_mode="livesum",
         )
+        # -- policy decisions ------------------------------------------------------------------------
         self.decisions = Counter(
             f"{PREFIX}_decisions_total",
             "Policy decisions: allow, deny, or audit_deny (a would-be denial forwarded in audit mode); "
@@ -53,31 +120,145 @@ class Metrics:
             ["policy", "mode", "decision", "check", "reason"],
             registry=r,
         )
+        self.revocations = Counter(
+            f"{PREFIX}_revocations_total",
+            "Revocations by the gateway, by cause: client_not_owned and upstream_401 revoke one token, "
+            "client_deleted every token of the client.",
+            ["cause"],
+            registry=r,
+        )
+        self.replay_rejections = Counter(
+            f"{PREFIX}_replay_rejections_total",
+            "Registration requests whose jti was already used (the replay check), audit mode included.",
+            registry=r,
+        )
+        # -- upstream ------------------------------------------------------------------------------
+        self.upstream_duration = Histogram(
+            f"{PREFIX}_upstream_duration_seconds",
+            "Time from forwarding a request to receiving the upstream's response headers.",
+            ["route", "method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_responses = Counter(
+            f"{PREFIX}_upstream_responses_total",
+            "Responses received from the upstream, by route template and status class.",
+            ["route", "status_class"],
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            f"{PREFIX}_upstream_errors_total",
+            "Upstream failures without a usable response, by kind (connect, timeout, protocol, body_too_large).",
+            ["kind"],
+            registry=r,
+        )
+        # -- JWKS ----------------------------------------------------------------------------------
+        self.jwks_fetches = Counter(
+            f"{PREFIX}_jwks_fetches_total",
+            "JWKS fetches by result (ok, error, timeout, too_large, refused).",
+            ["result"],
+            registry=r,
+        )
+        self.jwks_cache_lookups = Counter(
+            f"{PREFIX}_jwks_cache_lookups_total",
+            "Key-set lookups in the JWKS cache: hit (fresh keys) or miss (fetch needed).",
+            ["result"],
+            registry=r,
+        )
+        self.jwks_stale_served = Counter(
+            f"{PREFIX}_jwks_stale_served_total",
+            "Lookups answered with stale keys because the key server could not be fetched.",
+            registry=r,
+        )
+        self.jwks_unknown_kid = Counter(
+            f"{PREFIX}_jwks_unknown_kid_total",
+            "Key ids not in the cached key set: refetch (the set is fetched again) or rate_limited "
+            "(too soon after the last fetch; the token is refused).",
+            ["result"],
+            registry=r,
+        )
+        # -- policies ------------------------------------------------------------------------------
         self.policy_reloads = Counter(
             f"{PREFIX}_policy_reloads_total", "Policy set reloads by result (success, failure).", ["result"],
             registry=r,
         )
         self.policy_set = Gauge(
             f"{PREFIX}_policy_set_info", "The loaded policy set: 1 for its version, labelled.", ["version"],
+            registry=r, multiprocess_mode="livemax",
+        )
+        self.policies_loaded = Gauge(
+            f"{PREFIX}_policies_loaded", "Policies in the loaded set.", registry=r, multiprocess_mode="livemax",
+        )
+        # -- audit trail and build -----------------------------------------------------------------
+        self.audit_events = Counter(
+            f"{PREFIX}_audit_events_total",
+            "Audit events by result: written to the sink, or failed (lost: the sink refused the write).",
+            ["result"],
             registry=r,
         )
-        self.policies_loaded = Gauge(f"{PREFIX}_policies_loaded", "Policies in the loaded set.", registry=r)
-        self.revocations = Counter(
-            f"{PREFIX}_revocations_total", "Tokens or clients revoked by the gateway, by cause.", ["cause"],
-            registry=r,
+        self.build_info = Gauge(
+            f"{PREFIX}_build_info", "Version of the running gateway (always 1).", ["version"],
+            registry=r, multiprocess_mode="livemax",
         )
-        self.jwks_events = Counter(
-            f"{PREFIX}_jwks_events_total",
-            "JWKS cache events: kind=fetch (result ok, error, timeout, too_large, refused, invalid), "
-            "kind=cache (hit, miss), kind=refetch (unknown_kid, rate_limited).",
-            ["kind", "result"],
-            registry=r,
-        )
-        self.build_info = Info(f"{PREFIX}_build", "Version of the running gateway.", registry=r)
-        self.build_info.info({"version": __version__})
+        self.build_info.labels(__version__).set(1)
+        for counter, closed in (
+            (self.upstream_errors, UPSTREAM_ERROR_KINDS),
+            (self.jwks_fetches, JWKS_FETCH_RESULTS),
+            (self.jwks_cache_lookups, JWKS_CACHE_RESULTS),
+            (self.jwks_unknown_kid, JWKS_UNKNOWN_KID_RESULTS),
+            (self.policy_reloads, RELOAD_RESULTS),
+            (self.revocations, REVOCATION_CAUSES),
+            (self.audit_events, AUDIT_RESULTS),
+        ):
+            for value in closed:
+                counter.labels(value)
 
+    # -- recording helpers: the callbacks other components are given -------------------------------
     def set_policy_version(self, version: str, count: int) -> None:
-        """Expose the loaded policy set's version (one labelled series at a time)."""
-        self.policy_set.clear()
+        """Expose the loaded policy set's version (one series at 1; a replaced version drops to 0 or away)."""
+        old = self._policy_version
+        if old is not None and old != version:
+            self.policy_set.labels(old).set(0)  # multiprocess mode cannot remove a series: 0 marks it old
+            if multiprocess_dir() is None:
+                self.policy_set.remove(old)
+        self._policy_version = version
         self.policy_set.labels(version).set(1)
         self.policies_loaded.set(count)
+
+    def jwks_event(self, kind: str, result: str) -> None:
+        """The JWKS cache's `on_event(kind, result)` hook (see gateway.jose.jwks_cache)."""
+        if kind == "fetch" and result in JWKS_FETCH_RESULTS:
+            self.jwks_fetches.labels(result).inc()
+        elif kind == "cache" and result == "stale":
+            self.jwks_stale_served.inc()
+        elif kind == "cache" and result in JWKS_CACHE_RESULTS:
+            self.jwks_cache_lookups.labels(result).inc()
+        elif kind == "refetch" and result in ("unknown_kid", "rate_limited"):
+            self.jwks_unknown_kid.labels("refetch" if result == "unknown_kid" else result).inc()
+        else:  # bounded labels: an unforeseen event is a bug, reported by the cache's hook guard
+            raise ValueError(f"unknown JWKS cache event {kind}:{result}")
+
+    def revoked(self, cause: str) -> None:
+        """Count one revocation (`Revocations(on_revoke=...)`); `cause` is one of REVOCATION_CAUSES."""
+        if cause not in REVOCATION_CAUSES:
+            raise ValueError(f"unknown revocation cause {cause!r}")
+        self.revocations.labels(cause).inc()
+
+    def replay_rejected(self) -> None:
+        """Count one replayed registration request jti (`Services.on_replay`)."""
+        self.replay_rejections.inc()
+
+    def audit_written(self, result: str, events: int) -> None:
+        """The audit writer's `on_write(result, events)` hook: written or failed (lost) events."""
+        if result not in AUDIT_RESULTS:
+            raise ValueError(f"unknown audit write result {result!r}")
+        self.audit_events.labels(result).inc(events)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition: this registry, or every process's files in multiprocess mode."""
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry)
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)

@@ -1,0 +1,150 @@
+"""The metrics module: injectable registries, closed label sets in step with their sources, the hooks other
+components are handed (JWKS cache, revocations, replay, audit writer)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import get_args
+
+import pytest
+
+from gateway.checks.revocation import RevocationCause
+from gateway.checks.services import build_services
+from gateway.jose.jwks_cache import EVENTS
+from gateway.observability import metrics as m
+from gateway.observability.audit import AuditLog
+from gateway.observability.metrics import Metrics
+from tests.conftest import SHIPPED_POLICIES, make_settings
+from tests.policy.test_enforcement import REGISTER, auth
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def test_each_instance_has_its_own_registry():
+    """Two Metrics never share values (tests get a fresh registry each)."""
+    a, b = Metrics(), Metrics()
+    a.replay_rejected()
+    assert sample(a, "dcr_gateway_replay_rejections_total") == 1
+    assert sample(b, "dcr_gateway_replay_rejections_total") == 0
+
+
+def test_closed_label_sets_match_their_sources():
+    """The JWKS cache's events and the revocation causes are exactly what the metrics accept."""
+    assert set(m.JWKS_FETCH_RESULTS) == EVENTS["fetch"]
+    assert set(m.JWKS_CACHE_RESULTS) | {"stale"} == EVENTS["cache"]
+    assert {"unknown_kid", "rate_limited"} == EVENTS["refetch"]
+    assert m.REVOCATION_CAUSES == get_args(RevocationCause)
+
+
+@pytest.mark.parametrize(
+    ("kind", "result", "name", "labels"),
+    [
+        ("fetch", "ok", "dcr_gateway_jwks_fetches_total", {"result": "ok"}),
+        ("fetch", "timeout", "dcr_gateway_jwks_fetches_total", {"result": "timeout"}),
+        ("cache", "hit", "dcr_gateway_jwks_cache_lookups_total", {"result": "hit"}),
+        ("cache", "miss", "dcr_gateway_jwks_cache_lookups_total", {"result": "miss"}),
+        ("cache", "stale", "dcr_gateway_jwks_stale_served_total", {}),
+        ("refetch", "unknown_kid", "dcr_gateway_jwks_unknown_kid_total", {"result": "refetch"}),
+        ("refetch", "rate_limited", "dcr_gateway_jwks_unknown_kid_total", {"result": "rate_limited"}),
+    ],
+)
+def test_jwks_events_map_to_their_metric(kind, result, name, labels):
+    """Each JWKS cache event increments exactly one series."""
+    metrics = Metrics()
+    metrics.jwks_event(kind, result)
+    assert metrics.registry.get_sample_value(name, labels) == 1
+
+
+@pytest.mark.parametrize(("kind", "result"), [("fetch", "https://evil.test/jwks"), ("lookup", "hit"), ("cache", "")])
+def test_unknown_jwks_events_are_refused(kind, result):
+    """An event outside the closed set never becomes a label value."""
+    metrics = Metrics()
+    with pytest.raises(ValueError, match="unknown JWKS cache event"):
+        metrics.jwks_event(kind, result)
+    assert "evil" not in metrics.render().decode()
+
+
+def test_unknown_revocation_cause_and_audit_result_are_refused():
+    """revoked() and audit_written() accept only their closed sets."""
+    metrics = Metrics()
+    with pytest.raises(ValueError):
+        metrics.revoked("client-a")
+    with pytest.raises(ValueError):
+        metrics.audit_written("dropped", 1)
+
+
+def test_policy_version_is_one_series():
+    """A reload replaces the version series instead of adding one per version."""
+    metrics = Metrics()
+    metrics.set_policy_version("v1", 3)
+    metrics.set_policy_version("v2", 4)
+    text = metrics.render().decode()
+    assert 'dcr_gateway_policy_set_info{version="v2"} 1.0' in text
+    assert 'version="v1"' not in text
+    assert sample(metrics, "dcr_gateway_policies_loaded") == 4
+
+
+def test_services_hand_the_replay_hook_to_checks():
+    """A check reports a replayed jti with `services.on_replay()` (the replay check's contract)."""
+    metrics = Metrics()
+    services = build_services(make_settings("http://127.0.0.1:1"), metrics)
+    services.on_replay()
+    services.on_replay()
+    assert sample(metrics, "dcr_gateway_replay_rejections_total") == 2
+    build_services(make_settings("http://127.0.0.1:1"), None).on_replay()  # no metrics: a no-op
+
+
+async def test_audit_mode_revokes_nothing_and_counts_nothing(bank_gw_metrics, tmp_path):
+    """A foreign ClientId in audit mode is forwarded and reported, but no revocation is counted."""
+    text = (SHIPPED_POLICIES / "dcr.yaml").read_text().replace(
+        "match: {methods: [GET]", "mode: audit\n    match: {methods: [GET]"
+    )
+    (tmp_path / "dcr.yaml").write_text(text)
+    bank, gw = await bank_gw_metrics(tmp_path)
+    resp = await gw.client.get(f"{REGISTER}/client-b", headers=auth(bank.token()))
+    assert resp.status == 200
+    for cause in m.REVOCATION_CAUSES:
+        assert gw.sample("dcr_gateway_revocations_total", {"cause": cause}) == 0
+
+
+async def test_revocation_is_counted_once(bank_gw_metrics):
+    """A token on a foreign ClientId is revoked and counted once; the revoked token's retry counts nothing more."""
+    bank, gw = await bank_gw_metrics(SHIPPED_POLICIES)
+    token = bank.token()
+    for _ in range(2):
+        resp = await gw.client.get(f"{REGISTER}/client-b", headers=auth(token))
+        assert resp.status == 401
+    assert gw.sample("dcr_gateway_revocations_total", {"cause": "client_not_owned"}) == 1
+
+
+def test_audit_events_written_are_counted(tmp_path: Path):
+    """Every event that reached the file is counted as written (start, decisions, stop)."""
+    metrics = Metrics()
+    path = tmp_path / "audit.log"
+    log = AuditLog("file", str(path), on_write=metrics.audit_written)
+    for i in range(3):
+        log.emit({"request_id": str(i)})
+    log.close()
+    assert sample(metrics, "dcr_gateway_audit_events_total", result="written") == 5
+    assert len(path.read_text().splitlines()) == 5
+    assert sample(metrics, "dcr_gateway_audit_events_total", result="failed") == 0
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) for a sink that refuses writes")
+def test_audit_sink_failure_is_counted_and_the_writer_survives(tmp_path: Path, capfd):
+    """A sink that refuses writes (ENOSPC) counts every event as failed, batch after batch, and says so."""
+    metrics = Metrics()
+    log = AuditLog("file", "/dev/full", on_write=metrics.audit_written)
+    log.emit({"request_id": "1"})
+    deadline = time.monotonic() + 30
+    while sample(metrics, "dcr_gateway_audit_events_total", result="failed") < 2:  # start + first event
+        assert time.monotonic() < deadline, "the writer never reported the failed batch"
+        time.sleep(0.01)
+    log.emit({"request_id": "2"})  # a later batch: only a writer that survived the failure counts it
+    log.close()
+    assert sample(metrics, "dcr_gateway_audit_events_total", result="failed") == 4
+    assert sample(metrics, "dcr_gateway_audit_events_total", result="written") == 0
+    assert "audit write failed" in capfd.readouterr().err
