@@ -14,6 +14,7 @@ import structlog
 from aiohttp import web
 
 from .checks.base import Denial, RequestView
+from .checks.registration import registration_claims_of
 from .checks.services import Services, build_services
 from .checks.token import token_of
 from .config import Settings
@@ -152,12 +153,17 @@ def _audit_fields(request: web.Request, ctx: RequestContext, status: int, elapse
         "token_jti": token.jti if token else None,
         "token_kid": token.kid if token else None,
         "cert_s256": facts.get("client_cert_s256"),
-        "registration_jti": facts.get("registration_jti"),
+        "registration_jti": _registration_jti(facts),
         "peer": request.remote,
         "upstream_status": ctx.upstream_status,
         "upstream_ms": round(ctx.upstream_seconds * 1000, 3) if ctx.upstream_seconds is not None else None,
         "duration_ms": round(elapsed * 1000, 3),
     }
+
+
+def _registration_jti(facts: dict[str, Any]) -> str | None:
+    claims = registration_claims_of(facts)
+    return str(claims["jti"]) if claims is not None and "jti" in claims else None
 
 
 async def _echo_interaction_id(request: web.Request, response: web.StreamResponse) -> None:

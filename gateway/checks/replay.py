@@ -43,5 +43,6 @@ class Replay(Check[ReplayParams]):
         ttl = max(1.0, exp - request.now + self.services.trust.clock_skew_seconds)
         if await self.services.store.add_if_absent(NAMESPACE, replay_key(str(claims["iss"]), jti), ttl):
             return None
+        self.services.on_replay()
         return self.deny(400, "invalid_client_metadata", f"registration request jti {quoted(jti)} was already used; "
                          "sign a new request with a fresh jti", "jti_replayed")

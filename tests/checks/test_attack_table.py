@@ -61,6 +61,10 @@ async def _replayed(w: World) -> ClientResponse:
     return await w.post(body)
 
 
+def _counted_replay(w: World) -> None:
+    assert w.gw.sample("dcr_gateway_replay_rejections_total") == 1
+
+
 def _duplicate_claims(w: World) -> bytes:
     return json_dumps_compact(w.claims())[:-1] + b',"iss":"SomeoneElse"}'
 
@@ -171,7 +175,8 @@ ROWS: dict[str, Row] = {
                                   redirect_uris=["https://localhost/cb"])),
                               400, "invalid_redirect_uri", "redirect_uri_localhost", "registration_metadata"),
     # -- replay, size -------------------------------------------------------------------------------------
-    "replayed_jti": Row(_replayed, 400, "invalid_client_metadata", "jti_replayed", "replay", forwarded=1),
+    "replayed_jti": Row(_replayed, 400, "invalid_client_metadata", "jti_replayed", "replay", forwarded=1,
+                        also=lambda w: _counted_replay(w)),
     "oversize_body": Row(lambda w: w.post(b"e" * 70_000), 413, "request_too_large", "body_too_large", "body_size"),
     # -- SSRF through software_jwks_endpoint -----------------------------------------------------------------
     "software_jwks_private_address": Row(

@@ -156,7 +156,7 @@ def test_prometheus_rule_loads_files_alerts_yaml(chart: helm.Chart) -> None:
             assert ("alert" in r) != ("record" in r)
             assert r["expr"].strip()
     # Prometheus's own templates pass through untouched (no Helm templating of the rules file).
-    assert "{{ $labels.pod }}" in json.dumps(rule["spec"])
+    assert "{{ $labels.instance }}" in json.dumps(rule["spec"])
 
 
 def test_grafana_dashboard_configmap(chart: helm.Chart) -> None:
@@ -169,3 +169,13 @@ def test_grafana_dashboard_configmap(chart: helm.Chart) -> None:
     for text in cm["data"].values():
         dashboard = json.loads(text)
         assert dashboard["title"] and dashboard["uid"] and dashboard["panels"]
+
+
+def test_monitoring_files_are_the_canonical_ones() -> None:
+    """The chart's alert rules and dashboard are the monitoring/ files themselves (one source of truth)."""
+    from tests.helm.render import CHART
+
+    root = CHART.parent.parent
+    assert (CHART / "files" / "alerts.yaml").resolve() == (root / "monitoring" / "prometheus" / "alerts.yaml")
+    assert (CHART / "files" / "dashboards" / "dcr-gateway.json").resolve() == (
+        root / "monitoring" / "grafana" / "dcr-gateway.json")
