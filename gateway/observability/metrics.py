@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from .. import __version__
+from .multiprocess import multiprocess_dir
 
 PREFIX = "dcr_gateway"
 
@@ -44,7 +45,8 @@ class Metrics:
             registry=r,
         )
         self.in_flight = Gauge(
-            f"{PREFIX}_requests_in_flight", "Requests being handled on the public listener.", registry=r
+            f"{PREFIX}_requests_in_flight", "Requests being handled on the public listener.", registry=r,
+            multiprocess_mode="livesum",
         )
         self.decisions = Counter(
             f"{PREFIX}_decisions_total",
@@ -59,9 +61,10 @@ class Metrics:
         )
         self.policy_set = Gauge(
             f"{PREFIX}_policy_set_info", "The loaded policy set: 1 for its version, labelled.", ["version"],
-            registry=r,
+            registry=r, multiprocess_mode="livemax",
         )
-        self.policies_loaded = Gauge(f"{PREFIX}_policies_loaded", "Policies in the loaded set.", registry=r)
+        self.policies_loaded = Gauge(f"{PREFIX}_policies_loaded", "Policies in the loaded set.", registry=r,
+                                     multiprocess_mode="livemax")
         self.revocations = Counter(
             f"{PREFIX}_revocations_total", "Tokens or clients revoked by the gateway, by cause.", ["cause"],
             registry=r,
@@ -73,11 +76,36 @@ class Metrics:
             ["kind", "result"],
             registry=r,
         )
+        self.state_errors = Counter(
+            f"{PREFIX}_state_store_errors_total",
+            "Failed calls to the shared state store by kind (timeout, connection, response, circuit_open).",
+            ["kind"],
+            registry=r,
+        )
+        self.state_breaker = Counter(
+            f"{PREFIX}_state_store_breaker_transitions_total",
+            "State store circuit breaker transitions, by the state entered (open, half_open, closed).",
+            ["state"],
+            registry=r,
+        )
+        self.state_fail_open = Counter(
+            f"{PREFIX}_state_fail_open_total",
+            "Checks passed without a decision because the state store was unavailable and the policy says "
+            "on_store_error: fail_open.",
+            ["policy", "check"],
+            registry=r,
+        )
+        self._policy_version: str | None = None
         self.build_info = Info(f"{PREFIX}_build", "Version of the running gateway.", registry=r)
         self.build_info.info({"version": __version__})
 
     def set_policy_version(self, version: str, count: int) -> None:
         """Expose the loaded policy set's version (one labelled series at a time)."""
-        self.policy_set.clear()
+        if self._policy_version is not None and self._policy_version != version:
+            # Multiprocess mode cannot remove a series from the shared files: zero it before forgetting it.
+            self.policy_set.labels(self._policy_version).set(0)
+            if not multiprocess_dir():
+                self.policy_set.clear()
+        self._policy_version = version
         self.policy_set.labels(version).set(1)
         self.policies_loaded.set(count)
