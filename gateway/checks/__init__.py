@@ -22,6 +22,7 @@ def _registry() -> dict[str, type[Check]]:  # type: ignore[type-arg]
     from .client_id_header import ClientIdHeader
     from .client_ownership import ClientOwnership
     from .content_type import ContentType
+    from .rate_limit import RateLimit
     from .required_headers import RequiredHeaders
 
     kinds: list[type[Check]] = [  # type: ignore[type-arg]
@@ -30,6 +31,7 @@ def _registry() -> dict[str, type[Check]]:  # type: ignore[type-arg]
         ClientIdHeader,
         ClientOwnership,
         ContentType,
+        RateLimit,
         RequiredHeaders,
     ]
     return {k.name: k for k in kinds}
