@@ -12,7 +12,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .checks.base import Denial, RequestView
 from .checks.services import Services, build_services
@@ -24,6 +24,7 @@ from .jsonutil import dumps
 from .observability.audit import AuditLog
 from .observability.logging import get_logger
 from .observability.metrics import Metrics
+from .observability.multiprocess import exposition
 from .policy.engine import Decision
 from .policy.loader import load_policies
 from .policy.reload import PolicyHolder, PolicyReloader
@@ -293,8 +294,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics_endpoint(request: web.Request) -> web.Response:
-    """Prometheus text exposition."""
-    body = generate_latest(request.app[METRICS].registry)
+    """Prometheus text exposition (summed over every worker under `serve --workers N`)."""
+    body = exposition(request.app[METRICS].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -319,10 +320,10 @@ class Listener:
     port: int
 
 
-async def _start(listener: Listener, shutdown_timeout: float) -> tuple[web.AppRunner, int]:
+async def _start(listener: Listener, shutdown_timeout: float, reuse_port: bool = False) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(listener.app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, listener.host, listener.port, backlog=1024)
+    site = web.TCPSite(runner, listener.host, listener.port, backlog=1024, reuse_port=reuse_port or None)
     await site.start()
     port = listener.port
     server = getattr(site, "_server", None)
@@ -346,13 +347,20 @@ async def _warm_keys(services: Services, holder: PolicyHolder, health: Health) -
         delay = min(delay * 2, 10.0)
 
 
-async def serve(settings: Settings, extra: list[Listener] | None = None) -> int:
-    """Run the gateway until SIGTERM/SIGINT, then drain gracefully; return the exit code."""
+async def serve(settings: Settings, extra: list[Listener] | None = None, *, worker_index: int | None = None) -> int:
+    """Run the gateway until SIGTERM/SIGINT, then drain gracefully; return the exit code.
+
+    As worker `worker_index` of `serve --workers N`, the listeners share their ports (SO_REUSEPORT) and a
+    file audit trail goes to one file per worker (`audit.log` → `audit.w0.log`): one writer per file.
+    """
     metrics = Metrics()
     health = Health()
     audit = None
     if settings.audit.sink != "off":
-        audit = AuditLog(settings.audit.sink, str(settings.resolve_path(settings.audit.path)))
+        path = settings.resolve_path(settings.audit.path)
+        if worker_index is not None:
+            path = path.with_name(f"{path.stem}.w{worker_index}{path.suffix}")
+        audit = AuditLog(settings.audit.sink, str(path))
     services = build_services(settings, metrics)
     policy_dir = settings.resolve_path(settings.policies.dir)
     holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))
@@ -375,21 +383,22 @@ async def serve(settings: Settings, extra: list[Listener] | None = None) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: background.append(loop.create_task(_forced(reloader))))
 
     drain = settings.shutdown.drain_timeout_seconds
+    reuse_port = worker_index is not None
     runners: list[tuple[str, web.AppRunner]] = []
     await services.start()
     try:
-        admin_runner, admin_port = await _start(admin, drain)
+        admin_runner, admin_port = await _start(admin, drain, reuse_port)
         runners.append(("admin", admin_runner))
         ports = {"admin": admin_port}
         for listener in listeners:
-            runner, port = await _start(listener, drain)
+            runner, port = await _start(listener, drain, reuse_port)
             runners.append((listener.name, runner))
             ports[listener.name] = port
         health.block("jwks", "JWKS not yet fetched")
         health.unblock("starting")
         background.append(loop.create_task(_warm_keys(services, holder, health)))
         background.append(loop.create_task(reloader.run()))
-        log.info("listening", policy_version=holder.current.version,
+        log.info("listening", policy_version=holder.current.version, worker=worker_index,
                  **{f"{name}_port": port for name, port in ports.items()})
         await stop.wait()
         log.info("shutdown_started", readiness_delay_s=settings.shutdown.readiness_delay_seconds,
