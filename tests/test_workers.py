@@ -174,3 +174,18 @@ def test_unsafe_worker_setups_are_refused(tmp_path: Path, config: str, message: 
     result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
                             capture_output=True, text=True, timeout=30, env=env)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_bench_multi_worker_and_redis_targets_run_and_leave_nothing(redis_server: RedisServer):
+    """`make bench`'s gw_open_w2 (2 workers) and gw_token_redis (Redis state) answer, then every process is gone."""
+    from bench.runner import BenchOptions, run_bench
+
+    options = BenchOptions(scenario="get", targets=("gw_open_w2", "gw_token_redis"), duration=1, rounds=1,
+                           warmup=0, connections=4, loadgen="python")
+    result = run_bench(options, progress=lambda line: None)
+    assert [t.name for t in result.targets] == ["gw_open_w2", "gw_token_redis"]
+    assert all(t.rps > 0 and t.errors == 0 for t in result.targets), result.targets
+    assert len(result.pids) == 4  # upstream, redis-server, two gateways (the workers live in their groups)
+    for pid in result.pids:
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)
