@@ -4,7 +4,6 @@ by two gateways on Redis, and fail-open / fail-closed behaviour when Redis dies 
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -210,4 +209,4 @@ async def test_redis_down_gives_the_configured_behaviour_then_recovers(
     while not await limited_again():
         assert time.monotonic() < deadline, "the rate limit did not come back with Redis"
         await asyncio.sleep(0.1)
-    assert math.isclose(gw.sample("dcr_gateway_state_store_breaker_transitions_total", {"state": "closed"}), 1)
+    assert gw.sample("dcr_gateway_state_store_breaker_transitions_total", {"state": "closed"}) >= 1
