@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -180,6 +181,63 @@ class JwksSettings(StrictModel):
     """Largest JWKS document accepted."""
 
 
+class Directory(StrictModel):
+    """A software-statement issuer (e.g. the Open Banking Directory) whose SSAs the gateway accepts."""
+
+    issuer: str = Field(min_length=1)
+    """Exact `iss` of its SSAs, e.g. `OpenBanking Ltd`; an SSA is matched to its directory by this value."""
+    jwks_uri: str
+    """Where the directory publishes its SSA-signing keys (operator-configured: fetched as given)."""
+    algorithms: tuple[Literal["PS256", "ES256"], ...] = Field(default=("PS256", "ES256"), min_length=1)
+    """SSA signature algorithms accepted (OB Directory profile: PS256 or ES256; never `none`, never HMAC)."""
+
+    @field_validator("jwks_uri")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        return _http_url(v, "jwks_uri")
+
+
+class SoftwareJwksPolicy(StrictModel):
+    """Which TPP key-set URLs may be fetched: the SSA's `software_jwks_endpoint` is chosen by others, so every
+    fetch goes through the SSRF guard (scheme, host allow-list, every resolved address vetted, no redirects).
+    Size and time limits are those of `trust.jwks`. The defaults are the production ones."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (exact, or `*.suffix`) TPP key sets may live on, e.g. `keystore.openbanking.org.uk`;
+    empty: any host that resolves only to public addresses."""
+    allow_http: bool = False
+    """Allow plain http (the loopback sandbox only; OB requires TLS for JWKS)."""
+    allow_loopback: bool = False
+    """Allow 127.0.0.0/8 and ::1 (the loopback sandbox only)."""
+    allow_private: bool = False
+    """Allow RFC 1918, CGNAT and fc00::/7 addresses (a bank-internal key mirror). Link-local (cloud metadata),
+    multicast and reserved addresses are never allowed."""
+
+
+class ClientCertificateSettings(StrictModel):
+    """Where the TPP's mTLS certificate comes from: the ingress that terminated TLS forwards it in a header."""
+
+    header: str = Field(default="ssl-client-cert", min_length=1)
+    """Header carrying the certificate (ingress-nginx: `ssl-client-cert`; Envoy: `x-forwarded-client-cert`;
+    RFC 9440: `Client-Cert`)."""
+    format: Literal["nginx", "xfcc", "rfc9440"] = "nginx"
+    """nginx: URL-encoded PEM (`$ssl_client_escaped_cert`); xfcc: Envoy `Cert="<URL-encoded PEM>"` element;
+    rfc9440: `:<base64 DER>:` (an RFC 8941 byte sequence)."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or CIDRs of the proxies allowed to send that header (the request's peer address must be one);
+    empty: no certificate header is ever trusted, so checks that need a certificate refuse."""
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"expected an IP address or CIDR, got {item!r}") from None
+        return v
+
+
 class TrustSettings(StrictModel):
     """Environment-specific trust anchors, referenced by name from policies."""
 
@@ -190,6 +248,25 @@ class TrustSettings(StrictModel):
     revocation_ttl_seconds: PositiveSeconds = 86400.0
     """How long a client-wide revocation (after a confirmed DELETE) is kept: at least the longest token lifetime."""
     jwks: JwksSettings = JwksSettings()
+    directories: dict[str, Directory] = {}
+    """Trusted software-statement issuers by name; an SSA from any other issuer is refused
+    (`unapproved_software_statement`)."""
+    software_jwks: SoftwareJwksPolicy = SoftwareJwksPolicy()
+    """SSRF guard for the TPP key sets named by SSAs (`software_jwks_endpoint`)."""
+    registration_audiences: tuple[str, ...] = ()
+    """Accepted `aud` values of registration requests (the authorization server's issuer or the bank's OB
+    organisation id). Empty: `aud` must be present but is not matched."""
+    client_certificate: ClientCertificateSettings = ClientCertificateSettings()
+    """How the TPP's transport certificate reaches the gateway."""
+
+    @model_validator(mode="after")
+    def _distinct_directory_issuers(self) -> TrustSettings:
+        seen: dict[str, str] = {}
+        for name, directory in self.directories.items():
+            if directory.issuer in seen:
+                raise ValueError(f"directories {seen[directory.issuer]} and {name} have the same issuer")
+            seen[directory.issuer] = name
+        return self
 
 
 class PolicySettings(StrictModel):
@@ -233,6 +310,31 @@ class SandboxSettings(StrictModel):
     """Sandbox listener (DCR backend, token endpoint, developer portal)."""
     state_dir: str = ".sandbox"
     """Keys and the SQLite store; relative paths are relative to the config file."""
+    issuer: str | None = None
+    """OAuth issuer: `iss` of access tokens and discovery's `issuer`; default server.public_url."""
+    access_token_audience: str | None = None
+    """`aud` of issued access tokens (RFC 9068 §2.2); default server.public_url (the gateway)."""
+    access_token_lifetime_seconds: PositiveInt = 3600
+    """Lifetime of issued access tokens (`expires_in`)."""
+    directory_issuer: str = "OpenBanking Ltd"
+    """`iss` of the SSAs the sandbox directory mints (the OB Directory's name)."""
+    clock_skew_seconds: NonNegativeSeconds = 60.0
+    """Leeway for exp/iat/nbf when checking tokens, client assertions and registration requests."""
+    max_body_bytes: PositiveInt = 65536
+    """Largest request body the sandbox reads; larger bodies get a 400 JSON error."""
+    portal_url: str | None = None
+    """Base URL of the sandbox listener in hosted TPP `jwks_uri`s; default the URL the request came in on."""
+    tpp_jwks_allowed_hosts: list[str] = ["127.0.0.1", "localhost", "::1"]
+    """Hosts the sandbox may fetch a TPP JWKS from for private_key_jwt (SSRF guard); "*" allows any."""
+    tpp_jwks_timeout_seconds: PositiveSeconds = 5.0
+    """Total timeout of one TPP JWKS fetch."""
+    tpp_jwks_cache_seconds: NonNegativeSeconds = 300.0
+    """How long a fetched TPP JWKS is reused (an unknown kid refetches sooner)."""
+
+    @field_validator("issuer", "access_token_audience", "portal_url")
+    @classmethod
+    def _urls(cls, v: str | None) -> str | None:
+        return None if v is None else _http_url(v, "this key")
 
 
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")

@@ -19,20 +19,30 @@ class ParamError(ValueError):
 def _registry() -> dict[str, type[Check]]:  # type: ignore[type-arg]
     from .bearer_token import BearerToken
     from .body_size import BodySize
+    from .client_certificate import ClientCertificate
     from .client_id_header import ClientIdHeader
     from .client_ownership import ClientOwnership
     from .content_type import ContentType
     from .rate_limit import RateLimit
+    from .registration_metadata import RegistrationMetadata
+    from .registration_request import RegistrationRequest
+    from .replay import Replay
     from .required_headers import RequiredHeaders
+    from .software_statement import SoftwareStatement
 
     kinds: list[type[Check]] = [  # type: ignore[type-arg]
         BearerToken,
         BodySize,
+        ClientCertificate,
         ClientIdHeader,
         ClientOwnership,
         ContentType,
         RateLimit,
+        RegistrationMetadata,
+        RegistrationRequest,
+        Replay,
         RequiredHeaders,
+        SoftwareStatement,
     ]
     return {k.name: k for k in kinds}
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 
 from ..state.store import StateStore
 from .token import VerifiedToken
@@ -11,6 +12,7 @@ _JTI_NS = "revoked_jti"
 _CLIENT_NS = "revoked_client"
 
 
+@lru_cache(maxsize=65536)
 def _key(*parts: str) -> str:
     # Fixed-size keys whatever the claim values are; no client input reaches the store's key syntax.
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]

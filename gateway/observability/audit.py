@@ -94,9 +94,10 @@ class AuditLog:
         self._seq += 1
         event = {"kind": KIND, "v": SCHEMA_VERSION, "chain": self.chain, "seq": self._seq, "prev": self._prev,
                  "time": _now(), **fields}
-        event["hash"] = event_hash(event)
-        self._prev = event["hash"]
-        self._writer.queue.put(json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n")
+        body = _canonical(event)  # serialised once: hashed, then written with the hash appended
+        digest = hashlib.sha256(body).hexdigest()
+        event["hash"] = self._prev = digest
+        self._writer.queue.put(body[:-1].decode("utf-8") + f',"hash":"{digest}"}}\n')
         return event
 
     def emit(self, fields: dict[str, Any]) -> dict[str, Any]:

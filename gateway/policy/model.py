@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..schema import StrictModel
 
@@ -51,6 +51,48 @@ class PolicyFile(StrictModel):
     """The policies this file defines."""
 
 
+class SoftwareStatementSpec(StrictModel):
+    """The SSA of a test registration request, signed with a key generated for the run for its directory."""
+
+    directory: str | None = None
+    """Name in config `trust.directories` whose key signs it (default: the first configured)."""
+    claims: dict[str, Any] = {}
+    """Overrides of the default SSA claims (an Active org with roles AISP, PISP, CBPII); `null` removes one."""
+    header: dict[str, Any] = {}
+    """Overrides of the JWS header (`alg`, `kid`, `typ`, extra members; `alg: none` sends it unsigned)."""
+    signed_by: Literal["directory", "attacker"] = "directory"
+    """`attacker`: signed by another key under the directory's kid."""
+    raw: str | None = None
+    """Send this string as the software_statement claim instead."""
+
+
+class RegistrationSpec(StrictModel):
+    """A registration request JWS built for the run and sent as the body (Content-Type application/jose)."""
+
+    ssa: SoftwareStatementSpec = SoftwareStatementSpec()
+    claims: dict[str, Any] = {}
+    """Overrides of the default request claims (iss = software_id, aud, iat, exp = now + 300, jti, FAPI
+    metadata, redirect_uris from the SSA); `null` removes one."""
+    header: dict[str, Any] = {}
+    """Overrides of the JWS header (`alg`, `kid`, extra members such as `jku`; `alg: none` sends it unsigned)."""
+    signed_by: Literal["tpp", "attacker"] = "tpp"
+    """`tpp`: the software's signing key, published in its software JWKS; `attacker`: another key, same kid."""
+    replayed: bool = False
+    """Send the same request once before this one (tests `replay`)."""
+    encoding: Literal["jose", "json_string"] = "jose"
+    """`json_string`: the JWS as a JSON string with Content-Type application/json."""
+
+
+class ClientCertSpec(StrictModel):
+    """A TPP transport certificate forwarded as the ingress would (config `trust.client_certificate`)."""
+
+    cert: Literal["tpp", "unregistered", "expired", "not_yet_valid"] = "tpp"
+    """`tpp`: the software's transport certificate (a `use: tls` key in its JWKS); `unregistered`: a valid
+    certificate absent from the JWKS; `expired` / `not_yet_valid`: listed in the JWKS but out of date."""
+    raw: str | None = None
+    """Send this header value instead."""
+
+
 class TestRequest(StrictModel):
     """The request of a policy test case."""
 
@@ -59,11 +101,22 @@ class TestRequest(StrictModel):
     headers: dict[str, str] = {}
     token: dict[str, Any] | None = None
     """Access token to sign with the test key of an issuer and send as `Authorization: Bearer`:
-    `{issuer: <name>, claims: {...}, header: {...}}`; default claims (iss, aud, iat, exp, jti) are filled in."""
+    `{issuer: <name>, claims: {...}, header: {...}}`; default claims (iss, aud, iat, exp, jti) are filled in;
+    `cnf_client_cert: true` binds it to the test client certificate (RFC 8705 `cnf.x5t#S256`)."""
+    registration: RegistrationSpec | None = None
+    """A signed registration request (with its SSA) as the body; excludes `body`."""
+    client_cert: ClientCertSpec | None = None
+    """A client certificate in the configured forwarding header."""
     body: str | None = None
     peer: str = "127.0.0.1"
     revoked: bool = False
     """Revoke the token before sending (tests the revocation path)."""
+
+    @model_validator(mode="after")
+    def _one_body(self) -> TestRequest:
+        if self.registration is not None and self.body is not None:
+            raise ValueError("give either body or registration, not both")
+        return self
 
 
 class TestExpect(StrictModel):

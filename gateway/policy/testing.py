@@ -1,50 +1,87 @@
 """`dcr-gateway policy test`: run the YAML test cases beside the policies through the real engine.
 
-Tokens in test cases are signed with keys generated for the run, which stand in for each issuer's JWKS:
-nothing is fetched and nothing leaves the process.
+Tokens, software statements, registration requests and client certificates in test cases are signed with keys
+generated for the run, which stand in for each issuer's, directory's and the test TPP's key set: nothing is
+fetched and nothing leaves the process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import ipaddress
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 from multidict import CIMultiDict
 from pydantic import ValidationError
 
 from ..checks.base import RequestView
-from ..checks.services import build_services
-from ..config import Settings, TokenIssuer
-from ..jose import JoseError, SigningKey, UrlPolicy, VerificationKey, generate_signing_key, sign_jwt
+from ..checks.services import Services, build_services
+from ..config import Directory, Settings, TokenIssuer
+from ..jose import (
+    JoseError,
+    JwkSet,
+    SigningKey,
+    UrlPolicy,
+    VerificationKey,
+    address_category,
+    cert_thumbprint_s256,
+    generate_signing_key,
+    sign_compact,
+    sign_jwt,
+)
+from ..jose.encoding import b64url_encode, json_dumps_compact
 from ..schema import iter_errors
 from ..yamlsource import YamlSourceError, parse_yaml
 from .engine import Decision, PolicySet
 from .loader import PolicyError, PolicySource, compile_policies, read_source
-from .model import TestCase, TestFile
+from .model import ClientCertSpec, RegistrationSpec, TestCase, TestFile
 
 
 class StaticKeys:
-    """A KeyProvider serving keys generated for the run, one per configured issuer JWKS URI."""
+    """A KeyProvider serving key sets generated for the run: one per configured issuer and directory JWKS URI,
+    plus whatever `serve` adds (the test TPP's software JWKS). URL policies are applied to the URI's text and
+    literal addresses; host names are never resolved."""
 
-    def __init__(self, issuers: Iterable[TokenIssuer]) -> None:
+    def __init__(self, issuers: Iterable[TokenIssuer] = (), directories: Iterable[Directory] = ()) -> None:
         self.signing: dict[str, tuple[SigningKey, str]] = {}
-        self._public: dict[str, dict[str, VerificationKey]] = {}
-        for issuer in issuers:
-            if issuer.jwks_uri is None or issuer.jwks_uri in self.signing:
+        self._sets: dict[str, JwkSet] = {}
+        for uri, algorithms in [*((i.jwks_uri, i.algorithms) for i in issuers), *((d.jwks_uri, d.algorithms)
+                                                                                   for d in directories)]:
+            if uri is None or uri in self.signing:
                 continue
-            alg = "ES256" if "ES256" in issuer.algorithms else issuer.algorithms[0]
+            alg = "ES256" if "ES256" in algorithms else algorithms[0]
             key = generate_signing_key("EC" if alg.startswith("ES") else "RSA", kid=f"test-{uuid.uuid4().hex[:8]}")
-            self.signing[issuer.jwks_uri] = (key, alg)
-            self._public[issuer.jwks_uri] = {key.kid: key.verification_key()}
+            self.signing[uri] = (key, alg)
+            self.serve(uri, JwkSet([key.verification_key()]))
+
+    def serve(self, uri: str, keyset: JwkSet) -> None:
+        """Serve `keyset` at `uri`."""
+        self._sets[uri] = keyset
+
+    async def get_keyset(self, uri: str, *, policy: UrlPolicy | None = None) -> JwkSet:
+        """The key set served at `uri`, if the URL policy admits it."""
+        if policy is not None:
+            _vet(uri, policy)
+        keyset = self._sets.get(uri)
+        if keyset is None:
+            raise JoseError("jwks_unavailable", f"key set {uri} unavailable: not served in policy test")
+        return keyset
 
     async def get_key(self, uri: str, kid: str, *, policy: UrlPolicy | None = None) -> VerificationKey:
         """The generated key, if `kid` names it."""
-        key = self._public.get(uri, {}).get(kid)
+        key = (await self.get_keyset(uri, policy=policy)).get(kid)
         if key is None:
             raise JoseError("unknown_kid", "no key with this kid in the key set")
         return key
@@ -53,6 +90,175 @@ class StaticKeys:
         """Always warm."""
         return {u: None for u in uris}
 
+
+def _vet(uri: str, policy: UrlPolicy) -> None:
+    parsed = policy.check_syntax(uri)
+    try:
+        ip = ipaddress.ip_address((parsed.raw_host or "").strip("[]"))
+    except ValueError:
+        return  # a name: never resolved here
+    if not policy.address_allowed(ip):
+        kind = address_category(ip).replace("_", "-")
+        raise JoseError("jwks_url_refused", f"key set URL {uri} unavailable: host is a {kind} address")
+
+
+# -- the test TPP: signing key, transport certificates, software JWKS -------------------------------------
+
+
+def issue_certificate(key: SigningKey, subject: str, *, not_before: datetime, not_after: datetime) -> bytes:
+    """A self-signed DER certificate for `key` with an RFC 4514 `subject` (tests and `policy test` only)."""
+    private = load_pem_private_key(key.to_pem(), password=None)
+    if not isinstance(private, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise ValueError("only RSA and EC keys can issue test certificates")
+    name = x509.Name.from_rfc4514_string(subject)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
+        .sign(private, hashes.SHA256())
+    )
+    return cert.public_bytes(Encoding.DER)
+
+
+def tls_jwk(key: SigningKey, der: bytes) -> dict[str, Any]:
+    """The `use: tls` JWK of a transport certificate, as OB Directory software JWKS publish them."""
+    jwk = key.public_jwk(use="tls")
+    jwk["x5c"] = [base64.b64encode(der).decode("ascii")]
+    return jwk
+
+
+def forwarded_certificate(der: bytes, fmt: str) -> str:
+    """The header value an ingress would send for `der`: nginx (URL-encoded PEM), xfcc or rfc9440."""
+    if fmt == "rfc9440":
+        return f":{base64.b64encode(der).decode('ascii')}:"
+    b64 = base64.b64encode(der).decode("ascii")
+    pem = "-----BEGIN CERTIFICATE-----\n" + "\n".join(b64[i : i + 64] for i in range(0, len(b64), 64)) + \
+        "\n-----END CERTIFICATE-----\n"
+    escaped = quote(pem, safe="")
+    if fmt == "xfcc":
+        return f'Hash={cert_thumbprint_s256(der)};Cert="{escaped}"'
+    return escaped
+
+
+@dataclass(frozen=True, slots=True)
+class TestTpp:
+    """A TPP generated for the run: its software JWKS (a PS256 signing key and a transport certificate)."""
+
+    software_id: str
+    org_id: str
+    subject: str
+    signing: SigningKey
+    transport: SigningKey
+    certs: Mapping[str, bytes]
+    jwks_uri: str
+
+    @classmethod
+    def generate(cls, settings: Settings, now: float, software_id: str = "PolicyTestSoftware01") -> TestTpp:
+        """Keys and certificates; the JWKS URI is chosen to pass config `trust.software_jwks`."""
+        org_id = "0015800001041RAAAY"
+        subject = f"CN={software_id},OU={org_id},O=OpenBanking,C=GB"
+        signing = generate_signing_key("RSA", kid="tpp-signing-1")
+        transport = generate_signing_key("EC", kid="tpp-transport-1")
+        t = datetime.fromtimestamp(now, UTC)
+        day = timedelta(days=1)
+        certs = {
+            "tpp": issue_certificate(transport, subject, not_before=t - day, not_after=t + 365 * day),
+            "unregistered": issue_certificate(generate_signing_key("EC"), subject, not_before=t - day,
+                                              not_after=t + 365 * day),
+            "expired": issue_certificate(transport, subject, not_before=t - 400 * day, not_after=t - day),
+            "not_yet_valid": issue_certificate(transport, subject, not_before=t + day, not_after=t + 400 * day),
+        }
+        hosts = sorted(settings.trust.software_jwks.allowed_hosts)
+        host = (hosts[0].replace("*.", "keystore.", 1) if hosts else "keystore.policy-test.example")
+        return cls(software_id, org_id, subject, signing, transport, certs,
+                   f"https://{host}/policy-test/{software_id}.jwks")
+
+    def keyset(self) -> JwkSet:
+        """The software JWKS: the signing key, then the transport certificates listed as `use: tls` keys."""
+        keys = [self.signing.public_jwk(alg="PS256")]
+        keys += [tls_jwk(self.transport, self.certs[n]) for n in ("tpp", "expired", "not_yet_valid")]
+        return JwkSet.from_dict({"keys": keys})
+
+
+def _apply(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = {**base, **overrides}
+    return {k: v for k, v in out.items() if v is not None}  # `claim: null` removes a default
+
+
+def _sign(claims: Mapping[str, Any], header: dict[str, Any], key: SigningKey, attacker: bool) -> str:
+    """A compact JWS; `alg: none` gives an unsigned one, `attacker` signs with another key under the same kid."""
+    payload = json_dumps_compact(dict(claims))
+    if header.get("alg") == "none":
+        return f"{b64url_encode(json_dumps_compact(header))}.{b64url_encode(payload)}."
+    alg = str(header.get("alg", ""))
+    # An attacker's key fits the alg asked for, so a key-type mismatch can be tested too.
+    signer = generate_signing_key("EC" if alg.startswith("ES") else "RSA") if attacker else key
+    return sign_compact(header, payload, signer)
+
+
+def _registration_body(spec: RegistrationSpec, settings: Settings, keys: StaticKeys, tpp: TestTpp,
+                       now: float) -> str:
+    trust = settings.trust
+    if not trust.directories:
+        raise ValueError("registration: config trust.directories is empty, no directory can sign the SSA")
+    name = spec.ssa.directory or next(iter(trust.directories))
+    if name not in trust.directories:
+        raise ValueError(f"registration.ssa.directory {name!r} is not in config trust.directories")
+    directory = trust.directories[name]
+    dkey, dalg = keys.signing[directory.jwks_uri]
+    ssa = spec.ssa.raw
+    if ssa is None:
+        ssa_claims = _apply({
+            "iss": directory.issuer, "iat": int(now), "jti": str(uuid.uuid4()),
+            "software_id": tpp.software_id, "software_client_id": tpp.software_id,
+            "software_client_name": "Policy test app", "software_jwks_endpoint": tpp.jwks_uri,
+            "software_redirect_uris": ["https://tpp.example.com/callback", "https://tpp.example.com/cb2"],
+            "software_roles": ["AISP", "PISP", "CBPII"], "org_status": "Active", "org_id": tpp.org_id,
+            "org_name": "Policy Test TPP Ltd",
+        }, spec.ssa.claims)
+        header = _apply({"alg": dalg, "kid": dkey.kid, "typ": "JWT"}, spec.ssa.header)
+        ssa = _sign(ssa_claims, header, dkey, spec.ssa.signed_by == "attacker")
+    software_id = spec.ssa.claims.get("software_id", tpp.software_id)
+    claims = _apply({
+        "iss": software_id, "aud": (trust.registration_audiences or ("policy-test",))[0],
+        "iat": int(now), "exp": int(now) + 300, "jti": str(uuid.uuid4()),
+        "software_id": software_id, "software_statement": ssa,
+        "redirect_uris": ["https://tpp.example.com/callback"],
+        "token_endpoint_auth_method": "private_key_jwt", "token_endpoint_auth_signing_alg": "PS256",
+        "grant_types": ["client_credentials", "authorization_code", "refresh_token"],
+        "response_types": ["code id_token"], "application_type": "web",
+        "id_token_signed_response_alg": "PS256", "request_object_signing_alg": "PS256",
+        "scope": "openid accounts payments fundsconfirmations",
+    }, spec.claims)
+    header = _apply({"alg": "PS256", "kid": tpp.signing.kid, "typ": "JWT"}, spec.header)
+    jws = _sign(claims, header, tpp.signing, spec.signed_by == "attacker")
+    return json_dumps_compact(jws).decode("ascii") if spec.encoding == "json_string" else jws
+
+
+def _client_cert(spec: ClientCertSpec, settings: Settings, tpp: TestTpp) -> tuple[str, str]:
+    cfg = settings.trust.client_certificate
+    if spec.raw is not None:
+        return cfg.header, spec.raw
+    return cfg.header, forwarded_certificate(tpp.certs[spec.cert], cfg.format)
+
+
+@dataclass(slots=True)
+class _Run:
+    """Keys generated once for a whole `policy test` run (state is fresh per case)."""
+
+    keys: StaticKeys
+    tpp: TestTpp
+
+    @classmethod
+    def create(cls, settings: Settings, now: float) -> _Run:
+        keys = StaticKeys(settings.trust.token_issuers.values(), settings.trust.directories.values())
+        tpp = TestTpp.generate(settings, now)
+        keys.serve(tpp.jwks_uri, tpp.keyset())
+        return cls(keys, tpp)
 
 @dataclass(slots=True)
 class CaseResult:
@@ -64,7 +270,8 @@ class CaseResult:
     detail: str
 
 
-def _token(case: TestCase, settings: Settings, keys: StaticKeys, now: float) -> str | None:
+def _token(case: TestCase, settings: Settings, run: _Run, now: float) -> str | None:
+    keys = run.keys
     spec = case.request.token
     if spec is None:
         return None
@@ -87,6 +294,8 @@ def _token(case: TestCase, settings: Settings, keys: StaticKeys, now: float) -> 
     }
     if issuer.audiences:
         claims["aud"] = issuer.audiences[0]
+    if spec.get("cnf_client_cert"):
+        claims["cnf"] = {"x5t#S256": cert_thumbprint_s256(run.tpp.certs["tpp"])}  # RFC 8705 §3.1
     claims.update(spec.get("claims") or {})
     for k in [k for k, v in claims.items() if v is None]:
         del claims[k]  # `claim: null` in a case removes a default claim
@@ -106,18 +315,33 @@ async def _decide(policy_set: PolicySet, view: RequestView) -> Decision:
     return await match.value.evaluate(view)
 
 
-async def _run_case(case: TestCase, settings: Settings, source: PolicySource) -> tuple[bool, str]:
-    # Each case gets fresh services: no revocation or cached token leaks from one case into the next.
-    keys = StaticKeys(settings.trust.token_issuers.values())
-    services = build_services(settings, None, keys=keys)
+async def _run_case(case: TestCase, settings: Settings, source: PolicySource, run: _Run) -> tuple[bool, str]:
+    # Each case gets fresh services: no revocation, replay entry or cached token leaks into the next case.
+    services = build_services(settings, None, keys=run.keys)
+    try:
+        return await _evaluate_case(case, settings, source, run, services)
+    finally:
+        await services.close()
+
+
+async def _evaluate_case(case: TestCase, settings: Settings, source: PolicySource, run: _Run,
+                         services: Services) -> tuple[bool, str]:
     policy_set = compile_policies(source, services, unmatched_status=settings.policies.unmatched_status)
     now = time.time()
     req = case.request
     headers: CIMultiDict[str] = CIMultiDict(req.headers)
-    raw = _token(case, settings, keys, now)
+    raw = _token(case, settings, run, now)
     if raw is not None:
         headers["Authorization"] = f"Bearer {raw}"
     body = req.body.encode() if req.body is not None else b""
+    if req.registration is not None:
+        body = _registration_body(req.registration, settings, run.keys, run.tpp, now).encode("ascii")
+        if "Content-Type" not in headers:
+            json_body = req.registration.encoding == "json_string"
+            headers["Content-Type"] = "application/json" if json_body else "application/jose"
+    if req.client_cert is not None:
+        name, value = _client_cert(req.client_cert, settings, run.tpp)
+        headers[name] = value
     path = req.path.split("?", 1)[0]
     if raw is not None and req.revoked:
         probe = RequestView(req.method, path, headers, peer=req.peer, body=body, now=now)
@@ -126,6 +350,11 @@ async def _run_case(case: TestCase, settings: Settings, source: PolicySource) ->
         if token is None:
             return False, "revoked: true, but the token does not verify"
         await services.revocations.revoke_token(token, now)
+    if req.registration is not None and req.registration.replayed:
+        probe = RequestView(req.method, path, headers, peer=req.peer, body=body, now=now)
+        await _decide(policy_set, probe)
+        if "registration_claims" not in probe.facts:
+            return False, "replayed: true, but the registration request does not verify"
     view = RequestView(req.method, path, headers, peer=req.peer, body=body, now=now)
     decision = await _decide(policy_set, view)
     denial = decision.denial
@@ -139,7 +368,6 @@ async def _run_case(case: TestCase, settings: Settings, source: PolicySource) ->
     }
     want = case.expect.model_dump(exclude_none=True)
     diffs = [f"{k}: expected {v!r}, got {got[k]!r}" for k, v in want.items() if got[k] != v]
-    await services.close()
     return (not diffs), "; ".join(diffs) or _summary(got)
 
 
@@ -150,7 +378,8 @@ def _summary(got: dict[str, Any]) -> str:
 async def run_cases(settings: Settings, directory: Path) -> list[CaseResult]:
     """Run every case of every `*_test.yaml` file; policy or case-file errors are failures too."""
     source = read_source(directory)
-    compile_policies(source, build_services(settings, None, keys=StaticKeys(settings.trust.token_issuers.values())))
+    run = _Run.create(settings, time.time())
+    compile_policies(source, build_services(settings, None, keys=run.keys))
     results: list[CaseResult] = []
     for path, text in source.tests:
         try:
@@ -166,7 +395,7 @@ async def run_cases(settings: Settings, directory: Path) -> list[CaseResult]:
         for i, case in enumerate(spec.cases):
             where = f"{path}:{doc.line_of(['cases', i]) or 1}"
             try:
-                ok, detail = await _run_case(case, settings, source)
+                ok, detail = await _run_case(case, settings, source, run)
             except ValueError as exc:
                 ok, detail = False, str(exc)
             results.append(CaseResult(where, case.name, ok, detail))

@@ -1,0 +1,361 @@
+"""`client_certificate`: the TPP's mTLS certificate, forwarded by the ingress that terminated TLS, is current,
+belongs to the software (a `use: tls` key of its software key set), matches the tls_client_auth DN, and is the
+certificate an RFC 8705 certificate-bound access token was issued for."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any, Final, Literal, Protocol, runtime_checkable
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from ..jose import JoseError, JwkSet, UrlPolicy, cert_thumbprint_s256
+from ..observability.logging import get_logger
+from ..schema import StrictModel
+from .base import Check, Denial, RequestView
+from .bearer_token import bearer_challenge
+from .registration import (
+    CLIENT_CERT_S256,
+    registration_claims_of,
+    software_jwks_failure,
+    software_jwks_policy,
+    ssa_claims_of,
+)
+from .registration_metadata import DN_CLAIMS
+from .services import Services
+from .token import token_of
+
+log = get_logger("client_certificate")
+
+MAX_HEADER_BYTES: Final = 16384
+"""A forwarded certificate header longer than this is refused (a leaf certificate is 1-3 kB)."""
+_PEM_BEGIN: Final = "-----BEGIN CERTIFICATE-----"
+
+Format = Literal["nginx", "xfcc", "rfc9440"]
+
+
+@runtime_checkable
+class KeySetSource(Protocol):
+    """A key provider that can hand out a whole key set (the JWKS cache does), `use: tls` keys included."""
+
+    async def get_keyset(self, uri: str, *, policy: UrlPolicy | None = None) -> JwkSet:
+        """The key set at `uri`."""
+        ...
+
+
+class ClientCertificateParams(StrictModel):
+    """Parameters of `client_certificate`."""
+
+    required: bool = True
+    """Refuse a request without a certificate. When false, a request without one passes unless its access token
+    is certificate-bound (RFC 8705 `cnf`)."""
+    match_software_jwks: bool = True
+    """The certificate must be a `use: tls` key (its `x5c`) in the SSA's software key set (DCR POST/PUT; needs
+    `software_statement` earlier in the policy)."""
+    match_tls_client_auth_dn: bool = True
+    """When the verified registration request uses tls_client_auth, its DN claim must name the certificate's
+    subject (RFC 4514, compared attribute by attribute, case- and space-insensitively)."""
+    token_binding: bool = True
+    """When the verified access token carries `cnf.x5t#S256` (RFC 8705 §3.1), it must be this certificate's."""
+    status: Literal[400, 401] = 400
+    """Status when the certificate is missing, untrusted, malformed or out of date: 400 invalid_client_metadata
+    (registration, digest §8) or 401 invalid_token (token-authenticated calls)."""
+
+
+class ClientCertificate(Check[ClientCertificateParams]):
+    """Read, parse and vet the forwarded client certificate; record its thumbprint as `client_cert_s256`."""
+
+    name = "client_certificate"
+    Params = ClientCertificateParams
+    __slots__ = ("_format", "_header", "_proxies", "_url_policy")
+
+    def __init__(self, params: ClientCertificateParams, services: Services) -> None:
+        from . import ParamError
+
+        super().__init__(params, services)
+        cfg = services.trust.client_certificate
+        self._header = cfg.header
+        self._format: Format = cfg.format
+        self._proxies = tuple(ipaddress.ip_network(p, strict=False) for p in cfg.trusted_proxies)
+        self._url_policy = software_jwks_policy(services.trust)
+        if params.match_software_jwks and not isinstance(services.keys, KeySetSource):
+            raise ParamError(["match_software_jwks"], "the key provider cannot fetch whole key sets")
+
+    def _fail(self, reason: str, description: str) -> Denial:
+        if self.params.status == 401:
+            return self.deny(401, "invalid_token", description, reason,
+                             (("WWW-Authenticate", bearer_challenge("invalid_token", description)),))
+        return self.deny(400, "invalid_client_metadata", description, reason)
+
+    def _trusted_peer(self, peer: str | None) -> bool:
+        if peer is None:
+            return False
+        try:
+            ip = ipaddress.ip_address(peer.split("%", 1)[0])
+        except ValueError:
+            return False
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in net for net in self._proxies)
+
+    async def evaluate(self, request: RequestView) -> Denial | None:
+        """Pass with `client_cert_s256` set (or, when not required, without a certificate)."""
+        bound = self._bound_thumbprint(request.facts)
+        values = request.headers.getall(self._header, [])
+        if not values:
+            if self.params.required or bound is not None:
+                return self._fail("client_cert_missing", "a TLS client certificate is required (mutual TLS)")
+            return None
+        # SECURITY: the header is only as trustworthy as whoever set it: the TLS-terminating ingress.
+        if not self._trusted_peer(request.peer):
+            return self._fail("client_cert_untrusted_proxy",
+                              f"the {self._header} header was not set by a trusted TLS-terminating proxy")
+        if len(values) > 1:
+            return self._fail("client_cert_malformed", f"the {self._header} header must be sent once")
+        try:
+            der = certificate_der(values[0], self._format)
+            cert = x509.load_der_x509_certificate(der)
+        except ValueError as exc:
+            return self._fail("client_cert_malformed", f"the TLS client certificate is malformed: {exc}")
+        now = datetime.fromtimestamp(request.now, UTC)
+        if now < cert.not_valid_before_utc:
+            return self._fail("client_cert_not_yet_valid", "the TLS client certificate is not valid yet")
+        if now > cert.not_valid_after_utc:
+            return self._fail("client_cert_expired", "the TLS client certificate has expired")
+        thumbprint = cert_thumbprint_s256(der)
+        request.facts[CLIENT_CERT_S256] = thumbprint
+        if bound is not None and bound != thumbprint:
+            # RFC 8705 §3: a certificate-bound token presented over another certificate is invalid.
+            description = "the access token is bound to another client certificate"
+            return self.deny(401, "invalid_token", description, "token_cert_binding_mismatch",
+                             (("WWW-Authenticate", bearer_challenge("invalid_token", description)),))
+        if self.params.match_software_jwks:
+            denial = await self._in_software_jwks(request, der, thumbprint)
+            if denial is not None:
+                return denial
+        if self.params.match_tls_client_auth_dn:
+            return self._dn_matches(request.facts, cert)
+        return None
+
+    def _bound_thumbprint(self, facts: dict[str, Any]) -> str | None:
+        token = token_of(facts) if self.params.token_binding else None
+        cnf = token.claims.get("cnf") if token is not None else None
+        value = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+        return value if isinstance(value, str) else None
+
+    async def _in_software_jwks(self, request: RequestView, der: bytes, thumbprint: str) -> Denial | None:
+        ssa = ssa_claims_of(request.facts)
+        if ssa is None:
+            return self.deny(400, "invalid_software_statement",
+                             "no verified software statement to match the client certificate with",
+                             "software_statement_unverified")
+        keys = self.services.keys
+        assert isinstance(keys, KeySetSource)  # checked at build time
+        try:
+            keyset = await keys.get_keyset(ssa["software_jwks_endpoint"], policy=self._url_policy)
+        except JoseError as exc:
+            reason, description = software_jwks_failure(exc)
+            return self.deny(400, "invalid_client_metadata", description, reason)
+        if keyset.tls_key_for_cert(der) is None:
+            log.info("client_cert_not_in_software_jwks", client_cert_s256=thumbprint,
+                     software_id=request.facts.get("software_id"))
+            return self.deny(400, "invalid_software_statement",
+                             "the TLS client certificate is not a transport key (use: tls) of the software "
+                             "statement's key set", "client_cert_not_in_software_jwks")
+        return None
+
+    def _dn_matches(self, facts: Mapping[str, Any], cert: x509.Certificate) -> Denial | None:
+        claims = registration_claims_of(facts)
+        if claims is None or claims.get("token_endpoint_auth_method") != "tls_client_auth":
+            return None
+        dn = next((claims[n] for n in DN_CLAIMS if isinstance(claims.get(n), str)), None)
+        if dn is None:
+            return None  # registration_metadata refuses tls_client_auth without a DN
+        try:
+            wanted = parse_dn(dn)
+        except ValueError as exc:
+            return self.deny(400, "invalid_client_metadata", f"tls_client_auth_subject_dn is not an RFC 4514 DN: "
+                                                             f"{exc}", "client_cert_dn_mismatch")
+        if wanted != subject_rdns(cert):
+            return self.deny(400, "invalid_client_metadata",
+                             "tls_client_auth_subject_dn does not match the TLS client certificate's subject",
+                             "client_cert_dn_mismatch")
+        return None
+
+
+# -- header formats -------------------------------------------------------------------------------------
+
+
+def certificate_der(value: str, fmt: Format) -> bytes:
+    """The DER certificate a forwarding header carries; ValueError when it is not exactly one certificate."""
+    if len(value) > MAX_HEADER_BYTES:
+        raise ValueError("header too long")
+    if fmt == "rfc9440":
+        # RFC 9440 §2.2: an RFC 8941 byte sequence, `:` base64 `:`.
+        text = value.strip()
+        if len(text) < 3 or text[0] != ":" or text[-1] != ":":
+            raise ValueError("not an RFC 9440 byte sequence (:base64:)")
+        try:
+            return base64.b64decode(text[1:-1], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not base64") from None
+    pem = unquote(_xfcc_cert(value) if fmt == "xfcc" else value.strip(), errors="strict")
+    if pem.count(_PEM_BEGIN) != 1:
+        raise ValueError("expected exactly one PEM certificate")
+    cert = x509.load_pem_x509_certificate(pem.strip().encode("ascii", "strict"))
+    return cert.public_bytes(Encoding.DER)
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts, buf, quoted_, escaped = [], [], False, False
+    for ch in text:
+        if escaped:
+            buf.append(ch)
+            escaped = False
+        elif ch == "\\" and quoted_:
+            buf.append(ch)
+            escaped = True
+        elif ch == '"':
+            buf.append(ch)
+            quoted_ = not quoted_
+        elif ch == sep and not quoted_:
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+    if quoted_:
+        raise ValueError("unbalanced quotes")
+    parts.append("".join(buf))
+    return parts
+
+
+def _xfcc_cert(value: str) -> str:
+    """The URL-encoded PEM of the `Cert` key of a single-element Envoy x-forwarded-client-cert header."""
+    elements = [e for e in _split_outside_quotes(value, ",") if e.strip()]
+    if len(elements) != 1:
+        # SECURITY: several elements mean several proxies added certificates; which is the TPP's is ambiguous.
+        raise ValueError(f"expected one x-forwarded-client-cert element, got {len(elements)}")
+    for pair in _split_outside_quotes(elements[0], ";"):
+        key, sep, val = pair.partition("=")
+        if sep and key.strip().lower() == "cert":
+            val = val.strip()
+            return val[1:-1] if len(val) >= 2 and val[0] == val[-1] == '"' else val
+    raise ValueError("no Cert key in x-forwarded-client-cert")
+
+
+# -- distinguished names (RFC 4514) ---------------------------------------------------------------------
+
+_ATTRIBUTE_OIDS: Final[Mapping[str, str]] = {
+    "cn": "2.5.4.3", "commonname": "2.5.4.3",
+    "l": "2.5.4.7", "localityname": "2.5.4.7",
+    "st": "2.5.4.8", "stateorprovincename": "2.5.4.8",
+    "o": "2.5.4.10", "organizationname": "2.5.4.10",
+    "ou": "2.5.4.11", "organizationalunitname": "2.5.4.11",
+    "c": "2.5.4.6", "countryname": "2.5.4.6",
+    "street": "2.5.4.9", "streetaddress": "2.5.4.9",
+    "dc": "0.9.2342.19200300.100.1.25", "domaincomponent": "0.9.2342.19200300.100.1.25",
+    "uid": "0.9.2342.19200300.100.1.1", "userid": "0.9.2342.19200300.100.1.1",
+    "serialnumber": "2.5.4.5",
+    "organizationidentifier": "2.5.4.97",
+    "emailaddress": "1.2.840.113549.1.9.1", "e": "1.2.840.113549.1.9.1",
+    "title": "2.5.4.12",
+    "sn": "2.5.4.4", "surname": "2.5.4.4",
+    "givenname": "2.5.4.42", "gn": "2.5.4.42",
+    "postalcode": "2.5.4.17",
+    "businesscategory": "2.5.4.15",
+    "jurisdictionc": "1.3.6.1.4.1.311.60.2.1.3", "jurisdictioncountryname": "1.3.6.1.4.1.311.60.2.1.3",
+}
+_OID: Final = re.compile(r"^(?:oid\.)?([0-2](?:\.(?:0|[1-9][0-9]*))+)$", re.IGNORECASE)
+_HEX2: Final = re.compile(r"[0-9a-fA-F]{2}")
+
+Rdn = frozenset[tuple[str, str]]
+
+
+def _norm(value: str) -> str:
+    # X.520 caseIgnoreMatch with insignificant-space handling, approximately: case-fold, collapse spaces.
+    return " ".join(value.split()).casefold()
+
+
+def _unescape(raw: str) -> str:
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch == "\\":
+            nxt = raw[i + 1 : i + 3]
+            if _HEX2.fullmatch(nxt):
+                out.append(int(nxt, 16))
+                i += 3
+                continue
+            if not nxt:
+                raise ValueError("dangling escape")
+            out.extend(raw[i + 1].encode("utf-8"))
+            i += 2
+            continue
+        out.extend(ch.encode("utf-8"))
+        i += 1
+    try:
+        return out.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("escaped bytes are not UTF-8") from None
+
+
+def _split_unescaped(text: str, sep: str) -> list[str]:
+    parts, start, i = [], 0, 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == sep:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_dn(text: str) -> list[Rdn]:
+    """An RFC 4514 DN string as normalised RDNs, most specific first (the order of the string)."""
+    if not text.strip() or len(text) > 1024:
+        raise ValueError("empty or too long")
+    rdns: list[Rdn] = []
+    for rdn_text in _split_unescaped(text, ","):
+        attrs: set[tuple[str, str]] = set()
+        for ava in _split_unescaped(rdn_text, "+"):
+            name, sep, raw = ava.partition("=")
+            key = name.strip().lower()
+            if not sep or not key:
+                raise ValueError(f"{quoted_short(ava)} is not type=value")
+            oid = _ATTRIBUTE_OIDS.get(key)
+            if oid is None:
+                m = _OID.match(key)
+                if m is None:
+                    raise ValueError(f"unknown attribute type {quoted_short(name.strip())}")
+                oid = m.group(1)
+            value = raw.strip()
+            if value.startswith("#"):
+                raise ValueError("BER-encoded (#hex) values are not supported")
+            attrs.add((oid, _norm(_unescape(value))))
+        rdns.append(frozenset(attrs))
+    return rdns
+
+
+def subject_rdns(cert: x509.Certificate) -> list[Rdn]:
+    """The certificate subject as normalised RDNs, most specific first (RFC 4514 string order)."""
+    return [
+        frozenset((a.oid.dotted_string, _norm(a.value if isinstance(a.value, str) else a.value.hex()))
+                  for a in rdn)
+        for rdn in reversed(cert.subject.rdns)
+    ]
+
+
+def quoted_short(value: str) -> str:
+    """A short repr for error messages."""
+    return repr(value[:40])

@@ -1,0 +1,120 @@
+"""What the DCR checks share: the registration request body as a compact JWS, and the verified facts.
+
+The checks run in this order in the shipped policies, each reading what the previous ones verified:
+
+    software_statement     SSA verified against its directory  -> facts software_statement_claims, software_id, …
+    registration_request   request JWS verified against the SSA's software_jwks_endpoint -> facts registration_claims
+    replay                 the verified request's jti is new
+    registration_metadata  the verified request's metadata against the verified SSA
+    client_certificate     the TPP's transport certificate against the SSA's key set (and the DN claim)
+
+A check that needs a fact an earlier check did not establish refuses (fail closed): nothing is ever read from
+an unverified payload except to find the key that will verify it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from ..config import TrustSettings
+from ..jose import CompactJWS, JoseError, UrlPolicy, parse_compact
+from ..jose.encoding import json_loads_strict
+
+SSA_CLAIMS: Final = "software_statement_claims"
+"""Fact: the verified SSA claims (dict)."""
+REGISTRATION_CLAIMS: Final = "registration_claims"
+"""Fact: the verified registration request claims (dict)."""
+SOFTWARE_ID: Final = "software_id"
+ORG_ID: Final = "org_id"
+SOFTWARE_ROLES: Final = "software_roles"
+CLIENT_CERT_S256: Final = "client_cert_s256"
+"""Fact: base64url SHA-256 thumbprint of the TPP's transport certificate (RFC 8705 `x5t#S256`)."""
+
+MAX_REQUEST_JWS_BYTES: Final = 65536
+"""Largest registration request JWS parsed (an OB request with its SSA is a few kilobytes)."""
+MAX_SSA_BYTES: Final = 16384
+"""Largest software statement parsed (OB Directory SSAs are 3-6 kB)."""
+
+_JSON_MEDIA: Final = "application/json"
+_WS: Final = " \t\r\n"
+
+
+class RegistrationError(Exception):
+    """The registration request body is unusable: a stable reason and a description safe to show."""
+
+    def __init__(self, reason: str, description: str) -> None:
+        super().__init__(description)
+        self.reason = reason
+        self.description = description
+
+
+def _media_type(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str:
+    return headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+
+
+def request_jws_text(body: bytes, headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str:
+    """The compact JWS a registration body carries (`application/jose|jwt`; a JSON string with `application/json`)."""
+    if not body.strip():
+        raise RegistrationError("request_not_jws", "the registration request body is empty; a signed JWS is expected")
+    try:
+        text = body.decode("ascii").strip(_WS)
+    except UnicodeDecodeError:
+        raise RegistrationError("request_malformed", "the registration request is not a compact JWS "
+                                                     "(non-ASCII bytes)") from None
+    if text[:1] == '"' and _media_type(headers) == _JSON_MEDIA:
+        # The OB OpenAPI files declare application/json with a string body: tolerate the JSON-quoted form.
+        try:
+            value = json_loads_strict(text.encode("ascii"))
+        except ValueError:
+            raise RegistrationError("request_malformed", "the registration request is not a JSON string") from None
+        if not isinstance(value, str):  # pragma: no cover - a text starting with '"' decodes to a str or fails
+            raise RegistrationError("request_malformed", "the registration request is not a JSON string")
+        text = value.strip(_WS)
+    if text[:1] in ("{", "["):
+        raise RegistrationError("request_not_jws", "the registration request is plain JSON; it must be a signed "
+                                                   "JWS (Content-Type: application/jose)")
+    return text
+
+
+def parse_request(body: bytes | None, headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> CompactJWS:
+    """Parse (never verify) the registration request JWS strictly; RegistrationError `request_<reason>`."""
+    text = request_jws_text(body or b"", headers)
+    try:
+        # SECURITY: parse_compact refuses jwk/jku/x5u/x5c headers (keys never come from the token), unknown
+        # `crit`, `b64: false`, duplicate member names and anything that is not strict base64url JSON.
+        return parse_compact(text, max_bytes=MAX_REQUEST_JWS_BYTES)
+    except JoseError as exc:
+        raise RegistrationError(f"request_{exc.reason}", f"registration request: {exc.description}") from None
+
+
+def ssa_claims_of(facts: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The verified SSA claims, when `software_statement` passed for this request."""
+    claims = facts.get(SSA_CLAIMS)
+    return claims if isinstance(claims, dict) else None
+
+
+def registration_claims_of(facts: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The verified registration request claims, when `registration_request` passed for this request."""
+    claims = facts.get(REGISTRATION_CLAIMS)
+    return claims if isinstance(claims, dict) else None
+
+
+def software_jwks_policy(trust: TrustSettings) -> UrlPolicy:
+    """The SSRF policy for TPP key sets named by SSAs (config `trust.software_jwks`)."""
+    p = trust.software_jwks
+    return UrlPolicy.build(allow_http=p.allow_http, allowed_hosts=p.allowed_hosts, allow_private=p.allow_private,
+                           allow_loopback=p.allow_loopback)
+
+
+def software_jwks_failure(exc: JoseError) -> tuple[str, str]:
+    """(reason, description) for a failure to get the TPP's key set or a key in it."""
+    if exc.reason == "jwks_url_refused":
+        return "software_jwks_url_refused", f"the software statement's software_jwks_endpoint was refused: " \
+                                            f"{exc.description}"
+    if exc.reason == "jwks_unavailable":
+        return "software_jwks_unavailable", f"the software statement's key set could not be fetched: " \
+                                            f"{exc.description}"
+    return f"request_{exc.reason}", f"registration request: {exc.description}"

@@ -1,0 +1,251 @@
+"""`registration_metadata`: the verified registration request asks only for what the verified SSA and the
+bank's FAPI profile allow (OB DCR 3.1 data dictionary and data mapping; digest rules V11-V20)."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from pydantic import Field
+
+from ..jose.errors import quoted
+from ..schema import StrictModel
+from .base import Check, Denial, RequestView
+from .registration import registration_claims_of, ssa_claims_of
+from .services import Services
+
+SIGNING_ALG_CLAIMS: Final = ("id_token_signed_response_alg", "request_object_signing_alg",
+                             "token_endpoint_auth_signing_alg")
+DN_CLAIMS: Final = ("tls_client_auth_subject_dn", "tls_client_auth_dn")
+"""The DN of the certificate used with tls_client_auth: RFC 8705 / OB 3.2+ name, then the OB 3.1 name."""
+JWT_AUTH_METHODS: Final = frozenset({"private_key_jwt", "client_secret_jwt"})
+
+
+class RegistrationMetadataParams(StrictModel):
+    """Parameters of `registration_metadata`."""
+
+    token_endpoint_auth_methods: tuple[str, ...] = Field(default=("private_key_jwt", "tls_client_auth"),
+                                                         min_length=1)
+    """Accepted `token_endpoint_auth_method` values (FAPI-compliant: private_key_jwt, tls_client_auth)."""
+    signing_algorithms: tuple[str, ...] = Field(default=("PS256", "ES256"), min_length=1)
+    """Accepted id_token_signed_response_alg, request_object_signing_alg and token_endpoint_auth_signing_alg."""
+    grant_types: tuple[str, ...] = Field(default=("client_credentials", "authorization_code", "refresh_token"),
+                                         min_length=1)
+    """Accepted `grant_types` values."""
+    response_types: tuple[str, ...] = Field(default=("code", "code id_token"), min_length=1)
+    """Accepted `response_types` values (compared as sets of space-separated words)."""
+    application_types: tuple[str, ...] = Field(default=("web", "mobile"), min_length=1)
+    """Accepted `application_type` values."""
+    required_claims: tuple[str, ...] = ("token_endpoint_auth_method", "grant_types", "application_type",
+                                        "id_token_signed_response_alg", "request_object_signing_alg", "scope")
+    """Claims the request must carry (redirect_uris is always required). OB 3.1 makes the first five 1..1;
+    `scope` as ForgeRock SAPIG requires it."""
+    role_scopes: dict[str, tuple[str, ...]] = {"AISP": ("accounts",), "PISP": ("payments",),
+                                               "CBPII": ("fundsconfirmations",)}
+    """SSA role → scopes it permits (OB data mapping: accounts ⇔ AISP, payments ⇔ PISP, fundsconfirmations ⇔
+    CBPII)."""
+    always_allowed_scopes: tuple[str, ...] = ("openid",)
+    """Scopes allowed whatever the roles."""
+    path_param: str = "ClientId"
+    """On PUT: a `client_id` claim, when present, must equal this path parameter."""
+
+
+class RegistrationMetadata(Check[RegistrationMetadataParams]):
+    """Refuse metadata outside the SSA and the profile: 400 invalid_redirect_uri or invalid_client_metadata.
+
+    Needs the facts of `software_statement` and `registration_request`: place it after them.
+    """
+
+    name = "registration_metadata"
+    Params = RegistrationMetadataParams
+    __slots__ = ("_algs", "_app_types", "_grants", "_methods", "_responses")
+
+    def __init__(self, params: RegistrationMetadataParams, services: Services) -> None:
+        super().__init__(params, services)
+        self._methods = frozenset(params.token_endpoint_auth_methods)
+        self._algs = frozenset(params.signing_algorithms)
+        self._grants = frozenset(params.grant_types)
+        self._responses = frozenset(_words(r) for r in params.response_types)
+        self._app_types = frozenset(params.application_types)
+
+    def _meta(self, reason: str, description: str) -> Denial:
+        return self.deny(400, "invalid_client_metadata", description, reason)
+
+    def _redirect(self, reason: str, description: str) -> Denial:
+        return self.deny(400, "invalid_redirect_uri", description, reason)
+
+    async def evaluate(self, request: RequestView) -> Denial | None:
+        """Pass when every metadata rule holds; the first violation is the answer."""
+        claims = registration_claims_of(request.facts)
+        ssa = ssa_claims_of(request.facts)
+        if claims is None or ssa is None:
+            return self._meta("registration_unverified", "no verified registration request and software statement")
+        return (
+            self._redirect_uris(claims, ssa)
+            or self._required(claims)
+            or self._auth_method(claims)
+            or self._signing_algs(claims)
+            or self._grant_and_response_types(claims)
+            or self._scope(claims, ssa)
+            or self._identity(claims, ssa, request)
+        )
+
+    def _redirect_uris(self, claims: Mapping[str, Any], ssa: Mapping[str, Any]) -> Denial | None:
+        uris = claims.get("redirect_uris")
+        # OB 3.1: 1..*. Its "if omitted, use all software_redirect_uris" contradicts that; refused (digest §12.1).
+        if uris is None or uris == []:
+            return self._redirect("redirect_uris_missing", "redirect_uris is required and must not be empty")
+        if not isinstance(uris, list):
+            return self._redirect("redirect_uri_invalid", "redirect_uris must be an array of URLs")
+        registered = {u for u in ssa["software_redirect_uris"] if isinstance(u, str)}
+        for uri in uris:  # every one of them (SAPIG-core's loop returned after the first: digest §10)
+            problem = _redirect_problem(uri)
+            if problem is not None:
+                return self._redirect(*problem)
+            if uri not in registered:
+                return self._redirect("redirect_uri_not_in_software_statement",
+                                      f"redirect_uri {quoted(uri)} is not among the software statement's "
+                                      f"software_redirect_uris")
+        return None
+
+    def _required(self, claims: Mapping[str, Any]) -> Denial | None:
+        for name in self.params.required_claims:
+            if claims.get(name) in (None, "", []):
+                return self._meta("metadata_missing_claim", f"the registration request must contain {name}")
+        return None
+
+    def _auth_method(self, claims: Mapping[str, Any]) -> Denial | None:
+        method = claims.get("token_endpoint_auth_method")
+        if method is None:
+            return None  # optional when the policy does not require it
+        if not isinstance(method, str):
+            return self._meta("metadata_bad_type", "token_endpoint_auth_method must be a string")
+        if method not in self._methods:
+            return self._meta("token_endpoint_auth_method_not_allowed",
+                              f"token_endpoint_auth_method {quoted(method)} is not supported; must be one of: "
+                              f"{', '.join(self.params.token_endpoint_auth_methods)}")
+        dns = [claims.get(n) for n in DN_CLAIMS if claims.get(n) is not None]
+        if not all(isinstance(d, str) and d.strip() for d in dns):
+            return self._meta("metadata_bad_type", "tls_client_auth_subject_dn must be a non-empty string")
+        if method == "tls_client_auth":
+            if not dns:
+                return self._meta("tls_client_auth_dn_missing", "tls_client_auth requires tls_client_auth_subject_dn "
+                                                                "(or tls_client_auth_dn in OB 3.1)")
+            if len(set(dns)) > 1:
+                return self._meta("tls_client_auth_dn_conflict",
+                                  "tls_client_auth_subject_dn and tls_client_auth_dn differ; send one DN")
+        if method in JWT_AUTH_METHODS and claims.get("token_endpoint_auth_signing_alg") is None:
+            return self._meta("token_endpoint_auth_signing_alg_missing",
+                              f"{method} requires token_endpoint_auth_signing_alg")
+        return None
+
+    def _signing_algs(self, claims: Mapping[str, Any]) -> Denial | None:
+        for name in SIGNING_ALG_CLAIMS:
+            value = claims.get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str) or value not in self._algs:
+                return self._meta("signing_alg_not_allowed", f"{name} {quoted(value)} is not allowed; must be one "
+                                                             f"of: {', '.join(self.params.signing_algorithms)}")
+        return None
+
+    def _grant_and_response_types(self, claims: Mapping[str, Any]) -> Denial | None:
+        grants = claims.get("grant_types")
+        if grants is not None:
+            if not _str_list(grants):
+                return self._meta("metadata_bad_type", "grant_types must be a non-empty array of strings")
+            for grant in grants:
+                if grant not in self._grants:
+                    return self._meta("grant_type_not_allowed", f"grant_type {quoted(grant)} is not supported; must "
+                                                                f"be among: {', '.join(self.params.grant_types)}")
+        responses = claims.get("response_types")
+        if responses is not None:
+            if not _str_list(responses):
+                return self._meta("metadata_bad_type", "response_types must be a non-empty array of strings")
+            for value in responses:
+                if _words(value) not in self._responses:
+                    allowed = ", ".join(f'"{r}"' for r in self.params.response_types)
+                    return self._meta("response_type_not_allowed",
+                                      f"response_type {quoted(value)} is not supported; must be one of: {allowed}")
+        app_type = claims.get("application_type")
+        if app_type is not None and (not isinstance(app_type, str) or app_type not in self._app_types):
+            return self._meta("application_type_not_allowed", f"application_type {quoted(app_type)} is not "
+                                                              f"supported; must be one of: "
+                                                              f"{', '.join(self.params.application_types)}")
+        return None
+
+    def _scope(self, claims: Mapping[str, Any], ssa: Mapping[str, Any]) -> Denial | None:
+        scope = claims.get("scope")
+        if scope is None:
+            return None
+        # OB 3.1: an array of strings; OB 3.2+: one space-separated string.
+        if isinstance(scope, str):
+            requested = scope.split()
+        elif isinstance(scope, list) and all(isinstance(s, str) for s in scope):
+            requested = [w for s in scope for w in s.split()]
+        else:
+            return self._meta("metadata_bad_type", "scope must be a space-separated string or an array of strings")
+        allowed = set(self.params.always_allowed_scopes)
+        for role in ssa["software_roles"]:
+            allowed.update(self.params.role_scopes.get(role, ()))
+        refused = sorted({s for s in requested if s not in allowed})
+        if refused:
+            return self._meta("scope_not_allowed", f"scope {' '.join(refused)} is not permitted by the software "
+                                                   f"statement's roles ({', '.join(ssa['software_roles'])})")
+        return None
+
+    def _identity(self, claims: Mapping[str, Any], ssa: Mapping[str, Any], request: RequestView) -> Denial | None:
+        software_id = claims.get("software_id")
+        if software_id is not None and software_id != ssa["software_id"]:
+            return self._meta("software_id_mismatch", f"software_id {quoted(software_id)} is not the software "
+                                                      f"statement's {quoted(ssa['software_id'])}")
+        path_client = request.params.get(self.params.path_param)
+        client_id = claims.get("client_id")
+        if client_id is not None and (not isinstance(client_id, str) or not client_id.strip()):
+            return self._meta("metadata_bad_type", "client_id must be a non-empty string")
+        if path_client is not None and client_id is not None and client_id != path_client:
+            return self._meta("registration_client_id_mismatch",
+                              f"client_id {quoted(client_id)} in the request is not the ClientId of the path")
+        return None
+
+
+def _words(value: str) -> frozenset[str]:
+    return frozenset(value.split())
+
+
+def _str_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
+
+
+def _redirect_problem(uri: Any) -> tuple[str, str] | None:
+    """(reason, description) when a redirect URI is not an https URL to a public host without a fragment."""
+    if not isinstance(uri, str) or not uri:
+        return "redirect_uri_invalid", "each redirect_uri must be a non-empty string"
+    try:
+        parts = urlsplit(uri)
+        host = (parts.hostname or "").rstrip(".")
+    except ValueError:
+        return "redirect_uri_invalid", f"redirect_uri {quoted(uri)} is not a valid URL"
+    if parts.scheme.lower() != "https":
+        return "redirect_uri_not_https", f"redirect_uri {quoted(uri)} must use the https scheme"
+    if not host:
+        return "redirect_uri_invalid", f"redirect_uri {quoted(uri)} has no host"
+    if _is_local(host):
+        return "redirect_uri_localhost", f"redirect_uri {quoted(uri)} must not point at localhost or a loopback address"
+    if parts.fragment or uri.endswith("#"):
+        return "redirect_uri_fragment", f"redirect_uri {quoted(uri)} must not contain a fragment (RFC 6749 §3.1.2)"
+    return None
+
+
+def _is_local(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):  # RFC 6761 §6.3
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback or ip.is_unspecified

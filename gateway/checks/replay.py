@@ -1,0 +1,47 @@
+"""`replay`: a verified registration request's `jti` is accepted once while the request is valid."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from ..jose.errors import quoted
+from ..schema import StrictModel
+from .base import Check, Denial, RequestView
+from .registration import registration_claims_of
+
+NAMESPACE: Final = "registration_jti"
+
+
+class ReplayParams(StrictModel):
+    """`replay` takes no parameters: the window is the request's own lifetime plus the clock skew."""
+
+
+def replay_key(iss: str, jti: str) -> str:
+    """Fixed-size store key of a (software, jti) pair; the UUID is compared case-insensitively."""
+    return hashlib.sha256(f"{iss}\x1f{jti.lower()}".encode()).hexdigest()[:40]
+
+
+class Replay(Check[ReplayParams]):
+    """Refuse a registration request whose `jti` was already seen (store TTL = exp - now + skew).
+
+    Runs after `registration_request`: only a verified request's jti is recorded, so a forged request that
+    copies a genuine jti cannot burn it. Recording also happens in audit mode (it is what the check observes).
+    A store that cannot answer makes the engine fail closed (503).
+    """
+
+    name = "replay"
+    Params = ReplayParams
+
+    async def evaluate(self, request: RequestView) -> Denial | None:
+        """Pass the first time a jti is seen; refuse 400 invalid_client_metadata `jti_replayed` afterwards."""
+        claims = registration_claims_of(request.facts)
+        if claims is None:
+            return self.deny(400, "invalid_client_metadata", "no verified registration request to check for replay",
+                             "registration_unverified")
+        jti, exp = str(claims["jti"]), float(claims["exp"])  # registration_request: present and well-typed
+        ttl = max(1.0, exp - request.now + self.services.trust.clock_skew_seconds)
+        if await self.services.store.add_if_absent(NAMESPACE, replay_key(str(claims["iss"]), jti), ttl):
+            return None
+        return self.deny(400, "invalid_client_metadata", f"registration request jti {quoted(jti)} was already used; "
+                         "sign a new request with a fresh jti", "jti_replayed")

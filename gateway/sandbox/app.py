@@ -1,0 +1,116 @@
+"""The sandbox's aiohttp application: routes, error middleware, lifecycle."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import structlog
+from aiohttp import web
+
+from ..config import Settings
+from ..errors import GatewayError, error_response
+from ..jsonutil import dumps
+from . import discovery, portal, registration, token_endpoint
+from .logs import get_logger
+from .service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH, Sandbox
+
+log = get_logger("sandbox.http")
+
+INTERACTION_ID: Final = "x-fapi-interaction-id"
+_INTERACTION = web.RequestKey("dcr_sandbox_interaction_id", str)
+
+
+def _interaction_id(request: web.Request) -> str:
+    """The caller's x-fapi-interaction-id when it is a UUID (FAPI 1.0 Part 1 §6.2.1), else a new one."""
+    raw = request.headers.get(INTERACTION_ID, "")
+    if len(raw) == 36:
+        try:
+            return str(uuid.UUID(raw))
+        except ValueError:
+            pass
+    return str(uuid.uuid4())
+
+
+def _http_error(exc: web.HTTPException) -> web.Response:
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    error = {404: "not_found", 405: "method_not_allowed", 413: "invalid_request"}.get(
+        exc.status, "invalid_request"
+    )
+    return web.Response(
+        status=exc.status,
+        body=dumps({"error": error, "error_description": exc.reason}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def sandbox_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Interaction id, one log line per request, and every error as a JSON body (never a bare 500)."""
+    started = time.perf_counter()
+    interaction_id = _interaction_id(request)
+    request[_INTERACTION] = interaction_id
+    structlog.contextvars.bind_contextvars(interaction_id=interaction_id)
+    status = 500
+    try:
+        try:
+            response = await handler(request)
+        except GatewayError as err:
+            response = error_response(err)
+        except web.HTTPException as exc:
+            response = _http_error(exc)
+        except Exception:
+            log.exception("sandbox_unhandled_error", method=request.method)
+            response = web.Response(
+                status=500,
+                body=dumps({"error": "server_error", "error_description": "internal error"}),
+                content_type="application/json",
+            )
+        status = response.status
+        return response
+    finally:
+        resource = request.match_info.route.resource
+        log.info(
+            "sandbox_request",
+            method=request.method,
+            route=resource.canonical if resource else "unmatched",
+            status=status,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        )
+        structlog.contextvars.unbind_contextvars("interaction_id")
+
+
+async def _echo_interaction_id(request: web.Request, response: web.StreamResponse) -> None:
+    interaction_id = request.get(_INTERACTION)
+    if interaction_id is not None:
+        response.headers[INTERACTION_ID] = interaction_id
+
+
+def build_sandbox_app(settings: Settings) -> web.Application:
+    """The sandbox bank as an aiohttp app; keys, store and HTTP client open in its cleanup context."""
+    sandbox = Sandbox(settings)
+    app = web.Application(middlewares=[sandbox_middleware], client_max_size=sandbox.config.max_body_bytes)
+    app[SANDBOX] = sandbox
+    app.cleanup_ctx.append(sandbox.lifecycle)
+    app.on_response_prepare.append(_echo_interaction_id)
+    r = app.router
+    # Reached through the gateway (public URL) as well as on the sandbox port.
+    r.add_post(TOKEN_PATH, token_endpoint.token)
+    r.add_get("/.well-known/openid-configuration", discovery.discovery)
+    r.add_get("/jwks", discovery.token_jwks)
+    r.add_post(REGISTRATION_PATH, registration.create)
+    r.add_get(REGISTRATION_PATH + "/{client_id}", registration.read)
+    r.add_put(REGISTRATION_PATH + "/{client_id}", registration.update)
+    r.add_delete(REGISTRATION_PATH + "/{client_id}", registration.delete)
+    # Developer portal: the sandbox port only.
+    r.add_post("/sandbox/apps", portal.create_app)
+    r.add_post("/sandbox/ssa", portal.create_ssa)
+    r.add_get("/directory/jwks", portal.directory_jwks)
+    r.add_post(portal.TPP_JWKS_PATH, portal.host_tpp_jwks)
+    r.add_get(portal.TPP_JWKS_PATH + "/{jwks_id}", portal.serve_tpp_jwks)
+    return app

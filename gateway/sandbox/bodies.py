@@ -1,0 +1,36 @@
+"""Reading request bodies with a hard size limit, and writing JSON responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from ..jsonutil import dumps
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+"""Headers for responses that carry credentials (RFC 6749 §5.1, RFC 7591 §3.2.1)."""
+
+
+async def read_limited(request: web.Request, limit: int) -> bytes | None:
+    """The whole body, or None as soon as it exceeds `limit` bytes (declared or streamed)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(16384):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def json_response(data: Any, *, status: int = 200, no_store: bool = False) -> web.Response:
+    """A compact JSON response; `no_store` for anything carrying a token or secret."""
+    return web.Response(
+        status=status,
+        body=dumps(data),
+        content_type="application/json",
+        headers=NO_STORE if no_store else None,
+    )

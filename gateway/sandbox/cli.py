@@ -1,0 +1,361 @@
+"""`dcr-gateway sandbox …`: run the sandbox alone, and the developer tools a TPP needs to try the API.
+
+sandbox [serve]        run the sandbox bank on sandbox.listen
+sandbox create-app     a developer app's client credentials (JSON), straight into the store
+sandbox mint-ssa       a test SSA signed by the sandbox directory key
+sandbox tpp-key        a TPP signing key pair (private PEM 0600 + public JWKS), optionally hosted
+sandbox sign-request   a signed registration request (JWS) to POST with curl
+sandbox client-assertion  a private_key_jwt client assertion (RFC 7523) for the token endpoint
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from ..cli import run_async
+from ..config import Settings, load_settings
+from ..observability.logging import configure_logging
+from .credentials import hash_secret, new_client_id, new_client_secret
+from .crypto import CryptoError, SigningKey, decode_unverified, generate_key, jwks, load_private_pem
+from .directory import ssa_claims
+from .keyring import KeyRing, ensure_state_dir, write_private_file
+from .logs import get_logger
+from .metadata import AUTH_METHODS, GRANT_TYPES
+from .portal import TPP_JWKS_PATH
+from .service import TOKEN_PATH
+from .store import DB_FILE, Client, StoreError, SyncStore
+
+_CONFIG_HELP = "config file (default: $DCRGW_CONFIG or ./config.yaml)"
+PRIVATE_KEY_FILE = "private-key.pem"
+JWKS_FILE = "jwks.json"
+KID_FILE = "kid"
+JWKS_URI_FILE = "jwks_uri"
+
+
+class CliError(Exception):
+    """A user-facing failure: printed as `error: …`, exit status 1."""
+
+
+def register(subparsers: Any) -> None:
+    """Add the `sandbox` command tree to the `dcr-gateway` parser."""
+    sandbox = subparsers.add_parser(
+        "sandbox",
+        help="the sandbox bank and its developer tools (never in production)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sandbox.add_argument("--config", help=_CONFIG_HELP)
+    sandbox.set_defaults(func=_cmd_serve)
+    sub = sandbox.add_subparsers(dest="sandbox_command", metavar="COMMAND")
+
+    def add(name: str, help_: str, fn: Any) -> argparse.ArgumentParser:
+        p: argparse.ArgumentParser = sub.add_parser(name, help=help_, description=help_)
+        # SUPPRESS: `sandbox --config X serve` keeps X instead of being reset by the subcommand's default.
+        p.add_argument("--config", default=argparse.SUPPRESS, help=_CONFIG_HELP)
+        p.set_defaults(func=fn)
+        return p
+
+    add("serve", "run the sandbox bank alone on sandbox.listen", _cmd_serve)
+
+    p = add(
+        "create-app",
+        "create a developer app; prints its client_id and client_secret as JSON",
+        _cmd_create_app,
+    )
+    p.add_argument("--name", help="a name for the app")
+
+    p = add("mint-ssa", "print a software statement assertion signed by the sandbox directory", _cmd_mint_ssa)
+    p.add_argument("--software-id", help="Base62, up to 22 characters (default: random)")
+    p.add_argument("--client-name", help="software_client_name")
+    p.add_argument("--redirect-uri", action="append", help="software_redirect_uris entry (repeatable)")
+    p.add_argument("--role", action="append", help="software_roles entry: AISP, PISP, CBPII (repeatable)")
+    p.add_argument("--jwks-endpoint", help="software_jwks_endpoint (the TPP's JWKS URL)")
+    p.add_argument("--org-id", help="org_id (default: random)")
+    p.add_argument("--org-name", help="org_name")
+    p.add_argument("--org-status", help="org_status: Active, Revoked, Withdrawn")
+
+    p = add("tpp-key", "generate a TPP signing key pair; prints its kid", _cmd_tpp_key)
+    p.add_argument(
+        "--out", required=True, type=Path, help="directory for private-key.pem (0600), jwks.json, kid"
+    )
+    p.add_argument(
+        "--alg", choices=("PS256", "ES256"), default="PS256", help="PS256 (RSA) or ES256 (EC P-256)"
+    )
+    p.add_argument(
+        "--register",
+        action="store_true",
+        help="host the public JWKS on the running sandbox; prints its jwks_uri on a second line",
+    )
+    p.add_argument("--sandbox-url", help="the sandbox's URL (default: from sandbox.listen)")
+
+    p = add("sign-request", "print a registration request JWS signed with a TPP key", _cmd_sign_request)
+    p.add_argument("--key", required=True, type=Path, help="the TPP private key (PEM)")
+    p.add_argument(
+        "--kid", help="kid of the key in the TPP JWKS (default: its RFC 7638 thumbprint); write --kid=KID"
+    )
+    p.add_argument("--ssa", required=True, help="the software statement, or @FILE")
+    p.add_argument("--aud", help="aud claim (default: the sandbox's issuer)")
+    p.add_argument(
+        "--redirect-uri", action="append", help="redirect_uris entry (default: the SSA's, repeatable)"
+    )
+    p.add_argument(
+        "--scope", help='space-separated scope, e.g. "accounts payments" (default: from the SSA roles)'
+    )
+    p.add_argument("--token-endpoint-auth-method", choices=AUTH_METHODS, default="private_key_jwt")
+    p.add_argument("--grant-type", action="append", choices=GRANT_TYPES, help="default: client_credentials")
+    p.add_argument("--application-type", choices=("web", "mobile"), default="web")
+    p.add_argument("--tls-client-auth-subject-dn", help="required with tls_client_auth")
+    p.add_argument("--lifetime", type=int, default=300, help="seconds until exp (default 300)")
+
+    p = add(
+        "client-assertion",
+        "print a private_key_jwt client assertion for the token endpoint",
+        _cmd_client_assertion,
+    )
+    p.add_argument("--key", required=True, type=Path, help="the TPP private key (PEM)")
+    p.add_argument(
+        "--kid", help="kid of the key in the TPP JWKS (default: its RFC 7638 thumbprint); write --kid=KID"
+    )
+    p.add_argument("--client-id", required=True, help="the registered client_id")
+    p.add_argument("--aud", help="aud claim (default: the token endpoint discovery advertises)")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None))
+
+
+def _guarded(fn: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            code: int = fn(args)
+        except (CliError, CryptoError, StoreError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return code
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+# serve -------------------------------------------------------------------------------------------
+
+
+@_guarded
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Run the sandbox alone until SIGTERM/SIGINT."""
+    settings = _settings(args)
+    configure_logging(settings.logging.format, settings.logging.level)
+    return run_async(serve(settings))
+
+
+async def serve(settings: Settings) -> int:
+    """Serve the sandbox app on sandbox.listen until a stop signal."""
+    from .app import build_sandbox_app
+
+    log = get_logger("sandbox")
+    runner = web.AppRunner(
+        build_sandbox_app(settings), access_log=None, shutdown_timeout=settings.shutdown.drain_timeout_seconds
+    )
+    await runner.setup()
+    try:
+        listen = settings.sandbox.listen
+        site = web.TCPSite(runner, listen.host, listen.port)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        log.info("sandbox_listening", host=listen.host, port=listen.port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+    log.info("sandbox_stopped")
+    return 0
+
+
+# create-app / mint-ssa ---------------------------------------------------------------------------
+
+
+@_guarded
+def _cmd_create_app(args: argparse.Namespace) -> int:
+    """Create an app directly in the store (no server needed) and print its credentials."""
+    settings = _settings(args)
+    state_dir = ensure_state_dir(settings.resolve_path(settings.sandbox.state_dir))
+    client_id, secret = new_client_id(), new_client_secret()
+    now = int(time.time())
+    store = SyncStore(state_dir / DB_FILE)
+    try:
+        store.add_client(
+            Client(
+                client_id=client_id,
+                kind="app",
+                secret_hash=hash_secret(secret),
+                created_at=now,
+                updated_at=now,
+                name=args.name,
+            )
+        )
+    finally:
+        store.close()
+    print(json.dumps({"client_id": client_id, "client_secret": secret}, indent=2))
+    return 0
+
+
+@_guarded
+def _cmd_mint_ssa(args: argparse.Namespace) -> int:
+    """Mint an SSA with the directory key from the state directory."""
+    settings = _settings(args)
+    keys = KeyRing.load(settings.resolve_path(settings.sandbox.state_dir))
+    given: dict[str, Any] = {}
+    for claim, value in (
+        ("software_id", args.software_id),
+        ("software_client_name", args.client_name),
+        ("software_redirect_uris", args.redirect_uri),
+        ("software_roles", args.role),
+        ("software_jwks_endpoint", args.jwks_endpoint),
+        ("org_id", args.org_id),
+        ("org_name", args.org_name),
+        ("org_status", args.org_status),
+    ):
+        if value is not None:
+            given[claim] = value
+    claims = ssa_claims(given, issuer=settings.sandbox.directory_issuer)
+    print(keys.directory.sign(claims, typ="JWT"))
+    return 0
+
+
+# tpp-key -----------------------------------------------------------------------------------------
+
+
+def _sandbox_url(settings: Settings, override: str | None) -> str:
+    if override:
+        return override.rstrip("/")
+    listen = settings.sandbox.listen
+    host = "127.0.0.1" if listen.host in ("0.0.0.0", "::", "") else listen.host  # noqa: S104 (mapping, not binding)
+    return f"http://{host}:{listen.port}"
+
+
+async def _host_jwks(url: str, document: dict[str, Any]) -> str:
+    timeout = aiohttp.ClientTimeout(total=10)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout, trust_env=False) as session,
+            session.post(url + TPP_JWKS_PATH, json=document, allow_redirects=False) as resp,
+        ):
+            body = await resp.json(content_type=None)
+            if resp.status != 201 or not isinstance(body, dict) or "jwks_uri" not in body:
+                raise CliError(f"the sandbox at {url} refused the JWKS (HTTP {resp.status}): {body}")
+            return str(body["jwks_uri"])
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise CliError(f"cannot reach the sandbox at {url} ({type(exc).__name__}); is it running?") from None
+
+
+@_guarded
+def _cmd_tpp_key(args: argparse.Namespace) -> int:
+    """Generate a TPP key pair into --out; print its kid (and, with --register, the hosted jwks_uri)."""
+    settings = _settings(args) if args.register else None
+    out: Path = args.out
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if (out / PRIVATE_KEY_FILE).exists():
+        raise CliError(f"{out / PRIVATE_KEY_FILE} already exists; choose another --out directory")
+    key = generate_key(args.alg)
+    if not write_private_file(out / PRIVATE_KEY_FILE, key.private_pem()):
+        raise CliError(f"{out / PRIVATE_KEY_FILE} already exists")
+    document = jwks([key])
+    (out / JWKS_FILE).write_text(json.dumps(document, indent=2) + "\n")
+    (out / KID_FILE).write_text(key.kid + "\n")
+    print(key.kid)
+    if settings is not None:
+        jwks_uri = asyncio.run(_host_jwks(_sandbox_url(settings, args.sandbox_url), document))
+        (out / JWKS_URI_FILE).write_text(jwks_uri + "\n")
+        print(jwks_uri)
+    return 0
+
+
+# sign-request / client-assertion -----------------------------------------------------------------
+
+
+def _load_key(path: Path, kid: str | None) -> SigningKey:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return load_private_pem(data, kid=kid)
+
+
+def _read_ssa(value: str) -> str:
+    if value.startswith("@"):
+        try:
+            return Path(value[1:]).read_text().strip()
+        except OSError as exc:
+            raise CliError(f"cannot read {value[1:]}: {exc.strerror or exc}") from None
+    return value.strip()
+
+
+@_guarded
+def _cmd_sign_request(args: argparse.Namespace) -> int:
+    """Build and sign an OBClientRegistrationRequest1 from an SSA and a TPP key."""
+    settings = _settings(args)
+    key = _load_key(args.key, args.kid)
+    ssa = _read_ssa(args.ssa)
+    _, ssa_payload = decode_unverified(ssa)
+    software_id = ssa_payload.get("software_id")
+    if not isinstance(software_id, str):
+        raise CliError("the SSA has no software_id")
+    redirect_uris = args.redirect_uri or ssa_payload.get("software_redirect_uris") or []
+    method = args.token_endpoint_auth_method
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": software_id,
+        "iat": now,
+        "exp": now + args.lifetime,
+        "aud": args.aud or settings.sandbox.issuer or settings.server.public_url,
+        "jti": str(uuid.uuid4()),
+        "software_id": software_id,
+        "redirect_uris": redirect_uris,
+        "token_endpoint_auth_method": method,
+        "grant_types": args.grant_type or ["client_credentials"],
+        "software_statement": ssa,
+        "application_type": args.application_type,
+        "id_token_signed_response_alg": key.alg,
+        "request_object_signing_alg": key.alg,
+    }
+    if args.scope:
+        claims["scope"] = args.scope
+    if method == "private_key_jwt":
+        claims["token_endpoint_auth_signing_alg"] = key.alg
+    if method == "tls_client_auth":
+        if not args.tls_client_auth_subject_dn:
+            raise CliError("tls_client_auth needs --tls-client-auth-subject-dn")
+        claims["tls_client_auth_subject_dn"] = args.tls_client_auth_subject_dn
+    print(key.sign(claims, typ="JWT"))
+    return 0
+
+
+@_guarded
+def _cmd_client_assertion(args: argparse.Namespace) -> int:
+    """Sign a client assertion (iss = sub = client_id, aud = token endpoint, 5 minutes, fresh jti)."""
+    settings = _settings(args)
+    key = _load_key(args.key, args.kid)
+    now = int(time.time())
+    claims = {
+        "iss": args.client_id,
+        "sub": args.client_id,
+        "aud": args.aud or settings.server.public_url + TOKEN_PATH,
+        "iat": now,
+        "exp": now + 300,
+        "jti": str(uuid.uuid4()),
+    }
+    print(key.sign(claims, typ="JWT"))
+    return 0

@@ -1,0 +1,195 @@
+"""The DCR backend: `POST /open-banking/v3.1/register` and `GET|PUT|DELETE …/register/{ClientId}`.
+
+Status codes are the bank page's: POST 201/400, GET 200/401/403, PUT 200/400/401/403,
+DELETE 204/401/403/405 — plus 401 on POST when no valid access token is presented (the page requires one).
+Every call needs a sandbox access token (RFC 6750). An unknown ClientId is 401 and the presented token
+is revoked at once; another client's ClientId is 403; DELETE also invalidates the client's tokens.
+The request JWS signatures are NOT verified here: the gateway in front does that.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any, Final
+
+from aiohttp import hdrs, web
+
+from .bodies import json_response, read_limited
+from .credentials import hash_secret, new_client_id, new_client_secret
+from .crypto import CryptoError, decode_unverified
+from .errors import forbidden, invalid_token, method_not_allowed, registration_error
+from .logs import get_logger
+from .metadata import INVALID_METADATA, MetadataError, Registration, validate_registration
+from .service import SANDBOX, Sandbox
+from .store import Client
+from .tokens import AccessToken
+
+log = get_logger("sandbox.registration")
+
+JWS_TYPES: Final = frozenset({"application/jose", "application/jwt"})
+CLIENT_ID_HEADER: Final = "client_id"
+_MAX_ID: Final = 256
+
+
+async def _bearer(request: web.Request, sandbox: Sandbox) -> AccessToken:
+    """The caller's access token; the optional `client_id` header, when sent, must name its client."""
+    token = await sandbox.resources.tokens.authenticate(request.headers.get(hdrs.AUTHORIZATION))
+    claimed = request.headers.get(CLIENT_ID_HEADER)
+    if claimed is not None and claimed != token.client_id:
+        raise invalid_token("the client_id header does not name the client the access token was issued to")
+    return token
+
+
+async def _request_jws(request: web.Request, sandbox: Sandbox) -> str:
+    """The compact JWS body: application/jose, application/jwt, or application/json with the JWS string."""
+    ctype = request.content_type
+    if ctype not in JWS_TYPES and ctype != "application/json":
+        raise registration_error(
+            INVALID_METADATA, "the body must be a JWS (application/jose or application/jwt)"
+        )
+    body = await read_limited(request, sandbox.config.max_body_bytes)
+    if body is None:
+        raise registration_error(INVALID_METADATA, f"the body exceeds {sandbox.config.max_body_bytes} bytes")
+    try:
+        text = body.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise registration_error(INVALID_METADATA, "the body is not UTF-8") from None
+    if ctype == "application/json" and text.startswith('"'):
+        try:
+            decoded = json.loads(text)
+        except ValueError:
+            raise registration_error(INVALID_METADATA, "the body is not a JSON string") from None
+        text = decoded.strip() if isinstance(decoded, str) else ""
+    if not text:
+        raise registration_error(INVALID_METADATA, "registration request entity is missing or malformed")
+    return text
+
+
+async def _validated(request: web.Request, sandbox: Sandbox) -> Registration:
+    jws = await _request_jws(request, sandbox)
+    try:
+        _, claims = decode_unverified(jws)
+    except CryptoError as exc:
+        raise registration_error(
+            INVALID_METADATA, f"registration request is not a JWS: {exc.description}"
+        ) from None
+    try:
+        return validate_registration(claims, now=time.time(), leeway=sandbox.config.leeway)
+    except MetadataError as exc:
+        log.info("registration_refused", error=exc.error, description=exc.description)
+        raise registration_error(exc.error, exc.description) from None
+
+
+async def create(request: web.Request) -> web.Response:
+    """POST: register a client; 201 with client_id, client_secret and the registration (OB DCR §5)."""
+    sandbox = request.app[SANDBOX]
+    res = sandbox.resources
+    caller = await _bearer(request, sandbox)
+    reg = await _validated(request, sandbox)
+    client_id = new_client_id()
+    secret = new_client_secret()
+    now = int(time.time())
+    document = reg.document(client_id, now)
+    await res.store.add_client(
+        Client(
+            client_id=client_id,
+            kind="dcr",
+            secret_hash=await asyncio.to_thread(hash_secret, secret),
+            created_at=now,
+            updated_at=now,
+            name=_client_name(reg),
+            software_id=reg.software_id,
+            auth_method=reg.auth_method,
+            jwks_uri=reg.jwks_uri,
+            registration=document,
+        )
+    )
+    log.info(
+        "client_registered",
+        client_id=client_id,
+        software_id=reg.software_id,
+        auth_method=reg.auth_method,
+        by_client_id=caller.client_id,
+    )
+    # The secret is returned once, here; only its hash is stored.
+    body = {"client_id": client_id, "client_secret": secret, **document}
+    return json_response(body, status=201, no_store=True)
+
+
+def _client_name(reg: Registration) -> str | None:
+    name = reg.ssa_claims.get("software_client_name")
+    return name if isinstance(name, str) else None
+
+
+async def _target(request: web.Request, sandbox: Sandbox, token: AccessToken) -> Client:
+    """The client named in the path: unknown → 401 and the token revoked; someone else's → 403."""
+    client_id = request.match_info["client_id"]
+    client = await sandbox.resources.store.get_client(client_id) if len(client_id) <= _MAX_ID else None
+    if client is None:
+        # OB DCR §3 / RFC 7592 §2: unknown client ⇒ 401 and the access token is revoked immediately.
+        await sandbox.resources.tokens.revoke(token, "unknown_client_id")
+        raise invalid_token("unknown client_id; the access token has been revoked")
+    if client.client_id != token.client_id:
+        log.info("registration_access_denied", client_id=client.client_id, by_client_id=token.client_id)
+        raise forbidden("the access token was issued to another client")
+    return client
+
+
+def _app_view(client: Client) -> dict[str, Any]:
+    """A developer-portal app described like a registration (it was not created by DCR)."""
+    return {
+        "client_id": client.client_id,
+        "client_id_issued_at": client.created_at,
+        "client_secret_expires_at": 0,
+        "client_name": client.name,
+        "token_endpoint_auth_method": "client_secret_basic",
+        "grant_types": ["client_credentials"],
+        "sandbox_app": True,
+    }
+
+
+async def read(request: web.Request) -> web.Response:
+    """GET: the registration of the caller's own client."""
+    sandbox = request.app[SANDBOX]
+    client = await _target(request, sandbox, await _bearer(request, sandbox))
+    body = _app_view(client) if client.kind == "app" else client.registration
+    return json_response(body, no_store=True)
+
+
+async def update(request: web.Request) -> web.Response:
+    """PUT: replace the metadata with a full new request (same validation as POST); the client_id stays."""
+    sandbox = request.app[SANDBOX]
+    client = await _target(request, sandbox, await _bearer(request, sandbox))
+    if client.kind == "app":
+        raise forbidden("developer-portal apps cannot be modified through DCR")
+    reg = await _validated(request, sandbox)
+    if reg.software_id != client.software_id:
+        raise registration_error(INVALID_METADATA, "software_id cannot change; register a new client instead")
+    if reg.requested_client_id is not None and reg.requested_client_id != client.client_id:
+        raise registration_error(
+            INVALID_METADATA, "client_id in the request differs from the ClientId in the path"
+        )
+    now = int(time.time())
+    document = reg.document(client.client_id, client.created_at)
+    if not await sandbox.resources.store.update_registration(
+        client.client_id, registration=document, auth_method=reg.auth_method, jwks_uri=reg.jwks_uri, now=now
+    ):
+        raise invalid_token("unknown client_id")  # deleted concurrently
+    log.info(
+        "client_updated", client_id=client.client_id, software_id=reg.software_id, auth_method=reg.auth_method
+    )
+    return json_response(document, no_store=True)
+
+
+async def delete(request: web.Request) -> web.Response:
+    """DELETE: remove the client and invalidate every token issued to it; 405 for developer-portal apps."""
+    sandbox = request.app[SANDBOX]
+    client = await _target(request, sandbox, await _bearer(request, sandbox))
+    if client.kind == "app":
+        raise method_not_allowed("developer-portal apps cannot be deleted through DCR", "GET")
+    if not await sandbox.resources.store.delete_registration(client.client_id, int(time.time())):
+        raise invalid_token("unknown client_id")  # deleted concurrently
+    log.info("client_deleted", client_id=client.client_id, software_id=client.software_id)
+    return web.Response(status=204, headers={"Cache-Control": "no-store"})

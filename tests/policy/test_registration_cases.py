@@ -1,0 +1,75 @@
+"""`policy test` cases carrying a signed registration request, SSA and client certificate: the runner builds
+them with keys generated for the run, and a wrong expectation or an impossible case is reported as a failure."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from gateway.config import Settings, load_settings
+from gateway.policy.testing import run_cases
+from tests.conftest import ROOT, SHIPPED_POLICIES
+
+CASE = """cases:
+  - name: {name}
+    request:
+      method: POST
+      path: /open-banking/v3.1/register
+      headers: {{client_id: app-1}}
+      token: {{issuer: bank, claims: {{client_id: app-1}}}}
+{extra}
+    expect: {expect}
+"""
+
+
+def _dir(tmp_path: Path, name: str, extra: str, expect: str) -> Path:
+    for f in SHIPPED_POLICIES.glob("*.yaml"):
+        if not f.name.endswith("_test.yaml"):
+            shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "case_test.yaml").write_text(CASE.format(name=name, extra=extra, expect=expect))
+    return tmp_path
+
+
+def _settings() -> Settings:
+    return load_settings(ROOT / "config.yaml", env={})
+
+
+async def test_a_wrong_expectation_on_a_registration_case_fails(tmp_path):
+    """An attacker-signed SSA expected to pass: the case fails and says what was decided instead."""
+    d = _dir(tmp_path, "wrong on purpose", "      registration: {ssa: {signed_by: attacker}}",
+             "{decision: allow}")
+    (result,) = await run_cases(_settings(), d)
+    assert not result.ok
+    assert "decision: expected 'allow', got 'deny'" in result.detail
+
+
+async def test_the_same_case_with_the_right_expectation_passes(tmp_path):
+    """The same request, expected to be refused for its SSA signature, passes."""
+    d = _dir(tmp_path, "right", "      registration: {ssa: {signed_by: attacker}}",
+             "{decision: deny, reason: ssa_bad_signature}")
+    (result,) = await run_cases(_settings(), d)
+    assert result.ok, result.detail
+
+
+async def test_body_and_registration_together_is_a_file_error(tmp_path):
+    """A case cannot have both a literal body and a built registration request."""
+    d = _dir(tmp_path, "both", "      registration: {}\n      body: x", "{decision: allow}")
+    (result,) = await run_cases(_settings(), d)
+    assert not result.ok and "either body or registration" in result.detail
+
+
+async def test_replayed_needs_a_request_that_verifies(tmp_path):
+    """`replayed: true` on a request that cannot verify is reported, not silently passed."""
+    d = _dir(tmp_path, "replay of junk", "      registration: {replayed: true, signed_by: attacker}",
+             "{decision: deny}")
+    (result,) = await run_cases(_settings(), d)
+    assert not result.ok and "does not verify" in result.detail
+
+
+async def test_registration_cases_need_a_directory_in_config(tmp_path):
+    """Without config trust.directories there is no key to sign the SSA with: the case says so."""
+    d = _dir(tmp_path, "no directory", "      registration: {}", "{decision: deny}")
+    data = _settings().model_dump()
+    data["trust"]["directories"] = {}
+    (result,) = await run_cases(Settings.model_validate(data), d)
+    assert not result.ok and "trust.directories is empty" in result.detail
