@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+RUN_STAMP := $(VENV)/.installed-run
 
 .PHONY: run test bench lint typecheck clean help
 
@@ -17,11 +18,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# Development and CI: every extra (tests, linters, the Helm engine for chart tests).
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install --quiet -e '.[speed,test,lint,helm]'
-	@touch $(STAMP)
+	@touch $(STAMP) $(RUN_STAMP)
 
-run: $(STAMP)
+# `make run` needs only the gateway itself (and uvloop).
+$(RUN_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[speed]'
+	@touch $(RUN_STAMP)
+
+run: $(RUN_STAMP)
 	$(BIN)/dcr-gateway serve --config config.yaml
 
 test: $(STAMP)
@@ -33,6 +40,8 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/dcr-gateway policy lint --config config.yaml
+	$(BIN)/dcr-gateway policy lint policies/ob_standard --config config.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -56,3 +56,24 @@ def bad_gateway(description: str = "upstream unavailable") -> GatewayError:
 def gateway_timeout() -> GatewayError:
     """504 when the upstream does not answer in time."""
     return GatewayError(504, "gateway_timeout", "upstream did not answer in time", reason="upstream_timeout")
+
+
+def http_exception_response(exc: web.HTTPException) -> web.Response:
+    """aiohttp's own HTTP errors (404, 405, 413…) as JSON error bodies, keeping `Allow`."""
+    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+    error = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "invalid_request")
+    return web.Response(
+        status=exc.status,
+        body=dumps({"error": error, "error_description": exc.reason}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def server_error_response() -> web.Response:
+    """A 500 that says nothing about the fault (the details are logged, never sent)."""
+    return web.Response(
+        status=500,
+        body=dumps({"error": "server_error", "error_description": "internal error"}),
+        content_type="application/json",
+    )

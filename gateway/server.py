@@ -19,7 +19,7 @@ from .checks.services import Services, build_services
 from .checks.token import token_of
 from .config import Settings
 from .context import CTX, RequestContext
-from .errors import GatewayError, error_response
+from .errors import GatewayError, error_response, http_exception_response, server_error_response
 from .jsonutil import dumps
 from .observability.audit import AuditLog
 from .observability.logging import get_logger
@@ -98,21 +98,13 @@ async def request_context(
                 ctx.decision = "error"
             response = error_response(err)
         except web.HTTPException as exc:
-            response = web.Response(
-                status=exc.status,
-                body=dumps({"error": "invalid_request", "error_description": exc.reason}),
-                content_type="application/json",
-            )
+            response = http_exception_response(exc)
         except asyncio.CancelledError:
             status = 499
             raise
         except Exception:
             log.exception("unhandled_error", method=request.method)
-            response = web.Response(
-                status=500,
-                body=dumps({"error": "server_error", "error_description": "internal error"}),
-                content_type="application/json",
-            )
+            response = server_error_response()
         status = response.status
         return response
     finally:

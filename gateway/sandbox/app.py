@@ -11,10 +11,9 @@ import structlog
 from aiohttp import web
 
 from ..config import Settings
-from ..errors import GatewayError, error_response
-from ..jsonutil import dumps
+from ..errors import GatewayError, error_response, http_exception_response, server_error_response
+from ..observability.logging import get_logger
 from . import discovery, portal, registration, token_endpoint
-from .logs import get_logger
 from .service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH, Sandbox
 
 log = get_logger("sandbox.http")
@@ -34,19 +33,6 @@ def _interaction_id(request: web.Request) -> str:
     return str(uuid.uuid4())
 
 
-def _http_error(exc: web.HTTPException) -> web.Response:
-    headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
-    error = {404: "not_found", 405: "method_not_allowed", 413: "invalid_request"}.get(
-        exc.status, "invalid_request"
-    )
-    return web.Response(
-        status=exc.status,
-        body=dumps({"error": error, "error_description": exc.reason}),
-        content_type="application/json",
-        headers=headers,
-    )
-
-
 @web.middleware
 async def sandbox_middleware(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -63,14 +49,10 @@ async def sandbox_middleware(
         except GatewayError as err:
             response = error_response(err)
         except web.HTTPException as exc:
-            response = _http_error(exc)
+            response = http_exception_response(exc)
         except Exception:
             log.exception("sandbox_unhandled_error", method=request.method)
-            response = web.Response(
-                status=500,
-                body=dumps({"error": "server_error", "error_description": "internal error"}),
-                content_type="application/json",
-            )
+            response = server_error_response()
         status = response.status
         return response
     finally:

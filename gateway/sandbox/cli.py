@@ -25,12 +25,11 @@ from aiohttp import web
 
 from ..cli import run_async
 from ..config import Settings, load_settings
-from ..observability.logging import configure_logging
+from ..observability.logging import configure_logging, get_logger
 from .credentials import hash_secret, new_client_id, new_client_secret
 from .crypto import CryptoError, SigningKey, decode_unverified, generate_key, jwks, load_private_pem
 from .directory import ssa_claims
 from .keyring import KeyRing, ensure_state_dir, write_private_file
-from .logs import get_logger
 from .metadata import AUTH_METHODS, GRANT_TYPES
 from .portal import TPP_JWKS_PATH
 from .service import TOKEN_PATH

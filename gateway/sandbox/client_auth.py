@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
+from ..observability.logging import get_logger
 from .credentials import verify_secret
 from .crypto import CryptoError, decode_unverified
 from .errors import invalid_client, oauth_error
 from .jwks_fetcher import JwksFetcher, JwksFetchError
-from .logs import get_logger
 from .store import Client, Store
 
 log = get_logger("sandbox.client_auth")

@@ -9,12 +9,12 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from ..observability.logging import get_logger
 from .bodies import json_response, read_limited
 from .credentials import base62, hash_secret, new_client_id, new_client_secret
 from .crypto import CryptoError, KeySet, jwks
 from .directory import mint_ssa, ssa_claims
 from .errors import bad_request, not_found
-from .logs import get_logger
 from .service import SANDBOX, Sandbox
 from .store import Client
 

@@ -16,11 +16,11 @@ from typing import Any, Final
 
 from aiohttp import hdrs, web
 
+from ..observability.logging import get_logger
 from .bodies import json_response, read_limited
 from .credentials import hash_secret, new_client_id, new_client_secret
 from .crypto import CryptoError, decode_unverified
 from .errors import forbidden, invalid_token, method_not_allowed, registration_error
-from .logs import get_logger
 from .metadata import INVALID_METADATA, MetadataError, Registration, validate_registration
 from .service import SANDBOX, Sandbox
 from .store import Client

@@ -11,10 +11,10 @@ import aiohttp
 from aiohttp import web
 
 from ..config import Settings
+from ..observability.logging import get_logger
 from .client_auth import ClientAuthenticator
 from .jwks_fetcher import JwksFetcher
 from .keyring import KeyRing
-from .logs import get_logger
 from .store import DB_FILE, Store
 from .tokens import TokenService
 

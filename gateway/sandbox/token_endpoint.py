@@ -8,9 +8,9 @@ from urllib.parse import parse_qsl
 
 from aiohttp import hdrs, web
 
+from ..observability.logging import get_logger
 from .bodies import json_response, read_limited
 from .errors import oauth_error
-from .logs import get_logger
 from .metadata import SCOPES, scope_tokens
 from .service import SANDBOX
 from .store import Client

@@ -8,9 +8,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ..observability.logging import get_logger
 from .crypto import CryptoError, KeySet, SigningKey
 from .errors import invalid_token
-from .logs import get_logger
 from .store import Store, TokenState
 
 log = get_logger("sandbox.tokens")

@@ -128,7 +128,18 @@ its state directory (an emptyDir), the upstream and the `bank` issuer (the sandb
 {{- $issuer := get $sandbox "issuer" | default (dig "server" "public_url" "" $cfg) }}
 {{- $_ := set $issuers "bank" (dict "issuer" (required "config.server.public_url is required with the sandbox (it is the sandbox's token issuer)" $issuer) "jwks_uri" (printf "%s/jwks" $sandboxUrl) "token_types" (list "at+jwt")) }}
 {{- $_ := set $trust "token_issuers" $issuers }}
+{{- /* The sandbox's test directory signs the SSAs and hosts TPP key sets on loopback (http). */}}
+{{- $_ := set $trust "directories" (dict "openbanking" (dict "issuer" "OpenBanking Ltd" "jwks_uri" (printf "%s/directory/jwks" $sandboxUrl))) }}
+{{- $_ := set $trust "software_jwks" (dict "allow_http" true "allow_loopback" true) }}
+{{- $_ := set $trust "registration_audiences" (list $issuer) }}
+{{- $cert := get $trust "client_certificate" | default dict }}
+{{- $_ := set $cert "trusted_proxies" (list "127.0.0.1/32" "::1/128") }}
+{{- $_ := set $trust "client_certificate" $cert }}
 {{- $_ := set $cfg "trust" $trust }}
+{{- /* No mTLS ingress in a demo namespace: certificate checks report, they do not refuse. */}}
+{{- $modes := get $policies "check_modes" | default dict }}
+{{- $_ := set $modes "client_certificate" "audit" }}
+{{- $_ := set $policies "check_modes" $modes }}
 {{- else }}
 {{- $_ := set $sandbox "enabled" false }}
 {{- $_ := set $cfg "sandbox" $sandbox }}
