@@ -25,6 +25,10 @@ class GatewayVariant:
     """Deep-merged into the base config (e.g. a `policies` section, pool sizes)."""
     files: Mapping[str, str] = field(default_factory=dict)
     """Relative path → content, written in the config's directory (e.g. policy files)."""
+    redis: bool = False
+    """Keep security state in the run's redis-server (`state.backend: redis`); skipped when not installed."""
+    workers: int = 1
+    """`server.workers`: more than one needs `redis` (the gateway refuses per-process state with workers)."""
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -72,11 +76,17 @@ def write_config(directory: Path, config: Mapping[str, Any], variant: GatewayVar
 
 
 def start_gateway(
-    procs: ProcessGroup, name: str, workdir: Path, upstream_url: str, variant: GatewayVariant
+    procs: ProcessGroup, name: str, workdir: Path, upstream_url: str, variant: GatewayVariant,
+    redis_url: str | None = None,
 ) -> tuple[str, int]:
     """Start a gateway in front of `upstream_url`, wait for its admin /readyz; return (public URL, pid)."""
     public_port, admin_port = free_ports(2)
-    config = write_config(workdir / name, base_config(upstream_url, public_port, admin_port), variant)
+    base = base_config(upstream_url, public_port, admin_port)
+    if redis_url is not None:
+        base["state"] = {"backend": "redis", "redis": {"url": redis_url, "key_prefix": f"bench:{name}:"}}
+    if variant.workers > 1:
+        base["server"]["workers"] = variant.workers
+    config = write_config(workdir / name, base, variant)
     # Inherited DCRGW_* overrides would silently change what is measured: the config file is the whole truth.
     env = {k: v for k, v in os.environ.items() if not k.startswith("DCRGW_")}
     argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]

@@ -10,6 +10,8 @@ from .results import BenchResult
 def render(result: BenchResult) -> str:
     """The human-readable report: machine, settings, one row per target, then the ratios."""
     m, s = result.machine, result.settings
+    w = max([12, *(len(t.name) + 1 for t in result.targets)])
+    rw = max([22, *(len(name) for name in result.ratios)])
     lines = [
         f"scenario {result.scenario}: {result.request}",
         f"machine: nproc {m['nproc']}, {m['cpu_model']}, Python {m['python']}, aiohttp {m['aiohttp']}, "
@@ -17,15 +19,15 @@ def render(result: BenchResult) -> str:
         f"load: {m['load_generator']}, {s['connections']} connections, "
         f"{s['rounds']} round(s) x {s['duration']} s per target (median shown), warm-up {s['warmup']} s",
         "",
-        f"{'target':<12} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'spread':>7} {'errors':>7}",
+        f"{'target':<{w}} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'spread':>7} {'errors':>7}",
     ]
     for t in result.targets:
         lines.append(
-            f"{t.name:<12} {t.rps:>11.0f} {t.p50_ms:>8.2f} {t.p99_ms:>8.2f} {t.spread:>7.1%} {t.errors:>7}"
+            f"{t.name:<{w}} {t.rps:>11.0f} {t.p50_ms:>8.2f} {t.p99_ms:>8.2f} {t.spread:>7.1%} {t.errors:>7}"
         )
     if result.ratios:
         lines += ["", "ratios (requests/s)"]
-        lines += [f"  {name:<22} {value:.2f}" for name, value in result.ratios.items()]
+        lines += [f"  {name:<{rw}} {value:.2f}" for name, value in result.ratios.items()]
     for name, reason in result.skipped.items():
         lines.append(f"skipped {name}: {reason}")
     if any(t.errors for t in result.targets):

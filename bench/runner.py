@@ -94,7 +94,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = _stderr) 
             for endpoint in endpoints[shift:] + endpoints[:shift]:
                 run = generator.measure(endpoint.url, request, options.duration, options.connections)
                 results[endpoint.name].runs.append(run)
-                progress(f"round {round_no + 1}/{options.rounds} {endpoint.name:<10} {run.rps:>9.0f} req/s "
+                progress(f"round {round_no + 1}/{options.rounds} {endpoint.name:<14} {run.rps:>9.0f} req/s "
                          f"p50 {run.p50_ms:.2f} ms p99 {run.p99_ms:.2f} ms errors {run.errors}")
         label = generator.label
     return BenchResult(

@@ -2,7 +2,7 @@
 
 A new scenario is one function returning a `Scenario`, added to `SCENARIOS`. Later ones, for example:
 a full token policy vs an empty allow-all policy (two gateway targets with different `GatewayVariant`s),
-1 vs 100 policies, POST with a signed JWS body (`RequestSpec(method="POST", body=…)`), multi-worker.
+1 vs 100 policies, POST with a signed JWS body (`RequestSpec(method="POST", body=…)`).
 """
 
 from __future__ import annotations
@@ -76,6 +76,11 @@ OPEN = TargetSpec("gw_open", GATEWAY, GatewayVariant(files={"policies/open.yaml"
 """The gateway with an allow-all policy: forwarding cost only."""
 TOKEN = TargetSpec("gw_token", GATEWAY, GatewayVariant(files=_shipped_policies()))
 """The gateway with the shipped DCR policies: PS256 token, client_id header, ownership."""
+TOKEN_REDIS = TargetSpec("gw_token_redis", GATEWAY, GatewayVariant(files=_shipped_policies(), redis=True))
+"""The same with `state.backend: redis`: the revocation lookups (EXISTS + GET) go to a local redis-server."""
+OPEN_W2 = TargetSpec("gw_open_w2", GATEWAY,
+                     GatewayVariant(files={"policies/open.yaml": _OPEN_POLICY}, redis=True, workers=2))
+"""The allow-all gateway as `serve --workers 2` (Redis state, as workers require)."""
 
 
 def _token_request() -> RequestSpec:
@@ -87,12 +92,13 @@ def _token_request() -> RequestSpec:
 
 
 def get_scenario() -> Scenario:
-    """GET a registration with a real PS256 token: allow-all policy vs the full shipped token policy."""
+    """GET a registration with a real PS256 token: allow-all policy, 2 workers, token policy, on Redis."""
     return Scenario(
         name="get",
-        description="GET /register/{id}: gateway with an allow-all policy and with the shipped token policy",
+        description="GET /register/{id}: gateway with an allow-all policy (1 and 2 workers) and with the shipped "
+                    "token policy (memory and Redis state)",
         request=_token_request(),
-        targets=_anchors_and(OPEN, TOKEN),
+        targets=_anchors_and(OPEN, OPEN_W2, TOKEN, TOKEN_REDIS),
     )
 
 

@@ -11,6 +11,7 @@ from .gateway import REPO, GatewayVariant, start_gateway
 from .net import LOOPBACK, free_ports
 from .nginx import start_nginx
 from .procs import ProcessGroup
+from .redis import shared_redis
 
 GATEWAY = "gateway"
 ANCHORS = ("bare", "direct", "nginx")
@@ -66,14 +67,22 @@ def _nginx(spec: TargetSpec, procs: ProcessGroup, workdir: Path, upstream: Endpo
         raise Unavailable(str(exc)) from None
 
 
+def _gateway(spec: TargetSpec, procs: ProcessGroup, workdir: Path, upstream: Endpoint) -> tuple[str, int]:
+    redis_url = None
+    if spec.gateway.redis:
+        try:
+            redis_url = shared_redis(procs, workdir)
+        except FileNotFoundError as exc:
+            raise Unavailable(str(exc)) from None
+    return start_gateway(procs, spec.name, workdir, upstream.url, spec.gateway, redis_url)
+
+
 STARTERS: dict[str, Starter] = {
     "direct": lambda spec, procs, workdir, upstream: (upstream.url, upstream.pid),
     "bare": lambda spec, procs, workdir, upstream: _python_server(
         procs, spec.name, "bench.bare_proxy", "--upstream", upstream.url
     ),
-    GATEWAY: lambda spec, procs, workdir, upstream: start_gateway(
-        procs, spec.name, workdir, upstream.url, spec.gateway
-    ),
+    GATEWAY: _gateway,
     "nginx": _nginx,
 }
 """Kind → how to start it; a new kind of target is one entry here."""

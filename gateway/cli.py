@@ -9,7 +9,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from . import __version__
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, check_workers, load_settings
 from .observability.logging import configure_logging
 from .policy.loader import PolicyError
 
@@ -40,6 +40,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .server import Listener, serve
 
     settings = _load(args)
+    worker_index: int | None = args.worker_index
+    workers: int = args.workers or settings.server.workers
+    if worker_index is None and workers > 1:
+        try:
+            check_workers(settings, workers)
+        except ValueError as exc:
+            raise ConfigError([f"--workers {workers}: {exc}"]) from None
+        from .supervisor import run_workers
+
+        return run_workers(["--config", args.config] if args.config else [], workers)
     extra: list[Listener] = []
     if settings.sandbox.enabled:
         from .sandbox import build_sandbox_app
@@ -48,7 +58,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             Listener("sandbox", build_sandbox_app(settings), settings.sandbox.listen.host,
                      settings.sandbox.listen.port)
         )
-    return run_async(serve(settings, extra))
+    return run_async(serve(settings, extra, worker_index=worker_index))
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -70,6 +80,13 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("expected a positive integer")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="dcr-gateway", description=__doc__)
@@ -82,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    add("serve", "run the gateway (and the sandbox when sandbox.enabled)", _cmd_serve)
+    serve = add("serve", "run the gateway (and the sandbox when sandbox.enabled)", _cmd_serve)
+    serve.add_argument("--workers", type=_positive, metavar="N",
+                       help="worker processes sharing the ports (default: server.workers, 1)")
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the parent for its workers
     config = sub.add_parser("config", help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     check = config_sub.add_parser("check", help="validate the configuration and exit")

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 from .schema import NonNegativeSeconds, Port, PositiveInt, PositiveSeconds, StrictModel, format_errors
 from .yamlsource import YamlDocument, YamlSourceError, load_yaml
@@ -57,6 +57,9 @@ class ServerSettings(StrictModel):
     """The URL TPPs use to reach the gateway (advertised as token and registration endpoint)."""
     max_body_bytes: PositiveInt = 1_048_576
     """Largest request body accepted; larger ones get 413."""
+    workers: PositiveInt = 1
+    """Worker processes sharing the listening ports (SO_REUSEPORT); `serve --workers N` overrides it.
+    More than one needs `state.backend: redis` (security state must be shared) and fixed ports."""
 
     @field_validator("public_url")
     @classmethod
@@ -334,8 +337,104 @@ class SandboxSettings(StrictModel):
         return None if v is None else _http_url(v, "this key")
 
 
+REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+sentinel")
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why `url` is not a usable Redis URL, without repeating it (it may hold a password); None when fine."""
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES:
+        return f"expected a URL with scheme {', '.join(s + '://' for s in REDIS_SCHEMES)}"
+    if parts.scheme == "unix":
+        return None if parts.path else "a unix:// URL needs a socket path"
+    if not parts.netloc.rpartition("@")[2]:
+        return "the URL names no host"
+    if parts.scheme == "redis+sentinel" and not parts.path.strip("/"):
+        return "a redis+sentinel:// URL needs the master's service name as its path (/mymaster)"
+    return None
+
+
+def url_has_password(url: str) -> bool:
+    """True when a URL carries a password in its user-info part (`redis://:secret@host`)."""
+    return bool(urlsplit(url).password)
+
+
+class BreakerSettings(StrictModel):
+    """Circuit breaker in front of Redis: a dead Redis must not add its timeout to every request."""
+
+    failure_threshold: PositiveInt = 5
+    """Consecutive failed calls (errors or timeouts) that open the circuit."""
+    open_seconds: PositiveSeconds = 5.0
+    """While open, calls fail at once (checks then fail closed or open as their policy says); afterwards one
+    probe call is let through (half-open): success closes the circuit, failure opens it again."""
+
+
+class RedisSettings(StrictModel):
+    """The Redis server holding shared security state (`state.backend: redis`)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # SECURITY: the URL may hold a password
+
+    url: SecretStr | None = None
+    """`redis://host:6379/0`, `rediss://` (TLS), `unix:///path.sock` or
+    `redis+sentinel://host1:26379,host2:26379/mymaster[/db]`. A URL with a password must come from the
+    environment (DCRGW_STATE__REDIS__URL or `url_env`), never from the config file; it is never logged."""
+    url_env: str | None = None
+    """Name of an environment variable holding the URL (e.g. from a Kubernetes Secret); used when `url` is
+    unset."""
+    key_prefix: str = Field(default="dcrgw:", min_length=1, max_length=64)
+    """Prepended to every key, so several gateways (or other users) can share one Redis."""
+    pool_size: PositiveInt = 32
+    """Connections per process; a call waits at most `timeout_seconds` for a free one."""
+    timeout_seconds: PositiveSeconds = 0.25
+    """Bound on each store call (connect, pool wait, command); past it the call fails as unavailable."""
+    breaker: BreakerSettings = BreakerSettings()
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None:
+            problem = redis_url_problem(v.get_secret_value())
+            if problem:
+                raise ValueError(problem)  # SECURITY: never echo the value, it may hold a password
+        return v
+
+    def resolve_url(self, env: Mapping[str, str] | None = None) -> str:
+        """The URL to connect to: `url`, else the variable named by `url_env`; ConfigError when neither."""
+        if self.url is not None:
+            return self.url.get_secret_value()
+        env = os.environ if env is None else env
+        if self.url_env is None:
+            raise ConfigError(["state.redis: set url (DCRGW_STATE__REDIS__URL) or url_env for state.backend redis"])
+        value = env.get(self.url_env)
+        if not value:
+            raise ConfigError([f"state.redis.url_env: environment variable {self.url_env} is not set or empty"])
+        problem = redis_url_problem(value)
+        if problem:
+            raise ConfigError([f"state.redis.url_env: environment variable {self.url_env}: {problem}"])
+        return value
+
+
+class StateSettings(StrictModel):
+    """Shared security state: JTI replay cache, token and client revocations, rate-limit counters."""
+
+    backend: Literal["memory", "redis"] = "memory"
+    """memory: in this process only (one instance). redis: shared by every replica and worker — required as
+    soon as there is more than one, or a replayed jti or a revoked token is accepted by an instance that did
+    not see the first request."""
+    redis: RedisSettings = RedisSettings()
+
+    @model_validator(mode="after")
+    def _redis_configured(self) -> StateSettings:
+        if self.backend == "redis" and self.redis.url is None and self.redis.url_env is None:
+            raise ValueError("state.backend redis needs state.redis.url (from DCRGW_STATE__REDIS__URL) or "
+                             "state.redis.url_env")
+        return self
+
+
 class Settings(StrictModel):
     """The whole configuration."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # SECURITY: state.redis.url may hold a password
 
     server: ServerSettings = ServerSettings()
     upstream: UpstreamSettings = UpstreamSettings()
@@ -345,6 +444,7 @@ class Settings(StrictModel):
     trust: TrustSettings = TrustSettings()
     policies: PolicySettings = PolicySettings()
     audit: AuditSettings = AuditSettings()
+    state: StateSettings = StateSettings()
     base_dir: str = Field(default=".", exclude=True)
     """Directory of the config file; relative paths resolve against it (set by the loader)."""
 
@@ -361,10 +461,30 @@ class Settings(StrictModel):
             used[key] = name
         return self
 
+    @model_validator(mode="after")
+    def _workers(self) -> Settings:
+        check_workers(self, self.server.workers)
+        return self
+
     def resolve_path(self, value: str) -> Path:
         """A configured path, relative to the config file's directory."""
         p = Path(value)
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+def check_workers(settings: Settings, workers: int) -> None:
+    """Refuse a worker count the rest of the config cannot serve safely (ValueError naming the keys)."""
+    if workers <= 1:
+        return
+    if settings.sandbox.enabled:
+        raise ValueError(f"{workers} workers: the in-process sandbox runs in one process only; "
+                         "set sandbox.enabled: false (run the sandbox on its own) or server.workers: 1")
+    if settings.state.backend != "redis":
+        raise ValueError(f"{workers} workers need state.backend: redis — with the memory store each worker "
+                         "would keep its own replay cache, revocations and rate limits")
+    if settings.server.public.port == 0 or settings.server.admin.port == 0:
+        raise ValueError(f"{workers} workers need fixed server.public.port and server.admin.port "
+                         "(port 0 would give each worker a different port)")
 
 
 def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
@@ -403,12 +523,27 @@ def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, 
     data = doc.data if doc.data is not None else {}
     if not isinstance(data, dict):
         raise ConfigError([f"{cfg_path}: expected a mapping at the top level"])
+    problems = _secrets_in_file(data, doc, cfg_path)
+    if problems:
+        raise ConfigError(problems)
     _apply_env(data, env)
     data["base_dir"] = str(cfg_path.resolve().parent)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_attribute(exc, doc, cfg_path, env)) from None
+
+
+def _secrets_in_file(data: dict[str, Any], doc: YamlDocument, cfg_path: Path) -> list[str]:
+    """SECURITY: a Redis password written in the config file ends up in ConfigMaps and repositories."""
+    state = data.get("state")
+    redis = state.get("redis") if isinstance(state, dict) else None
+    url = redis.get("url") if isinstance(redis, dict) else None
+    if isinstance(url, str) and url_has_password(url):
+        line = doc.line_of(["state", "redis", "url"])
+        return [f"{cfg_path}: state.redis.url: a password must not be written in the config file; set "
+                f"DCRGW_STATE__REDIS__URL or state.redis.url_env instead (line {line or 1})"]
+    return []
 
 
 def _attribute(exc: ValidationError, doc: YamlDocument, cfg_path: Path, env: Mapping[str, str]) -> list[str]:

@@ -317,10 +317,10 @@ class Listener:
     port: int
 
 
-async def _start(listener: Listener, shutdown_timeout: float) -> tuple[web.AppRunner, int]:
+async def _start(listener: Listener, shutdown_timeout: float, reuse_port: bool = False) -> tuple[web.AppRunner, int]:
     runner = web.AppRunner(listener.app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, listener.host, listener.port, backlog=1024)
+    site = web.TCPSite(runner, listener.host, listener.port, backlog=1024, reuse_port=reuse_port or None)
     await site.start()
     port = listener.port
     server = getattr(site, "_server", None)
@@ -344,14 +344,20 @@ async def _warm_keys(services: Services, holder: PolicyHolder, health: Health) -
         delay = min(delay * 2, 10.0)
 
 
-async def serve(settings: Settings, extra: list[Listener] | None = None) -> int:
-    """Run the gateway until SIGTERM/SIGINT, then drain gracefully; return the exit code."""
+async def serve(settings: Settings, extra: list[Listener] | None = None, *, worker_index: int | None = None) -> int:
+    """Run the gateway until SIGTERM/SIGINT, then drain gracefully; return the exit code.
+
+    As worker `worker_index` of `serve --workers N`, the listeners share their ports (SO_REUSEPORT) and a
+    file audit trail goes to one file per worker (`audit.log` → `audit.w0.log`): one writer per file.
+    """
     metrics = Metrics()
     health = Health()
     audit = None
     if settings.audit.sink != "off":
-        audit = AuditLog(settings.audit.sink, str(settings.resolve_path(settings.audit.path)),
-                         on_write=metrics.audit_written)
+        path = settings.resolve_path(settings.audit.path)
+        if worker_index is not None:
+            path = path.with_name(f"{path.stem}.w{worker_index}{path.suffix}")
+        audit = AuditLog(settings.audit.sink, str(path), on_write=metrics.audit_written)
     services = build_services(settings, metrics)
     policy_dir = settings.resolve_path(settings.policies.dir)
     holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))
@@ -374,21 +380,22 @@ async def serve(settings: Settings, extra: list[Listener] | None = None) -> int:
     loop.add_signal_handler(signal.SIGHUP, lambda: background.append(loop.create_task(_forced(reloader))))
 
     drain = settings.shutdown.drain_timeout_seconds
+    reuse_port = worker_index is not None
     runners: list[tuple[str, web.AppRunner]] = []
     await services.start()
     try:
-        admin_runner, admin_port = await _start(admin, drain)
+        admin_runner, admin_port = await _start(admin, drain, reuse_port)
         runners.append(("admin", admin_runner))
         ports = {"admin": admin_port}
         for listener in listeners:
-            runner, port = await _start(listener, drain)
+            runner, port = await _start(listener, drain, reuse_port)
             runners.append((listener.name, runner))
             ports[listener.name] = port
         health.block("jwks", "JWKS not yet fetched")
         health.unblock("starting")
         background.append(loop.create_task(_warm_keys(services, holder, health)))
         background.append(loop.create_task(reloader.run()))
-        log.info("listening", policy_version=holder.current.version,
+        log.info("listening", policy_version=holder.current.version, worker=worker_index,
                  **{f"{name}_port": port for name, port in ports.items()})
         await stop.wait()
         log.info("shutdown_started", readiness_delay_s=settings.shutdown.readiness_delay_seconds,

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,94 @@ def make_settings(upstream_url: str, **overrides: Any) -> Settings:
 
 
 StartServer = Callable[[web.Application], Awaitable[TestServer]]
+
+
+class RedisServer:
+    """A real `redis-server` (Debian package) on 127.0.0.1:<port>: no persistence, stoppable and restartable."""
+
+    def __init__(self, port: int, *extra: str) -> None:
+        self.port = port
+        self.extra = extra
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start on the same port as before and wait (bounded) until it answers PING."""
+        binary = shutil.which("redis-server")
+        assert binary is not None
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--loglevel", "warning", *self.extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"redis-server exited with {self.proc.returncode}"
+            if self.ping():
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"redis-server on port {self.port} did not answer within 10 s")
+
+    def ping(self) -> bool:
+        """True when the server answers PING (or asks for a password, which also means it is up)."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        """Kill the server (as a crash would) and wait for it to be gone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+
+def _need_redis_server() -> None:
+    if shutil.which("redis-server") is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("redis-server is not installed: CI must install Debian's redis-server (.ci/run PACKAGES)")
+        pytest.skip("redis-server not installed (apt-get install redis-server): Redis tests skipped")
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server for the whole session, on a free loopback port; killed at teardown."""
+    _need_redis_server()
+    server = RedisServer(free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def own_redis() -> Iterator[Callable[..., RedisServer]]:
+    """A redis-server of the test's own, for tests that kill and restart it (extra args: e.g. requirepass)."""
+    _need_redis_server()
+    started: list[RedisServer] = []
+
+    def start(*extra: str) -> RedisServer:
+        server = RedisServer(free_port(), *extra)
+        server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix of the test's own on the shared server."""
+    return f"t{uuid.uuid4().hex[:12]}:"
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ def _registry() -> dict[str, type[Check]]:  # type: ignore[type-arg]
     from .client_id_header import ClientIdHeader
     from .client_ownership import ClientOwnership
     from .content_type import ContentType
+    from .rate_limit import RateLimit
     from .registration_metadata import RegistrationMetadata
     from .registration_request import RegistrationRequest
     from .replay import Replay
@@ -36,6 +37,7 @@ def _registry() -> dict[str, type[Check]]:  # type: ignore[type-arg]
         ClientIdHeader,
         ClientOwnership,
         ContentType,
+        RateLimit,
         RegistrationMetadata,
         RegistrationRequest,
         Replay,

@@ -42,6 +42,8 @@ class RequestView:
     dry_run: bool = False
     """True in audit mode: checks must not cause side effects (no revocation)."""
     now: float = field(default_factory=time.time)
+    policy: str = ""
+    """Name of the policy being evaluated (set by the engine), e.g. a rate limit's default bucket."""
 
 
 P = TypeVar("P", bound=StrictModel)
@@ -56,6 +58,10 @@ class Check(ABC, Generic[P]):
     """Parameter model: unknown keys are errors, every field described."""
     needs_body: ClassVar[bool] = False
     """True when the check reads the request body (the engine reads it once, bounded)."""
+    store_fail_open: ClassVar[bool] = False
+    """True when a policy may say `on_store_error: fail_open` for this check: its store use is its whole
+    decision (a counter, a replay lookup), so passing over it when the store is down leaves nothing half
+    done. False where a store failure would turn a refusal into a pass or drop facts later checks need."""
 
     __slots__ = ("audit_only", "params", "services")
 

@@ -51,6 +51,8 @@ JWKS_UNKNOWN_KID_RESULTS: Final = ("refetch", "rate_limited")
 RELOAD_RESULTS: Final = ("success", "failure")
 REVOCATION_CAUSES: Final = ("client_not_owned", "upstream_401", "client_deleted")
 AUDIT_RESULTS: Final = ("written", "failed")
+STATE_ERROR_KINDS: Final = ("timeout", "connection", "response", "circuit_open")
+BREAKER_STATES: Final = ("open", "half_open", "closed")
 
 
 def multiprocess_dir() -> str | None:
@@ -189,6 +191,26 @@ class Metrics:
         self.policies_loaded = Gauge(
             f"{PREFIX}_policies_loaded", "Policies in the loaded set.", registry=r, multiprocess_mode="livemax",
         )
+        # -- shared state store (Redis) --------------------------------------------------------------
+        self.state_errors = Counter(
+            f"{PREFIX}_state_store_errors_total",
+            "Failed calls to the shared state store by kind (timeout, connection, response, circuit_open).",
+            ["kind"],
+            registry=r,
+        )
+        self.state_breaker = Counter(
+            f"{PREFIX}_state_store_breaker_transitions_total",
+            "State store circuit breaker transitions, by the state entered (open, half_open, closed).",
+            ["state"],
+            registry=r,
+        )
+        self.state_fail_open = Counter(
+            f"{PREFIX}_state_fail_open_total",
+            "Checks passed without a decision because the state store was unavailable and the policy says "
+            "on_store_error: fail_open.",
+            ["policy", "check"],
+            registry=r,
+        )
         # -- audit trail and build -----------------------------------------------------------------
         self.audit_events = Counter(
             f"{PREFIX}_audit_events_total",
@@ -209,6 +231,8 @@ class Metrics:
             (self.policy_reloads, RELOAD_RESULTS),
             (self.revocations, REVOCATION_CAUSES),
             (self.audit_events, AUDIT_RESULTS),
+            (self.state_errors, STATE_ERROR_KINDS),
+            (self.state_breaker, BREAKER_STATES),
         ):
             for value in closed:
                 counter.labels(value)

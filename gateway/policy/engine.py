@@ -2,18 +2,65 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from ..checks.base import Check, Denial, RequestView
 from ..observability.logging import get_logger
+from ..schema import StrictModel
 from ..state.store import StoreUnavailable
 from .router import Match, Router
 
 log = get_logger("policy")
 
 Outcome = Literal["allow", "deny", "audit_deny"]
+StoreErrorMode = Literal["fail_closed", "fail_open"]
+
+
+class CommonCheckParams(StrictModel):
+    """Parameters every check accepts, handled by the engine rather than by the check."""
+
+    on_store_error: StoreErrorMode = "fail_closed"
+    """When the shared state store (Redis) cannot answer: `fail_closed` refuses the request with 503
+    `temporarily_unavailable` and `Retry-After`; `fail_open` passes over the check (logged and counted in
+    `dcr_gateway_state_fail_open_total`). Only checks that allow it accept `fail_open` (e.g. `rate_limit`)."""
+
+
+COMMON_PARAMS = frozenset(CommonCheckParams.model_fields)
+"""Names of the common parameters, split off a check's parameters before the check validates its own."""
+
+
+def split_common(raw: Any) -> tuple[Any, dict[str, Any]]:
+    """(the check's own parameters, the common ones) from a check entry's parameter mapping."""
+    if not isinstance(raw, dict):
+        return raw, {}
+    own = {k: v for k, v in raw.items() if k not in COMMON_PARAMS}
+    return own, {k: v for k, v in raw.items() if k in COMMON_PARAMS}
+
+
+def store_unavailable(check: str, exc: StoreUnavailable) -> Denial:
+    """503 for a check whose state store cannot answer (fail closed), with a `Retry-After` in whole seconds."""
+    retry = max(1, math.ceil(exc.retry_after_seconds or 1))
+    return Denial(503, "temporarily_unavailable", "security state store unavailable, retry later",
+                  "state_unavailable", (("Retry-After", str(retry)),), check)
+
+
+_FAIL_OPEN_LOG_INTERVAL = 10.0
+_fail_open_logged: dict[tuple[str, str], tuple[float, int]] = {}
+
+
+def _log_fail_open(policy: str, check: str) -> None:
+    """One warning per policy and check every 10 s at most (a dead Redis must not flood the logs)."""
+    now = time.monotonic()
+    last, suppressed = _fail_open_logged.get((policy, check), (-math.inf, 0))
+    if now - last < _FAIL_OPEN_LOG_INTERVAL:
+        _fail_open_logged[(policy, check)] = (last, suppressed + 1)
+        return
+    _fail_open_logged[(policy, check)] = (now, 0)
+    log.warning("state_store_fail_open", policy=policy, check=check, suppressed=suppressed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +94,8 @@ class CompiledPolicy:
     methods: tuple[str, ...]
     checks: tuple[Check, ...]  # type: ignore[type-arg]
     source: str
+    on_store_error: tuple[StoreErrorMode, ...] = ()
+    """Per check (same order as `checks`); empty means every check fails closed."""
 
     @property
     def needs_body(self) -> bool:
@@ -63,15 +112,20 @@ class CompiledPolicy:
         """
         denials: list[Denial] = []
         audit = self.mode == "audit"
-        for check in self.checks:
+        request.policy = self.name
+        for i, check in enumerate(self.checks):
             if check.needs_body and request.body is None:
                 request.body = await load_body() if load_body is not None else b""
             try:
                 denial = await check.evaluate(request)
-            except StoreUnavailable:
+            except StoreUnavailable as exc:
+                if self.on_store_error and self.on_store_error[i] == "fail_open":
+                    _log_fail_open(self.name, check.name)
+                    if check.services.on_fail_open is not None:
+                        check.services.on_fail_open(self.name, check.name)
+                    continue
                 # Fail closed: the state a check depends on is unreachable.
-                denial = Denial(503, "temporarily_unavailable", "security state store unavailable, retry later",
-                                "state_unavailable", (("Retry-After", "1"),), check.name)
+                denial = store_unavailable(check.name, exc)
             if denial is not None:
                 denials.append(denial)
                 if not (audit or check.audit_only):
@@ -85,7 +139,12 @@ class CompiledPolicy:
         if self.mode != "enforce":
             return
         for check in self.checks:
-            await check.after_response(request, status)
+            try:
+                await check.after_response(request, status)
+            except StoreUnavailable:
+                # The backend has answered and acted; its answer is relayed. What the hook meant to record
+                # (e.g. a revocation) is lost: say so loudly (the store's own error counter counts it).
+                log.error("state_store_write_lost", policy=self.name, check=check.name, status=status)
 
 
 @dataclass(frozen=True, slots=True)

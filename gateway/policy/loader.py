@@ -15,7 +15,7 @@ from ..checks.base import Check
 from ..checks.services import Services
 from ..schema import iter_errors, key_path
 from ..yamlsource import YamlDocument, YamlSourceError, parse_yaml
-from .engine import CompiledPolicy, PolicySet
+from .engine import CommonCheckParams, CompiledPolicy, PolicySet, StoreErrorMode, split_common
 from .model import PolicyFile
 from .router import Router, Template, TemplateError
 
@@ -74,7 +74,7 @@ def _err(doc: YamlDocument, loc: Sequence[str | int], message: str) -> str:
 
 def _build_check(
     doc: YamlDocument, loc: list[str | int], entry: Any, services: Services, errors: list[str]
-) -> Check | None:  # type: ignore[type-arg]
+) -> tuple[Check, StoreErrorMode] | None:  # type: ignore[type-arg]
     if not isinstance(entry, dict) or len(entry) != 1:
         errors.append(_err(doc, loc, "expected a one-key mapping `check_name: {parameters}`"))
         return None
@@ -83,14 +83,22 @@ def _build_check(
     if cls is None:
         errors.append(_err(doc, [*loc, name], f"unknown check; valid checks: {', '.join(sorted(REGISTRY))}"))
         return None
+    own, common_raw = split_common(raw if raw is not None else {})
     try:
-        params = cls.Params.model_validate(raw if raw is not None else {})
+        params = cls.Params.model_validate(own)
+        common = CommonCheckParams.model_validate(common_raw)
     except ValidationError as exc:
         for dotted, line, msg in iter_errors(exc, doc, base_loc=[*loc, name]):
             errors.append(f"{doc.path}:{line or 1}: {dotted}: {msg}")
         return None
+    if common.on_store_error == "fail_open" and not cls.store_fail_open:
+        allowed = ", ".join(sorted(n for n, c in REGISTRY.items() if c.store_fail_open)) or "none"
+        errors.append(_err(doc, [*loc, name, "on_store_error"],
+                           f"fail_open is not allowed for {name}: a store failure there must refuse the request "
+                           f"(checks that allow fail_open: {allowed})"))
+        return None
     try:
-        return cls(params, services)
+        return cls(params, services), common.on_store_error
     except ParamError as exc:
         errors.append(_err(doc, [*loc, name, *exc.loc], exc.message))
         return None
@@ -127,11 +135,12 @@ def compile_policies(source: PolicySource, services: Services, *, unmatched_stat
                 errors.append(_err(doc, [*ploc, "name"], f"duplicate policy name (first defined at {first})"))
                 continue
             names[policy.name] = where
-            checks = [
+            built = [
                 _build_check(doc, [*ploc, "checks", j], entry, services, errors)
                 for j, entry in enumerate(policy.checks)
             ]
-            if any(c is None for c in checks):
+            checks = [b for b in built if b is not None]
+            if len(checks) != len(built):
                 continue
             try:
                 template = Template.parse(policy.match.path)
@@ -144,8 +153,9 @@ def compile_policies(source: PolicySource, services: Services, *, unmatched_stat
                 mode=policy.mode,
                 template=template.text,
                 methods=tuple(policy.match.methods),
-                checks=tuple(c for c in checks if c is not None),
+                checks=tuple(c for c, _ in checks),
                 source=where,
+                on_store_error=tuple(mode for _, mode in checks),
             )
             try:
                 router.add(template, cp.methods, cp)

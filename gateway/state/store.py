@@ -1,7 +1,7 @@
 """The shared security state interface: replay cache, denylist entries and rate-limit counters.
 
 Every entry lives in a namespace (e.g. "jti", "denylist", "rate") and expires after its TTL. The memory
-implementation serves one replica; a Redis implementation (later) serves several. Implementations raise
+implementation serves one replica; the Redis implementation (`redis.py`) serves several. Implementations raise
 `StoreUnavailable` when the backend cannot answer, and checks then fail closed.
 """
 
@@ -12,6 +12,11 @@ from typing import Protocol, runtime_checkable
 
 class StoreUnavailable(Exception):
     """The state backend cannot answer (down, timed out or full): the caller must fail closed."""
+
+    def __init__(self, message: str, *, retry_after_seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
+        """When the backend is expected back at the earliest (e.g. a circuit breaker's open time), if known."""
 
 
 @runtime_checkable

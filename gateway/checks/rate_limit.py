@@ -1,0 +1,90 @@
+"""`rate_limit`: at most `limit` requests per `window_seconds` per client id, source address or route.
+
+Fixed windows aligned on multiples of `window_seconds` since the epoch, so every replica and worker counts
+into the same window; one atomic counter per (bucket, key, window) in the state store — in this process with
+the memory store, shared by every instance with Redis. A refused request gets 429 with `Retry-After` and the
+`RateLimit-Policy` / `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers (structured-field lists:
+`"bucket";q=<quota>;w=<window>` and `"bucket";r=<remaining>;t=<seconds to reset>`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from typing import Literal
+
+from pydantic import field_validator
+
+from ..schema import PositiveInt, StrictModel
+from .base import Check, Denial, RequestView
+from .bearer_token import bearer_challenge
+from .token import token_of
+
+_NS = "rate"
+_BUCKET = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class RateLimitParams(StrictModel):
+    """Parameters of `rate_limit`."""
+
+    limit: PositiveInt
+    """Requests allowed per window and key; the next one gets 429."""
+    window_seconds: PositiveInt = 60
+    """Window length; windows start at multiples of it since the epoch (the same on every instance)."""
+    key: Literal["client_id", "peer", "route"] = "client_id"
+    """What one budget belongs to: `client_id` — the verified token's client (place after `bearer_token`);
+    `peer` — the source address of the connection (the proxy's, behind a load balancer that is not
+    transparent); `route` — everyone together (the whole bucket shares one budget)."""
+    bucket: str | None = None
+    """Name of the budget (also the policy name in the RateLimit fields); default: the policy's name, so each
+    policy has its own. Policies naming the same bucket share one budget."""
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str | None) -> str | None:
+        if v is not None and not _BUCKET.match(v):
+            raise ValueError("expected a snake_case name (a-z, 0-9, _)")
+        return v
+
+
+class RateLimit(Check[RateLimitParams]):
+    """Count the request in its window; refuse it with 429 once the window's budget is spent."""
+
+    name = "rate_limit"
+    Params = RateLimitParams
+    store_fail_open = True  # a counter is the whole decision: passing over it when the store is down is coherent
+
+    async def evaluate(self, request: RequestView) -> Denial | None:
+        """Pass while the budget lasts; 429 with Retry-After and RateLimit fields once it is spent."""
+        p = self.params
+        if p.key == "client_id":
+            token = token_of(request.facts)
+            if token is None:
+                description = "rate limit by client: no verified access token"
+                return self.deny(401, "invalid_token", description, "token_missing",
+                                 (("WWW-Authenticate", bearer_challenge(None)),))
+            who = token.client_id
+        elif p.key == "peer":
+            who = request.peer or "unknown"
+        else:
+            who = ""
+        bucket = p.bucket or request.policy or "default"
+        window = p.window_seconds
+        index = math.floor(request.now / window)
+        reset = (index + 1) * window - request.now  # seconds until this window ends
+        # Fixed-size key: no client-chosen text reaches the store's key syntax.
+        key = hashlib.sha256(f"{bucket}\x1f{p.key}\x1f{who}\x1f{index}".encode()).hexdigest()[:40]
+        count = await self.services.store.incr(_NS, key, 1, reset + 1.0)
+        if count <= p.limit:
+            return None
+        seconds = max(1, math.ceil(reset))
+        return self.deny(
+            429, "too_many_requests", f"rate limit of {p.limit} requests per {window} s exceeded, retry later",
+            "rate_limited",
+            (
+                ("Retry-After", str(seconds)),
+                ("RateLimit-Policy", f'"{bucket}";q={p.limit};w={window}'),
+                ("RateLimit", f'"{bucket}";r=0;t={seconds}'),
+            ),
+        )

@@ -1,0 +1,293 @@
+"""StateStore on Redis (redis-py asyncio): security state shared by every replica and worker process.
+
+Every operation is one atomic Redis command (SET NX PX, SET PX, GET, EXISTS) or one Lua script (INCRBY with
+an expiry set when the counter is created), every key is `<key_prefix><namespace>:<key>` and every key has a
+TTL. Each call is bounded by `timeout_seconds` (connect, waiting for a pooled connection, the command), and
+a circuit breaker stops calling a Redis that keeps failing: while it is open calls fail at once with
+`StoreUnavailable`, so a dead Redis does not add its timeout to every request; after `open_seconds` one
+probe call goes through (half-open) and its result closes or re-opens the circuit.
+
+The connection URL may hold a password: it is never logged, never put in an exception message, and errors
+are reported by kind only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import structlog
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .store import StoreUnavailable
+
+_log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+BreakerState = Literal["closed", "open", "half_open"]
+ErrorKind = Literal["timeout", "connection", "response", "circuit_open"]
+
+# INCRBY, and PEXPIRE when the counter has no expiry yet (it was just created, or lost its TTL somehow):
+# one atomic step, so a counter can never be left without a TTL between two commands.
+_INCR_LUA = """
+local v = redis.call('INCRBY', KEYS[1], ARGV[1])
+if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return v
+"""
+_MAX_RAW_KEY = 200
+"""Longer keys (e.g. an unusually long jti) are stored as their SHA-256, so key size stays bounded."""
+
+
+class CircuitBreaker:
+    """Consecutive-failure breaker: closed → open (fail fast) → half-open (one probe) → closed or open."""
+
+    __slots__ = ("_clock", "_failures", "_on_change", "_opened_at", "_probing", "_state", "failure_threshold",
+                 "open_seconds")
+
+    def __init__(
+        self,
+        failure_threshold: int = 5,
+        open_seconds: float = 5.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: Callable[[BreakerState], None] | None = None,
+    ) -> None:
+        if failure_threshold < 1 or not open_seconds > 0:
+            raise ValueError("failure_threshold must be >= 1 and open_seconds > 0")
+        self.failure_threshold = failure_threshold
+        self.open_seconds = open_seconds
+        self._clock = clock
+        self._on_change = on_change
+        self._state: BreakerState = "closed"
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probing = False
+
+    @property
+    def state(self) -> BreakerState:
+        """closed, open or half_open (as of the last call)."""
+        return self._state
+
+    def before_call(self) -> None:
+        """Let a call through, or raise StoreUnavailable at once while the circuit is open."""
+        if self._state == "closed":
+            return
+        now = self._clock()
+        if self._state == "open":
+            remaining = self._opened_at + self.open_seconds - now
+            if remaining > 0:
+                raise StoreUnavailable("state store circuit open", retry_after_seconds=remaining)
+            self._set("half_open")
+        if self._probing:  # half-open: one probe at a time, everyone else fails fast meanwhile
+            raise StoreUnavailable("state store circuit half-open, probe in flight", retry_after_seconds=1.0)
+        self._probing = True
+
+    def success(self) -> None:
+        """A call succeeded: the circuit closes."""
+        self._failures = 0
+        self._probing = False
+        if self._state != "closed":
+            self._set("closed")
+
+    def failure(self) -> None:
+        """A call failed: open after `failure_threshold` in a row, or at once when it was the probe."""
+        self._failures += 1
+        self._probing = False
+        if self._state == "half_open" or (self._state == "closed" and self._failures >= self.failure_threshold):
+            self._opened_at = self._clock()
+            self._set("open")
+
+    def release(self) -> None:
+        """A call ended without a verdict (cancelled): let the next call probe."""
+        self._probing = False
+
+    def _set(self, state: BreakerState) -> None:
+        self._state = state
+        _log.warning("state_store_circuit", state=state, consecutive_failures=self._failures)
+        if self._on_change is not None:
+            self._on_change(state)
+
+
+def _ms(ttl_seconds: float) -> int:
+    if not (math.isfinite(ttl_seconds) and ttl_seconds > 0):
+        raise ValueError("ttl_seconds must be a finite number > 0")
+    return max(1, math.ceil(ttl_seconds * 1000))
+
+
+def _kind(exc: BaseException) -> ErrorKind:
+    if isinstance(exc, TimeoutError | RedisTimeoutError):
+        return "timeout"
+    if isinstance(exc, RedisConnectionError | OSError):
+        return "connection"
+    return "response"
+
+
+class RedisStore:
+    """A StateStore on Redis; build it with `RedisStore.from_url` (or around a client, for tests)."""
+
+    __slots__ = ("_breaker", "_client", "_closed", "_incr", "_on_error", "_prefix", "_timeout")
+
+    def __init__(
+        self,
+        client: Redis,
+        *,
+        key_prefix: str = "dcrgw:",
+        timeout_seconds: float = 0.25,
+        breaker: CircuitBreaker | None = None,
+        on_error: Callable[[ErrorKind], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._prefix = key_prefix
+        self._timeout = timeout_seconds
+        self._breaker = breaker if breaker is not None else CircuitBreaker()
+        self._on_error = on_error
+        self._closed = False
+        self._incr = client.register_script(_INCR_LUA)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        key_prefix: str = "dcrgw:",
+        pool_size: int = 32,
+        timeout_seconds: float = 0.25,
+        breaker: CircuitBreaker | None = None,
+        on_error: Callable[[ErrorKind], None] | None = None,
+    ) -> RedisStore:
+        """Connect lazily to `redis://`, `rediss://` (TLS), `unix://` or `redis+sentinel://h1:p,h2:p/name[/db]`."""
+        return cls(_client(url, pool_size, timeout_seconds), key_prefix=key_prefix,
+                   timeout_seconds=timeout_seconds, breaker=breaker, on_error=on_error)
+
+    @property
+    def breaker(self) -> CircuitBreaker:
+        """The circuit breaker guarding this store."""
+        return self._breaker
+
+    # -- StateStore ------------------------------------------------------------------------------------
+    async def add_if_absent(self, namespace: str, key: str, ttl_seconds: float) -> bool:
+        """Record `key` unless present (SET NX PX); True when newly added (False means a replay)."""
+        k, ms = self._key(namespace, key), _ms(ttl_seconds)
+        return bool(await self._call(lambda: self._client.set(k, b"1", nx=True, px=ms)))
+
+    async def put(self, namespace: str, key: str, value: str, ttl_seconds: float) -> None:
+        """Set `key` to `value` with a fresh TTL (SET PX), replacing any previous entry."""
+        k, ms = self._key(namespace, key), _ms(ttl_seconds)
+        await self._call(lambda: self._client.set(k, value.encode(), px=ms))
+
+    async def get(self, namespace: str, key: str) -> str | None:
+        """The unexpired value of `key`, or None."""
+        k = self._key(namespace, key)
+        raw: bytes | None = await self._call(lambda: self._client.get(k))
+        return None if raw is None else raw.decode()
+
+    async def exists(self, namespace: str, key: str) -> bool:
+        """True when `key` is present and unexpired."""
+        k = self._key(namespace, key)
+        return bool(await self._call(lambda: self._client.exists(k)))
+
+    async def incr(self, namespace: str, key: str, amount: int, ttl_seconds: float) -> int:
+        """Add `amount` to a counter atomically; a new counter expires `ttl_seconds` later (a fixed window)."""
+        k, ms = self._key(namespace, key), _ms(ttl_seconds)
+        return int(await self._call(lambda: self._incr(keys=[k], args=[amount, ms])))
+
+    async def close(self) -> None:
+        """Close the pool; later calls raise StoreUnavailable."""
+        if not self._closed:
+            self._closed = True
+            await self._client.aclose()
+
+    # -- extras ----------------------------------------------------------------------------------------
+    async def ping(self) -> bool:
+        """True when Redis answers now (start-up log line); never raises."""
+        try:
+            return bool(await self._call(lambda: self._client.ping()))
+        except StoreUnavailable:
+            return False
+
+    # -- internals -------------------------------------------------------------------------------------
+    def _key(self, namespace: str, key: str) -> str:
+        if len(key) > _MAX_RAW_KEY:
+            key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+        return f"{self._prefix}{namespace}:{key}"
+
+    async def _call(self, command: Callable[[], Awaitable[Any]]) -> Any:
+        if self._closed:
+            raise StoreUnavailable("state store is closed")
+        breaker = self._breaker
+        try:
+            breaker.before_call()
+        except StoreUnavailable:
+            self._report("circuit_open")
+            raise
+        try:
+            async with asyncio.timeout(self._timeout):
+                result = await command()
+        except (RedisError, OSError, TimeoutError) as exc:
+            breaker.failure()
+            kind = _kind(exc)
+            self._report(kind)
+            if breaker.state != "open":  # once open, failures are fast and not logged one by one
+                # SECURITY: the error kind only — messages can name the URL's host, never its password,
+                # but there is nothing here an operator needs beyond the kind.
+                _log.warning("state_store_error", kind=kind, error=type(exc).__name__)
+            raise StoreUnavailable(f"state store {kind}") from None
+        except BaseException:
+            breaker.release()  # cancelled: no verdict on Redis
+            raise
+        breaker.success()
+        return result
+
+    def _report(self, kind: ErrorKind) -> None:
+        if self._on_error is not None:
+            self._on_error(kind)
+
+
+def _client(url: str, pool_size: int, timeout: float) -> Redis:
+    # One immediate retry on a fresh connection (a pooled connection may be stale after a Redis restart);
+    # never redis-py 6's default of 3 retries with up to 10 s back-off: every call stays bounded.
+    options: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 1),
+        "client_name": "dcr-gateway",
+    }
+    parts = urlsplit(url)
+    if parts.scheme == "redis+sentinel":
+        hosts, db, service = _sentinel_parts(url)
+        sentinel = Sentinel(  # type: ignore[no-untyped-call]  # redis-py leaves Sentinel.__init__ untyped
+            hosts, sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout}, **options
+        )
+        master: Redis = sentinel.master_for(
+            service, db=db, max_connections=pool_size,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
+        return master
+    pool = BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=timeout, **options)
+    return Redis.from_pool(pool)
+
+
+def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], int, str]:
+    """`redis+sentinel://[user:password@]h1:26379,h2:26379/service[/db]` → sentinels, db, service."""
+    parts = urlsplit(url)
+    hosts: list[tuple[str, int]] = []
+    for item in parts.netloc.rpartition("@")[2].split(","):
+        host, sep, port = item.rpartition(":")
+        if not sep or "]" in port:  # no port, or a bare IPv6 literal
+            host, port = item, "26379"
+        hosts.append((host.strip("[]"), int(port)))
+    path = [p for p in parts.path.split("/") if p]
+    db = int(path[1]) if len(path) > 1 else 0
+    return hosts, db, path[0]

@@ -1,0 +1,403 @@
+"""RedisStore against a real redis-server: atomic semantics shared by instances, TTLs, failure and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from redis.asyncio import Redis
+
+from gateway.checks.services import build_store
+from gateway.config import ConfigError, Settings, load_settings
+from gateway.observability.metrics import Metrics
+from gateway.state.redis import CircuitBreaker, RedisStore, _sentinel_parts
+from gateway.state.store import StateStore, StoreUnavailable
+from tests.conftest import SHIPPED_POLICIES, RedisServer, RunningGateway, StartServer, free_port
+from tests.policy.test_enforcement import ISSUER, REGISTER, Bank, auth
+
+Stores = Callable[..., RedisStore]
+
+
+@pytest.fixture
+async def stores(redis_server: RedisServer, redis_prefix: str) -> AsyncIterator[Stores]:
+    """RedisStore instances on the session server (each one its own pool, like separate gateways)."""
+    made: list[RedisStore] = []
+
+    def make(url: str | None = None, **kwargs: Any) -> RedisStore:
+        kwargs.setdefault("key_prefix", redis_prefix)
+        kwargs.setdefault("timeout_seconds", 1.0)
+        store = RedisStore.from_url(url or redis_server.url, **kwargs)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.close()
+
+
+@pytest.fixture
+async def raw(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    """A plain redis-py client to look at what the store wrote."""
+    client = Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()
+
+
+async def eventually(probe: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Wait (bounded) until `probe()` is true."""
+    deadline = time.monotonic() + timeout
+    while not await probe():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+def test_redis_store_is_a_state_store(stores: Stores):
+    """RedisStore implements the StateStore protocol."""
+    assert isinstance(stores(), StateStore)
+
+
+async def test_add_if_absent_is_shared_by_two_instances(stores: Stores, raw: Redis, redis_prefix: str):
+    """A jti recorded through one instance is a replay for another; the key carries the TTL it was given."""
+    a, b = stores(), stores()
+    assert await a.add_if_absent("jti", "abc", 60) is True
+    assert await b.add_if_absent("jti", "abc", 60) is False
+    assert await a.add_if_absent("jti", "abc", 60) is False
+    assert await b.add_if_absent("jti", "other", 60) is True
+    ttl = await raw.pttl(f"{redis_prefix}jti:abc")
+    assert 0 < ttl <= 60_000
+
+
+async def test_concurrent_add_if_absent_admits_exactly_one(stores: Stores):
+    """Fifty racing registrations of one jti over two instances: exactly one wins (SET NX is atomic)."""
+    a, b = stores(), stores()
+    results = await asyncio.gather(*(s.add_if_absent("jti", "race", 30) for s in [a, b] * 25))
+    assert results.count(True) == 1
+
+
+async def test_put_get_exists_and_expiry(stores: Stores):
+    """put/get/exists round-trip; an entry is gone once its TTL has passed."""
+    store = stores()
+    await store.put("revoked_client", "k", "1700000000.5", 0.3)
+    assert await store.get("revoked_client", "k") == "1700000000.5"
+    assert await store.exists("revoked_client", "k") is True
+    assert await store.get("revoked_client", "missing") is None
+
+    async def gone() -> bool:
+        return not await store.exists("revoked_client", "k")
+
+    await eventually(gone)
+    assert await store.get("revoked_client", "k") is None
+
+
+async def test_incr_is_atomic_across_instances_and_keeps_its_first_ttl(stores: Stores, raw: Redis, redis_prefix: str):
+    """100 increments racing over two instances count to 100; the counter expires with its first TTL."""
+    a, b = stores(), stores()
+    values = await asyncio.gather(*(s.incr("rate", "w1", 1, 30) for s in [a, b] * 50))
+    assert sorted(values) == list(range(1, 101))
+    ttl = await raw.pttl(f"{redis_prefix}rate:w1")
+    assert 0 < ttl <= 30_000
+    await a.incr("rate", "w1", 1, 3600)  # a later TTL does not extend the window
+    assert await raw.pttl(f"{redis_prefix}rate:w1") <= 30_000
+
+
+async def test_incr_gives_a_ttl_to_a_counter_that_has_none(stores: Stores, raw: Redis, redis_prefix: str):
+    """A counter left without expiry (written by something else) gets one on the next increment."""
+    await raw.set(f"{redis_prefix}rate:bare", 5)
+    assert await stores().incr("rate", "bare", 1, 10) == 6
+    assert 0 < await raw.pttl(f"{redis_prefix}rate:bare") <= 10_000
+
+
+async def test_every_key_is_namespaced_and_expires(stores: Stores, raw: Redis, redis_prefix: str):
+    """All keys carry the prefix and a TTL; another prefix sees none of them; long keys are hashed."""
+    store = stores()
+    await store.add_if_absent("jti", "x" * 500, 10)
+    await store.put("revoked_jti", "t", "1", 10)
+    await store.incr("rate", "c", 1, 10)
+    keys = [k.decode() async for k in raw.scan_iter(match=f"{redis_prefix}*")]
+    assert len(keys) == 3
+    assert all(len(k) < 120 for k in keys)
+    for key in keys:
+        assert await raw.pttl(key) > 0
+    other = stores(key_prefix=redis_prefix + "other:")
+    assert await other.exists("revoked_jti", "t") is False
+
+
+async def test_ttl_must_be_positive(stores: Stores):
+    """A zero or infinite TTL is a programming error, refused before reaching Redis."""
+    with pytest.raises(ValueError):
+        await stores().put("ns", "k", "v", 0)
+    with pytest.raises(ValueError):
+        await stores().add_if_absent("ns", "k", float("inf"))
+
+
+async def test_closed_store_is_unavailable(stores: Stores):
+    """After close() every call raises StoreUnavailable."""
+    store = stores()
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.get("ns", "k")
+
+
+# -- breaker -----------------------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_after_threshold_then_probes_once():
+    """closed → open after N failures → fail fast → one half-open probe → closed on success."""
+    clock = Clock()
+    states: list[str] = []
+    breaker = CircuitBreaker(3, 5.0, clock=clock, on_change=states.append)
+    for _ in range(2):
+        breaker.before_call()
+        breaker.failure()
+    assert breaker.state == "closed"
+    breaker.before_call()
+    breaker.failure()
+    assert breaker.state == "open"
+    with pytest.raises(StoreUnavailable) as err:
+        breaker.before_call()
+    assert err.value.retry_after_seconds == pytest.approx(5.0)
+    clock.now += 5.0
+    breaker.before_call()  # the probe
+    assert breaker.state == "half_open"
+    with pytest.raises(StoreUnavailable):
+        breaker.before_call()  # only one probe at a time
+    breaker.success()
+    assert breaker.state == "closed"
+    breaker.before_call()
+    assert states == ["open", "half_open", "closed"]
+
+
+def test_breaker_reopens_when_the_probe_fails_and_a_cancelled_probe_frees_the_slot():
+    """A failed probe opens the circuit again for the full time; a cancelled one lets the next call probe."""
+    clock = Clock()
+    breaker = CircuitBreaker(1, 2.0, clock=clock)
+    breaker.before_call()
+    breaker.failure()
+    clock.now += 2.0
+    breaker.before_call()
+    breaker.release()  # cancelled
+    breaker.before_call()  # next call probes
+    breaker.failure()
+    assert breaker.state == "open"
+    clock.now += 1.0
+    with pytest.raises(StoreUnavailable):
+        breaker.before_call()
+
+
+def test_breaker_success_resets_the_failure_count():
+    """Failures must be consecutive to open the circuit."""
+    breaker = CircuitBreaker(2, 1.0, clock=Clock())
+    for _ in range(5):
+        breaker.failure()
+        breaker.success()
+    assert breaker.state == "closed"
+
+
+# -- failure and recovery ----------------------------------------------------------------------------------
+
+
+async def test_unreachable_redis_fails_fast_once_the_circuit_opens(stores: Stores):
+    """Nothing listening: each call raises StoreUnavailable; after the threshold, calls fail without trying."""
+    kinds: list[str] = []
+    store = stores(f"redis://127.0.0.1:{free_port()}/0", timeout_seconds=0.5,
+                   breaker=CircuitBreaker(2, 60.0), on_error=kinds.append)
+    for _ in range(4):
+        with pytest.raises(StoreUnavailable):
+            await store.exists("ns", "k")
+    assert kinds == ["connection", "connection", "circuit_open", "circuit_open"]
+    assert store.breaker.state == "open"
+
+
+async def test_a_silent_redis_times_out_within_the_bound(stores: Stores):
+    """A server that accepts and never answers: the call ends with StoreUnavailable (timeout), never hangs."""
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(-1)
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    kinds: list[str] = []
+    store = stores(f"redis://127.0.0.1:{port}/0", timeout_seconds=0.2, on_error=kinds.append)
+    try:
+        async with asyncio.timeout(5):  # the bound under test is 0.2 s; 5 s only stops a hang
+            with pytest.raises(StoreUnavailable):
+                await store.add_if_absent("jti", "k", 10)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert kinds == ["timeout"]
+
+
+async def test_store_recovers_when_redis_comes_back_on_the_same_port(own_redis, redis_prefix: str):
+    """Redis killed: calls fail (circuit opens); restarted on the same port: calls succeed again."""
+    server: RedisServer = own_redis()
+    store = RedisStore.from_url(server.url, key_prefix=redis_prefix, timeout_seconds=0.3,
+                                breaker=CircuitBreaker(1, 0.2))
+    try:
+        assert await store.add_if_absent("jti", "before", 60) is True
+        server.stop()
+        with pytest.raises(StoreUnavailable):
+            await store.exists("jti", "before")
+        server.start()
+
+        async def back() -> bool:
+            try:
+                return await store.add_if_absent("jti", "after", 60)
+            except StoreUnavailable:
+                return False
+
+        await eventually(back)
+        assert store.breaker.state == "closed"
+    finally:
+        await store.close()
+
+
+# -- configuration -----------------------------------------------------------------------------------------
+
+
+async def test_password_url_from_the_environment_works_and_is_never_logged(own_redis, tmp_path: Path, monkeypatch):
+    """A password-protected Redis through DCRGW_STATE__REDIS__URL or url_env; no log line shows the password."""
+    server: RedisServer = own_redis("--requirepass", "s3cret-pw")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("state:\n  backend: redis\n  redis: {key_prefix: 'pw:'}\n")
+    url = f"redis://:s3cret-pw@127.0.0.1:{server.port}/0"
+    direct = load_settings(cfg, {"DCRGW_STATE__REDIS__URL": url})
+    indirect = load_settings(cfg, {"DCRGW_STATE__REDIS__URL_ENV": "MY_REDIS"})
+    assert "s3cret" not in repr(direct) and "s3cret" not in str(direct.model_dump())
+    with pytest.raises(ConfigError, match="MY_REDIS is not set"):
+        build_store(indirect, None)
+    monkeypatch.setenv("MY_REDIS", url)
+    with structlog.testing.capture_logs() as logs:
+        for settings in (direct, indirect):
+            store = build_store(settings, Metrics())
+            assert isinstance(store, RedisStore)
+            await store.put("ns", "k", "v", 10)
+            assert await store.get("ns", "k") == "v"
+            await store.close()
+        wrong = RedisStore.from_url(url.replace("s3cret-pw", "wrong-pw"), breaker=CircuitBreaker(1, 60))
+        with pytest.raises(StoreUnavailable):
+            await wrong.get("ns", "k")
+        await wrong.close()
+    assert logs  # the failure above was logged …
+    assert "s3cret" not in repr(logs) and "wrong-pw" not in repr(logs)  # … by kind only
+
+
+def test_password_in_the_config_file_is_refused(tmp_path: Path):
+    """SECURITY: a Redis password written in config.yaml is an error that names the key, not the password."""
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("state:\n  backend: redis\n  redis:\n    url: redis://:hunter2@redis:6379/0\n")
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg, {})
+    message = str(err.value)
+    assert "state.redis.url" in message and "DCRGW_STATE__REDIS__URL" in message and "line 4" in message
+    assert "hunter2" not in message
+
+
+@pytest.mark.parametrize(
+    ("state", "problem"),
+    [
+        ({"backend": "redis"}, "needs state.redis.url"),
+        ({"backend": "redis", "redis": {"url": "http://:pw@h/"}}, "expected a URL with scheme"),
+        ({"backend": "redis", "redis": {"url": "redis+sentinel://h:26379"}}, "service name"),
+    ],
+    ids=["no-url", "wrong-scheme", "sentinel-without-service"],
+)
+def test_invalid_state_config(state: dict[str, Any], problem: str):
+    """Misconfigured Redis settings are refused at load, without echoing the URL."""
+    with pytest.raises(ValueError) as err:
+        Settings.model_validate({"state": state})
+    assert problem in str(err.value) and ":pw@" not in str(err.value)
+
+
+def test_sentinel_url_parts():
+    """`redis+sentinel://` lists the sentinels, the master's service name and the database."""
+    assert _sentinel_parts("redis+sentinel://:pw@s1:26380,s2,[::1]:26381/mymaster/2") == (
+        [("s1", 26380), ("s2", 26379), ("::1", 26381)], 2, "mymaster")
+
+
+# -- two gateways sharing Redis ----------------------------------------------------------------------------
+
+Starter = Callable[..., Awaitable[RunningGateway]]
+
+
+async def _two_gateways(start_server: StartServer, running_gateway: Starter, redis_url: str,
+                        prefix: str, **redis: Any) -> tuple[Bank, RunningGateway, RunningGateway]:
+    bank = Bank()
+    server = await start_server(bank.app)
+    base = str(server.make_url("")).rstrip("/")
+    trust = {"token_issuers": {"bank": {"issuer": ISSUER, "jwks_uri": base + "/jwks", "audiences": ["dcr"],
+                                        "token_types": ["at+jwt"]}}}
+    state = {"backend": "redis", "redis": {"url": redis_url, "key_prefix": prefix, **redis}}
+    a = await running_gateway(base, policy_dir=SHIPPED_POLICIES, trust=trust, state=state)
+    b = await running_gateway(base, policy_dir=SHIPPED_POLICIES, trust=trust, state=state)
+    return bank, a, b
+
+
+async def test_revocation_through_one_gateway_is_honoured_by_the_other(
+    start_server: StartServer, running_gateway: Starter, redis_server: RedisServer, redis_prefix: str
+):
+    """A token revoked by gateway A (ClientId mismatch) is refused by gateway B, which never saw it misused."""
+    bank, a, b = await _two_gateways(start_server, running_gateway, redis_server.url, redis_prefix)
+    token = bank.token()
+    assert (await b.client.get(f"{REGISTER}/client-a", headers=auth(token))).status == 200
+    resp = await a.client.get(f"{REGISTER}/client-b", headers=auth(token))
+    assert resp.status == 401
+    resp = await b.client.get(f"{REGISTER}/client-a", headers=auth(token))
+    assert resp.status == 401
+    assert (await resp.json())["error_description"] == "the access token has been revoked"
+    assert (await b.client.get(f"{REGISTER}/client-a", headers=auth(bank.token()))).status == 200
+
+
+async def test_client_deletion_through_one_gateway_revokes_its_tokens_on_the_other(
+    start_server: StartServer, running_gateway: Starter, redis_server: RedisServer, redis_prefix: str
+):
+    """DELETE confirmed through A: every earlier token of the client is refused by B."""
+    bank, a, b = await _two_gateways(start_server, running_gateway, redis_server.url, redis_prefix)
+    token = bank.token()
+    assert (await a.client.delete(f"{REGISTER}/client-a", headers=auth(token))).status == 204
+    resp = await b.client.get(f"{REGISTER}/client-a", headers=auth(bank.token(iat=int(time.time()) - 5)))
+    assert resp.status == 401
+
+
+async def test_redis_down_fails_closed_with_retry_after_then_recovers(
+    start_server: StartServer, running_gateway: Starter, own_redis, redis_prefix: str
+):
+    """Redis killed: the revocation lookup cannot answer → 503 + Retry-After, fast; restarted → 200 again."""
+    server: RedisServer = own_redis()
+    bank, a, _ = await _two_gateways(start_server, running_gateway, server.url, redis_prefix,
+                                     timeout_seconds=0.3, breaker={"failure_threshold": 2, "open_seconds": 0.5})
+    token = bank.token()
+    assert (await a.client.get(f"{REGISTER}/client-a", headers=auth(token))).status == 200
+    server.stop()
+    for _ in range(4):  # the first two reach the dead Redis, then the circuit is open
+        async with asyncio.timeout(5):  # bound: 0.3 s per store call
+            resp = await a.client.get(f"{REGISTER}/client-a", headers=auth(token))
+        assert resp.status == 503
+        assert int(resp.headers["Retry-After"]) >= 1
+        body = await resp.json()
+        assert body["error"] == "temporarily_unavailable"
+        assert body["error_description"] == "security state store unavailable, retry later"
+    assert a.sample("dcr_gateway_state_store_errors_total", {"kind": "circuit_open"}) >= 1
+    assert a.sample("dcr_gateway_decisions_total", {"policy": "dcr_register_read", "mode": "enforce",
+                                                     "decision": "deny", "check": "bearer_token",
+                                                     "reason": "state_unavailable"}) == 4
+    server.start()
+
+    async def recovered() -> bool:
+        return (await a.client.get(f"{REGISTER}/client-a", headers=auth(token))).status == 200
+
+    await eventually(recovered)
+    assert a.sample("dcr_gateway_state_store_breaker_transitions_total", {"state": "closed"}) >= 1
