@@ -297,6 +297,11 @@ class AuditSettings(StrictModel):
 
     sink: Literal["stdout", "file", "off"] = "stdout"
     """stdout (with the logs, marked `"kind":"dcr_gateway_audit"`), an append-only file, or off."""
+
+    @field_validator("sink", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: object) -> object:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
     path: str = "audit.log"
     """File for the `file` sink (relative to the config file)."""
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+import orjson
 
 
 def dumps(value: Any) -> bytes:
-    """Encode to compact UTF-8 JSON bytes."""
-    return _encoder.encode(value).encode("utf-8")
+    """Encode to compact UTF-8 JSON bytes (orjson: bodies and log lines are on the hot path)."""
+    return orjson.dumps(value)

@@ -109,7 +109,7 @@ async def test_sigterm_drains_in_flight_requests_and_exits_zero(gateway_process:
     assert statuses == [200] * 8
     assert await asyncio.to_thread(gp.proc.wait, 15) == 0
     out = gp.proc.stdout.read().decode() if gp.proc.stdout else ""
-    assert '"event": "shutdown_complete"' in out
+    assert '"event":"shutdown_complete"' in out
 
 
 async def test_listener_closes_after_readiness_delay(gateway_process: GatewayProcess):

@@ -8,6 +8,7 @@ written by a background thread so the event loop never blocks on the sink.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -21,6 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
+
+FLUSH_SECONDS = 0.02
+"""Events reach the writer thread at most this long after they were chained (and at close)."""
 KIND = "dcr_gateway_audit"
 """Value of the `kind` member that marks an audit line among other log lines."""
 SCHEMA_VERSION = 1
@@ -28,7 +33,9 @@ GENESIS = "0" * 64
 
 
 def _canonical(event: dict[str, Any]) -> bytes:
-    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    # Sorted keys, no spaces, UTF-8 (the same bytes as json.dumps(sort_keys=True, separators=(",", ":"),
+    # ensure_ascii=False)), at a fraction of the cost: one of these per request.
+    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
 
 
 def event_hash(event: dict[str, Any]) -> str:
@@ -74,14 +81,14 @@ class _Writer(threading.Thread):
         super().__init__(name="audit-writer", daemon=True)
         self._stream = stream
         self._on_write = on_write
-        self.queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[list[str] | None] = queue.SimpleQueue()
 
     def run(self) -> None:
         while True:
-            line = self.queue.get()
-            if line is None:
+            batch = self.queue.get()
+            if batch is None:
                 break
-            lines = [line]
+            lines = list(batch)
             while True:  # batch whatever is already waiting
                 try:
                     more = self.queue.get_nowait()
@@ -90,7 +97,7 @@ class _Writer(threading.Thread):
                 if more is None:
                     self._write(lines)
                     return
-                lines.append(more)
+                lines.extend(more)
             self._write(lines)
 
     def _write(self, lines: list[str]) -> None:
@@ -132,6 +139,8 @@ class AuditLog:
         self._seq = 0
         self._prev = GENESIS
         self._closed = False
+        self._pending: list[str] = []
+        self._flush_scheduled = False
         self._append({"event": "audit_start", "pid": os.getpid()})
 
     def _append(self, fields: dict[str, Any]) -> dict[str, Any]:
@@ -141,8 +150,23 @@ class AuditLog:
         body = _canonical(event)  # serialised once: hashed, then written with the hash appended
         digest = hashlib.sha256(body).hexdigest()
         event["hash"] = self._prev = digest
-        self._writer.queue.put(body[:-1].decode("utf-8") + f',"hash":"{digest}"}}\n')
+        self._pending.append(body[:-1].decode("utf-8") + f',"hash":"{digest}"}}\n')
+        if not self._flush_scheduled:
+            # Hand lines to the writer thread in batches: one wake-up per batch instead of per event keeps the
+            # thread from contending for the GIL with the event loop on every request.
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_SECONDS, self.flush)
+                self._flush_scheduled = True
+            except RuntimeError:  # no event loop (tools, tests): hand it over at once
+                self.flush()
         return event
+
+    def flush(self) -> None:
+        """Pass the events chained so far to the writer thread."""
+        self._flush_scheduled = False
+        if self._pending:
+            batch, self._pending = self._pending, []
+            self._writer.queue.put(batch)
 
     def emit(self, fields: dict[str, Any]) -> dict[str, Any]:
         """Append one decision event (the caller passes only non-secret fields)."""
@@ -156,6 +180,7 @@ class AuditLog:
             return
         self._append({"event": "audit_stop", "events": self._seq})
         self._closed = True
+        self.flush()
         self._writer.queue.put(None)
         self._writer.join(timeout=10)
         if self._own_stream is not None:

@@ -8,6 +8,7 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any, Literal
 
+import orjson
 import structlog
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -31,6 +32,11 @@ def _redact(value: Any) -> Any:
     return value
 
 
+def _json_line(event: Any, **_: Any) -> str:
+    # orjson, as structlog's performance guide recommends; anything it cannot encode is rendered with str().
+    return orjson.dumps(event, default=str).decode("utf-8")
+
+
 def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     """Mask secret-named keys and JWS/PEM-looking strings in every log event."""
     for key, value in list(event_dict.items()):
@@ -46,7 +52,7 @@ def configure_logging(fmt: Literal["json", "console", "auto"] = "auto", level: s
     if fmt == "auto":
         fmt = "console" if sys.stdout.isatty() else "json"
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if fmt == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     )
@@ -60,7 +66,8 @@ def configure_logging(fmt: Literal["json", "console", "auto"] = "auto", level: s
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        # One write per line (message + newline together): workers sharing stdout never interleave halves.
+        logger_factory=structlog.WriteLoggerFactory(sys.stdout),
         cache_logger_on_first_use=True,
     )
     # Library loggers (aiohttp, asyncio) at warning and above, as one line each on stderr.
