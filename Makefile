@@ -18,7 +18,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[speed,test,lint,helm]'
+	$(BIN)/pip install --quiet -e '.[speed,test,lint,helm,browser]'
 	@touch $(STAMP)
 
 run: $(STAMP)
