@@ -20,7 +20,7 @@ $(BIN)/python:
 
 # Development and CI: every extra (tests, linters, the Helm engine for chart tests).
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install --quiet -e '.[speed,test,lint,helm]'
+	$(BIN)/pip install --quiet -e '.[speed,test,lint,helm,browser]'
 	@touch $(STAMP) $(RUN_STAMP)
 
 # `make run` needs only the gateway itself (and uvloop).

@@ -335,6 +335,10 @@ class SandboxSettings(StrictModel):
     """Total timeout of one TPP JWKS fetch."""
     tpp_jwks_cache_seconds: NonNegativeSeconds = 300.0
     """How long a fetched TPP JWKS is reused (an unknown kid refetches sooner)."""
+    playground: bool = True
+    """Serve the playground at `/playground` on the sandbox listener: a web page that walks a TPP developer
+    through the DCR flow through the gateway, with a TPP key it generates per session (kept in memory, never
+    sent out). Part of the sandbox only: on with it, and off whenever the sandbox is (production)."""
 
     @field_validator("issuer", "access_token_audience", "portal_url")
     @classmethod

@@ -95,4 +95,8 @@ def build_sandbox_app(settings: Settings) -> web.Application:
     r.add_get("/directory/jwks", portal.directory_jwks)
     r.add_post(portal.TPP_JWKS_PATH, portal.host_tpp_jwks)
     r.add_get(portal.TPP_JWKS_PATH + "/{jwks_id}", portal.serve_tpp_jwks)
+    if settings.sandbox.playground:
+        from .playground import add_routes as add_playground_routes
+
+        add_playground_routes(app, settings)  # the playground page and its API: sandbox port only
     return app
