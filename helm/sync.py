@@ -20,9 +20,10 @@ CHART = Path(__file__).resolve().parent / "dcr-gateway"
 SCHEMA = CHART / "values.schema.json"
 
 _CHART_OWNED = (
-    "Set by the chart whatever the values say: `policies.dir` (the mounted ConfigMap) and `sandbox.enabled` "
+    "Set by the chart whatever the values say: `policies.dir` (the mounted ConfigMap), `sandbox.enabled` "
     "(from `.Values.sandbox.enabled`; with the sandbox also its listener, state_dir, upstream.url and the "
-    "`bank` issuer)."
+    "`bank` issuer), `server.workers` (from `.Values.workers`) and `state.backend` (from "
+    "`.Values.redis.enabled`; the URL comes from `.Values.redis.existingSecret`, never from `config`)."
 )
 
 

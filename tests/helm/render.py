@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -90,10 +91,41 @@ def render(chart: helm.Chart, values: dict[str, Any] | None = None) -> Rendered:
     return Rendered(manifests, notes)
 
 
-def gateway_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real `dcr-gateway` CLI (`python -m gateway`) with no DCRGW_* overrides from this shell."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DCRGW_")}
-    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=REPO, env=env,
+def write_mounts(r: Rendered, root: Path) -> tuple[Path, Path]:
+    """Lay the two ConfigMaps out as the pod sees them; return (config file, policy dir)."""
+    config = root / "config" / "config.yaml"
+    config.parent.mkdir(parents=True)
+    config.write_text(r.configmap_data("config")["config.yaml"])
+    policies = root / "policies"
+    policies.mkdir()
+    for name, content in r.configmap_data("policies").items():
+        (policies / name).write_text(content)
+    return config, policies
+
+
+LOOPBACK_REDIS_URL = "redis://127.0.0.1:6399/0"
+"""Stands for the Redis URL Secret when only the config is checked (nothing connects to it)."""
+
+
+def pod_env(r: Rendered, redis_url: str = LOOPBACK_REDIS_URL) -> dict[str, str]:
+    """The gateway container's environment as the pod gets it. Secret values are stand-ins: `redis_url` for
+    the Redis URL, `secret:<name>/<key>` for anything else; plain `value`s as rendered."""
+    env: dict[str, str] = {}
+    for entry in r.container.get("env", []):
+        if "value" in entry:
+            env[entry["name"]] = str(entry["value"])
+            continue
+        ref = entry["valueFrom"]["secretKeyRef"]
+        env[entry["name"]] = redis_url if entry["name"] == "DCRGW_STATE__REDIS__URL" else \
+            f"secret:{ref['name']}/{ref['key']}"
+    return env
+
+
+def gateway_cli(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real `dcr-gateway` CLI (`python -m gateway`) with no DCRGW_* overrides from this shell, plus
+    `env` (e.g. the pod's environment from `pod_env`)."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DCRGW_")}
+    return subprocess.run([sys.executable, "-m", "gateway", *args], cwd=REPO, env={**clean, **(env or {})},
                           capture_output=True, text=True, check=False)
 
 

@@ -22,7 +22,8 @@ EVERYTHING_ON: dict[str, Any] = {
     "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     "grafanaDashboard": {"enabled": True},
     "autoscaling": {"enabled": True},
-    "redis": {"enabled": True},
+    "workers": 2,
+    "redis": {"enabled": True, "existingSecret": "redis", "urlKey": "url"},
     "networkPolicy": {"egress": {"redis": {"cidrs": ["10.20.0.0/24"]}}},
     "ingress": {"enabled": True, "mtls": {"caSecret": "ob-cas"}},
     "secretEnv": [{"name": "GW_SECRET", "key": "k", "secret": "s"}],
@@ -98,6 +99,10 @@ BAD_VALUES = [
     pytest.param({"secretEnv": [{"name": "GW_SECRET", "key": "k", "value": "hunter2"}]}, "value",
                  id="inline-secret"),
     pytest.param({"workers": 0}, "/workers", id="workers-zero"),
+    pytest.param({"redis": {"enabled": True, "existingSecret": "s", "password": "hunter2"}}, "password",
+                 id="redis-inline-password"),
+    pytest.param({"redis": {"enabled": True, "existingSecret": "s", "urlKey": ""}}, "/redis/urlKey",
+                 id="redis-empty-url-key"),
     pytest.param({"image": {"digest": "latest"}}, "/image/digest", id="bad-digest"),
     pytest.param({"ingress": {"mtls": {"verifyClient": "maybe"}}}, "/ingress/mtls/verifyClient",
                  id="bad-verify-client"),
@@ -125,7 +130,7 @@ def test_schema_forbids_unknown_keys_at_top_level() -> None:
     """additionalProperties false at the top and in every section the chart defines."""
     schema = json.loads((CHART / "values.schema.json").read_text())
     assert schema["additionalProperties"] is False
-    for key in ("image", "sandbox", "policies", "service", "metrics", "networkPolicy", "ingress", "config"):
+    for key in ("image", "sandbox", "policies", "service", "metrics", "networkPolicy", "ingress", "redis", "config"):
         assert schema["properties"][key]["additionalProperties"] is False, key
 
 

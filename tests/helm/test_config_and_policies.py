@@ -17,36 +17,27 @@ from gateway.observability.metrics import Metrics
 from gateway.policy.loader import load_policies
 from gateway.policy.reload import PolicyHolder, PolicyReloader
 
-from .render import CHART, CI_VALUES, RELEASE, REPO, Rendered, ci_values, gateway_cli, render
+from .render import CHART, CI_VALUES, RELEASE, REPO, ci_values, gateway_cli, pod_env, render, write_mounts
 
 SHIPPED = {p.name: p.read_text() for p in sorted((REPO / "policies").glob("*.yaml")) if not p.stem.endswith("_test")}
 
 
-def _write_mounts(r: Rendered, root: Path) -> tuple[Path, Path]:
-    """Lay the two ConfigMaps out as the pod sees them; return (config file, policy dir)."""
-    config = root / "config" / "config.yaml"
-    config.parent.mkdir(parents=True)
-    config.write_text(r.configmap_data("config")["config.yaml"])
-    policies = root / "policies"
-    policies.mkdir()
-    for name, content in r.configmap_data("policies").items():
-        (policies / name).write_text(content)
-    return config, policies
-
-
 @pytest.mark.parametrize("values_file", CI_VALUES)
 def test_rendered_config_passes_config_check(chart: helm.Chart, values_file: str, tmp_path: Path) -> None:
-    """`dcr-gateway config check` accepts the rendered config.yaml."""
-    config, _ = _write_mounts(render(chart, ci_values(values_file)), tmp_path)
-    result = gateway_cli("config", "check", "--config", str(config))
+    """`dcr-gateway config check` accepts the rendered config.yaml in the pod's environment (the Redis URL
+    from its Secret where redis.enabled)."""
+    r = render(chart, ci_values(values_file))
+    config, _ = write_mounts(r, tmp_path)
+    result = gateway_cli("config", "check", "--config", str(config), env=pod_env(r))
     assert result.returncode == 0, result.stderr
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES)
 def test_rendered_policies_pass_policy_lint(chart: helm.Chart, values_file: str, tmp_path: Path) -> None:
     """`dcr-gateway policy lint` accepts the rendered policy directory with the rendered config's trust anchors."""
-    config, policies = _write_mounts(render(chart, ci_values(values_file)), tmp_path)
-    result = gateway_cli("policy", "lint", str(policies), "--config", str(config))
+    r = render(chart, ci_values(values_file))
+    config, policies = write_mounts(r, tmp_path)
+    result = gateway_cli("policy", "lint", str(policies), "--config", str(config), env=pod_env(r))
     assert result.returncode == 0, result.stderr
     assert "policies ok" in result.stdout
 
@@ -54,7 +45,7 @@ def test_rendered_policies_pass_policy_lint(chart: helm.Chart, values_file: str,
 def test_shipped_policy_tests_pass_with_the_rendered_sandbox_config(chart: helm.Chart, tmp_path: Path) -> None:
     """The shipped policies' test cases (written for the sandbox profile: certificate checks in audit mode)
     pass with the chart's sandbox config (issuer and directory names and all)."""
-    config, _ = _write_mounts(render(chart, ci_values("sandbox-values")), tmp_path)
+    config, _ = write_mounts(render(chart, ci_values("sandbox-values")), tmp_path)
     result = gateway_cli("policy", "test", str(REPO / "policies"), "--config", str(config))
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -63,7 +54,7 @@ def test_the_checks_can_fail(chart: helm.Chart, tmp_path: Path) -> None:
     """A policy naming an issuer the rendered config lacks is caught by the same lint (the test above can fail)."""
     bad = {"policies": {"files": {"x.yaml": "policies:\n  - name: x\n    match: {methods: [GET], path: /x}\n"
                                             "    checks:\n      - bearer_token: {issuers: [nobody]}\n"}}}
-    config, policies = _write_mounts(render(chart, bad), tmp_path)
+    config, policies = write_mounts(render(chart, bad), tmp_path)
     result = gateway_cli("policy", "lint", str(policies), "--config", str(config))
     assert result.returncode == 1
     assert "nobody" in result.stderr

@@ -226,13 +226,6 @@ def test_a_secret_env_without_a_secret_name_fails(chart: helm.Chart) -> None:
         render(chart, {"secretEnv": [{"name": "GW_X", "key": "k"}]})
 
 
-def test_workers_beyond_one_wait_for_gateway_support(chart: helm.Chart) -> None:
-    """`workers` is accepted as 1 only until `dcr-gateway serve --workers` exists."""
-    assert render(chart, {"workers": 1}).container["args"][0] == "serve"
-    with pytest.raises(helm.HelmError, match="workers"):
-        render(chart, {"workers": 2})
-
-
 def test_image_reference(chart: helm.Chart) -> None:
     """Tag defaults to appVersion; a digest pins the image."""
     assert render(chart).container["image"] == f"dcr-gateway:{chart.metadata['appVersion']}"

@@ -69,7 +69,8 @@ def test_redis_egress_only_when_redis_is_enabled(chart: helm.Chart) -> None:
     """The Redis rule appears with redis.enabled and not before."""
     values: dict[str, Any] = {"networkPolicy": {"egress": {"redis": {"cidrs": ["10.20.0.0/24"]}}}}
     off = render(chart, values).one("NetworkPolicy")["spec"]["egress"]
-    on = render(chart, {**values, "redis": {"enabled": True}}).one("NetworkPolicy")["spec"]["egress"]
+    on = render(chart, {**values, "redis": {"enabled": True, "existingSecret": "redis"}}).one("NetworkPolicy")[
+        "spec"]["egress"]
     redis = [rule for rule in on if rule["ports"] == [{"port": 6379, "protocol": "TCP"}]]
     assert len(redis) == 1 and redis[0]["to"] == [{"ipBlock": {"cidr": "10.20.0.0/24"}}]
     assert not any(rule["ports"] == [{"port": 6379, "protocol": "TCP"}] for rule in off)

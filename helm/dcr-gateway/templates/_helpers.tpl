@@ -105,14 +105,23 @@ The hardened pod securityContext (Pod Security Standards "restricted"), values m
 
 {{/*
 The gateway's config.yaml: `.Values.config` with the keys the chart owns set by the chart: the
-policy directory, `sandbox.enabled` (from `.Values.sandbox.enabled`), and with the sandbox its listener,
-its state directory (an emptyDir), the upstream and the `bank` issuer (the sandbox's).
+policy directory, `server.workers` (from `.Values.workers`), `state.backend` (from `.Values.redis.enabled`;
+the URL reaches the pod as DCRGW_STATE__REDIS__URL from the Secret), `sandbox.enabled` (from
+`.Values.sandbox.enabled`), and with the sandbox its listener, its state directory (an emptyDir), the
+upstream and the `bank` issuer (the sandbox's).
 */}}
 {{- define "dcr-gateway.config" -}}
+{{- include "dcr-gateway.checkScaling" . }}
 {{- $cfg := deepCopy .Values.config }}
 {{- $policies := get $cfg "policies" | default dict }}
 {{- $_ := set $policies "dir" (include "dcr-gateway.policyDir" .) }}
 {{- $_ := set $cfg "policies" $policies }}
+{{- $server := get $cfg "server" | default dict }}
+{{- $_ := set $server "workers" (int .Values.workers) }}
+{{- $_ := set $cfg "server" $server }}
+{{- $state := get $cfg "state" | default dict }}
+{{- $_ := set $state "backend" (ternary "redis" "memory" (.Values.redis.enabled | default false)) }}
+{{- $_ := set $cfg "state" $state }}
 {{- $sandbox := get $cfg "sandbox" | default dict }}
 {{- if .Values.sandbox.enabled }}
 {{- $sandboxUrl := include "dcr-gateway.sandboxUrl" . }}
@@ -145,6 +154,42 @@ its state directory (an emptyDir), the upstream and the `bank` issuer (the sandb
 {{- $_ := set $cfg "sandbox" $sandbox }}
 {{- end }}
 {{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+Refuse what cannot serve safely: the gateway would refuse it at start (a crash-looping pod), or a secret
+would end up in values. Called by "dcr-gateway.config", so every template that renders the config checks.
+*/}}
+{{- define "dcr-gateway.checkScaling" -}}
+{{- $workers := int .Values.workers }}
+{{- $cfg := .Values.config | default dict }}
+{{- if hasKey ($cfg.server | default dict) "workers" }}
+{{- fail "config.server.workers: set by the chart; use the top-level `workers` value" }}
+{{- end }}
+{{- $state := $cfg.state | default dict }}
+{{- if hasKey $state "backend" }}
+{{- fail "config.state.backend: set by the chart; use redis.enabled (with redis.existingSecret) for the Redis store" }}
+{{- end }}
+{{- $redisCfg := $state.redis | default dict }}
+{{- if or (hasKey $redisCfg "url") (hasKey $redisCfg "url_env") }}
+{{- fail "config.state.redis.url / url_env: the Redis URL may hold a password and never goes in values; put it in a Secret and set redis.existingSecret and redis.urlKey" }}
+{{- end }}
+{{- range concat .Values.secretEnv .Values.extraEnv }}
+{{- if has (upper (toString .name)) (list "DCRGW_SERVER__WORKERS" "DCRGW_STATE__BACKEND" "DCRGW_STATE__REDIS__URL" "DCRGW_STATE__REDIS__URL_ENV") }}
+{{- fail (printf "%s: set by the chart; use `workers`, redis.enabled and redis.existingSecret / redis.urlKey" .name) }}
+{{- end }}
+{{- end }}
+{{- if gt $workers 1 }}
+{{- if .Values.sandbox.enabled }}
+{{- fail (printf "workers: %d worker processes cannot run with sandbox.enabled: the in-pod sandbox runs in one process only; set workers: 1 (demo installs need no more)" $workers) }}
+{{- end }}
+{{- if not .Values.redis.enabled }}
+{{- fail (printf "workers: %d worker processes per pod need redis.enabled (with redis.existingSecret): with the in-memory store each worker would keep its own replay cache, revocations and rate limits, so a replayed registration or a revoked token would be accepted by another worker; set redis.enabled or workers: 1" $workers) }}
+{{- end }}
+{{- end }}
+{{- if and .Values.redis.enabled (not .Values.redis.existingSecret) }}
+{{- fail "redis.enabled needs redis.existingSecret: the Secret (in the release namespace, managed outside the chart) whose key redis.urlKey holds the Redis URL; the URL may hold a password, so it never goes in values" }}
+{{- end }}
 {{- end }}
 
 {{/* Replicas: one with the sandbox (its store is per pod). */}}
