@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -34,3 +35,16 @@ def json_response(data: Any, *, status: int = 200, no_store: bool = False) -> we
         content_type="application/json",
         headers=NO_STORE if no_store else None,
     )
+
+
+def json_object(body: bytes) -> dict[str, Any]:
+    """Decode a request body that must be a JSON object; 400 with a clear description otherwise."""
+    from .errors import bad_request
+
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise bad_request("the body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise bad_request("the body must be a JSON object")
+    return value

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any, Final
 
 from aiohttp import web
 
 from ..observability.logging import get_logger
-from .bodies import json_response, read_limited
+from .bodies import json_object, json_response, read_limited
 from .credentials import base62, hash_secret, new_client_id, new_client_secret
 from .crypto import CryptoError, KeySet, jwks
 from .directory import mint_ssa, ssa_claims
@@ -33,13 +32,7 @@ async def _json_object(request: web.Request, sandbox: Sandbox) -> dict[str, Any]
         return {}
     if request.content_type != "application/json":
         raise bad_request("the body must be application/json")
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("the body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise bad_request("the body must be a JSON object")
-    return value
+    return json_object(body)
 
 
 async def create_app(request: web.Request) -> web.Response:

@@ -15,7 +15,6 @@ forwards them to `server.public_url`, so they pass the gateway's policies like a
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from aiohttp import hdrs, web
 from ...config import Settings
 from ...errors import GatewayError
 from ...observability.logging import get_logger
-from ..bodies import json_response, read_limited
+from ..bodies import json_object, json_response, read_limited
 from ..credentials import base62
 from ..crypto import ALLOWED_ALGS, CryptoError, decode_unverified, generate_key, jwks
 from ..errors import bad_request, not_found
@@ -159,13 +158,7 @@ async def _json_body(request: web.Request) -> dict[str, Any]:
     body = await read_limited(request, limit)
     if body is None:
         raise bad_request(f"the body exceeds {limit} bytes")
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise bad_request("the body is not valid JSON") from None
-    if not isinstance(value, dict):
-        raise bad_request("the body must be a JSON object")
-    return value
+    return json_object(body)
 
 
 def _api_response(data: Any, *, status: int = 200) -> web.Response:
