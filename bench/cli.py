@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"concurrent connections (default {d.connections})")
     p.add_argument("--loadgen", choices=CHOICES, default=d.loadgen,
                    help="auto: wrk when on PATH, else the Python client")
+    p.add_argument("--rate", type=_bounded(1, 100_000), default=None,
+                   help="open-loop load at this many requests/s (Python client): latency at a fixed load")
     p.add_argument("--json", metavar="FILE", help="also write machine-readable results to FILE")
     return p
 
@@ -62,6 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=args.warmup,
         connections=args.connections,
         loadgen=args.loadgen,
+        rate=args.rate,
     )
     try:
         result = run_bench(options)

@@ -27,10 +27,15 @@ class LoadGenerator(Protocol):
         ...
 
 
-def choose(kind: str, procs: ProcessGroup, workdir: Path) -> LoadGenerator:
-    """`auto`: wrk if installed, else Python; `wrk` fails when wrk is missing; `python` always works."""
+def choose(kind: str, procs: ProcessGroup, workdir: Path, rate: float | None = None) -> LoadGenerator:
+    """`auto`: wrk if installed, else Python; `wrk` fails when wrk is missing; `python` always works.
+    A fixed `rate` (open loop) is the Python client's: wrk has no rate control."""
     if kind not in CHOICES:
         raise ValueError(f"unknown load generator {kind!r}; choose one of {', '.join(CHOICES)}")
+    if rate is not None:
+        if kind == "wrk":
+            raise ValueError("--rate needs the Python load generator (wrk has no rate control)")
+        return PythonClient(rate)
     binary = find_wrk() if kind != "python" else None
     if binary is not None:
         return Wrk(binary, procs, workdir)

@@ -66,11 +66,71 @@ async def _measure(url: str, request: RequestSpec, duration: float, connections:
     )
 
 
+async def _measure_rate(url: str, request: RequestSpec, duration: float, connections: int,
+                        rate: float) -> LoadResult:
+    """Open loop: one request every 1/rate s whatever the answers, at most `connections` in flight.
+
+    Latency counts from the moment a request was due, not from when it could be sent, so a slow target
+    is not flattered by the load generator waiting for it (no coordinated omission).
+    """
+    latencies: list[float] = []
+    errors = 0
+    headers = dict(request.headers)
+    body = request.body or None
+    total = min(int(duration * rate), MAX_REQUESTS)
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as session:
+        start = time.perf_counter()
+
+        async def one(due: float) -> None:
+            nonlocal errors
+            try:
+                async with session.request(
+                    request.method, url, headers=headers, data=body, allow_redirects=False
+                ) as resp:
+                    await resp.read()
+                    ok = resp.status == request.expect_status
+            except (aiohttp.ClientError, TimeoutError):
+                ok = False
+            latencies.append(time.perf_counter() - due)
+            errors += not ok
+
+        tasks = []
+        async with asyncio.timeout(duration + REQUEST_TIMEOUT + 5):
+            for i in range(total):
+                due = start + i / rate
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.create_task(one(due)))
+            await asyncio.gather(*tasks)
+        elapsed = time.perf_counter() - start
+    latencies.sort()
+    return LoadResult(
+        requests=len(latencies),
+        errors=errors,
+        seconds=elapsed,
+        rps=len(latencies) / elapsed if elapsed else 0.0,
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+    )
+
+
 class PythonClient:
-    """`connections` concurrent aiohttp workers on one loop in the bench process, for `duration` seconds."""
+    """`connections` concurrent aiohttp workers on one loop in the bench process, for `duration` seconds;
+    with `rate`, an open loop at that many requests/s instead (latency at a given load)."""
 
     label = "python (aiohttp client)"
 
+    def __init__(self, rate: float | None = None) -> None:
+        self.rate = rate
+        if rate is not None:
+            self.label = f"python (aiohttp client, open loop at {rate:g} req/s)"
+
     def measure(self, url: str, request: RequestSpec, duration: float, connections: int) -> LoadResult:
         """Load the target at base `url` with `request` and return what was measured."""
-        return loop.run(_measure(require_loopback(url) + request.path, request, duration, connections))
+        target = require_loopback(url) + request.path
+        if self.rate is not None:
+            return loop.run(_measure_rate(target, request, duration, connections, self.rate))
+        return loop.run(_measure(target, request, duration, connections))

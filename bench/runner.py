@@ -30,6 +30,8 @@ class BenchOptions:
     """Seconds of unrecorded load per target before the first round."""
     connections: int = 50
     loadgen: str = "auto"
+    rate: float | None = None
+    """Requests/s of an open-loop load (Python client): latency at a fixed load, e.g. half of saturation."""
 
 
 def _stderr(line: str) -> None:
@@ -68,7 +70,7 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = _stderr) 
     request = scenario.request
     with tempfile.TemporaryDirectory(prefix="dcrgw-bench-") as tmp, ProcessGroup(Path(tmp)) as procs:
         workdir = Path(tmp)
-        generator = loadgen.choose(options.loadgen, procs, workdir)
+        generator = loadgen.choose(options.loadgen, procs, workdir, options.rate)
         upstream = start_upstream(procs, workdir)
         _wait_serving(upstream, replace(request, headers=()), procs)
         endpoints: list[Endpoint] = []

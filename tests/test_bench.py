@@ -145,3 +145,16 @@ def test_get_scenario_smoke_run_measures_each_target_and_leaves_no_process() -> 
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)  # neither the process nor anything in its group is left
     assert set(_children_of(os.getpid())) <= before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_open_loop_rate_sends_exactly_rate_times_duration() -> None:
+    """`--rate R` sends R requests per second of measurement, whatever the answers (open loop)."""
+    options = BenchOptions(scenario="get", targets=("direct",), duration=2, rounds=1, warmup=0, connections=8,
+                           loadgen="python", rate=40)
+    with _hard_deadline(40):
+        result = run_bench(options, progress=lambda line: None)
+    (target,) = result.targets
+    assert target.runs[0].requests == 80
+    assert target.errors == 0
+    assert "open loop at 40 req/s" in render(result)
