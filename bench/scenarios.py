@@ -67,7 +67,7 @@ def _filler_policies(count: int) -> str:
     """`count` extra policies on other routes: routing must not slow down as they grow."""
     lines = ["policies:"]
     for i in range(count):
-        lines += [f"  - name: filler_{i}", f"    match: {{methods: [GET, POST], path: /filler/v{i}/{{Id}}/items}}",
+        lines += [f"  - name: filler_{i}", f"    match: {{methods: [GET, POST], path: '/filler/v{i}/{{Id}}/items'}}",
                   "    checks:", "      - bearer_token: {issuers: [bank]}"]
     return "\n".join(lines) + "\n"
 

@@ -158,3 +158,14 @@ def test_open_loop_rate_sends_exactly_rate_times_duration() -> None:
     assert target.runs[0].requests == 80
     assert target.errors == 0
     assert "open loop at 40 req/s" in render(result)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_policies_scenario_loads_107_policies_and_serves() -> None:
+    """The 1-vs-100-policies scenario's gateway loads its extra policies and answers the token request."""
+    options = BenchOptions(scenario="policies", targets=("gw_token_100",), duration=1, rounds=1, warmup=0,
+                           connections=4, loadgen="python")
+    with _hard_deadline(40):
+        result = run_bench(options, progress=lambda line: None)
+    (target,) = result.targets
+    assert target.rps > 0 and target.errors == 0
