@@ -25,6 +25,29 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[int(rank) - 1]
 
 
+async def _send(session: aiohttp.ClientSession, url: str, request: RequestSpec, headers: dict[str, str],
+                body: bytes | None) -> bool:
+    """One request; True when it got the expected status."""
+    try:
+        async with session.request(request.method, url, headers=headers, data=body, allow_redirects=False) as resp:
+            await resp.read()
+            return resp.status == request.expect_status
+    except (aiohttp.ClientError, TimeoutError):
+        return False
+
+
+def _result(latencies: list[float], errors: int, elapsed: float) -> LoadResult:
+    latencies.sort()
+    return LoadResult(
+        requests=len(latencies),
+        errors=errors,
+        seconds=elapsed,
+        rps=len(latencies) / elapsed if elapsed else 0.0,
+        p50_ms=percentile(latencies, 50) * 1000,
+        p99_ms=percentile(latencies, 99) * 1000,
+    )
+
+
 async def _measure(url: str, request: RequestSpec, duration: float, connections: int) -> LoadResult:
     latencies: list[float] = []
     errors = 0
@@ -41,29 +64,14 @@ async def _measure(url: str, request: RequestSpec, duration: float, connections:
             nonlocal errors
             while clock() < deadline and len(latencies) < MAX_REQUESTS:
                 sent = time.perf_counter()
-                try:
-                    async with session.request(
-                        request.method, url, headers=headers, data=body, allow_redirects=False
-                    ) as resp:
-                        await resp.read()
-                        ok = resp.status == request.expect_status
-                except (aiohttp.ClientError, TimeoutError):
-                    ok = False
+                ok = await _send(session, url, request, headers, body)
                 latencies.append(time.perf_counter() - sent)
                 errors += not ok
 
         async with asyncio.timeout(duration + REQUEST_TIMEOUT + 5):
             await asyncio.gather(*(worker() for _ in range(connections)))
         elapsed = clock() - start
-    latencies.sort()
-    return LoadResult(
-        requests=len(latencies),
-        errors=errors,
-        seconds=elapsed,
-        rps=len(latencies) / elapsed if elapsed else 0.0,
-        p50_ms=percentile(latencies, 50) * 1000,
-        p99_ms=percentile(latencies, 99) * 1000,
-    )
+    return _result(latencies, errors, elapsed)
 
 
 async def _measure_rate(url: str, request: RequestSpec, duration: float, connections: int,
@@ -85,14 +93,7 @@ async def _measure_rate(url: str, request: RequestSpec, duration: float, connect
 
         async def one(due: float) -> None:
             nonlocal errors
-            try:
-                async with session.request(
-                    request.method, url, headers=headers, data=body, allow_redirects=False
-                ) as resp:
-                    await resp.read()
-                    ok = resp.status == request.expect_status
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
+            ok = await _send(session, url, request, headers, body)
             latencies.append(time.perf_counter() - due)
             errors += not ok
 
@@ -106,15 +107,7 @@ async def _measure_rate(url: str, request: RequestSpec, duration: float, connect
                 tasks.append(asyncio.create_task(one(due)))
             await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
-    latencies.sort()
-    return LoadResult(
-        requests=len(latencies),
-        errors=errors,
-        seconds=elapsed,
-        rps=len(latencies) / elapsed if elapsed else 0.0,
-        p50_ms=percentile(latencies, 50) * 1000,
-        p99_ms=percentile(latencies, 99) * 1000,
-    )
+    return _result(latencies, errors, elapsed)
 
 
 class PythonClient:
