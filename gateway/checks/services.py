@@ -128,11 +128,18 @@ def build_services(
 
 
 
+MEMORY_STORE_MAX_ENTRIES = 500_000
+"""Entries the in-memory store holds (about 100 MB at most) before it refuses new ones."""
+
+
 def build_store(settings: Settings, metrics: Metrics | None) -> StateStore:
     """The configured state store: in-memory (one instance) or Redis (shared), with breaker and metrics."""
     state = settings.state
     if state.backend == "memory":
-        return MemoryStore()
+        # SECURITY: fail closed when full. Evicting would silently forget unexpired revocations and replay
+        # entries (a flood of rate-limit keys could then revive a revoked token); refusing makes the checks
+        # that need the store answer 503 instead, as they do when Redis is down.
+        return MemoryStore(max_entries=MEMORY_STORE_MAX_ENTRIES, on_full="refuse")
     cfg = state.redis
     on_change = on_error = None
     if metrics is not None:

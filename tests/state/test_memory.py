@@ -206,3 +206,20 @@ async def test_closed_store_is_unavailable(make_store: MakeStore) -> None:
         await store.get("d", "k")
     with pytest.raises(StoreUnavailable):
         await store.add_if_absent("jti", "k", 10)
+
+
+async def test_the_gateways_memory_store_refuses_rather_than_forgets():
+    """The store the gateway builds fails closed when full: an unexpired revocation is never evicted."""
+    from gateway.checks.services import build_store
+    from gateway.config import Settings
+    from gateway.state.store import StoreUnavailable
+
+    store = build_store(Settings(), None)
+    assert isinstance(store, MemoryStore) and store.on_full == "refuse"
+    store.max_entries = 2  # the real limit is large; the behaviour at the limit is what matters here
+    await store.put("revoked_jti", "a", "1", 60)
+    await store.put("ratelimit", "b", "1", 60)
+    with pytest.raises(StoreUnavailable):
+        await store.put("ratelimit", "c", "1", 60)
+    assert await store.exists("revoked_jti", "a")
+    await store.close()
