@@ -88,6 +88,16 @@ def tpp_key(name: str, alg: str = "PS256") -> TppKey:
     return TppKey(_KEY_CACHE[cache_key], f"{name}-{alg.lower()}", alg)
 
 
+def with_overrides(claims: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """`claims` with `overrides` applied: a value replaces, None deletes."""
+    for name, value in overrides.items():
+        if value is None:
+            claims.pop(name, None)
+        else:
+            claims[name] = value
+    return claims
+
+
 def b64url_json(part: str) -> dict[str, Any]:
     """Decode one base64url JSON part of a compact JWS."""
     decoded: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
@@ -214,12 +224,7 @@ class Bank:
             "id_token_signed_response_alg": "PS256",
             "request_object_signing_alg": "PS256",
         }
-        for name, value in overrides.items():
-            if value is None:
-                claims.pop(name, None)
-            else:
-                claims[name] = value
-        return claims
+        return with_overrides(claims, overrides)
 
     async def call(
         self,
@@ -285,12 +290,7 @@ class Bank:
             "exp": now + 120,
             "jti": str(uuid.uuid4()),
         }
-        for name, value in overrides.items():
-            if value is None:
-                claims.pop(name, None)
-            else:
-                claims[name] = value
-        return tpp.sign(claims)
+        return tpp.sign(with_overrides(claims, overrides))
 
     async def assertion_token(
         self, tpp: TppKey, client_id: str, **overrides: Any

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from gateway.sandbox.metadata import MetadataError, validate_registration
-from tests.sandbox.conftest import sign_jws, tpp_key
+from tests.sandbox.conftest import sign_jws, tpp_key, with_overrides
 
 SOFTWARE_ID = "a1B2c3D4e5F6g7H8i9J0kL"  # 22 characters, Base62
 REDIRECT = "https://tpp.example.com/cb"
@@ -52,12 +52,7 @@ def request(**overrides: Any) -> dict[str, Any]:
         "id_token_signed_response_alg": "PS256",
         "request_object_signing_alg": "ES256",
     }
-    for name, value in overrides.items():
-        if value is None:
-            claims.pop(name, None)
-        else:
-            claims[name] = value
-    return claims
+    return with_overrides(claims, overrides)
 
 
 def validate(claims: dict[str, Any]):
