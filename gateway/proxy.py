@@ -1,4 +1,4 @@
-"""The forwarder: pooled upstream connections, streamed bodies, header hygiene, timeouts, one safe retry."""
+"""The forwarder: header hygiene, body limits, error mapping and the relay, over the upstream pool (upstream.py)."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Final
 
-import aiohttp
 from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from .config import UpstreamSettings
 from .context import RequestContext
 from .errors import GatewayError, bad_gateway, gateway_timeout, payload_too_large
 from .observability.metrics import Metrics
+from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, header_lines
+
+INTERACTION_ID: Final = "x-fapi-interaction-id"
 
 # RFC 9110 §7.6.1: connection-specific fields, plus the non-standard ones proxies meet in practice.
 HOP_BY_HOP: Final = frozenset(
@@ -30,49 +33,50 @@ HOP_BY_HOP: Final = frozenset(
     }
 )
 # Set by the gateway for this hop, never copied from the client.
-_REQUEST_DROP: Final = frozenset({"host", "x-forwarded-proto", "x-forwarded-host", "x-request-id"})
-_RESPONSE_DROP: Final = frozenset({"server", "date"})
+_REQUEST_DROP: Final = frozenset(
+    {"host", "x-forwarded-proto", "x-forwarded-host", "x-request-id", INTERACTION_ID}
+)
+_FRAMING: Final = frozenset({"content-length", "expect"})
+"""Set by the upstream client for the body it actually sends (Expect is answered by the gateway itself)."""
+_RESPONSE_SKIP: Final = frozenset({"server", "date", "content-length"})
+_NO_BODY: Final = frozenset({204, 304})
 # Methods safe to send twice when the first attempt never reached the upstream (RFC 9110 §9.2.2).
 _RETRY_ON_CONNECT_ERROR: Final = frozenset({"GET", "DELETE"})
 _CHUNK = 64 * 1024
 
-INTERACTION_ID: Final = "x-fapi-interaction-id"
 
 
 def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
     return {t.strip().lower() for v in headers.getall(hdrs.CONNECTION, ()) for t in v.split(",") if t.strip()}
 
 
-def clean_headers(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str], drop: frozenset[str] = frozenset()
-) -> CIMultiDict[str]:
-    """Copy headers without hop-by-hop fields (including those named in Connection) and `drop`."""
-    named = _connection_tokens(headers)
-    out: CIMultiDict[str] = CIMultiDict()
-    for name, value in headers.items():
-        low = name.lower()
-        if low in HOP_BY_HOP or low in named or low in drop:
-            continue
-        out.add(name, value)
-    return out
+def body_incomplete() -> GatewayError:
+    """400 when the client's body breaks off or is malformed (a short chunked body, a dropped connection)."""
+    return GatewayError(400, "invalid_request", "request body incomplete or malformed", reason="body_incomplete")
+
+
+async def _limited_chunks(request: web.Request, limit: int) -> AsyncIterator[bytes]:
+    """The request body as it arrives; 413 as soon as it crosses `limit`, 400 if it breaks off."""
+    size = 0
+    try:
+        async for chunk in request.content.iter_chunked(_CHUNK):
+            size += len(chunk)
+            if size > limit:
+                raise payload_too_large(limit)
+            yield chunk
+    except (ConnectionError, HttpProcessingError):
+        raise body_incomplete() from None
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
     """Read a whole request body, refusing with 413 as soon as it exceeds `limit` bytes."""
     if request.content_length is not None and request.content_length > limit:
         raise payload_too_large(limit)
-    chunks = []
-    size = 0
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        size += len(chunk)
-        if size > limit:
-            raise payload_too_large(limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join([chunk async for chunk in _limited_chunks(request, limit)])
 
 
 class _LimitedBody:
-    """Streams the request body upstream, stopping once it crosses the limit."""
+    """Streams the request body upstream, remembering whether it was cut off for crossing the limit."""
 
     __slots__ = ("exceeded", "limit", "request")
 
@@ -82,17 +86,16 @@ class _LimitedBody:
         self.exceeded = False
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        size = 0
-        async for chunk in self.request.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > self.limit:
-                self.exceeded = True
-                raise payload_too_large(self.limit)
-            yield chunk
+        try:
+            async for chunk in _limited_chunks(self.request, self.limit):
+                yield chunk
+        except GatewayError as err:
+            self.exceeded = err.status == 413
+            raise
 
 
 class Forwarder:
-    """Sends a request upstream over one shared, pooled ClientSession and streams the answer back."""
+    """Sends a request upstream over the pooled `UpstreamPool` and streams the answer back."""
 
     def __init__(
         self,
@@ -101,56 +104,61 @@ class Forwarder:
         metrics: Metrics,
         strip_headers: frozenset[str] = frozenset(),
     ) -> None:
-        self._base = settings.url
+        self._settings = settings
         # SECURITY: headers the gateway sets from verified facts are never taken from the client.
-        self._drop = _REQUEST_DROP | {h.lower() for h in strip_headers}
+        self._drop = _REQUEST_DROP | _FRAMING | {h.lower() for h in strip_headers}
         self._max_body = max_body_bytes
         self._metrics = metrics
-        t = settings.timeouts
-        self._timeout = aiohttp.ClientTimeout(total=t.total, connect=t.connect, sock_read=t.read)
-        self._pool = settings.pool
-        self._session: aiohttp.ClientSession | None = None
+        self._pool: UpstreamPool | None = None
 
     async def start(self) -> None:
         """Open the connection pool."""
-        connector = aiohttp.TCPConnector(
-            limit=self._pool.max_connections,
-            limit_per_host=0,
-            keepalive_timeout=self._pool.keepalive_seconds,
-            enable_cleanup_closed=False,
-            use_dns_cache=True,
+        s = self._settings
+        self._pool = UpstreamPool(
+            s.url,
+            max_connections=s.pool.max_connections,
+            keepalive_seconds=s.pool.keepalive_seconds,
+            connect_timeout=s.timeouts.connect,
+            read_timeout=s.timeouts.read,
+            total_timeout=s.timeouts.total,
         )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=self._timeout,
-            auto_decompress=False,  # bytes pass through as the upstream encoded them
-            cookie_jar=aiohttp.DummyCookieJar(),
-            skip_auto_headers=(hdrs.USER_AGENT, hdrs.ACCEPT_ENCODING, hdrs.ACCEPT, hdrs.CONTENT_TYPE),
-        )
+        self._pool.start()
 
     async def close(self) -> None:
         """Close the pool."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     def upstream_headers(
         self, request: web.Request, interaction_id: str, request_id: str, extra: Mapping[str, str] | None
-    ) -> CIMultiDict[str]:
-        """Request headers for the upstream: cleaned, with X-Forwarded-* and ids set by us."""
-        headers = clean_headers(request.headers, self._drop)
-        peer = request.remote or "unknown"
-        prior = headers.popall(hdrs.X_FORWARDED_FOR, [])
-        headers[hdrs.X_FORWARDED_FOR] = ", ".join([*prior, peer]) if prior else peer
-        headers[hdrs.X_FORWARDED_PROTO] = request.scheme
-        if request.host:
-            headers[hdrs.X_FORWARDED_HOST] = request.host
-        headers[INTERACTION_ID] = interaction_id
-        headers["X-Request-Id"] = request_id
+    ) -> str:
+        """The request's header lines for the upstream: cleaned, with X-Forwarded-* and ids set by us."""
+        headers = request.headers
+        drop = self._drop
+        if hdrs.CONNECTION in headers:
+            drop = drop | _connection_tokens(headers)
         if extra:
-            for name, value in extra.items():
-                headers[name] = value
-        return headers
+            drop = drop | {name.lower() for name in extra}
+        lines = []
+        prior = []
+        for name, value in headers.items():
+            low = name.lower()
+            if low in HOP_BY_HOP or low in drop:
+                continue
+            if low == "x-forwarded-for":
+                prior.append(value)
+                continue
+            lines.append(f"{name}: {value}\r\n")
+        peer = request.remote or "unknown"
+        lines.append(f"X-Forwarded-For: {', '.join([*prior, peer])}\r\n")
+        lines.append(f"X-Forwarded-Proto: {request.scheme}\r\n")
+        if request.host:
+            lines.append(f"X-Forwarded-Host: {request.host}\r\n")
+        lines.append(f"{INTERACTION_ID}: {interaction_id}\r\nX-Request-Id: {request_id}\r\n")
+        if extra:
+            lines.append(header_lines(extra.items()))
+        return "".join(lines)
 
     async def forward(
         self,
@@ -162,46 +170,33 @@ class Forwarder:
         before_relay: Callable[[int], Awaitable[None]] | None = None,
     ) -> web.StreamResponse:
         """Forward `request` (with `body` if already read, else streamed) and stream the response back."""
-        assert self._session is not None, "Forwarder.start() not awaited"
+        pool = self._pool
+        assert pool is not None, "Forwarder.start() not awaited"
         if request.content_length is not None and request.content_length > self._max_body:
             raise payload_too_large(self._max_body)
-        headers = self.upstream_headers(request, ctx.interaction_id, ctx.request_id, extra_headers)
-        url = self._base + request.rel_url.raw_path_qs
         method = request.method
-        attempts = 2 if method in _RETRY_ON_CONNECT_ERROR else 1
-        started = time.perf_counter()
         streamed: _LimitedBody | None = None
-        for attempt in range(attempts):
-            data: object
-            if body is not None:
-                data = body
-                headers[hdrs.CONTENT_LENGTH] = str(len(body))
-            elif request.body_exists:
-                streamed = _LimitedBody(request, self._max_body)
-                data = streamed.__aiter__()
-            else:
-                data = None
-            try:
-                upstream = await self._session.request(
-                    method, url, headers=headers, data=data, allow_redirects=False, compress=None
-                )
-            except aiohttp.ClientConnectorError as exc:
-                if attempt + 1 < attempts:
-                    continue
-                self._metrics.upstream_errors.labels("connect").inc()
-                raise bad_gateway(f"upstream unavailable: {exc.strerror or 'connection failed'}") from None
-            except TimeoutError:
-                self._metrics.upstream_errors.labels("timeout").inc()
+        data: bytes | AsyncIterator[bytes] | None = body
+        if body is None and request.body_exists:
+            streamed = _LimitedBody(request, self._max_body)
+            data = streamed.__aiter__()
+        started = time.perf_counter()
+        try:
+            header_block = self.upstream_headers(request, ctx.interaction_id, ctx.request_id, extra_headers)
+            upstream = await pool.request(method, request.rel_url.raw_path_qs, header_block, data,
+                                          content_length=request.content_length if streamed else None,
+                                          retry_unsent=method in _RETRY_ON_CONNECT_ERROR and streamed is None)
+        except UpstreamError as exc:
+            self._metrics.upstream_errors.labels(exc.kind).inc()
+            if exc.kind == "timeout":
                 raise gateway_timeout() from None
-            except GatewayError:
-                raise
-            except aiohttp.ClientError:
-                if streamed is not None and streamed.exceeded:
-                    self._metrics.upstream_errors.labels("body_too_large").inc()
-                    raise payload_too_large(self._max_body) from None
-                self._metrics.upstream_errors.labels("protocol").inc()
-                raise bad_gateway("upstream closed the connection or answered invalid HTTP") from None
-            break
+            if exc.kind == "connect":
+                raise bad_gateway(f"upstream unavailable: {exc.detail}") from None
+            raise bad_gateway("upstream closed the connection or answered invalid HTTP") from None
+        except GatewayError:
+            if streamed is not None and streamed.exceeded:
+                self._metrics.upstream_errors.labels("body_too_large").inc()
+            raise
         ctx.upstream_seconds = time.perf_counter() - started
         self._metrics.upstream_duration.labels(ctx.route, method).observe(ctx.upstream_seconds)
         ctx.upstream_status = upstream.status
@@ -212,19 +207,28 @@ class Forwarder:
         finally:
             upstream.release()
 
-    async def _relay(self, request: web.Request, upstream: aiohttp.ClientResponse) -> web.StreamResponse:
-        """Stream the upstream response to the client."""
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
-        response.headers.extend(clean_headers(upstream.headers, _RESPONSE_DROP))
-        if hdrs.CONTENT_LENGTH in upstream.headers:
-            response.content_length = int(upstream.headers[hdrs.CONTENT_LENGTH])
+    async def _relay(self, request: web.Request, upstream: UpstreamResponse) -> web.StreamResponse:
+        """Send the upstream response to the client: in one write when it is all in, else streamed."""
+        headers = [(name, value) for name, value in upstream.raw_headers
+                   if (low := name.lower()) not in _RESPONSE_SKIP and low not in HOP_BY_HOP]
+        if hdrs.CONNECTION in upstream.headers:
+            named = _connection_tokens(upstream.headers)
+            headers = [(name, value) for name, value in headers if name.lower() not in named]
+        length = upstream.headers.get(hdrs.CONTENT_LENGTH)
+        if upstream.complete and not upstream.head_only and upstream.status not in _NO_BODY:
+            return web.Response(status=upstream.status, reason=upstream.reason or None,
+                                body=upstream.take_body(), headers=CIMultiDict(headers))
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason or None,
+                                      headers=CIMultiDict(headers))
+        if length is not None and length.isdigit():
+            response.content_length = int(length)
         try:
             await response.prepare(request)
-            async for chunk in upstream.content.iter_chunked(_CHUNK):
+            while chunk := await upstream.read():
                 await response.write(chunk)
-        except (TimeoutError, aiohttp.ClientError):
+        except UpstreamError as exc:
             # Headers are already sent: the only honest signal left is to cut the connection.
-            self._metrics.upstream_errors.labels("timeout" if not upstream.content.is_eof() else "protocol").inc()
+            self._metrics.upstream_errors.labels(exc.kind).inc()
             if request.transport is not None:
                 request.transport.close()
             return response

@@ -28,6 +28,7 @@ from .policy.engine import Decision
 from .policy.loader import load_policies
 from .policy.reload import PolicyHolder, PolicyReloader
 from .proxy import INTERACTION_ID, Forwarder, read_body
+from .upstream import safe_field
 
 log = get_logger("server")
 
@@ -237,18 +238,21 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
 
 
 def _fact_headers(facts: dict[str, Any], names: Mapping[str, str]) -> dict[str, str]:
-    """Verified facts as the headers configured for them (lists comma-joined); absent facts send nothing."""
-    values: dict[str, Any] = dict(facts)
+    """Verified facts as the headers configured for them (lists comma-joined); absent facts send nothing.
+
+    A value with a line break (a signed claim can carry one) is not sent: it cannot be a header value, and
+    the backend sees the fact as absent rather than a header split in two.
+    """
     token = token_of(facts)
-    if token is not None:
-        values.setdefault("client_id", token.client_id)
     out = {}
     for fact, header in names.items():
-        value = values.get(fact)
-        if isinstance(value, str) and value:
+        value = facts.get(fact)
+        if value is None and fact == "client_id" and token is not None:
+            value = token.client_id
+        if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
+            value = ",".join(value)
+        if isinstance(value, str) and value and safe_field(value):
             out[header] = value
-        elif isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
-            out[header] = ",".join(value)
     return out
 
 

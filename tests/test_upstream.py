@@ -1,0 +1,319 @@
+"""The upstream client (gateway/upstream.py) against scripted raw HTTP/1.1 servers on 127.0.0.1.
+
+test_proxy.py covers the ordinary exchanges through a real aiohttp upstream; here the upstream says exactly the
+bytes each case needs: interim responses, HEAD, chunked and close-delimited bodies, connections closed at the
+worst moment, garbage, trickles, TLS it cannot verify.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import pytest
+
+from gateway.observability.metrics import Metrics
+from gateway.upstream import UpstreamError, UpstreamPool, header_lines
+from tests.conftest import GatewayFactory
+
+Script = Callable[["RawUpstream", asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+class RawUpstream:
+    """A TCP server answering each request with `script(upstream, reader, writer, n)`, n counting per connection."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.open = 0
+        self.max_open = 0
+        self.requests: list[bytes] = []
+        self.closed = asyncio.Event()
+        self.server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.open += 1
+        self.max_open = max(self.max_open, self.open)
+        n = 0
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                body = await reader.readexactly(length) if length else b""
+                self.requests.append(head + body)
+                await self.script(self, reader, writer, n)
+                n += 1
+                if writer.is_closing():
+                    return
+        finally:
+            self.open -= 1
+            self.closed.set()
+            writer.close()
+
+
+@pytest.fixture
+async def raw_upstream() -> AsyncIterator[Callable[[Script], Awaitable[RawUpstream]]]:
+    servers: list[RawUpstream] = []
+
+    async def start(script: Script) -> RawUpstream:
+        up = RawUpstream(script)
+        up.server = await asyncio.start_server(up.handle, "127.0.0.1", 0)
+        servers.append(up)
+        return up
+
+    yield start
+    for up in servers:
+        assert up.server is not None
+        up.server.close()
+
+
+def answer(raw: bytes) -> Script:
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(raw)
+        await writer.drain()
+
+    return script
+
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
+
+
+async def test_interim_responses_are_skipped(raw_upstream, gateway: GatewayFactory):
+    """103 Early Hints and 100 Continue come before the final response; only the final one is relayed."""
+    up = await raw_upstream(answer(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+                                   b"HTTP/1.1 100 Continue\r\n\r\n" + OK))
+    client = await gateway(up.url)
+    resp = await client.get("/x")
+    assert resp.status == 200
+    assert await resp.read() == b"hello"
+    assert "Link" not in resp.headers
+
+
+async def test_head_keeps_content_length_and_reuses_the_connection(raw_upstream, gateway: GatewayFactory):
+    """A HEAD response has no body whatever its Content-Length says; the connection stays usable."""
+    up = await raw_upstream(answer(b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n"))
+    client = await gateway(up.url)
+    for _ in range(3):
+        resp = await client.head("/x")
+        assert resp.status == 200
+        assert resp.headers["Content-Length"] == "1234"
+    assert up.connections == 1
+
+
+@pytest.mark.parametrize("status", [204, 304])
+async def test_no_body_statuses(raw_upstream, gateway: GatewayFactory, status):
+    up = await raw_upstream(answer(f"HTTP/1.1 {status} X\r\nETag: \"e\"\r\n\r\n".encode()))
+    client = await gateway(up.url)
+    for _ in range(2):
+        resp = await client.get("/x")
+        assert resp.status == status
+        assert await resp.read() == b""
+    assert up.connections == 1
+
+
+async def test_chunked_response_is_relayed_whole(raw_upstream, gateway: GatewayFactory):
+    up = await raw_upstream(answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                   b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"))
+    client = await gateway(up.url)
+    resp = await client.get("/x")
+    assert await resp.read() == b"hello world"
+    resp = await client.get("/x")
+    assert await resp.read() == b"hello world"
+    assert up.connections == 1
+
+
+async def test_close_delimited_body_ends_at_eof(raw_upstream, gateway: GatewayFactory):
+    """An HTTP/1.0-style body without length ends when the upstream closes; that connection is not reused."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"all of it")
+        await writer.drain()
+        writer.close()
+
+    up = await raw_upstream(script)
+    client = await gateway(up.url)
+    for _ in range(2):
+        resp = await client.get("/x")
+        assert await resp.read() == b"all of it"
+    assert up.connections == 2
+
+
+async def test_stale_pooled_connection_is_retried_for_get_only(raw_upstream, gateway: GatewayFactory):
+    """A reused connection that closes without a byte of answer: GET is retried on a new one, POST is a 502."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        if n == 0:
+            writer.write(OK)
+            await writer.drain()
+        else:
+            writer.transport.abort()  # the second request on a connection dies unanswered
+
+    up = await raw_upstream(script)
+    metrics = Metrics()
+    client = await gateway(up.url, metrics=metrics)
+    assert (await client.get("/x")).status == 200
+    resp = await client.get("/x")
+    assert resp.status == 200 and await resp.read() == b"hello"
+    assert up.connections == 2
+    resp = await client.post("/x", data=b"{}")  # rides the second connection's keep-alive, which dies
+    assert resp.status == 502
+    assert (await resp.json())["error"] == "bad_gateway"
+    assert metrics.registry.get_sample_value("dcr_gateway_upstream_errors_total", {"kind": "protocol"}) == 1
+
+
+async def test_garbage_and_upgrades_are_502(raw_upstream, gateway: GatewayFactory):
+    metrics = Metrics()
+    garbage = await raw_upstream(answer(b"NOT HTTP AT ALL\r\n\r\n"))
+    client = await gateway(garbage.url, metrics=metrics)
+    resp = await client.get("/x")
+    assert resp.status == 502
+    upgrade = await raw_upstream(answer(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+                                        b"Connection: Upgrade\r\n\r\n"))
+    client = await gateway(upgrade.url, metrics=metrics)
+    resp = await client.get("/x")
+    assert resp.status == 502
+    assert metrics.registry.get_sample_value("dcr_gateway_upstream_errors_total", {"kind": "protocol"}) == 2
+
+
+async def test_upstream_dying_mid_body_cuts_the_client_connection(raw_upstream, gateway: GatewayFactory):
+    """Once the status is sent the only honest signal is a cut connection, never a short 'complete' body."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.transport.abort()
+
+    up = await raw_upstream(script)
+    client = await gateway(up.url)
+    resp = await client.get("/x")
+    assert resp.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await resp.read()
+
+
+async def test_trickling_upstream_hits_the_total_timeout(raw_upstream, gateway: GatewayFactory):
+    """Bytes every 0.1 s keep the read timeout (0.3 s) happy; the total timeout (0.6 s) still ends it: 504."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 40:
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+    up = await raw_upstream(script)
+    metrics = Metrics()
+    loop = asyncio.get_running_loop()
+    client = await gateway(up.url, metrics=metrics,
+                           upstream={"url": up.url, "timeouts": {"connect": 1, "read": 0.3, "total": 0.6}})
+    started = loop.time()
+    resp = await client.get("/x")
+    assert resp.status == 504
+    assert 0.5 < loop.time() - started < 2.0
+    assert metrics.registry.get_sample_value("dcr_gateway_upstream_errors_total", {"kind": "timeout"}) == 1
+
+
+async def test_pool_never_opens_more_than_max_connections(raw_upstream, gateway: GatewayFactory):
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        await asyncio.sleep(0.1)
+        writer.write(OK)
+        await writer.drain()
+
+    up = await raw_upstream(script)
+    client = await gateway(up.url, upstream={"url": up.url, "pool": {"max_connections": 2}})
+    statuses = await asyncio.gather(*(client.get("/x") for _ in range(6)))
+    assert [r.status for r in statuses] == [200] * 6
+    assert up.max_open == 2
+    assert len(up.requests) == 6
+
+
+async def test_idle_connections_are_closed_after_keepalive(raw_upstream):
+    up = await raw_upstream(answer(OK))
+    pool = UpstreamPool(up.url, max_connections=4, keepalive_seconds=0.2, connect_timeout=1, read_timeout=1,
+                        total_timeout=2)
+    pool.start()
+    try:
+        response = await pool.request("GET", "/x", "", None)
+        assert await response.read() == b"hello" and await response.read() == b""
+        response.release()
+        assert pool.idle_count == 1
+        await asyncio.wait_for(up.closed.wait(), 2)
+        assert pool.idle_count == 0 and pool.open_count == 0
+    finally:
+        await pool.close()
+
+
+async def test_line_breaks_never_reach_the_upstream(raw_upstream):
+    """A header value carrying CR, LF or NUL (say, from a claim) is refused before a byte is sent."""
+    up = await raw_upstream(answer(OK))
+    pool = UpstreamPool(up.url, max_connections=4, keepalive_seconds=5, connect_timeout=1, read_timeout=1,
+                        total_timeout=2)
+    try:
+        for value in ("a\r\nX-Injected: 1", "a\nX-Injected: 1", "a\rb", "a\x00b"):
+            with pytest.raises(UpstreamError) as caught:
+                header_lines([("X-Software-Id", value)])
+            assert caught.value.kind == "protocol"
+        for block in ("X-Software-Id: a\nX-Injected: 1\r\n", "X-Software-Id: a\rb\r\n"):
+            with pytest.raises(UpstreamError):
+                await pool.request("GET", "/x", block, None)
+        assert up.requests == []
+        response = await pool.request("GET", "/x", header_lines([("X-Software-Id", "fine")]), None)
+        assert response.status == 200
+        response.release()
+        assert b"X-Software-Id: fine\r\n" in up.requests[0]
+    finally:
+        await pool.close()
+
+
+async def test_https_upstream_is_verified(tmp_path, gateway: GatewayFactory):
+    """TLS to the upstream checks the certificate: a self-signed one is refused (502), never trusted blindly."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "c.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "k.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                       serialization.PrivateFormat.PKCS8,
+                                                       serialization.NoEncryption()))
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+    handshakes = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal handshakes
+        handshakes += 1
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=context)
+    try:
+        url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        client = await gateway(url)
+        resp = await client.get("/x")
+        assert resp.status == 502
+        assert handshakes == 0  # the handshake failed on the gateway's side: the server never got a request
+    finally:
+        server.close()
