@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 import uuid
@@ -23,7 +24,7 @@ from .errors import GatewayError, error_response, http_exception_response, serve
 from .jsonutil import dumps
 from .observability.audit import AuditLog
 from .observability.logging import get_logger
-from .observability.metrics import CONTENT_TYPE, Metrics
+from .observability.metrics import CONTENT_TYPE, Metrics, method_label
 from .policy.engine import Decision
 from .policy.loader import load_policies
 from .policy.reload import PolicyHolder, PolicyReloader
@@ -72,10 +73,6 @@ def _interaction_id(request: web.Request) -> str:
     return str(uuid.uuid4())
 
 
-def _status_class(status: int) -> str:
-    return f"{status // 100}xx"
-
-
 @web.middleware
 async def request_context(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -84,7 +81,7 @@ async def request_context(
     metrics = request.app[METRICS]
     started = time.perf_counter()
     interaction_id = _interaction_id(request)
-    request_id = uuid.uuid4().hex
+    request_id = os.urandom(16).hex()
     ctx = RequestContext(interaction_id=interaction_id, request_id=request_id)
     request[CTX] = ctx
     structlog.contextvars.bind_contextvars(interaction_id=interaction_id, request_id=request_id)
@@ -110,12 +107,9 @@ async def request_context(
     finally:
         elapsed = time.perf_counter() - started
         route = ctx.route
-        decision = ctx.decision
         metrics.in_flight.dec()
-        metrics.requests.labels(route, request.method, _status_class(status), decision).inc()
-        metrics.request_duration.labels(route, request.method).observe(elapsed)
-        if ctx.upstream_status is not None:
-            metrics.upstream_responses.labels(route, _status_class(ctx.upstream_status)).inc()
+        metrics.request_done(route, method_label(request.method), status, ctx.decision, elapsed,
+                             ctx.upstream_status)
         audit = request.app.get(AUDIT)
         if audit is not None and ctx.policy_version:
             audit.emit(_audit_fields(request, ctx, status, elapsed))
@@ -190,9 +184,9 @@ def _record(metrics: Metrics, ctx: RequestContext, decision: Decision) -> None:
     ctx.policy_mode = decision.mode
     ctx.denials = decision.denials
     if not decision.denials:
-        metrics.decisions.labels(decision.policy, decision.mode, "allow", "", "").inc()
+        metrics.decided(decision.policy or "", decision.mode, "allow")
     for d in decision.denials:
-        metrics.decisions.labels(decision.policy, decision.mode, decision.outcome, d.check, d.reason).inc()
+        metrics.decided(decision.policy or "", decision.mode, decision.outcome, d.check, d.reason)
 
 
 async def gateway_handler(request: web.Request) -> web.StreamResponse:

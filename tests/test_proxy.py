@@ -274,3 +274,17 @@ async def test_malformed_requests_never_500(upstream, gateway: GatewayFactory):
         assert resp.status < 500, (path, resp.status)
     resp = await client.post("/echo", data=json.dumps({"a": 1}), headers={"Content-Type": "text/x-nonsense"})
     assert resp.status == 200
+
+
+async def test_invented_methods_share_one_metric_series(upstream, gateway: GatewayFactory):
+    """Methods beyond the usual seven (the parser knows dozens: WebDAV, RTSP…) all count as method="other"."""
+    _, url = upstream
+    metrics = Metrics()
+    client = await gateway(url, metrics=metrics)
+    for method in ("PROPFIND", "MKCOL", "LOCK"):
+        resp = await client.request(method, "/echo")
+        assert resp.status == 405
+    samples = [s for family in metrics.registry.collect() if family.name == "dcr_gateway_requests"
+               for s in family.samples if s.name == "dcr_gateway_requests_total"]
+    assert {s.labels["method"] for s in samples} == {"other"}
+    assert sum(s.value for s in samples) == 3

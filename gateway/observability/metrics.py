@@ -16,7 +16,7 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -84,6 +84,33 @@ def mark_process_dead(pid: int) -> None:
     directory = multiprocess_dir()
     if directory is not None:
         _mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+"""Methods that get their own `method` label value; any other token a client sends is counted as `other`."""
+
+
+def method_label(method: str) -> str:
+    """The `method` label for a request: bounded, whatever method token the client invents."""
+    return method if method in METHODS else "other"
+
+
+class _Children:
+    """A labelled metric's children, cached by label values: the per-request path skips `labels()` (its
+    validation, string conversion and lock) after the first request of each series. The values cached
+    here are bounded (route templates, policy names, fixed enums), as every label value must be."""
+
+    __slots__ = ("_children", "_metric")
+
+    def __init__(self, metric: Any) -> None:
+        self._metric = metric
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def __call__(self, *values: str) -> Any:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._metric.labels(*values)
+        return child
 
 
 class Metrics:
@@ -236,6 +263,29 @@ class Metrics:
         ):
             for value in closed:
                 counter.labels(value)
+
+        self._requests = _Children(self.requests)
+        self._request_duration = _Children(self.request_duration)
+        self._upstream_responses = _Children(self.upstream_responses)
+        self._upstream_duration = _Children(self.upstream_duration)
+        self._decisions = _Children(self.decisions)
+
+    # -- per-request recording (cached children) ---------------------------------------------------
+    def request_done(self, route: str, method: str, status: int, decision: str, elapsed: float,
+                     upstream_status: int | None) -> None:
+        """One answered request on the public listener (method as `method_label` gives it)."""
+        self._requests(route, method, f"{status // 100}xx", decision).inc()
+        self._request_duration(route, method).observe(elapsed)
+        if upstream_status is not None:
+            self._upstream_responses(route, f"{upstream_status // 100}xx").inc()
+
+    def upstream_answered(self, route: str, method: str, seconds: float) -> None:
+        """Time until the upstream's response headers."""
+        self._upstream_duration(route, method).observe(seconds)
+
+    def decided(self, policy: str, mode: str, decision: str, check: str = "", reason: str = "") -> None:
+        """One policy decision (check and reason empty for allow)."""
+        self._decisions(policy, mode, decision, check, reason).inc()
 
     # -- recording helpers: the callbacks other components are given -------------------------------
     def set_policy_version(self, version: str, count: int) -> None:
