@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from . import bodies, loadgen, machine
-from .procs import ProcessGroup
-from .results import BenchResult, TargetResult
+from .procs import ProcessGroup, group_cpu_seconds
+from .results import BenchResult, LoadResult, TargetResult
 from .scenarios import SCENARIOS, RequestSpec, Scenario
 from .targets import ANCHORS, Endpoint, TargetSpec, Unavailable, start_target, start_upstream
 
@@ -63,6 +63,17 @@ def _wait_serving(endpoint: Endpoint, request: RequestSpec, procs: ProcessGroup,
         raise RuntimeError(f"{endpoint.name}: {exc}\n{procs.tail(name)}") from None
 
 
+def _measure(generator: loadgen.LoadGenerator, endpoint: Endpoint, request: RequestSpec, seconds: float,
+             connections: int, stream: bodies.BodyStream | None) -> LoadResult:
+    """One measurement, with the CPU time the target's processes used meanwhile."""
+    cpu_before = group_cpu_seconds(endpoint.pid)
+    run = generator.measure(endpoint.url, request, seconds, connections, stream)
+    cpu_after = group_cpu_seconds(endpoint.pid)
+    if cpu_before is None or cpu_after is None:
+        return run
+    return replace(run, cpu_seconds=cpu_after - cpu_before)
+
+
 def run_bench(options: BenchOptions, progress: Callable[[str], None] = _stderr) -> BenchResult:
     """Run one scenario end to end; every child process is stopped before this returns or raises."""
     if options.scenario not in SCENARIOS:
@@ -106,11 +117,12 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = _stderr) 
             # Rotate the order every round so slow drift (thermal, noisy neighbours) hits every target alike.
             shift = round_no % len(endpoints) if endpoints else 0
             for endpoint in endpoints[shift:] + endpoints[:shift]:
-                run = generator.measure(endpoint.url, request, options.duration, options.connections,
-                                        streams.get(endpoint.name))
+                run = _measure(generator, endpoint, request, options.duration, options.connections,
+                               streams.get(endpoint.name))
                 results[endpoint.name].runs.append(run)
+                per_core = f" {run.per_core:.0f} req/cpu-s" if run.per_core else ""
                 progress(f"round {round_no + 1}/{options.rounds} {endpoint.name:<14} {run.rps:>9.0f} req/s "
-                         f"p50 {run.p50_ms:.2f} ms p99 {run.p99_ms:.2f} ms errors {run.errors}")
+                         f"p50 {run.p50_ms:.2f} ms p99 {run.p99_ms:.2f} ms errors {run.errors}{per_core}")
         label = generator.label
     return BenchResult(
         scenario=scenario.name,

@@ -1,9 +1,10 @@
 """The bench's `post` scenario: distinct signed registration bodies, the streams that hand them out (Python
-client and wrk's Lua script), and a short run through the shipped policies."""
+client and wrk's Lua script), CPU per target, and a short run through the shipped policies."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -22,7 +23,7 @@ from bench.bodies import (
     bodies_needed,
     prepare,
 )
-from bench.procs import ProcessGroup
+from bench.procs import ProcessGroup, group_cpu_seconds
 from bench.pyclient import PythonClient, next_request
 from bench.report import render, to_json
 from bench.runner import BenchOptions, run_bench
@@ -186,7 +187,15 @@ def test_wrk_out_of_bodies_shows_as_errors(tmp_path: Path, recorder: tuple[str, 
     assert result.errors == result.requests - 29 > 0  # every other request went to the 404 path
 
 
-# -- the post scenario end to end --------------------------------------------------------
+# -- CPU per target and the post scenario end to end --------------------------------------------------------
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_group_cpu_seconds_counts_this_process_group() -> None:
+    before = group_cpu_seconds(os.getpgrp())
+    sum(i * i for i in range(2_000_000))
+    after = group_cpu_seconds(os.getpgrp())
+    assert before is not None and after is not None and after > before
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
@@ -198,8 +207,9 @@ def test_post_scenario_smoke_run_passes_every_check_and_reports_cpu() -> None:
         result = run_bench(options, progress=lambda line: None)
     (target,) = result.targets
     assert target.rps > 0 and target.errors == 0
-    assert "post" in render(result)
-    assert to_json(result)["targets"][0]["errors"] == 0
+    assert target.per_core is not None and target.per_core > 0
+    assert "req/cpu-s" in render(result)
+    assert to_json(result)["targets"][0]["requests_per_cpu_second"] > 0
     assert "distinct registration body" in result.request
 
 
