@@ -12,6 +12,7 @@ from typing import Any
 
 from .net import LOOPBACK, free_ports, wait_until
 from .procs import ProcessGroup
+from .registration import CERT_HEADER, DIRECTORY_ISSUER, DIRECTORY_JWKS_PATH
 from .tokens import ISSUER
 
 REPO = Path(__file__).resolve().parent.parent
@@ -42,7 +43,11 @@ def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def base_config(upstream_url: str, public_port: int, admin_port: int) -> dict[str, Any]:
-    """The bench's gateway config: loopback ports, warning-level JSON logs, no sandbox, no shutdown delay."""
+    """The bench's gateway config: loopback ports, warning-level JSON logs, no sandbox, no shutdown delay, and
+    the bench's trust anchors (bench/tokens.py, bench/registration.py), all served by the upstream: the token
+    issuer, the software directory, TPP key sets on the upstream's loopback address, and the bench itself
+    (a 127.0.0.1 peer) as the TLS-terminating proxy forwarding the TPP's certificate. Only the bench's config
+    allows loopback key sets; the product defaults stay as they are."""
     return {
         "server": {
             "public": {"host": LOOPBACK, "port": public_port},
@@ -59,6 +64,13 @@ def base_config(upstream_url: str, public_port: int, admin_port: int) -> dict[st
                 "bank": {"issuer": ISSUER, "jwks_uri": f"{upstream_url}/jwks", "audiences": ["dcr"],
                          "token_types": ["at+jwt"]},
             },
+            "directories": {
+                "bench": {"issuer": DIRECTORY_ISSUER, "jwks_uri": f"{upstream_url}{DIRECTORY_JWKS_PATH}",
+                          "algorithms": ["PS256"]},
+            },
+            "software_jwks": {"allowed_hosts": [LOOPBACK], "allow_http": True, "allow_loopback": True},
+            "registration_audiences": [ISSUER],
+            "client_certificate": {"header": CERT_HEADER, "format": "nginx", "trusted_proxies": [f"{LOOPBACK}/32"]},
         },
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from .bodies import BodyStream
 from .procs import ProcessGroup
 from .pyclient import PythonClient
 from .results import LoadResult
@@ -15,14 +16,16 @@ CHOICES = ("auto", "wrk", "python")
 
 
 class LoadGenerator(Protocol):
-    """Sends `request` to a target over `connections` connections for `duration` seconds."""
+    """Sends `request` to a target over `connections` connections for `duration` seconds; with a body stream,
+    each request carries the stream's next body and the stream moves past every body sent."""
 
     @property
     def label(self) -> str:
         """Name and version, for the report."""
         ...
 
-    def measure(self, url: str, request: RequestSpec, duration: float, connections: int) -> LoadResult:
+    def measure(self, url: str, request: RequestSpec, duration: float, connections: int,
+                bodies: BodyStream | None = None) -> LoadResult:
         """Measure the target whose base URL is `url`."""
         ...
 

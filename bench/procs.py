@@ -124,3 +124,26 @@ def _stop(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
         # Also reaches grandchildren (nginx workers) left in the group after the leader exited.
         _killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def group_cpu_seconds(pgid: int) -> float | None:
+    """CPU time (user + system) used so far by the live processes of process group `pgid` (a child started by
+    `ProcessGroup.spawn` leads its own group: with a multi-process server, the workers count too), from
+    /proc; None where there is no /proc."""
+    if not os.path.isdir("/proc"):
+        return None
+    ticks = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == pgid:  # fields from `state` on: pgrp is the 3rd, utime and stime the 12th and 13th
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / _CLOCK_TICKS

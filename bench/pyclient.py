@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import aiohttp
 
 from . import loop
+from .bodies import OUT_OF_BODIES_PATH, BodyStream
 from .net import require_loopback
 from .results import LoadResult
 from .scenarios import RequestSpec
@@ -25,9 +27,29 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[int(rank) - 1]
 
 
-async def _send(session: aiohttp.ClientSession, url: str, request: RequestSpec, headers: dict[str, str],
-                body: bytes | None) -> bool:
+Next = Callable[[], tuple[str, bytes | None]]
+"""Where the next request goes and its body."""
+
+
+def next_request(base_url: str, request: RequestSpec, bodies: BodyStream | None = None) -> Next:
+    """The scenario's fixed body every time, or the stream's next body; a stream that has run out sends to
+    `OUT_OF_BODIES_PATH` instead (every target answers 404: an error, as with wrk)."""
+    url = base_url + request.path
+    if bodies is None:
+        fixed = (url, request.body or None)
+        return lambda: fixed
+    stream, out = bodies, (base_url + OUT_OF_BODIES_PATH, b"")
+
+    def take() -> tuple[str, bytes | None]:
+        body = stream.take()
+        return (url, body) if body is not None else out
+
+    return take
+
+
+async def _send(session: aiohttp.ClientSession, request: RequestSpec, headers: dict[str, str], nxt: Next) -> bool:
     """One request; True when it got the expected status."""
+    url, body = nxt()
     try:
         async with session.request(request.method, url, headers=headers, data=body, allow_redirects=False) as resp:
             await resp.read()
@@ -48,11 +70,10 @@ def _result(latencies: list[float], errors: int, elapsed: float) -> LoadResult:
     )
 
 
-async def _measure(url: str, request: RequestSpec, duration: float, connections: int) -> LoadResult:
+async def _measure(nxt: Next, request: RequestSpec, duration: float, connections: int) -> LoadResult:
     latencies: list[float] = []
     errors = 0
     headers = dict(request.headers)
-    body = request.body or None
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
     async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as session:
@@ -64,7 +85,7 @@ async def _measure(url: str, request: RequestSpec, duration: float, connections:
             nonlocal errors
             while clock() < deadline and len(latencies) < MAX_REQUESTS:
                 sent = time.perf_counter()
-                ok = await _send(session, url, request, headers, body)
+                ok = await _send(session, request, headers, nxt)
                 latencies.append(time.perf_counter() - sent)
                 errors += not ok
 
@@ -74,7 +95,7 @@ async def _measure(url: str, request: RequestSpec, duration: float, connections:
     return _result(latencies, errors, elapsed)
 
 
-async def _measure_rate(url: str, request: RequestSpec, duration: float, connections: int,
+async def _measure_rate(nxt: Next, request: RequestSpec, duration: float, connections: int,
                         rate: float) -> LoadResult:
     """Open loop: one request every 1/rate s whatever the answers, at most `connections` in flight.
 
@@ -84,7 +105,6 @@ async def _measure_rate(url: str, request: RequestSpec, duration: float, connect
     latencies: list[float] = []
     errors = 0
     headers = dict(request.headers)
-    body = request.body or None
     total = min(int(duration * rate), MAX_REQUESTS)
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
@@ -93,7 +113,7 @@ async def _measure_rate(url: str, request: RequestSpec, duration: float, connect
 
         async def one(due: float) -> None:
             nonlocal errors
-            ok = await _send(session, url, request, headers, body)
+            ok = await _send(session, request, headers, nxt)
             latencies.append(time.perf_counter() - due)
             errors += not ok
 
@@ -121,9 +141,11 @@ class PythonClient:
         if rate is not None:
             self.label = f"python (aiohttp client, open loop at {rate:g} req/s)"
 
-    def measure(self, url: str, request: RequestSpec, duration: float, connections: int) -> LoadResult:
-        """Load the target at base `url` with `request` and return what was measured."""
-        target = require_loopback(url) + request.path
+    def measure(self, url: str, request: RequestSpec, duration: float, connections: int,
+                bodies: BodyStream | None = None) -> LoadResult:
+        """Load the target at base `url` with `request` (each time the next of `bodies`, if given) and return
+        what was measured."""
+        nxt = next_request(require_loopback(url), request, bodies)
         if self.rate is not None:
-            return loop.run(_measure_rate(target, request, duration, connections, self.rate))
-        return loop.run(_measure(target, request, duration, connections))
+            return loop.run(_measure_rate(nxt, request, duration, connections, self.rate))
+        return loop.run(_measure(nxt, request, duration, connections))

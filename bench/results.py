@@ -21,6 +21,14 @@ class LoadResult:
     rps: float
     p50_ms: float
     p99_ms: float
+    cpu_seconds: float | None = None
+    """CPU time the target's own processes used meanwhile (not the upstream's, unless it is the target);
+    None when not measured."""
+
+    @property
+    def per_core(self) -> float | None:
+        """Responses per CPU-second of the target: what one fully used core of it would serve."""
+        return self.requests / self.cpu_seconds if self.cpu_seconds else None
 
 
 @dataclass(slots=True)
@@ -47,6 +55,17 @@ class TargetResult:
         return statistics.median(r.p99_ms for r in self.runs)
 
     @property
+    def per_core(self) -> float | None:
+        """Median over the rounds of responses per CPU-second of the target (None when not measured)."""
+        return _median_or_none([r.per_core for r in self.runs])
+
+    @property
+    def cpu_share(self) -> float | None:
+        """Median over the rounds of the target's CPU seconds per second (1.0: one core busy all the time)."""
+        return _median_or_none([r.cpu_seconds / r.seconds if r.cpu_seconds is not None and r.seconds else None
+                                for r in self.runs])
+
+    @property
     def errors(self) -> int:
         """Errors over all rounds."""
         return sum(r.errors for r in self.runs)
@@ -56,6 +75,11 @@ class TargetResult:
         """(max - min) / median of requests/s over the rounds: how noisy the figure is."""
         values = [r.rps for r in self.runs]
         return (max(values) - min(values)) / self.rps if self.rps else 0.0
+
+
+def _median_or_none(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present and len(present) == len(values) else None
 
 
 def ratios(targets: list[TargetResult]) -> dict[str, float]:

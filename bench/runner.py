@@ -8,11 +8,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from . import loadgen, machine
-from .procs import ProcessGroup
-from .results import BenchResult, TargetResult
+from . import bodies, loadgen, machine
+from .procs import ProcessGroup, group_cpu_seconds
+from .results import BenchResult, LoadResult, TargetResult
 from .scenarios import SCENARIOS, RequestSpec, Scenario
-from .targets import Endpoint, TargetSpec, Unavailable, start_target, start_upstream
+from .targets import ANCHORS, Endpoint, TargetSpec, Unavailable, start_target, start_upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,17 +48,30 @@ def select_targets(scenario: Scenario, names: tuple[str, ...]) -> tuple[TargetSp
     return tuple(t for t in scenario.targets if not names or t.name in names)
 
 
-def _wait_serving(endpoint: Endpoint, request: RequestSpec, procs: ProcessGroup) -> None:
-    """Wait until the target answers the scenario's request with the expected status."""
+def _wait_serving(endpoint: Endpoint, request: RequestSpec, procs: ProcessGroup,
+                  stream: bodies.BodyStream | None = None) -> None:
+    """Wait until the target answers the scenario's request with the expected status (with a body stream,
+    its first body: the measurements then start at the second)."""
     from .net import wait_until
 
+    body = stream.take() if stream is not None else request.body or None
     try:
         wait_until(endpoint.url + request.path, expect=request.expect_status, method=request.method,
-                   headers=dict(request.headers), body=request.body or None,
-                   alive=lambda: procs.alive(endpoint.pid))
+                   headers=dict(request.headers), body=body, alive=lambda: procs.alive(endpoint.pid))
     except RuntimeError as exc:
         name = procs.name_of(endpoint.pid)
         raise RuntimeError(f"{endpoint.name}: {exc}\n{procs.tail(name)}") from None
+
+
+def _measure(generator: loadgen.LoadGenerator, endpoint: Endpoint, request: RequestSpec, seconds: float,
+             connections: int, stream: bodies.BodyStream | None) -> LoadResult:
+    """One measurement, with the CPU time the target's processes used meanwhile."""
+    cpu_before = group_cpu_seconds(endpoint.pid)
+    run = generator.measure(endpoint.url, request, seconds, connections, stream)
+    cpu_after = group_cpu_seconds(endpoint.pid)
+    if cpu_before is None or cpu_after is None:
+        return run
+    return replace(run, cpu_seconds=cpu_after - cpu_before)
 
 
 def run_bench(options: BenchOptions, progress: Callable[[str], None] = _stderr) -> BenchResult:
@@ -72,7 +85,13 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = _stderr) 
         workdir = Path(tmp)
         generator = loadgen.choose(options.loadgen, procs, workdir, options.rate)
         upstream = start_upstream(procs, workdir)
-        _wait_serving(upstream, replace(request, headers=()), procs)
+        body_file = None
+        if request.bodies is not None:
+            count = bodies.bodies_needed(options.warmup, options.rounds, options.duration, options.rate)
+            body_file = bodies.prepare(request.bodies, count, workdir, upstream.url, progress)
+        streams: dict[str, bodies.BodyStream] = {}
+        _wait_serving(upstream, replace(request, headers=()), procs,
+                      bodies.BodyStream(body_file, wrap=True) if body_file else None)
         endpoints: list[Endpoint] = []
         skipped: dict[str, str] = {}
         for spec in specs:
@@ -82,22 +101,28 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = _stderr) 
                 skipped[spec.name] = str(exc)
                 progress(f"skip {spec.name}: {exc}")
                 continue
-            _wait_serving(endpoint, request, procs)
+            if body_file is not None:
+                # Its own walk through the bodies: a gateway's replay state is its own; anchors check nothing.
+                streams[spec.name] = bodies.BodyStream(body_file, wrap=spec.kind in ANCHORS)
+            _wait_serving(endpoint, request, procs, streams.get(spec.name))
             endpoints.append(endpoint)
         progress(f"{', '.join(e.name for e in endpoints)} ready; load generator: {generator.label}")
 
         if options.warmup > 0:
             for endpoint in endpoints:
-                generator.measure(endpoint.url, request, options.warmup, options.connections)
+                generator.measure(endpoint.url, request, options.warmup, options.connections,
+                                  streams.get(endpoint.name))
         results = {e.name: TargetResult(e.name, e.kind) for e in endpoints}
         for round_no in range(options.rounds):
             # Rotate the order every round so slow drift (thermal, noisy neighbours) hits every target alike.
             shift = round_no % len(endpoints) if endpoints else 0
             for endpoint in endpoints[shift:] + endpoints[:shift]:
-                run = generator.measure(endpoint.url, request, options.duration, options.connections)
+                run = _measure(generator, endpoint, request, options.duration, options.connections,
+                               streams.get(endpoint.name))
                 results[endpoint.name].runs.append(run)
+                per_core = f" {run.per_core:.0f} req/cpu-s" if run.per_core else ""
                 progress(f"round {round_no + 1}/{options.rounds} {endpoint.name:<14} {run.rps:>9.0f} req/s "
-                         f"p50 {run.p50_ms:.2f} ms p99 {run.p99_ms:.2f} ms errors {run.errors}")
+                         f"p50 {run.p50_ms:.2f} ms p99 {run.p99_ms:.2f} ms errors {run.errors}{per_core}")
         label = generator.label
     return BenchResult(
         scenario=scenario.name,

@@ -1,8 +1,8 @@
 """Scenarios: a set of targets, the request sent to each, and the gateway config variants.
 
-A new scenario is one function returning a `Scenario`, added to `SCENARIOS`. Later ones, for example:
-a full token policy vs an empty allow-all policy (two gateway targets with different `GatewayVariant`s),
-1 vs 100 policies, POST with a signed JWS body (`RequestSpec(method="POST", body=…)`).
+A new scenario is one function returning a `Scenario`, added to `SCENARIOS`: e.g. a full token policy vs an
+empty allow-all policy (two gateway targets with different `GatewayVariant`s), 1 vs 100 policies, or a POST
+whose every request carries a different signed body (`RequestSpec(method="POST", bodies=…)`).
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .bodies import BodySource
 from .gateway import REPO, GatewayVariant
+from .registration import RegistrationBodies, client_certificate_header
 from .targets import GATEWAY, TargetSpec
 from .tokens import CLIENT_ID, access_token
 from .upstream import REGISTER
@@ -24,6 +26,9 @@ class RequestSpec:
     path: str
     headers: tuple[tuple[str, str], ...] = ()
     body: bytes = b""
+    """The same body with every request."""
+    bodies: BodySource | None = None
+    """Instead of `body`: a different body with every request, generated for the run (bench/bodies.py)."""
     expect_status: int = 200
     """Any other status counts as an error (wrk can only tell non-2xx/3xx)."""
 
@@ -31,6 +36,8 @@ class RequestSpec:
         """`METHOD path (header names)` for the report."""
         names = ", ".join(name for name, _ in self.headers)
         body = f", {len(self.body)} B body" if self.body else ""
+        if self.bodies is not None:
+            body = f", a distinct {self.bodies.name} body per request"
         return f"{self.method} {self.path}" + (f" ({names}{body})" if names or body else "")
 
 
@@ -85,11 +92,27 @@ TOKEN_W2 = TargetSpec("gw_token_w2", GATEWAY, GatewayVariant(files=_shipped_poli
 """The shipped token policy as `serve --workers 2` on Redis: the issue's target is >= 50 % of nginx here."""
 
 
+POST = TargetSpec("gw_post", GATEWAY, GatewayVariant(files=_shipped_policies()))
+"""The shipped policies on the POST path: token, SSA, request JWS, replay, metadata, client certificate."""
+POST_REDIS = TargetSpec("gw_post_redis", GATEWAY, GatewayVariant(files=_shipped_policies(), redis=True))
+"""The same with `state.backend: redis`: revocation lookups and the replay SET NX go to a local redis-server."""
+
+
+def _token_headers() -> tuple[tuple[str, str], ...]:
+    return ("Authorization", f"Bearer {access_token()}"), ("client_id", CLIENT_ID)
+
+
 def _token_request() -> RequestSpec:
+    return RequestSpec(method="GET", path=f"{REGISTER}/{CLIENT_ID}", headers=_token_headers())
+
+
+def _registration_request() -> RequestSpec:
     return RequestSpec(
-        method="GET",
-        path=f"{REGISTER}/{CLIENT_ID}",
-        headers=(("Authorization", f"Bearer {access_token()}"), ("client_id", CLIENT_ID)),
+        method="POST",
+        path=REGISTER,
+        headers=(*_token_headers(), ("Content-Type", "application/jose"), client_certificate_header()),
+        bodies=RegistrationBodies(),
+        expect_status=201,
     )
 
 
@@ -116,8 +139,20 @@ def policies_scenario() -> Scenario:
     )
 
 
+def post_scenario() -> Scenario:
+    """POST /register with a fresh signed registration request each time: allow-all vs the shipped policies."""
+    return Scenario(
+        name="post",
+        description="POST /register with full SSA and request-JWS verification (a distinct jti per request): "
+                    "gateway with an allow-all policy and with the shipped policies (memory and Redis state)",
+        request=_registration_request(),
+        targets=_anchors_and(OPEN, POST, POST_REDIS),
+    )
+
+
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "get": get_scenario,
     "policies": policies_scenario,
+    "post": post_scenario,
 }
 """Scenario name (`--scenario`) → the function building it."""

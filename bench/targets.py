@@ -48,12 +48,18 @@ def _python_server(procs: ProcessGroup, name: str, module: str, *args: str) -> t
 
 
 def start_upstream(procs: ProcessGroup, workdir: Path) -> Endpoint:
-    """Start the shared upstream (bench/upstream.py) every target forwards to; it also serves the JWKS."""
-    from .tokens import jwks_json
+    """Start the shared upstream (bench/upstream.py) every target forwards to; it also serves the key sets of
+    the bench's token issuer, software directory and TPP."""
+    from . import registration, tokens
 
-    jwks = workdir / "jwks.json"
-    jwks.write_text(jwks_json())
-    url, pid = _python_server(procs, "upstream", "bench.upstream", "--jwks", str(jwks))
+    args = []
+    for route, content in (("/jwks", tokens.jwks_json()),
+                           (registration.DIRECTORY_JWKS_PATH, registration.directory_jwks_json()),
+                           (registration.SOFTWARE_JWKS_PATH, registration.software_jwks_json())):
+        path = workdir / f"{route.strip('/').replace('/', '-')}.json"
+        path.write_text(content)
+        args += ["--serve", f"{route}={path}"]
+    url, pid = _python_server(procs, "upstream", "bench.upstream", *args)
     return Endpoint("upstream", "upstream", url, pid)
 
 

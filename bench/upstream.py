@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -50,9 +51,8 @@ async def get_registration(request: web.Request) -> web.Response:
 
 def build_app(args: argparse.Namespace | None = None) -> web.Application:
     """The upstream app: GET /register/{id} → 200, POST /register → 201, both with a JSON registration;
-    GET /jwks serves the bench issuer's keys when started with --jwks FILE."""
+    GET ROUTE serves FILE for every `--serve ROUTE=FILE` (the bench's key sets: issuer, directory, TPP)."""
     ids = itertools.count(1)
-    jwks = Path(args.jwks).read_bytes() if args is not None and getattr(args, "jwks", None) else None
 
     async def create_registration(request: web.Request) -> web.Response:
         """POST /register: read the request body, answer 201 with a new registration."""
@@ -63,18 +63,20 @@ def build_app(args: argparse.Namespace | None = None) -> web.Application:
     app = web.Application()
     app.router.add_get(REGISTER + "/{client_id}", get_registration)
     app.router.add_post(REGISTER, create_registration)
-    if jwks is not None:
-        body = jwks
-
-        async def serve_jwks(_: web.Request) -> web.Response:
-            return web.Response(body=body, content_type="application/json")
-
-        app.router.add_get("/jwks", serve_jwks)
+    for route, path in (served.split("=", 1) for served in getattr(args, "serve", None) or ()):
+        app.router.add_get(route, _static_json(Path(path).read_bytes()))
     return app
 
 
+def _static_json(body: bytes) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def handler(_: web.Request) -> web.Response:
+        return web.Response(body=body, content_type="application/json")
+
+    return handler
+
+
 def _arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--jwks", help="a JWKS file to serve at /jwks")
+    parser.add_argument("--serve", action="append", metavar="ROUTE=FILE", help="serve FILE (JSON) at GET ROUTE")
 
 
 if __name__ == "__main__":

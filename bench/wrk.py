@@ -1,4 +1,9 @@
-"""The wrk load generator (Debian `wrk`): one thread, N connections, fixed duration, parsed output."""
+"""The wrk load generator (Debian `wrk`): one thread, N connections, fixed duration, parsed output.
+
+With distinct bodies (`BodyStream`), a Lua script reads them from the run's body file; each wrk thread runs its
+own Lua state, so thread `i` of `n` takes bodies `start + i`, `start + i + n`, … and never one another thread
+takes. At the end the script prints how many each thread took, and the stream moves past all of them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .bodies import OUT_OF_BODIES_PATH, BodyStream
 from .net import require_loopback
 from .procs import ProcessGroup
 from .results import LoadResult
@@ -19,6 +25,53 @@ _RPS = re.compile(r"^Requests/sec:\s+([\d.]+)", re.M)
 _TOTAL = re.compile(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m|h)", re.M)
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses:\s+(\d+)")
 _SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+_BODIES_USED = re.compile(r"^bench bodies per thread: (\d+)$", re.M)
+
+BODIES_SCRIPT = """\
+-- Distinct bodies: args are <body file> <first index> <threads> <wrap|once> <out-of-bodies path>.
+local threads, next_id = {}, 0
+
+function setup(thread)
+  thread:set("id", next_id)
+  next_id = next_id + 1
+  table.insert(threads, thread)
+end
+
+function init(args)
+  local first, n = tonumber(args[2]), tonumber(args[3])
+  wrap, out_path, used, bodies = args[4] == "wrap", args[5], 0, {}
+  local i = 0
+  for line in io.lines(args[1]) do
+    -- this thread's share: every n-th body from `first` on (wrapping: every n-th body of the file)
+    local from = wrap and 0 or first
+    if i >= from and (i - from) % n == id then
+      bodies[#bodies + 1] = line
+    end
+    i = i + 1
+  end
+end
+
+-- wrk calls request() once more, in thread 0 before the run, to check the script: that body is never sent,
+-- but counted as used, so it is never sent later either.
+function request()
+  used = used + 1
+  if used > #bodies then
+    if not wrap or #bodies == 0 then
+      return wrk.format(nil, out_path, nil, "")
+    end
+    return wrk.format(nil, nil, nil, bodies[(used - 1) % #bodies + 1])
+  end
+  return wrk.format(nil, nil, nil, bodies[used])
+end
+
+function done(summary, latency, requests)
+  local most = 0
+  for _, thread in ipairs(threads) do
+    most = math.max(most, thread:get("used"))
+  end
+  io.write(string.format("bench bodies per thread: %d\\n", most))
+end
+"""
 
 
 def find_wrk() -> str | None:
@@ -45,6 +98,14 @@ def script(request: RequestSpec) -> str | None:
     return f"wrk.method = {lua_string(request.method.encode())}\nwrk.body = {lua_string(request.body)}\n"
 
 
+def bodies_used(output: str, threads: int) -> int:
+    """How far a run with `BODIES_SCRIPT` got into its stream: threads times the most bodies one thread took."""
+    match = _BODIES_USED.search(output)
+    if match is None:
+        raise ValueError(f"wrk did not report the bodies it used:\n{output}")
+    return threads * int(match.group(1))
+
+
 def parse(output: str) -> LoadResult:
     """Requests/s, the 50 % and 99 % latency lines and the error counts of `wrk --latency` output."""
     rps = _RPS.search(output)
@@ -66,27 +127,42 @@ def parse(output: str) -> LoadResult:
 
 
 class Wrk:
-    """Runs `wrk -t1 -c<N> -d<secs> --latency` as a child of the run's process group."""
+    """Runs `wrk -t<threads> -c<N> -d<secs> --latency` as a child of the run's process group."""
 
-    def __init__(self, binary: str, procs: ProcessGroup, workdir: Path) -> None:
+    def __init__(self, binary: str, procs: ProcessGroup, workdir: Path, threads: int = 1) -> None:
         self.binary = binary
         self.procs = procs
         self.workdir = workdir
-        self.label = f"{version(binary)} (-t1)"
+        self.threads = threads
+        self.label = f"{version(binary)} (-t{threads})"
         self._runs = 0
 
-    def measure(self, url: str, request: RequestSpec, duration: float, connections: int) -> LoadResult:
-        """Load the target at base `url` for `duration` (whole seconds, >= 1); parse wrk's output."""
+    def _script(self, name: str, lua: str) -> list[str]:
+        path = self.workdir / name
+        path.write_text(lua)
+        return ["-s", str(path)]
+
+    def measure(self, url: str, request: RequestSpec, duration: float, connections: int,
+                bodies: BodyStream | None = None) -> LoadResult:
+        """Load the target at base `url` for `duration` (whole seconds, >= 1); parse wrk's output. With
+        `bodies`, each request takes the next body of the stream, which then moves past every body taken."""
         seconds = max(1, round(duration))
-        argv = [self.binary, "-t1", f"-c{connections}", f"-d{seconds}s", f"--timeout={REQUEST_TIMEOUT_S}s",
-                "--latency"]
+        argv = [self.binary, f"-t{self.threads}", f"-c{max(connections, self.threads)}", f"-d{seconds}s",
+                f"--timeout={REQUEST_TIMEOUT_S}s", "--latency"]
         for name, value in request.headers:
             argv += ["-H", f"{name}: {value}"]
         lua = script(request)
-        if lua is not None:
-            path = self.workdir / "wrk-request.lua"
-            path.write_text(lua)
-            argv += ["-s", str(path)]
+        if bodies is not None:
+            argv += self._script("wrk-bodies.lua", f"wrk.method = {lua_string(request.method.encode())}\n"
+                                 + BODIES_SCRIPT)
+        elif lua is not None:
+            argv += self._script("wrk-request.lua", lua)
         argv.append(require_loopback(url) + request.path)
+        if bodies is not None:
+            argv += ["--", str(bodies.file.path), str(bodies.next), str(self.threads),
+                     "wrap" if bodies.wrap else "once", OUT_OF_BODIES_PATH]
         self._runs += 1
-        return parse(self.procs.run(f"wrk-{self._runs}", argv, timeout=seconds + REQUEST_TIMEOUT_S + 10))
+        output = self.procs.run(f"wrk-{self._runs}", argv, timeout=seconds + REQUEST_TIMEOUT_S + 10)
+        if bodies is not None:
+            bodies.advance(bodies_used(output, self.threads))
+        return parse(output)

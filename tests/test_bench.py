@@ -14,7 +14,7 @@ import pytest
 
 from bench.pyclient import percentile
 from bench.report import render, to_json
-from bench.results import LoadResult, TargetResult, ratios
+from bench.results import BenchResult, LoadResult, TargetResult, ratios
 from bench.runner import BenchOptions, run_bench
 from bench.scenarios import RequestSpec
 from bench.wrk import lua_string, parse, script
@@ -160,12 +160,18 @@ def test_open_loop_rate_sends_exactly_rate_times_duration() -> None:
     assert "open loop at 40 req/s" in render(result)
 
 
+def run_one_target(scenario: str, target: str, deadline: float = 40) -> BenchResult:
+    """A 1 s run of one target of `scenario` (Python client, 4 connections); it must serve without an error."""
+    options = BenchOptions(scenario=scenario, targets=(target,), duration=1, rounds=1, warmup=0, connections=4,
+                           loadgen="python")
+    with _hard_deadline(deadline):
+        result = run_bench(options, progress=lambda line: None)
+    (measured,) = result.targets
+    assert measured.rps > 0 and measured.errors == 0
+    return result
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_policies_scenario_loads_107_policies_and_serves() -> None:
     """The 1-vs-100-policies scenario's gateway loads its extra policies and answers the token request."""
-    options = BenchOptions(scenario="policies", targets=("gw_token_100",), duration=1, rounds=1, warmup=0,
-                           connections=4, loadgen="python")
-    with _hard_deadline(40):
-        result = run_bench(options, progress=lambda line: None)
-    (target,) = result.targets
-    assert target.rps > 0 and target.errors == 0
+    run_one_target("policies", "gw_token_100")
