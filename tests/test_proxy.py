@@ -288,3 +288,23 @@ async def test_invented_methods_share_one_metric_series(upstream, gateway: Gatew
                for s in family.samples if s.name == "dcr_gateway_requests_total"]
     assert {s.labels["method"] for s in samples} == {"other"}
     assert sum(s.value for s in samples) == 3
+
+
+def test_generated_interaction_ids_are_version_4_uuids():
+    """The fast generator makes what uuid.uuid4() makes: canonical text, version 4, RFC 4122 variant, random."""
+    from gateway.server import new_uuid4
+
+    ids = {new_uuid4() for _ in range(1000)}
+    assert len(ids) == 1000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+async def test_client_certificate_header_stays_at_the_gateway(upstream, gateway: GatewayFactory):
+    """The ingress's certificate header is for the gateway's check: the backend sees only verified facts."""
+    _, url = upstream
+    client = await gateway(url, trust={"client_certificate": {"header": "X-Client-Cert"}})
+    resp = await client.get("/echo", headers={"X-Client-Cert": "-----BEGIN%20CERTIFICATE-----", "X-Other": "1"})
+    seen = {k.lower() for k in (await resp.json())["headers"]}
+    assert "x-client-cert" not in seen and "x-other" in seen
