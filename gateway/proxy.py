@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Final
 
 from aiohttp import hdrs, web
@@ -168,8 +168,10 @@ class Forwarder:
         body: bytes | None = None,
         extra_headers: Mapping[str, str] | None = None,
         before_relay: Callable[[int], Awaitable[None]] | None = None,
+        response_headers: Sequence[tuple[str, str]] | None = None,
     ) -> web.StreamResponse:
-        """Forward `request` (with `body` if already read, else streamed) and stream the response back."""
+        """Forward `request` (with `body` if already read, else streamed) and stream the response back,
+        with `response_headers` (the gateway's own, e.g. RateLimit fields) added to the upstream's."""
         pool = self._pool
         assert pool is not None, "Forwarder.start() not awaited"
         if request.content_length is not None and request.content_length > self._max_body:
@@ -203,17 +205,21 @@ class Forwarder:
         try:
             if before_relay is not None:
                 await before_relay(upstream.status)
-            return await self._relay(request, upstream)
+            return await self._relay(request, upstream, response_headers)
         finally:
             upstream.release()
 
-    async def _relay(self, request: web.Request, upstream: UpstreamResponse) -> web.StreamResponse:
+    async def _relay(
+        self, request: web.Request, upstream: UpstreamResponse, extra: Sequence[tuple[str, str]] | None
+    ) -> web.StreamResponse:
         """Send the upstream response to the client: in one write when it is all in, else streamed."""
         headers = [(name, value) for name, value in upstream.raw_headers
                    if (low := name.lower()) not in _RESPONSE_SKIP and low not in HOP_BY_HOP]
         if hdrs.CONNECTION in upstream.headers:
             named = _connection_tokens(upstream.headers)
             headers = [(name, value) for name, value in headers if name.lower() not in named]
+        if extra:
+            headers.extend(extra)
         length = upstream.headers.get(hdrs.CONTENT_LENGTH)
         if upstream.complete and not upstream.head_only and upstream.status not in _NO_BODY:
             return web.Response(status=upstream.status, reason=upstream.reason or None,

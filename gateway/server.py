@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 
 from .checks.base import Denial, RequestView
+from .checks.rate_limit import RATE_LIMIT_FACT
 from .checks.registration import registration_claims_of
 from .checks.services import Services, build_services
 from .checks.token import token_of
@@ -237,7 +238,16 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
 
     extra = _fact_headers(ctx.facts, app[SETTINGS].policies.fact_headers)
     return await app[FORWARDER].forward(request, ctx, body=view.body, extra_headers=extra,
-                                        before_relay=before_relay)
+                                        before_relay=before_relay, response_headers=_rate_limit_headers(ctx.facts))
+
+
+def _rate_limit_headers(facts: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """The RateLimit-Policy and RateLimit fields of the rate_limit checks that passed (structured-field lists)."""
+    fields = facts.get(RATE_LIMIT_FACT)
+    if not fields:
+        return None
+    return [("RateLimit-Policy", ", ".join(policy for policy, _ in fields)),
+            ("RateLimit", ", ".join(state for _, state in fields))]
 
 
 def _fact_headers(facts: dict[str, Any], names: Mapping[str, str]) -> dict[str, str]:

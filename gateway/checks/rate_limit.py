@@ -4,7 +4,9 @@ Fixed windows aligned on multiples of `window_seconds` since the epoch, so every
 into the same window; one atomic counter per (bucket, key, window) in the state store — in this process with
 the memory store, shared by every instance with Redis. A refused request gets 429 with `Retry-After` and the
 `RateLimit-Policy` / `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers (structured-field lists:
-`"bucket";q=<quota>;w=<window>` and `"bucket";r=<remaining>;t=<seconds to reset>`).
+`"bucket";q=<quota>;w=<window>` and `"bucket";r=<remaining>;t=<seconds to reset>`). An allowed request
+leaves the same fields in its facts (`RATE_LIMIT_FACT`), and the gateway adds them to the forwarded response,
+so a client sees its budget before it runs out (one list item per rate_limit check of the policy).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from .bearer_token import bearer_challenge
 from .token import token_of
 
 _NS = "rate"
+RATE_LIMIT_FACT = "rate_limit_fields"
+"""Facts key: a list of (RateLimit-Policy item, RateLimit item), one per rate_limit check that passed."""
 _BUCKET = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -56,7 +60,7 @@ class RateLimit(Check[RateLimitParams]):
     store_fail_open = True  # a counter is the whole decision: passing over it when the store is down is coherent
 
     async def evaluate(self, request: RequestView) -> Denial | None:
-        """Pass while the budget lasts; 429 with Retry-After and RateLimit fields once it is spent."""
+        """Pass while the budget lasts (noting the RateLimit fields); 429 with Retry-After once it is spent."""
         p = self.params
         if p.key == "client_id":
             token = token_of(request.facts)
@@ -76,9 +80,11 @@ class RateLimit(Check[RateLimitParams]):
         # Fixed-size key: no client-chosen text reaches the store's key syntax.
         key = hashlib.sha256(f"{bucket}\x1f{p.key}\x1f{who}\x1f{index}".encode()).hexdigest()[:40]
         count = await self.services.store.incr(_NS, key, 1, reset + 1.0)
-        if count <= p.limit:
-            return None
         seconds = max(1, math.ceil(reset))
+        if count <= p.limit:
+            fields = request.facts.setdefault(RATE_LIMIT_FACT, [])
+            fields.append((f'"{bucket}";q={p.limit};w={window}', f'"{bucket}";r={p.limit - count};t={seconds}'))
+            return None
         return self.deny(
             429, "too_many_requests", f"rate limit of {p.limit} requests per {window} s exceeded, retry later",
             "rate_limited",

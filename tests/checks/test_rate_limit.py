@@ -210,3 +210,22 @@ async def test_redis_down_gives_the_configured_behaviour_then_recovers(
         assert time.monotonic() < deadline, "the rate limit did not come back with Redis"
         await asyncio.sleep(0.1)
     assert gw.sample("dcr_gateway_state_store_breaker_transitions_total", {"state": "closed"}) >= 1
+
+
+async def test_allowed_responses_carry_the_budget(tmp_path: Path, upstream: str, running_gateway: Starter):
+    """Before the budget runs out, each forwarded response says what is left (one item per rate_limit check)."""
+    await away_from_window_edge()
+    gw = await running_gateway(upstream, policy_dir=write(tmp_path, policy(
+        f"      - rate_limit: {{limit: 3, window_seconds: {WINDOW}, key: peer}}\n"
+        f"      - rate_limit: {{limit: 10, window_seconds: {WINDOW}, key: route, bucket: everyone}}\n")))
+    remaining = []
+    for _ in range(3):
+        resp = await gw.client.get("/limited")
+        assert resp.status == 200
+        assert resp.headers["RateLimit-Policy"] == f'"limited";q=3;w={WINDOW}, "everyone";q=10;w={WINDOW}'
+        items = resp.headers["RateLimit"].split(", ")
+        assert [item.split(";")[0] for item in items] == ['"limited"', '"everyone"']
+        remaining.append([int(item.split(";r=")[1].split(";")[0]) for item in items])
+        assert 1 <= int(items[0].split(";t=")[1]) <= WINDOW
+    assert remaining == [[2, 9], [1, 8], [0, 7]]
+    assert (await gw.client.get("/limited")).status == 429
