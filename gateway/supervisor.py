@@ -3,7 +3,8 @@
 The parent binds nothing and serves nothing: it makes a fresh PROMETHEUS_MULTIPROC_DIR, starts N workers
 (`python -m gateway serve … --worker-index i`, each binding the public and admin ports with SO_REUSEPORT, so
 the kernel spreads connections over them), forwards SIGTERM/SIGINT (graceful drain) and SIGHUP (policy
-reload) to every worker, and exits 0 only when every worker exited 0 after a stop signal. A worker that
+reload) to every worker, and exits 0 only when every worker exited 0 after a stop signal (or, still starting
+and without its handler, was ended by that SIGTERM). A worker that
 dies on its own stops the others and the parent exits 1: the orchestrator restarts the whole pod rather
 than the parent hiding a crash loop. On Linux each worker also gets SIGTERM if the parent is killed
 (PR_SET_PDEATHSIG), so no worker outlives it.
@@ -86,7 +87,8 @@ def run_workers(serve_args: Sequence[str], workers: int) -> int:
             mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]  # drop its live gauges
             code = os.waitstatus_to_exitcode(status)
             procs.pop(pid).returncode = code
-            if code != 0 or not stopping:
+            # A worker still starting has no handler yet, so our SIGTERM ends it outright: a clean stop too.
+            if (code != 0 and not (stopping and code == -signal.SIGTERM)) or not stopping:
                 failed = True
                 log.error("worker_exited", pid=pid, exit_code=code, expected=stopping)
                 if not stopping:

@@ -66,9 +66,9 @@ class Workers:
         return [e for e in (json.loads(line) for line in lines if line.startswith("{")) if e.get("event") == name]
 
 
-@pytest.fixture
-async def workers(tmp_path: Path, start_server: StartServer, redis_server: RedisServer,
-                  redis_prefix: str) -> AsyncIterator[Workers]:
+async def _config(tmp_path: Path, start_server: StartServer, redis_server: RedisServer,
+                  redis_prefix: str) -> tuple[Path, int, int]:
+    """A 2-worker config in front of a fresh echo upstream: (config path, public port, admin port)."""
     async def echo(_: web.Request) -> web.Response:
         return web.json_response({"ok": True})
 
@@ -86,11 +86,21 @@ async def workers(tmp_path: Path, start_server: StartServer, redis_server: Redis
         "audit: {sink: file, path: audit/audit.log}\n"
         f"state: {{backend: redis, redis: {{url: '{redis_server.url}', key_prefix: '{redis_prefix}'}}}}\n"
     )
+    return cfg, public, admin
+
+
+def _clean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith(("DCRGW_", "PROMETHEUS_"))}
+
+
+@pytest.fixture
+async def workers(tmp_path: Path, start_server: StartServer, redis_server: RedisServer,
+                  redis_prefix: str) -> AsyncIterator[Workers]:
+    cfg, public, admin = await _config(tmp_path, start_server, redis_server, redis_prefix)
     out = tmp_path / "out.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DCRGW_", "PROMETHEUS_"))}
     with out.open("wb") as sink:
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--workers", "2", "--config", str(cfg)],
-                                stdout=sink, stderr=subprocess.STDOUT, env=env)
+                                stdout=sink, stderr=subprocess.STDOUT, env=_clean_env())
     w = Workers(proc, public, admin, out, tmp_path / "audit")
     try:
         await wait_for(lambda: len(w.events("listening")) == 2 or proc.poll() is not None, what="2 workers listening")
@@ -153,6 +163,26 @@ async def test_a_crashed_worker_stops_the_others_and_the_parent_exits_1(workers:
     assert await asyncio.to_thread(workers.proc.wait, 20) == 1
     assert not alive(second)
     assert workers.events("worker_exited")[0]["exit_code"] == -signal.SIGKILL
+
+
+async def test_sigterm_while_workers_start_is_a_clean_stop(tmp_path: Path, start_server: StartServer,
+                                                          redis_server: RedisServer, redis_prefix: str):
+    """SIGTERM before the workers have their handlers (a rollout that changes its mind): exit 0, nothing left."""
+    cfg, _, _ = await _config(tmp_path, start_server, redis_server, redis_prefix)
+    out = tmp_path / "out.log"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--workers", "2", "--config", str(cfg)],
+                                stdout=sink, stderr=subprocess.STDOUT, env=_clean_env())
+    try:
+        await wait_for(lambda: len(children_of(proc.pid)) == 2 or proc.poll() is not None, what="2 workers")
+        pids = children_of(proc.pid)
+        proc.send_signal(signal.SIGTERM)  # the workers are still importing: Python's default SIGTERM kills them
+        assert await asyncio.to_thread(proc.wait, 20) == 0, out.read_text()
+        assert not [pid for pid in pids if alive(pid)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
 
 
 @pytest.mark.parametrize(
