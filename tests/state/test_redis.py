@@ -56,6 +56,18 @@ async def eventually(probe: Callable[[], Awaitable[bool]], timeout: float = 10.0
         await asyncio.sleep(0.05)
 
 
+async def answers_again(store: RedisStore, probe: Callable[[], Awaitable[bool]]) -> None:
+    """Wait (bounded) until `probe()` is true instead of raising StoreUnavailable; the circuit is closed then."""
+    async def back() -> bool:
+        try:
+            return await probe()
+        except StoreUnavailable:
+            return False
+
+    await eventually(back)
+    assert store.breaker.state == "closed"
+
+
 def test_redis_store_is_a_state_store(stores: Stores):
     """RedisStore implements the StateStore protocol."""
     assert isinstance(stores(), StateStore)
@@ -275,14 +287,7 @@ async def test_store_recovers_when_redis_comes_back_on_the_same_port(own_redis, 
             await store.exists("jti", "before")
         server.start()
 
-        async def back() -> bool:
-            try:
-                return await store.add_if_absent("jti", "after", 60)
-            except StoreUnavailable:
-                return False
-
-        await eventually(back)
-        assert store.breaker.state == "closed"
+        await answers_again(store, lambda: store.add_if_absent("jti", "after", 60))
     finally:
         await store.close()
 
@@ -309,14 +314,10 @@ async def test_get_many_on_a_killed_redis_fails_within_the_bound_and_feeds_the_b
         assert store.breaker.state == "open"
         server.start()
 
-        async def back() -> bool:
-            try:
-                return await store.get_many(items) == [None, None]  # no persistence: the restart forgot
-            except StoreUnavailable:
-                return False
+        async def forgotten() -> bool:  # no persistence: the restart forgot the mark
+            return await store.get_many(items) == [None, None]
 
-        await eventually(back)
-        assert store.breaker.state == "closed"
+        await answers_again(store, forgotten)
     finally:
         await store.close()
 
