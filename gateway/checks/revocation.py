@@ -56,8 +56,13 @@ class Revocations:
             self._on_revoke(cause)
 
     async def is_revoked(self, token: VerifiedToken) -> bool:
-        """True when the token, or every token of its client up to its iat, was revoked."""
-        if await self._store.exists(_JTI_NS, _key(token.iss, token.jti)):
+        """True when the token, or every token of its client up to its iat, was revoked.
+
+        Both marks are read together (one round trip to Redis: MGET); any value under the token's jti
+        revokes it, and the client's watermark revokes every token issued at or before it."""
+        token_mark, client_mark = await self._store.get_many(
+            ((_JTI_NS, _key(token.iss, token.jti)), (_CLIENT_NS, _key(token.iss, token.client_id)))
+        )
+        if token_mark is not None:
             return True
-        mark = await self._store.get(_CLIENT_NS, _key(token.iss, token.client_id))
-        return mark is not None and token.iat <= float(mark)
+        return client_mark is not None and token.iat <= float(client_mark)

@@ -20,7 +20,7 @@ import asyncio
 import heapq
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -120,6 +120,12 @@ class MemoryStore:
         self._check_open()
         entry = self._live((namespace, key), self._clock())
         return None if entry is None else entry.value
+
+    async def get_many(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
+        """The unexpired values of several `(namespace, key)` entries, in order (None where absent)."""
+        self._check_open()
+        now = self._clock()
+        return [None if (entry := self._live(k, now)) is None else entry.value for k in items]
 
     async def exists(self, namespace: str, key: str) -> bool:
         """True when `key` is present and unexpired."""

@@ -1,6 +1,6 @@
 """StateStore on Redis (redis-py asyncio): security state shared by every replica and worker process.
 
-Every operation is one atomic Redis command (SET NX PX, SET PX, GET, EXISTS) or one Lua script (INCRBY with
+Every operation is one atomic Redis command (SET NX PX, SET PX, GET, MGET, EXISTS) or one Lua script (INCRBY with
 an expiry set when the counter is created), every key is `<key_prefix><namespace>:<key>` and every key has a
 TTL. Each call is bounded by `timeout_seconds` (connect, waiting for a pooled connection, the command), and
 a circuit breaker stops calling a Redis that keeps failing: while it is open calls fail at once with
@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -191,6 +191,14 @@ class RedisStore:
         k = self._key(namespace, key)
         raw: bytes | None = await self._call(lambda: self._client.get(k))
         return None if raw is None else raw.decode()
+
+    async def get_many(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
+        """The unexpired values of several `(namespace, key)` entries, in order (None where absent): one MGET."""
+        if not items:
+            return []
+        keys = [self._key(namespace, key) for namespace, key in items]
+        raw: list[bytes | None] = await self._call(lambda: self._client.mget(keys))
+        return [None if v is None else v.decode() for v in raw]
 
     async def exists(self, namespace: str, key: str) -> bool:
         """True when `key` is present and unexpired."""

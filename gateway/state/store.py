@@ -7,6 +7,7 @@ implementation serves one replica; the Redis implementation (`redis.py`) serves 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 
@@ -33,6 +34,11 @@ class StateStore(Protocol):
 
     async def get(self, namespace: str, key: str) -> str | None:
         """The unexpired value of `key`, or None."""
+        ...
+
+    async def get_many(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
+        """The unexpired values of several `(namespace, key)` entries, in order (None where absent), read at
+        once: one round trip and one point in time."""
         ...
 
     async def exists(self, namespace: str, key: str) -> bool:

@@ -86,6 +86,23 @@ async def test_put_get_exists(make_store: MakeStore, clock: FakeClock) -> None:
     assert await store.exists("deny", "tok") is False
 
 
+async def test_get_many(make_store: MakeStore, clock: FakeClock) -> None:
+    """get_many returns values in the order asked, None for absent or expired entries, duplicates included."""
+    store = make_store()
+    assert await store.get_many([]) == []
+    await store.put("a", "k", "1", 10)
+    await store.put("b", "k", "1700000000.5", 20)
+    items = [("b", "k"), ("a", "missing"), ("a", "k"), ("c", "k"), ("a", "k")]
+    assert await store.get_many(items) == ["1700000000.5", None, "1", None, "1"]
+    clock.now += 10  # the first entry expires, the second lives on
+    assert await store.get_many(items) == ["1700000000.5", None, None, None, None]
+    clock.now += 10
+    assert await store.get_many(items) == [None] * 5
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.get_many([("a", "k")])
+
+
 async def test_incr_fixed_window(make_store: MakeStore, clock: FakeClock) -> None:
     """incr creates at `amount`, adds, keeps the creation TTL, restarts after expiry."""
     store = make_store()

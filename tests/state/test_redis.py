@@ -56,6 +56,18 @@ async def eventually(probe: Callable[[], Awaitable[bool]], timeout: float = 10.0
         await asyncio.sleep(0.05)
 
 
+async def answers_again(store: RedisStore, probe: Callable[[], Awaitable[bool]]) -> None:
+    """Wait (bounded) until `probe()` is true instead of raising StoreUnavailable; the circuit is closed then."""
+    async def back() -> bool:
+        try:
+            return await probe()
+        except StoreUnavailable:
+            return False
+
+    await eventually(back)
+    assert store.breaker.state == "closed"
+
+
 def test_redis_store_is_a_state_store(stores: Stores):
     """RedisStore implements the StateStore protocol."""
     assert isinstance(stores(), StateStore)
@@ -92,6 +104,23 @@ async def test_put_get_exists_and_expiry(stores: Stores):
 
     await eventually(gone)
     assert await store.get("revoked_client", "k") is None
+
+
+async def test_get_many_is_one_mget_in_order_with_none_for_absent_and_expired(stores: Stores, raw: Redis):
+    """get_many reads through one instance what another wrote, in order; absent and expired entries are None."""
+    a, b = stores(), stores()
+    assert await b.get_many([]) == []
+    await a.put("revoked_jti", "t", "1", 60)
+    await a.put("revoked_client", "c", "1700000000.5", 0.3)
+    await a.put("revoked_jti", "x" * 500, "1", 60)  # a long key is hashed the same way by every call
+    items = [("revoked_client", "c"), ("revoked_jti", "missing"), ("revoked_jti", "t"), ("revoked_jti", "x" * 500)]
+    assert await b.get_many(items) == ["1700000000.5", None, "1", "1"]
+
+    async def expired() -> bool:
+        return (await b.get_many(items))[0] is None
+
+    await eventually(expired)
+    assert await b.get_many(items) == [None, None, "1", "1"]
 
 
 async def test_incr_is_atomic_across_instances_and_keeps_its_first_ttl(stores: Stores, raw: Redis, redis_prefix: str):
@@ -221,7 +250,12 @@ async def test_unreachable_redis_fails_fast_once_the_circuit_opens(stores: Store
     assert store.breaker.state == "open"
 
 
-async def test_a_silent_redis_times_out_within_the_bound(stores: Stores):
+@pytest.mark.parametrize(
+    "call",
+    [lambda s: s.add_if_absent("jti", "k", 10), lambda s: s.get_many([("revoked_jti", "k"), ("revoked_client", "c")])],
+    ids=["add_if_absent", "get_many"],
+)
+async def test_a_silent_redis_times_out_within_the_bound(stores: Stores, call: Callable[[RedisStore], Awaitable[Any]]):
     """A server that accepts and never answers: the call ends with StoreUnavailable (timeout), never hangs."""
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read(-1)
@@ -234,7 +268,7 @@ async def test_a_silent_redis_times_out_within_the_bound(stores: Stores):
     try:
         async with asyncio.timeout(5):  # the bound under test is 0.2 s; 5 s only stops a hang
             with pytest.raises(StoreUnavailable):
-                await store.add_if_absent("jti", "k", 10)
+                await call(store)
     finally:
         server.close()
         await server.wait_closed()
@@ -253,14 +287,37 @@ async def test_store_recovers_when_redis_comes_back_on_the_same_port(own_redis, 
             await store.exists("jti", "before")
         server.start()
 
-        async def back() -> bool:
-            try:
-                return await store.add_if_absent("jti", "after", 60)
-            except StoreUnavailable:
-                return False
+        await answers_again(store, lambda: store.add_if_absent("jti", "after", 60))
+    finally:
+        await store.close()
 
-        await eventually(back)
-        assert store.breaker.state == "closed"
+
+async def test_get_many_on_a_killed_redis_fails_within_the_bound_and_feeds_the_breaker(own_redis, redis_prefix: str):
+    """Redis killed: get_many raises StoreUnavailable within the timeout, counts towards the breaker like any
+    command, then fails at once while the circuit is open; back on the same port, it answers again."""
+    server: RedisServer = own_redis()
+    kinds: list[str] = []
+    store = RedisStore.from_url(server.url, key_prefix=redis_prefix, timeout_seconds=0.3,
+                                breaker=CircuitBreaker(2, 0.5), on_error=kinds.append)
+    items = [("revoked_jti", "t"), ("revoked_client", "c")]
+    try:
+        await store.put("revoked_jti", "t", "1", 60)
+        assert await store.get_many(items) == ["1", None]
+        server.stop()
+        for _ in range(3):
+            started = time.monotonic()
+            async with asyncio.timeout(5):  # the bound under test is 0.3 s (plus one immediate reconnect)
+                with pytest.raises(StoreUnavailable):
+                    await store.get_many(items)
+            assert time.monotonic() - started < 1.5
+        assert kinds[:2] == ["connection", "connection"] and kinds[2] == "circuit_open"
+        assert store.breaker.state == "open"
+        server.start()
+
+        async def forgotten() -> bool:  # no persistence: the restart forgot the mark
+            return await store.get_many(items) == [None, None]
+
+        await answers_again(store, forgotten)
     finally:
         await store.close()
 
@@ -370,6 +427,37 @@ async def test_client_deletion_through_one_gateway_revokes_its_tokens_on_the_oth
     assert (await a.client.delete(f"{REGISTER}/client-a", headers=auth(token))).status == 204
     resp = await b.client.get(f"{REGISTER}/client-a", headers=auth(bank.token(iat=int(time.time()) - 5)))
     assert resp.status == 401
+
+
+async def _commandstats(raw: Redis) -> dict[str, int]:
+    """Calls per command since the last CONFIG RESETSTAT, leaving out the test's own INFO and CONFIG."""
+    stats = await raw.info("commandstats")
+    calls = {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+    return {name: n for name, n in calls.items() if not name.startswith(("info", "config"))}
+
+
+async def test_a_token_request_makes_exactly_one_redis_round_trip(
+    start_server: StartServer, running_gateway: Starter, own_redis, redis_prefix: str
+):
+    """Through the shipped read policy, one GET costs one Redis command — one MGET of both revocation marks,
+    no EXISTS or GET — whether the token is valid or revoked (the server's own INFO commandstats count)."""
+    server: RedisServer = own_redis()
+    bank, a, _ = await _two_gateways(start_server, running_gateway, server.url, redis_prefix)
+    raw = Redis.from_url(server.url)
+    try:
+        token = bank.token()
+        assert (await a.client.get(f"{REGISTER}/client-a", headers=auth(token))).status == 200  # warm: JWKS, pool
+        await raw.config_resetstat()
+        assert (await a.client.get(f"{REGISTER}/client-a", headers=auth(token))).status == 200
+        assert await _commandstats(raw) == {"mget": 1}
+
+        assert (await a.client.get(f"{REGISTER}/client-b", headers=auth(token))).status == 401  # revokes
+        await raw.config_resetstat()
+        resp = await a.client.get(f"{REGISTER}/client-a", headers=auth(token))
+        assert (await resp.json())["error_description"] == "the access token has been revoked"
+        assert await _commandstats(raw) == {"mget": 1}
+    finally:
+        await raw.aclose()
 
 
 async def test_redis_down_fails_closed_with_retry_after_then_recovers(
