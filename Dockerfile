@@ -15,7 +15,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY gateway/ gateway/
-# The gateway's wheel and wheels for every dependency, with the `speed` extra (uvloop, hiredis). Every
+# The gateway's wheel and wheels for every dependency, with the `speed` extra (uvloop). Every
 # dependency publishes manylinux wheels for amd64 and arm64; on a platform without them, install
 # build-essential in this stage only.
 RUN pip wheel --wheel-dir /wheels ".[speed]"
