@@ -393,7 +393,7 @@ class RedisSettings(StrictModel):
     key_prefix: str = Field(default="dcrgw:", min_length=1, max_length=64)
     """Prepended to every key, so several gateways (or other users) can share one Redis."""
     pool_size: PositiveInt = 32
-    """Connections per process; a call waits at most `timeout_seconds` for a free one."""
+    """Connections per process; calls beyond it queue first come, first served, within `timeout_seconds`."""
     timeout_seconds: PositiveSeconds = 0.25
     """Bound on each store call (connect, pool wait, command); past it the call fails as unavailable."""
     breaker: BreakerSettings = BreakerSettings()

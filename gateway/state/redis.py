@@ -136,7 +136,7 @@ def _kind(exc: BaseException) -> ErrorKind:
 class RedisStore:
     """A StateStore on Redis; build it with `RedisStore.from_url` (or around a client, for tests)."""
 
-    __slots__ = ("_breaker", "_client", "_closed", "_incr", "_on_error", "_prefix", "_timeout")
+    __slots__ = ("_breaker", "_client", "_closed", "_incr", "_on_error", "_prefix", "_slots", "_timeout")
 
     def __init__(
         self,
@@ -146,8 +146,15 @@ class RedisStore:
         timeout_seconds: float = 0.25,
         breaker: CircuitBreaker | None = None,
         on_error: Callable[[ErrorKind], None] | None = None,
+        max_concurrency: int = 32,
     ) -> None:
         self._client = client
+        # Callers queue here, first come first served, for one of the pool's connections. redis-py's blocking
+        # pool lets a newcomer take a connection ahead of callers already waiting (it wakes a waiter, which may
+        # find the connection gone and wait again), so above `max_connections` concurrent calls some waited
+        # past the timeout: 503s and an open breaker while Redis was healthy. With this FIFO gate the pool
+        # never has to make anyone wait; the timeout still bounds the whole call, queueing included.
+        self._slots = asyncio.Semaphore(max_concurrency)
         self._prefix = key_prefix
         self._timeout = timeout_seconds
         self._breaker = breaker if breaker is not None else CircuitBreaker()
@@ -168,7 +175,7 @@ class RedisStore:
     ) -> RedisStore:
         """Connect lazily to `redis://`, `rediss://` (TLS), `unix://` or `redis+sentinel://h1:p,h2:p/name[/db]`."""
         return cls(_client(url, pool_size, timeout_seconds), key_prefix=key_prefix,
-                   timeout_seconds=timeout_seconds, breaker=breaker, on_error=on_error)
+                   timeout_seconds=timeout_seconds, breaker=breaker, on_error=on_error, max_concurrency=pool_size)
 
     @property
     def breaker(self) -> CircuitBreaker:
@@ -240,7 +247,7 @@ class RedisStore:
             self._report("circuit_open")
             raise
         try:
-            async with asyncio.timeout(self._timeout):
+            async with asyncio.timeout(self._timeout), self._slots:
                 result = await command()
         except (RedisError, OSError, TimeoutError) as exc:
             breaker.failure()

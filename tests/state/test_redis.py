@@ -489,3 +489,23 @@ async def test_redis_down_fails_closed_with_retry_after_then_recovers(
 
     await eventually(recovered)
     assert a.sample("dcr_gateway_state_store_breaker_transitions_total", {"state": "closed"}) >= 1
+
+
+async def test_more_concurrent_calls_than_connections_queue_fairly(stores: Stores):
+    """50 callers, 60 calls each, on a pool of 4 with a 0.25 s timeout: every call answered, none starved past
+    the timeout, the breaker closed. (redis-py's blocking pool alone lets newcomers overtake waiters: under
+    sustained load some waited past the timeout, and the breaker opened while Redis was healthy.)"""
+    store = stores(pool_size=4, timeout_seconds=0.25)
+    await store.put("ns", "k", "v", 60)
+    failures: list[BaseException] = []
+
+    async def caller() -> None:
+        for _ in range(60):
+            try:
+                assert await store.get_many([("ns", "k"), ("ns", "absent")]) == ["v", None]
+            except StoreUnavailable as exc:
+                failures.append(exc)
+
+    await asyncio.gather(*(caller() for _ in range(50)))
+    assert not failures, f"{len(failures)} of 3000 calls failed: {failures[0]!r}"
+    assert store.breaker.state == "closed"
