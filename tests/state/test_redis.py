@@ -509,3 +509,16 @@ async def test_more_concurrent_calls_than_connections_queue_fairly(stores: Store
     await asyncio.gather(*(caller() for _ in range(50)))
     assert not failures, f"{len(failures)} of 3000 calls failed: {failures[0]!r}"
     assert store.breaker.state == "closed"
+
+
+async def test_a_timed_out_call_never_leaves_its_reply_for_the_next(stores: Stores, raw: Redis, redis_prefix: str):
+    """Redis answers after the store gave up: that late reply must not be read as the next call's answer."""
+    store = stores(pool_size=1, timeout_seconds=0.25)  # one connection: the next call would reuse it
+    await store.put("ns", "first", "1", 60)
+    await store.put("ns", "second", "2", 60)
+    await raw.execute_command("CLIENT", "PAUSE", "600", "ALL")  # the server holds every command for 0.6 s
+    with pytest.raises(StoreUnavailable):
+        await store.get("ns", "first")
+    await asyncio.sleep(0.7)  # the paused GET runs now; its reply goes to whatever connection sent it
+    assert await store.get("ns", "second") == "2"
+    assert await store.get_many([("ns", "first"), ("ns", "second")]) == ["1", "2"]
