@@ -30,6 +30,15 @@ class ConfigError(Exception):
         self.messages = messages
 
 
+def _cidrs(value: tuple[str, ...]) -> tuple[str, ...]:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ValueError(f"expected an IP address or CIDR, got {item!r}") from None
+    return value
+
+
 def _http_url(value: str, what: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -60,11 +69,20 @@ class ServerSettings(StrictModel):
     workers: PositiveInt = 1
     """Worker processes sharing the listening ports (SO_REUSEPORT); `serve --workers N` overrides it.
     More than one needs `state.backend: redis` (security state must be shared) and fixed ports."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or CIDRs of the load balancers / ingresses in front of the gateway. When a request comes from
+    one, its client address (`rate_limit` with `key: peer`) is the nearest X-Forwarded-For entry, right to
+    left, that is not one of them; empty: the connection's own peer address, X-Forwarded-For ignored."""
 
     @field_validator("public_url")
     @classmethod
     def _url(cls, v: str) -> str:
         return _http_url(v, "public_url")
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return _cidrs(v)
 
 
 class UpstreamTimeouts(StrictModel):
@@ -230,12 +248,7 @@ class ClientCertificateSettings(StrictModel):
     @field_validator("trusted_proxies")
     @classmethod
     def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for item in v:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError:
-                raise ValueError(f"expected an IP address or CIDR, got {item!r}") from None
-        return v
+        return _cidrs(v)
 
 
 class TrustSettings(StrictModel):

@@ -14,6 +14,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from .addresses import ProxyTrust
 from .checks.base import Denial, RequestView
 from .checks.rate_limit import RATE_LIMIT_FACT
 from .checks.registration import registration_claims_of
@@ -61,6 +62,7 @@ FORWARDER = web.AppKey("forwarder", Forwarder)
 HEALTH = web.AppKey("health", Health)
 POLICIES = web.AppKey("policies", PolicyHolder)
 AUDIT = web.AppKey("audit", AuditLog)
+PROXIES = web.AppKey("proxies", ProxyTrust)
 
 
 def _interaction_id(request: web.Request) -> str:
@@ -214,12 +216,16 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
     policy = match.value
     ctx.route = policy.template
     ctx.policy = policy.name
+    peer = request.remote
+    proxies = app[PROXIES]
     view = RequestView(
         method=request.method,
         path=request.rel_url.raw_path,
         headers=request.headers,
         params=match.params,
-        peer=request.remote,
+        peer=peer,
+        client_address=proxies.client_address(peer, request.headers.getall("X-Forwarded-For", ())) if proxies
+        else None,
         facts=ctx.facts,
         dry_run=policy.mode == "audit",
     )
@@ -278,6 +284,7 @@ def build_public_app(
     app[METRICS] = metrics
     app[HEALTH] = health
     app[POLICIES] = policies
+    app[PROXIES] = ProxyTrust(settings.server.trusted_proxies)
     if audit is not None:
         app[AUDIT] = audit
     # SECURITY: the backend gets verified facts only: the fact headers are the gateway's, and the raw client

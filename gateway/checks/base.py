@@ -38,6 +38,9 @@ class RequestView:
     params: Mapping[str, str] = field(default_factory=dict)
     body: bytes | None = None
     peer: str | None = None
+    """The connection's peer address (for a header only a trusted proxy may set, the proxy's own)."""
+    client_address: str | None = None
+    """The client's address behind `server.trusted_proxies` (X-Forwarded-For); None: the same as `peer`."""
     facts: dict[str, Any] = field(default_factory=dict)
     dry_run: bool = False
     """True in audit mode: checks must not cause side effects (no revocation)."""

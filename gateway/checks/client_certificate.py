@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import ipaddress
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..addresses import ProxyTrust
 from ..jose import JoseError, JwkSet, UrlPolicy, cert_thumbprint_s256
 from ..observability.logging import get_logger
 from ..schema import StrictModel
@@ -83,7 +83,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
         cfg = services.trust.client_certificate
         self._header = cfg.header
         self._format: Format = cfg.format
-        self._proxies = tuple(ipaddress.ip_network(p, strict=False) for p in cfg.trusted_proxies)
+        self._proxies = ProxyTrust(cfg.trusted_proxies)
         self._url_policy = software_jwks_policy(services.trust)
         if params.match_software_jwks and not isinstance(services.keys, KeySetSource):
             raise ParamError(["match_software_jwks"], "the key provider cannot fetch whole key sets")
@@ -94,17 +94,6 @@ class ClientCertificate(Check[ClientCertificateParams]):
                              (("WWW-Authenticate", bearer_challenge("invalid_token", description)),))
         return self.deny(400, "invalid_client_metadata", description, reason)
 
-    def _trusted_peer(self, peer: str | None) -> bool:
-        if peer is None:
-            return False
-        try:
-            ip = ipaddress.ip_address(peer.split("%", 1)[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip in net for net in self._proxies)
-
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass with `client_cert_s256` set (or, when not required, without a certificate)."""
         bound = self._bound_thumbprint(request.facts)
@@ -114,7 +103,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
                 return self._fail("client_cert_missing", "a TLS client certificate is required (mutual TLS)")
             return None
         # SECURITY: the header is only as trustworthy as whoever set it: the TLS-terminating ingress.
-        if not self._trusted_peer(request.peer):
+        if not self._proxies.trusts(request.peer):
             return self._fail("client_cert_untrusted_proxy",
                               f"the {self._header} header was not set by a trusted TLS-terminating proxy")
         if len(values) > 1:

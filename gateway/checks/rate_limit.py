@@ -38,8 +38,9 @@ class RateLimitParams(StrictModel):
     """Window length; windows start at multiples of it since the epoch (the same on every instance)."""
     key: Literal["client_id", "peer", "route"] = "client_id"
     """What one budget belongs to: `client_id` — the verified token's client (place after `bearer_token`);
-    `peer` — the source address of the connection (the proxy's, behind a load balancer that is not
-    transparent); `route` — everyone together (the whole bucket shares one budget)."""
+    `peer` — the client's source address: the connection's, or behind the load balancers listed in
+    `server.trusted_proxies` the address they forwarded (X-Forwarded-For); `route` — everyone together (the
+    whole bucket shares one budget)."""
     bucket: str | None = None
     """Name of the budget (also the policy name in the RateLimit fields); default: the policy's name, so each
     policy has its own. Policies naming the same bucket share one budget."""
@@ -70,7 +71,7 @@ class RateLimit(Check[RateLimitParams]):
                                  (("WWW-Authenticate", bearer_challenge(None)),))
             who = token.client_id
         elif p.key == "peer":
-            who = request.peer or "unknown"
+            who = request.client_address or request.peer or "unknown"
         else:
             who = ""
         bucket = p.bucket or request.policy or "default"

@@ -30,8 +30,10 @@ def _config_errors(tmp_path, text: str) -> list[str]:
         ("trust:\n  client_certificate: {trusted_proxies: [not-an-ip]}\n", "expected an IP address or CIDR"),
         ("trust:\n  client_certificate: {format: apache}\n", "trust.client_certificate.format"),
         ("trust:\n  software_jwks: {allow_link_local: true}\n", "trust.software_jwks.allow_link_local: unknown key"),
+        ("server:\n  trusted_proxies: [10.0.0.0/8, 'lb.internal']\n", "expected an IP address or CIDR, got 'lb.internal'"),
     ],
-    ids=["duplicate-issuer", "bad-jwks-scheme", "hmac-alg", "bad-proxy", "bad-format", "no-link-local-knob"],
+    ids=["duplicate-issuer", "bad-jwks-scheme", "hmac-alg", "bad-proxy", "bad-format", "no-link-local-knob",
+         "bad-server-proxy"],
 )
 def test_invalid_trust_settings_are_named(tmp_path, text, expected):
     """Each invalid DCR trust setting is reported with its key path."""

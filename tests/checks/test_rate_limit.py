@@ -229,3 +229,23 @@ async def test_allowed_responses_carry_the_budget(tmp_path: Path, upstream: str,
         assert 1 <= int(items[0].split(";t=")[1]) <= WINDOW
     assert remaining == [[2, 9], [1, 8], [0, 7]]
     assert (await gw.client.get("/limited")).status == 429
+
+
+async def test_peer_budget_behind_a_trusted_load_balancer(tmp_path: Path, upstream: str, running_gateway: Starter):
+    """Behind server.trusted_proxies each forwarded client has its own budget; a client-written entry to the
+    left of the balancer's does not buy a fresh budget, and without the trust X-Forwarded-For is ignored."""
+    await away_from_window_edge()
+    checks = f"      - rate_limit: {{limit: 1, window_seconds: {WINDOW}, key: peer}}\n"
+    gw = await running_gateway(upstream, policy_dir=write(tmp_path / "a", policy(checks)),
+                               server={"trusted_proxies": ["127.0.0.1/32"]})
+
+    async def status(xff: str) -> int:
+        return (await gw.client.get("/limited", headers={"X-Forwarded-For": xff})).status
+
+    assert await status("198.51.100.1") == 200
+    assert await status("198.51.100.2") == 200
+    assert await status("198.51.100.1") == 429
+    assert await status("203.0.113.99, 198.51.100.1") == 429  # the balancer appended .1; the rest is the client's
+    plain = await running_gateway(upstream, policy_dir=write(tmp_path / "b", policy(checks)))
+    assert (await plain.client.get("/limited", headers={"X-Forwarded-For": "198.51.100.3"})).status == 200
+    assert (await plain.client.get("/limited", headers={"X-Forwarded-For": "198.51.100.4"})).status == 429
