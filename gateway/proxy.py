@@ -213,14 +213,21 @@ class Forwarder:
         self, request: web.Request, upstream: UpstreamResponse, extra: Sequence[tuple[str, str]] | None
     ) -> web.StreamResponse:
         """Send the upstream response to the client: in one write when it is all in, else streamed."""
-        headers = [(name, value) for name, value in upstream.raw_headers
-                   if (low := name.lower()) not in _RESPONSE_SKIP and low not in HOP_BY_HOP]
-        if hdrs.CONNECTION in upstream.headers:
-            named = _connection_tokens(upstream.headers)
+        headers = []
+        length = None
+        named: set[str] = set()
+        for name, value in upstream.raw_headers:
+            low = name.lower()
+            if low == "content-length":
+                length = value
+            elif low == "connection":
+                named.update(t.strip().lower() for t in value.split(","))
+            elif low not in _RESPONSE_SKIP and low not in HOP_BY_HOP:
+                headers.append((name, value))
+        if named:  # fields the upstream named in Connection are hop-by-hop too
             headers = [(name, value) for name, value in headers if name.lower() not in named]
         if extra:
             headers.extend(extra)
-        length = upstream.headers.get(hdrs.CONTENT_LENGTH)
         if upstream.complete and not upstream.head_only and upstream.status not in _NO_BODY:
             return web.Response(status=upstream.status, reason=upstream.reason or None,
                                 body=upstream.take_body(), headers=CIMultiDict(headers))

@@ -33,6 +33,7 @@ _PAUSE_AT: Final = 256 * 1024
 """Buffered response bytes at which reading from the upstream pauses (the client is slower)."""
 _RESUME_AT: Final = 64 * 1024
 _NO_BODY_STATUS: Final = frozenset({204, 304})
+_FRAMING_FIELDS: Final = frozenset({"content-length", "transfer-encoding"})
 
 
 class UpstreamError(Exception):
@@ -52,6 +53,7 @@ class UpstreamResponse:
         "_buffered",
         "_conn",
         "_error",
+        "_headers",
         "_headers_waiter",
         "_pool",
         "_reading",
@@ -62,7 +64,6 @@ class UpstreamResponse:
         "deadline",
         "got_bytes",
         "head_only",
-        "headers",
         "keep_alive",
         "last_read",
         "parser",
@@ -84,7 +85,7 @@ class UpstreamResponse:
         self.status = 0
         self.reason = ""
         self.raw_headers: list[tuple[str, str]] = []
-        self.headers: CIMultiDict[str] = CIMultiDict()
+        self._headers: CIMultiDict[str] | None = None
         self.keep_alive = False
         self.until_close = False
         self.complete = False
@@ -103,6 +104,13 @@ class UpstreamResponse:
         self._timer: asyncio.TimerHandle | None = loop.call_at(min(self.deadline, now + self.read_timeout),
                                                                self._check_time)
 
+    @property
+    def headers(self) -> CIMultiDict[str]:
+        """The response headers, case-insensitive (built on first use)."""
+        if self._headers is None:
+            self._headers = CIMultiDict(self.raw_headers)
+        return self._headers
+
     # --- llhttp callbacks -------------------------------------------------------------------------------------
 
     def on_status(self, reason: bytes) -> None:
@@ -117,14 +125,14 @@ class UpstreamResponse:
             if status == 101:
                 raise UpstreamError("protocol", "upstream switched protocols")
             self.raw_headers = []  # an interim response (100, 103): the final one follows
+            self._headers = None
             return
         self.status = status
-        self.headers = CIMultiDict(self.raw_headers)
         self.keep_alive = self.parser.should_keep_alive()
         if self.head_only or status in _NO_BODY_STATUS:
             self._finish()
         else:
-            self.until_close = "content-length" not in self.headers and "transfer-encoding" not in self.headers
+            self.until_close = not any(name.lower() in _FRAMING_FIELDS for name, _ in self.raw_headers)
         if not self._headers_waiter.done():
             self._headers_waiter.set_result(None)
 
@@ -422,16 +430,25 @@ class UpstreamPool:
                 waiter.set_result(None)
                 return
 
+    def _idle_connection(self) -> _Connection | None:
+        """The most recently used idle connection still fit for reuse, if any (closing stale ones)."""
+        if not self._idle:
+            return None
+        cutoff = self.loop.time() - self.keepalive
+        while self._idle:
+            conn = self._idle.pop()
+            if not conn.closed and conn.idle_since > cutoff:
+                return conn
+            conn.abort()
+            self.free_slot()
+        return None
+
     async def _acquire(self) -> tuple[_Connection, bool]:
         """A connection and whether it was reused; waits for a free slot within the connect timeout."""
-        cutoff = self.loop.time() - self.keepalive
         while True:
-            while self._idle:
-                conn = self._idle.pop()
-                if not conn.closed and conn.idle_since > cutoff:
-                    return conn, True
-                conn.abort()
-                self.free_slot()
+            conn = self._idle_connection()
+            if conn is not None:
+                return conn, True
             if self._open < self.max_connections:
                 break
             waiter = self.loop.create_future()
@@ -483,9 +500,12 @@ class UpstreamPool:
         self, method: str, target: str, header_block: str, body: bytes | AsyncIterable[bytes] | None,
         content_length: int | None,
     ) -> UpstreamResponse:
+        conn = self._idle_connection()
+        reused = conn is not None
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                conn, reused = await self._acquire()
+            if conn is None:
+                async with asyncio.timeout(self.connect_timeout):
+                    conn, reused = await self._acquire()
         except TimeoutError:
             raise UpstreamError("connect", "no upstream connection within the connect timeout", sent=False) from None
         except OSError as exc:
