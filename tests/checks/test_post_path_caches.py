@@ -88,3 +88,57 @@ async def test_a_tampered_body_is_refused_after_a_genuine_one(dcr_world) -> None
     assert resp.status == 400
     assert w.denials("jti_replayed") == 1
     assert w.registrations() == 1
+
+
+# -- client_certificate: the parse of a forwarded certificate is remembered, never a verdict ---------------
+
+
+def _check(w, name: str):  # type: ignore[no-untyped-def]
+    policy = next(p for p in w.gw.holder.current.policies if p.name == "dcr_register_create")
+    return next(c for c in policy.checks if c.name == name)
+
+
+def _cert_view(w, now: float, header: str | None = None) -> RequestView:  # type: ignore[no-untyped-def]
+    from tests.checks.world import CERT_HEADER
+
+    value = header if header is not None else w.cert_header()[CERT_HEADER]
+    return RequestView("POST", REGISTER, CIMultiDict({CERT_HEADER: value}), peer="127.0.0.1", now=now)
+
+
+async def test_a_remembered_certificate_is_still_judged_on_its_dates(dcr_world) -> None:
+    import time
+
+    w = await dcr_world()
+    check = _check(w, "client_certificate")
+    first = await check.evaluate(_cert_view(w, time.time()))
+    assert first is not None and first.reason == "software_statement_unverified"  # past the dates, no SSA facts
+    assert len(check._certificates) == 1
+    later = await check.evaluate(_cert_view(w, time.time() + 400 * 86400))
+    assert later is not None and later.reason == "client_cert_expired"
+    earlier = await check.evaluate(_cert_view(w, time.time() - 400 * 86400))
+    assert earlier is not None and earlier.reason == "client_cert_not_yet_valid"
+    assert len(check._certificates) == 1
+
+
+async def test_certificate_and_peer_memos_are_bounded(dcr_world, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import gateway.checks.client_certificate as cc
+    from tests.checks.world import CERT_HEADER
+
+    monkeypatch.setattr(cc, "PARSED_CERTIFICATES", 4)
+    monkeypatch.setattr(cc, "TRUSTED_PEERS", 4)
+    w = await dcr_world()
+    check = _check(w, "client_certificate")
+    header = w.cert_header()[CERT_HEADER]
+    for i in range(10):  # distinct header texts of one certificate
+        await check.evaluate(_cert_view(w, time.time(), " " * i + header))
+        assert len(check._certificates) <= 4
+    assert " " * 9 + header in check._certificates  # the newest are kept
+    malformed = await check.evaluate(_cert_view(w, time.time(), "not a certificate"))
+    assert malformed is not None and malformed.reason == "client_cert_malformed"
+    assert "not a certificate" not in check._certificates  # failures are not remembered
+    for i in range(10):
+        assert check._trusted_peer(f"10.1.2.{i}") is False
+        assert len(check._peers) <= 4
+    assert check._trusted_peer("127.0.0.1") is True
