@@ -142,3 +142,22 @@ async def test_certificate_and_peer_memos_are_bounded(dcr_world, monkeypatch: py
         assert check._trusted_peer(f"10.1.2.{i}") is False
         assert len(check._peers) <= 4
     assert check._trusted_peer("127.0.0.1") is True
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1",
+                                  "fe80::1%eth0", "127.1", "0x7f.0.0.1", "2130706433", "127.000.000.001", "1.2.3.4",
+                                  "localhost", "a.localhost", "example.com", "127.0.0.1.nip.io", "127.0.0.1a", "0"])
+def test_local_host_shortcut_decides_as_ipaddress_does(host: str) -> None:
+    """registration_metadata skips ipaddress for plain names; the verdict is the one ipaddress gives."""
+    import ipaddress
+
+    from gateway.checks.registration_metadata import _is_local
+
+    try:
+        ip = ipaddress.ip_address(host)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        expected = ip.is_loopback or ip.is_unspecified
+    except ValueError:
+        expected = host == "localhost" or host.endswith(".localhost")
+    assert _is_local(host) is expected
