@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -32,23 +33,33 @@ def parse_ip(text: str) -> IPAddress | None:
     return ip
 
 
+REMEMBERED_PEERS: Final = 1024
+"""Peer addresses whose verdict `ProxyTrust.trusts` remembers; beyond this the memo starts again."""
+
+
 class ProxyTrust:
     """A set of trusted proxy networks (addresses or CIDRs, already validated by config)."""
 
-    __slots__ = ("_networks",)
+    __slots__ = ("_networks", "_verdicts")
 
     def __init__(self, cidrs: Iterable[str]) -> None:
         self._networks: tuple[IPNetwork, ...] = tuple(ipaddress.ip_network(c, strict=False) for c in cidrs)
+        self._verdicts: dict[str, bool] = {}
 
     def __bool__(self) -> bool:
         return bool(self._networks)
 
     def trusts(self, address: str | None) -> bool:
-        """True when `address` is inside one of the trusted networks."""
+        """True when `address` is inside one of the trusted networks (remembered: peers repeat)."""
         if address is None:
             return False
-        ip = parse_ip(address)
-        return ip is not None and self._trusts_ip(ip)
+        verdict = self._verdicts.get(address)
+        if verdict is None:
+            if len(self._verdicts) >= REMEMBERED_PEERS:
+                self._verdicts.clear()
+            ip = parse_ip(address)
+            verdict = self._verdicts[address] = ip is not None and self._trusts_ip(ip)
+        return verdict
 
     def _trusts_ip(self, ip: IPAddress) -> bool:
         return any(ip in net for net in self._networks)

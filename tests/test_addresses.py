@@ -41,3 +41,15 @@ def test_no_trusted_proxies_means_the_peer_whatever_is_forwarded():
 def test_parse_ip():
     assert str(parse_ip("fe80::1%eth0")) == "fe80::1"
     assert parse_ip("example.com") is None and parse_ip("") is None and parse_ip("1.2.3.4.5") is None
+
+
+def test_verdicts_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyPatch):
+    import gateway.addresses as addresses
+
+    monkeypatch.setattr(addresses, "REMEMBERED_PEERS", 4)
+    trust = ProxyTrust(LB)
+    for i in range(10):
+        assert trust.trusts(f"203.0.113.{i}") is False
+        assert len(trust._verdicts) <= 4
+    assert trust.trusts("10.9.8.7") is True and trust.trusts("10.9.8.7") is True
+    assert trust.trusts("garbage") is False and trust.trusts(None) is False

@@ -47,6 +47,9 @@ class RequestView:
     now: float = field(default_factory=time.time)
     policy: str = ""
     """Name of the policy being evaluated (set by the engine), e.g. a rate limit's default bucket."""
+    memo: dict[str, Any] = field(default_factory=dict)
+    """Work derived from this request's own input that several checks need, done once (e.g. the parsed but
+    UNVERIFIED registration JWS). Never facts: nothing here is verified, forwarded, logged or audited."""
 
 
 P = TypeVar("P", bound=StrictModel)

@@ -36,9 +36,14 @@ log = get_logger("client_certificate")
 
 MAX_HEADER_BYTES: Final = 16384
 """A forwarded certificate header longer than this is refused (a leaf certificate is 1-3 kB)."""
+PARSED_CERTIFICATES: Final = 512
+"""Forwarded certificate headers whose parse is remembered per check (a TPP sends the same one every time);
+beyond this the oldest is forgotten. At most MAX_HEADER_BYTES each: a few MB in the worst case."""
 _PEM_BEGIN: Final = "-----BEGIN CERTIFICATE-----"
 
 Format = Literal["nginx", "xfcc", "rfc9440"]
+_Parsed = tuple[bytes, x509.Certificate, str]
+"""A forwarded certificate: DER, the parsed certificate, its x5t#S256 thumbprint."""
 
 
 @runtime_checkable
@@ -74,7 +79,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
 
     name = "client_certificate"
     Params = ClientCertificateParams
-    __slots__ = ("_format", "_header", "_proxies", "_url_policy")
+    __slots__ = ("_certificates", "_format", "_header", "_keysets", "_proxies", "_url_policy")
 
     def __init__(self, params: ClientCertificateParams, services: Services) -> None:
         from . import ParamError
@@ -85,8 +90,11 @@ class ClientCertificate(Check[ClientCertificateParams]):
         self._format: Format = cfg.format
         self._proxies = ProxyTrust(cfg.trusted_proxies)
         self._url_policy = software_jwks_policy(services.trust)
-        if params.match_software_jwks and not isinstance(services.keys, KeySetSource):
+        # Decided once: isinstance against a runtime-checkable Protocol is slow enough to show per request.
+        self._keysets: KeySetSource | None = services.keys if isinstance(services.keys, KeySetSource) else None
+        if params.match_software_jwks and self._keysets is None:
             raise ParamError(["match_software_jwks"], "the key provider cannot fetch whole key sets")
+        self._certificates: dict[str, _Parsed] = {}
 
     def _fail(self, reason: str, description: str) -> Denial:
         if self.params.status == 401:
@@ -109,16 +117,15 @@ class ClientCertificate(Check[ClientCertificateParams]):
         if len(values) > 1:
             return self._fail("client_cert_malformed", f"the {self._header} header must be sent once")
         try:
-            der = certificate_der(values[0], self._format)
-            cert = x509.load_der_x509_certificate(der)
+            der, cert, thumbprint = self._parse(values[0])
         except ValueError as exc:
             return self._fail("client_cert_malformed", f"the TLS client certificate is malformed: {exc}")
+        # Validity is judged on every request: only the parse is remembered, never a verdict.
         now = datetime.fromtimestamp(request.now, UTC)
         if now < cert.not_valid_before_utc:
             return self._fail("client_cert_not_yet_valid", "the TLS client certificate is not valid yet")
         if now > cert.not_valid_after_utc:
             return self._fail("client_cert_expired", "the TLS client certificate has expired")
-        thumbprint = cert_thumbprint_s256(der)
         request.facts[CLIENT_CERT_S256] = thumbprint
         if bound is not None and bound != thumbprint:
             # RFC 8705 §3: a certificate-bound token presented over another certificate is invalid.
@@ -133,6 +140,20 @@ class ClientCertificate(Check[ClientCertificateParams]):
             return self._dn_matches(request.facts, cert)
         return None
 
+    def _parse(self, value: str) -> _Parsed:
+        """The certificate a header value carries, parsed once per distinct value (ValueError when malformed).
+
+        The key is the exact header text and the parse is a pure function of it; failures are not remembered.
+        """
+        parsed = self._certificates.get(value)
+        if parsed is None:
+            der, cert = certificate_of(value, self._format)
+            parsed = (der, cert, cert_thumbprint_s256(der))
+            if len(self._certificates) >= PARSED_CERTIFICATES:
+                del self._certificates[next(iter(self._certificates))]  # the oldest
+            self._certificates[value] = parsed
+        return parsed
+
     def _bound_thumbprint(self, facts: dict[str, Any]) -> str | None:
         token = token_of(facts) if self.params.token_binding else None
         cnf = token.claims.get("cnf") if token is not None else None
@@ -145,14 +166,14 @@ class ClientCertificate(Check[ClientCertificateParams]):
             return self.deny(400, "invalid_software_statement",
                              "no verified software statement to match the client certificate with",
                              "software_statement_unverified")
-        keys = self.services.keys
-        assert isinstance(keys, KeySetSource)  # checked at build time
+        keys = self._keysets
+        assert keys is not None  # checked at build time
         try:
             keyset = await keys.get_keyset(ssa["software_jwks_endpoint"], policy=self._url_policy)
         except JoseError as exc:
             reason, description = software_jwks_failure(exc)
             return self.deny(400, "invalid_client_metadata", description, reason)
-        if keyset.tls_key_for_cert(der) is None:
+        if keyset.tls_key_for_thumbprint(thumbprint) is None:
             log.info("client_cert_not_in_software_jwks", client_cert_s256=thumbprint,
                      software_id=request.facts.get("software_id"))
             return self.deny(400, "invalid_software_statement",
@@ -184,6 +205,11 @@ class ClientCertificate(Check[ClientCertificateParams]):
 
 def certificate_der(value: str, fmt: Format) -> bytes:
     """The DER certificate a forwarding header carries; ValueError when it is not exactly one certificate."""
+    return certificate_of(value, fmt)[0]
+
+
+def certificate_of(value: str, fmt: Format) -> tuple[bytes, x509.Certificate]:
+    """The DER and the parsed certificate a forwarding header carries; ValueError unless exactly one."""
     if len(value) > MAX_HEADER_BYTES:
         raise ValueError("header too long")
     if fmt == "rfc9440":
@@ -192,14 +218,15 @@ def certificate_der(value: str, fmt: Format) -> bytes:
         if len(text) < 3 or text[0] != ":" or text[-1] != ":":
             raise ValueError("not an RFC 9440 byte sequence (:base64:)")
         try:
-            return base64.b64decode(text[1:-1], validate=True)
+            der = base64.b64decode(text[1:-1], validate=True)
         except (binascii.Error, ValueError):
             raise ValueError("not base64") from None
+        return der, x509.load_der_x509_certificate(der)
     pem = unquote(_xfcc_cert(value) if fmt == "xfcc" else value.strip(), errors="strict")
     if pem.count(_PEM_BEGIN) != 1:
         raise ValueError("expected exactly one PEM certificate")
     cert = x509.load_pem_x509_certificate(pem.strip().encode("ascii", "strict"))
-    return cert.public_bytes(Encoding.DER)
+    return cert.public_bytes(Encoding.DER), cert
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:

@@ -22,6 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ..config import TrustSettings
 from ..jose import CompactJWS, JoseError, UrlPolicy, parse_compact
 from ..jose.encoding import json_loads_strict
+from .base import RequestView
 
 SSA_CLAIMS: Final = "software_statement_claims"
 """Fact: the verified SSA claims (dict)."""
@@ -88,6 +89,26 @@ def parse_request(body: bytes | None, headers: CIMultiDictProxy[str] | CIMultiDi
         return parse_compact(text, max_bytes=MAX_REQUEST_JWS_BYTES)
     except JoseError as exc:
         raise RegistrationError(f"request_{exc.reason}", f"registration request: {exc.description}") from None
+
+
+_PARSED_REQUEST: Final = "registration_request_jws"
+"""`RequestView.memo` key: (body, headers, CompactJWS) of the parse, for the body and headers it was made of."""
+
+
+def request_jws(request: RequestView) -> CompactJWS:
+    """`parse_request` of this request's body, parsed once per request and shared by the checks that need it.
+
+    The result is NOT verified: `software_statement` reads the SSA from it (and verifies the SSA), and
+    `registration_request` verifies its signature and claims before anything from it becomes a fact.
+    """
+    body, headers = request.body, request.headers
+    memo = request.memo.get(_PARSED_REQUEST)
+    # The same objects, not equal ones: a RequestView whose body or headers were replaced is parsed anew.
+    if memo is not None and memo[0] is body and memo[1] is headers:
+        return memo[2]  # type: ignore[no-any-return]
+    jws = parse_request(body, headers)
+    request.memo[_PARSED_REQUEST] = (body, headers, jws)
+    return jws
 
 
 def ssa_claims_of(facts: Mapping[str, Any]) -> Mapping[str, Any] | None:

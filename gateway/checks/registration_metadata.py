@@ -242,6 +242,8 @@ def _redirect_problem(uri: Any) -> tuple[str, str] | None:
 def _is_local(host: str) -> bool:
     if host == "localhost" or host.endswith(".localhost"):  # RFC 6761 §6.3
         return True
+    if ":" not in host and not host[-1:].isdigit():
+        return False  # neither IPv6 (has a colon) nor dotted-decimal IPv4 (ends in a digit): a name
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:

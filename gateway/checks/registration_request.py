@@ -17,7 +17,7 @@ from .base import Check, Denial, RequestView
 from .registration import (
     REGISTRATION_CLAIMS,
     RegistrationError,
-    parse_request,
+    request_jws,
     software_jwks_failure,
     software_jwks_policy,
     ssa_claims_of,
@@ -74,7 +74,7 @@ class RegistrationRequest(Check[RegistrationRequestParams]):
             return self.deny(400, "invalid_software_statement", "no verified software statement to take the TPP's "
                              "keys from", "software_statement_unverified")
         try:
-            jws = parse_request(request.body, request.headers)
+            jws = request_jws(request)
         except RegistrationError as exc:
             return self._invalid(exc.reason, exc.description)
         claims = jws.claims or {}

@@ -21,7 +21,7 @@ from .registration import (
     SOFTWARE_ROLES,
     SSA_CLAIMS,
     RegistrationError,
-    parse_request,
+    request_jws,
 )
 from .services import CONFIGURED_URLS, Services
 
@@ -91,7 +91,7 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass with the SSA facts set, or refuse (400 invalid_/unapproved_software_statement)."""
         try:
-            jws = parse_request(request.body, request.headers)
+            jws = request_jws(request)
         except RegistrationError as exc:
             return self.deny(400, "invalid_client_metadata", exc.description, exc.reason)
         raw = (jws.claims or {}).get("software_statement")

@@ -9,6 +9,15 @@ import re
 from typing import Any, Final
 
 _B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]*")
+_FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
+_ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+# The characters a canonical segment may end with, by length % 4: after 2 characters only 4 of their 12 bits
+# are data (the last character's low 4 bits must be zero), after 3 characters 16 of 18 (low 2 bits zero).
+_CANONICAL_LAST: Final = {
+    0: frozenset(_ALPHABET),
+    2: frozenset(c for i, c in enumerate(_ALPHABET) if i & 0x0F == 0),
+    3: frozenset(c for i, c in enumerate(_ALPHABET) if i & 0x03 == 0),
+}
 _COMPACT: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -31,25 +40,30 @@ def b64url_decode(segment: str) -> bytes:
     # permissive decoder lets several strings decode to the same bytes (token malleability).
     if _B64URL_RE.fullmatch(segment) is None:
         raise ValueError("not base64url (only A-Z a-z 0-9 - _ without padding)")
-    if len(segment) % 4 == 1:
+    rest = len(segment) % 4
+    if rest == 1:
         raise ValueError("impossible base64url length")
+    # SECURITY: refuse non-canonical encodings (non-zero unused trailing bits), so one token has one spelling.
+    # Only the last character carries unused bits; checking it equals re-encoding the data and comparing.
+    if segment and segment[-1] not in _CANONICAL_LAST[rest]:
+        raise ValueError("non-canonical base64url (unused bits set)")
     try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        # base64.urlsafe_b64decode without its layers: the regex has admitted only the alphabet.
+        return binascii.a2b_base64(segment.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-rest % 4))
     except (binascii.Error, ValueError) as exc:  # pragma: no cover - the regex already excludes these
         raise ValueError("not base64url") from exc
-    # SECURITY: refuse non-canonical encodings (non-zero unused trailing bits), so one token has one spelling.
-    if b64url_encode(data) != segment:
-        raise ValueError("non-canonical base64url (unused bits set)")
-    return data
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    obj: dict[str, Any] = {}
-    for name, value in pairs:
-        if name in obj:
+    obj = dict(pairs)
+    if len(obj) == len(pairs):
+        return obj
+    seen: set[str] = set()  # a repeated name: find the first one, for the error
+    for name, _ in pairs:
+        if name in seen:
             raise DuplicateMemberError(name)
-        obj[name] = value
-    return obj
+        seen.add(name)
+    raise AssertionError("unreachable: fewer members than pairs without a repeated name")  # pragma: no cover
 
 
 def _reject_constant(name: str) -> Any:

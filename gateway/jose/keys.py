@@ -237,6 +237,10 @@ class JwkSet:
         """The `use: tls` key whose first x5c certificate is exactly this DER certificate, or None."""
         return self._tls_by_x5t.get(cert_thumbprint_s256(der))
 
+    def tls_key_for_thumbprint(self, x5t_s256: str) -> VerificationKey | None:
+        """`tls_key_for_cert` given the certificate's `x5t#S256` (`cert_thumbprint_s256` of its DER)."""
+        return self._tls_by_x5t.get(x5t_s256)
+
     def to_dict(self) -> dict[str, Any]:
         """The public JWKS (signing keys then tls keys), e.g. for a sandbox directory to publish."""
         return {"keys": [k.public_dict() for k in (*self.keys, *self.tls_keys)]}

@@ -269,6 +269,14 @@ class Metrics:
         self._upstream_responses = _Children(self.upstream_responses)
         self._upstream_duration = _Children(self.upstream_duration)
         self._decisions = _Children(self.decisions)
+        # The JWKS cache reports a closed set of events, three per verified POST: each resolves to its
+        # child's `inc` once, here (as _Children does lazily), so a hit costs one dict lookup and a call.
+        jwks: dict[tuple[str, str], Any] = {("fetch", r): self.jwks_fetches.labels(r).inc for r in JWKS_FETCH_RESULTS}
+        jwks.update({("cache", r): self.jwks_cache_lookups.labels(r).inc for r in JWKS_CACHE_RESULTS})
+        jwks[("cache", "stale")] = self.jwks_stale_served.inc
+        jwks[("refetch", "unknown_kid")] = self.jwks_unknown_kid.labels("refetch").inc
+        jwks[("refetch", "rate_limited")] = self.jwks_unknown_kid.labels("rate_limited").inc
+        self._jwks_events = jwks
 
     # -- per-request recording (cached children) ---------------------------------------------------
     def request_done(self, route: str, method: str, status: int, decision: str, elapsed: float,
@@ -301,16 +309,10 @@ class Metrics:
 
     def jwks_event(self, kind: str, result: str) -> None:
         """The JWKS cache's `on_event(kind, result)` hook (see gateway.jose.jwks_cache)."""
-        if kind == "fetch" and result in JWKS_FETCH_RESULTS:
-            self.jwks_fetches.labels(result).inc()
-        elif kind == "cache" and result == "stale":
-            self.jwks_stale_served.inc()
-        elif kind == "cache" and result in JWKS_CACHE_RESULTS:
-            self.jwks_cache_lookups.labels(result).inc()
-        elif kind == "refetch" and result in ("unknown_kid", "rate_limited"):
-            self.jwks_unknown_kid.labels("refetch" if result == "unknown_kid" else result).inc()
-        else:  # bounded labels: an unforeseen event is a bug, reported by the cache's hook guard
+        inc = self._jwks_events.get((kind, result))
+        if inc is None:  # bounded labels: an unforeseen event is a bug, reported by the cache's hook guard
             raise ValueError(f"unknown JWKS cache event {kind}:{result}")
+        inc()
 
     def revoked(self, cause: str) -> None:
         """Count one revocation (`Revocations(on_revoke=...)`); `cause` is one of REVOCATION_CAUSES."""

@@ -58,6 +58,17 @@ def test_jwks_events_map_to_their_metric(kind, result, name, labels):
     assert metrics.registry.get_sample_value(name, labels) == 1
 
 
+def test_every_jwks_cache_event_counts_once():
+    """Every event the cache can report is accepted and adds exactly 1 to the JWKS series."""
+    metrics = Metrics()
+    events = [(kind, result) for kind, results in sorted(EVENTS.items()) for result in sorted(results)]
+    for kind, result in events:
+        metrics.jwks_event(kind, result)
+    total = sum(s.value for metric in metrics.registry.collect() if metric.name.startswith("dcr_gateway_jwks_")
+                for s in metric.samples)
+    assert total == len(events)
+
+
 @pytest.mark.parametrize(("kind", "result"), [("fetch", "https://evil.test/jwks"), ("lookup", "hit"), ("cache", "")])
 def test_unknown_jwks_events_are_refused(kind, result):
     """An event outside the closed set never becomes a label value."""

@@ -1,0 +1,158 @@
+"""Work done once on the POST path: the registration JWS is parsed once per request and shared by the checks
+that read it, and no shared or cached result ever lets a request skip its own verification."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict
+
+import gateway.checks.registration as registration
+from gateway.checks.base import RequestView
+from gateway.checks.registration import RegistrationError, request_jws
+from gateway.jose.encoding import b64url_decode, b64url_encode
+from tests.checks.world import REGISTER
+
+
+@pytest.fixture
+def request_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every registration request JWS `parse_compact` is asked to parse (the SSA's parse is not counted)."""
+    seen: list[str] = []
+    real = registration.parse_compact
+
+    def counting(token: str, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(token)
+        return real(token, **kwargs)
+
+    monkeypatch.setattr(registration, "parse_compact", counting)
+    return seen
+
+
+JWS = "eyJhbGciOiJQUzI1NiIsImtpZCI6ImsifQ.eyJhIjoxfQ.c2ln"
+
+
+def _view(body: bytes) -> RequestView:
+    return RequestView("POST", REGISTER, CIMultiDict({"Content-Type": "application/jose"}), body=body)
+
+
+def test_parsed_once_per_request(request_parses: list[str]) -> None:
+    view = _view(JWS.encode())
+    first = request_jws(view)
+    assert request_jws(view) is first
+    assert request_parses == [JWS]
+    assert first.kid == "k" and first.claims == {"a": 1}
+    assert view.facts == {}  # an unverified parse is never a fact
+
+
+def test_a_replaced_body_is_parsed_anew(request_parses: list[str]) -> None:
+    view = _view(JWS.encode())
+    request_jws(view)
+    view.body = b"not a jws"
+    with pytest.raises(RegistrationError):
+        request_jws(view)
+    view.body = JWS.encode()  # equal bytes, but another object: parsed again, never trusted by equality
+    request_jws(view)
+    assert len(request_parses) == 3
+    assert request_jws(_view(JWS.encode())) is not request_jws(view)  # nothing shared between requests
+
+
+async def test_a_genuine_post_parses_its_body_once(dcr_world, request_parses: list[str]) -> None:
+    w = await dcr_world()
+    body = w.request()
+    resp = await w.post(body)
+    assert resp.status == 201, await resp.text()
+    assert request_parses == [body]
+
+
+def _tamper_payload(jws: str, **changes: object) -> str:
+    """The same header and signature over a payload with `changes` applied."""
+    import json
+
+    header, payload, signature = jws.split(".")
+    claims = json.loads(b64url_decode(payload))
+    claims.update(changes)
+    return ".".join((header, b64url_encode(json.dumps(claims).encode()), signature))
+
+
+async def test_a_tampered_body_is_refused_after_a_genuine_one(dcr_world) -> None:
+    """Whatever the first request left in caches, a body altered after signing is refused on its signature."""
+    w = await dcr_world()
+    genuine = w.request()
+    assert (await w.post(genuine)).status == 201
+    forged = _tamper_payload(w.request(), scope="openid accounts", redirect_uris=["https://evil.example/cb"])
+    resp = await w.post(forged)
+    assert resp.status == 400
+    assert (await resp.json())["error"] == "invalid_client_metadata"
+    assert w.denials("request_bad_signature") == 1
+    # The genuine body again is a replay, not a free pass.
+    resp = await w.post(genuine)
+    assert resp.status == 400
+    assert w.denials("jti_replayed") == 1
+    assert w.registrations() == 1
+
+
+# -- client_certificate: the parse of a forwarded certificate is remembered, never a verdict ---------------
+
+
+def _check(w, name: str):  # type: ignore[no-untyped-def]
+    policy = next(p for p in w.gw.holder.current.policies if p.name == "dcr_register_create")
+    return next(c for c in policy.checks if c.name == name)
+
+
+def _cert_view(w, now: float, header: str | None = None) -> RequestView:  # type: ignore[no-untyped-def]
+    from tests.checks.world import CERT_HEADER
+
+    value = header if header is not None else w.cert_header()[CERT_HEADER]
+    return RequestView("POST", REGISTER, CIMultiDict({CERT_HEADER: value}), peer="127.0.0.1", now=now)
+
+
+async def test_a_remembered_certificate_is_still_judged_on_its_dates(dcr_world) -> None:
+    import time
+
+    w = await dcr_world()
+    check = _check(w, "client_certificate")
+    first = await check.evaluate(_cert_view(w, time.time()))
+    assert first is not None and first.reason == "software_statement_unverified"  # past the dates, no SSA facts
+    assert len(check._certificates) == 1
+    later = await check.evaluate(_cert_view(w, time.time() + 400 * 86400))
+    assert later is not None and later.reason == "client_cert_expired"
+    earlier = await check.evaluate(_cert_view(w, time.time() - 400 * 86400))
+    assert earlier is not None and earlier.reason == "client_cert_not_yet_valid"
+    assert len(check._certificates) == 1
+
+
+async def test_certificate_memo_is_bounded(dcr_world, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import gateway.checks.client_certificate as cc
+    from tests.checks.world import CERT_HEADER
+
+    monkeypatch.setattr(cc, "PARSED_CERTIFICATES", 4)
+    w = await dcr_world()
+    check = _check(w, "client_certificate")
+    header = w.cert_header()[CERT_HEADER]
+    for i in range(10):  # distinct header texts of one certificate
+        await check.evaluate(_cert_view(w, time.time(), " " * i + header))
+        assert len(check._certificates) <= 4
+    assert " " * 9 + header in check._certificates  # the newest are kept
+    malformed = await check.evaluate(_cert_view(w, time.time(), "not a certificate"))
+    assert malformed is not None and malformed.reason == "client_cert_malformed"
+    assert "not a certificate" not in check._certificates  # failures are not remembered
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1",
+                                  "fe80::1%eth0", "127.1", "0x7f.0.0.1", "2130706433", "127.000.000.001", "1.2.3.4",
+                                  "localhost", "a.localhost", "example.com", "127.0.0.1.nip.io", "127.0.0.1a", "0"])
+def test_local_host_shortcut_decides_as_ipaddress_does(host: str) -> None:
+    """registration_metadata skips ipaddress for plain names; the verdict is the one ipaddress gives."""
+    import ipaddress
+
+    from gateway.checks.registration_metadata import _is_local
+
+    try:
+        ip = ipaddress.ip_address(host)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        expected = ip.is_loopback or ip.is_unspecified
+    except ValueError:
+        expected = host == "localhost" or host.endswith(".localhost")
+    assert _is_local(host) is expected
