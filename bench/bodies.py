@@ -3,8 +3,9 @@ accepted once) sends a different one with every request.
 
 The bodies are generated once per run (`prepare`), one per line in a file of the run's directory, and every
 target walks them with its own `BodyStream`: each gateway keeps its own replay state (per process, or under
-its own Redis key prefix), so targets may share the file but a target never sees a body twice. Anchors that
-check nothing (direct, bare, nginx) wrap around instead of running out. A stream that runs out sends
+its own Redis key prefix), so targets may share the file but a gateway that refuses replays never sees a body
+twice. Targets that check nothing (direct, bare, nginx, the allow-all gateway) wrap around instead of running
+out. A stream that runs out sends
 `OUT_OF_BODIES_PATH` (404 from every target), so exhaustion shows up as errors, never silently.
 """
 

@@ -30,6 +30,9 @@ class GatewayVariant:
     """Keep security state in the run's redis-server (`state.backend: redis`); skipped when not installed."""
     workers: int = 1
     """`server.workers`: more than one needs `redis` (the gateway refuses per-process state with workers)."""
+    refuses_replays: bool = False
+    """Its policies refuse a registration JWS seen before (`replay`), so a run with distinct bodies must never
+    send it one twice; targets without it (anchors, the allow-all gateway) cycle through the bodies."""
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

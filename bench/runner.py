@@ -102,8 +102,10 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = _stderr) 
                 progress(f"skip {spec.name}: {exc}")
                 continue
             if body_file is not None:
-                # Its own walk through the bodies: a gateway's replay state is its own; anchors check nothing.
-                streams[spec.name] = bodies.BodyStream(body_file, wrap=spec.kind in ANCHORS)
+                # Its own walk through the bodies (a gateway's replay state is its own); a target that does not
+                # refuse replays may go round again, so a fast one never runs out.
+                refuses = spec.kind not in ANCHORS and spec.gateway.refuses_replays
+                streams[spec.name] = bodies.BodyStream(body_file, wrap=not refuses)
             _wait_serving(endpoint, request, procs, streams.get(spec.name))
             endpoints.append(endpoint)
         progress(f"{', '.join(e.name for e in endpoints)} ready; load generator: {generator.label}")

@@ -92,9 +92,10 @@ TOKEN_W2 = TargetSpec("gw_token_w2", GATEWAY, GatewayVariant(files=_shipped_poli
 """The shipped token policy as `serve --workers 2` on Redis: the issue's target is >= 50 % of nginx here."""
 
 
-POST = TargetSpec("gw_post", GATEWAY, GatewayVariant(files=_shipped_policies()))
+POST = TargetSpec("gw_post", GATEWAY, GatewayVariant(files=_shipped_policies(), refuses_replays=True))
 """The shipped policies on the POST path: token, SSA, request JWS, replay, metadata, client certificate."""
-POST_REDIS = TargetSpec("gw_post_redis", GATEWAY, GatewayVariant(files=_shipped_policies(), redis=True))
+POST_REDIS = TargetSpec("gw_post_redis", GATEWAY,
+                        GatewayVariant(files=_shipped_policies(), redis=True, refuses_replays=True))
 """The same with `state.backend: redis`: revocation lookups and the replay SET NX go to a local redis-server."""
 
 
