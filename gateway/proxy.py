@@ -245,5 +245,7 @@ class Forwarder:
             if request.transport is not None:
                 request.transport.close()
             return response
+        except ConnectionError:
+            return response  # the client went away mid-response; the upstream connection is dropped
         await response.write_eof()
         return response

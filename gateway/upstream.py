@@ -70,6 +70,7 @@ class UpstreamResponse:
         "raw_headers",
         "read_timeout",
         "reason",
+        "request_sent",
         "reused",
         "status",
         "until_close",
@@ -79,6 +80,8 @@ class UpstreamResponse:
         self._pool = pool
         self.reused = reused
         self.got_bytes = False
+        self.request_sent = False
+        """The whole request, body included, went out."""
         self._conn = conn
         self.head_only = head_only
         self.parser = httptools.HttpResponseParser(self)
@@ -184,6 +187,7 @@ class UpstreamResponse:
         self.complete = True
         self._cancel_timer()
         self._wake()
+        self._conn.wake_drain()  # an upload blocked on a full send buffer stops: the answer is in
 
     def _fail(self, error: UpstreamError) -> None:
         if self._error is None and not self.complete:
@@ -262,7 +266,9 @@ class UpstreamResponse:
         if conn.response is not self:
             return
         conn.response = None
-        if self.complete and self.keep_alive and self._error is None and not self.chunks:
+        # Reusable only after a clean exchange both ways: a request body cut short by an early answer would
+        # leave its remaining bytes to be read as the next request.
+        if self.complete and self.request_sent and self.keep_alive and self._error is None and not self.chunks:
             self._pool.put_back(conn)
         else:
             conn.abort()
@@ -297,7 +303,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._wake_drain()
+        self.wake_drain()
         if self.response is not None:
             self.response.connection_lost()
 
@@ -306,9 +312,10 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
-        self._wake_drain()
+        self.wake_drain()
 
-    def _wake_drain(self) -> None:
+    def wake_drain(self) -> None:
+        """Let a `drain()` in progress return (writable again, closed, or the exchange is over)."""
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)
 
@@ -529,9 +536,12 @@ class UpstreamPool:
         try:
             if isinstance(body, bytes):
                 conn.write(raw + body)
+                response.request_sent = True
             else:
                 conn.write(raw)
-                if body is not None:
+                if body is None:
+                    response.request_sent = True
+                else:
                     await self._send_stream(conn, response, body, chunked=content_length is None)
             await response.wait_headers()
         except BaseException:
@@ -543,14 +553,19 @@ class UpstreamPool:
     async def _send_stream(
         conn: _Connection, response: UpstreamResponse, body: AsyncIterable[bytes], *, chunked: bool
     ) -> None:
+        loop = asyncio.get_running_loop()
         async for chunk in body:
             if conn.closed or response.complete:
                 return  # the upstream answered (or failed) before taking the whole body
             if chunk:
                 conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
                 await conn.drain()
-        if chunked and not conn.closed:
+                response.last_read = loop.time()  # upload progress: the exchange is not idle
+        if conn.closed or response.complete:
+            return
+        if chunked:
             conn.write(b"0\r\n\r\n")
+        response.request_sent = True
 
 
 _UNSAFE: Final = ("\r", "\n", "\x00")

@@ -317,3 +317,34 @@ async def test_https_upstream_is_verified(tmp_path, gateway: GatewayFactory):
         assert handshakes == 0  # the handshake failed on the gateway's side: the server never got a request
     finally:
         server.close()
+
+
+async def test_early_answer_while_uploading_is_relayed_and_the_connection_dropped(raw_upstream,
+                                                                                   gateway: GatewayFactory):
+    """The upstream answers 413 without reading the body and stops reading: the gateway stops uploading,
+    relays the answer at once, and never reuses that connection (the unsent rest would read as a request)."""
+    import socket
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        if up.connections == 1:
+            writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig!")
+            await writer.drain()
+            await asyncio.sleep(5)  # keeps the connection open, reads nothing more
+            writer.transport.abort()
+        else:
+            writer.write(OK)
+            await writer.drain()
+
+    up = await raw_upstream(script)
+    client = await gateway(up.url, server={"max_body_bytes": 64 << 20})
+
+    async def body() -> AsyncIterator[bytes]:
+        for _ in range(128):  # 8 MiB: more than the socket buffers hold, so the upload has to wait
+            yield b"u" * 65536
+
+    resp = await asyncio.wait_for(client.post("/x", data=body()), 4)
+    assert resp.status == 413 and await resp.read() == b"big!"
+    resp = await asyncio.wait_for(client.get("/x"), 4)
+    assert resp.status == 200
+    assert up.connections == 2
