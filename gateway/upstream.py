@@ -32,6 +32,8 @@ ErrorKind = Literal["connect", "timeout", "protocol"]
 _PAUSE_AT: Final = 256 * 1024
 """Buffered response bytes at which reading from the upstream pauses (the client is slower)."""
 _RESUME_AT: Final = 64 * 1024
+_MAX_HEADER_BYTES: Final = 64 * 1024
+"""Largest response header section accepted from the upstream (llhttp sets no limit of its own)."""
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 _FRAMING_FIELDS: Final = frozenset({"content-length", "transfer-encoding"})
 
@@ -64,6 +66,7 @@ class UpstreamResponse:
         "deadline",
         "got_bytes",
         "head_only",
+        "header_bytes",
         "keep_alive",
         "last_read",
         "parser",
@@ -88,6 +91,7 @@ class UpstreamResponse:
         self.status = 0
         self.reason = ""
         self.raw_headers: list[tuple[str, str]] = []
+        self.header_bytes = 0
         self._headers: CIMultiDict[str] | None = None
         self.keep_alive = False
         self.until_close = False
@@ -120,6 +124,9 @@ class UpstreamResponse:
         self.reason = reason.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > _MAX_HEADER_BYTES:
+            raise UpstreamError("protocol", "upstream response headers too large")
         self.raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:

@@ -348,3 +348,21 @@ async def test_early_answer_while_uploading_is_relayed_and_the_connection_droppe
     resp = await asyncio.wait_for(client.get("/x"), 4)
     assert resp.status == 200
     assert up.connections == 2
+
+
+async def test_endless_response_headers_are_cut_off(raw_upstream, gateway: GatewayFactory):
+    """An upstream that sends header after header is refused (502) once past 64 KiB, not buffered forever."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(2000):
+            writer.write(b"X-Filler-%d: %s\r\n" % (i, b"f" * 100))
+        writer.write(b"Content-Length: 0\r\n\r\n")
+        await writer.drain()
+
+    up = await raw_upstream(script)
+    metrics = Metrics()
+    client = await gateway(up.url, metrics=metrics)
+    resp = await client.get("/x")
+    assert resp.status == 502
+    assert metrics.registry.get_sample_value("dcr_gateway_upstream_errors_total", {"kind": "protocol"}) == 1
