@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Final
 
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
-from multidict import CIMultiDict, CIMultiDictProxy
+from multidict import CIMultiDict
 
 from .config import UpstreamSettings
 from .context import RequestContext
@@ -39,15 +39,15 @@ _REQUEST_DROP: Final = frozenset(
 _FRAMING: Final = frozenset({"content-length", "expect"})
 """Set by the upstream client for the body it actually sends (Expect is answered by the gateway itself)."""
 _RESPONSE_SKIP: Final = frozenset({"server", "date", "content-length"})
-_NO_BODY: Final = frozenset({204, 304})
 # Methods safe to send twice when the first attempt never reached the upstream (RFC 9110 §9.2.2).
 _RETRY_ON_CONNECT_ERROR: Final = frozenset({"GET", "DELETE"})
 _CHUNK = 64 * 1024
 
 
 
-def _connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
-    return {t.strip().lower() for v in headers.getall(hdrs.CONNECTION, ()) for t in v.split(",") if t.strip()}
+def _connection_tokens(values: Iterable[str]) -> set[str]:
+    """The field names listed in Connection header values (hop-by-hop for this connection only)."""
+    return {t.strip().lower() for v in values for t in v.split(",") if t.strip()}
 
 
 def body_incomplete() -> GatewayError:
@@ -137,7 +137,7 @@ class Forwarder:
         headers = request.headers
         drop = self._drop
         if hdrs.CONNECTION in headers:
-            drop = drop | _connection_tokens(headers)
+            drop = drop | _connection_tokens(headers.getall(hdrs.CONNECTION))
         if extra:
             drop = drop | {name.lower() for name in extra}
         lines = []
@@ -215,20 +215,21 @@ class Forwarder:
         """Send the upstream response to the client: in one write when it is all in, else streamed."""
         headers = []
         length = None
-        named: set[str] = set()
+        connection = []
         for name, value in upstream.raw_headers:
             low = name.lower()
             if low == "content-length":
                 length = value
             elif low == "connection":
-                named.update(t.strip().lower() for t in value.split(","))
+                connection.append(value)
             elif low not in _RESPONSE_SKIP and low not in HOP_BY_HOP:
                 headers.append((name, value))
-        if named:  # fields the upstream named in Connection are hop-by-hop too
+        if connection:  # fields the upstream named in Connection are hop-by-hop too
+            named = _connection_tokens(connection)
             headers = [(name, value) for name, value in headers if name.lower() not in named]
         if extra:
             headers.extend(extra)
-        if upstream.complete and not upstream.head_only and upstream.status not in _NO_BODY:
+        if upstream.complete and not upstream.bodiless:
             return web.Response(status=upstream.status, reason=upstream.reason or None,
                                 body=upstream.take_body(), headers=CIMultiDict(headers))
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason or None,

@@ -25,7 +25,6 @@ from typing import Final, Literal, cast
 from urllib.parse import urlsplit
 
 import httptools
-from multidict import CIMultiDict
 
 ErrorKind = Literal["connect", "timeout", "protocol"]
 
@@ -55,7 +54,6 @@ class UpstreamResponse:
         "_buffered",
         "_conn",
         "_error",
-        "_headers",
         "_headers_waiter",
         "_pool",
         "_reading",
@@ -71,7 +69,6 @@ class UpstreamResponse:
         "last_read",
         "parser",
         "raw_headers",
-        "read_timeout",
         "reason",
         "request_sent",
         "reused",
@@ -92,7 +89,6 @@ class UpstreamResponse:
         self.reason = ""
         self.raw_headers: list[tuple[str, str]] = []
         self.header_bytes = 0
-        self._headers: CIMultiDict[str] | None = None
         self.keep_alive = False
         self.until_close = False
         self.complete = False
@@ -106,17 +102,14 @@ class UpstreamResponse:
         self._headers_waiter: asyncio.Future[None] = loop.create_future()
         now = loop.time()
         self.last_read = now
-        self.read_timeout = pool.read_timeout
         self.deadline = now + pool.total_timeout
-        self._timer: asyncio.TimerHandle | None = loop.call_at(min(self.deadline, now + self.read_timeout),
+        self._timer: asyncio.TimerHandle | None = loop.call_at(min(self.deadline, now + pool.read_timeout),
                                                                self._check_time)
 
     @property
-    def headers(self) -> CIMultiDict[str]:
-        """The response headers, case-insensitive (built on first use)."""
-        if self._headers is None:
-            self._headers = CIMultiDict(self.raw_headers)
-        return self._headers
+    def bodiless(self) -> bool:
+        """The response has no body whatever its headers say: to HEAD, or 204 / 304."""
+        return self.head_only or self.status in _NO_BODY_STATUS
 
     # --- llhttp callbacks -------------------------------------------------------------------------------------
 
@@ -135,11 +128,10 @@ class UpstreamResponse:
             if status == 101:
                 raise UpstreamError("protocol", "upstream switched protocols")
             self.raw_headers = []  # an interim response (100, 103): the final one follows
-            self._headers = None
             return
         self.status = status
         self.keep_alive = self.parser.should_keep_alive()
-        if self.head_only or status in _NO_BODY_STATUS:
+        if self.bodiless:
             self._finish()
         else:
             self.until_close = not any(name.lower() in _FRAMING_FIELDS for name, _ in self.raw_headers)
@@ -225,7 +217,7 @@ class UpstreamResponse:
             return
         if not self._reading:
             self.last_read = now  # paused by us for a slow client: not the upstream's delay
-        idle_until = self.last_read + self.read_timeout
+        idle_until = self.last_read + self._pool.read_timeout
         if now >= idle_until:
             self._timer = None
             self._fail(UpstreamError("timeout", "upstream sent nothing within the read timeout"))
@@ -535,7 +527,6 @@ class UpstreamPool:
         head = f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n{header_block}{framing}\r\n"
         raw = head.encode("utf-8", "surrogateescape")
         if raw.count(b"\n") != head.count("\r\n") or b"\r" in raw.replace(b"\r\n", b""):
-            conn.response = None
             self.put_back(conn)
             raise UpstreamError("protocol", "refused to send a header containing a line break")
         response = UpstreamResponse(self, conn, head_only=method == "HEAD", reused=reused)
