@@ -13,7 +13,7 @@ from multidict import CIMultiDict
 from .config import UpstreamSettings
 from .context import RequestContext
 from .errors import GatewayError, bad_gateway, gateway_timeout, payload_too_large
-from .observability.metrics import Metrics, method_label
+from .observability.metrics import Metrics
 from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, header_lines
 
 INTERACTION_ID: Final = "x-fapi-interaction-id"
@@ -200,7 +200,7 @@ class Forwarder:
                 self._metrics.upstream_errors.labels("body_too_large").inc()
             raise
         ctx.upstream_seconds = time.perf_counter() - started
-        self._metrics.upstream_answered(ctx.route, method_label(method), ctx.upstream_seconds)
+        self._metrics.upstream_answered(ctx.route, method, ctx.upstream_seconds)
         ctx.upstream_status = upstream.status
         try:
             if before_relay is not None:

@@ -281,7 +281,8 @@ class Metrics:
     # -- per-request recording (cached children) ---------------------------------------------------
     def request_done(self, route: str, method: str, status: int, decision: str, elapsed: float,
                      upstream_status: int | None) -> None:
-        """One answered request on the public listener (method as `method_label` gives it)."""
+        """One answered request on the public listener."""
+        method = method_label(method)
         self._requests(route, method, f"{status // 100}xx", decision).inc()
         self._request_duration(route, method).observe(elapsed)
         if upstream_status is not None:
@@ -289,7 +290,7 @@ class Metrics:
 
     def upstream_answered(self, route: str, method: str, seconds: float) -> None:
         """Time until the upstream's response headers."""
-        self._upstream_duration(route, method).observe(seconds)
+        self._upstream_duration(route, method_label(method)).observe(seconds)
 
     def decided(self, policy: str, mode: str, decision: str, check: str = "", reason: str = "") -> None:
         """One policy decision (check and reason empty for allow)."""
