@@ -16,7 +16,7 @@ from aiohttp import web
 
 from .addresses import ProxyTrust
 from .checks.base import Denial, RequestView
-from .checks.rate_limit import RATE_LIMIT_FACT
+from .checks.rate_limit import rate_limit_headers
 from .checks.registration import registration_claims_of
 from .checks.services import Services, build_services
 from .checks.token import token_of
@@ -26,7 +26,7 @@ from .errors import GatewayError, error_response, http_exception_response, serve
 from .jsonutil import dumps
 from .observability.audit import AuditLog
 from .observability.logging import get_logger
-from .observability.metrics import CONTENT_TYPE, Metrics, method_label
+from .observability.metrics import CONTENT_TYPE, Metrics
 from .policy.engine import Decision
 from .policy.loader import load_policies
 from .policy.reload import PolicyHolder, PolicyReloader
@@ -120,8 +120,7 @@ async def request_context(
         elapsed = time.perf_counter() - started
         route = ctx.route
         metrics.in_flight.dec()
-        metrics.request_done(route, method_label(request.method), status, ctx.decision, elapsed,
-                             ctx.upstream_status)
+        metrics.request_done(route, request.method, status, ctx.decision, elapsed, ctx.upstream_status)
         audit = request.app.get(AUDIT)
         if audit is not None and ctx.policy_version:
             audit.emit(_audit_fields(request, ctx, status, elapsed))
@@ -218,14 +217,14 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
     ctx.policy = policy.name
     peer = request.remote
     proxies = app[PROXIES]
+    forwarded_for = request.headers.getall("X-Forwarded-For", ()) if proxies else ()  # unread when none trusted
     view = RequestView(
         method=request.method,
         path=request.rel_url.raw_path,
         headers=request.headers,
         params=match.params,
         peer=peer,
-        client_address=proxies.client_address(peer, request.headers.getall("X-Forwarded-For", ())) if proxies
-        else None,
+        client_address=proxies.client_address(peer, forwarded_for),
         facts=ctx.facts,
         dry_run=policy.mode == "audit",
     )
@@ -244,16 +243,7 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
 
     extra = _fact_headers(ctx.facts, app[SETTINGS].policies.fact_headers)
     return await app[FORWARDER].forward(request, ctx, body=view.body, extra_headers=extra,
-                                        before_relay=before_relay, response_headers=_rate_limit_headers(ctx.facts))
-
-
-def _rate_limit_headers(facts: dict[str, Any]) -> list[tuple[str, str]] | None:
-    """The RateLimit-Policy and RateLimit fields of the rate_limit checks that passed (structured-field lists)."""
-    fields = facts.get(RATE_LIMIT_FACT)
-    if not fields:
-        return None
-    return [("RateLimit-Policy", ", ".join(policy for policy, _ in fields)),
-            ("RateLimit", ", ".join(state for _, state in fields))]
+                                        before_relay=before_relay, response_headers=rate_limit_headers(ctx.facts))
 
 
 def _fact_headers(facts: dict[str, Any], names: Mapping[str, str]) -> dict[str, str]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import field_validator
 
@@ -27,6 +27,16 @@ _NS = "rate"
 RATE_LIMIT_FACT = "rate_limit_fields"
 """Facts key: a list of (RateLimit-Policy item, RateLimit item), one per rate_limit check that passed."""
 _BUCKET = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+def rate_limit_headers(facts: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """The RateLimit-Policy and RateLimit fields of the rate_limit checks that passed (structured-field lists),
+    for the forwarded response; None when no rate_limit check ran."""
+    fields = facts.get(RATE_LIMIT_FACT)
+    if not fields:
+        return None
+    return [("RateLimit-Policy", ", ".join(policy for policy, _ in fields)),
+            ("RateLimit", ", ".join(state for _, state in fields))]
 
 
 class RateLimitParams(StrictModel):
