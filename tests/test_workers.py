@@ -200,7 +200,7 @@ def test_unsafe_worker_setups_are_refused(tmp_path: Path, config: str, message: 
     """workers > 1 with the sandbox, the per-process memory store or port 0 exits 2 with a clear error."""
     cfg = tmp_path / "config.yaml"
     cfg.write_text(config)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DCRGW_")}
+    env = _clean_env()
     result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--workers", "2", "--config", str(cfg)],
                             capture_output=True, text=True, timeout=30, env=env)
     assert result.returncode == 2, result.stderr
