@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-import orjson
+from ..jsonutil import dumps
 
 FLUSH_SECONDS = 0.02
 """Events reach the writer thread at most this long after they were chained (and at close)."""
@@ -34,8 +34,9 @@ GENESIS = "0" * 64
 
 def _canonical(event: dict[str, Any]) -> bytes:
     # Sorted keys, no spaces, UTF-8 (the same bytes as json.dumps(sort_keys=True, separators=(",", ":"),
-    # ensure_ascii=False)), at a fraction of the cost: one of these per request.
-    return orjson.dumps(event, option=orjson.OPT_SORT_KEYS)
+    # ensure_ascii=False)), at a fraction of the cost: one of these per request. An event holding client text
+    # orjson refuses (a lone surrogate) is written ASCII-escaped: the same bytes again when a verifier re-reads it.
+    return dumps(event, sort_keys=True)
 
 
 def event_hash(event: dict[str, Any]) -> str:

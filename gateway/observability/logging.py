@@ -8,8 +8,9 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any, Literal
 
-import orjson
 import structlog
+
+from ..jsonutil import dumps
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -33,8 +34,9 @@ def _redact(value: Any) -> Any:
 
 
 def _json_line(event: Any, **_: Any) -> str:
-    # orjson, as structlog's performance guide recommends; anything it cannot encode is rendered with str().
-    return orjson.dumps(event, default=str).decode("utf-8")
+    # orjson, as structlog's performance guide recommends; anything it cannot encode is rendered with str(),
+    # and client text it refuses (a lone surrogate, a huge integer) is escaped, never raised.
+    return dumps(event, default=str).decode("utf-8")
 
 
 def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
