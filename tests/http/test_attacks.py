@@ -286,6 +286,24 @@ async def test_upstream_closing_is_502_or_a_cut_response_and_never_confuses_othe
         assert_own(ex.responses[0], mark)
 
 
+@pytest.mark.parametrize("method", ["GET", "DELETE", "POST"])
+async def test_a_request_the_upstream_received_is_never_sent_again(harness: Harness, method: str):
+    """An upstream that reads a request and closes without answering, on a reused connection: 502, and the
+    request is not sent a second time (the upstream received it; a retry would act twice: DELETE revokes)."""
+    up, gw = await harness(server=server_overrides())
+    port = port_of(gw)
+    warm = marker()
+    ex = await exchange(port, request("GET", "/echo", [(MARKER, warm)]), timeout=BOUND)
+    assert_own(ex.responses[0], warm)  # the pool now holds an idle connection, reused next
+    mark = marker()
+    ex = await exchange(port, request(method, "/echo", [(MARKER, mark), (SCRIPT, "close-silent")],
+                                      b"x" if method == "POST" else b""), timeout=BOUND)
+    assert ex.responses, ex
+    assert_refused(ex.responses[0], 502)
+    await asyncio.sleep(SETTLE)
+    assert len(up.by_marker(mark)) == 1, f"sent {len(up.by_marker(mark))} times"
+
+
 # --- finding 3: double decoding ---------------------------------------------------------------------------------
 
 
