@@ -4,6 +4,8 @@ The framing rule (docs/security.md): the backend receives exactly one request pe
 the gateway — the exact body bytes the checks could read, with `Content-Length` equal to their length — and
 nothing the gateway had to guess about. So, before any policy runs:
 
+- HTTP/1.0 or HTTP/1.1 only (505); `Transfer-Encoding` only `chunked` (501, RFC 9112 §6.1); `Expect` only
+  `100-continue` (417), and the gateway answers it itself, when it starts reading the body;
 - a request body must arrive unencoded (`Content-Encoding` absent or `identity`): an encoded body would be
   decoded by one side and not the other (415, nothing decompressed);
 - `Connection` may name only the connection options and the standard hop-by-hop fields: a client cannot make
@@ -65,6 +67,9 @@ SINGLE: Final = frozenset(
 """Header families a request may carry once: the checks read one value, the backend must not see another."""
 
 
+_VERSIONS: Final = frozenset({(1, 0), (1, 1)})
+
+
 def _refusal(status: int, description: str, reason: str) -> Denial:
     return Denial(status, "invalid_request", description, reason, (), "http")
 
@@ -80,8 +85,10 @@ class InboundRules:
         self._drop = HOP_BY_HOP | SET_BY_GATEWAY | FRAMING | {family(h) for h in gateway_headers}
         self._single = SINGLE | {family(h) for h in single}
 
-    def screen(self, headers: CIMultiDictProxy[str]) -> Denial | None:
+    def screen(self, headers: CIMultiDictProxy[str], version: tuple[int, int] = (1, 1)) -> Denial | None:
         """The refusal for a request whose headers are ambiguous or try to steer the gateway, else None."""
+        if version not in _VERSIONS:
+            return _refusal(505, "only HTTP/1.0 and HTTP/1.1 are served", "http_version")
         seen: dict[str, str] = {}
         for name, _ in headers.items():  # every field: iterating the keys folds repeats
             low = name.lower()
@@ -96,6 +103,12 @@ class InboundRules:
                 return _refusal(400, f"header {name[:64]!r} is sent more than once", "duplicate_header")
         if OVERRIDES.intersection(seen):
             return _refusal(400, "method and URL override headers are not accepted", "override_header")
+        coding = seen.get("transfer-encoding")
+        if coding is not None and headers.get(coding, "").strip().lower() != "chunked":
+            return _refusal(501, "the only transfer coding accepted is chunked", "transfer_encoding")
+        expect = seen.get("expect")
+        if expect is not None and headers.get(expect, "").strip().lower() != "100-continue":
+            return _refusal(417, "the only expectation met is 100-continue", "expectation")
         encoding = seen.get("content-encoding")
         if encoding is not None and headers.get(encoding, "").strip().lower() not in ("", "identity"):
             return _refusal(415, "request bodies must not be content-encoded", "content_encoding")

@@ -51,6 +51,8 @@ async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
         raise payload_too_large(limits.max_bytes)
     if not request.body_exists:
         return b""
+    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # now, and only now, the body is wanted
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.total
     content = request.content

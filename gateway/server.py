@@ -215,7 +215,7 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
     policies = app[POLICIES].current
     ctx.policy_version = policies.version
     # SECURITY: the framing rule (inbound.py, docs/security.md) before any policy: nothing ambiguous is guessed.
-    refusal = app[INBOUND].screen(request.headers)
+    refusal = app[INBOUND].screen(request.headers, request.version)
     if refusal is not None:
         return _refuse(app[METRICS], ctx, refusal)
     match = policies.match(request.method, request.rel_url.raw_path)
@@ -344,8 +344,14 @@ def build_public_app(
 
     app.cleanup_ctx.append(forwarder_ctx)
     app.on_response_prepare.append(_echo_interaction_id)
-    app.router.add_route("*", "/{tail:.*}", gateway_handler)
+    # Expect: 100-continue is answered when the body is first read (proxy.read_body), so a request refused for
+    # its token is never invited to send its body; any other expectation is refused by inbound.screen (417).
+    app.router.add_route("*", "/{tail:.*}", gateway_handler, expect_handler=_no_early_continue)
     return app
+
+
+async def _no_early_continue(_: web.Request) -> None:
+    """aiohttp's expect handler, replaced: nothing is sent before the checks have run."""
 
 
 async def healthz(_: web.Request) -> web.Response:

@@ -41,6 +41,10 @@ def test_family_folds_case_and_underscores() -> None:
         ((("Content-Type", "application/jose"), ("Content-Type", "application/json")), "400:duplicate_header"),
         ((("ssl-client-cert", "a"), ("ssl-client-cert", "b")), "400:duplicate_header"),
         ((("Accept", "a"), ("Accept", "b")), None),  # repeatable, and spelled alike
+        ((("Transfer-Encoding", "chunked"),), None),
+        ((("Transfer-Encoding", "gzip, chunked"),), "501:transfer_encoding"),
+        ((("Expect", "100-continue"),), None),
+        ((("Expect", "100-continue, x"),), "417:expectation"),
     ],
 )
 def test_screen(pairs: tuple[tuple[str, str], ...], expected: str | None) -> None:
@@ -63,3 +67,9 @@ def test_upstream_headers_drop_every_spelling_of_what_the_gateway_sets() -> None
 def test_upstream_headers_drop_what_the_caller_sets_in_any_spelling() -> None:
     lines = RULES.upstream_headers([("X_Custom_Fact", "forged"), ("X-Kept", "1")], {"X-Custom-Fact": "real"})
     assert lines == ["X-Kept: 1\r\n"]
+
+
+@pytest.mark.parametrize(("version", "expected"), [((1, 1), None), ((1, 0), None), ((2, 0), 505), ((0, 9), 505)])
+def test_only_http_1_is_served(version: tuple[int, int], expected: int | None) -> None:
+    denial = RULES.screen(CIMultiDictProxy(CIMultiDict()), version)
+    assert (denial.status if denial else None) == expected

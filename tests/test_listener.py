@@ -164,3 +164,39 @@ async def test_connections_per_client_are_capped(recorder, running_gateway) -> N
         await asyncio.sleep(0.05)
     assert again.startswith(b"HTTP/1.1 200")
     assert len(seen) == 4
+
+
+async def test_100_continue_only_once_the_body_is_wanted(recorder, running_gateway, tmp_path) -> None:
+    """`Expect: 100-continue` is answered when the gateway reads the body: a request refused before that (here
+    for a body on GET) gets its refusal and no 100; an allowed one gets 100, then sends, then 200."""
+    seen, url = recorder
+    gw = await _gateway(running_gateway, url)
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.client.port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+    async with asyncio.timeout(5):
+        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(b"{}")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+    writer.close()
+    raw = await _exchange(gw.client.port, b"DELETE /echo HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                          b"Content-Length: 2\r\nConnection: close\r\n\r\n", read_for=5)
+    assert raw.startswith(b"HTTP/1.1 400") and b"100 Continue" not in raw
+    assert seen == [("POST /echo", b"{}")]
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /echo HTTP/1.1\r\nHost: x\r\nExpect: something\r\nConnection: close\r\n\r\n", 417),
+        (b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\nConnection: close\r\n\r\n"
+         b"0\r\n\r\n", 501),
+        (b"GET /echo HTTP/2.0\r\nHost: x\r\nConnection: close\r\n\r\n", 505),
+    ],
+)
+async def test_what_the_gateway_does_not_speak_is_refused_in_json(recorder, running_gateway, request_bytes: bytes,
+                                                                  status: int) -> None:
+    seen, url = recorder
+    gw = await _gateway(running_gateway, url)
+    got, error = _status_and_json(await _exchange(gw.client.port, request_bytes))
+    assert (got, error["error"]) == (status, "invalid_request")
+    assert seen == []
