@@ -55,6 +55,21 @@ class Listen(StrictModel):
     """TCP port; 0 picks a free one (tests)."""
 
 
+class ServerTimeouts(StrictModel):
+    """How long the public listener waits for a client, in seconds (slow clients hold no upstream connection:
+    bodies are read in full before one is taken)."""
+
+    header_read_seconds: PositiveSeconds = 10.0
+    """From the first byte of a request to the end of its headers; then the connection is closed."""
+    body_idle_seconds: PositiveSeconds = 10.0
+    """The longest pause while a request body arrives; then 408 and the connection is closed."""
+    body_total_seconds: PositiveSeconds = 30.0
+    """The longest a whole request body may take to arrive; then 408 and the connection is closed."""
+    keepalive_seconds: PositiveSeconds = 75.0
+    """How long an idle keep-alive connection stays open between requests (longer than the load balancer's
+    idle timeout, so the balancer closes first)."""
+
+
 class ServerSettings(StrictModel):
     """The public (TPP-facing) and admin (probes, metrics) listeners."""
 
@@ -65,7 +80,13 @@ class ServerSettings(StrictModel):
     public_url: str = "http://127.0.0.1:8080"
     """The URL TPPs use to reach the gateway (advertised as token and registration endpoint)."""
     max_body_bytes: PositiveInt = 1_048_576
-    """Largest request body accepted; larger ones get 413."""
+    """Largest request body accepted; larger ones get 413. Bodies are read in full (bounded by this and
+    `timeouts`) before the request is forwarded."""
+    timeouts: ServerTimeouts = ServerTimeouts()
+    max_connections_per_client: PositiveInt = 64
+    """Open connections one client address may hold at once (its address behind `trusted_proxies` counts
+    requests in flight instead of connections); beyond it, new connections are closed at once and requests
+    get 429."""
     workers: PositiveInt = 1
     """Worker processes sharing the listening ports (SO_REUSEPORT); `serve --workers N` overrides it.
     More than one needs `state.backend: redis` (security state must be shared) and fixed ports."""

@@ -12,7 +12,7 @@ from .jsonutil import dumps
 class GatewayError(Exception):
     """A refusal or upstream failure with the status, protocol error code and a safe description."""
 
-    __slots__ = ("description", "error", "headers", "reason", "status")
+    __slots__ = ("close", "description", "error", "headers", "reason", "status")
 
     def __init__(
         self,
@@ -22,8 +22,11 @@ class GatewayError(Exception):
         *,
         reason: str | None = None,
         headers: Mapping[str, str] | None = None,
+        close: bool = False,
     ) -> None:
         super().__init__(description)
+        self.close = close
+        """The connection cannot carry another request (its body was not read to the end)."""
         self.status = status
         self.error = error
         self.description = description
@@ -38,14 +41,31 @@ class GatewayError(Exception):
 def error_response(err: GatewayError) -> web.Response:
     """The JSON response for an error; never cached (RFC 7591 §3.2.2 examples)."""
     headers = {"Cache-Control": "no-store", "Pragma": "no-cache", **err.headers}
-    return web.Response(
+    response = web.Response(
         status=err.status, body=dumps(err.body()), content_type="application/json", headers=headers
     )
+    if err.close:
+        response.force_close()
+    return response
 
 
 def payload_too_large(limit: int) -> GatewayError:
     """413 for a body over the configured limit."""
-    return GatewayError(413, "request_too_large", f"request body exceeds {limit} bytes", reason="body_too_large")
+    return GatewayError(413, "request_too_large", f"request body exceeds {limit} bytes", reason="body_too_large",
+                        close=True)
+
+
+def body_timeout() -> GatewayError:
+    """408 when the client's body stalls (`server.timeouts.body_idle_seconds`) or is too slow in all
+    (`server.timeouts.body_total_seconds`); the connection is closed (RFC 9110 §15.5.9)."""
+    return GatewayError(408, "invalid_request", "request body not received in time", reason="body_timeout",
+                        close=True)
+
+
+def body_incomplete() -> GatewayError:
+    """400 when the client's body breaks off or is malformed (a short chunked body, a dropped connection)."""
+    return GatewayError(400, "invalid_request", "request body incomplete or malformed", reason="body_incomplete",
+                        close=True)
 
 
 def bad_gateway(description: str = "upstream unavailable") -> GatewayError:

@@ -23,14 +23,16 @@ from .checks.token import token_of
 from .config import Settings
 from .context import CTX, RequestContext
 from .errors import GatewayError, error_response, http_exception_response, server_error_response
+from .inbound import InboundRules
 from .jsonutil import dumps
+from .listener import LIMITS, ClientSlots, ListenerLimits, PublicRunner
 from .observability.audit import AuditLog
 from .observability.logging import get_logger
 from .observability.metrics import CONTENT_TYPE, Metrics
-from .policy.engine import Decision
+from .policy.engine import CompiledPolicy, Decision
 from .policy.loader import load_policies
 from .policy.reload import PolicyHolder, PolicyReloader
-from .proxy import INTERACTION_ID, Forwarder, read_body
+from .proxy import INTERACTION_ID, BodyLimits, Forwarder, read_body
 from .upstream import safe_field
 
 log = get_logger("server")
@@ -63,6 +65,12 @@ HEALTH = web.AppKey("health", Health)
 POLICIES = web.AppKey("policies", PolicyHolder)
 AUDIT = web.AppKey("audit", AuditLog)
 PROXIES = web.AppKey("proxies", ProxyTrust)
+INBOUND = web.AppKey("inbound", InboundRules)
+BODY_LIMITS = web.AppKey("body_limits", BodyLimits)
+CLIENT_REQUESTS = web.AppKey("client_requests", ClientSlots)
+"""Requests in flight per client address behind a trusted proxy (its connections are shared by clients)."""
+NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+"""Methods whose requests carry no body unless their policy's `allow_body_on` names them."""
 
 
 def _interaction_id(request: web.Request) -> str:
@@ -206,30 +214,62 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
     app = request.app
     policies = app[POLICIES].current
     ctx.policy_version = policies.version
+    # SECURITY: the framing rule (inbound.py, docs/security.md) before any policy: nothing ambiguous is guessed.
+    refusal = app[INBOUND].screen(request.headers, request.version)
+    if refusal is not None:
+        return _refuse(app[METRICS], ctx, refusal)
     match = policies.match(request.method, request.rel_url.raw_path)
     if match is None or match.value is None:
-        denial = policies.unmatched(request.method, match)
         ctx.route = match.template if match is not None and match.template else "unmatched"
-        _record(app[METRICS], ctx, Decision("deny", "", "enforce", (denial,)))
-        return denial_response(denial)
+        return _refuse(app[METRICS], ctx, policies.unmatched(request.method, match))
     policy = match.value
     ctx.route = policy.template
     ctx.policy = policy.name
+    if request.body_exists and request.method in NO_BODY_METHODS and request.method not in policy.allow_body_on:
+        return _refuse(app[METRICS], ctx, Denial(400, "invalid_request", f"a {request.method} request has no body",
+                                                 "body_not_allowed", (), "http"))
     peer = request.remote
     proxies = app[PROXIES]
-    forwarded_for = request.headers.getall("X-Forwarded-For", ()) if proxies else ()  # unread when none trusted
+    if proxies and proxies.trusts(peer):
+        client = proxies.client_address(peer, request.headers.getall("X-Forwarded-For", ()))
+        slots = app[CLIENT_REQUESTS]
+        if client is None or not slots.acquire(client):
+            return _refuse(app[METRICS], ctx, Denial(429, "too_many_requests", "too many requests in flight",
+                                                     "client_concurrency", (), "http"))
+        try:
+            return await _decide_and_forward(request, ctx, policy, match.params, peer, client)
+        finally:
+            slots.release(client)
+    return await _decide_and_forward(request, ctx, policy, match.params, peer, peer)
+
+
+def _refuse(metrics: Metrics, ctx: RequestContext, denial: Denial) -> web.Response:
+    """A request refused before (or instead of) its policy: recorded and audited like any denial."""
+    _record(metrics, ctx, Decision("deny", ctx.policy, "enforce", (denial,)))
+    return denial_response(denial)
+
+
+async def _decide_and_forward(
+    request: web.Request,
+    ctx: RequestContext,
+    policy: CompiledPolicy,
+    params: Mapping[str, str],
+    peer: str | None,
+    client: str | None,
+) -> web.StreamResponse:
+    app = request.app
     view = RequestView(
         method=request.method,
         path=request.rel_url.raw_path,
         headers=request.headers,
-        params=match.params,
+        params=params,
         peer=peer,
-        client_address=proxies.client_address(peer, forwarded_for),
+        client_address=client,
         facts=ctx.facts,
         dry_run=policy.mode == "audit",
     )
-    limit = app[SETTINGS].server.max_body_bytes
-    decision = await policy.evaluate(view, lambda: read_body(request, limit))
+    limits = app[BODY_LIMITS]
+    decision = await policy.evaluate(view, lambda: read_body(request, limits))
     _record(app[METRICS], ctx, decision)
     if not decision.forward:
         assert decision.denial is not None
@@ -241,8 +281,11 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
     async def before_relay(status: int) -> None:
         await policy.after_response(view, status)
 
-    extra = _fact_headers(ctx.facts, app[SETTINGS].policies.fact_headers)
-    return await app[FORWARDER].forward(request, ctx, body=view.body, extra_headers=extra,
+    # SECURITY: facts only on allow. A request some check refused in audit mode still goes upstream, but
+    # nothing it claimed goes as verified: a later failure can void what an earlier check established.
+    extra = _fact_headers(ctx.facts, app[SETTINGS].policies.fact_headers) if not decision.denials else None
+    body = view.body if view.body is not None else await read_body(request, limits)
+    return await app[FORWARDER].forward(request, ctx, body=body, extra_headers=extra,
                                         before_relay=before_relay, response_headers=rate_limit_headers(ctx.facts))
 
 
@@ -269,18 +312,29 @@ def build_public_app(
     settings: Settings, metrics: Metrics, health: Health, policies: PolicyHolder, audit: AuditLog | None = None
 ) -> web.Application:
     """The TPP-facing app: middleware, catch-all handler, pooled forwarder."""
-    app = web.Application(middlewares=[request_context], client_max_size=settings.server.max_body_bytes)
+    server = settings.server
+    timeouts = server.timeouts
+    # SECURITY: no decompression on the public listener: the body the checks read, the body forwarded and the
+    # body the backend parses are the same bytes (an encoded body is refused before it is read, inbound.py).
+    handler_args = {"auto_decompress": False, "keepalive_timeout": timeouts.keepalive_seconds,
+                    "lingering_time": min(timeouts.body_idle_seconds, 10.0)}
+    app = web.Application(middlewares=[request_context], client_max_size=server.max_body_bytes,
+                          handler_args=handler_args)
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[HEALTH] = health
     app[POLICIES] = policies
-    app[PROXIES] = ProxyTrust(settings.server.trusted_proxies)
+    proxies = app[PROXIES] = ProxyTrust(server.trusted_proxies)
+    app[LIMITS] = ListenerLimits(timeouts.header_read_seconds, server.max_connections_per_client, proxies)
+    app[CLIENT_REQUESTS] = ClientSlots(server.max_connections_per_client)
+    app[BODY_LIMITS] = BodyLimits(server.max_body_bytes, timeouts.body_idle_seconds, timeouts.body_total_seconds)
     if audit is not None:
         app[AUDIT] = audit
     # SECURITY: the backend gets verified facts only: the fact headers are the gateway's, and the raw client
     # certificate header (the ingress's) stays at the gateway, whose check vetted its sender and its binding.
-    strip = {*settings.policies.fact_headers.values(), settings.trust.client_certificate.header}
-    forwarder = Forwarder(settings.upstream, settings.server.max_body_bytes, metrics, frozenset(strip))
+    cert_header = settings.trust.client_certificate.header
+    rules = app[INBOUND] = InboundRules([*settings.policies.fact_headers.values(), cert_header], [cert_header])
+    forwarder = Forwarder(settings.upstream, metrics, rules, proxies)
     app[FORWARDER] = forwarder
 
     async def forwarder_ctx(_: web.Application) -> AsyncIterator[None]:
@@ -290,8 +344,14 @@ def build_public_app(
 
     app.cleanup_ctx.append(forwarder_ctx)
     app.on_response_prepare.append(_echo_interaction_id)
-    app.router.add_route("*", "/{tail:.*}", gateway_handler)
+    # Expect: 100-continue is answered when the body is first read (proxy.read_body), so a request refused for
+    # its token is never invited to send its body; any other expectation is refused by inbound.screen (417).
+    app.router.add_route("*", "/{tail:.*}", gateway_handler, expect_handler=_no_early_continue)
     return app
+
+
+async def _no_early_continue(_: web.Request) -> None:
+    """aiohttp's expect handler, replaced: nothing is sent before the checks have run."""
 
 
 async def healthz(_: web.Request) -> web.Response:
@@ -334,7 +394,8 @@ class Listener:
 
 
 async def _start(listener: Listener, shutdown_timeout: float, reuse_port: bool = False) -> tuple[web.AppRunner, int]:
-    runner = web.AppRunner(listener.app, access_log=None, shutdown_timeout=shutdown_timeout)
+    runner_class = PublicRunner if LIMITS in listener.app else web.AppRunner
+    runner = runner_class(listener.app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, listener.host, listener.port, backlog=1024, reuse_port=reuse_port or None)
     await site.start()

@@ -74,6 +74,7 @@ class UpstreamResponse:
         "reused",
         "status",
         "until_close",
+        "with_body",
     )
 
     def __init__(self, pool: UpstreamPool, conn: _Connection, head_only: bool, reused: bool) -> None:
@@ -84,6 +85,8 @@ class UpstreamResponse:
         """The whole request, body included, went out."""
         self._conn = conn
         self.head_only = head_only
+        self.with_body = False
+        """The request carried a body (set by the pool before sending)."""
         self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.reason = ""
@@ -113,6 +116,12 @@ class UpstreamResponse:
 
     # --- llhttp callbacks -------------------------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:
+            # A second response on one request: parsing stops here, nothing of it is read or handed to anyone.
+            self._out_of_step()
+            raise UpstreamError("protocol", "upstream sent a second response")
+
     def on_status(self, reason: bytes) -> None:
         self.reason = reason.decode("latin-1")
 
@@ -130,7 +139,11 @@ class UpstreamResponse:
             self.raw_headers = []  # an interim response (100, 103): the final one follows
             return
         self.status = status
-        self.keep_alive = self.parser.should_keep_alive()
+        # An answer that came before the whole request was handed to the kernel, or an error answer to a request
+        # with a body (the upstream may have answered without reading it: 400, 401, 413…), can leave the rest of
+        # the request to be read as another one: such a connection is closed after this exchange, never reused.
+        self.keep_alive = (self.parser.should_keep_alive() and self._conn.write_buffer_empty()
+                           and not (self.with_body and status >= 400))
         if self.bodiless:
             self._finish()
         else:
@@ -160,7 +173,7 @@ class UpstreamResponse:
     def feed(self, data: bytes) -> None:
         self.last_read = self._pool.loop.time()
         if self.complete:
-            self._fail(UpstreamError("protocol", "upstream sent data after its response"))
+            self._out_of_step()
             return
         self.got_bytes = True
         try:
@@ -181,6 +194,12 @@ class UpstreamResponse:
         # allowed for requests safe to repeat (the caller decides), never for the others.
         silent_reuse = self.reused and not self.got_bytes
         self._fail(UpstreamError("protocol", "upstream closed the connection", sent=not silent_reuse))
+
+    def _out_of_step(self) -> None:
+        """Bytes beyond a complete response: the connection is out of step with its requests. The response
+        already received stands; the connection is closed now and never reused (no byte of it reaches anyone)."""
+        self.keep_alive = False
+        self._conn.abort()
 
     def _finish(self) -> None:
         self.complete = True
@@ -328,6 +347,10 @@ class _Connection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         assert self.transport is not None
         self.transport.write(data)
+
+    def write_buffer_empty(self) -> bool:
+        """True when everything written has been handed to the kernel."""
+        return self.transport is None or self.transport.get_write_buffer_size() == 0
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
@@ -530,6 +553,7 @@ class UpstreamPool:
             self.put_back(conn)
             raise UpstreamError("protocol", "refused to send a header containing a line break")
         response = UpstreamResponse(self, conn, head_only=method == "HEAD", reused=reused)
+        response.with_body = body is not None and body != b""
         conn.response = response
         try:
             if isinstance(body, bytes):

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.checks.services import Services, build_services
 from gateway.config import Settings
+from gateway.listener import PublicRunner
 from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.loader import load_policies
@@ -50,6 +51,13 @@ def make_settings(upstream_url: str, **overrides: Any) -> Settings:
 
 
 StartServer = Callable[[web.Application], Awaitable[TestServer]]
+
+
+class GatewayTestServer(TestServer):
+    """An in-process public listener served exactly as `serve` serves it (listener.PublicRunner)."""
+
+    async def _make_runner(self, **kwargs: Any) -> PublicRunner:
+        return PublicRunner(self.app, **kwargs)
 
 
 class RedisServer:
@@ -196,7 +204,7 @@ async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGate
         holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))
         audit = AuditLog("file", str(audit_path)) if audit_path is not None else None
         app = build_public_app(settings, metrics, Health(blockers={}), holder, audit)
-        client = TestClient(TestServer(app, host="127.0.0.1"))
+        client = TestClient(GatewayTestServer(app, host="127.0.0.1"))
         await client.start_server()
         gw = RunningGateway(client, services, holder, metrics, settings, audit)
         started.append(gw)

@@ -96,6 +96,8 @@ class CompiledPolicy:
     source: str
     on_store_error: tuple[StoreErrorMode, ...] = ()
     """Per check (same order as `checks`); empty means every check fails closed."""
+    allow_body_on: frozenset[str] = frozenset()
+    """Methods of GET, HEAD, DELETE, OPTIONS whose requests may carry a body here (policy `allow_body_on`)."""
 
     @property
     def needs_body(self) -> bool:

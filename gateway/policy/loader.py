@@ -156,6 +156,7 @@ def compile_policies(source: PolicySource, services: Services, *, unmatched_stat
                 checks=tuple(c for c, _ in checks),
                 source=where,
                 on_store_error=tuple(mode for _, mode in checks),
+                allow_body_on=frozenset(policy.allow_body_on),
             )
             try:
                 router.add(template, cp.methods, cp)

@@ -35,6 +35,9 @@ class PolicySpec(StrictModel):
     counted, and the request is forwarded (dry run)."""
     checks: list[dict[str, Any]] = []
     """Ordered checks, each a one-key mapping `check_name: {parameters}` (or `check_name: {}`)."""
+    allow_body_on: tuple[Literal["GET", "HEAD", "DELETE", "OPTIONS"], ...] = ()
+    """Methods that may carry a request body on this route. By default a body on GET, HEAD, DELETE or OPTIONS
+    is refused (400 `body_not_allowed`): backends disagree on whether such a body exists."""
 
     @field_validator("name")
     @classmethod

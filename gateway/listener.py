@@ -1,0 +1,164 @@
+"""The public listener's connections: slow-header timeout, connections per client, JSON for malformed HTTP.
+
+aiohttp's server parses requests (llhttp) and runs the app; what it does not do for a gateway facing the
+internet, this module adds at the connection level, in one aiohttp `RequestHandler` subclass:
+
+- a header read timeout: from the first byte of a request to the end of its headers (aiohttp waits forever
+  once a byte has arrived), after which the connection is closed;
+- a cap on the connections one peer address holds at once (a trusted proxy's connections are not counted
+  here: behind it the app counts requests in flight per client address instead, `ClientSlots`);
+- a request the parser refuses (bad framing, a control character in a header, a duplicate Content-Length)
+  is answered with the gateway's JSON error and logged as one line, never a plain-text body or a traceback.
+
+`PublicRunner` is aiohttp's `AppRunner` serving through this handler; the tests' in-process gateways use it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
+
+from .addresses import ProxyTrust
+from .jsonutil import dumps
+from .observability.logging import get_logger
+
+log = get_logger("listener")
+
+
+class ClientSlots:
+    """How many connections (or requests) each client address holds, up to `limit` each."""
+
+    __slots__ = ("_held", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: Counter[str] = Counter()
+
+    def acquire(self, address: str) -> bool:
+        """Take a slot for `address`; False when it already holds `limit`."""
+        held = self._held[address]
+        if held >= self.limit:
+            return False
+        self._held[address] = held + 1
+        return True
+
+    def release(self, address: str) -> None:
+        """Give back a slot taken by `acquire`."""
+        held = self._held[address] - 1
+        if held > 0:
+            self._held[address] = held
+        else:
+            del self._held[address]
+
+    def held(self, address: str) -> int:
+        """Slots `address` holds now."""
+        return self._held.get(address, 0)
+
+
+class ListenerLimits:
+    """The connection-level limits of one listener (config `server.timeouts`, `server.max_connections_per_client`)."""
+
+    __slots__ = ("connections", "header_timeout", "proxies")
+
+    def __init__(self, header_timeout: float, max_per_client: int, proxies: ProxyTrust) -> None:
+        self.header_timeout = header_timeout
+        self.connections = ClientSlots(max_per_client)
+        self.proxies = proxies
+
+
+LIMITS = web.AppKey("listener_limits", ListenerLimits)
+
+
+class GatewayRequestHandler(RequestHandler):
+    """aiohttp's connection handler with the limits above."""
+
+    __slots__ = ("_client", "_header_timer", "_limits")
+
+    def __init__(self, manager: web.Server, *, limits: ListenerLimits, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._limits = limits
+        self._client: str | None = None
+        self._header_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        peer = transport.get_extra_info("peername")
+        address = peer[0] if isinstance(peer, tuple) and peer else None
+        if address is None or self._limits.proxies.trusts(address):
+            return
+        if not self._limits.connections.acquire(address):
+            log.warning("client_connection_refused", peer=address, limit=self._limits.connections.limit)
+            self.force_close()
+            return
+        self._client = address
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_header_timer()
+        if self._client is not None:
+            self._limits.connections.release(self._client)
+            self._client = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        parsed = self._request_count
+        super().data_received(data)
+        if self._request_count != parsed:
+            self._stop_header_timer()  # a request's headers are complete (or refused)
+        elif (data and self._header_timer is None and self._current_request is None and not self._messages
+              and not self._force_close):
+            # The first bytes of a request, between requests: its headers must be complete in time.
+            self._header_timer = self._loop.call_later(self._limits.header_timeout, self._headers_too_slow)
+
+    def _headers_too_slow(self) -> None:
+        self._header_timer = None
+        if self._current_request is None and not self._messages:
+            log.info("header_timeout", peer=self._client)
+            self.force_close()
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def handle_error(
+        self, request: BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
+    ) -> web.StreamResponse:
+        """A request the HTTP parser (or aiohttp itself) refused: the gateway's JSON error, one log line.
+
+        The parser's message is not logged: it quotes the offending line, which may hold a credential."""
+        log.warning("http_refused", status=status, error=type(exc).__name__ if exc is not None else None,
+                    peer=request.remote)
+        if request.writer.output_size > 0:
+            raise ConnectionError("response already started; cannot send the error")
+        error = "server_error" if status >= 500 else "invalid_request"
+        description = "malformed HTTP request" if status == 400 else HTTPStatus(status).phrase.lower()
+        response = web.Response(status=status, body=dumps({"error": error, "error_description": description}),
+                                content_type="application/json", headers={"Cache-Control": "no-store"})
+        response.force_close()
+        return response
+
+
+class _GatewayServer(web.Server):
+    """aiohttp's Server making `GatewayRequestHandler`s."""
+
+    def __init__(self, server: web.Server, limits: ListenerLimits) -> None:
+        super().__init__(server.request_handler, request_factory=server.request_factory,
+                         handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
+        self._limits = limits
+
+    def __call__(self) -> RequestHandler:
+        return GatewayRequestHandler(self, loop=self._loop, limits=self._limits, **self._kwargs)
+
+
+class PublicRunner(web.AppRunner):
+    """`AppRunner` for an app carrying `LIMITS`: its connections get `GatewayRequestHandler`."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _GatewayServer(server, self.app[LIMITS])

@@ -1,0 +1,75 @@
+"""inbound.InboundRules: what a client may send, and what of it goes upstream (the rules alone; end to end in
+tests/test_listener.py, tests/test_proxy.py and tests/http/)."""
+
+from __future__ import annotations
+
+import pytest
+from multidict import CIMultiDict, CIMultiDictProxy
+
+from gateway.inbound import InboundRules, family
+
+RULES = InboundRules(["X-DCR-Client-Id", "X-DCR-Software-Id", "ssl-client-cert"], ["ssl-client-cert"])
+
+
+def screen(*pairs: tuple[str, str]) -> str | None:
+    denial = RULES.screen(CIMultiDictProxy(CIMultiDict(pairs)))
+    return None if denial is None else f"{denial.status}:{denial.reason}"
+
+
+def test_family_folds_case_and_underscores() -> None:
+    assert family("X_DCR_Client_Id") == family("x-dcr-client-id") == "x-dcr-client-id"
+
+
+@pytest.mark.parametrize(
+    ("pairs", "expected"),
+    [
+        ((("Authorization", "Bearer a"), ("client_id", "c")), None),
+        ((("Content-Encoding", "identity"),), None),
+        ((("Content-Encoding", "gzip"),), "415:content_encoding"),
+        ((("content-encoding", "GZIP, identity"),), "415:content_encoding"),
+        ((("Connection", "keep-alive, TE, close"), ("TE", "trailers")), None),
+        ((("Connection", "Authorization"), ("Authorization", "Bearer a")), "400:connection_header"),
+        ((("Connection", "Content-Encoding"),), "400:connection_header"),
+        ((("Connection", "x-anything"),), "400:connection_header"),
+        ((("X-HTTP-Method-Override", "DELETE"),), "400:override_header"),
+        ((("X_Original_URL", "/admin"),), "400:override_header"),
+        ((("X-Rewrite-URL", "/admin"),), "400:override_header"),
+        ((("client_id", "a"), ("client-id", "b")), "400:ambiguous_header"),
+        ((("X-Foo", "a"), ("X_Foo", "a")), "400:ambiguous_header"),
+        ((("Authorization", "Bearer a"), ("authorization", "Bearer b")), "400:duplicate_header"),
+        ((("client_id", "a"), ("CLIENT_ID", "b")), "400:duplicate_header"),
+        ((("Content-Type", "application/jose"), ("Content-Type", "application/json")), "400:duplicate_header"),
+        ((("ssl-client-cert", "a"), ("ssl-client-cert", "b")), "400:duplicate_header"),
+        ((("Accept", "a"), ("Accept", "b")), None),  # repeatable, and spelled alike
+        ((("Transfer-Encoding", "chunked"),), None),
+        ((("Transfer-Encoding", "gzip, chunked"),), "501:transfer_encoding"),
+        ((("Expect", "100-continue"),), None),
+        ((("Expect", "100-continue, x"),), "417:expectation"),
+    ],
+)
+def test_screen(pairs: tuple[tuple[str, str], ...], expected: str | None) -> None:
+    assert screen(*pairs) == expected
+
+
+def test_upstream_headers_drop_every_spelling_of_what_the_gateway_sets() -> None:
+    inbound = [
+        ("X_DCR_Client_Id", "forged"), ("x-dcr-software-id", "forged"), ("SSL_Client_Cert", "forged"),
+        ("Forwarded", "for=1.2.3.4"), ("X-Real-IP", "1.2.3.4"), ("X_Forwarded_For", "1.2.3.4"),
+        ("X-Forwarded-Port", "1"), ("x_request_id", "r"), ("X-FAPI-Interaction-Id", "i"), ("Host", "h"),
+        ("Content-Length", "3"), ("Transfer-Encoding", "chunked"), ("Expect", "100-continue"),
+        ("Content-Encoding", "identity"), ("Keep-Alive", "timeout=5"), ("Upgrade", "h2c"),
+        ("Authorization", "Bearer kept"), ("client_id", "kept"), ("X-Other", "kept"),
+    ]
+    lines = RULES.upstream_headers(inbound, {"X-DCR-Org-Id": "o"})
+    assert lines == ["Authorization: Bearer kept\r\n", "client_id: kept\r\n", "X-Other: kept\r\n"]
+
+
+def test_upstream_headers_drop_what_the_caller_sets_in_any_spelling() -> None:
+    lines = RULES.upstream_headers([("X_Custom_Fact", "forged"), ("X-Kept", "1")], {"X-Custom-Fact": "real"})
+    assert lines == ["X-Kept: 1\r\n"]
+
+
+@pytest.mark.parametrize(("version", "expected"), [((1, 1), None), ((1, 0), None), ((2, 0), 505), ((0, 9), 505)])
+def test_only_http_1_is_served(version: tuple[int, int], expected: int | None) -> None:
+    denial = RULES.screen(CIMultiDictProxy(CIMultiDict()), version)
+    assert (denial.status if denial else None) == expected
