@@ -26,6 +26,8 @@ class Response:
     """False when the connection closed (or the read timed out) before the body's end."""
     interim: list[int] = field(default_factory=list)
     """Status codes of the 1xx responses that preceded it."""
+    version: str = "HTTP/1.1"
+    """The status line's protocol version."""
 
     def header(self, name: str) -> str | None:
         low = name.lower()
@@ -46,7 +48,7 @@ class Response:
         return json.loads(self.body)
 
     def __repr__(self) -> str:
-        return (f"Response({self.status} {self.reason!r}, headers={self.headers!r}, body={self.body[:200]!r}, "
+        return (f"Response({self.version} {self.status} {self.reason!r}, headers={self.headers!r}, body={self.body[:200]!r}, "
                 f"complete={self.complete}, interim={self.interim})")
 
 
@@ -114,7 +116,7 @@ async def _read_response(r: _Reader, method: str) -> Response:
     while True:
         status_line = await r.line()
         parts = status_line.decode("latin-1").split(" ", 2)
-        if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+        if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
             raise ValueError(f"not a status line: {status_line[:100]!r}")
         status = int(parts[1])
         reason = parts[2] if len(parts) > 2 else ""
@@ -126,7 +128,7 @@ async def _read_response(r: _Reader, method: str) -> Response:
             interim.append(status)
             continue
         break
-    response = Response(status, reason, headers, b"", False, interim)
+    response = Response(status, reason, headers, b"", False, interim, parts[0])
     lowered = {n.lower(): v for n, v in headers}
     if method == "HEAD" or status in (204, 304):
         response.complete = True

@@ -42,8 +42,9 @@ def port_of(gw: RunningGateway) -> int:
 
 
 def assert_refused(resp: Response, *statuses: int) -> None:
-    """A refusal: one of `statuses`, a JSON error body (never aiohttp's text/plain)."""
+    """A refusal: one of `statuses`, a JSON error body (never aiohttp's text/plain), in an HTTP/1.x response."""
     assert resp.status in statuses, resp
+    assert resp.version in ("HTTP/1.1", "HTTP/1.0"), f"status line of another protocol: {resp!r}"
     assert resp.is_json, f"refusal is not JSON: {resp!r}"
     assert "error" in resp.json(), resp
 
@@ -653,8 +654,19 @@ PARSER_REFUSALS = {
                            b"10000000000000003\r\nabc\r\n0\r\n\r\n",
     "chunk-data-no-crlf": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcXX0\r\n\r\n",
     "chunk-bare-lf": b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\nabc\r\n0\r\n\r\n",
-    "http-0.9-style": b"GET /echo\r\n\r\n",
 }
+
+
+@pytest.mark.parametrize("line", [b"GET /echo", b"GET /echo HTTP/1.2", b"GET /echo HTTP/2.0", b"GET /echo HTTP/0.9",
+                                  b"GET /echo HTTP/1.1 extra", b"GET /echo http/1.1"])
+async def test_request_lines_of_other_protocols_are_refused(harness: Harness, line: bytes):
+    """HTTP/0.9-style, other versions, malformed request lines: 400 or 505 JSON (an HTTP/1.1 status line) or a
+    close; never forwarded."""
+    up, gw = await harness(server=server_overrides())
+    ex = await exchange(port_of(gw), line + b"\r\nHost: x\r\n\r\n", timeout=BOUND)
+    assert not ex.timed_out, ex
+    assert_refused_or_closed(ex, 400, 505)
+    await nothing_upstream(up)
 
 
 @pytest.mark.parametrize("case", sorted(PARSER_REFUSALS))
