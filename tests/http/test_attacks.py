@@ -567,6 +567,40 @@ async def test_unfinished_headers_are_closed(harness: Harness, head: bytes):
     await nothing_upstream(up)
 
 
+@pytest.mark.parametrize("when", ["same-write", "while-answering"])
+async def test_unfinished_head_behind_a_request_is_closed(harness: Harness, when: str):
+    """Slowloris behind a first request: a partial head that arrives with (or during) a request, then nothing,
+    is closed after header_read_seconds too, not only after the keep-alive timeout (set long here)."""
+    server = server_overrides()
+    if "timeouts" in server:
+        server["timeouts"] = {**server["timeouts"], "keepalive_seconds": 60}
+    up, gw = await harness(server=server)
+    mark = marker()
+    partial = b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: "
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
+    try:
+        if when == "same-write":
+            writer.write(request("GET", "/echo", [(MARKER, mark)]) + partial)
+        else:
+            up.hold = asyncio.Event()
+            writer.write(request("GET", "/echo", [(MARKER, mark)]))
+            await writer.drain()
+            await asyncio.sleep(SETTLE)  # the first request is with the upstream, held
+            writer.write(partial)
+            await writer.drain()
+            await asyncio.sleep(SETTLE)
+            up.hold.set()
+        await writer.drain()
+        ex = await read_responses(reader, ["GET"], BOUND)
+        assert ex.responses, ex
+        assert_own(ex.responses[0], mark)
+        closed, data = await wait_closed(reader, BOUND)
+    finally:
+        writer.close()
+    assert closed, "an unfinished request head behind a first request kept the connection open"
+    assert not data or data.startswith((b"HTTP/1.1 408 ", b"HTTP/1.1 400 ")), data
+
+
 async def test_trickled_headers_are_closed(harness: Harness):
     """Slowloris: header bytes trickling in never let a head last beyond header_read_seconds."""
     up, gw = await harness(server=server_overrides())
