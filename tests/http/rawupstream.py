@@ -236,6 +236,10 @@ class RawUpstream:
                          + b"\r\n\r\n" + b"0123456789")
             await writer.drain()
             return False
+        if script.startswith("raw-"):
+            writer.write(RAW_RESPONSES[script[4:]].replace(b"{marker}", marker.encode("latin-1")))
+            await writer.drain()
+            return True
         if script not in ("early",):
             await self._respond(writer, marker, len(body), script)
         return True
@@ -286,3 +290,33 @@ def response_bytes(marker: str, length: int, *, chunked: bool = False, pad: int 
 EVIL_RESPONSE = (f"HTTP/1.1 203 Evil\r\nContent-Type: application/json\r\nX-Echo-Marker: {EVIL}\r\nX-Evil: 1\r\n"
                  f"Set-Cookie: evil=1\r\nContent-Length: 2\r\n\r\n{{}}").encode()
 """The response nobody asked for."""
+
+
+RAW_RESPONSES: dict[str, bytes] = {
+    "dup-cl": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nContent-Length: 2\r\nContent-Length: 40\r\n\r\n{}",
+    "dup-cl-same": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}",
+    "cl-te": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n"
+             b"2\r\n{}\r\n0\r\n\r\n",
+    "te-cl": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n"
+             b"2\r\n{}\r\n0\r\n\r\n",
+    "te-gzip": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+               b"2\r\n{}\r\n0\r\n\r\n",
+    "cl-sign": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nContent-Length: +2\r\n\r\n{}",
+    "cl-list": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nContent-Length: 2, 2\r\n\r\n{}",
+    "obs-fold": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nX-Folded: a\r\n b\r\nContent-Length: 2\r\n\r\n{}",
+    "bare-lf": b"HTTP/1.1 200 OK\nX-Echo-Marker: {marker}\nContent-Length: 2\n\n{}",
+    "bare-cr": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nX-Cr: a\rb\r\nContent-Length: 2\r\n\r\n{}",
+    "nul": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nX-Nul: a\x00b\r\nContent-Length: 2\r\n\r\n{}",
+    "bad-chunk": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nTransfer-Encoding: chunked\r\n\r\n0x2\r\n{}\r\n0\r\n\r\n",
+    "short-chunk-then-response": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                 b"2\r\n{}\r\n0\r\n\r\n" + EVIL_RESPONSE,
+    "version": b"HTTP/2.0 200 OK\r\nX-Echo-Marker: {marker}\r\nContent-Length: 2\r\n\r\n{}",
+    "status-garbage": b"HTTP/1.1 2000 OK\r\nX-Echo-Marker: {marker}\r\nContent-Length: 2\r\n\r\n{}",
+    "101": b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: upgrade\r\n\r\n" + EVIL_RESPONSE,
+    "100-then-extra": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\n"
+                      b"Content-Length: 2\r\n\r\n{}" + EVIL_RESPONSE,
+    "head-with-body": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nContent-Length: 2\r\n\r\n{}" + EVIL_RESPONSE,
+    "204-with-body": b"HTTP/1.1 204 No Content\r\nX-Echo-Marker: {marker}\r\n\r\n" + EVIL_RESPONSE,
+    "304-with-body": b"HTTP/1.1 304 Not Modified\r\nX-Echo-Marker: {marker}\r\nContent-Length: 2\r\n\r\n{}",
+}
+"""Malformed or out-of-step upstream answers (script `raw-<key>`); `{marker}` is the request's marker."""

@@ -21,7 +21,7 @@ from gateway.config import Settings
 from tests.conftest import RunningGateway
 from tests.http.conftest import TARGET_TIMEOUTS, server_overrides
 from tests.http.rawclient import Exchange, Response, exchange, read_responses, request, wait_closed
-from tests.http.rawupstream import EVIL, MARKER, SCRIPT, RawUpstream
+from tests.http.rawupstream import EVIL, MARKER, RAW_RESPONSES, SCRIPT, RawUpstream
 
 Harness = Callable[..., Awaitable[tuple[RawUpstream, RunningGateway]]]
 
@@ -303,6 +303,40 @@ async def test_a_request_the_upstream_received_is_never_sent_again(harness: Harn
     assert_refused(ex.responses[0], 502)
     await asyncio.sleep(SETTLE)
     assert len(up.by_marker(mark)) == 1, f"sent {len(up.by_marker(mark))} times"
+
+
+@pytest.mark.parametrize("key", sorted(RAW_RESPONSES))
+async def test_malformed_upstream_responses_are_never_relayed_confused(harness: Harness, key: str):
+    """An upstream answering malformed or out-of-step HTTP: that client gets 502/504 JSON or its own response
+    intact; nothing of another response reaches anyone; a connection with bytes left over is never reused."""
+    up, gw = await harness(server=server_overrides())
+    port = port_of(gw)
+    method = "HEAD" if key == "head-with-body" else "GET"
+    first = marker()
+    ex = await exchange(port, request(method, "/echo", [(MARKER, first), (SCRIPT, f"raw-{key}")]), methods=[method],
+                        timeout=BOUND)
+    assert ex.responses or ex.closed, ex
+    for resp in ex.responses:
+        assert resp.header("X-Evil") is None and resp.header("X-Echo-Marker") != EVIL, f"nobody's response: {resp!r}"
+        assert not any(c in v for _, v in resp.headers for c in "\r\n\x00"), f"unsafe header relayed: {resp!r}"
+        if resp.status in (502, 504):
+            assert_refused(resp, 502, 504)
+        else:
+            assert resp.status in (200, 204, 304), resp
+            assert [v for n, v in resp.headers if n.lower() == "x-echo-marker"] == [first], resp
+            if not resp.complete:  # headers relayed, then the upstream's error: cut off, the connection closed
+                assert ex.closed and resp.body in (b"", b"{}"), ex
+                continue
+            assert resp.body in (b"", b"{}") and (resp.body == b"{}") == (method == "GET" and resp.status == 200), resp
+    bad_conn = up.by_marker(first)[0].conn
+    leftover = EVIL.encode() in RAW_RESPONSES[key]
+    for _ in range(3):
+        mark = marker()
+        ex = await exchange(port, request("GET", "/echo", [(MARKER, mark)]), timeout=BOUND)
+        assert ex.responses, ex
+        assert_own(ex.responses[0], mark)
+        if leftover:
+            assert up.by_marker(mark)[0].conn != bad_conn, "connection with bytes beyond its response reused"
 
 
 # --- finding 3: double decoding ---------------------------------------------------------------------------------
