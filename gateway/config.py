@@ -83,7 +83,7 @@ class ServerSettings(StrictModel):
     """Largest request body accepted; larger ones get 413. Bodies are read in full (bounded by this and
     `timeouts`) before the request is forwarded."""
     timeouts: ServerTimeouts = ServerTimeouts()
-    max_connections_per_client: PositiveInt = 64
+    max_connections_per_client: PositiveInt = 256
     """Open connections one client address may hold at once (its address behind `trusted_proxies` counts
     requests in flight instead of connections); beyond it, new connections are closed at once and requests
     get 429."""

@@ -70,6 +70,19 @@ SINGLE: Final = frozenset(
 _VERSIONS: Final = frozenset({(1, 0), (1, 1)})
 
 
+class BodyLimits:
+    """How much of a request body the gateway reads, and how long it waits for it."""
+
+    __slots__ = ("idle", "max_bytes", "total")
+
+    def __init__(self, max_bytes: int, idle: float, total: float) -> None:
+        self.max_bytes = max_bytes
+        self.idle = idle
+        """Seconds the body may stall between two reads (`server.timeouts.body_idle_seconds`)."""
+        self.total = total
+        """Seconds the whole body may take (`server.timeouts.body_total_seconds`)."""
+
+
 def _refusal(status: int, description: str, reason: str) -> Denial:
     return Denial(status, "invalid_request", description, reason, (), "http")
 

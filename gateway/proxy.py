@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Final
 
 from aiohttp import web
@@ -19,58 +19,51 @@ from multidict import CIMultiDict
 from .addresses import ProxyTrust
 from .config import UpstreamSettings
 from .context import RequestContext
-from .errors import bad_gateway, body_incomplete, body_timeout, gateway_timeout, payload_too_large
-from .inbound import HOP_BY_HOP, INTERACTION_ID, InboundRules, connection_tokens
+from .errors import GatewayError, bad_gateway, body_incomplete, body_timeout, gateway_timeout, payload_too_large
+from .inbound import HOP_BY_HOP, INTERACTION_ID, BodyLimits, InboundRules, connection_tokens
 from .observability.metrics import Metrics
 from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, header_lines
 
-__all__ = ["INTERACTION_ID", "BodyLimits", "Forwarder", "read_body"]
+__all__ = ["INTERACTION_ID", "Forwarder", "body_chunks", "read_body"]
 
 _RESPONSE_SKIP: Final = frozenset({"server", "date", "content-length"})
 # Methods safe to send twice when the first attempt never reached the upstream (RFC 9110 §9.2.2).
 _RETRY_ON_CONNECT_ERROR: Final = frozenset({"GET", "HEAD", "DELETE"})
 
 
-class BodyLimits:
-    """How much of a request body the gateway reads, and how long it waits for it."""
-
-    __slots__ = ("idle", "max_bytes", "total")
-
-    def __init__(self, max_bytes: int, idle: float, total: float) -> None:
-        self.max_bytes = max_bytes
-        self.idle = idle
-        """Seconds the body may stall between two reads (`server.timeouts.body_idle_seconds`)."""
-        self.total = total
-        """Seconds the whole body may take (`server.timeouts.body_total_seconds`)."""
-
-
-async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
-    """The whole request body as the client framed it: 413 past `max_bytes`, 408 when it stalls or is too slow,
-    400 when it breaks off. Nothing is decoded (the public listener does not decompress)."""
+async def body_chunks(request: web.Request, limits: BodyLimits) -> AsyncIterator[bytes]:
+    """The request body as the client framed it, chunk by chunk as it arrives: 413 past `max_bytes`, 408 when
+    it stalls or is too slow, 400 when it breaks off. Nothing is decoded (the public listener does not
+    decompress). `Expect: 100-continue` is answered here: now, and only now, the body is wanted."""
     if request.content_length is not None and request.content_length > limits.max_bytes:
         raise payload_too_large(limits.max_bytes)
     if not request.body_exists:
-        return b""
+        return
     if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # now, and only now, the body is wanted
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + limits.total
     content = request.content
-    parts = []
     size = 0
-    try:
-        async with asyncio.timeout(min(deadline, loop.time() + limits.idle)) as timer:
-            while chunk := await content.readany():
-                size += len(chunk)
-                if size > limits.max_bytes:
-                    raise payload_too_large(limits.max_bytes)
-                parts.append(chunk)
-                timer.reschedule(min(deadline, loop.time() + limits.idle))
-    except TimeoutError:
-        raise body_timeout() from None
-    except (ConnectionError, HttpProcessingError):
-        raise body_incomplete() from None
-    return b"".join(parts)
+    while True:
+        try:  # the timer covers the read only, never the consumer's work between two chunks
+            async with asyncio.timeout_at(min(deadline, loop.time() + limits.idle)):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise body_timeout() from None
+        except (ConnectionError, HttpProcessingError):
+            raise body_incomplete() from None
+        if not chunk:
+            return
+        size += len(chunk)
+        if size > limits.max_bytes:
+            raise payload_too_large(limits.max_bytes)
+        yield chunk
+
+
+async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
+    """The whole request body (request buffering), under the rules of `body_chunks`."""
+    return b"".join([chunk async for chunk in body_chunks(request, limits)])
 
 
 class Forwarder:
@@ -124,13 +117,17 @@ class Forwarder:
         request: web.Request,
         ctx: RequestContext,
         *,
-        body: bytes,
+        body: bytes | AsyncIterator[bytes],
         extra_headers: Mapping[str, str] | None = None,
         before_relay: Callable[[int], Awaitable[None]] | None = None,
         response_headers: Sequence[tuple[str, str]] | None = None,
     ) -> web.StreamResponse:
-        """Forward `request` with `body` (read in full by `read_body`) and stream the response back, with
-        `response_headers` (the gateway's own, e.g. RateLimit fields) added to the upstream's."""
+        """Forward `request` with `body` and stream the response back, with `response_headers` (the gateway's
+        own, e.g. RateLimit fields) added to the upstream's.
+
+        `body` is the whole body (`read_body`: sent with its exact Content-Length), or, on a route that streams,
+        `body_chunks` (sent as it arrives under the client's own framing: its Content-Length, else chunked)."""
+        streamed = not isinstance(body, bytes)
         pool = self._pool
         assert pool is not None, "Forwarder.start() not awaited"
         method = request.method
@@ -138,7 +135,8 @@ class Forwarder:
         try:
             header_block = self.upstream_headers(request, ctx.interaction_id, ctx.request_id, extra_headers)
             upstream = await pool.request(method, request.rel_url.raw_path_qs, header_block, body,
-                                          retry_unsent=method in _RETRY_ON_CONNECT_ERROR)
+                                          content_length=request.content_length if streamed else None,
+                                          retry_unsent=not streamed and method in _RETRY_ON_CONNECT_ERROR)
         except UpstreamError as exc:
             self._metrics.upstream_errors.labels(exc.kind).inc()
             if exc.kind == "timeout":
@@ -146,6 +144,10 @@ class Forwarder:
             if exc.kind == "connect":
                 raise bad_gateway(f"upstream unavailable: {exc.detail}") from None
             raise bad_gateway("upstream closed the connection or answered invalid HTTP") from None
+        except GatewayError as err:  # a streamed body broke a limit on its way: the upstream connection is closed
+            if streamed and err.status == 413:
+                self._metrics.upstream_errors.labels("body_too_large").inc()
+            raise
         ctx.upstream_seconds = time.perf_counter() - started
         self._metrics.upstream_answered(ctx.route, method, ctx.upstream_seconds)
         ctx.upstream_status = upstream.status

@@ -23,7 +23,7 @@ from .checks.token import token_of
 from .config import Settings
 from .context import CTX, RequestContext
 from .errors import GatewayError, error_response, http_exception_response, server_error_response
-from .inbound import InboundRules
+from .inbound import BodyLimits, InboundRules
 from .jsonutil import dumps
 from .listener import LIMITS, ClientSlots, ListenerLimits, PublicRunner
 from .observability.audit import AuditLog
@@ -32,7 +32,7 @@ from .observability.metrics import CONTENT_TYPE, Metrics
 from .policy.engine import CompiledPolicy, Decision
 from .policy.loader import load_policies
 from .policy.reload import PolicyHolder, PolicyReloader
-from .proxy import INTERACTION_ID, BodyLimits, Forwarder, read_body
+from .proxy import INTERACTION_ID, Forwarder, body_chunks, read_body
 from .upstream import safe_field
 
 log = get_logger("server")
@@ -284,7 +284,13 @@ async def _decide_and_forward(
     # SECURITY: facts only on allow. A request some check refused in audit mode still goes upstream, but
     # nothing it claimed goes as verified: a later failure can void what an earlier check established.
     extra = _fact_headers(ctx.facts, app[SETTINGS].policies.fact_headers) if not decision.denials else None
-    body = view.body if view.body is not None else await read_body(request, limits)
+    body: bytes | AsyncIterator[bytes]
+    if view.body is not None:
+        body = view.body
+    elif policy.stream_body is not None:  # an explicit per-route choice; no check of the policy reads the body
+        body = body_chunks(request, policy.stream_body)
+    else:
+        body = await read_body(request, limits)
     return await app[FORWARDER].forward(request, ctx, body=body, extra_headers=extra,
                                         before_relay=before_relay, response_headers=rate_limit_headers(ctx.facts))
 

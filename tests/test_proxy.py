@@ -27,6 +27,7 @@ class Upstream:
         self.app.router.add_route("*", "/echo{tail:.*}", self.echo)
         self.app.router.add_get("/slow", self.slow)
         self.app.router.add_post("/sink", self.sink)
+        self.app.router.add_post("/stream", self.sink)
         self.app.router.add_get("/source", self.source)
         self.app.router.add_get("/gzip", self.gzip)
 
@@ -216,6 +217,42 @@ async def test_request_body_is_buffered_before_the_upstream_is_contacted(upstrea
     resp = await asyncio.wait_for(post, 10)
     assert resp.status == 200
     assert (await resp.json())["received"] == 256 * 65536
+
+
+async def test_a_route_that_streams_forwards_the_body_as_it_arrives(upstream, gateway: GatewayFactory):
+    """`stream_body` (an explicit per-route choice): the upstream receives the first bytes before the client has
+    sent the rest, under the client's own framing."""
+    up, url = upstream
+    client = await gateway(url)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"z" * 65536
+        await asyncio.wait_for(up.first_chunk.wait(), 5)  # would time out if the gateway buffered
+        for _ in range(255):
+            yield b"z" * 65536
+
+    resp = await client.post("/stream", data=body())
+    assert resp.status == 200
+    assert (await resp.json())["received"] == 256 * 65536
+
+
+async def test_a_stalled_streamed_body_gets_408_and_the_upstream_connection_is_dropped(upstream,
+                                                                                       gateway: GatewayFactory):
+    """The route's own idle timeout cuts a stalled stream: 408 to the client, the upstream's request is cut off
+    (its connection closed), and the next request still gets through."""
+    up, url = upstream
+    client = await gateway(url)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"z" * 1000
+        await asyncio.sleep(5)  # stalls past idle_seconds (0.5)
+        yield b"z"
+
+    resp = await asyncio.wait_for(client.post("/stream", data=body(), headers={"Content-Length": "1001"}), 4)
+    assert resp.status == 408
+    assert up.received_bytes == 1000
+    resp = await client.get("/echo")
+    assert resp.status == 200
 
 
 async def test_large_response_body_is_streamed(upstream, gateway: GatewayFactory):

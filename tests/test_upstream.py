@@ -366,3 +366,58 @@ async def test_endless_response_headers_are_cut_off(raw_upstream, gateway: Gatew
     resp = await client.get("/x")
     assert resp.status == 502
     assert metrics.registry.get_sample_value("dcr_gateway_upstream_errors_total", {"kind": "protocol"}) == 1
+
+
+@pytest.mark.parametrize("extra", [
+    b"HTTP/1.1 201 Created\r\nContent-Length: 6\r\n\r\nsecret",  # a second, complete response
+    b"HTTP/1.1 201 Cre",  # the start of one
+    b"garbage",
+])
+async def test_bytes_beyond_a_response_close_the_connection(raw_upstream, gateway: GatewayFactory, extra: bytes):
+    """Finding 2: whatever follows a complete response in the same read is never handed to the next client:
+    parsing stops, the first response stands, the connection is closed, the next request gets a new one."""
+    up = await raw_upstream(lambda up, r, w, n: answer(OK + extra if up.connections == 1 else OK)(up, r, w, n))
+    client = await gateway(up.url)
+    resp = await client.get("/x")
+    assert resp.status == 200 and await resp.read() == b"hello"
+    resp = await client.get("/x")
+    assert resp.status == 200 and await resp.read() == b"hello"
+    assert up.connections == 2
+
+
+async def test_bytes_after_a_response_in_a_later_read_close_the_connection(raw_upstream, gateway: GatewayFactory):
+    """The same when the extra bytes arrive after the response, while the connection sits idle in the pool."""
+    sent_extra = asyncio.Event()
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        writer.write(OK)
+        await writer.drain()
+        if up.connections == 1:
+            await asyncio.sleep(0.05)
+            writer.write(b"HTTP/1.1 201 Created\r\nContent-Length: 6\r\n\r\nsecret")
+            await writer.drain()
+            sent_extra.set()
+
+    up = await raw_upstream(script)
+    client = await gateway(up.url)
+    resp = await client.get("/x")
+    assert await resp.read() == b"hello"
+    await asyncio.wait_for(sent_extra.wait(), 5)
+    for _ in range(100):  # until the gateway has seen the stray bytes and closed the idle connection
+        if up.open == 0:
+            break
+        await asyncio.sleep(0.01)
+    resp = await client.get("/x")
+    assert resp.status == 200 and await resp.read() == b"hello"
+    assert up.connections == 2
+
+
+async def test_an_error_answer_to_a_request_with_a_body_is_not_followed_by_reuse(raw_upstream,
+                                                                                   gateway: GatewayFactory):
+    """An upstream may answer 4xx without reading the body: that connection is not reused."""
+    up = await raw_upstream(answer(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"))
+    client = await gateway(up.url)
+    for _ in range(2):
+        resp = await client.post("/x", data=b"{}")
+        assert resp.status == 400
+    assert up.connections == 2

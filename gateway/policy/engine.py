@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..checks.base import Check, Denial, RequestView
+from ..inbound import BodyLimits
 from ..observability.logging import get_logger
 from ..schema import StrictModel
 from ..state.store import StoreUnavailable
@@ -96,6 +97,8 @@ class CompiledPolicy:
     source: str
     on_store_error: tuple[StoreErrorMode, ...] = ()
     """Per check (same order as `checks`); empty means every check fails closed."""
+    stream_body: BodyLimits | None = None
+    """Body limits of a route that streams its body (policy `stream_body`); None: read in full first."""
     allow_body_on: frozenset[str] = frozenset()
     """Methods of GET, HEAD, DELETE, OPTIONS whose requests may carry a body here (policy `allow_body_on`)."""
 

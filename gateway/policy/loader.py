@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from ..checks import REGISTRY, ParamError
 from ..checks.base import Check
 from ..checks.services import Services
+from ..inbound import BodyLimits
 from ..schema import iter_errors, key_path
 from ..yamlsource import YamlDocument, YamlSourceError, parse_yaml
 from .engine import CommonCheckParams, CompiledPolicy, PolicySet, StoreErrorMode, split_common
@@ -142,6 +143,11 @@ def compile_policies(source: PolicySource, services: Services, *, unmatched_stat
             checks = [b for b in built if b is not None]
             if len(checks) != len(built):
                 continue
+            stream = policy.stream_body
+            if stream is not None and any(c.needs_body for c, _ in checks):
+                errors.append(_err(doc, [*ploc, "stream_body"],
+                                   "a policy that streams its body cannot have a check that reads the body"))
+                continue
             try:
                 template = Template.parse(policy.match.path)
             except TemplateError as exc:
@@ -156,6 +162,8 @@ def compile_policies(source: PolicySource, services: Services, *, unmatched_stat
                 checks=tuple(c for c, _ in checks),
                 source=where,
                 on_store_error=tuple(mode for _, mode in checks),
+                stream_body=None if stream is None else BodyLimits(stream.max_bytes, stream.idle_seconds,
+                                                                   stream.total_seconds),
                 allow_body_on=frozenset(policy.allow_body_on),
             )
             try:

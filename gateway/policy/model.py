@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
 from ..schema import StrictModel
 
@@ -22,6 +22,17 @@ class MatchSpec(StrictModel):
     """HTTP methods, upper case."""
 
 
+class StreamBodySpec(StrictModel):
+    """Forward the request body as it arrives instead of reading it in full first (request buffering)."""
+
+    max_bytes: PositiveInt
+    """Largest body accepted on this route (413 beyond; the upstream connection is then closed)."""
+    idle_seconds: PositiveFloat = 10.0
+    """The longest pause while the body arrives (408 and the upstream connection closed)."""
+    total_seconds: PositiveFloat = 300.0
+    """The longest the whole body may take."""
+
+
 class PolicySpec(StrictModel):
     """One policy: a route, a mode and an ordered list of checks."""
 
@@ -35,6 +46,10 @@ class PolicySpec(StrictModel):
     counted, and the request is forwarded (dry run)."""
     checks: list[dict[str, Any]] = []
     """Ordered checks, each a one-key mapping `check_name: {parameters}` (or `check_name: {}`)."""
+    stream_body: StreamBodySpec | None = None
+    """Stream the request body upstream as it arrives, under the client's own framing, with these limits instead
+    of `server.max_body_bytes` and `server.timeouts` (for large uploads). No check of the policy may read the
+    body. A stalled body then holds an upstream connection for up to `idle_seconds`: use sparingly."""
     allow_body_on: tuple[Literal["GET", "HEAD", "DELETE", "OPTIONS"], ...] = ()
     """Methods that may carry a request body on this route. By default a body on GET, HEAD, DELETE or OPTIONS
     is refused (400 `body_not_allowed`): backends disagree on whether such a body exists."""
