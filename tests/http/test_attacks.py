@@ -31,6 +31,14 @@ BOUND = 8.0
 """Outer bound on any single wait: only to keep a failing test from hanging, never asserted."""
 
 
+def long_keepalive() -> dict[str, Any]:
+    """The test timeouts with a keep-alive timeout far beyond BOUND: what closes a connection is then not it."""
+    server = server_overrides()
+    if "timeouts" in server:
+        server["timeouts"] = {**server["timeouts"], "keepalive_seconds": 60}
+    return server
+
+
 def marker() -> str:
     return f"m{uuid.uuid4().hex[:16]}"
 
@@ -436,7 +444,7 @@ async def test_body_on_get_head_delete_is_400(harness: Harness, method: str, fra
     else:
         data = b"a\r\n0123456789\r\n0\r\n\r\n" if framing == "chunked" else b"0\r\n\r\n"
         raw = request(method, "/echo", [("Transfer-Encoding", "chunked")]) + data
-    ex = await exchange(port_of(gw), raw, methods=["GET"], timeout=BOUND)
+    ex = await exchange(port_of(gw), raw, methods=[method], timeout=BOUND)
     if method == "HEAD" and ex.responses:
         assert ex.responses[0].status == 400, ex.responses[0]
     else:
@@ -584,10 +592,11 @@ async def test_stalled_body_is_408_or_closed(harness: Harness):
 
 
 @pytest.mark.parametrize("head", [b"GET /echo HTTP/1.1\r\nHost: x\r\n", b"GET /echo HTTP/1.1\r\n", b"GET /ec",
-                                  b""])
+                                  b"\r\n"])
 async def test_unfinished_headers_are_closed(harness: Harness, head: bytes):
-    """Finding 11: a request head that never ends (or never starts) is closed after header_read_seconds."""
-    up, gw = await harness(server=server_overrides())
+    """Finding 11: a request head that never ends (or never starts) is closed after header_read_seconds, not
+    only after the keep-alive timeout (set long here)."""
+    up, gw = await harness(server=long_keepalive())
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
     try:
         writer.write(head)
@@ -601,14 +610,25 @@ async def test_unfinished_headers_are_closed(harness: Harness, head: bytes):
     await nothing_upstream(up)
 
 
+async def test_silent_connection_is_closed_after_header_read_seconds(harness: Harness):
+    """A connection that never sends its first request head (zero bytes) is an unfinished head too: closed after
+    header_read_seconds (as nginx's client_header_timeout does from accept), not held for keepalive_seconds."""
+    up, gw = await harness(server=long_keepalive())
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
+    try:
+        closed, data = await wait_closed(reader, BOUND)
+    finally:
+        writer.close()
+    assert closed, "a connection that sent nothing was kept open"
+    assert not data or data.startswith((b"HTTP/1.1 408 ", b"HTTP/1.1 400 ")), data
+    await nothing_upstream(up)
+
+
 @pytest.mark.parametrize("when", ["same-write", "while-answering"])
 async def test_unfinished_head_behind_a_request_is_closed(harness: Harness, when: str):
     """Slowloris behind a first request: a partial head that arrives with (or during) a request, then nothing,
     is closed after header_read_seconds too, not only after the keep-alive timeout (set long here)."""
-    server = server_overrides()
-    if "timeouts" in server:
-        server["timeouts"] = {**server["timeouts"], "keepalive_seconds": 60}
-    up, gw = await harness(server=server)
+    up, gw = await harness(server=long_keepalive())
     mark = marker()
     partial = b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: "
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
@@ -637,7 +657,7 @@ async def test_unfinished_head_behind_a_request_is_closed(harness: Harness, when
 
 async def test_trickled_headers_are_closed(harness: Harness):
     """Slowloris: header bytes trickling in never let a head last beyond header_read_seconds."""
-    up, gw = await harness(server=server_overrides())
+    up, gw = await harness(server=long_keepalive())
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
     head = request("GET", "/echo", [("X-Long", "y" * 400)])
     closed = False
