@@ -93,6 +93,8 @@ class RawUpstream:
     default_script: str = "ok"
     requests: list[Received] = field(default_factory=list)
     garbage: list[Garbage] = field(default_factory=list)
+    started: dict[str, int] = field(default_factory=dict)
+    """Marker → connection of every request whose head arrived, complete or not."""
     connections: int = 0
     open_connections: int = 0
     max_open: int = 0
@@ -126,6 +128,7 @@ class RawUpstream:
         """Forget what was recorded (between cases sharing one upstream)."""
         self.requests.clear()
         self.garbage.clear()
+        self.started.clear()
 
     def by_marker(self, marker: str) -> list[Received]:
         """The requests that carried `marker` in X-Marker."""
@@ -216,6 +219,7 @@ class RawUpstream:
         if cl and not cl[0].isdigit():
             raise Malformed(f"Content-Length {cl[0]!r}")
         marker = next((v for n, v in headers if n.lower() == MARKER.lower()), "")
+        self.started[marker] = conn
         if self.hold is not None:
             await self.hold.wait()
         if script in ("early", "early-close"):
