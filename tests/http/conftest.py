@@ -13,6 +13,7 @@ from tests.conftest import RunningGateway
 from tests.http.rawupstream import RawUpstream
 
 POLICIES = Path(__file__).resolve().parent / "policies"
+STREAM_POLICIES = Path(__file__).resolve().parent / "policies_stream"
 
 TARGET_TIMEOUTS: dict[str, Any] = {
     "timeouts": {"header_read_seconds": 0.3, "body_idle_seconds": 0.3, "body_total_seconds": 1.0,
@@ -55,10 +56,11 @@ async def harness(
 ) -> Callable[..., Awaitable[tuple[RawUpstream, RunningGateway]]]:
     """A raw upstream and a gateway (tests/http/policies) in front of it; `server` / `upstream` overrides merge."""
 
-    async def start(*, server: dict[str, Any] | None = None, **overrides: Any) -> tuple[RawUpstream, RunningGateway]:
+    async def start(*, server: dict[str, Any] | None = None, policy_dir: Path = POLICIES,
+                    **overrides: Any) -> tuple[RawUpstream, RunningGateway]:
         up = await raw_upstream()
-        gw = await running_gateway(up.url, policy_dir=POLICIES, server={"public": {"port": 0}, "admin": {"port": 0},
-                                                                        **(server or {})}, **overrides)
+        gw = await running_gateway(up.url, policy_dir=policy_dir, server={"public": {"port": 0}, "admin": {"port": 0},
+                                                                          **(server or {})}, **overrides)
         return up, gw
 
     return start

@@ -12,17 +12,14 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import RunningGateway
-from tests.http.conftest import server_overrides
+from tests.http.conftest import STREAM_POLICIES, server_overrides
 from tests.http.rawclient import exchange, request
 from tests.http.rawupstream import MARKER, SCRIPT, RawUpstream
 from tests.http.test_attacks import BOUND, SETTLE, assert_own, assert_refused, assert_refused_or_closed, port_of
-
-POLICIES = Path(__file__).resolve().parent / "policies_stream"
 
 
 @pytest.fixture
@@ -31,7 +28,7 @@ async def streaming(
     running_gateway: Callable[..., Awaitable[RunningGateway]],
 ) -> tuple[RawUpstream, int]:
     up = await raw_upstream()
-    gw = await running_gateway(up.url, policy_dir=POLICIES, server=server_overrides())
+    gw = await running_gateway(up.url, policy_dir=STREAM_POLICIES, server=server_overrides())
     return up, port_of(gw)
 
 
