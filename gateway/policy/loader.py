@@ -104,6 +104,14 @@ def _build_check(
         return None
 
 
+def run_order(checks: Sequence[Check]) -> list[int]:  # type: ignore[type-arg]
+    """The order the engine runs a policy's checks in, as positions in the file: verifying checks first, then
+    those that write state when they refuse, then those that consume state when they pass (`replay`), each
+    group in the file's order. So state is only written for a request every verifying check passed, whatever
+    order the file lists them in."""
+    return sorted(range(len(checks)), key=lambda j: checks[j].records_state)
+
+
 def compile_policies(source: PolicySource, services: Services, *, unmatched_status: int = 404) -> PolicySet:
     """Validate and compile a whole policy directory; raise PolicyError listing every problem."""
     errors: list[str] = []
@@ -142,6 +150,8 @@ def compile_policies(source: PolicySource, services: Services, *, unmatched_stat
             checks = [b for b in built if b is not None]
             if len(checks) != len(built):
                 continue
+            order = run_order([c for c, _ in checks])
+            checks = [checks[j] for j in order]
             try:
                 template = Template.parse(policy.match.path)
             except TemplateError as exc:
@@ -156,6 +166,7 @@ def compile_policies(source: PolicySource, services: Services, *, unmatched_stat
                 checks=tuple(c for c, _ in checks),
                 source=where,
                 on_store_error=tuple(mode for _, mode in checks),
+                declared=tuple(order),
             )
             try:
                 router.add(template, cp.methods, cp)
