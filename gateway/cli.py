@@ -75,8 +75,22 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    load_settings(args.config)
-    print(f"{args.config or 'config.yaml'}: ok")
+    settings = load_settings(args.config)
+    name = args.config or "config.yaml"
+    # The policies hold rules that depend on config (issuer names, token lifetimes within
+    # trust.revocation_ttl_seconds): check the configured set too when it is here to be read.
+    directory = settings.resolve_path(settings.policies.dir)
+    if not directory.is_dir():
+        print(f"{name}: ok (policies.dir {directory} not found here, not checked: "
+              f"run dcr-gateway policy lint DIR --config {name})")
+        return 0
+    from .checks.services import build_services
+    from .policy.loader import compile_policies, read_source
+
+    configure_logging("auto", "warning")
+    policy_set = compile_policies(read_source(directory), build_services(settings, None),
+                                  unmatched_status=settings.policies.unmatched_status)
+    print(f"{name}: ok; {directory}: {len(policy_set.policies)} policies ok")
     return 0
 
 

@@ -6,6 +6,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -55,6 +56,19 @@ class RequestView:
 P = TypeVar("P", bound=StrictModel)
 
 
+class Recording(IntEnum):
+    """Whether a check's `evaluate` writes to the shared state store, and when; the compiler runs checks in
+    this order (stable: the policy's order within each group), so state is only written for a request that
+    every verifying check of the policy has passed."""
+
+    NONE = 0
+    """Verifies only (or, like `rate_limit`, counts every attempt that reaches it, by design)."""
+    ON_REFUSAL = 1
+    """Writes when it refuses (`client_ownership` revokes the token it refuses)."""
+    ON_PASS = 2
+    """Consumes something when it passes (`replay` records the jti): runs last of all."""
+
+
 class Check(ABC, Generic[P]):
     """One check kind. Subclasses set `name` and `Params`, and implement `evaluate`."""
 
@@ -70,6 +84,12 @@ class Check(ABC, Generic[P]):
     done. False where a store failure would turn a refusal into a pass or drop facts later checks need."""
 
     __slots__ = ("audit_only", "params", "services")
+
+    @property
+    def records_state(self) -> Recording:
+        """Does `evaluate` write state (not `after_response`, which runs once the upstream answered)?
+        Anything but NONE makes the compiler move the check after every verifying check of its policy."""
+        return Recording.NONE
 
     def __init__(self, params: P, services: Services) -> None:
         self.params = params

@@ -41,7 +41,8 @@ class BearerTokenParams(StrictModel):
     required_scopes: tuple[str, ...] = ()
     """Scopes the token must all carry (`scope` claim, space separated); otherwise 403 insufficient_scope."""
     max_lifetime_seconds: NonNegativeSeconds | None = None
-    """Refuse tokens whose exp - iat exceeds this (long-lived tokens are a risk); unset: no bound."""
+    """Refuse tokens whose exp - iat exceeds this (long-lived tokens are a risk); unset: no bound. With the
+    clock skew it must fit in config `trust.revocation_ttl_seconds` (else the policy set is refused)."""
 
 
 class BearerToken(Check[BearerTokenParams]):
@@ -64,6 +65,16 @@ class BearerToken(Check[BearerTokenParams]):
             issuers[configured[name].issuer] = (name, configured[name])
         self._issuers = issuers
         self._required = frozenset(params.required_scopes)
+        trust = services.trust
+        limit = params.max_lifetime_seconds
+        if limit is not None and limit + trust.clock_skew_seconds > trust.revocation_ttl_seconds:
+            # A client's tokens are revoked at its DELETE by a watermark kept revocation_ttl_seconds; a token
+            # issued just before lives up to max_lifetime (+ skew) after it and would be accepted again.
+            raise ParamError(["max_lifetime_seconds"], (
+                f"{limit:g} s (+ trust.clock_skew_seconds {trust.clock_skew_seconds:g} s) outlasts config "
+                f"trust.revocation_ttl_seconds ({trust.revocation_ttl_seconds:g} s): tokens of a client revoked "
+                "after a DELETE would be accepted again before they expire; set trust.revocation_ttl_seconds to "
+                f"at least {limit + trust.clock_skew_seconds:g} or lower max_lifetime_seconds"))
 
     def jwks_uris(self) -> tuple[str, ...]:
         """The JWKS of every trusted issuer, for prefetching."""

@@ -6,7 +6,7 @@ from typing import Literal
 
 from ..observability.logging import get_logger
 from ..schema import StrictModel
-from .base import Check, Denial, RequestView
+from .base import Check, Denial, Recording, RequestView
 from .bearer_token import bearer_challenge
 from .token import token_of
 
@@ -33,11 +33,19 @@ class ClientOwnership(Check[ClientOwnershipParams]):
     """Refuse access to another client's registration; apply the revocation rules of the bank's page.
 
     Only a token that `bearer_token` verified is ever revoked: a forged or malformed token names a jti
-    that may belong to someone else, and revoking it would let anyone revoke anyone's token.
+    that may belong to someone else, and revoking it would let anyone revoke anyone's token. With
+    `revoke_on_mismatch` the check runs after every verifying check of its policy (`records_state`), so a
+    token is only revoked for a request that proved everything else, e.g. possession of the certificate a
+    certificate-bound token is bound to: a thief holding the token alone cannot get it revoked.
     """
 
     name = "client_ownership"
     Params = ClientOwnershipParams
+
+    @property
+    def records_state(self) -> Recording:
+        """ON_REFUSAL when a mismatch revokes the token, else NONE."""
+        return Recording.ON_REFUSAL if self.params.revoke_on_mismatch else Recording.NONE
 
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass when the path's client id equals the verified token's client id."""

@@ -7,7 +7,7 @@ from typing import Final
 
 from ..jose.errors import quoted
 from ..schema import StrictModel
-from .base import Check, Denial, RequestView
+from .base import Check, Denial, Recording, RequestView
 from .registration import registration_claims_of
 
 NAMESPACE: Final = "registration_jti"
@@ -25,13 +25,20 @@ def replay_key(iss: str, jti: str) -> str:
 class Replay(Check[ReplayParams]):
     """Refuse a registration request whose `jti` was already seen (store TTL = exp - now + skew).
 
-    Runs after `registration_request`: only a verified request's jti is recorded, so a forged request that
-    copies a genuine jti cannot burn it. Recording also happens in audit mode (it is what the check observes).
-    A store that cannot answer makes the engine fail closed (503).
+    The compiler runs it after every other check of its policy (`records_state` ON_PASS), whatever the order
+    in the file: only a request that passed every verifying check records its jti, so neither a forged request
+    that copies a genuine jti nor a genuine request refused for something else (its certificate, its metadata)
+    burns it. Recording also happens in audit mode (it is what the check observes), except for a request that
+    an enforced check would have refused first. A store that cannot answer makes the engine fail closed (503).
     """
 
     name = "replay"
     Params = ReplayParams
+
+    @property
+    def records_state(self) -> Recording:
+        """ON_PASS: the jti is consumed when the check passes."""
+        return Recording.ON_PASS
 
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass the first time a jti is seen; refuse 400 invalid_client_metadata `jti_replayed` afterwards."""

@@ -7,6 +7,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -24,12 +25,24 @@ IssuerMap = Mapping[str, tuple[str, TokenIssuer]]
 """Trusted issuers of one policy: `iss` value → (config name, issuer settings)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A cache entry: the verified token and, for a JWT, where its key came from and which key it was."""
+
+    token: VerifiedToken
+    jwks_uri: str | None = None
+    thumbprint: str | None = None
+
+
 class TokenVerifier:
     """Verifies JWT access tokens (or introspects opaque ones) and caches the verified result.
 
     The cache is keyed by a SHA-256 of the token (the token itself is never kept), bounded in size, and an
     entry never outlives the token's `exp`; revocation and per-policy rules are applied by the caller on
-    every request.
+    every request. A cached JWT is served only while its signing key is still the issuer's: every hit looks
+    its `kid` up in the key set (a dictionary lookup while the JWKS cache is fresh), so once the key set has
+    been refetched without that key the token is refused (`unknown_kid`), and a `kid` now naming another key
+    sends the token through full verification again.
     """
 
     __slots__ = ("_cache", "_clock", "_keys", "_max_entries", "_rules", "_session", "_skew")
@@ -46,7 +59,7 @@ class TokenVerifier:
         self._skew = skew_seconds
         self._clock = clock
         self._max_entries = max_entries
-        self._cache: OrderedDict[bytes, VerifiedToken] = OrderedDict()
+        self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
         self._rules: dict[tuple[str, tuple[str, ...]], ClaimRules] = {}
         self._session: aiohttp.ClientSession | None = None
 
@@ -68,19 +81,36 @@ class TokenVerifier:
         digest = hashlib.sha256(raw.encode("ascii")).digest()
         cached = self._cache.get(digest)
         if cached is not None:
-            if now < cached.exp:
-                self._cache.move_to_end(digest)
-                return cached
-            del self._cache[digest]
+            if now < cached.token.exp:
+                try:
+                    same_key = await self._same_key(cached)
+                except JoseError:
+                    self._cache.pop(digest, None)  # the key is gone (or unreachable): verify again next time
+                    raise
+                if same_key:
+                    if digest in self._cache:  # (another request may have dropped it meanwhile)
+                        self._cache.move_to_end(digest)
+                    return cached.token
+            self._cache.pop(digest, None)
         if raw.count(".") == 2:
-            token = await self._verify_jwt(raw, issuers, now)
+            entry = await self._verify_jwt(raw, issuers, now)
         else:
-            token = await self._introspect(raw, digest, issuers, now)
-        if now < token.exp:
-            self._cache[digest] = token
+            entry = _Verified(await self._introspect(raw, digest, issuers, now))
+        if now < entry.token.exp:
+            self._cache[digest] = entry
             if len(self._cache) > self._max_entries:
                 self._cache.popitem(last=False)
-        return token
+        return entry.token
+
+    async def _same_key(self, cached: _Verified) -> bool:
+        """True while the key that verified a cached JWT is still published under its kid; JoseError
+        (`unknown_kid`, `jwks_unavailable`, …) when the key set no longer has the kid or cannot be had."""
+        if cached.jwks_uri is None or cached.token.kid is None:
+            return True  # introspected: the answer's own cache bound applies
+        from .services import CONFIGURED_URLS
+
+        key = await self._keys.get_key(cached.jwks_uri, cached.token.kid, policy=CONFIGURED_URLS)
+        return key.thumbprint == cached.thumbprint
 
     def _claim_rules(self, issuer: TokenIssuer) -> ClaimRules:
         key = (issuer.issuer, issuer.audiences)
@@ -95,7 +125,7 @@ class TokenVerifier:
             self._rules[key] = rules
         return rules
 
-    async def _verify_jwt(self, raw: str, issuers: IssuerMap, now: float) -> VerifiedToken:
+    async def _verify_jwt(self, raw: str, issuers: IssuerMap, now: float) -> _Verified:
         jws = parse_compact(raw, max_bytes=MAX_TOKEN_BYTES)
         claims = jws.claims or {}
         iss = claims.get("iss")
@@ -117,7 +147,7 @@ class TokenVerifier:
         key = await self._keys.get_key(issuer.jwks_uri, jws.kid, policy=CONFIGURED_URLS)
         verify_signature(jws, key, algorithms)
         validate_claims(claims, self._claim_rules(issuer), now)
-        return _token(name, issuer, dict(claims), jws.kid)
+        return _Verified(_token(name, issuer, dict(claims), jws.kid), issuer.jwks_uri, key.thumbprint)
 
     async def _introspect(self, raw: str, digest: bytes, issuers: IssuerMap, now: float) -> VerifiedToken:
         """RFC 7662: POST the token to the (single) introspecting issuer of the policy."""

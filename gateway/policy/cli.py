@@ -72,11 +72,16 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print(f"           {policy.description}")
     print(f"  route:   {policy.template}  {' '.join(f'{k}={v}' for k, v in match.params.items())}".rstrip())
     print(f"  mode:    {policy.mode}")
-    print("  checks:" if policy.checks else "  checks:  (none: forwarded as is)")
-    for i, check in enumerate(policy.checks, 1):
+    print("  checks:  (in the order they run)" if policy.checks else "  checks:  (none: forwarded as is)")
+    declared = policy.declared or tuple(range(len(policy.checks)))
+    for i, (check, position) in enumerate(zip(policy.checks, declared, strict=True), 1):
         params = check.params.model_dump(mode="json", exclude_defaults=True)
         shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items())
-        print(f"    {i}. {check.name}" + (f"  ({shown})" if shown else ""))
+        line = f"    {i}. {check.name}" + (f"  ({shown})" if shown else "")
+        if check.records_state:
+            moved = f", listed {position + 1}." if position + 1 != i else ""
+            line += f"  [records state: runs after the verifying checks{moved}]"
+        print(line)
     return 0
 
 

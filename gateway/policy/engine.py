@@ -97,6 +97,9 @@ class CompiledPolicy:
     source: str
     on_store_error: tuple[StoreErrorMode, ...] = ()
     """Per check (same order as `checks`); empty means every check fails closed."""
+    declared: tuple[int, ...] = ()
+    """Per check (same order as `checks`), its 0-based position in the policy file: the compiler moves checks
+    that record state after the verifying ones (`Check.records_state`); empty means the file's order."""
     stream_body: BodyLimits | None = None
     """Body limits of a route that streams its body (policy `stream_body`); None: read in full first."""
     allow_body_on: frozenset[str] = frozenset()
@@ -113,12 +116,17 @@ class CompiledPolicy:
         """Run the checks in order; enforce stops at the first denial, audit runs them all.
 
         The body is read (bounded) only when the first check that needs it is reached, so a request
-        refused for its token never has its body read.
+        refused for its token never has its body read. Checks that record state come last (the compiler
+        orders them); in audit mode one is skipped once an enforced check has refused, as enforcement would
+        never have reached it: a request that fails its audit records nothing (no jti consumed).
         """
         denials: list[Denial] = []
         audit = self.mode == "audit"
+        refused = False  # an enforced (not audit-only) check refused: enforcement would have stopped here
         request.policy = self.name
         for i, check in enumerate(self.checks):
+            if refused and check.records_state:
+                continue
             if check.needs_body and request.body is None:
                 request.body = await load_body() if load_body is not None else b""
             try:
@@ -133,8 +141,10 @@ class CompiledPolicy:
                 denial = store_unavailable(check.name, exc)
             if denial is not None:
                 denials.append(denial)
-                if not (audit or check.audit_only):
-                    return Decision("deny", self.name, self.mode, tuple(denials))
+                if not check.audit_only:
+                    if not audit:
+                        return Decision("deny", self.name, self.mode, tuple(denials))
+                    refused = True
         if not denials:
             return Decision("allow", self.name, self.mode)
         return Decision("audit_deny", self.name, self.mode, tuple(denials))

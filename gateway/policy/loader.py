@@ -105,6 +105,14 @@ def _build_check(
         return None
 
 
+def run_order(checks: Sequence[Check]) -> list[int]:  # type: ignore[type-arg]
+    """The order the engine runs a policy's checks in, as positions in the file: verifying checks first, then
+    those that write state when they refuse, then those that consume state when they pass (`replay`), each
+    group in the file's order. So state is only written for a request every verifying check passed, whatever
+    order the file lists them in."""
+    return sorted(range(len(checks)), key=lambda j: checks[j].records_state)
+
+
 def compile_policies(source: PolicySource, services: Services, *, unmatched_status: int = 404) -> PolicySet:
     """Validate and compile a whole policy directory; raise PolicyError listing every problem."""
     errors: list[str] = []
@@ -148,6 +156,8 @@ def compile_policies(source: PolicySource, services: Services, *, unmatched_stat
                 errors.append(_err(doc, [*ploc, "stream_body"],
                                    "a policy that streams its body cannot have a check that reads the body"))
                 continue
+            order = run_order([c for c, _ in checks])
+            checks = [checks[j] for j in order]
             try:
                 template = Template.parse(policy.match.path)
             except TemplateError as exc:
@@ -162,6 +172,7 @@ def compile_policies(source: PolicySource, services: Services, *, unmatched_stat
                 checks=tuple(c for c, _ in checks),
                 source=where,
                 on_store_error=tuple(mode for _, mode in checks),
+                declared=tuple(order),
                 stream_body=None if stream is None else BodyLimits(stream.max_bytes, stream.idle_seconds,
                                                                    stream.total_seconds),
                 allow_body_on=frozenset(policy.allow_body_on),
