@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
@@ -90,7 +90,7 @@ class Case:
 # --- generation -----------------------------------------------------------------------------------------------
 
 FORWARD_MUTATIONS = ["none", "none", "none", "expect", "ce-identity", "conn-hop", "spoof", "chunked-upper",
-                     "conn-close"]
+                     "conn-close", "http10", "http10-keepalive"]
 REFUSE_MUTATIONS = ["ce-gzip", "ce-gzip-conn", "conn-named", "override", "dup-family", "dup-cl-same",
                     "dup-cl-diff", "cl-list", "cl-te", "te-cl", "bad-chunk", "obs-fold", "bare-lf", "bare-cr",
                     "nul", "del", "ctl"]
@@ -142,8 +142,8 @@ def chunked(draw: st.DrawFn, body: bytes, *, bad: bool = False) -> bytes:
     return b"".join(pieces) + last + trailer + b"\r\n"
 
 
-def _head(method: str, target: str, headers: list[tuple[str, str]]) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", "Host: gateway.test", *(f"{n}: {v}" for n, v in headers)]
+def _head(method: str, target: str, headers: list[tuple[str, str]], version: str = "1.1") -> bytes:
+    lines = [f"{method} {target} HTTP/{version}", "Host: gateway.test", *(f"{n}: {v}" for n, v in headers)]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
@@ -159,6 +159,8 @@ def cases(draw: st.DrawFn, *, mutations: list[str], scripts: list[str] | None = 
     framing = draw(st.sampled_from(["cl", "chunked", "none"] if body else ["cl", "chunked", "none", "none"]))
     if mutation in ("bad-chunk", "chunked-upper", "te-gzip-chunked"):
         framing = "chunked"
+    elif mutation.startswith("http10") and framing == "chunked":
+        framing = "cl"  # HTTP/1.0 has no chunked transfer coding
     elif mutation in ("dup-cl-same", "dup-cl-diff", "cl-list", "cl-te", "te-cl", "ce-gzip", "ce-gzip-conn"):
         framing = "cl"
     if framing == "none":
@@ -196,6 +198,10 @@ def cases(draw: st.DrawFn, *, mutations: list[str], scripts: list[str] | None = 
     elif mutation == "conn-close":
         headers.append(("Connection", "close"))
         closes = True
+    elif mutation == "http10":
+        closes = True  # HTTP/1.0 closes after the response unless it asks to keep the connection
+    elif mutation == "http10-keepalive":
+        headers.append(("Connection", "keep-alive"))
     elif mutation == "conn-named":
         named = draw(st.sampled_from(["Authorization", "X-Marker", "X-Custom", "Content-Type", "client_id"]))
         headers += [("Connection", named), ("Authorization", "Bearer t"), ("X-Custom", "1"), ("client_id", "c")]
@@ -226,7 +232,7 @@ def cases(draw: st.DrawFn, *, mutations: list[str], scripts: list[str] | None = 
         wire_body = b"%x\r\n%b\r\n" % (len(body), body) + tail if body else tail
         headers = [(n, v) if n != "Content-Length" else (n, str(draw(st.integers(0, len(wire_body)))))
                    for n, v in headers]
-    head = _head(method, target, headers)
+    head = _head(method, target, headers, "1.0" if mutation.startswith("http10") else "1.1")
     if mutation in ("obs-fold", "bare-lf", "bare-cr", "nul", "del", "ctl"):
         bad = {"obs-fold": b"X-Folded: a\r\n b\r\n", "bare-lf": b"X-Lf: a\nX-After: b\r\n",
                "bare-cr": b"X-Cr: a\rb\r\n", "nul": b"X-Nul: a\x00b\r\n", "del": b"X-Del: a\x7fb\r\n",
@@ -373,8 +379,30 @@ async def run_connection(up: RawUpstream, port: int, connection: list[Case]) -> 
         raise AssertionError("\n".join([str(exc), *log])) from None
 
 
+async def run_concurrently(up: RawUpstream, port: int, connections: list[list[Case]]) -> None:
+    """Several client connections at once over the small pool; each checked on its own, the upstream as a whole."""
+    up.reset()
+    connections = [after_close(c) for c in connections]
+    log = [f"connection {j} request {i}: {case.describe()}" for j, conn in enumerate(connections)
+           for i, case in enumerate(conn)]
+    try:
+        exchanges = await asyncio.gather(*(
+            exchange(port, b"".join(c.raw for c in conn), methods=[c.method for c in conn], timeout=READ_TIMEOUT)
+            for conn in connections))
+        log += [f"connection {j} got: {ex!r}" for j, ex in enumerate(exchanges)]
+        for conn, ex in zip(connections, exchanges, strict=True):
+            check_exchange(ex, conn, up)
+        probe = await exchange(port, request("GET", PROBE, [(MARKER, "probe")]), timeout=READ_TIMEOUT)
+        assert probe.responses and probe.responses[0].header("X-Echo-Marker") == "probe", f"probe: {probe!r}"
+        await asyncio.sleep(0.005)
+        log.append(f"upstream got: {up.requests!r}")
+        check_upstream(up, [case for conn in connections for case in conn])
+    except AssertionError as exc:
+        raise AssertionError("\n".join([str(exc), *log])) from None
+
+
 async def drive(harness: Harness, strategy: st.SearchStrategy[list[Case]], examples: int,
-                policy_dir: Path = POLICIES) -> None:
+                policy_dir: Path = POLICIES, run: Callable[..., Awaitable[None]] | None = None) -> None:
     up, gw = await harness(server=server_overrides(max_body_bytes=65536), upstream={"pool": {"max_connections": 4}},
                            policy_dir=policy_dir)
     port = gw.client.port
@@ -383,8 +411,8 @@ async def drive(harness: Harness, strategy: st.SearchStrategy[list[Case]], examp
 
     @settings(_settings, max_examples=examples)
     @given(strategy)
-    def prop(connection: list[Case]) -> None:
-        asyncio.run_coroutine_threadsafe(run_connection(up, port, connection), loop).result(60)
+    def prop(connection: Any) -> None:
+        asyncio.run_coroutine_threadsafe((run or run_connection)(up, port, connection), loop).result(60)
 
     await asyncio.to_thread(prop)
 
@@ -418,3 +446,11 @@ async def test_streaming_route_framing(harness: Harness):
                               scripts=["ok", "ok", "ok", "ok", "early", "pipeline2", "close-silent"],
                               paths=STREAMED, methods=("POST", "PUT")), min_size=1, max_size=3)
     await drive(harness, strategy, 300, policy_dir=STREAM_POLICIES)
+
+
+async def test_concurrent_connections(harness: Harness):
+    """Two to four client connections at once (pipelined requests, misbehaving upstream answers) over a pool of
+    four: every client gets only answers to its own requests."""
+    scripts = ["ok", "ok", "ok", "chunked", "extra", "pipeline2", "early", "close-mid", "early-close"]
+    one = st.lists(cases(mutations=FORWARD_MUTATIONS * 3 + REFUSE_MUTATIONS, scripts=scripts), min_size=1, max_size=3)
+    await drive(harness, st.lists(one, min_size=2, max_size=4), 200, run=run_concurrently)
