@@ -14,6 +14,7 @@ import uuid
 import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 
@@ -765,6 +766,49 @@ async def test_parser_level_refusals_are_json_400_or_close(harness: Harness, cas
     assert not ex.timed_out, ex
     assert_refused_or_closed(ex, 400)
     await nothing_upstream(up)
+
+
+@pytest.mark.parametrize("case", ["long-value", "long-name", "many-headers", "long-target"])
+async def test_oversized_heads_are_refused_as_json(harness: Harness, case: str):
+    """Heads beyond the parser's limits: 4xx JSON (400/414/431) or a close, never text/plain, nothing upstream."""
+    up, gw = await harness(server=server_overrides())
+    headers: list[tuple[str, str]] = []
+    target = "/echo"
+    if case == "long-value":
+        headers = [("X-Big", "v" * 70_000)]
+    elif case == "long-name":
+        headers = [("X-" + "n" * 70_000, "v")]
+    elif case == "many-headers":
+        headers = [(f"X-H{i}", "v" * 100) for i in range(2000)]
+    else:
+        target = "/echo?" + "q" * 70_000
+    ex = await exchange(port_of(gw), request("GET", target, headers), timeout=BOUND)
+    assert not ex.timed_out, ex
+    assert_refused_or_closed(ex, 400, 413, 414, 431)
+    await nothing_upstream(up)
+
+
+@pytest.mark.parametrize("line", [b"GET http://127.0.0.1:9/echo HTTP/1.1", b"GET http://evil.example/echo HTTP/1.1",
+                                  b"CONNECT 127.0.0.1:9 HTTP/1.1", b"OPTIONS * HTTP/1.1", b"GET //echo HTTP/1.1",
+                                  b"GET /echo#frag HTTP/1.1", b"GET echo HTTP/1.1", b"GET /%65cho HTTP/1.1",
+                                  b"TRACE /echo HTTP/1.1", b"get /echo HTTP/1.1"])
+async def test_request_target_forms(harness: Harness, line: bytes):
+    """Absolute-, authority- and asterisk-form targets and odd paths: either refused (4xx JSON / close, nothing
+    upstream) or forwarded in origin form naming the path the policy matched (percent-encoded or not), once."""
+    up, gw = await harness(server=server_overrides())
+    mark = marker()
+    ex = await exchange(port_of(gw), line + b"\r\nHost: gateway.test\r\nX-Marker: " + mark.encode() + b"\r\n\r\n",
+                        timeout=BOUND)
+    assert not ex.timed_out, ex
+    await asyncio.sleep(SETTLE)
+    got = up.by_marker(mark)
+    if ex.responses and ex.responses[0].status == 200:
+        assert_own(ex.responses[0], mark)
+        assert len(got) == 1 and unquote(got[0].target) == "/echo" and got[0].method == "GET", got
+    else:
+        assert_refused_or_closed(ex, 400, 403, 404, 405, 501)
+        assert not got, got
+    assert not up.garbage
 
 
 # --- framing the gateway does itself ----------------------------------------------------------------------------
