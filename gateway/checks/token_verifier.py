@@ -13,7 +13,7 @@ import aiohttp
 
 from ..config import TokenIssuer
 from ..jose import ClaimRules, JoseError, check_algorithm, parse_compact, validate_claims, verify_signature
-from ..jose.claims import check_typ
+from ..jose.claims import CLIENT_ID, NUMERIC_DATE, TOKEN_SCOPE, check_typ, read_claim
 from .token import VerifiedToken
 
 if TYPE_CHECKING:
@@ -152,9 +152,9 @@ class TokenVerifier:
             raise JoseError("iss_mismatch", "the access token's issuer is not trusted here")
         body.setdefault("iss", issuer.issuer)
         # Without exp the answer is reused for cache_seconds at most; with it, never beyond it.
-        exp = body.get("exp")
+        exp = read_claim(body, "exp", NUMERIC_DATE)
         limit = now + intro.cache_seconds
-        body["exp"] = min(float(exp), limit) if isinstance(exp, int | float) and not isinstance(exp, bool) else limit
+        body["exp"] = limit if exp is None else min(float(exp), limit)
         body.setdefault("iat", now)
         body.setdefault("jti", "sha256:" + digest.hex()[:32])
         validate_claims(body, ClaimRules.build(audiences=issuer.audiences or None, leeway_seconds=self._skew,
@@ -171,20 +171,17 @@ def _typ_ok(typ: object, expected: str) -> bool:
 
 
 def _token(name: str, issuer: TokenIssuer, claims: dict[str, Any], kid: str | None) -> VerifiedToken:
-    client_id = claims.get(issuer.client_id_claim)
-    if not isinstance(client_id, str) or not client_id:
-        raise JoseError("missing_claim", f"the access token has no {issuer.client_id_claim} claim")
-    scope = claims.get("scope", "")
-    scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
-    jti = claims.get("jti")
+    """The verified token; its claims already passed validate_claims (iss, jti, exp, iat typed and ranged)."""
+    client_id = read_claim(claims, issuer.client_id_claim, CLIENT_ID, required=True)
+    scope = read_claim(claims, "scope", TOKEN_SCOPE)
     return VerifiedToken(
         issuer_name=name,
         iss=str(claims["iss"]),
         client_id=client_id,
-        jti=str(jti),
+        jti=str(claims.get("jti")),
         iat=float(claims.get("iat", 0)),
         exp=float(claims["exp"]),
-        scopes=scopes,
+        scopes=frozenset(scope.split()) if scope else frozenset(),
         kid=kid,
         claims=claims,
     )
