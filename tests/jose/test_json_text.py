@@ -3,11 +3,14 @@ ValueError (never RecursionError or a value later code cannot encode), and the s
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from gateway.jose import JoseError, parse_compact
 from gateway.jose.encoding import MAX_JSON_DEPTH, JsonTextError, b64url_encode, json_loads_strict
 from gateway.jose.errors import quoted, quoted_url
+from gateway.jsonutil import dumps
 
 HEADER = b'{"alg":"ES256","kid":"ec-1"}'
 
@@ -95,3 +98,9 @@ def test_quoted_url_hides_credentials() -> None:
     shown = quoted_url("https://user:s3cret@keys.example/jwks")
     assert "s3cret" not in shown and "user" not in shown and "keys.example/jwks" in shown
     assert len(quoted_url("https://keys.example/" + "a" * 5000)) <= 128
+
+
+def test_the_body_and_log_encoder_never_raises_on_what_a_client_can_send() -> None:
+    """gateway.jsonutil.dumps writes NaN / infinities as null even when a huge integer forces its stdlib path."""
+    encoded = dumps({"exp": float("inf"), "nbf": float("nan"), "iat": 10**30, "s": "\ud800"})
+    assert json.loads(encoded) == {"exp": None, "nbf": None, "iat": 10**30, "s": "\ud800"}
