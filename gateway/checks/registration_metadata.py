@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import Field
 
 from ..jose import JoseError
-from ..jose.claims import CLIENT_ID, EMPTY, IDENTIFIER, NAME, SCOPE, STRINGS, TEXT, ClaimType, read_claim
+from ..jose.claims import CLIENT_ID, EMPTY, IDENTIFIER, NAME, SCOPE, STRINGS, ClaimType, read_claim
 from ..jose.errors import quoted
 from ..schema import StrictModel
 from .base import Check, Denial, RequestView
@@ -24,10 +24,12 @@ DN_CLAIMS: Final = ("tls_client_auth_subject_dn", "tls_client_auth_dn")
 """The DN of the certificate used with tls_client_auth: RFC 8705 / OB 3.2+ name, then the OB 3.1 name."""
 JWT_AUTH_METHODS: Final = frozenset({"private_key_jwt", "client_secret_jwt"})
 REDIRECT_URIS: Final = ClaimType("an array of URLs", shape="strings", min_items=0)
+DN: Final = ClaimType("an RFC 4514 DN string of at most 1024 characters", max_length=1024)
+"""tls_client_auth_subject_dn / tls_client_auth_dn: client_certificate parses at most 1024 characters."""
 METADATA_TYPES: Final[Mapping[str, ClaimType]] = {
     "token_endpoint_auth_method": NAME,
     **dict.fromkeys(SIGNING_ALG_CLAIMS, NAME),
-    **dict.fromkeys(DN_CLAIMS, TEXT),
+    **dict.fromkeys(DN_CLAIMS, DN),
     "grant_types": STRINGS,
     "response_types": STRINGS,
     "application_type": NAME,

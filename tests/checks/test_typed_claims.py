@@ -60,6 +60,7 @@ REQUEST_CASES: list[tuple[str, Any, str, str]] = [
     ("id_token_signed_response_alg", True, "invalid_client_metadata", "metadata_bad_type"),
     ("scope", ["x" * 5000], "invalid_client_metadata", "metadata_bad_type"),
     ("client_id", "a\tb", "invalid_client_metadata", "metadata_bad_type"),
+    ("tls_client_auth_subject_dn", "CN=" + "d" * 1100, "invalid_client_metadata", "metadata_bad_type"),
     ("software_id", ["x"], "invalid_client_metadata", "metadata_bad_type"),
     ("redirect_uris", ["https://" + "a" * 3000], "invalid_redirect_uri", "redirect_uri_invalid"),
     ("redirect_uris", [REDIRECT, 7], "invalid_redirect_uri", "redirect_uri_invalid"),
