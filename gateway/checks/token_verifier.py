@@ -14,12 +14,15 @@ import aiohttp
 from ..config import TokenIssuer
 from ..jose import ClaimRules, JoseError, check_algorithm, parse_compact, validate_claims, verify_signature
 from ..jose.claims import CLIENT_ID, NUMERIC_DATE, TOKEN_SCOPE, check_typ, read_claim
+from ..jose.encoding import json_loads_strict
 from .token import VerifiedToken
 
 if TYPE_CHECKING:
     from .services import KeyProvider
 
 MAX_TOKEN_BYTES = 8192
+MAX_INTROSPECTION_BYTES = 65536
+"""Largest RFC 7662 introspection answer read (a few hundred bytes in practice)."""
 IssuerMap = Mapping[str, tuple[str, TokenIssuer]]
 """Trusted issuers of one policy: `iss` value → (config name, issuer settings)."""
 
@@ -143,7 +146,13 @@ class TokenVerifier:
             ) as resp:
                 if resp.status != 200:
                     raise JoseError("jwks_unavailable", "token introspection failed")
-                body: Any = await resp.json(content_type=None)
+                answer = bytearray()
+                async for chunk in resp.content.iter_chunked(16384):
+                    answer += chunk
+                    if len(answer) > MAX_INTROSPECTION_BYTES:  # SECURITY: bounded, as every JSON we parse
+                        raise ValueError("introspection answer too large")
+            # Strict JSON as for tokens: bounded depth, no lone surrogates or NaN (a RecursionError was a 500).
+            body: Any = json_loads_strict(bytes(answer))
         except (aiohttp.ClientError, TimeoutError, ValueError):
             raise JoseError("jwks_unavailable", "token introspection failed") from None
         if not isinstance(body, dict) or body.get("active") is not True:

@@ -10,9 +10,11 @@ import uuid
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from gateway.jose import sign_compact
 from tests.checks.world import BANK_ISSUER, REDIRECT, REGISTER, World, keys
+from tests.conftest import SHIPPED_POLICIES
 
 HUGE = 10**400
 
@@ -146,3 +148,45 @@ async def test_well_typed_claims_still_register(world: World) -> None:
                                       headers={**world.headers(), "Authorization": f"Bearer {_token(scope='')}"})
     assert resp.status == 201, await resp.text()
     assert world.registrations() == 1
+
+
+INTROSPECTION_ANSWERS: dict[str, tuple[bytes, int, str]] = {
+    # token (the opaque value sent) -> (the issuer's answer, expected status, expected reason)
+    "huge-exp": (b'{"active":true,"client_id":"app-1","exp":' + b"9" * 400 + b"}", 401, "token_bad_claim"),
+    "bool-exp": (b'{"active":true,"client_id":"app-1","exp":true}', 401, "token_bad_claim"),
+    "list-client": (b'{"active":true,"client_id":["app-1"]}', 401, "token_bad_claim"),
+    "deep": (b'{"active":true,"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}", 503, "jwks_unavailable"),
+    "surrogate": (b'{"active":true,"client_id":"app-1","scope":"\\ud800"}', 503, "jwks_unavailable"),
+    "nan": (b'{"active":true,"client_id":"app-1","exp":NaN}', 503, "jwks_unavailable"),
+    "huge": (b'{"active":true,"pad":"' + b"p" * 300_000 + b'"}', 503, "jwks_unavailable"),
+}
+
+
+async def test_introspection_answers_of_any_shape_never_reach_a_5xx(start_server: Any, running_gateway: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 7662: an issuer's answer with a huge or wrongly typed exp is an invalid token; one that is not strict,
+    bounded JSON text is the issuer's failure (503, fail closed) — never a 500."""
+    async def introspect(request: web.Request) -> web.Response:
+        token = str((await request.post())["token"])
+        return web.Response(body=INTROSPECTION_ANSWERS[token][0], content_type="application/json")
+
+    async def backend(_: web.Request) -> web.Response:
+        return web.json_response({"client_id": "app-1"})
+
+    app = web.Application()
+    app.router.add_post("/introspect", introspect)
+    app.router.add_route("*", "/{tail:.*}", backend)
+    base = str((await start_server(app)).make_url("")).rstrip("/")
+    monkeypatch.setenv("TEST_INTROSPECTION_SECRET", "s3cret")
+    trust = {"token_issuers": {"bank": {"issuer": BANK_ISSUER, "introspection": {
+        "endpoint": base + "/introspect", "client_id": "gateway", "client_secret_env": "TEST_INTROSPECTION_SECRET"}}}}
+    gw = await running_gateway(base, policy_dir=SHIPPED_POLICIES, trust=trust)
+    for token, (_, status, reason) in INTROSPECTION_ANSWERS.items():
+        resp = await gw.client.get(f"{REGISTER}/app-1", headers={"Authorization": f"Bearer {token}",
+                                                                 "client_id": "app-1"})
+        body = await resp.json()
+        assert resp.status == status, (token, body)
+        assert body["error"] == ("invalid_token" if status == 401 else "temporarily_unavailable"), (token, body)
+        assert gw.sample("dcr_gateway_decisions_total", {"policy": "dcr_register_read", "mode": "enforce",
+                                                          "decision": "deny", "check": "bearer_token",
+                                                          "reason": reason}) >= 1, (token, reason)
