@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from ..config import Directory
 from ..jose import ClaimRules, JoseError, check_algorithm, check_typ, parse_compact, validate_claims, verify_signature
-from ..jose.claims import ANY_VALUE, IDENTIFIER, NAME, STRINGS, ClaimType, read_claim
+from ..jose.claims import ANY_VALUE, IDENTIFIER, NAME, STRINGS, TEXT, ClaimType, read_claim
 from ..jose.errors import quoted
 from ..schema import PositiveSeconds, StrictModel
 from .base import Check, Denial, RequestView
@@ -175,10 +175,11 @@ SSA_CLAIM_TYPES: Final[Mapping[str, ClaimType]] = {
     "org_name": NAME,
     "software_client_name": NAME,
     "software_client_id": NAME,
-    "software_client_description": NAME,
+    "software_client_description": TEXT,
 }
-"""Types of the SSA claims the checks read (OB Directory SSA, digest §6); a claim that `required_claims` names
-and this table does not must be a non-empty string, array or object."""
+"""Types of the SSA claims the checks read (OB Directory SSA, digest §6): the five always required, those a
+policy's `required_claims` names (one this table does not know must be a non-empty string, array or object),
+and `org_status` whenever present."""
 ALWAYS_REQUIRED: Final = ("software_id", "org_id", "software_jwks_endpoint", "software_redirect_uris",
                           "software_roles")
 

@@ -94,8 +94,9 @@ def read_claim(claims: Mapping[str, Any], name: str, kind: ClaimType, *, require
 TEXT: Final = ClaimType("a non-empty string")
 NAME: Final = ClaimType("a non-empty string of at most 255 characters", max_length=255)
 """Names and short codes: org_name, token_endpoint_auth_method, jti (a replay-cache key and an audit field)."""
+# SECURITY: software_id, org_id and role names become backend headers (X-DCR-*): visible ASCII only, bounded
+# (no CR/LF header injection, no spaces).
 IDENTIFIER: Final = ClaimType("1 to 64 visible ASCII characters", pattern=re.compile(r"[\x21-\x7e]{1,64}"))
-"""software_id, org_id, role names: they become backend headers (X-DCR-*), so no CR/LF or spaces."""
 CLIENT_ID: Final = ClaimType("1 to 255 printable ASCII characters (RFC 6749 A.1)",
                              pattern=re.compile(r"[\x20-\x7e]{1,255}"))
 NUMERIC_DATE: Final = ClaimType("a NumericDate (seconds since the epoch, up to the year 9999)", shape="number",
