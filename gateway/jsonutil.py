@@ -9,6 +9,7 @@ as `\\uXXXX` escapes (ASCII output) and an integer too long for `str()` is writt
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
@@ -29,11 +30,14 @@ def _fallback(value: Any, sort_keys: bool, default: Any) -> bytes:
 
 
 def _printable_ints(value: Any, depth: int = 0) -> Any:
-    """`value` with integers that `str()` refuses (over sys.get_int_max_str_digits digits) made strings."""
+    """`value` with integers that `str()` refuses (over sys.get_int_max_str_digits digits) made strings, and
+    NaN / infinities made null as orjson writes them (the stdlib encoder would raise with allow_nan=False)."""
     if depth > 256:
         return "[too deeply nested]"
     if isinstance(value, bool):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
     if isinstance(value, int):
         try:
             str(value)

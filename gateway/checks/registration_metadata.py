@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
+from ..jose import JoseError
+from ..jose.claims import CLIENT_ID, EMPTY, IDENTIFIER, NAME, SCOPE, STRINGS, ClaimType, read_claim
 from ..jose.errors import quoted
 from ..schema import StrictModel
 from .base import Check, Denial, RequestView
@@ -21,6 +23,22 @@ SIGNING_ALG_CLAIMS: Final = ("id_token_signed_response_alg", "request_object_sig
 DN_CLAIMS: Final = ("tls_client_auth_subject_dn", "tls_client_auth_dn")
 """The DN of the certificate used with tls_client_auth: RFC 8705 / OB 3.2+ name, then the OB 3.1 name."""
 JWT_AUTH_METHODS: Final = frozenset({"private_key_jwt", "client_secret_jwt"})
+REDIRECT_URIS: Final = ClaimType("an array of URLs", shape="strings", min_items=0)
+DN: Final = ClaimType("an RFC 4514 DN string of at most 1024 characters", max_length=1024)
+"""tls_client_auth_subject_dn / tls_client_auth_dn: client_certificate parses at most 1024 characters."""
+METADATA_TYPES: Final[Mapping[str, ClaimType]] = {
+    "token_endpoint_auth_method": NAME,
+    **dict.fromkeys(SIGNING_ALG_CLAIMS, NAME),
+    **dict.fromkeys(DN_CLAIMS, DN),
+    "grant_types": STRINGS,
+    "response_types": STRINGS,
+    "application_type": NAME,
+    "scope": SCOPE,
+    "software_id": IDENTIFIER,
+    "client_id": CLIENT_ID,
+}
+"""Types of the registration metadata this check reads (RFC 7591 §2, OB DCR 3.1 data dictionary); each is
+checked when present, before any rule compares its value."""
 
 
 class RegistrationMetadataParams(StrictModel):
@@ -85,6 +103,7 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
         return (
             self._redirect_uris(claims, ssa)
             or self._required(claims)
+            or self._types(claims)
             or self._auth_method(claims)
             or self._signing_algs(claims)
             or self._grant_and_response_types(claims)
@@ -97,8 +116,10 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
         # OB 3.1: 1..*. Its "if omitted, use all software_redirect_uris" contradicts that; refused (digest §12.1).
         if uris is None or uris == []:
             return self._redirect("redirect_uris_missing", "redirect_uris is required and must not be empty")
-        if not isinstance(uris, list):
-            return self._redirect("redirect_uri_invalid", "redirect_uris must be an array of URLs")
+        try:
+            read_claim(claims, "redirect_uris", REDIRECT_URIS)
+        except JoseError as exc:
+            return self._redirect("redirect_uri_invalid", exc.description)
         registered = {u for u in ssa["software_redirect_uris"] if isinstance(u, str)}
         for uri in uris:  # every one of them (SAPIG-core's loop returned after the first: digest §10)
             problem = _redirect_problem(uri)
@@ -112,23 +133,27 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
 
     def _required(self, claims: Mapping[str, Any]) -> Denial | None:
         for name in self.params.required_claims:
-            if claims.get(name) in (None, "", []):
+            if claims.get(name) in EMPTY:
                 return self._meta("metadata_missing_claim", f"the registration request must contain {name}")
+        return None
+
+    def _types(self, claims: Mapping[str, Any]) -> Denial | None:
+        try:
+            for name, kind in METADATA_TYPES.items():
+                read_claim(claims, name, kind)
+        except JoseError as exc:
+            return self._meta("metadata_bad_type", exc.description)
         return None
 
     def _auth_method(self, claims: Mapping[str, Any]) -> Denial | None:
         method = claims.get("token_endpoint_auth_method")
         if method is None:
             return None  # optional when the policy does not require it
-        if not isinstance(method, str):
-            return self._meta("metadata_bad_type", "token_endpoint_auth_method must be a string")
         if method not in self._methods:
             return self._meta("token_endpoint_auth_method_not_allowed",
                               f"token_endpoint_auth_method {quoted(method)} is not supported; must be one of: "
                               f"{', '.join(self.params.token_endpoint_auth_methods)}")
-        dns = [claims.get(n) for n in DN_CLAIMS if claims.get(n) is not None]
-        if not all(isinstance(d, str) and d.strip() for d in dns):
-            return self._meta("metadata_bad_type", "tls_client_auth_subject_dn must be a non-empty string")
+        dns = [claims[n] for n in DN_CLAIMS if claims.get(n) is not None]
         if method == "tls_client_auth":
             if not dns:
                 return self._meta("tls_client_auth_dn_missing", "tls_client_auth requires tls_client_auth_subject_dn "
@@ -146,7 +171,7 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
             value = claims.get(name)
             if value is None:
                 continue
-            if not isinstance(value, str) or value not in self._algs:
+            if value not in self._algs:
                 return self._meta("signing_alg_not_allowed", f"{name} {quoted(value)} is not allowed; must be one "
                                                              f"of: {', '.join(self.params.signing_algorithms)}")
         return None
@@ -154,23 +179,19 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
     def _grant_and_response_types(self, claims: Mapping[str, Any]) -> Denial | None:
         grants = claims.get("grant_types")
         if grants is not None:
-            if not _str_list(grants):
-                return self._meta("metadata_bad_type", "grant_types must be a non-empty array of strings")
             for grant in grants:
                 if grant not in self._grants:
                     return self._meta("grant_type_not_allowed", f"grant_type {quoted(grant)} is not supported; must "
                                                                 f"be among: {', '.join(self.params.grant_types)}")
         responses = claims.get("response_types")
         if responses is not None:
-            if not _str_list(responses):
-                return self._meta("metadata_bad_type", "response_types must be a non-empty array of strings")
             for value in responses:
                 if _words(value) not in self._responses:
                     allowed = ", ".join(f'"{r}"' for r in self.params.response_types)
                     return self._meta("response_type_not_allowed",
                                       f"response_type {quoted(value)} is not supported; must be one of: {allowed}")
         app_type = claims.get("application_type")
-        if app_type is not None and (not isinstance(app_type, str) or app_type not in self._app_types):
+        if app_type is not None and app_type not in self._app_types:
             return self._meta("application_type_not_allowed", f"application_type {quoted(app_type)} is not "
                                                               f"supported; must be one of: "
                                                               f"{', '.join(self.params.application_types)}")
@@ -180,20 +201,16 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
         scope = claims.get("scope")
         if scope is None:
             return None
-        # OB 3.1: an array of strings; OB 3.2+: one space-separated string.
-        if isinstance(scope, str):
-            requested = scope.split()
-        elif isinstance(scope, list) and all(isinstance(s, str) for s in scope):
-            requested = [w for s in scope for w in s.split()]
-        else:
-            return self._meta("metadata_bad_type", "scope must be a space-separated string or an array of strings")
+        # OB 3.1: an array of strings; OB 3.2+: one space-separated string (types: METADATA_TYPES).
+        requested = scope.split() if isinstance(scope, str) else [w for s in scope for w in s.split()]
         allowed = set(self.params.always_allowed_scopes)
         for role in ssa["software_roles"]:
             allowed.update(self.params.role_scopes.get(role, ()))
         refused = sorted({s for s in requested if s not in allowed})
         if refused:
-            return self._meta("scope_not_allowed", f"scope {' '.join(refused)} is not permitted by the software "
-                                                   f"statement's roles ({', '.join(ssa['software_roles'])})")
+            roles = ", ".join(ssa["software_roles"])
+            return self._meta("scope_not_allowed", f"scope {quoted(' '.join(refused), 128)} is not permitted by the "
+                                                   f"software statement's roles ({quoted(roles, 128)})")
         return None
 
     def _identity(self, claims: Mapping[str, Any], ssa: Mapping[str, Any], request: RequestView) -> Denial | None:
@@ -203,8 +220,6 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
                                                       f"statement's {quoted(ssa['software_id'])}")
         path_client = request.params.get(self.params.path_param)
         client_id = claims.get("client_id")
-        if client_id is not None and (not isinstance(client_id, str) or not client_id.strip()):
-            return self._meta("metadata_bad_type", "client_id must be a non-empty string")
         if path_client is not None and client_id is not None and client_id != path_client:
             return self._meta("registration_client_id_mismatch",
                               f"client_id {quoted(client_id)} in the request is not the ClientId of the path")
@@ -213,10 +228,6 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
 
 def _words(value: str) -> frozenset[str]:
     return frozenset(value.split())
-
-
-def _str_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(v, str) for v in value)
 
 
 def _redirect_problem(uri: Any) -> tuple[str, str] | None:

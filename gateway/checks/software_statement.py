@@ -3,14 +3,14 @@ profile), valid now, from an Active organisation, carrying the claims the other 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 from ..config import Directory
 from ..jose import ClaimRules, JoseError, check_algorithm, check_typ, parse_compact, validate_claims, verify_signature
+from ..jose.claims import ANY_VALUE, IDENTIFIER, NAME, STRINGS, TEXT, ClaimType, read_claim
 from ..jose.errors import quoted
 from ..schema import PositiveSeconds, StrictModel
 from .base import Check, Denial, RequestView
@@ -24,8 +24,6 @@ from .registration import (
     request_jws,
 )
 from .services import CONFIGURED_URLS, Services
-
-_IDENTIFIER = re.compile(r"[\x21-\x7e]{1,64}")
 
 ACTIVE = "Active"
 """The only `org_status` that may register (OB Directory: Active | Revoked | Withdrawn)."""
@@ -157,26 +155,7 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
         return None
 
 
-def _nonempty_str(value: Any) -> bool:
-    return isinstance(value, str) and bool(value.strip())
-
-
-def _identifier(value: Any) -> bool:
-    # SECURITY: these become backend headers (X-DCR-*): visible ASCII only, bounded (no CR/LF injection).
-    return isinstance(value, str) and _IDENTIFIER.fullmatch(value) is not None
-
-
-def _identifier_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(_identifier(v) for v in value)
-
-
-def _str_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(_nonempty_str(v) for v in value)
-
-
-def _absolute_url(value: Any) -> bool:
-    if not _nonempty_str(value):
-        return False
+def _absolute_url(value: str) -> bool:
     try:
         parts = urlsplit(value)
         return parts.scheme in ("http", "https") and bool(parts.hostname)
@@ -184,21 +163,33 @@ def _absolute_url(value: Any) -> bool:
         return False
 
 
+_ROLES: Final = ClaimType("a non-empty array of role names (1 to 64 visible ASCII characters each)",
+                          shape="strings", max_items=16, pattern=IDENTIFIER.pattern)
+SSA_CLAIM_TYPES: Final[Mapping[str, ClaimType]] = {
+    "software_id": IDENTIFIER,
+    "org_id": IDENTIFIER,
+    "software_jwks_endpoint": ClaimType("an absolute http(s) URL", test=_absolute_url),
+    "software_redirect_uris": STRINGS,
+    "software_roles": _ROLES,
+    "org_status": NAME,
+    "org_name": NAME,
+    "software_client_name": NAME,
+    "software_client_id": NAME,
+    "software_client_description": TEXT,
+}
+"""Types of the SSA claims the checks read (OB Directory SSA, digest §6): the five always required, those a
+policy's `required_claims` names (one this table does not know must be a non-empty string, array or object),
+and `org_status` whenever present."""
+ALWAYS_REQUIRED: Final = ("software_id", "org_id", "software_jwks_endpoint", "software_redirect_uris",
+                          "software_roles")
+
+
 def _shape_problem(claims: Mapping[str, Any], extra: tuple[str, ...]) -> tuple[str, str] | None:
     """(reason, description) when a claim the DCR checks rely on is missing or of the wrong type."""
-    rules = (
-        ("software_id", _identifier, "1 to 64 visible ASCII characters"),
-        ("org_id", _identifier, "1 to 64 visible ASCII characters"),
-        ("software_jwks_endpoint", _absolute_url, "an absolute http(s) URL"),
-        ("software_redirect_uris", _str_list, "a non-empty array of strings"),
-        ("software_roles", _identifier_list, "a non-empty array of role names"),
-    )
-    for name, ok, what in rules:
-        if name not in claims or claims[name] is None:
-            return "ssa_missing_claim", f"the software statement has no {name} claim"
-        if not ok(claims[name]):
-            return "ssa_bad_claim", f"the software statement's {name} must be {what}"
-    for name in extra:
-        if claims.get(name) in (None, "", [], {}):
-            return "ssa_missing_claim", f"the software statement has no {name} claim"
+    try:
+        for name in (*ALWAYS_REQUIRED, *extra):
+            read_claim(claims, name, SSA_CLAIM_TYPES.get(name, ANY_VALUE), required=True)
+        read_claim(claims, "org_status", SSA_CLAIM_TYPES["org_status"])
+    except JoseError as exc:
+        return f"ssa_{exc.reason}", f"software statement: {exc.description}"
     return None

@@ -14,13 +14,16 @@ import aiohttp
 
 from ..config import TokenIssuer
 from ..jose import ClaimRules, JoseError, check_algorithm, parse_compact, validate_claims, verify_signature
-from ..jose.claims import check_typ
+from ..jose.claims import CLIENT_ID, NUMERIC_DATE, TOKEN_SCOPE, check_typ, read_claim
+from ..jose.encoding import json_loads_strict
 from .token import VerifiedToken
 
 if TYPE_CHECKING:
     from .services import KeyProvider
 
 MAX_TOKEN_BYTES = 8192
+MAX_INTROSPECTION_BYTES = 65536
+"""Largest RFC 7662 introspection answer read (a few hundred bytes in practice)."""
 IssuerMap = Mapping[str, tuple[str, TokenIssuer]]
 """Trusted issuers of one policy: `iss` value → (config name, issuer settings)."""
 
@@ -173,7 +176,13 @@ class TokenVerifier:
             ) as resp:
                 if resp.status != 200:
                     raise JoseError("jwks_unavailable", "token introspection failed")
-                body: Any = await resp.json(content_type=None)
+                answer = bytearray()
+                async for chunk in resp.content.iter_chunked(16384):
+                    answer += chunk
+                    if len(answer) > MAX_INTROSPECTION_BYTES:  # SECURITY: bounded, as every JSON we parse
+                        raise ValueError("introspection answer too large")
+            # Strict JSON as for tokens: bounded depth, no lone surrogates or NaN (a RecursionError was a 500).
+            body: Any = json_loads_strict(bytes(answer))
         except (aiohttp.ClientError, TimeoutError, ValueError):
             raise JoseError("jwks_unavailable", "token introspection failed") from None
         if not isinstance(body, dict) or body.get("active") is not True:
@@ -182,9 +191,9 @@ class TokenVerifier:
             raise JoseError("iss_mismatch", "the access token's issuer is not trusted here")
         body.setdefault("iss", issuer.issuer)
         # Without exp the answer is reused for cache_seconds at most; with it, never beyond it.
-        exp = body.get("exp")
+        exp = read_claim(body, "exp", NUMERIC_DATE)
         limit = now + intro.cache_seconds
-        body["exp"] = min(float(exp), limit) if isinstance(exp, int | float) and not isinstance(exp, bool) else limit
+        body["exp"] = limit if exp is None else min(float(exp), limit)
         body.setdefault("iat", now)
         body.setdefault("jti", "sha256:" + digest.hex()[:32])
         validate_claims(body, ClaimRules.build(audiences=issuer.audiences or None, leeway_seconds=self._skew,
@@ -201,20 +210,17 @@ def _typ_ok(typ: object, expected: str) -> bool:
 
 
 def _token(name: str, issuer: TokenIssuer, claims: dict[str, Any], kid: str | None) -> VerifiedToken:
-    client_id = claims.get(issuer.client_id_claim)
-    if not isinstance(client_id, str) or not client_id:
-        raise JoseError("missing_claim", f"the access token has no {issuer.client_id_claim} claim")
-    scope = claims.get("scope", "")
-    scopes = frozenset(scope.split()) if isinstance(scope, str) else frozenset()
-    jti = claims.get("jti")
+    """The verified token; its claims already passed validate_claims (iss, jti, exp, iat typed and ranged)."""
+    client_id = read_claim(claims, issuer.client_id_claim, CLIENT_ID, required=True)
+    scope = read_claim(claims, "scope", TOKEN_SCOPE)
     return VerifiedToken(
         issuer_name=name,
         iss=str(claims["iss"]),
         client_id=client_id,
-        jti=str(jti),
+        jti=str(claims.get("jti")),
         iat=float(claims.get("iat", 0)),
         exp=float(claims["exp"]),
-        scopes=scopes,
+        scopes=frozenset(scope.split()) if scope else frozenset(),
         kid=kid,
         claims=claims,
     )

@@ -1,15 +1,113 @@
-"""JWT claim validation (RFC 7519 §4.1) with an explicit leeway, and the `typ` header check."""
+"""JWT claim validation (RFC 7519 §4.1) with an explicit leeway, the `typ` header check, and the one typed,
+bounded read (`ClaimType`, `read_claim`) that every check uses for every claim it relies on."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final, Literal
 
 from .errors import JoseError, quoted
 
-_STRING_CLAIMS = ("iss", "sub", "jti")
+MAX_SAFE_INTEGER: Final = 2**53 - 1
+"""Largest magnitude of a number claim: beyond it a JSON number is not an exact integer everywhere (RFC 7493
+§2.2), and Python would raise OverflowError turning a huge integer into a float."""
+MAX_NUMERIC_DATE: Final = 253_402_300_799
+"""9999-12-31T23:59:59Z: the latest NumericDate (RFC 7519 §2) accepted in exp, nbf and iat."""
+MAX_CLAIM_LENGTH: Final = 2048
+"""Longest string a claim may hold, unless its ClaimType says less (URLs fit; a JWS body does not)."""
+MAX_CLAIM_ITEMS: Final = 100
+"""Most strings an array claim may hold, unless its ClaimType says less."""
+
+Shape = Literal["string", "strings", "string_or_strings", "number", "value"]
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimType:
+    """The JSON type and bounds of a claim a check reads: the one rule every claim read goes through.
+
+    Strings are non-blank and at most `max_length` characters (and match `pattern` / pass `test` when given);
+    arrays hold `min_items` to `max_items` such strings; numbers are JSON numbers, never booleans, within
+    [`minimum`, `maximum`] (checked on the value as parsed, before any float conversion or arithmetic);
+    `value` is any non-empty string, array or object (a claim a policy requires without knowing its type).
+    """
+
+    what: str
+    """What the claim must be, for the description: "claim 'x' must be <what>"."""
+    shape: Shape = "string"
+    max_length: int = MAX_CLAIM_LENGTH
+    pattern: re.Pattern[str] | None = None
+    test: Callable[[str], bool] | None = None
+    min_items: int = 1
+    max_items: int = MAX_CLAIM_ITEMS
+    minimum: int = -MAX_SAFE_INTEGER
+    maximum: int = MAX_SAFE_INTEGER
+    blank: bool = False
+    """Strings may be empty or blank (e.g. an access token's `scope` granting nothing)."""
+
+    def accepts(self, value: Any) -> bool:
+        """True when `value` (as parsed from JSON) has this type and lies within its bounds."""
+        if self.shape == "number":
+            # SECURITY: bool is an int in Python; NaN fails both comparisons; comparing before converting means a
+            # 400-digit integer is refused here instead of raising OverflowError in float() (issue 13).
+            return (isinstance(value, int | float) and not isinstance(value, bool)
+                    and self.minimum <= value <= self.maximum)
+        if self.shape == "value":
+            return isinstance(value, str | list | dict) and bool(value) and (
+                not isinstance(value, str) or self._string(value))
+        if isinstance(value, str):
+            return self.shape != "strings" and self._string(value)
+        if isinstance(value, list) and self.shape != "string":
+            return self.min_items <= len(value) <= self.max_items and all(self._string(v) for v in value)
+        return False
+
+    def _string(self, value: Any) -> bool:
+        if not isinstance(value, str) or len(value) > self.max_length or not (self.blank or value.strip()):
+            return False
+        if self.pattern is not None and self.pattern.fullmatch(value) is None:
+            return False
+        return self.test is None or self.test(value)
+
+
+EMPTY: Final[tuple[Any, ...]] = (None, "", [], {})
+"""Values a required claim may not have: absent, null or empty are all "missing"."""
+
+
+def read_claim(claims: Mapping[str, Any], name: str, kind: ClaimType, *, required: bool = False) -> Any:
+    """The claim's value, checked against `kind`; None when absent and not `required`.
+
+    JoseError `missing_claim` when `required` and the claim is absent, null or empty; `bad_claim` when it is
+    present with another type or out of bounds. The description names the claim, never its value.
+    """
+    if name not in claims or (required and claims[name] in EMPTY):
+        if required:
+            raise JoseError("missing_claim", f"required claim {quoted(name)} is missing")
+        return None
+    value = claims[name]
+    if not kind.accepts(value):
+        raise JoseError("bad_claim", f"claim {quoted(name)} must be {kind.what}")
+    return value
+
+
+TEXT: Final = ClaimType("a non-empty string")
+NAME: Final = ClaimType("a non-empty string of at most 255 characters", max_length=255)
+"""Names and short codes: org_name, token_endpoint_auth_method, jti (a replay-cache key and an audit field)."""
+# SECURITY: software_id, org_id and role names become backend headers (X-DCR-*): visible ASCII only, bounded
+# (no CR/LF header injection, no spaces).
+IDENTIFIER: Final = ClaimType("1 to 64 visible ASCII characters", pattern=re.compile(r"[\x21-\x7e]{1,64}"))
+CLIENT_ID: Final = ClaimType("1 to 255 printable ASCII characters (RFC 6749 A.1)",
+                             pattern=re.compile(r"[\x20-\x7e]{1,255}"))
+NUMERIC_DATE: Final = ClaimType("a NumericDate (seconds since the epoch, up to the year 9999)", shape="number",
+                                minimum=0, maximum=MAX_NUMERIC_DATE)
+AUDIENCE: Final = ClaimType("a string or an array of strings (RFC 7519 §4.1.3)", shape="string_or_strings",
+                            min_items=0)
+SCOPE: Final = ClaimType("a space-separated string or an array of strings", shape="string_or_strings",
+                         max_length=4096, min_items=0)
+TOKEN_SCOPE: Final = ClaimType("a space-separated string (RFC 9068 §2.2.3)", max_length=4096, blank=True)
+STRINGS: Final = ClaimType("a non-empty array of non-empty strings", shape="strings")
+ANY_VALUE: Final = ClaimType("a non-empty string, array or object", shape="value")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,24 +156,8 @@ def _as_set(value: Iterable[str] | str | None) -> frozenset[str] | None:
 
 
 def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        if name in claims:
-            raise JoseError("bad_claim", f"claim {name!r} is null")
-        return None
-    # RFC 7519 §2 NumericDate: a JSON number (bool is an int subclass in Python: refused).
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise JoseError("bad_claim", f"claim {name!r} must be a NumericDate (seconds since the epoch)")
-    return float(value)
-
-
-def _audiences(claims: Mapping[str, Any]) -> list[str]:
-    aud = claims["aud"]
-    if isinstance(aud, str):
-        return [aud]
-    if isinstance(aud, list) and all(isinstance(a, str) for a in aud):
-        return aud
-    raise JoseError("bad_claim", "claim 'aud' must be a string or an array of strings (RFC 7519 §4.1.3)")
+    value = read_claim(claims, name, NUMERIC_DATE)
+    return None if value is None else float(value)
 
 
 def validate_claims(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
@@ -83,9 +165,9 @@ def validate_claims(claims: Mapping[str, Any], rules: ClaimRules, now: float) ->
     for name in sorted(rules.require):
         if name not in claims:
             raise JoseError("missing_claim", f"required claim {name!r} is missing")
-    for name in _STRING_CLAIMS:
-        if name in claims and (not isinstance(claims[name], str) or not claims[name]):
-            raise JoseError("bad_claim", f"claim {name!r} must be a non-empty string")
+    read_claim(claims, "iss", TEXT)
+    read_claim(claims, "sub", TEXT)
+    read_claim(claims, "jti", NAME)
 
     leeway = rules.leeway_seconds
     exp = _numeric_date(claims, "exp")
@@ -117,10 +199,11 @@ def validate_claims(claims: Mapping[str, Any], rules: ClaimRules, now: float) ->
     if rules.audiences is not None:
         if "aud" not in claims:
             raise JoseError("missing_claim", "required claim 'aud' is missing")
-        if rules.audiences.isdisjoint(_audiences(claims)):
+        aud = read_claim(claims, "aud", AUDIENCE)
+        if rules.audiences.isdisjoint([aud] if isinstance(aud, str) else aud):
             raise JoseError("aud_mismatch", "audience (aud) does not name this recipient")
-    elif "aud" in claims:
-        _audiences(claims)  # type check even when not matched
+    else:
+        read_claim(claims, "aud", AUDIENCE)  # type check even when not matched
 
 
 def _media_type(value: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import re
 from typing import Any, Final
 
@@ -27,6 +28,10 @@ class DuplicateMemberError(ValueError):
     def __init__(self, name: str) -> None:
         super().__init__(f"duplicate member name {name!r}")
         self.name = name
+
+
+class JsonTextError(ValueError):
+    """Input refused before or after parsing: too deeply nested, a lone surrogate, a non-finite number."""
 
 
 def b64url_encode(data: bytes) -> str:
@@ -67,20 +72,77 @@ def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
+    raise JsonTextError(f"{name} is not valid JSON")
 
 
-_DECODER: Final = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400 parses as inf: a number no claim can mean (RFC 7493 §2.2)
+        raise JsonTextError("a number beyond the range of an IEEE 754 double")
+    return value
+
+
+MAX_JSON_DEPTH: Final = 32
+"""Deepest nesting of arrays and objects accepted: a JWT header, claims set or JWKS is a few levels deep."""
+
+_DECODER: Final = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant,
+                                   parse_float=_finite_float)
+# A string token (so brackets inside strings are not counted) or a bracket; used only when brackets abound.
+_TOKENS: Final = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+# A \u escape of a UTF-16 surrogate: only then can a decoded string hold a lone one.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _check_depth(text: str) -> None:
+    # SECURITY: the stdlib decoder recurses per level (RecursionError, or a deep structure that every later
+    # consumer must walk again); refused before parsing, stopping at the first bracket over the limit.
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return  # fast path: too few brackets to nest deeper than the limit
+    depth = 0
+    for match in _TOKENS.finditer(text):
+        token = match.group()
+        if token in ("[", "{"):
+            depth += 1
+            if depth > MAX_JSON_DEPTH:
+                raise JsonTextError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+        elif token in ("]", "}"):
+            depth -= 1
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _SURROGATE.search(item) is not None:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def json_loads_strict(data: bytes) -> Any:
-    """Parse UTF-8 JSON refusing duplicate member names (any depth), NaN/Infinity and trailing data."""
-    # Decoding explicitly as UTF-8 stops json.loads from guessing UTF-16/32 (RFC 8259 §8.1).
+    """Parse UTF-8 JSON text strictly; ValueError (DuplicateMemberError, JsonTextError) on anything else.
+
+    Refused: duplicate member names at any depth (RFC 7515 §5.2), NaN / Infinity and numbers that overflow
+    a double, trailing data, nesting deeper than MAX_JSON_DEPTH, and strings holding a lone surrogate
+    (`"\\ud800"` is JSON syntax but not Unicode text: RFC 8259 §8.2, RFC 7493 §2.1).
+    """
+    # Decoding explicitly as UTF-8 stops json.loads from guessing UTF-16/32 (RFC 8259 §8.1); UTF-8 itself
+    # cannot carry a surrogate, so only a \u escape can produce one.
     text = data.decode("utf-8")
+    _check_depth(text)
     try:
-        return _DECODER.decode(text)
-    except RecursionError as exc:
-        raise ValueError("JSON nested too deeply") from exc
+        value = _DECODER.decode(text)
+    except RecursionError as exc:  # pragma: no cover - _check_depth refuses such input first
+        raise JsonTextError("JSON nested too deeply") from exc
+    if _SURROGATE_ESCAPE.search(text) is not None and _has_lone_surrogate(value):
+        raise JsonTextError("a string holds a lone UTF-16 surrogate (not Unicode text)")
+    return value
 
 
 def json_dumps_compact(value: Any) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Final, Literal, get_args
+from urllib.parse import urlsplit
 
 JoseReason = Literal[
     # structure of the compact serialisation (RFC 7515 §7.1)
@@ -55,6 +56,28 @@ class JoseError(Exception):
 
 
 def quoted(value: object, limit: int = 64) -> str:
-    """repr() of a token-supplied value, cut to `limit` characters, for use inside a description."""
-    text = repr(value)
+    """repr() of a client-supplied value, cut to `limit` characters, for a description or a log line.
+
+    repr escapes control characters and lone surrogates; a long string is cut before repr (no copy of a whole
+    JWS); a value repr cannot render (an integer over Python's digit limit, a structure nested too deep) is
+    named by its type instead of raising.
+    """
+    if isinstance(value, str) and len(value) > limit:
+        value = value[:limit]
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"<{type(value).__name__}>"
     return text if len(text) <= limit else text[: limit - 4] + "...'"
+
+
+def quoted_url(uri: str, limit: int = 128) -> str:
+    """quoted() of a client-named URL without its userinfo (a password there is a secret), for logs and
+    descriptions."""
+    try:
+        netloc = urlsplit(uri).netloc
+    except ValueError:
+        netloc = ""
+    if "@" in netloc:
+        uri = uri.replace(netloc, "***@" + netloc.rpartition("@")[2], 1)
+    return quoted(uri, limit)

@@ -32,7 +32,7 @@ import aiohttp
 import structlog
 from aiohttp import hdrs
 
-from .errors import JoseError, JoseReason, quoted
+from .errors import JoseError, JoseReason, quoted, quoted_url
 from .keys import JwkSet, VerificationKey
 from .url_guard import HostResolver, UrlGuard, UrlPolicy, VettedUrl
 
@@ -271,13 +271,14 @@ class JwksCache:
             except _FetchFailed:
                 raise
             except Exception as exc:  # anything unforeseen still fails closed with a stable reason
-                _log.exception("jwks_fetch_crashed", jwks_uri=uri)
+                _log.exception("jwks_fetch_crashed", jwks_uri=quoted_url(uri))
                 raise _FetchFailed("error", f"unexpected {type(exc).__name__}") from exc
         except _FetchFailed as failure:
             self._event("fetch", failure.result)
-            _log.warning("jwks_fetch_failed", jwks_uri=uri, result=failure.result, why=failure.description)
+            shown = quoted_url(uri)
+            _log.warning("jwks_fetch_failed", jwks_uri=shown, result=failure.result, why=failure.description)
             reason: JoseReason = "jwks_url_refused" if failure.result == "refused" else "jwks_unavailable"
-            entry.error = JoseError(reason, f"key set {uri} unavailable: {failure.description}")
+            entry.error = JoseError(reason, f"key set {shown} unavailable: {failure.description}")
             return self._stale_or_raise(uri, entry, entry.error)
         finally:
             entry.inflight = None
@@ -285,7 +286,8 @@ class JwksCache:
         entry.keyset = keyset
         entry.fetched_at = self._clock()
         entry.error = None
-        _log.info("jwks_fetched", jwks_uri=uri, kids=sorted(keyset.kids()), skipped=keyset.skipped)
+        _log.info("jwks_fetched", jwks_uri=quoted_url(uri), kids=sorted(quoted(k) for k in keyset.kids()),
+                  skipped=keyset.skipped)
         return keyset
 
     def _stale_or_raise(self, uri: str, entry: _Entry, error: JoseError) -> JwkSet:
@@ -293,7 +295,7 @@ class JwksCache:
         if entry.keyset is not None and self._clock() - entry.fetched_at < limit:
             self._event("cache", "stale")
             age = round(self._clock() - entry.fetched_at, 1)
-            _log.info("jwks_serving_stale", jwks_uri=uri, age_seconds=age)
+            _log.info("jwks_serving_stale", jwks_uri=quoted_url(uri), age_seconds=age)
             return entry.keyset
         # SECURITY: fail closed once the last good keys are too old (DESIGN: "Fail closed").
         raise JoseError(error.reason, error.description)

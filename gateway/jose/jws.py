@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .algorithms import SUPPORTED, engine
-from .encoding import DuplicateMemberError, b64url_decode, json_loads_strict
+from .encoding import DuplicateMemberError, JsonTextError, b64url_decode, json_loads_strict
 from .errors import JoseError, quoted
 from .keys import VerificationKey
 
@@ -86,6 +86,8 @@ def parse_compact(
     except DuplicateMemberError as exc:
         # SECURITY: parsers disagreeing on which duplicate wins allow bypasses (RFC 7515 §5.2, RFC 8725).
         raise JoseError("duplicate_member", f"JWS header repeats member {quoted(exc.name)}") from exc
+    except JsonTextError as exc:
+        raise JoseError("malformed", f"JWS header is not acceptable JSON text: {exc}") from exc
     except ValueError as exc:
         raise JoseError("malformed", "JWS header is not valid UTF-8 JSON") from exc
     if not isinstance(header, dict):
@@ -118,6 +120,8 @@ def parse_compact(
         except DuplicateMemberError as exc:
             # SECURITY: refused whichever value comes first (RFC 7519 §4; RFC 8725 §3.4).
             raise JoseError("duplicate_member", f"JWT claims repeat member {quoted(exc.name)}") from exc
+        except JsonTextError as exc:
+            raise JoseError("payload_not_json", f"JWS payload is not acceptable JSON text: {exc}") from exc
         except ValueError as exc:
             raise JoseError("payload_not_json", "JWS payload is not valid UTF-8 JSON") from exc
         if not isinstance(decoded, dict):

@@ -14,7 +14,7 @@ from cryptography import x509
 from jwcrypto.jwk import JWK
 
 from .algorithms import MIN_RSA_BITS, SUPPORTED, engine
-from .encoding import DuplicateMemberError, b64url_encode, json_dumps_compact, json_loads_strict
+from .encoding import DuplicateMemberError, JsonTextError, b64url_encode, json_dumps_compact, json_loads_strict
 from .errors import JoseError, quoted
 
 _log = structlog.get_logger(__name__)
@@ -186,6 +186,8 @@ class JwkSet:
             doc = json_loads_strict(raw)
         except DuplicateMemberError as exc:
             raise JoseError("jwks_invalid", f"key set JSON repeats member {quoted(exc.name)}") from exc
+        except JsonTextError as exc:
+            raise JoseError("jwks_invalid", f"key set is not acceptable JSON text: {exc}") from exc
         except ValueError as exc:
             raise JoseError("jwks_invalid", "key set is not valid UTF-8 JSON") from exc
         return cls.from_dict(doc, uses=uses)
@@ -204,13 +206,13 @@ class JwkSet:
             use = entry.get("use") if isinstance(entry, dict) else None
             if use is not None and use != TLS_USE and use not in uses:
                 skipped += 1
-                _log.debug("jwks_key_skipped", index=index, kid=kid, why="use", use=use)
+                _log.debug("jwks_key_skipped", index=index, kid=quoted(kid), why="use", use=quoted(use))
                 continue
             try:
                 key = VerificationKey.from_dict(entry)
             except JoseError as exc:
                 skipped += 1
-                _log.warning("jwks_key_skipped", index=index, kid=kid, why=exc.description)
+                _log.warning("jwks_key_skipped", index=index, kid=quoted(kid), why=exc.description)
                 continue
             if use == TLS_USE:
                 tls.append(key)
@@ -219,7 +221,7 @@ class JwkSet:
                 if key.kid in kids:
                     # SECURITY: an ambiguous kid could select an unintended key; the first one wins.
                     skipped += 1
-                    _log.warning("jwks_key_skipped", index=index, kid=kid, why="duplicate kid")
+                    _log.warning("jwks_key_skipped", index=index, kid=quoted(kid), why="duplicate kid")
                     continue
                 kids.add(key.kid)
             keys.append(key)
