@@ -811,6 +811,58 @@ async def test_request_target_forms(harness: Harness, line: bytes):
     assert not up.garbage
 
 
+@pytest.mark.parametrize("target", ["/authz", "/nowhere"])
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+@pytest.mark.parametrize("delivery", ["same-write", "expect-then-body"])
+async def test_unread_body_of_a_denied_request_is_never_a_request(harness: Harness, target: str, framing: str,
+                                                                  delivery: str):
+    """A request denied before its body is read (policy denial, no route): its body — here a whole request — is
+    discarded or the connection closed; it never reaches the upstream, and a genuine request after it is either
+    answered as its own or not at all."""
+    up, gw = await harness(server=server_overrides())
+    smuggled = request("GET", "/echo", [(MARKER, "smuggled")])
+    headers = [("X-Marker", marker())]
+    if delivery == "expect-then-body":
+        headers.append(("Expect", "100-continue"))
+    if framing == "chunked":
+        headers.append(("Transfer-Encoding", "chunked"))
+        body = b"%x\r\n%b\r\n0\r\n\r\n" % (len(smuggled), smuggled)
+    else:
+        headers.append(("Content-Length", str(len(smuggled))))
+        body = smuggled
+    head = request("POST", target, headers)
+    genuine = marker()
+    after = request("GET", "/echo", [(MARKER, genuine)])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
+    try:
+        if delivery == "same-write":
+            writer.write(head + body + after)
+        else:
+            writer.write(head)
+            await writer.drain()
+            first = await read_responses(reader, ["POST"], BOUND)  # the denial, without 100 Continue
+            assert first.responses, first
+            assert_refused(first.responses[0], 400, 401, 403, 404, 405)
+            writer.write(body + after)
+        await writer.drain()
+        rest = await read_responses(reader, ["POST", "GET"] if delivery == "same-write" else ["GET"], BOUND)
+    finally:
+        writer.close()
+    await asyncio.sleep(SETTLE)
+    assert not up.by_marker("smuggled"), "the body of a denied request reached the upstream as a request"
+    responses = rest.responses
+    if delivery == "same-write" and responses:
+        assert_refused(responses[0], 400, 401, 403, 404, 405)
+        responses = responses[1:]
+    for resp in responses:
+        assert resp.header("X-Echo-Marker") != "smuggled", resp
+        if resp.status == 200:
+            assert_own(resp, genuine)
+        else:
+            assert_refused(resp, 400, 408)
+    assert len(up.by_marker(genuine)) <= 1
+
+
 # --- framing the gateway does itself ----------------------------------------------------------------------------
 
 
