@@ -432,6 +432,68 @@ async def test_connections_per_client_are_bounded(harness: Harness):
     assert_own(ex.responses[0], mark)
 
 
+async def test_clients_behind_a_trusted_proxy_are_bounded_by_requests_in_flight(harness: Harness):
+    """Behind a trusted proxy, max_connections_per_client counts one client's requests in flight (429 beyond),
+    and another client behind the same proxy is still served."""
+    limit = 2
+    server = {**server_overrides(), "max_connections_per_client": limit, "trusted_proxies": ["127.0.0.1/32"]}
+    if "timeouts" in server:
+        server["timeouts"] = {**server["timeouts"], "body_idle_seconds": 5, "body_total_seconds": 5}
+    up, gw = await harness(server=server)
+    port = port_of(gw)
+    opened: list[asyncio.StreamWriter] = []
+    busy = [("X-Forwarded-For", "203.0.113.7")]
+    try:
+        await asyncio.gather(*(_stall(port, request("POST", "/echo", [*busy, ("Content-Length", "64")]), opened)
+                               for _ in range(limit)))
+        await asyncio.sleep(SETTLE)
+        mark = marker()
+        ex = await exchange(port, request("GET", "/echo", [*busy, (MARKER, mark)]), timeout=BOUND)
+        assert ex.responses, ex
+        assert_refused(ex.responses[0], 429)
+        other = marker()
+        ex = await exchange(port, request("GET", "/echo", [("X-Forwarded-For", "198.51.100.9"), (MARKER, other)]),
+                            timeout=BOUND)
+        assert_own(ex.responses[0], other)
+        assert not up.by_marker(mark)
+    finally:
+        for w in opened:
+            w.close()
+
+
+async def test_idle_keepalive_connection_is_closed(harness: Harness):
+    """server.timeouts.keepalive_seconds: an idle connection after a request is closed (here after 0.5 s)."""
+    server = server_overrides()
+    server["timeouts"] = {**server.get("timeouts", {}), "keepalive_seconds": 0.5}
+    _, gw = await harness(server=server)
+    mark = marker()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
+    try:
+        writer.write(request("GET", "/echo", [(MARKER, mark)]))
+        await writer.drain()
+        ex = await read_responses(reader, ["GET"], BOUND)
+        assert_own(ex.responses[0], mark)
+        closed, data = await wait_closed(reader, BOUND)
+    finally:
+        writer.close()
+    assert closed and not data, data
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_body_over_max_body_bytes_is_413_and_never_upstream(harness: Harness, framing: str):
+    """server.max_body_bytes: 413 JSON (or a close) whether the length is declared or only counted."""
+    up, gw = await harness(server=server_overrides(max_body_bytes=1000))
+    body = b"o" * 3000
+    if framing == "chunked":
+        raw = request("POST", "/echo", [("Transfer-Encoding", "chunked")]) + b"".join(
+            b"%x\r\n%b\r\n" % (100, body[i:i + 100]) for i in range(0, 3000, 100)) + b"0\r\n\r\n"
+    else:
+        raw = request("POST", "/echo", [], body)
+    ex = await exchange(port_of(gw), raw, timeout=BOUND)
+    assert_refused_or_closed(ex, 413)
+    await nothing_upstream(up)
+
+
 # --- bodies on methods without one ------------------------------------------------------------------------------
 
 
