@@ -21,6 +21,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
@@ -131,13 +132,17 @@ class GatewayRequestHandler(RequestHandler):
     ) -> web.StreamResponse:
         """A request the HTTP parser (or aiohttp itself) refused: the gateway's JSON error, one log line.
 
-        The parser's message is not logged: it quotes the offending line, which may hold a credential."""
+        The parser's message is not logged: it quotes the offending line, which may hold a credential. A request
+        line or header over aiohttp's 8190-byte limit is 431 (RFC 6585 §5)."""
+        if isinstance(exc, LineTooLong) and status == 400:
+            status = 431
         log.warning("http_refused", status=status, error=type(exc).__name__ if exc is not None else None,
                     peer=request.remote)
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send the error")
         error = "server_error" if status >= 500 else "invalid_request"
-        description = "malformed HTTP request" if status == 400 else HTTPStatus(status).phrase.lower()
+        description = {400: "malformed HTTP request", 431: "request line or header field too large"}.get(
+            status, HTTPStatus(status).phrase.lower())
         response = web.Response(status=status, body=dumps({"error": error, "error_description": description}),
                                 content_type="application/json", headers={"Cache-Control": "no-store"})
         response.force_close()

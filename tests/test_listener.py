@@ -200,3 +200,18 @@ async def test_what_the_gateway_does_not_speak_is_refused_in_json(recorder, runn
     got, error = _status_and_json(await _exchange(gw.client.port, request_bytes))
     assert (got, error["error"]) == (status, "invalid_request")
     assert seen == []
+
+
+@pytest.mark.parametrize("request_bytes", [
+    b"GET /echo HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + b"A" * 9000 + b"\r\n\r\n",
+    b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+])
+async def test_oversized_lines_get_431_in_json_without_echoing_them(recorder, running_gateway,
+                                                                    request_bytes: bytes) -> None:
+    seen, url = recorder
+    gw = await _gateway(running_gateway, url)
+    raw = await _exchange(gw.client.port, request_bytes)
+    status, error = _status_and_json(raw)
+    assert status == 431 and error["error"] == "invalid_request"
+    assert b"AAAA" not in raw and b"aaaa" not in raw
+    assert seen == []

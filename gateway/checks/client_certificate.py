@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from ..addresses import ProxyTrust
 from ..jose import JoseError, JwkSet, UrlPolicy, cert_thumbprint_s256
+from ..jose.errors import quoted
 from ..observability.logging import get_logger
 from ..schema import StrictModel
 from .base import Check, Denial, RequestView
@@ -348,12 +349,12 @@ def parse_dn(text: str) -> list[Rdn]:
             name, sep, raw = ava.partition("=")
             key = name.strip().lower()
             if not sep or not key:
-                raise ValueError(f"{quoted_short(ava)} is not type=value")
+                raise ValueError(f"{quoted(ava)} is not type=value")
             oid = _ATTRIBUTE_OIDS.get(key)
             if oid is None:
                 m = _OID.match(key)
                 if m is None:
-                    raise ValueError(f"unknown attribute type {quoted_short(name.strip())}")
+                    raise ValueError(f"unknown attribute type {quoted(name.strip())}")
                 oid = m.group(1)
             value = raw.strip()
             if value.startswith("#"):
@@ -370,8 +371,3 @@ def subject_rdns(cert: x509.Certificate) -> list[Rdn]:
                   for a in rdn)
         for rdn in reversed(cert.subject.rdns)
     ]
-
-
-def quoted_short(value: str) -> str:
-    """A short repr for error messages."""
-    return repr(value[:40])

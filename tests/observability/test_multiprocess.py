@@ -144,7 +144,7 @@ async def test_every_worker_serves_the_merged_metrics(gateways, promtool, tmp_pa
         assert values(scrape, "dcr_gateway_requests_total") == {key: 5.0}
         assert values(scrape, "dcr_gateway_requests_in_flight") == {(): 0.0}
         assert values(scrape, "dcr_gateway_build_info") == {(("version", "0.1.0"),): 1.0}
-        assert values(scrape, "dcr_gateway_policies_loaded") == {(): 9.0}
+        assert values(scrape, "dcr_gateway_policies_loaded") == {(): 10.0}
         code, output = run_promtool(promtool, "check", "metrics", stdin=scrape)
         assert (code, output.strip()) == (0, "")
     for proc in gw.procs:
