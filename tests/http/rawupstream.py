@@ -321,6 +321,8 @@ RAW_RESPONSES: dict[str, bytes] = {
                       b"Content-Length: 2\r\n\r\n{}" + EVIL_RESPONSE,
     "head-with-body": b"HTTP/1.1 200 OK\r\nX-Echo-Marker: {marker}\r\nContent-Length: 2\r\n\r\n{}" + EVIL_RESPONSE,
     "204-with-body": b"HTTP/1.1 204 No Content\r\nX-Echo-Marker: {marker}\r\n\r\n" + EVIL_RESPONSE,
+    "error-400": b"HTTP/1.1 400 Bad Request\r\nX-Echo-Marker: {marker}\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 2\r\n\r\n{}",
     "304-with-body": b"HTTP/1.1 304 Not Modified\r\nX-Echo-Marker: {marker}\r\nContent-Length: 2\r\n\r\n{}",
 }
 """Malformed or out-of-step upstream answers (script `raw-<key>`); `{marker}` is the request's marker."""

@@ -331,12 +331,13 @@ async def test_malformed_upstream_responses_are_never_relayed_confused(harness: 
         if resp.status in (502, 504):
             assert_refused(resp, 502, 504)
         else:
-            assert resp.status in (200, 204, 304), resp
+            assert resp.status in (200, 204, 304, 400), resp
             assert [v for n, v in resp.headers if n.lower() == "x-echo-marker"] == [first], resp
             if not resp.complete:  # headers relayed, then the upstream's error: cut off, the connection closed
                 assert ex.closed and resp.body in (b"", b"{}"), ex
                 continue
-            assert resp.body in (b"", b"{}") and (resp.body == b"{}") == (method == "GET" and resp.status == 200), resp
+            with_body = method == "GET" and resp.status in (200, 400)
+            assert resp.body in (b"", b"{}") and (resp.body == b"{}") == with_body, resp
     bad_conn = up.by_marker(first)[0].conn
     leftover = EVIL.encode() in RAW_RESPONSES[key]
     for _ in range(3):
@@ -346,6 +347,23 @@ async def test_malformed_upstream_responses_are_never_relayed_confused(harness: 
         assert_own(ex.responses[0], mark)
         if leftover:
             assert up.by_marker(mark)[0].conn != bad_conn, "connection with bytes beyond its response reused"
+
+
+async def test_error_answer_to_a_request_with_a_body_closes_the_connection(harness: Harness):
+    """The upstream answers 4xx to a request with a body (it may not have read the body): never reused."""
+    up, gw = await harness(server=server_overrides())
+    port = port_of(gw)
+    first = marker()
+    ex = await exchange(port, request("POST", "/echo", [(MARKER, first), (SCRIPT, "raw-error-400")], b"body"),
+                        timeout=BOUND)
+    assert ex.responses and ex.responses[0].status == 400, ex
+    assert ex.responses[0].header("X-Echo-Marker") == first
+    bad_conn = up.by_marker(first)[0].conn
+    for _ in range(2):
+        mark = marker()
+        ex = await exchange(port, request("GET", "/echo", [(MARKER, mark)]), timeout=BOUND)
+        assert_own(ex.responses[0], mark)
+        assert up.by_marker(mark)[0].conn != bad_conn, "connection reused after an error answer to a body"
 
 
 # --- finding 3: double decoding ---------------------------------------------------------------------------------
@@ -497,7 +515,7 @@ async def test_body_over_max_body_bytes_is_413_and_never_upstream(harness: Harne
 # --- bodies on methods without one ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE"])
+@pytest.mark.parametrize("method", ["GET", "HEAD", "DELETE", "OPTIONS"])
 @pytest.mark.parametrize("framing", ["content-length", "chunked", "chunked-empty"])
 async def test_body_on_get_head_delete_is_400(harness: Harness, method: str, framing: str):
     """A body (Content-Length > 0 or any Transfer-Encoding) on GET/HEAD/DELETE: 400 JSON, nothing upstream."""
@@ -579,7 +597,8 @@ SPOOFED = ["X-DCR-Client-Id", "X_DCR_Client_Id", "x_dcr_client_id", "X-DCR-SOFTW
            "X-Dcr-Software-Roles", "X_DCR_Client_Cert_S256", "ssl-client-cert", "ssl_client_cert",
            "SSL_CLIENT_CERT", "Forwarded", "X-Real-IP", "X_Real_IP", "X-Request-Id", "x_request_id",
            "X-Forwarded-For", "X_Forwarded_For", "X-Forwarded-Proto", "x_forwarded_proto", "X-Forwarded-Host",
-           "X-Forwarded-Port", "X_Forwarded_Port", "X-Forwarded-Prefix", "x_forwarded_prefix"]
+           "X-Forwarded-Port", "X_Forwarded_Port", "X-Forwarded-Prefix", "x_forwarded_prefix", "X-Forwarded-Server",
+           "X-Client-IP", "True-Client-IP", "true_client_ip", "x_fapi_interaction_id", "X-Fapi-Interaction-Id"]
 
 
 @pytest.mark.parametrize("name", SPOOFED)
@@ -636,6 +655,21 @@ async def test_two_spellings_of_one_header_are_400(harness: Harness, pair: tuple
     if second.endswith("_"):  # not the same family (a control): forwarded
         assert_own(ex.responses[0], mark)
         return
+    assert_refused(ex.responses[0], 400)
+    await nothing_upstream(up)
+
+
+@pytest.mark.parametrize("name", ["Authorization", "client_id", "Content-Type", "Host", "x-fapi-interaction-id",
+                                  "ssl-client-cert", "Content-Encoding"])
+async def test_a_second_copy_of_a_single_valued_header_is_400(harness: Harness, name: str):
+    """Headers the checks read once (docs/security.md): a second copy, same spelling, is 400, nothing upstream."""
+    up, gw = await harness(server=server_overrides())
+    values = {"x-fapi-interaction-id": (str(uuid.uuid4()), str(uuid.uuid4())),
+              "Content-Encoding": ("identity", "identity")}.get(name, ("one", "two"))
+    headers = [(name, values[0]), (MARKER, marker()), (name, values[1])]
+    ex = await exchange(port_of(gw), request("POST", "/authz", [("Authorization", "Bearer a"), *headers]
+                                             if name != "Authorization" else headers, b"{}"), timeout=BOUND)
+    assert ex.responses, ex
     assert_refused(ex.responses[0], 400)
     await nothing_upstream(up)
 
