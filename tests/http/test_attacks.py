@@ -592,6 +592,34 @@ async def test_authorization_the_policy_saw_is_the_one_the_backend_gets(harness:
     assert up.by_marker(mark)[0].values("Authorization") == ["Bearer abc"]
 
 
+@pytest.mark.parametrize("protocol", ["h2c", "TLS/1.2", "websocket"])
+async def test_upgrade_requests_are_forwarded_without_upgrade_and_nothing_after_them_is_smuggled(
+        harness: Harness, protocol: str):
+    """h2c smuggling: `Connection: Upgrade` + `Upgrade: h2c` is answered as plain HTTP/1.1 (the upstream never
+    sees Upgrade, so never switches); bytes pipelined after it are answered as their own requests or not at all,
+    and the connection then closes rather than hanging."""
+    server = server_overrides()
+    server["timeouts"] = {**server.get("timeouts", {}), "keepalive_seconds": 1}
+    up, gw = await harness(server=server)
+    first, second = marker(), marker()
+    raw = (request("GET", "/echo", [(MARKER, first), ("Connection", "Upgrade"), ("Upgrade", protocol)])
+           + request("GET", "/echo", [(MARKER, second)]) + SMUGGLED)
+    ex = await exchange(port_of(gw), raw, methods=["GET", "GET", "GET"], timeout=BOUND)
+    assert ex.responses, ex
+    assert ex.responses[0].status != 101, ex.responses[0]
+    assert_own(ex.responses[0], first)
+    assert not up.by_marker(first)[0].has("Upgrade")
+    if len(ex.responses) > 1:
+        assert_own(ex.responses[1], second)
+    else:
+        assert ex.closed, "requests after an upgrade request neither answered nor the connection closed"
+    for resp in ex.responses[2:]:
+        assert resp.status == 404, resp  # /SMUGGLED matches no policy
+    await asyncio.sleep(SETTLE)
+    assert not any(r.target == "/SMUGGLED" for r in up.requests)
+    assert len(up.by_marker(second)) == (1 if len(ex.responses) > 1 else 0)
+
+
 # --- finding 8: spoofable trust headers --------------------------------------------------------------------------
 
 SPOOFED = ["X-DCR-Client-Id", "X_DCR_Client_Id", "x_dcr_client_id", "X-DCR-SOFTWARE-ID", "x_dcr_org_id",
@@ -963,16 +991,27 @@ async def test_unread_body_of_a_denied_request_is_never_a_request(harness: Harne
 # --- framing the gateway does itself ----------------------------------------------------------------------------
 
 
-async def test_chunked_request_goes_upstream_de_chunked_with_content_length(harness: Harness):
-    """A chunked request (with extensions and trailers) reaches the upstream as Content-Length + the data."""
+@pytest.mark.parametrize("trailer", ["X-T", "Authorization", "X-DCR-Client-Id", "X-Marker", "Host", "Content-Type",
+                                     "X-HTTP-Method-Override", "Content-Encoding"])
+async def test_chunked_request_goes_upstream_de_chunked_with_content_length(harness: Harness, trailer: str):
+    """A chunked request (with extensions and a trailer section) reaches the upstream as Content-Length + the
+    data; no trailer field ever reaches the upstream (nor replaces a header the policy checked)."""
     up, gw = await harness(server=server_overrides())
     mark = marker()
-    raw = (request("POST", "/echo", [(MARKER, mark), ("Transfer-Encoding", "chunked"), ("Trailer", "X-T")])
-           + b"5;ext=1\r\nhello\r\n1;a\r\n \r\n05\r\nworld\r\n0\r\nX-T: v\r\n\r\n")
+    raw = (request("POST", "/authz", [(MARKER, mark), ("Authorization", "Bearer checked"),
+                                      ("Transfer-Encoding", "chunked"), ("Trailer", trailer)])
+           + b"5;ext=1\r\nhello\r\n1;a\r\n \r\n05\r\nworld\r\n0\r\n" + trailer.encode() + b": trailed\r\n\r\n")
     ex = await exchange(port_of(gw), raw, timeout=BOUND)
+    assert ex.responses, ex
+    if ex.responses[0].status != 200:  # refusing a trailer section is fine; forwarding it is not
+        assert_refused(ex.responses[0], 400)
+        await nothing_upstream(up)
+        return
     assert_own(ex.responses[0], mark)
     assert_gateway_framed(up, mark, b"hello world")
-    assert not up.by_marker(mark)[0].has("X-T")
+    got = up.by_marker(mark)[0]
+    assert not [h for h in got.headers if h[1] == "trailed"], got.headers
+    assert got.values("Authorization") == ["Bearer checked"]
 
 
 async def test_expect_100_continue_is_answered_by_the_gateway(harness: Harness):

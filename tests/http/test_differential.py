@@ -80,6 +80,9 @@ class Case:
     """The request asks the gateway to close the connection after answering (Connection: close)."""
     clean: bool = True
     """Its framing is unambiguous, so a refusal may leave the connection usable for the next request."""
+    stops: bool = False
+    """The gateway may stop reading the connection after it (an upgrade request): later pipelined requests may
+    be answered as their own or not at all, and the client does not wait for their answers."""
     forbidden: list[str] = field(default_factory=list)
     """Values that must never reach the upstream (spoofed trust headers)."""
 
@@ -90,12 +93,12 @@ class Case:
 # --- generation -----------------------------------------------------------------------------------------------
 
 FORWARD_MUTATIONS = ["none", "none", "none", "expect", "ce-identity", "conn-hop", "spoof", "chunked-upper",
-                     "conn-close", "http10", "http10-keepalive"]
-REFUSE_MUTATIONS = ["ce-gzip", "ce-gzip-conn", "conn-named", "override", "dup-family", "dup-cl-same",
+                     "conn-close", "http10", "http10-keepalive", "upgrade"]
+REFUSE_MUTATIONS = ["ce-gzip", "ce-gzip-conn", "conn-named", "h2c-settings", "override", "dup-family", "dup-cl-same",
                     "dup-cl-diff", "cl-list", "cl-te", "te-cl", "bad-chunk", "obs-fold", "bare-lf", "bare-cr",
                     "nul", "del", "ctl"]
 EITHER_MUTATIONS = ["te-gzip-chunked"]
-CLEAN_REFUSALS = {"ce-gzip", "ce-gzip-conn", "conn-named", "override", "dup-family"}
+CLEAN_REFUSALS = {"ce-gzip", "ce-gzip-conn", "conn-named", "h2c-settings", "override", "dup-family"}
 
 SPOOF_NAMES = ["X-DCR-Client-Id", "X_DCR_Client_Id", "x_dcr_org_id", "ssl_client_cert", "SSL-Client-Cert",
                "Forwarded", "X-Real-IP", "X_Real_IP", "X-Request-Id", "X_Forwarded_For", "X-Forwarded-Host",
@@ -169,7 +172,7 @@ def cases(draw: st.DrawFn, *, mutations: list[str], scripts: list[str] | None = 
     if script != "ok":
         headers.append((SCRIPT, script))
     outcome: Outcome = "forward"
-    closes, clean, forbidden = False, True, []
+    closes, clean, stops, forbidden = False, True, False, []
     wire_body = body
     te = "chunked"
     if mutation in ("ce-gzip", "ce-gzip-conn"):
@@ -195,6 +198,12 @@ def cases(draw: st.DrawFn, *, mutations: list[str], scripts: list[str] | None = 
     elif mutation == "conn-hop":
         headers += [("Connection", draw(st.sampled_from(["keep-alive", "TE", "keep-alive, te", "Upgrade"]))),
                     ("TE", "trailers")]
+    elif mutation == "upgrade":
+        # (h2c and TLS upgrades stop the parsing of pipelined requests after them: tests/http/test_attacks.py)
+        headers += [("Connection", "Upgrade"), ("Upgrade", "websocket")]
+    elif mutation == "h2c-settings":  # the h2c smuggling request: Connection names HTTP2-Settings
+        headers += [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"), ("HTTP2-Settings", "AAMAAABkAAQ")]
+        stops = True
     elif mutation == "conn-close":
         headers.append(("Connection", "close"))
         closes = True
@@ -257,7 +266,7 @@ def cases(draw: st.DrawFn, *, mutations: list[str], scripts: list[str] | None = 
     if method not in BODY_METHODS and has_body_framing:
         outcome = "refuse"
     return Case(head + wire_body + raw_extra, mark, method, target, outcome, body, mutation, script, closes, clean,
-                forbidden)
+                stops, forbidden)
 
 
 # --- checking -------------------------------------------------------------------------------------------------
@@ -286,6 +295,10 @@ def check_upstream(up: RawUpstream, connection: list[Case]) -> None:
         streamed = case.target in STREAMED
         assert streamed or (not req.chunked and not req.has("Transfer-Encoding")), f"Transfer-Encoding upstream: {req!r}"
         assert not req.has("Expect"), f"Expect upstream: {req!r}"
+        for hop in ("Upgrade", "TE", "Trailer", "Keep-Alive", "Proxy-Connection"):
+            assert not req.has(hop), f"hop-by-hop {hop} upstream: {req!r}"
+        assert all(t.strip().lower() in ("close", "keep-alive") for v in req.values("Connection")
+                   for t in v.split(",")), f"Connection upstream: {req!r}"
         assert not req.has("Content-Encoding") or req.values("Content-Encoding") == ["identity"], req
         if case.script != "early-close":
             assert req.body == case.body, f"body changed: {req.body[:100]!r} != {case.body[:100]!r}"
@@ -331,6 +344,8 @@ def check_exchange(ex: Exchange, connection: list[Case], up: RawUpstream) -> Non
     broken_at = next((i for i, c in enumerate(connection) if c.outcome != "forward" and not c.clean), None)
     expect_served = True
     for i, case in enumerate(connection):
+        if i > 0 and connection[i - 1].stops:
+            return  # answers after an upgrade request are not read
         if i >= len(ex.responses):
             # Unanswered: fine after a refusal / close / upstream failure earlier on this connection.
             assert not expect_served, f"request {i} unanswered ({ex!r}): {case.describe()}"
@@ -357,8 +372,20 @@ def after_close(connection: list[Case]) -> list[Case]:
     for case in connection:
         if out and (out[-1].closes or out[-1].mutation.startswith("after-close")):
             case = dataclasses.replace(case, outcome="refuse", clean=False, mutation=f"after-close({case.mutation})")
+        elif out and (out[-1].stops or out[-1].mutation.startswith("after-stop")):
+            case = dataclasses.replace(case, outcome="either", clean=False, mutation=f"after-stop({case.mutation})")
         out.append(case)
     return out
+
+
+def expected_answers(connection: list[Case]) -> list[str]:
+    """The methods of the requests whose answers the client reads (none after one that stops the parsing)."""
+    methods = []
+    for case in connection:
+        methods.append(case.method)
+        if case.stops:
+            break
+    return methods
 
 
 async def run_connection(up: RawUpstream, port: int, connection: list[Case]) -> None:
@@ -367,7 +394,7 @@ async def run_connection(up: RawUpstream, port: int, connection: list[Case]) -> 
     log = [f"request {i}: {case.describe()}" for i, case in enumerate(connection)]
     try:
         raw = b"".join(c.raw for c in connection)
-        ex = await exchange(port, raw, methods=[c.method for c in connection], timeout=READ_TIMEOUT)
+        ex = await exchange(port, raw, methods=expected_answers(connection), timeout=READ_TIMEOUT)
         log.append(f"client got: {ex!r}")
         check_exchange(ex, connection, up)
         probe = await exchange(port, request("GET", PROBE, [(MARKER, "probe")]), timeout=READ_TIMEOUT)
@@ -388,7 +415,7 @@ async def run_concurrently(up: RawUpstream, port: int, connections: list[list[Ca
            for i, case in enumerate(conn)]
     try:
         exchanges = await asyncio.gather(*(
-            exchange(port, b"".join(c.raw for c in conn), methods=[c.method for c in conn], timeout=READ_TIMEOUT)
+            exchange(port, b"".join(c.raw for c in conn), methods=expected_answers(conn), timeout=READ_TIMEOUT)
             for conn in connections))
         log += [f"connection {j} got: {ex!r}" for j, ex in enumerate(exchanges)]
         for conn, ex in zip(connections, exchanges, strict=True):
