@@ -16,6 +16,8 @@ from typing import Any, Final
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 
+from .jsonvalues import JsonValueError, loads
+
 ALLOWED_ALGS: Final = ("PS256", "ES256")
 """The only JWS algorithms the sandbox signs or accepts."""
 
@@ -49,8 +51,10 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     if len(parts) != 3:
         raise CryptoError("malformed_jws", "not a compact JWS (expected three dot-separated parts)")
     try:
-        header = json.loads(_b64url_decode(parts[0]))
-        payload = json.loads(_b64url_decode(parts[1]))
+        header = loads(_b64url_decode(parts[0]))
+        payload = loads(_b64url_decode(parts[1]))
+    except JsonValueError as exc:
+        raise CryptoError("malformed_jws", f"JWS header or payload: {exc}") from None
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise CryptoError("malformed_jws", "JWS header or payload is not base64url-encoded JSON") from None
     if not isinstance(header, dict) or not isinstance(payload, dict):
@@ -205,7 +209,7 @@ class KeySet:
             parsed.allowed_algs = [alg]
             parsed.deserialize(token)
             parsed.verify(key, alg=alg)
-            payload = json.loads(parsed.payload)
+            payload = loads(parsed.payload)
         except (JWException, ValueError, TypeError):
             raise CryptoError("bad_signature", "signature verification failed") from None
         if not isinstance(payload, dict):
