@@ -7,16 +7,21 @@ never writes: lone surrogates (as `\\ud800` escapes), integers of any size, `1e4
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import math
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from jwcrypto import jwk, jws
+from jwcrypto import jwk
 
 from tests.sandbox.conftest import Bank
 
@@ -82,7 +87,7 @@ LONG_STRINGS: Final = st.integers(2049, 30_000).map(lambda n: "y" * n)
 SCALARS: Final = st.one_of(
     st.none(), st.booleans(), st.integers(), HUGE_INTS, st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=30), LONE_SURROGATES, SURROGATE_TEXT, LONG_STRINGS,
-    st.integers(33, 400).map(Deep),
+    st.integers(33, 400).map(Deep), st.sampled_from([Deep(1200), Deep(5000)]),  # past the parser's recursion limit
 )
 HOSTILE: Final = st.recursive(
     SCALARS,
@@ -96,11 +101,22 @@ HOSTILE: Final = st.recursive(
 """Any JSON value, biased towards what the sandbox must refuse without a 500."""
 
 
-def sign_raw(key: jwk.JWK, alg: str, kid: str, payload: str, typ: str = "JWT") -> str:
-    """A compact JWS over exactly these payload bytes (jwcrypto directly; not the sandbox's own signer)."""
-    token = jws.JWS(payload.encode("utf-8", "surrogatepass"))
-    token.add_signature(key, alg=alg, protected=json.dumps({"alg": alg, "kid": kid, "typ": typ}))
-    return str(token.serialize(compact=True))
+def _b64url(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode("utf-8", "surrogatepass")).rstrip(b"=").decode("ascii")
+
+
+def sign_raw(key: jwk.JWK, kid: str, payload: str, *, header: str | None = None) -> str:
+    """A PS256 compact JWS over exactly this payload (and header) text, signed with `cryptography` directly.
+
+    Not the sandbox's signer, and not jwcrypto's JWS either: it would parse, and refuse, the hostile header.
+    """
+    protected = header if header is not None else json.dumps({"alg": "PS256", "kid": kid, "typ": "JWT"})
+    signing_input = f"{_b64url(protected)}.{_b64url(payload)}"
+    signature = key.get_op_key("sign").sign(
+        signing_input.encode("ascii"), padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32),
+        hashes.SHA256(),
+    )
+    return f"{signing_input}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode('ascii')}"
 
 
 def directory_key(bank: Bank) -> tuple[jwk.JWK, str]:
@@ -139,3 +155,26 @@ def assert_error_body(status: int, body: Any, errors: frozenset[str], where: str
     assert isinstance(body, dict), (where, status, body)
     assert body.get("error") in errors, (where, status, body)
     assert isinstance(body.get("error_description"), str), (where, status, body)
+
+
+async def raw_http(base_url: str, head: bytes, body: bytes = b"") -> tuple[int, dict[str, str], bytes]:
+    """Send one hand-written HTTP/1.1 request (request line and headers as given, bytes and all) to a loopback
+    server; returns (status, headers, body). For what no HTTP client library will send."""
+    url = urlsplit(base_url)
+    assert url.hostname == "127.0.0.1" and url.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", url.port)
+    try:
+        writer.write(head.rstrip(b"\r\n") + b"\r\nConnection: close\r\n"
+                     + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        await writer.drain()
+        response = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_line, _, rest = response.partition(b"\r\n")
+    header_block, _, payload = rest.partition(b"\r\n\r\n")
+    headers = {}
+    for line in header_block.split(b"\r\n"):
+        name, _, value = line.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return int(status_line.split()[1]), headers, payload
