@@ -1,6 +1,6 @@
 """The sandbox's only door to jwcrypto: key generation and PEM I/O, compact JWS signing and verification.
 
-Every jwcrypto failure (including its ValueError/TypeError) becomes a `CryptoError` with a stable reason.
+Every jwcrypto failure (including its ValueError/TypeError/KeyError) becomes a `CryptoError` with a stable reason.
 Algorithms are allow-listed explicitly: PS256 and ES256 only (FAPI 1.0 Part 2 §8.6).
 """
 
@@ -25,6 +25,9 @@ ALLOWED_ALGS: Final = ("PS256", "ES256")
 PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 _ALG_KTY: Final = {"PS256": ("RSA", None), "ES256": ("EC", "P-256")}
+# What jwcrypto raises for input it cannot use: its own errors, and ValueError, TypeError or KeyError (a member
+# that does not belong to the key type, e.g. "crv" on an RSA key).
+_JWCRYPTO_ERRORS: Final = (JWException, ValueError, TypeError, KeyError)
 
 
 class CryptoError(Exception):
@@ -106,7 +109,7 @@ class SigningKey:
             token = jws.JWS(payload)
             token.add_signature(self.jwk, alg=self.alg, protected=json.dumps(header, separators=(",", ":")))
             out: str = token.serialize(compact=True)
-        except (JWException, ValueError, TypeError) as exc:
+        except _JWCRYPTO_ERRORS as exc:
             raise CryptoError("signing_failed", f"cannot sign: {type(exc).__name__}") from None
         return out
 
@@ -126,7 +129,7 @@ def load_private_pem(data: bytes, *, kid: str | None = None) -> SigningKey:
     """A private key from PEM; alg from its type, kid the RFC 7638 thumbprint unless given."""
     try:
         key = jwk.JWK.from_pem(data)
-    except (JWException, ValueError, TypeError):
+    except _JWCRYPTO_ERRORS:
         raise CryptoError("bad_key", "not a PEM private key") from None
     if not key.has_private:
         raise CryptoError("bad_key", "the PEM holds no private key")
@@ -171,7 +174,7 @@ class KeySet:
                 raise CryptoError("bad_jwks", f"keys[{i}]: kty must be RSA or EC")
             try:
                 key = jwk.JWK(**raw)
-            except (JWException, ValueError, TypeError):
+            except _JWCRYPTO_ERRORS:
                 raise CryptoError("bad_jwks", f"keys[{i}] is not a valid JWK") from None
             kid = raw.get("kid")
             if isinstance(kid, str) and kid:
@@ -210,7 +213,7 @@ class KeySet:
             parsed.deserialize(token)
             parsed.verify(key, alg=alg)
             payload = loads(parsed.payload)
-        except (JWException, ValueError, TypeError):
+        except _JWCRYPTO_ERRORS:
             raise CryptoError("bad_signature", "signature verification failed") from None
         if not isinstance(payload, dict):
             raise CryptoError("malformed_jws", "JWS payload must be a JSON object")
