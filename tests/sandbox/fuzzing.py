@@ -178,3 +178,16 @@ async def raw_http(base_url: str, head: bytes, body: bytes = b"") -> tuple[int, 
         name, _, value = line.decode("latin-1").partition(":")
         headers[name.strip().lower()] = value.strip()
     return int(status_line.split()[1]), headers, payload
+
+
+def hostile_jwks(public: dict[str, Any]) -> st.SearchStrategy[str]:
+    """JWKS documents as raw JSON: a hostile `keys`, or the real public key with hostile or foreign members."""
+    extras = st.one_of(
+        st.dictionaries(st.sampled_from(["kid", "use", "alg", "x5c", "n", "e", "key_ops", "crv", "x", "d"]), HOSTILE,
+                        max_size=2),
+        st.dictionaries(st.sampled_from(["kid", "x-extra"]), HOSTILE, max_size=2),
+    )
+    return st.one_of(
+        HOSTILE.map(lambda keys: to_json({"keys": keys})),
+        extras.map(lambda extra: to_json({"keys": [{**public, **extra}]})),
+    )

@@ -27,6 +27,7 @@ from tests.sandbox.fuzzing import (
     RFC6749_ERRORS,
     SURROGATE_TEXT,
     assert_error_body,
+    hostile_jwks,
     raw_http,
     sign_raw,
     strict_json,
@@ -198,21 +199,9 @@ async def jwt_bank(bank_factory: BankFactory, start_server: StartServer) -> Bank
     return bank
 
 
-@settings(FUZZ, max_examples=150)
-@given(
-    overrides=st.one_of(
-        st.lists(st.sampled_from(ASSERTION_CLAIMS), max_size=3, unique=True).flatmap(
-            lambda names: st.fixed_dictionaries({n: HOSTILE for n in names})),
-        HOSTILE.map(lambda client_id: {"iss": client_id, "sub": client_id}),  # as far as the client lookup
-    ),
-    header=st.one_of(st.none(), st.fixed_dictionaries({"kid": HOSTILE}),
-                     st.fixed_dictionaries({"kid": st.just("fuzz-jwt-ps256"), "x": HOSTILE})),
-    jwks=st.one_of(st.none(), HOSTILE.map(lambda v: to_json({"keys": v})), HOSTILE.map(to_json)),
-)
-async def test_fuzzed_client_assertions_get_an_rfc6749_answer(
-    jwt_bank: Bank, overrides: dict[str, Any], header: dict[str, Any] | None, jwks: str | None
-) -> None:
-    bank = jwt_bank
+async def assertion_answer(bank: Bank, overrides: dict[str, Any], header: dict[str, Any] | None,
+                           jwks: str | None) -> tuple[int, Any]:
+    """Serve `jwks` (the real one when None) as the client's JWKS and ask for a token with an assertion."""
     tpp: TppKey = bank.extra["tpp"]
     bank.extra["served"]["doc"] = (
         to_json({"keys": [tpp.public()]}) if jwks is None else jwks
@@ -222,5 +211,29 @@ async def test_fuzzed_client_assertions_get_an_rfc6749_answer(
     body = "&".join(f"{k}={quote_plus(v)}" for k, v in form.items()).encode("ascii")
     status, answer, headers = await token_call(bank, body, FORM, None)
     assert_token_answer(status, answer, headers)
-    if not overrides and header is None and jwks is None:
+    return status, answer
+
+
+@settings(FUZZ, max_examples=150)
+@given(
+    overrides=st.one_of(
+        st.lists(st.sampled_from(ASSERTION_CLAIMS), max_size=3, unique=True).flatmap(
+            lambda names: st.fixed_dictionaries({n: HOSTILE for n in names})),
+        HOSTILE.map(lambda client_id: {"iss": client_id, "sub": client_id}),  # as far as the client lookup
+    ),
+    header=st.one_of(st.none(), st.fixed_dictionaries({"kid": HOSTILE}),
+                     st.fixed_dictionaries({"kid": st.just("fuzz-jwt-ps256"), "x": HOSTILE})),
+)
+async def test_fuzzed_client_assertions_get_an_rfc6749_answer(
+    jwt_bank: Bank, overrides: dict[str, Any], header: dict[str, Any] | None
+) -> None:
+    status, answer = await assertion_answer(jwt_bank, overrides, header, None)
+    if not overrides and header is None:
         assert status == 200, answer  # the fuzzing keeps the valid case reachable
+
+
+@settings(FUZZ, max_examples=100)
+@given(jwks=st.one_of(hostile_jwks(tpp_key("fuzz-jwt").public()), HOSTILE.map(to_json)))
+async def test_fuzzed_tpp_jwks_documents_get_an_rfc6749_answer(jwt_bank: Bank, jwks: str) -> None:
+    """A valid assertion, checked against whatever the TPP's JWKS endpoint serves."""
+    await assertion_answer(jwt_bank, {}, None, jwks)
