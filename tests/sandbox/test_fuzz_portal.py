@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from yarl import URL
 
@@ -17,6 +17,7 @@ from tests.sandbox.conftest import REGISTER, Bank, tpp_key
 from tests.sandbox.fuzzing import (
     FUZZ,
     HOSTILE,
+    Deep,
     assert_error_body,
     hostile_jwks,
     raw_http,
@@ -52,6 +53,8 @@ async def post(bank: Bank, path: str, body: bytes, content_type: str | None) -> 
 @settings(FUZZ, max_examples=300)
 @given(path=st.sampled_from(["/sandbox/apps", "/sandbox/ssa", "/sandbox/tpp-jwks"]), body=BODIES,
        content_type=CONTENT_TYPES)
+@example(path="/sandbox/ssa", body=to_json(Deep(5000)), content_type="application/json")  # RecursionError: 500
+@example(path="/sandbox/ssa", body='{"org_name": NaN, "exp": 1e400}', content_type="application/json")  # signed
 async def test_fuzzed_portal_posts_are_201_or_400(bank: Bank, path: str, body: str, content_type: str | None) -> None:
     before = stored_registrations(bank)
     status, answer = await post(bank, path, body.encode("utf-8", "surrogatepass"), content_type)

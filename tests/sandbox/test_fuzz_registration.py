@@ -14,7 +14,7 @@ import uuid
 from typing import Any, Final
 
 import aiohttp
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from tests.sandbox.conftest import JOSE, REDIRECT, REDIRECT_2, REGISTER, Bank, tpp_key
@@ -22,6 +22,7 @@ from tests.sandbox.fuzzing import (
     FUZZ,
     HOSTILE,
     RFC7591_ERRORS,
+    Deep,
     assert_error_body,
     directory_key,
     sign_raw,
@@ -142,6 +143,12 @@ async def caller_token(bank: Bank) -> str:
 
 @settings(FUZZ, max_examples=200)
 @given(ssa_overrides=claim_overrides(SSA_CLAIMS), request_overrides=claim_overrides(REQUEST_CLAIMS))
+@example(ssa_overrides={"org_name": Deep(300)}, request_overrides={})  # stored in full, answered truncated
+@example(ssa_overrides={"software_client_name": "\ud800"}, request_overrides={})  # 500 from SQLite
+@example(ssa_overrides={"org_name": 2**64}, request_overrides={})
+@example(ssa_overrides={"software_jwks_endpoint": "https://[::1/jwks"},
+         request_overrides={"token_endpoint_auth_method": "private_key_jwt",
+                            "token_endpoint_auth_signing_alg": "PS256"})  # urlsplit raised: 500
 async def test_fuzzed_registration_is_201_or_a_400_that_stores_nothing(
     bank: Bank, ssa_overrides: dict[str, Any], request_overrides: dict[str, Any]
 ) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import quote_plus
 
 import pytest
 from aiohttp import web
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import StartServer
@@ -26,6 +26,7 @@ from tests.sandbox.fuzzing import (
     LONE_SURROGATES,
     RFC6749_ERRORS,
     SURROGATE_TEXT,
+    Deep,
     assert_error_body,
     hostile_jwks,
     raw_http,
@@ -224,6 +225,8 @@ async def assertion_answer(bank: Bank, overrides: dict[str, Any], header: dict[s
     header=st.one_of(st.none(), st.fixed_dictionaries({"kid": HOSTILE}),
                      st.fixed_dictionaries({"kid": st.just("fuzz-jwt-ps256"), "x": HOSTILE})),
 )
+@example(overrides={"iss": Deep(5000), "sub": Deep(5000)}, header=None)  # RecursionError: 500
+@example(overrides={"iss": "\ud800", "sub": "\ud800"}, header=None)  # 500 from SQLite
 async def test_fuzzed_client_assertions_get_an_rfc6749_answer(
     jwt_bank: Bank, overrides: dict[str, Any], header: dict[str, Any] | None
 ) -> None:
@@ -234,6 +237,7 @@ async def test_fuzzed_client_assertions_get_an_rfc6749_answer(
 
 @settings(FUZZ, max_examples=100)
 @given(jwks=st.one_of(hostile_jwks(tpp_key("fuzz-jwt").public()), HOSTILE.map(to_json)))
+@example(jwks=to_json({"keys": [{**tpp_key("fuzz-jwt").public(), "crv": None}]}))  # jwcrypto's KeyError: 500
 async def test_fuzzed_tpp_jwks_documents_get_an_rfc6749_answer(jwt_bank: Bank, jwks: str) -> None:
     """A valid assertion, checked against whatever the TPP's JWKS endpoint serves."""
     await assertion_answer(jwt_bank, {}, None, jwks)
