@@ -10,7 +10,6 @@ The request JWS signatures are NOT verified here: the gateway in front does that
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any, Final
 
@@ -22,6 +21,7 @@ from .bodies import encoded_json_response, json_response, read_limited
 from .credentials import hash_secret, new_client_id, new_client_secret
 from .crypto import CryptoError, decode_unverified
 from .errors import forbidden, invalid_token, method_not_allowed, registration_error
+from .jsonvalues import loads
 from .metadata import INVALID_METADATA, MetadataError, Registration, validate_registration
 from .service import SANDBOX, Sandbox
 from .store import Client
@@ -59,7 +59,7 @@ async def _request_jws(request: web.Request, sandbox: Sandbox) -> str:
         raise registration_error(INVALID_METADATA, "the body is not UTF-8") from None
     if ctype == "application/json" and text.startswith('"'):
         try:
-            decoded = json.loads(text)
+            decoded = loads(body)
         except ValueError:
             raise registration_error(INVALID_METADATA, "the body is not a JSON string") from None
         text = decoded.strip() if isinstance(decoded, str) else ""
