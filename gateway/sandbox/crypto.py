@@ -48,18 +48,21 @@ def _b64url_decode(part: str) -> bytes:
 _B64URL: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
+def _json_part(segment: str, name: str) -> Any:
+    try:
+        return loads(_b64url_decode(segment))
+    except JsonValueError as exc:
+        raise CryptoError("malformed_jws", f"JWS {name}: {exc}") from None
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise CryptoError("malformed_jws", "JWS header or payload is not base64url-encoded JSON") from None
+
+
 def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and payload of a compact JWS, WITHOUT checking the signature (RFC 7515 §7.1)."""
     parts = token.split(".")
     if len(parts) != 3:
         raise CryptoError("malformed_jws", "not a compact JWS (expected three dot-separated parts)")
-    try:
-        header = loads(_b64url_decode(parts[0]))
-        payload = loads(_b64url_decode(parts[1]))
-    except JsonValueError as exc:
-        raise CryptoError("malformed_jws", f"JWS header or payload: {exc}") from None
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise CryptoError("malformed_jws", "JWS header or payload is not base64url-encoded JSON") from None
+    header, payload = _json_part(parts[0], "header"), _json_part(parts[1], "payload")
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise CryptoError("malformed_jws", "JWS header and payload must be JSON objects")
     if not isinstance(header.get("alg"), str):

@@ -160,7 +160,7 @@ def _decode_ssa(claims: Mapping[str, Any]) -> tuple[dict[str, Any], str, list[st
     try:
         _, ssa_claims = decode_unverified(ssa)
     except CryptoError as exc:
-        raise _fail(INVALID_SSA, f"software_statement is not a JWS: {exc.description}") from None
+        raise _fail(INVALID_SSA, f"software_statement is not a JWS the sandbox accepts: {exc.description}") from None
     try:
         check(ssa_claims, max_string=MAX_SSA_STRING)
     except JsonValueError as exc:

@@ -74,7 +74,7 @@ async def _validated(request: web.Request, sandbox: Sandbox) -> Registration:
         _, claims = decode_unverified(jws)
     except CryptoError as exc:
         raise registration_error(
-            INVALID_METADATA, f"registration request is not a JWS: {exc.description}"
+            INVALID_METADATA, f"registration request is not a JWS the sandbox accepts: {exc.description}"
         ) from None
     try:
         return validate_registration(claims, now=time.time(), leeway=sandbox.config.leeway)
