@@ -215,3 +215,31 @@ async def test_fuzzed_registration_bodies_are_400(bank: Bank, content_type: str 
     status, answer = await call(bank, "POST", REGISTER, token, body, content_type)
     assert_error_body(status, answer, RFC7591_ERRORS, "POST")
     assert status == 400 and stored_registrations(bank) == before
+
+
+@settings(FUZZ, max_examples=100)
+@given(which=st.sampled_from(["request", "software_statement"]),
+       header=st.one_of(st.fixed_dictionaries({"kid": HOSTILE}), st.fixed_dictionaries({"alg": HOSTILE}),
+                        st.dictionaries(st.text(max_size=8), HOSTILE, max_size=2)))
+async def test_fuzzed_jws_headers_are_201_or_a_400_that_stores_nothing(
+    bank: Bank, which: str, header: dict[str, Any]
+) -> None:
+    """The sandbox does not verify signatures, but it does read both JWS headers."""
+    token = await caller_token(bank)
+    before = stored_registrations(bank)
+    raw_header = to_json({"alg": "PS256", "typ": "JWT", **header})
+    key, kid = directory_key(bank)
+    ssa = ssa_text(bank, {})
+    if which == "software_statement":
+        ssa = sign_raw(key, kid, base64.urlsafe_b64decode(ssa.split(".")[1] + "==").decode(), header=raw_header)
+    claims = json.loads(base64.urlsafe_b64decode(request_jws(bank, ssa, {}).split(".")[1] + "=="))
+    tpp = tpp_key("fuzz")
+    status, answer = await call(bank, "POST", REGISTER, token, sign_raw(tpp.key, tpp.kid, to_json(claims),
+                                                                        header=raw_header if which == "request"
+                                                                        else None))
+    event(f"{which} {status} {answer.get('error', '')}")
+    if status != 201:
+        assert_error_body(status, answer, RFC7591_ERRORS, "POST")
+        assert status == 400 and stored_registrations(bank) == before
+    else:
+        assert len(stored_registrations(bank)) == len(before) + 1
