@@ -27,6 +27,9 @@ SCOPES: Final = ("openid", "accounts", "payments", "fundsconfirmations")
 ROLE_SCOPES: Final = {"AISP": "accounts", "PISP": "payments", "CBPII": "fundsconfirmations"}
 # The SSA's JWT claims describe the SSA itself, not the software: they are not flattened into the client.
 SSA_TOKEN_CLAIMS: Final = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti"})
+# Nor are the names the sandbox answers with: a "client_secret" claim would replace the real secret in the 201
+# answer, leaving a client whose secret nobody received.
+SERVER_CLAIMS: Final = frozenset({"client_id", "client_secret", "client_id_issued_at", "client_secret_expires_at"})
 
 _BASE62: Final = re.compile(r"[0-9A-Za-z]{1,22}")  # v3.2+ length (digest §12.2)
 _UUID4: Final = re.compile(
@@ -71,7 +74,7 @@ class Registration:
         }
         doc.update(self.metadata)
         for name, value in self.ssa_claims.items():
-            if name not in SSA_TOKEN_CLAIMS and name not in doc:
+            if name not in SSA_TOKEN_CLAIMS and name not in SERVER_CLAIMS and name not in doc:
                 doc[name] = value
         return doc
 
