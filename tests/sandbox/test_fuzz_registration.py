@@ -35,7 +35,7 @@ SOFTWARE_ID: Final = "FuzzSoftware0000000001"
 SSA_CLAIMS: Final = (
     "org_name", "software_client_name", "software_jwks_endpoint", "software_roles", "software_redirect_uris",
     "software_id", "org_contacts", "organisation_competent_authority_claims", "software_logo_uri", "x-extra",
-    "iat", "exp",
+    "iat", "exp", "client_secret", "client_id_issued_at", "client_secret_expires_at",
 )
 REQUEST_CLAIMS: Final = (
     "scope", "redirect_uris", "grant_types", "token_endpoint_auth_method", "iat", "exp", "aud", "jti",
@@ -146,6 +146,7 @@ async def caller_token(bank: Bank) -> str:
 @example(ssa_overrides={"org_name": Deep(300)}, request_overrides={})  # stored in full, answered truncated
 @example(ssa_overrides={"software_client_name": "\ud800"}, request_overrides={})  # 500 from SQLite
 @example(ssa_overrides={"org_name": 2**64}, request_overrides={})
+@example(ssa_overrides={"client_secret": "not-the-secret"}, request_overrides={})  # replaced the real one
 @example(ssa_overrides={"software_jwks_endpoint": "https://[::1/jwks"},
          request_overrides={"token_endpoint_auth_method": "private_key_jwt",
                             "token_endpoint_auth_signing_alg": "PS256"})  # urlsplit raised: 500
