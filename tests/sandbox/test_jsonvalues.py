@@ -16,14 +16,14 @@ def nested(depth: int) -> str:
 @pytest.mark.parametrize(
     "text, where",
     [
-        ('{"org_name": "\\ud800"}', "$.org_name: a string holds a lone surrogate"),
-        ('{"a": ["x", "\\udfff tail"]}', "$.a[1]: a string holds a lone surrogate"),
-        ('{"\\ud800": 1}', "$.\\ud800: a member name holds a lone surrogate"),
+        ('{"org_name": "\\ud800"}', "$: a string holds a lone UTF-16 surrogate"),
+        ('{"a": ["x", "\\udfff tail"]}', "$: a string holds a lone UTF-16 surrogate"),
+        ('{"\\ud800": 1}', "$: a string holds a lone UTF-16 surrogate"),
         ('{"n": 18446744073709551616}', "$.n: integers must be at most 2^53-1"),
         (f'{{"n": {-MAX_SAFE_INTEGER - 1}}}', "$.n: integers must be at most 2^53-1"),
-        ('{"f": 1e400}', "$.f: numbers must be finite"),
-        ('{"f": -1e400}', "$.f: numbers must be finite"),
-        (nested(MAX_DEPTH + 1), f"nested more than {MAX_DEPTH} levels deep"),
+        ('{"f": 1e400}', "$: a number beyond the range of an IEEE 754 double"),
+        ('{"f": -1e400}', "$: a number beyond the range of an IEEE 754 double"),
+        (nested(MAX_DEPTH + 1), f"nested deeper than {MAX_DEPTH} levels"),
     ],
 )
 def test_values_the_sandbox_refuses(text: str, where: str) -> None:
