@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
 
 from ..jsonutil import dumps
+from .jsonvalues import JsonValueError, loads
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 """Headers for responses that carry credentials (RFC 6749 §5.1, RFC 7591 §3.2.1)."""
@@ -29,11 +29,13 @@ async def read_limited(request: web.Request, limit: int) -> bytes | None:
 
 def json_response(data: Any, *, status: int = 200, no_store: bool = False) -> web.Response:
     """A compact JSON response; `no_store` for anything carrying a token or secret."""
+    return encoded_json_response(dumps(data), status=status, no_store=no_store)
+
+
+def encoded_json_response(body: bytes, *, status: int = 200, no_store: bool = False) -> web.Response:
+    """A JSON response from bytes `dumps` made earlier (before a write the answer must not fail after)."""
     return web.Response(
-        status=status,
-        body=dumps(data),
-        content_type="application/json",
-        headers=NO_STORE if no_store else None,
+        status=status, body=body, content_type="application/json", headers=NO_STORE if no_store else None
     )
 
 
@@ -42,8 +44,10 @@ def json_object(body: bytes) -> dict[str, Any]:
     from .errors import bad_request
 
     try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        value = loads(body)
+    except JsonValueError as exc:
+        raise bad_request(f"the body holds a value the sandbox refuses: {exc}") from None
+    except ValueError:  # UnicodeDecodeError included
         raise bad_request("the body is not valid JSON") from None
     if not isinstance(value, dict):
         raise bad_request("the body must be a JSON object")

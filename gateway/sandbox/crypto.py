@@ -1,6 +1,6 @@
 """The sandbox's only door to jwcrypto: key generation and PEM I/O, compact JWS signing and verification.
 
-Every jwcrypto failure (including its ValueError/TypeError) becomes a `CryptoError` with a stable reason.
+Every jwcrypto failure (including its ValueError/TypeError/KeyError) becomes a `CryptoError` with a stable reason.
 Algorithms are allow-listed explicitly: PS256 and ES256 only (FAPI 1.0 Part 2 §8.6).
 """
 
@@ -16,6 +16,8 @@ from typing import Any, Final
 from jwcrypto import jwk, jws
 from jwcrypto.common import JWException
 
+from .jsonvalues import JsonValueError, loads
+
 ALLOWED_ALGS: Final = ("PS256", "ES256")
 """The only JWS algorithms the sandbox signs or accepts."""
 
@@ -23,6 +25,9 @@ ALLOWED_ALGS: Final = ("PS256", "ES256")
 PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 _ALG_KTY: Final = {"PS256": ("RSA", None), "ES256": ("EC", "P-256")}
+# What jwcrypto raises for input it cannot use: its own errors, and ValueError, TypeError or KeyError (a member
+# that does not belong to the key type, e.g. "crv" on an RSA key).
+_JWCRYPTO_ERRORS: Final = (JWException, ValueError, TypeError, KeyError)
 
 
 class CryptoError(Exception):
@@ -43,16 +48,21 @@ def _b64url_decode(part: str) -> bytes:
 _B64URL: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
+def _json_part(segment: str, name: str) -> Any:
+    try:
+        return loads(_b64url_decode(segment))
+    except JsonValueError as exc:
+        raise CryptoError("malformed_jws", f"JWS {name}: {exc}") from None
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise CryptoError("malformed_jws", "JWS header or payload is not base64url-encoded JSON") from None
+
+
 def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """Header and payload of a compact JWS, WITHOUT checking the signature (RFC 7515 §7.1)."""
     parts = token.split(".")
     if len(parts) != 3:
         raise CryptoError("malformed_jws", "not a compact JWS (expected three dot-separated parts)")
-    try:
-        header = json.loads(_b64url_decode(parts[0]))
-        payload = json.loads(_b64url_decode(parts[1]))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise CryptoError("malformed_jws", "JWS header or payload is not base64url-encoded JSON") from None
+    header, payload = _json_part(parts[0], "header"), _json_part(parts[1], "payload")
     if not isinstance(header, dict) or not isinstance(payload, dict):
         raise CryptoError("malformed_jws", "JWS header and payload must be JSON objects")
     if not isinstance(header.get("alg"), str):
@@ -102,7 +112,7 @@ class SigningKey:
             token = jws.JWS(payload)
             token.add_signature(self.jwk, alg=self.alg, protected=json.dumps(header, separators=(",", ":")))
             out: str = token.serialize(compact=True)
-        except (JWException, ValueError, TypeError) as exc:
+        except _JWCRYPTO_ERRORS as exc:
             raise CryptoError("signing_failed", f"cannot sign: {type(exc).__name__}") from None
         return out
 
@@ -122,7 +132,7 @@ def load_private_pem(data: bytes, *, kid: str | None = None) -> SigningKey:
     """A private key from PEM; alg from its type, kid the RFC 7638 thumbprint unless given."""
     try:
         key = jwk.JWK.from_pem(data)
-    except (JWException, ValueError, TypeError):
+    except _JWCRYPTO_ERRORS:
         raise CryptoError("bad_key", "not a PEM private key") from None
     if not key.has_private:
         raise CryptoError("bad_key", "the PEM holds no private key")
@@ -167,7 +177,7 @@ class KeySet:
                 raise CryptoError("bad_jwks", f"keys[{i}]: kty must be RSA or EC")
             try:
                 key = jwk.JWK(**raw)
-            except (JWException, ValueError, TypeError):
+            except _JWCRYPTO_ERRORS:
                 raise CryptoError("bad_jwks", f"keys[{i}] is not a valid JWK") from None
             kid = raw.get("kid")
             if isinstance(kid, str) and kid:
@@ -205,8 +215,8 @@ class KeySet:
             parsed.allowed_algs = [alg]
             parsed.deserialize(token)
             parsed.verify(key, alg=alg)
-            payload = json.loads(parsed.payload)
-        except (JWException, ValueError, TypeError):
+            payload = loads(parsed.payload)
+        except _JWCRYPTO_ERRORS:
             raise CryptoError("bad_signature", "signature verification failed") from None
         if not isinstance(payload, dict):
             raise CryptoError("malformed_jws", "JWS payload must be a JSON object")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from .crypto import CryptoError, KeySet
+from .jsonvalues import loads
 
 MAX_JWKS_BYTES: Final = 256 * 1024
 MIN_REFETCH_SECONDS: Final = 10.0
@@ -80,7 +80,7 @@ class JwksFetcher:
             raise JwksFetchError("software_jwks_endpoint could not be fetched") from None
         body = b"".join(chunks)
         try:
-            return KeySet.from_document(json.loads(body))
+            return KeySet.from_document(loads(body))
         except (ValueError, UnicodeDecodeError):
             raise JwksFetchError("software_jwks_endpoint did not return JSON") from None
         except CryptoError as exc:

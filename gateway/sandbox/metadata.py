@@ -16,6 +16,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from .crypto import CryptoError, decode_unverified
+from .jsonvalues import JsonValueError, check
 
 AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth")
 GRANT_TYPES: Final = ("client_credentials", "authorization_code", "refresh_token")
@@ -26,6 +27,9 @@ SCOPES: Final = ("openid", "accounts", "payments", "fundsconfirmations")
 ROLE_SCOPES: Final = {"AISP": "accounts", "PISP": "payments", "CBPII": "fundsconfirmations"}
 # The SSA's JWT claims describe the SSA itself, not the software: they are not flattened into the client.
 SSA_TOKEN_CLAIMS: Final = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti"})
+# Nor are the names the sandbox answers with: a "client_secret" claim would replace the real secret in the 201
+# answer, leaving a client whose secret nobody received.
+SERVER_CLAIMS: Final = frozenset({"client_id", "client_secret", "client_id_issued_at", "client_secret_expires_at"})
 
 _BASE62: Final = re.compile(r"[0-9A-Za-z]{1,22}")  # v3.2+ length (digest §12.2)
 _UUID4: Final = re.compile(
@@ -33,6 +37,8 @@ _UUID4: Final = re.compile(
 )
 _MAX_URI: Final = 256
 _MAX_DN: Final = 512  # v3.4 relaxed String(128) to 512: real subject DNs can be longer
+MAX_SSA_STRING: Final = 2048
+"""The longest string (or member name) among the SSA claims, which are stored and returned with the client."""
 
 INVALID_METADATA: Final = "invalid_client_metadata"
 INVALID_REDIRECT_URI: Final = "invalid_redirect_uri"
@@ -68,7 +74,7 @@ class Registration:
         }
         doc.update(self.metadata)
         for name, value in self.ssa_claims.items():
-            if name not in SSA_TOKEN_CLAIMS and name not in doc:
+            if name not in SSA_TOKEN_CLAIMS and name not in SERVER_CLAIMS and name not in doc:
                 doc[name] = value
         return doc
 
@@ -157,7 +163,11 @@ def _decode_ssa(claims: Mapping[str, Any]) -> tuple[dict[str, Any], str, list[st
     try:
         _, ssa_claims = decode_unverified(ssa)
     except CryptoError as exc:
-        raise _fail(INVALID_SSA, f"software_statement is not a JWS: {exc.description}") from None
+        raise _fail(INVALID_SSA, f"software_statement is not a JWS the sandbox accepts: {exc.description}") from None
+    try:
+        check(ssa_claims, max_string=MAX_SSA_STRING)
+    except JsonValueError as exc:
+        raise _fail(INVALID_SSA, f"software_statement claims: {exc}") from None
     software_id = ssa_claims.get("software_id")
     if not isinstance(software_id, str) or not _BASE62.fullmatch(software_id):
         raise _fail(
@@ -245,6 +255,13 @@ def _check_scope(claims: Mapping[str, Any], ssa_claims: Mapping[str, Any]) -> st
     return value
 
 
+def _scheme(url: str) -> str | None:
+    try:
+        return urlsplit(url).scheme
+    except ValueError:  # e.g. an unclosed IPv6 literal
+        return None
+
+
 def validate_registration(claims: Mapping[str, Any], *, now: float, leeway: float) -> Registration:
     """Check a registration request payload; raise MetadataError with the first problem found."""
     iss = _check_request_jwt_claims(claims, now=now, leeway=leeway)
@@ -283,7 +300,7 @@ def validate_registration(claims: Mapping[str, Any], *, now: float, leeway: floa
     jwks_uri: str | None = None
     if auth_method == "private_key_jwt":
         endpoint = ssa_claims.get("software_jwks_endpoint")
-        if not isinstance(endpoint, str) or urlsplit(endpoint).scheme not in ("http", "https"):
+        if not isinstance(endpoint, str) or _scheme(endpoint) not in ("http", "https"):
             raise _fail(
                 INVALID_SSA, "private_key_jwt needs a software_jwks_endpoint URL in the software_statement"
             )

@@ -10,17 +10,18 @@ The request JWS signatures are NOT verified here: the gateway in front does that
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import Any, Final
 
 from aiohttp import hdrs, web
 
+from ..jsonutil import dumps
 from ..observability.logging import get_logger
-from .bodies import json_response, read_limited
+from .bodies import encoded_json_response, json_response, read_limited
 from .credentials import hash_secret, new_client_id, new_client_secret
 from .crypto import CryptoError, decode_unverified
 from .errors import forbidden, invalid_token, method_not_allowed, registration_error
+from .jsonvalues import loads
 from .metadata import INVALID_METADATA, MetadataError, Registration, validate_registration
 from .service import SANDBOX, Sandbox
 from .store import Client
@@ -58,7 +59,7 @@ async def _request_jws(request: web.Request, sandbox: Sandbox) -> str:
         raise registration_error(INVALID_METADATA, "the body is not UTF-8") from None
     if ctype == "application/json" and text.startswith('"'):
         try:
-            decoded = json.loads(text)
+            decoded = loads(body)
         except ValueError:
             raise registration_error(INVALID_METADATA, "the body is not a JSON string") from None
         text = decoded.strip() if isinstance(decoded, str) else ""
@@ -73,7 +74,7 @@ async def _validated(request: web.Request, sandbox: Sandbox) -> Registration:
         _, claims = decode_unverified(jws)
     except CryptoError as exc:
         raise registration_error(
-            INVALID_METADATA, f"registration request is not a JWS: {exc.description}"
+            INVALID_METADATA, f"registration request is not a JWS the sandbox accepts: {exc.description}"
         ) from None
     try:
         return validate_registration(claims, now=time.time(), leeway=sandbox.config.leeway)
@@ -92,20 +93,24 @@ async def create(request: web.Request) -> web.Response:
     secret = new_client_secret()
     now = int(time.time())
     document = reg.document(client_id, now)
-    await res.store.add_client(
-        Client(
-            client_id=client_id,
-            kind="dcr",
-            secret_hash=await asyncio.to_thread(hash_secret, secret),
-            created_at=now,
-            updated_at=now,
-            name=_client_name(reg),
-            software_id=reg.software_id,
-            auth_method=reg.auth_method,
-            jwks_uri=reg.jwks_uri,
-            registration=document,
-        )
+    # Everything that can fail happens before the client is stored, the answer included: a client its TPP
+    # never heard of (and whose secret nobody received) must not exist. The store writes it in one SQLite
+    # transaction, which rolls back on any error; after it, only the log line and the prepared answer remain.
+    # The secret is returned once, here; only its hash is stored.
+    answer = dumps({"client_id": client_id, "client_secret": secret, **document})
+    client = Client(
+        client_id=client_id,
+        kind="dcr",
+        secret_hash=await asyncio.to_thread(hash_secret, secret),
+        created_at=now,
+        updated_at=now,
+        name=_client_name(reg),
+        software_id=reg.software_id,
+        auth_method=reg.auth_method,
+        jwks_uri=reg.jwks_uri,
+        registration=document,
     )
+    await res.store.add_client(client)
     log.info(
         "client_registered",
         client_id=client_id,
@@ -113,9 +118,7 @@ async def create(request: web.Request) -> web.Response:
         auth_method=reg.auth_method,
         by_client_id=caller.client_id,
     )
-    # The secret is returned once, here; only its hash is stored.
-    body = {"client_id": client_id, "client_secret": secret, **document}
-    return json_response(body, status=201, no_store=True)
+    return encoded_json_response(answer, status=201, no_store=True)
 
 
 def _client_name(reg: Registration) -> str | None:
@@ -173,6 +176,7 @@ async def update(request: web.Request) -> web.Response:
         )
     now = int(time.time())
     document = reg.document(client.client_id, client.created_at)
+    answer = dumps(document)  # before the write, as in `create`
     if not await sandbox.resources.store.update_registration(
         client.client_id, registration=document, auth_method=reg.auth_method, jwks_uri=reg.jwks_uri, now=now
     ):
@@ -180,7 +184,7 @@ async def update(request: web.Request) -> web.Response:
     log.info(
         "client_updated", client_id=client.client_id, software_id=reg.software_id, auth_method=reg.auth_method
     )
-    return json_response(document, no_store=True)
+    return encoded_json_response(answer, no_store=True)
 
 
 async def delete(request: web.Request) -> web.Response:

@@ -105,6 +105,11 @@ def _client(row: sqlite3.Row) -> Client:
     )
 
 
+def _registration_text(registration: dict[str, Any] | None) -> str | None:
+    """The stored form of a registration, made before its transaction begins (ASCII: any str is storable)."""
+    return json.dumps(registration, allow_nan=False) if registration is not None else None
+
+
 class SyncStore:
     """Blocking store on one SQLite connection; use it from a single thread."""
 
@@ -151,7 +156,8 @@ class SyncStore:
     # clients -------------------------------------------------------------------------------------
 
     def add_client(self, client: Client) -> None:
-        """Insert a new client."""
+        """Insert a new client (one transaction: on any error nothing is stored)."""
+        registration = _registration_text(client.registration)
         with self._write() as db:
             db.execute(
                 "INSERT INTO clients (client_id, kind, secret_hash, name, software_id, auth_method, jwks_uri,"
@@ -164,7 +170,7 @@ class SyncStore:
                     client.software_id,
                     client.auth_method,
                     client.jwks_uri,
-                    json.dumps(client.registration) if client.registration is not None else None,
+                    registration,
                     client.created_at,
                     client.updated_at,
                 ),
@@ -192,11 +198,12 @@ class SyncStore:
         now: int,
     ) -> bool:
         """Replace a DCR client's metadata; False if there is no such registration."""
+        text = _registration_text(registration)
         with self._write() as db:
             cur = db.execute(
                 "UPDATE clients SET registration = ?, auth_method = ?, jwks_uri = ?, updated_at = ?"
                 " WHERE client_id = ? AND kind = 'dcr'",
-                (json.dumps(registration), auth_method, jwks_uri, now, client_id),
+                (text, auth_method, jwks_uri, now, client_id),
             )
             return cur.rowcount == 1
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import parse_qsl
@@ -19,10 +20,13 @@ log = get_logger("sandbox.token")
 
 FORM: Final = "application/x-www-form-urlencoded"
 GRANT: Final = "client_credentials"
+_BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 def parse_form(body: bytes) -> dict[str, str]:
     """Form parameters (RFC 6749 Appendix B); malformed, non-UTF-8 or repeated ones are invalid_request."""
+    if _BAD_ESCAPE.search(body):  # parse_qsl would keep "%zz" as it is
+        raise oauth_error("invalid_request", "the body has a % not followed by two hex digits (RFC 3986 §2.1)")
     try:
         pairs = parse_qsl(
             body.decode("utf-8"),

@@ -15,6 +15,7 @@ forwards them to `server.public_url`, so they pass the gateway's policies like a
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ _ASSETS: Final = {
 _LOOPBACK_NAMES: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _WILDCARDS: Final = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (compared, not bound)
 _MAX_RESPONSE_BYTES: Final = 1 << 20
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a field value may hold SP and HTAB, no other CTL
 _CALL_TIMEOUT: Final = aiohttp.ClientTimeout(total=30, connect=5)
 
 # SECURITY: the page runs nothing but its own files and talks to nothing but this origin: no CDN, no web
@@ -269,8 +271,8 @@ def _headers(value: Any) -> list[tuple[str, str]]:
         canonical = canonical_header(name)
         if canonical is None:
             raise bad_request(f"header {name!r} cannot be set from the playground")
-        if not isinstance(header_value, str) or any(c in header_value for c in "\r\n\0"):
-            raise bad_request(f"header {name!r} must be a single-line string")
+        if not isinstance(header_value, str) or _CONTROL.search(header_value):
+            raise bad_request(f"header {name!r} must be a string without control characters (RFC 9110 §5.5)")
         out.append((canonical, header_value))
     return out
 
