@@ -347,8 +347,16 @@ def check_exchange(ex: Exchange, connection: list[Case], up: RawUpstream) -> Non
         if i > 0 and connection[i - 1].stops:
             return  # answers after an upgrade request are not read
         if i >= len(ex.responses):
-            # Unanswered: fine after a refusal / close / upstream failure earlier on this connection.
-            assert not expect_served, f"request {i} unanswered ({ex!r}): {case.describe()}"
+            # Unanswered: fine after a refusal / close / upstream failure earlier on this connection, or for a
+            # request that is refused by closing the connection (a reset can also swallow the JSON answer of a
+            # refusal when the client was still writing).
+            refused_by_close = case.outcome != "forward" and ex.closed
+            # When the gateway closes while the client is still writing (a Connection: close or a refusal later
+            # in the batch, written in pieces), the client's TCP stack may get a reset that discards answers
+            # already sent: liveness is then not judged, safety (what reached the upstream) still is.
+            reset_may_eat = ex.closed and any(c.closes or c.outcome != "forward" for c in connection[i:])
+            assert not expect_served or refused_by_close or reset_may_eat, (
+                f"request {i} unanswered ({ex!r}): {case.describe()}")
             return
         resp = ex.responses[i]
         pre_broken = broken_at is not None and i < broken_at
@@ -388,13 +396,17 @@ def expected_answers(connection: list[Case]) -> list[str]:
     return methods
 
 
-async def run_connection(up: RawUpstream, port: int, connection: list[Case]) -> None:
+async def run_connection(up: RawUpstream, port: int, connection: list[Case], cuts: list[int] | None = None) -> None:
+    """One client connection: its requests in one write (or cut at `cuts` into writes 2 ms apart)."""
     up.reset()
     connection = after_close(connection)
     log = [f"request {i}: {case.describe()}" for i, case in enumerate(connection)]
     try:
         raw = b"".join(c.raw for c in connection)
-        ex = await exchange(port, raw, methods=expected_answers(connection), timeout=READ_TIMEOUT)
+        points = sorted({c % len(raw) for c in cuts or []} - {0})
+        parts = [raw[a:b] for a, b in zip([0, *points], [*points, len(raw)], strict=True)]
+        log.append(f"written in {len(parts)} parts, cut at {points}")
+        ex = await exchange(port, parts, pause=0.002, methods=expected_answers(connection), timeout=READ_TIMEOUT)
         log.append(f"client got: {ex!r}")
         check_exchange(ex, connection, up)
         probe = await exchange(port, request("GET", PROBE, [(MARKER, "probe")]), timeout=READ_TIMEOUT)
@@ -482,3 +494,18 @@ async def test_concurrent_connections(harness: Harness):
     scripts = ["ok", "ok", "ok", "chunked", "extra", "pipeline2", "early", "close-mid", "early-close"]
     one = st.lists(cases(mutations=FORWARD_MUTATIONS * 3 + REFUSE_MUTATIONS, scripts=scripts), min_size=1, max_size=3)
     await drive(harness, st.lists(one, min_size=2, max_size=4), 200, run=run_concurrently)
+
+
+async def run_fragmented(up: RawUpstream, port: int, example: tuple[list[Case], list[int]]) -> None:
+    connection, cuts = example
+    await run_connection(up, port, connection, cuts)
+
+
+async def test_fragmented_requests(harness: Harness):
+    """Pipelined requests written in pieces cut anywhere (inside a request line, a header, a chunk size, a
+    CRLF): the same answers, the same upstream requests as when written at once."""
+    strategy = st.tuples(
+        st.lists(cases(mutations=FORWARD_MUTATIONS * 2 + REFUSE_MUTATIONS + EITHER_MUTATIONS), min_size=1,
+                 max_size=3),
+        st.lists(st.integers(1, 100_000), min_size=1, max_size=4))
+    await drive(harness, strategy, 300, run=run_fragmented)
