@@ -246,8 +246,10 @@ async def test_late_bytes_on_an_idle_upstream_connection_are_never_relayed(harne
 
 
 async def test_early_answer_to_a_large_body_closes_that_connection(harness: Harness):
-    """An answer before the request was fully written: relayed (or 502), and that connection is never reused."""
-    size = 4 * 1024 * 1024
+    """An answer before the request was fully written: relayed (or 502), and that connection is never reused.
+    The body is larger than the kernel's loopback socket buffers (tcp_wmem + tcp_rmem maxima), so the answer
+    does arrive while the gateway still holds unsent bytes."""
+    size = 16 * 1024 * 1024
     up, gw = await harness(server=server_overrides(max_body_bytes=2 * size))
     port = port_of(gw)
     first = marker()

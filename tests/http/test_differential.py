@@ -16,6 +16,12 @@ two responses, early answers, closes mid-body). For each request a small oracle 
 - a request the contract forwards is forwarded (the oracle is not vacuous);
 - a fresh probe request after every example gets its own 200 (no poisoned pooled connection).
 
+Properties: single requests, pipelined batches, batches written in pieces cut anywhere, an upstream that
+misbehaves, concurrent connections over a pool of four, and a `stream_body` route (about 4,000 generated requests
+in all). Requests after one that asks to close, or after an upgrade request, must not reach the upstream / need
+not be answered; a framing error later in a batch may cost the earlier requests their answers, never their
+safety.
+
 One gateway and one upstream serve a whole property; Hypothesis runs in a worker thread and drives each example
 on the test's event loop. Shrinking is off (each failing example is printed instead) to keep a failure fast.
 """
