@@ -347,6 +347,8 @@ def check_exchange(ex: Exchange, connection: list[Case], up: RawUpstream) -> Non
     the upstream: a client never gets an error for a request the backend did act on.
     """
     assert len(ex.responses) <= len(connection)
+    if not any(c.stops for c in connection):  # (after an upgrade request the client stops reading)
+        assert not ex.trailing, f"bytes beyond the answers: {ex.trailing[:200]!r}"
     broken_at = next((i for i, c in enumerate(connection) if c.outcome != "forward" and not c.clean), None)
     expect_served = True
     for i, case in enumerate(connection):
