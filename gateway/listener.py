@@ -1,6 +1,6 @@
-"""The public listener's connections: slow-header timeout, connections per client, JSON for malformed HTTP.
+"""Every listener's connections: slow-header timeout, connections per client, JSON for malformed HTTP.
 
-aiohttp's server parses requests (llhttp) and runs the app; what it does not do for a gateway facing the
+aiohttp's server parses requests (llhttp) and runs the app; what it does not do for a server facing the
 internet, this module adds at the connection level, in one aiohttp `RequestHandler` subclass:
 
 - a header read timeout: from the first byte of a request to the end of its headers (aiohttp waits forever
@@ -10,7 +10,8 @@ internet, this module adds at the connection level, in one aiohttp `RequestHandl
 - a request the parser refuses (bad framing, a control character in a header, a duplicate Content-Length)
   is answered with the gateway's JSON error and logged as one line, never a plain-text body or a traceback.
 
-`PublicRunner` is aiohttp's `AppRunner` serving through this handler; the tests' in-process gateways use it too.
+`ListenerRunner` is aiohttp's `AppRunner` serving through this handler, with the keep-alive timeout and no
+request decompression; every listener (public, admin, sandbox) and the tests' in-process gateways use it.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from .addresses import ProxyTrust
+from .config import ServerSettings
 from .jsonutil import dumps
 from .observability.logging import get_logger
 
@@ -65,12 +67,24 @@ class ClientSlots:
 class ListenerLimits:
     """The connection-level limits of one listener (config `server.timeouts`, `server.max_connections_per_client`)."""
 
-    __slots__ = ("connections", "header_timeout", "proxies")
+    __slots__ = ("body_idle", "body_total", "connections", "header_timeout", "keepalive", "proxies")
 
-    def __init__(self, header_timeout: float, max_per_client: int, proxies: ProxyTrust) -> None:
-        self.header_timeout = header_timeout
-        self.connections = ClientSlots(max_per_client)
+    def __init__(self, server: ServerSettings, proxies: ProxyTrust) -> None:
+        timeouts = server.timeouts
+        self.header_timeout = timeouts.header_read_seconds
+        self.keepalive = timeouts.keepalive_seconds
+        self.body_idle = timeouts.body_idle_seconds
+        """For the apps' own body reads (`proxy.read_body`): the longest pause, and the whole body's deadline."""
+        self.body_total = timeouts.body_total_seconds
+        self.connections = ClientSlots(server.max_connections_per_client)
         self.proxies = proxies
+
+    def handler_args(self) -> dict[str, Any]:
+        """aiohttp `RequestHandler` settings: keep-alive, how long an unread body is drained before closing, and
+        no decompression (SECURITY: the body checks read, the body forwarded and the body parsed upstream are
+        the same bytes)."""
+        return {"keepalive_timeout": self.keepalive, "lingering_time": min(self.body_idle, 10.0),
+                "auto_decompress": False}
 
 
 LIMITS = web.AppKey("listener_limits", ListenerLimits)
@@ -161,8 +175,11 @@ class _GatewayServer(web.Server):
         return GatewayRequestHandler(self, loop=self._loop, limits=self._limits, **self._kwargs)
 
 
-class PublicRunner(web.AppRunner):
+class ListenerRunner(web.AppRunner):
     """`AppRunner` for an app carrying `LIMITS`: its connections get `GatewayRequestHandler`."""
+
+    def __init__(self, app: web.Application, **kwargs: Any) -> None:
+        super().__init__(app, **{**kwargs, **app[LIMITS].handler_args()})
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

@@ -25,7 +25,7 @@ from .context import CTX, RequestContext
 from .errors import GatewayError, error_response, http_exception_response, server_error_response
 from .inbound import BodyLimits, InboundRules
 from .jsonutil import dumps
-from .listener import LIMITS, ClientSlots, ListenerLimits, PublicRunner
+from .listener import LIMITS, ClientSlots, ListenerLimits, ListenerRunner
 from .observability.audit import AuditLog
 from .observability.logging import get_logger
 from .observability.metrics import CONTENT_TYPE, Metrics
@@ -320,18 +320,13 @@ def build_public_app(
     """The TPP-facing app: middleware, catch-all handler, pooled forwarder."""
     server = settings.server
     timeouts = server.timeouts
-    # SECURITY: no decompression on the public listener: the body the checks read, the body forwarded and the
-    # body the backend parses are the same bytes (an encoded body is refused before it is read, inbound.py).
-    handler_args = {"auto_decompress": False, "keepalive_timeout": timeouts.keepalive_seconds,
-                    "lingering_time": min(timeouts.body_idle_seconds, 10.0)}
-    app = web.Application(middlewares=[request_context], client_max_size=server.max_body_bytes,
-                          handler_args=handler_args)
+    app = web.Application(middlewares=[request_context], client_max_size=server.max_body_bytes)
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[HEALTH] = health
     app[POLICIES] = policies
     proxies = app[PROXIES] = ProxyTrust(server.trusted_proxies)
-    app[LIMITS] = ListenerLimits(timeouts.header_read_seconds, server.max_connections_per_client, proxies)
+    app[LIMITS] = ListenerLimits(server, proxies)  # served by listener.ListenerRunner: no decompression
     app[CLIENT_REQUESTS] = ClientSlots(server.max_connections_per_client)
     app[BODY_LIMITS] = BodyLimits(server.max_body_bytes, timeouts.body_idle_seconds, timeouts.body_total_seconds)
     if audit is not None:
@@ -378,9 +373,10 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
-def build_admin_app(metrics: Metrics, health: Health) -> web.Application:
-    """Probes and metrics, on their own listener."""
+def build_admin_app(settings: Settings, metrics: Metrics, health: Health) -> web.Application:
+    """Probes and metrics, on their own listener (with the connection limits of every listener)."""
     app = web.Application()
+    app[LIMITS] = ListenerLimits(settings.server, ProxyTrust(settings.server.trusted_proxies))
     app[METRICS] = metrics
     app[HEALTH] = health
     app.router.add_get("/healthz", healthz)
@@ -400,8 +396,7 @@ class Listener:
 
 
 async def _start(listener: Listener, shutdown_timeout: float, reuse_port: bool = False) -> tuple[web.AppRunner, int]:
-    runner_class = PublicRunner if LIMITS in listener.app else web.AppRunner
-    runner = runner_class(listener.app, access_log=None, shutdown_timeout=shutdown_timeout)
+    runner = ListenerRunner(listener.app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     site = web.TCPSite(runner, listener.host, listener.port, backlog=1024, reuse_port=reuse_port or None)
     await site.start()
@@ -453,7 +448,7 @@ async def serve(settings: Settings, extra: list[Listener] | None = None, *, work
         Listener("public", build_public_app(settings, metrics, health, holder, audit),
                  settings.server.public.host, settings.server.public.port),
     ]
-    admin = Listener("admin", build_admin_app(metrics, health), settings.server.admin.host,
+    admin = Listener("admin", build_admin_app(settings, metrics, health), settings.server.admin.host,
                      settings.server.admin.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.checks.services import Services, build_services
 from gateway.config import Settings
-from gateway.listener import PublicRunner
+from gateway.listener import ListenerRunner
 from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.loader import load_policies
@@ -54,10 +54,10 @@ StartServer = Callable[[web.Application], Awaitable[TestServer]]
 
 
 class GatewayTestServer(TestServer):
-    """An in-process public listener served exactly as `serve` serves it (listener.PublicRunner)."""
+    """An in-process public listener served exactly as `serve` serves it (listener.ListenerRunner)."""
 
-    async def _make_runner(self, **kwargs: Any) -> PublicRunner:
-        return PublicRunner(self.app, **kwargs)
+    async def _make_runner(self, **kwargs: Any) -> ListenerRunner:
+        return ListenerRunner(self.app, **kwargs)
 
 
 class RedisServer:

@@ -215,3 +215,29 @@ async def test_oversized_lines_get_431_in_json_without_echoing_them(recorder, ru
     assert status == 431 and error["error"] == "invalid_request"
     assert b"AAAA" not in raw and b"aaaa" not in raw
     assert seen == []
+
+
+@pytest.mark.parametrize("which", ["admin", "sandbox"])
+async def test_every_listener_cuts_off_unfinished_headers(which: str, tmp_path) -> None:
+    """The admin and sandbox listeners are served like the public one (listener.ListenerRunner): unfinished
+    headers are cut off, malformed requests get JSON."""
+    from gateway.listener import ListenerRunner
+    from gateway.observability.metrics import Metrics
+    from gateway.sandbox import build_sandbox_app
+    from gateway.server import Health, build_admin_app
+    from tests.conftest import make_settings
+
+    settings = make_settings("http://127.0.0.1:9", server={"timeouts": {"header_read_seconds": 0.3}},
+                             sandbox={"state_dir": str(tmp_path)})
+    app = build_admin_app(settings, Metrics(), Health()) if which == "admin" else build_sandbox_app(settings)
+    runner = ListenerRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        assert await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1") == b""
+        status, error = _status_and_json(await _exchange(port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nX: \x00\r\n\r\n"))
+        assert (status, error["error"]) == (400, "invalid_request")
+    finally:
+        await runner.cleanup()

@@ -10,8 +10,10 @@ from typing import Final
 import structlog
 from aiohttp import web
 
+from ..addresses import ProxyTrust
 from ..config import Settings
 from ..errors import GatewayError, error_response, http_exception_response, server_error_response
+from ..listener import LIMITS, ListenerLimits
 from ..observability.logging import get_logger
 from . import discovery, portal, registration, token_endpoint
 from .service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH, Sandbox
@@ -77,6 +79,8 @@ def build_sandbox_app(settings: Settings) -> web.Application:
     """The sandbox bank as an aiohttp app; keys, store and HTTP client open in its cleanup context."""
     sandbox = Sandbox(settings)
     app = web.Application(middlewares=[sandbox_middleware], client_max_size=sandbox.config.max_body_bytes)
+    # The connection limits and body timeouts of every listener (served by listener.ListenerRunner).
+    app[LIMITS] = ListenerLimits(settings.server, ProxyTrust(settings.server.trusted_proxies))
     app[SANDBOX] = sandbox
     app.cleanup_ctx.append(sandbox.lifecycle)
     app.on_response_prepare.append(_echo_interaction_id)

@@ -6,7 +6,11 @@ from typing import Any
 
 from aiohttp import web
 
+from ..errors import GatewayError
+from ..inbound import BodyLimits
 from ..jsonutil import dumps
+from ..listener import LIMITS
+from ..proxy import read_body
 from .jsonvalues import JsonValueError, loads
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
@@ -14,17 +18,16 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes | None:
-    """The whole body, or None as soon as it exceeds `limit` bytes (declared or streamed)."""
-    if request.content_length is not None and request.content_length > limit:
-        return None
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(16384):
-        size += len(chunk)
-        if size > limit:
+    """The whole body, or None as soon as it exceeds `limit` bytes (declared or streamed); 408 when it stalls
+    (the listener's `server.timeouts`), as the gateway reads bodies (`proxy.read_body`)."""
+    listener = request.app.get(LIMITS)
+    idle, total = (listener.body_idle, listener.body_total) if listener is not None else (10.0, 30.0)
+    try:
+        return await read_body(request, BodyLimits(limit, idle, total))
+    except GatewayError as err:
+        if err.status == 413:
             return None
-        chunks.append(chunk)
-    return b"".join(chunks)
+        raise
 
 
 def json_response(data: Any, *, status: int = 200, no_store: bool = False) -> web.Response:

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from ..cli import run_async
 from ..config import Settings, load_settings
+from ..listener import ListenerRunner
 from ..observability.logging import configure_logging, get_logger
 from .credentials import hash_secret, new_client_id, new_client_secret
 from .crypto import CryptoError, SigningKey, decode_unverified, generate_key, jwks, load_private_pem
@@ -163,7 +164,7 @@ async def serve(settings: Settings) -> int:
     from .app import build_sandbox_app
 
     log = get_logger("sandbox")
-    runner = web.AppRunner(
+    runner = ListenerRunner(
         build_sandbox_app(settings), access_log=None, shutdown_timeout=settings.shutdown.drain_timeout_seconds
     )
     await runner.setup()

@@ -145,7 +145,7 @@ async def mixed_traffic(tmp_path: Path, start_server: StartServer) -> AsyncItera
         holder_b = PolicyHolder(load_policies(OPEN_POLICIES, services_b, unmatched_status=404))
         gw_b = await start_server(build_public_app(settings_b, metrics, health, holder_b))
         b = str(gw_b.make_url("")).rstrip("/")
-        admin = await start_server(build_admin_app(metrics, health))
+        admin = await start_server(build_admin_app(settings_b, metrics, health))
 
         token_a, token_b, token_z = bank.token(), bank.token("client-b"), bank.token("client-z")
         stranger = bank.token(key=generate_signing_key("RSA", kid="k9"))
