@@ -705,6 +705,26 @@ async def test_a_second_copy_of_a_single_valued_header_is_400(harness: Harness, 
     await nothing_upstream(up)
 
 
+@pytest.mark.parametrize("name", ["Content_Length", "Transfer_Encoding", "content_encoding", "EXPECT", "keep_alive",
+                                  "proxy_connection", "X_Forwarded_Host"])
+async def test_framing_lookalike_headers_never_reach_the_backend(harness: Harness, name: str):
+    """`Content_Length`, `Transfer_Encoding`… mean nothing to the gateway's parser but may mean framing to a
+    backend that folds `_` into `-`: dropped or refused, never forwarded; the body is framed by the real ones."""
+    up, gw = await harness(server=server_overrides())
+    mark = marker()
+    value = {"Content_Length": "100", "Transfer_Encoding": "chunked", "content_encoding": "gzip"}.get(name, "spoofed")
+    ex = await exchange(port_of(gw), request("POST", "/echo", [(name, value), (MARKER, mark)], b"abc"), timeout=BOUND)
+    assert ex.responses, ex
+    if ex.responses[0].status != 200:
+        assert_refused(ex.responses[0], 400, 415, 417)
+        await nothing_upstream(up)
+        return
+    assert_own(ex.responses[0], mark)
+    assert_gateway_framed(up, mark, b"abc")
+    got = up.by_marker(mark)[0]
+    assert not [h for h in got.headers if h[0] == name], got.headers
+
+
 # --- finding 11: slow clients, control characters -----------------------------------------------------------------
 
 
