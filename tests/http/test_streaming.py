@@ -153,3 +153,23 @@ async def test_body_on_delete_where_the_policy_allows_it_goes_up_framed(streamin
     assert ex.responses, ex
     assert_refused(ex.responses[0], 400)
     assert not up.by_marker(mark)
+
+
+@pytest.mark.parametrize("script", ["early", "early-close", "raw-error-400"])
+async def test_rest_of_a_streamed_body_after_the_answer_is_never_a_request(streaming, script: str):
+    """The upstream answers while the client is still streaming its body: what the client sends afterwards is
+    still that body (here it looks like a request): it never reaches the upstream as one, and the client gets
+    one answer for its one request."""
+    up, port = streaming
+    mark = marker()
+    inner = request("GET", "/echo", [(MARKER, "smuggled")])
+    first = b"x" * 40
+    head = request("POST", "/stream", [(MARKER, mark), (SCRIPT, script),
+                                       ("Content-Length", str(len(first) + len(inner)))])
+    ex = await exchange(port, [head + first, inner], pause=0.2, methods=["POST"], timeout=BOUND, linger=0.5)
+    await asyncio.sleep(SETTLE)
+    assert not up.by_marker("smuggled"), "the rest of a streamed body reached the upstream as a request"
+    assert ex.responses, ex
+    assert ex.responses[0].status in (200, 400, 502, 408), ex.responses[0]
+    assert b"smuggled" not in ex.trailing, ex.trailing
+    await still_serves(up, port, up.started.get(mark))
