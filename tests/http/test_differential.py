@@ -17,10 +17,10 @@ two responses, early answers, closes mid-body). For each request a small oracle 
 - a fresh probe request after every example gets its own 200 (no poisoned pooled connection).
 
 Properties: single requests, pipelined batches, batches written in pieces cut anywhere, an upstream that
-misbehaves, concurrent connections over a pool of four, and a `stream_body` route (about 4,000 generated requests
-in all). Requests after one that asks to close, or after an upgrade request, must not reach the upstream / need
-not be answered; a framing error later in a batch may cost the earlier requests their answers, never their
-safety.
+misbehaves, concurrent connections over a pool of four, a route whose policy reads the body, and a `stream_body`
+route (about 4,500 generated requests in all). Requests after one that asks to close must not reach the upstream;
+after an upgrade request they need not be answered; a framing error later in a batch may cost the earlier
+requests their answers, never their safety.
 
 One gateway and one upstream serve a whole property; Hypothesis runs in a worker thread and drives each example
 on the test's event loop. Shrinking is off (each failing example is printed instead) to keep a failure fast.
@@ -517,3 +517,11 @@ async def test_fragmented_requests(harness: Harness):
                  max_size=3),
         st.lists(st.integers(1, 100_000), min_size=1, max_size=4))
     await drive(harness, strategy, 300, run=run_fragmented)
+
+
+async def test_body_reading_policy_route(harness: Harness):
+    """The framing cases on a route whose policy reads the body itself (body_size): the body the check read is
+    the body the upstream gets."""
+    strategy = st.lists(cases(mutations=FORWARD_MUTATIONS * 2 + REFUSE_MUTATIONS + EITHER_MUTATIONS,
+                              paths=("/limited", "/limited?a=b"), methods=("POST", "PUT")), min_size=1, max_size=3)
+    await drive(harness, strategy, 200)
