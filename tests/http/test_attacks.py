@@ -830,12 +830,15 @@ async def test_trickled_headers_are_closed(harness: Harness):
     await nothing_upstream(up)
 
 
-async def test_trickled_body_is_408_or_closed(harness: Harness):
+@pytest.mark.parametrize("framing", ["content-length", "chunked"])
+async def test_trickled_body_is_408_or_closed(harness: Harness, framing: str):
     """A body trickling one byte at a time is cut at body_total_seconds: 408 or closed, nothing upstream."""
     up, gw = await harness(server=server_overrides())
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
     mark = marker()
-    writer.write(request("POST", "/echo", [(MARKER, mark), ("Content-Length", "1000")]))
+    framing_header = ("Content-Length", "1000") if framing == "content-length" else ("Transfer-Encoding", "chunked")
+    writer.write(request("POST", "/echo", [(MARKER, mark), framing_header])
+                 + (b"3e8\r\n" if framing == "chunked" else b""))
     closed, data = False, b""
     try:
         loop = asyncio.get_running_loop()
