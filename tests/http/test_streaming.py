@@ -10,16 +10,15 @@ connection carrying a broken body must be closed, never reused for another clien
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import Awaitable, Callable
 
 import pytest
 
 from tests.conftest import RunningGateway
+from tests.http.asserts import BOUND, SETTLE, assert_own, assert_refused, assert_refused_or_closed, marker, port_of
 from tests.http.conftest import STREAM_POLICIES, server_overrides
 from tests.http.rawclient import exchange, request
 from tests.http.rawupstream import MARKER, SCRIPT, RawUpstream
-from tests.http.test_attacks import BOUND, SETTLE, assert_own, assert_refused, assert_refused_or_closed, port_of
 
 
 @pytest.fixture
@@ -30,10 +29,6 @@ async def streaming(
     up = await raw_upstream()
     gw = await running_gateway(up.url, policy_dir=STREAM_POLICIES, server=server_overrides())
     return up, port_of(gw)
-
-
-def marker() -> str:
-    return f"m{uuid.uuid4().hex[:16]}"
 
 
 def chunked(body: bytes, size: int = 7) -> bytes:
