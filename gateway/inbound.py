@@ -4,7 +4,7 @@ The framing rule (docs/security.md): the backend receives exactly one request pe
 the gateway — the exact body bytes the checks could read, with `Content-Length` equal to their length — and
 nothing the gateway had to guess about. So, before any policy runs:
 
-- HTTP/1.0 or HTTP/1.1 only (505); `Transfer-Encoding` only `chunked` (501, RFC 9112 §6.1); `Expect` only
+- HTTP/1.0 or HTTP/1.1 only (505, listener.py); `Transfer-Encoding` only `chunked` (501, RFC 9112 §6.1); `Expect` only
   `100-continue` (417), and the gateway answers it itself, when it starts reading the body;
 - a request body must arrive unencoded (`Content-Encoding` absent or `identity`): an encoded body would be
   decoded by one side and not the other (415, nothing decompressed);
@@ -67,9 +67,6 @@ SINGLE: Final = frozenset(
 """Header families a request may carry once: the checks read one value, the backend must not see another."""
 
 
-_VERSIONS: Final = frozenset({(1, 0), (1, 1)})
-
-
 class BodyLimits:
     """How much of a request body the gateway reads, and how long it waits for it."""
 
@@ -98,10 +95,8 @@ class InboundRules:
         self._drop = HOP_BY_HOP | SET_BY_GATEWAY | FRAMING | {family(h) for h in gateway_headers}
         self._single = SINGLE | {family(h) for h in single}
 
-    def screen(self, headers: CIMultiDictProxy[str], version: tuple[int, int] = (1, 1)) -> Denial | None:
+    def screen(self, headers: CIMultiDictProxy[str]) -> Denial | None:
         """The refusal for a request whose headers are ambiguous or try to steer the gateway, else None."""
-        if version not in _VERSIONS:
-            return _refusal(505, "only HTTP/1.0 and HTTP/1.1 are served", "http_version")
         seen: dict[str, str] = {}
         for name, _ in headers.items():  # every field: iterating the keys folds repeats
             low = name.lower()

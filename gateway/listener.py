@@ -19,11 +19,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 from aiohttp import web
-from aiohttp.http_exceptions import LineTooLong
-from aiohttp.web_protocol import RequestHandler
+from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import EMPTY_PAYLOAD
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
 from .addresses import ProxyTrust
@@ -32,6 +34,8 @@ from .jsonutil import dumps
 from .observability.logging import get_logger
 
 log = get_logger("listener")
+
+_VERSIONS: Final = frozenset({(1, 0), (1, 1)})
 
 
 class ClientSlots:
@@ -103,6 +107,8 @@ class GatewayRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        # A new connection owes its first request head within the timeout (nginx's client_header_timeout).
+        self._header_timer = self._loop.call_later(self._limits.header_timeout, self._headers_too_slow)
         peer = transport.get_extra_info("peername")
         address = peer[0] if isinstance(peer, tuple) and peer else None
         if address is None or self._limits.proxies.trusts(address):
@@ -122,19 +128,47 @@ class GatewayRequestHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         parsed = self._request_count
+        current = self._current_request
+        body_done = current is None or current.content.is_eof()
         super().data_received(data)
+        if not data or self._force_close:
+            return
         if self._request_count != parsed:
-            self._stop_header_timer()  # a request's headers are complete (or refused)
-        elif (data and self._header_timer is None and self._current_request is None and not self._messages
-              and not self._force_close):
-            # The first bytes of a request, between requests: its headers must be complete in time.
-            self._header_timer = self._loop.call_later(self._limits.header_timeout, self._headers_too_slow)
+            self._refuse_other_versions(self._request_count - parsed)
+            # A request's head is complete (or refused). Bytes after a head without a body begin another one:
+            # a head ends with CRLF CRLF, so a chunk that ends otherwise holds the start of the next head.
+            self._stop_header_timer()
+            message = self._messages[-1][0] if self._messages else None
+            if (isinstance(message, RawRequestMessage) and not data.endswith(b"\r\n\r\n") and not message.chunked
+                    and not message.headers.get("Content-Length", "0").strip("0 ")):
+                self._start_header_timer()
+        elif body_done and self._header_timer is None:
+            # Bytes that belong to no body in progress: the head of a request (after another, or pipelined
+            # behind one still being answered) must be complete in time.
+            self._start_header_timer()
+
+    def _refuse_other_versions(self, new: int) -> None:
+        """HTTP/1.0 and HTTP/1.1 only: a head of another version (llhttp reads `HTTP/2.0`, `HTTP/0.9`) becomes
+        a refusal, answered 505 in an HTTP/1.x status line (aiohttp would answer in the request's version)."""
+        queue = self._messages
+        for i in range(len(queue) - new, len(queue)):
+            message = queue[i][0]
+            if isinstance(message, RawRequestMessage) and message.version not in _VERSIONS:
+                exc = HttpProcessingError(code=505, message=f"HTTP/{message.version[0]}.{message.version[1]}")
+                queue[i] = (_ErrInfo(status=505, exc=exc, message=exc.message), EMPTY_PAYLOAD)
+
+    def _start_header_timer(self) -> None:
+        self._header_timer = self._loop.call_later(self._limits.header_timeout, self._headers_too_slow)
 
     def _headers_too_slow(self) -> None:
         self._header_timer = None
-        if self._current_request is None and not self._messages:
-            log.info("header_timeout", peer=self._client)
-            self.force_close()
+        if self._force_close:
+            return
+        if self._current_request is not None or self._messages:
+            self._start_header_timer()  # a head waiting behind a request in progress: judged once it is done
+            return
+        log.info("header_timeout", peer=self._client)
+        self.force_close()
 
     def _stop_header_timer(self) -> None:
         if self._header_timer is not None:
@@ -154,9 +188,9 @@ class GatewayRequestHandler(RequestHandler):
                     peer=request.remote)
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send the error")
-        error = "server_error" if status >= 500 else "invalid_request"
-        description = {400: "malformed HTTP request", 431: "request line or header field too large"}.get(
-            status, HTTPStatus(status).phrase.lower())
+        error = "server_error" if status >= 500 and status != 505 else "invalid_request"
+        description = {400: "malformed HTTP request", 431: "request line or header field too large",
+                       505: "only HTTP/1.0 and HTTP/1.1 are served"}.get(status, HTTPStatus(status).phrase.lower())
         response = web.Response(status=status, body=dumps({"error": error, "error_description": description}),
                                 content_type="application/json", headers={"Cache-Control": "no-store"})
         response.force_close()

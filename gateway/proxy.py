@@ -27,8 +27,6 @@ from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, header_line
 __all__ = ["INTERACTION_ID", "Forwarder", "body_chunks", "read_body"]
 
 _RESPONSE_SKIP: Final = frozenset({"server", "date", "content-length"})
-# Methods safe to send twice when the first attempt never reached the upstream (RFC 9110 §9.2.2).
-_RETRY_ON_CONNECT_ERROR: Final = frozenset({"GET", "HEAD", "DELETE"})
 
 
 async def body_chunks(request: web.Request, limits: BodyLimits) -> AsyncIterator[bytes]:
@@ -135,8 +133,7 @@ class Forwarder:
         try:
             header_block = self.upstream_headers(request, ctx.interaction_id, ctx.request_id, extra_headers)
             upstream = await pool.request(method, request.rel_url.raw_path_qs, header_block, body,
-                                          content_length=request.content_length if streamed else None,
-                                          retry_unsent=not streamed and method in _RETRY_ON_CONNECT_ERROR)
+                                          content_length=request.content_length if streamed else None)
         except UpstreamError as exc:
             self._metrics.upstream_errors.labels(exc.kind).inc()
             if exc.kind == "timeout":

@@ -215,7 +215,7 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
     policies = app[POLICIES].current
     ctx.policy_version = policies.version
     # SECURITY: the framing rule (inbound.py, docs/security.md) before any policy: nothing ambiguous is guessed.
-    refusal = app[INBOUND].screen(request.headers, request.version)
+    refusal = app[INBOUND].screen(request.headers)
     if refusal is not None:
         return _refuse(app[METRICS], ctx, refusal)
     match = policies.match(request.method, request.rel_url.raw_path)

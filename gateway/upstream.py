@@ -38,13 +38,12 @@ _FRAMING_FIELDS: Final = frozenset({"content-length", "transfer-encoding"})
 
 
 class UpstreamError(Exception):
-    """The exchange failed; `kind` says how, `sent` whether any of the request may have reached the upstream."""
+    """The exchange failed; `kind` says how."""
 
-    def __init__(self, kind: ErrorKind, detail: str, *, sent: bool = True) -> None:
+    def __init__(self, kind: ErrorKind, detail: str) -> None:
         super().__init__(detail)
         self.kind: ErrorKind = kind
         self.detail = detail
-        self.sent = sent
 
 
 class UpstreamResponse:
@@ -190,10 +189,9 @@ class UpstreamResponse:
             self.keep_alive = False
             self._finish()  # a close-delimited body ends at EOF
             return
-        # Silence on a reused connection: the upstream most likely closed it idle as we sent. Retrying is
-        # allowed for requests safe to repeat (the caller decides), never for the others.
-        silent_reuse = self.reused and not self.got_bytes
-        self._fail(UpstreamError("protocol", "upstream closed the connection", sent=not silent_reuse))
+        # Never retried, even on a reused connection that dies silently: the upstream may have received and acted
+        # on the request (a DELETE), and one client request is at most one upstream request.
+        self._fail(UpstreamError("protocol", "upstream closed the connection"))
 
     def _out_of_step(self) -> None:
         """Bytes beyond a complete response: the connection is out of step with its requests. The response
@@ -507,28 +505,13 @@ class UpstreamPool:
         body: bytes | AsyncIterable[bytes] | None,
         *,
         content_length: int | None = None,
-        retry_unsent: bool = False,
     ) -> UpstreamResponse:
         """Send one request and return once its response headers are in; the caller reads and releases it.
 
         `header_block` is the request's header lines (`Name: value\\r\\n` each) without Host and framing;
         `body` is bytes, an async iterable of chunks (sent with `content_length` or chunked), or None.
-        With `retry_unsent`, a failure before any byte reached the upstream is retried once on a new
-        connection (only for methods safe to repeat).
+        One attempt: nothing is retried (the upstream may have received a request whose connection then died).
         """
-        attempts = 2 if retry_unsent else 1
-        for attempt in range(attempts):
-            try:
-                return await self._exchange(method, target, header_block, body, content_length)
-            except UpstreamError as exc:
-                if exc.sent or attempt + 1 == attempts:
-                    raise
-        raise AssertionError("unreachable")
-
-    async def _exchange(
-        self, method: str, target: str, header_block: str, body: bytes | AsyncIterable[bytes] | None,
-        content_length: int | None,
-    ) -> UpstreamResponse:
         conn = self._idle_connection()
         reused = conn is not None
         try:
@@ -536,9 +519,9 @@ class UpstreamPool:
                 async with asyncio.timeout(self.connect_timeout):
                     conn, reused = await self._acquire()
         except TimeoutError:
-            raise UpstreamError("connect", "no upstream connection within the connect timeout", sent=False) from None
+            raise UpstreamError("connect", "no upstream connection within the connect timeout") from None
         except OSError as exc:
-            raise UpstreamError("connect", exc.strerror or "connection failed", sent=False) from None
+            raise UpstreamError("connect", exc.strerror or "connection failed") from None
         if isinstance(body, bytes):
             framing = f"Content-Length: {len(body)}\r\n" if body or method not in ("GET", "HEAD", "DELETE") else ""
         elif body is None:

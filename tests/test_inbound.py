@@ -68,8 +68,3 @@ def test_upstream_headers_drop_what_the_caller_sets_in_any_spelling() -> None:
     lines = RULES.upstream_headers([("X_Custom_Fact", "forged"), ("X-Kept", "1")], {"X-Custom-Fact": "real"})
     assert lines == ["X-Kept: 1\r\n"]
 
-
-@pytest.mark.parametrize(("version", "expected"), [((1, 1), None), ((1, 0), None), ((2, 0), 505), ((0, 9), 505)])
-def test_only_http_1_is_served(version: tuple[int, int], expected: int | None) -> None:
-    denial = RULES.screen(CIMultiDictProxy(CIMultiDict()), version)
-    assert (denial.status if denial else None) == expected
