@@ -718,16 +718,32 @@ async def test_silent_connection_is_closed_after_header_read_seconds(harness: Ha
     await nothing_upstream(up)
 
 
-@pytest.mark.parametrize("when", ["same-write", "while-answering"])
+@pytest.mark.parametrize("when", ["same-write", "while-answering", "after-body-same-write", "after-body-next-write",
+                                  "after-chunked-body-same-write", "after-chunked-body-next-write"])
 async def test_unfinished_head_behind_a_request_is_closed(harness: Harness, when: str):
-    """Slowloris behind a first request: a partial head that arrives with (or during) a request, then nothing,
-    is closed after header_read_seconds too, not only after the keep-alive timeout (set long here)."""
+    """Slowloris behind a first request: a partial head that arrives with (or during) a request, or right after
+    its body, then nothing, is closed after header_read_seconds too, not only after the keep-alive timeout (set
+    long here)."""
     up, gw = await harness(server=long_keepalive())
     mark = marker()
     partial = b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: "
     reader, writer = await asyncio.open_connection("127.0.0.1", port_of(gw))
+    method = "POST" if "body" in when else "GET"
     try:
-        if when == "same-write":
+        if when.startswith("after"):
+            if "chunked" in when:
+                head = request("POST", "/echo", [(MARKER, mark), ("Transfer-Encoding", "chunked")])
+                body = b"3\r\nabc\r\n0\r\n\r\n"
+            else:
+                head, body = request("POST", "/echo", [(MARKER, mark), ("Content-Length", "3")]), b"abc"
+            if when.endswith("same-write"):
+                writer.write(head + body + partial)
+            else:
+                writer.write(head)
+                await writer.drain()
+                await asyncio.sleep(SETTLE)  # the gateway is reading the body
+                writer.write(body + partial)
+        elif when == "same-write":
             writer.write(request("GET", "/echo", [(MARKER, mark)]) + partial)
         else:
             up.hold = asyncio.Event()
@@ -739,7 +755,7 @@ async def test_unfinished_head_behind_a_request_is_closed(harness: Harness, when
             await asyncio.sleep(SETTLE)
             up.hold.set()
         await writer.drain()
-        ex = await read_responses(reader, ["GET"], BOUND)
+        ex = await read_responses(reader, [method], BOUND)
         assert ex.responses, ex
         assert_own(ex.responses[0], mark)
         closed, data = await wait_closed(reader, BOUND)
