@@ -13,7 +13,7 @@ from tests.http.rawupstream import RawUpstream
 
 SETTLE = 0.2
 """Pause before asserting that nothing reached the upstream, so that anything in flight has landed."""
-BOUND = 8.0
+BOUND = 5.0
 """Outer bound on any single wait: only to keep a failing test from hanging, never asserted."""
 
 
