@@ -21,6 +21,7 @@ from collections import Counter
 from http import HTTPStatus
 from typing import Any, Final
 
+import httptools
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
@@ -94,16 +95,52 @@ class ListenerLimits:
 LIMITS = web.AppKey("listener_limits", ListenerLimits)
 
 
+class _Heads:
+    """Where request heads begin and end in a connection's bytes: llhttp (httptools) run over the same stream as
+    aiohttp's parser, which does not say whether it holds the start of a head (after a body, behind a request
+    being answered, in the same read as another request)."""
+
+    __slots__ = ("completed", "in_head", "parser", "seen")
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpRequestParser(self)
+        self.in_head = False
+        self.completed = 0
+        """Heads completed so far; `seen`: how many the handler has acted on."""
+        self.seen = 0
+
+    def on_message_begin(self) -> None:
+        self.in_head = True
+
+    def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.completed += 1
+
+    def feed(self, data: bytes) -> bool:
+        """Follow `data`; False when llhttp refuses it (the connection is then refused by aiohttp's parser too)."""
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            # llhttp stops after a head asking to upgrade; the gateway serves it as plain HTTP: follow on.
+            self.parser = httptools.HttpRequestParser(self)
+            rest = data[exc.args[0]:]
+            return self.feed(rest) if rest else True
+        except httptools.HttpParserError:
+            return False
+        return True
+
+
 class GatewayRequestHandler(RequestHandler):
     """aiohttp's connection handler with the limits above."""
 
-    __slots__ = ("_client", "_header_timer", "_limits")
+    __slots__ = ("_client", "_header_timer", "_heads", "_limits")
 
     def __init__(self, manager: web.Server, *, limits: ListenerLimits, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._limits = limits
         self._client: str | None = None
         self._header_timer: asyncio.TimerHandle | None = None
+        self._heads: _Heads | None = _Heads()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -128,23 +165,20 @@ class GatewayRequestHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         parsed = self._request_count
-        current = self._current_request
-        body_done = current is None or current.content.is_eof()
+        heads = self._heads
+        if data and heads is not None and not heads.feed(data):
+            heads = self._heads = None  # llhttp refused the bytes: so does aiohttp's parser, which answers 400
         super().data_received(data)
-        if not data or self._force_close:
-            return
         if self._request_count != parsed:
             self._refuse_other_versions(self._request_count - parsed)
-            # A request's head is complete (or refused). Bytes after a head without a body begin another one:
-            # a head ends with CRLF CRLF, so a chunk that ends otherwise holds the start of the next head.
+        if heads is None or self._force_close:
+            return
+        if heads.completed != heads.seen:  # a head was completed in this read: its timer stops
+            heads.seen = heads.completed
             self._stop_header_timer()
-            message = self._messages[-1][0] if self._messages else None
-            if (isinstance(message, RawRequestMessage) and not data.endswith(b"\r\n\r\n") and not message.chunked
-                    and not message.headers.get("Content-Length", "0").strip("0 ")):
-                self._start_header_timer()
-        elif body_done and self._header_timer is None:
-            # Bytes that belong to no body in progress: the head of a request (after another, or pipelined
-            # behind one still being answered) must be complete in time.
+        if heads.in_head and self._header_timer is None:
+            # A head begun and not complete — a slow client, or a request pipelined behind a body or behind a
+            # request still being answered — must be complete in time.
             self._start_header_timer()
 
     def _refuse_other_versions(self, new: int) -> None:
