@@ -83,6 +83,9 @@ class ServerSettings(StrictModel):
     """Largest request body accepted; larger ones get 413. Bodies are read in full (bounded by this and
     `timeouts`) before the request is forwarded."""
     timeouts: ServerTimeouts = ServerTimeouts()
+    drop_request_headers: tuple[str, ...] = ()
+    """More inbound header names removed before forwarding, in any spelling (case, `_` = `-`), besides those the
+    gateway always removes (docs/security.md): e.g. headers your backend trusts from its own infrastructure."""
     max_connections_per_client: PositiveInt = 256
     """Open connections one client address may hold at once (its address behind `trusted_proxies` counts
     requests in flight instead of connections); beyond it, new connections are closed at once and requests

@@ -6,8 +6,6 @@ nothing the gateway had to guess about. So, before any policy runs:
 
 - HTTP/1.0 or HTTP/1.1 only (505, listener.py); `Transfer-Encoding` only `chunked` (501, RFC 9112 §6.1); `Expect` only
   `100-continue` (417), and the gateway answers it itself, when it starts reading the body;
-- a request body must arrive unencoded (`Content-Encoding` absent or `identity`): an encoded body would be
-  decoded by one side and not the other (415, nothing decompressed);
 - `Connection` may name only the connection options and the standard hop-by-hop fields: a client cannot make
   the gateway drop a header the checks read (`Connection: Authorization`) (400);
 - method-override and URL-override headers are refused: the backend must act on the method and path the
@@ -15,7 +13,12 @@ nothing the gateway had to guess about. So, before any policy runs:
 - a header name whose spelling differs only by `_` / `-` from another in the same request, or a second copy of a
   header the checks read once (`Authorization`, `client_id`, `Content-Type`…), is ambiguous (400);
 
-and on the way out, every inbound header that collides with one the gateway sets — compared case-insensitively
+and, once the route is known, a request body must arrive unencoded (`Content-Encoding` absent or `identity`)
+unless the route's policy accepts its coding (`encoding_refusal`, 415): an encoded body would be decoded by
+one side and not the other. Nothing is ever decompressed here; an accepted coded body goes upstream byte for
+byte, and a check that reads the body refuses it (`plaintext_needed`).
+
+On the way out, every inbound header that collides with one the gateway sets — compared case-insensitively
 with `_` and `-` equal, as CGI/WSGI-style backends fold them — is removed, with the hop-by-hop fields.
 """
 
@@ -51,8 +54,9 @@ SET_BY_GATEWAY: Final = frozenset(
 )
 """Header families the gateway sets for the upstream itself; inbound copies (any spelling) never pass."""
 
-FRAMING: Final = frozenset({"content-length", "expect", "content-encoding"})
-"""Framing the gateway sets for the body it actually sends (Expect is answered by the gateway itself)."""
+FRAMING: Final = frozenset({"content-length", "expect"})
+"""Framing the gateway sets for the body it actually sends (Expect is answered by the gateway itself).
+`Content-Encoding` goes upstream as sent: only `identity`, or a coding the route's policy accepts, gets here."""
 
 OVERRIDES: Final = frozenset(
     {"x-http-method-override", "x-http-method", "x-method-override", "x-original-url", "x-rewrite-url",
@@ -80,6 +84,10 @@ class BodyLimits:
         """Seconds the whole body may take (`server.timeouts.body_total_seconds`)."""
 
 
+_SPELLED_ONE_WAY: Final = HOP_BY_HOP | FRAMING | {"content-encoding", "host"}
+"""Framing and connection fields: an `_` spelling of one is refused, not guessed at."""
+
+
 def _refusal(status: int, description: str, reason: str) -> Denial:
     return Denial(status, "invalid_request", description, reason, (), "http")
 
@@ -101,6 +109,9 @@ class InboundRules:
         for name, _ in headers.items():  # every field: iterating the keys folds repeats
             low = name.lower()
             fam = low.replace("_", "-")
+            if fam in _SPELLED_ONE_WAY and fam != low:
+                # `Content_Encoding` means nothing here but framing to a backend that folds `_` into `-`.
+                return _refusal(400, f"header {name[:64]!r} looks like a framing field", "ambiguous_header")
             spelled = seen.get(fam)
             if spelled is None:
                 seen[fam] = low
@@ -117,9 +128,6 @@ class InboundRules:
         expect = seen.get("expect")
         if expect is not None and headers.get(expect, "").strip().lower() != "100-continue":
             return _refusal(417, "the only expectation met is 100-continue", "expectation")
-        encoding = seen.get("content-encoding")
-        if encoding is not None and headers.get(encoding, "").strip().lower() not in ("", "identity"):
-            return _refusal(415, "request bodies must not be content-encoded", "content_encoding")
         connection = seen.get("connection")
         if connection is not None:
             named = connection_tokens(headers.getall(connection))
@@ -135,6 +143,22 @@ class InboundRules:
         if also_drop:
             drop = drop | {family(h) for h in also_drop}
         return [f"{name}: {value}\r\n" for name, value in headers if family(name) not in drop]
+
+
+def content_codings(headers: CIMultiDictProxy[str]) -> tuple[str, ...]:
+    """The request body's content codings, `identity` left out (lower case, in the order applied)."""
+    value = headers.get("Content-Encoding")
+    if value is None:
+        return ()
+    return tuple(c for c in (t.strip().lower() for t in value.split(",")) if c and c != "identity")
+
+
+def encoding_refusal(codings: tuple[str, ...], accepted: frozenset[str]) -> Denial | None:
+    """415 for a body content-coded otherwise than its route's policy accepts (by default: any coding). The
+    public listener never decompresses: an accepted coded body goes upstream byte for byte."""
+    if all(c in accepted for c in codings):
+        return None
+    return _refusal(415, "request bodies must not be content-encoded here", "content_encoding")
 
 
 def connection_tokens(values: Iterable[str]) -> set[str]:

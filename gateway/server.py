@@ -23,7 +23,7 @@ from .checks.token import token_of
 from .config import Settings
 from .context import CTX, RequestContext
 from .errors import GatewayError, error_response, http_exception_response, server_error_response
-from .inbound import BodyLimits, InboundRules
+from .inbound import BodyLimits, InboundRules, content_codings, encoding_refusal
 from .jsonutil import dumps
 from .listener import LIMITS, ClientSlots, ListenerLimits, ListenerRunner
 from .observability.audit import AuditLog
@@ -228,6 +228,9 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
     if request.body_exists and request.method in NO_BODY_METHODS and request.method not in policy.allow_body_on:
         return _refuse(app[METRICS], ctx, Denial(400, "invalid_request", f"a {request.method} request has no body",
                                                  "body_not_allowed", (), "http"))
+    codings = content_codings(request.headers)
+    if codings and (refusal := encoding_refusal(codings, policy.content_codings)) is not None:
+        return _refuse(app[METRICS], ctx, refusal)
     peer = request.remote
     proxies = app[PROXIES]
     if proxies and proxies.trusts(peer):
@@ -269,7 +272,15 @@ async def _decide_and_forward(
         dry_run=policy.mode == "audit",
     )
     limits = app[BODY_LIMITS]
-    decision = await policy.evaluate(view, lambda: read_body(request, limits))
+
+    async def load_body() -> bytes:
+        if "Content-Encoding" in request.headers and content_codings(request.headers):
+            # An accepted coded body: the gateway does not decode it, so no check can read its plaintext.
+            raise GatewayError(415, "invalid_request", "this route's checks read the body: send it unencoded",
+                               reason="plaintext_needed")
+        return await read_body(request, limits)
+
+    decision = await policy.evaluate(view, load_body)
     _record(app[METRICS], ctx, decision)
     if not decision.forward:
         assert decision.denial is not None
@@ -334,7 +345,8 @@ def build_public_app(
     # SECURITY: the backend gets verified facts only: the fact headers are the gateway's, and the raw client
     # certificate header (the ingress's) stays at the gateway, whose check vetted its sender and its binding.
     cert_header = settings.trust.client_certificate.header
-    rules = app[INBOUND] = InboundRules([*settings.policies.fact_headers.values(), cert_header], [cert_header])
+    rules = app[INBOUND] = InboundRules(
+        [*settings.policies.fact_headers.values(), cert_header, *server.drop_request_headers], [cert_header])
     forwarder = Forwarder(settings.upstream, metrics, rules, proxies)
     app[FORWARDER] = forwarder
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.inbound import InboundRules, family
+from gateway.inbound import InboundRules, content_codings, encoding_refusal, family
 
 RULES = InboundRules(["X-DCR-Client-Id", "X-DCR-Software-Id", "ssl-client-cert"], ["ssl-client-cert"])
 
@@ -24,9 +24,7 @@ def test_family_folds_case_and_underscores() -> None:
     ("pairs", "expected"),
     [
         ((("Authorization", "Bearer a"), ("client_id", "c")), None),
-        ((("Content-Encoding", "identity"),), None),
-        ((("Content-Encoding", "gzip"),), "415:content_encoding"),
-        ((("content-encoding", "GZIP, identity"),), "415:content_encoding"),
+        ((("Content-Encoding", "gzip"),), None),  # refused or accepted by the route's policy: encoding_refusal
         ((("Connection", "keep-alive, TE, close"), ("TE", "trailers")), None),
         ((("Connection", "Authorization"), ("Authorization", "Bearer a")), "400:connection_header"),
         ((("Connection", "Content-Encoding"),), "400:connection_header"),
@@ -41,6 +39,9 @@ def test_family_folds_case_and_underscores() -> None:
         ((("Content-Type", "application/jose"), ("Content-Type", "application/json")), "400:duplicate_header"),
         ((("ssl-client-cert", "a"), ("ssl-client-cert", "b")), "400:duplicate_header"),
         ((("Accept", "a"), ("Accept", "b")), None),  # repeatable, and spelled alike
+        ((("content_encoding", "gzip"),), "400:ambiguous_header"),
+        ((("Transfer_Encoding", "chunked"),), "400:ambiguous_header"),
+        ((("Content_Length", "3"),), "400:ambiguous_header"),
         ((("Transfer-Encoding", "chunked"),), None),
         ((("Transfer-Encoding", "gzip, chunked"),), "501:transfer_encoding"),
         ((("Expect", "100-continue"),), None),
@@ -61,10 +62,31 @@ def test_upstream_headers_drop_every_spelling_of_what_the_gateway_sets() -> None
         ("Authorization", "Bearer kept"), ("client_id", "kept"), ("X-Other", "kept"),
     ]
     lines = RULES.upstream_headers(inbound, {"X-DCR-Org-Id": "o"})
-    assert lines == ["Authorization: Bearer kept\r\n", "client_id: kept\r\n", "X-Other: kept\r\n"]
+    # Content-Encoding goes as sent: only identity, or a coding the route accepts, gets this far.
+    assert lines == ["Content-Encoding: identity\r\n", "Authorization: Bearer kept\r\n", "client_id: kept\r\n",
+                     "X-Other: kept\r\n"]
 
 
 def test_upstream_headers_drop_what_the_caller_sets_in_any_spelling() -> None:
     lines = RULES.upstream_headers([("X_Custom_Fact", "forged"), ("X-Kept", "1")], {"X-Custom-Fact": "real"})
     assert lines == ["X-Kept: 1\r\n"]
 
+
+
+@pytest.mark.parametrize(
+    ("value", "accepted", "expected"),
+    [
+        (None, set(), None),
+        ("identity", set(), None),
+        ("gzip", set(), "415:content_encoding"),
+        ("GZIP, identity", set(), "415:content_encoding"),
+        ("gzip", {"gzip"}, None),
+        ("gzip, br", {"gzip"}, "415:content_encoding"),
+        ("Gzip , br", {"gzip", "br"}, None),
+    ],
+)
+def test_content_codings_against_the_route(value: str | None, accepted: set[str], expected: str | None) -> None:
+    headers = CIMultiDictProxy(CIMultiDict({"Content-Encoding": value} if value is not None else {}))
+    codings = content_codings(headers)
+    denial = encoding_refusal(codings, frozenset(accepted)) if codings else None
+    assert (None if denial is None else f"{denial.status}:{denial.reason}") == expected

@@ -241,3 +241,63 @@ async def test_every_listener_cuts_off_unfinished_headers(which: str, tmp_path) 
         assert (status, error["error"]) == (400, "invalid_request")
     finally:
         await runner.cleanup()
+
+
+async def test_a_route_may_accept_a_coded_body_forwarded_byte_for_byte(running_gateway, tmp_path) -> None:
+    """`accept_content_encoding`: the coded body goes upstream as sent, with its Content-Encoding, never decoded;
+    a check that needs the plaintext refuses it (415); other routes still refuse coded bodies."""
+    seen: list[tuple[str, bytes]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        seen.append((f"{request.method} {request.path} {request.headers.get('Content-Encoding')}",
+                     await request.read()))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, auto_decompress=False)  # records the bytes as they arrived
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    (tmp_path / "p.yaml").write_text("""policies:
+  - name: upload
+    match: {methods: [POST], path: /upload}
+    accept_content_encoding: [gzip]
+  - name: checked
+    match: {methods: [POST], path: /checked}
+    accept_content_encoding: [gzip]
+    checks:
+      - body_size: {max_bytes: 100000}
+  - name: plain
+    match: {methods: [POST], path: /plain}
+""")
+    gw = await running_gateway(url, policy_dir=tmp_path)
+    coded = gzip.compress(b'{"a": 1}' * 100)
+    for path, status in (("/upload", 200), ("/checked", 415), ("/plain", 415)):
+        resp = await gw.client.post(path, data=coded, headers={"Content-Encoding": "gzip"})
+        assert resp.status == status, path
+    resp = await gw.client.post("/upload", data=coded, headers={"Content-Encoding": "br"})
+    assert resp.status == 415
+    await runner.cleanup()
+    assert seen == [("POST /upload gzip", coded)]
+
+
+async def test_configured_headers_are_dropped_in_any_spelling(running_gateway, start_server) -> None:
+    got: list[dict[str, str]] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        got.append(dict(request.headers))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = await start_server(app)
+    gw = await running_gateway(str(server.make_url("")).rstrip("/"),
+                               server={"drop_request_headers": ["X-Internal-Auth"]})
+    resp = await gw.client.get("/echo", headers={"x_internal_auth": "forged", "X-INTERNAL-AUTH": "forged",
+                                                 "X-Other": "kept"})
+    assert resp.status == 400  # two spellings of one name: ambiguous
+    resp = await gw.client.get("/echo", headers={"x_internal_auth": "forged", "X-Other": "kept"})
+    assert resp.status == 200
+    assert "x_internal_auth" not in {k.lower() for k in got[0]} and got[0]["X-Other"] == "kept"

@@ -102,6 +102,8 @@ class CompiledPolicy:
     that record state after the verifying ones (`Check.records_state`); empty means the file's order."""
     stream_body: BodyLimits | None = None
     """Body limits of a route that streams its body (policy `stream_body`); None: read in full first."""
+    content_codings: frozenset[str] = frozenset()
+    """Content codings a request body may carry here (policy `accept_content_encoding`, lower case)."""
     allow_body_on: frozenset[str] = frozenset()
     """Methods of GET, HEAD, DELETE, OPTIONS whose requests may carry a body here (policy `allow_body_on`)."""
 

@@ -175,6 +175,7 @@ def compile_policies(source: PolicySource, services: Services, *, unmatched_stat
                 declared=tuple(order),
                 stream_body=None if stream is None else BodyLimits(stream.max_bytes, stream.idle_seconds,
                                                                    stream.total_seconds),
+                content_codings=frozenset(c.lower() for c in policy.accept_content_encoding),
                 allow_body_on=frozenset(policy.allow_body_on),
             )
             try:

@@ -50,6 +50,10 @@ class PolicySpec(StrictModel):
     """Stream the request body upstream as it arrives, under the client's own framing, with these limits instead
     of `server.max_body_bytes` and `server.timeouts` (for large uploads). No check of the policy may read the
     body. A stalled body then holds an upstream connection for up to `idle_seconds`: use sparingly."""
+    accept_content_encoding: tuple[str, ...] = ()
+    """Content codings (e.g. `gzip`) a request body may carry on this route. By default a coded body is refused
+    (415): the gateway never decompresses, so an accepted one is forwarded byte for byte, and a check of the
+    policy that reads the body refuses it (415 `plaintext_needed`)."""
     allow_body_on: tuple[Literal["GET", "HEAD", "DELETE", "OPTIONS"], ...] = ()
     """Methods that may carry a request body on this route. By default a body on GET, HEAD, DELETE or OPTIONS
     is refused (400 `body_not_allowed`): backends disagree on whether such a body exists."""
