@@ -117,15 +117,11 @@ class _Heads:
         self.completed += 1
 
     def feed(self, data: bytes) -> bool:
-        """Follow `data`; False when llhttp refuses it (the connection is then refused by aiohttp's parser too)."""
+        """Follow `data`; False when llhttp refuses it or stops at an upgrade (the handler then starts a new one
+        when the connection is next between requests)."""
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as exc:
-            # llhttp stops after a head asking to upgrade; the gateway serves it as plain HTTP: follow on.
-            self.parser = httptools.HttpRequestParser(self)
-            rest = data[exc.args[0]:]
-            return self.feed(rest) if rest else True
-        except httptools.HttpParserError:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # aiohttp frames an upgrade its own way
             return False
         return True
 
@@ -165,13 +161,22 @@ class GatewayRequestHandler(RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         parsed = self._request_count
+        idle = self._current_request is None and not self._messages
         heads = self._heads
+        if heads is None and idle:
+            heads = self._heads = _Heads()  # between requests, the next byte begins a head: follow again
         if data and heads is not None and not heads.feed(data):
-            heads = self._heads = None  # llhttp refused the bytes: so does aiohttp's parser, which answers 400
+            heads = self._heads = None  # refused (aiohttp answers 400) or an upgrade head: lost until idle
         super().data_received(data)
         if self._request_count != parsed:
-            self._refuse_other_versions(self._request_count - parsed)
-        if heads is None or self._force_close:
+            self._refuse_unserved(self._request_count - parsed)
+        if self._force_close:
+            return
+        if heads is None:  # not following: bytes between requests start the timer, a parsed head stops it
+            if self._request_count != parsed:
+                self._stop_header_timer()
+            elif data and idle and self._header_timer is None:
+                self._start_header_timer()
             return
         if heads.completed != heads.seen:  # a head was completed in this read: its timer stops
             heads.seen = heads.completed
@@ -181,15 +186,23 @@ class GatewayRequestHandler(RequestHandler):
             # request still being answered — must be complete in time.
             self._start_header_timer()
 
-    def _refuse_other_versions(self, new: int) -> None:
-        """HTTP/1.0 and HTTP/1.1 only: a head of another version (llhttp reads `HTTP/2.0`, `HTTP/0.9`) becomes
-        a refusal, answered 505 in an HTTP/1.x status line (aiohttp would answer in the request's version)."""
+    def _refuse_unserved(self, new: int) -> None:
+        """Heads the gateway does not serve become refusals, answered before anything else reads them and the
+        connection closed: another HTTP version than 1.0 / 1.1 (505, in an HTTP/1.x status line: aiohttp would
+        answer in the request's version), and CONNECT (405: llhttp ignores its framing, so its body would be
+        read as further requests)."""
         queue = self._messages
         for i in range(len(queue) - new, len(queue)):
             message = queue[i][0]
-            if isinstance(message, RawRequestMessage) and message.version not in _VERSIONS:
+            if not isinstance(message, RawRequestMessage):
+                continue
+            if message.version not in _VERSIONS:
                 exc = HttpProcessingError(code=505, message=f"HTTP/{message.version[0]}.{message.version[1]}")
-                queue[i] = (_ErrInfo(status=505, exc=exc, message=exc.message), EMPTY_PAYLOAD)
+            elif message.method == "CONNECT":
+                exc = HttpProcessingError(code=405, message="CONNECT")
+            else:
+                continue
+            queue[i] = (_ErrInfo(status=exc.code, exc=exc, message=exc.message), EMPTY_PAYLOAD)
 
     def _start_header_timer(self) -> None:
         self._header_timer = self._loop.call_later(self._limits.header_timeout, self._headers_too_slow)
@@ -222,8 +235,10 @@ class GatewayRequestHandler(RequestHandler):
                     peer=request.remote)
         if request.writer.output_size > 0:
             raise ConnectionError("response already started; cannot send the error")
-        error = "server_error" if status >= 500 and status != 505 else "invalid_request"
-        description = {400: "malformed HTTP request", 431: "request line or header field too large",
+        error = {405: "method_not_allowed"}.get(status, "server_error" if status >= 500 and status != 505
+                                                 else "invalid_request")
+        description = {400: "malformed HTTP request", 405: "CONNECT is not served",
+                       431: "request line or header field too large",
                        505: "only HTTP/1.0 and HTTP/1.1 are served"}.get(status, HTTPStatus(status).phrase.lower())
         response = web.Response(status=status, body=dumps({"error": error, "error_description": description}),
                                 content_type="application/json", headers={"Cache-Control": "no-store"})

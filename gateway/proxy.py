@@ -8,6 +8,7 @@ upstream connection, and the backend never frames a body differently from what t
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Final
@@ -26,6 +27,9 @@ from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, header_line
 
 __all__ = ["INTERACTION_ID", "Forwarder", "body_chunks", "read_body"]
 
+_HOST: Final = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
+"""A host name, IPv4 or bracketed IPv6 address, and an optional port: what `X-Forwarded-Host` may carry."""
 _RESPONSE_SKIP: Final = frozenset({"server", "date", "content-length"})
 
 
@@ -103,8 +107,9 @@ class Forwarder:
         prior = request.headers.getall("X-Forwarded-For", ()) if self._proxies.trusts(request.remote) else ()
         lines.append(f"X-Forwarded-For: {', '.join([*prior, peer])}\r\n")
         lines.append(f"X-Forwarded-Proto: {request.scheme}\r\n")
-        if request.host:
-            lines.append(f"X-Forwarded-Host: {request.host}\r\n")
+        host = request.headers.get("Host", "")
+        if _HOST.fullmatch(host):  # the Host the client sent, when it is one (never an absolute-form target's)
+            lines.append(f"X-Forwarded-Host: {host}\r\n")
         lines.append(f"{INTERACTION_ID}: {interaction_id}\r\nX-Request-Id: {request_id}\r\n")
         if extra:
             lines.append(header_lines(extra.items()))

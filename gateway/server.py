@@ -385,9 +385,22 @@ async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=request.app[METRICS].render(), headers={"Content-Type": CONTENT_TYPE})
 
 
+@web.middleware
+async def _json_errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """aiohttp's own 404 / 405 as the JSON errors every listener answers."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return http_exception_response(exc)
+
+
 def build_admin_app(settings: Settings, metrics: Metrics, health: Health) -> web.Application:
     """Probes and metrics, on their own listener (with the connection limits of every listener)."""
-    app = web.Application()
+    app = web.Application(middlewares=[_json_errors])
     app[LIMITS] = ListenerLimits(settings.server, ProxyTrust(settings.server.trusted_proxies))
     app[METRICS] = metrics
     app[HEALTH] = health

@@ -301,3 +301,91 @@ async def test_configured_headers_are_dropped_in_any_spelling(running_gateway, s
     resp = await gw.client.get("/echo", headers={"x_internal_auth": "forged", "X-Other": "kept"})
     assert resp.status == 200
     assert "x_internal_auth" not in {k.lower() for k in got[0]} and got[0]["X-Other"] == "kept"
+
+
+@pytest.mark.parametrize("target", [b"/echo", b"127.0.0.1:9"])
+async def test_connect_is_refused_and_its_body_never_read_as_requests(recorder, running_gateway, target: bytes) -> None:
+    """llhttp ignores CONNECT's framing: its body would be parsed as more requests. Refused 405, closed."""
+    seen, url = recorder
+    gw = await _gateway(running_gateway, url)
+    inner = b"GET /echo/x HTTP/1.1\r\nHost: a\r\nssl-client-cert: SMUGGLED\r\n\r\n"
+    raw = await _exchange(gw.client.port, b"CONNECT %b HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n%b"
+                          % (target, len(inner), inner))
+    status, error = _status_and_json(raw)
+    assert (status, error["error"]) == (405, "method_not_allowed")
+    assert raw.count(b"HTTP/1.") == 1
+    assert seen == []
+
+
+async def test_an_upgrade_request_does_not_switch_the_header_timer_off(recorder, running_gateway) -> None:
+    """After a request asking to upgrade (served as plain HTTP), a head trickled on the same connection is still
+    cut off at header_read_seconds (found black-box: it used to last until the keep-alive timeout)."""
+    _, url = recorder
+    gw = await running_gateway(url, server={"timeouts": {"header_read_seconds": 0.3, "keepalive_seconds": 30}})
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.client.port)
+    try:
+        async with asyncio.timeout(5):
+            writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            await reader.readexactly(12)  # {"ok": true}
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: x\r\n"
+                         b"Content-Length: 5\r\n\r\nhello")
+            assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+            await reader.readexactly(12)
+            closed = False
+            for byte in b"GET /echo HTTP/1.1\r\nHost: a\r\n":  # about 3 s in all, 0.3 s allowed
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.1)
+                if reader.at_eof() or writer.is_closing():
+                    closed = True
+                    break
+                try:
+                    if await asyncio.wait_for(reader.read(1), 0.001) == b"":
+                        closed = True
+                        break
+                except TimeoutError:
+                    pass
+        assert closed
+    finally:
+        writer.close()
+
+
+async def test_admin_errors_are_json(running_gateway) -> None:
+    from gateway.observability.metrics import Metrics
+    from gateway.server import Health, build_admin_app
+    from tests.conftest import GatewayTestServer, make_settings
+
+    settings = make_settings("http://127.0.0.1:9")
+    server = GatewayTestServer(build_admin_app(settings, Metrics(), Health()), host="127.0.0.1")
+    await server.start_server()
+    try:
+        for method, path, status in (("GET", "/nope", 404), ("DELETE", "/healthz", 405)):
+            raw = await _exchange(server.port, b"%b %b HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+                                  % (method.encode(), path.encode()))
+            got, error = _status_and_json(raw)
+            assert got == status and error["error"] in ("not_found", "method_not_allowed")
+    finally:
+        await server.close()
+
+
+@pytest.mark.parametrize(("request_line", "host", "forwarded"), [
+    (b"GET /echo", b"gateway.test:8443", "gateway.test:8443"),
+    (b"GET /echo", b"a, evil", None),
+    (b"GET /echo", b"a@evil:1/x?", None),
+    (b"GET http://evil.example/echo", b"a", "a"),
+])
+async def test_x_forwarded_host_is_a_host_the_client_named_in_host(running_gateway, start_server, request_line,
+                                                                    host, forwarded) -> None:
+    got: list[str | None] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        got.append(request.headers.get("X-Forwarded-Host"))
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    server = await start_server(app)
+    gw = await _gateway(running_gateway, str(server.make_url("")).rstrip("/"))
+    raw = await _exchange(gw.client.port, request_line + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 200")
+    assert got == [forwarded]
