@@ -65,6 +65,9 @@ class ServerTimeouts(StrictModel):
     """The longest pause while a request body arrives; then 408 and the connection is closed."""
     body_total_seconds: PositiveSeconds = 30.0
     """The longest a whole request body may take to arrive; then 408 and the connection is closed."""
+    send_seconds: PositiveSeconds = 30.0
+    """The longest a response write to the client may wait (a client that stops reading); then the connection
+    is closed and its upstream connection let go."""
     keepalive_seconds: PositiveSeconds = 75.0
     """How long an idle keep-alive connection stays open between requests (longer than the load balancer's
     idle timeout, so the balancer closes first)."""

@@ -71,8 +71,13 @@ async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
 class Forwarder:
     """Sends a request upstream over the pooled `UpstreamPool` and streams the answer back."""
 
-    def __init__(self, settings: UpstreamSettings, metrics: Metrics, rules: InboundRules, proxies: ProxyTrust) -> None:
+    def __init__(
+        self, settings: UpstreamSettings, metrics: Metrics, rules: InboundRules, proxies: ProxyTrust,
+        send_timeout: float = 30.0,
+    ) -> None:
         self._settings = settings
+        self._send_timeout = send_timeout
+        """`server.timeouts.send_seconds`: how long one write to the client may wait."""
         self._rules = rules
         self._proxies = proxies
         self._metrics = metrics
@@ -187,10 +192,17 @@ class Forwarder:
                                       headers=CIMultiDict(headers))
         if length is not None and length.isdigit():
             response.content_length = int(length)
+        loop = asyncio.get_running_loop()
         try:
             await response.prepare(request)
             while chunk := await upstream.read():
-                await response.write(chunk)
+                # A client that stops reading holds nothing for long: each write has `send_seconds`.
+                async with asyncio.timeout_at(loop.time() + self._send_timeout):
+                    await response.write(chunk)
+        except TimeoutError:
+            if request.transport is not None:
+                request.transport.close()
+            return response
         except UpstreamError as exc:
             # Headers are already sent: the only honest signal left is to cut the connection.
             self._metrics.upstream_errors.labels(exc.kind).inc()

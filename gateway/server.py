@@ -347,7 +347,7 @@ def build_public_app(
     cert_header = settings.trust.client_certificate.header
     rules = app[INBOUND] = InboundRules(
         [*settings.policies.fact_headers.values(), cert_header, *server.drop_request_headers], [cert_header])
-    forwarder = Forwarder(settings.upstream, metrics, rules, proxies)
+    forwarder = Forwarder(settings.upstream, metrics, rules, proxies, timeouts.send_seconds)
     app[FORWARDER] = forwarder
 
     async def forwarder_ctx(_: web.Application) -> AsyncIterator[None]:

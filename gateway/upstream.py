@@ -213,7 +213,11 @@ class UpstreamResponse:
                 self._headers_waiter.set_exception(error)
                 self._headers_waiter.exception()  # retrieved: only awaited when the request was fully sent
             self._wake()
-            self._conn.abort()
+            conn = self._conn
+            conn.abort()
+            if conn.response is self:  # the slot is free now, not when the relay to a slow client ends
+                conn.response = None
+                self._pool.free_slot()
 
     def _wake(self) -> None:
         waiter = self._waiter

@@ -422,3 +422,48 @@ async def test_an_error_answer_to_a_request_with_a_body_is_not_followed_by_reuse
         resp = await client.post("/x", data=b"{}")
         assert resp.status == 400
     assert up.connections == 2
+
+
+async def test_a_client_that_stops_reading_does_not_hold_the_pool(raw_upstream, gateway: GatewayFactory):
+    """Found black-box: a client that never reads a large response held its upstream connection (and so a pool
+    slot) until it went away. Now the slot is freed when the upstream exchange fails (its total timeout), and the
+    write to the stalled client gives up after `server.timeouts.send_seconds`."""
+    import socket
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        if b"GET /big" in up.requests[-1]:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 33554432\r\n\r\n")
+            try:
+                for _ in range(512):
+                    writer.write(b"b" * 65536)
+                    await writer.drain()
+            except ConnectionError:
+                return
+        else:
+            writer.write(OK)
+            await writer.drain()
+
+    up = await raw_upstream(script)
+    client = await gateway(up.url, upstream={"url": up.url, "pool": {"max_connections": 1},
+                                             "timeouts": {"connect": 1, "read": 1, "total": 1}},
+                           server={"timeouts": {"send_seconds": 0.5}})
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.setblocking(False)
+    try:
+        await asyncio.get_running_loop().sock_connect(stalled, ("127.0.0.1", client.port))
+        await asyncio.get_running_loop().sock_sendall(stalled, b"GET /big HTTP/1.1\r\nHost: a\r\n\r\n")
+        for _ in range(100):  # until the upstream is sending the big body
+            if any(b"GET /big" in r for r in up.requests):
+                break
+            await asyncio.sleep(0.02)
+        resp = await asyncio.wait_for(client.get("/x"), 8)  # waits for the one pool slot at most connect (1 s)…
+        statuses = [resp.status]
+        for _ in range(5):  # …and gets it once the stalled exchange has let go
+            if statuses[-1] == 200:
+                break
+            await asyncio.sleep(0.5)
+            statuses.append((await asyncio.wait_for(client.get("/x"), 8)).status)
+        assert statuses[-1] == 200, statuses
+    finally:
+        stalled.close()
