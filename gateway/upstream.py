@@ -61,7 +61,6 @@ class UpstreamResponse:
         "chunks",
         "complete",
         "deadline",
-        "got_bytes",
         "head_only",
         "header_bytes",
         "keep_alive",
@@ -70,16 +69,13 @@ class UpstreamResponse:
         "raw_headers",
         "reason",
         "request_sent",
-        "reused",
         "status",
         "until_close",
         "with_body",
     )
 
-    def __init__(self, pool: UpstreamPool, conn: _Connection, head_only: bool, reused: bool) -> None:
+    def __init__(self, pool: UpstreamPool, conn: _Connection, head_only: bool) -> None:
         self._pool = pool
-        self.reused = reused
-        self.got_bytes = False
         self.request_sent = False
         """The whole request, body included, went out."""
         self._conn = conn
@@ -174,7 +170,6 @@ class UpstreamResponse:
         if self.complete:
             self._out_of_step()
             return
-        self.got_bytes = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -474,12 +469,12 @@ class UpstreamPool:
             self.free_slot()
         return None
 
-    async def _acquire(self) -> tuple[_Connection, bool]:
-        """A connection and whether it was reused; waits for a free slot within the connect timeout."""
+    async def _acquire(self) -> _Connection:
+        """A pooled or new connection; waits for a free slot (the caller bounds it by the connect timeout)."""
         while True:
             conn = self._idle_connection()
             if conn is not None:
-                return conn, True
+                return conn
             if self._open < self.max_connections:
                 break
             waiter = self.loop.create_future()
@@ -499,7 +494,7 @@ class UpstreamPool:
         except BaseException:
             self.free_slot()
             raise
-        return conn, False
+        return conn
 
     async def request(
         self,
@@ -517,11 +512,10 @@ class UpstreamPool:
         One attempt: nothing is retried (the upstream may have received a request whose connection then died).
         """
         conn = self._idle_connection()
-        reused = conn is not None
         try:
             if conn is None:
                 async with asyncio.timeout(self.connect_timeout):
-                    conn, reused = await self._acquire()
+                    conn = await self._acquire()
         except TimeoutError:
             raise UpstreamError("connect", "no upstream connection within the connect timeout") from None
         except OSError as exc:
@@ -539,7 +533,7 @@ class UpstreamPool:
         if raw.count(b"\n") != head.count("\r\n") or b"\r" in raw.replace(b"\r\n", b""):
             self.put_back(conn)
             raise UpstreamError("protocol", "refused to send a header containing a line break")
-        response = UpstreamResponse(self, conn, head_only=method == "HEAD", reused=reused)
+        response = UpstreamResponse(self, conn, head_only=method == "HEAD")
         response.with_body = body is not None and body != b""
         conn.response = response
         try:
