@@ -3,31 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
 from .config import ConfigError, Settings, check_workers, load_settings
 from .observability.logging import configure_logging
 from .policy.loader import PolicyError
-
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """uvloop when the `speed` extra is installed, else the default loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
-
-
-def run_async(coro: Coroutine[Any, Any, int]) -> int:
-    """Run a coroutine to completion on the fastest available loop."""
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(coro)
+from .runtime import run_async
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -37,7 +21,7 @@ def _load(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .server import Listener, serve
+    from .http.server import Listener, serve
 
     settings = _load(args)
     worker_index: int | None = args.worker_index

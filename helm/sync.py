@@ -5,7 +5,7 @@ model (gateway.config.Settings), so `helm install` rejects an unknown or mistype
 same rules `dcr-gateway config check` applies. Everything else in the schema is written by hand.
 (The shipped policies need no syncing: helm/dcr-gateway/files/policies is a symlink to policies/.)
 
-Run it after changing gateway/config.py; tests/helm/test_chart.py fails while the schema is stale.
+Run it after changing gateway/config/settings.py; tests/helm/test_chart.py fails while the schema is stale.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def config_schema() -> dict[str, Any]:
     schema: dict[str, Any] = _inline(raw, defs)
     schema["properties"].pop("base_dir", None)  # set by the loader, not a config key
     schema["description"] = (
-        "The gateway's config.yaml (generated from gateway/config.py by helm/sync.py; do not edit). "
+        "The gateway's config.yaml (generated from gateway/config/settings.py by helm/sync.py; do not edit). "
         + _CHART_OWNED
     )
     return schema

@@ -19,12 +19,12 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.checks.services import Services, build_services
 from gateway.config import Settings
-from gateway.listener import ListenerRunner
+from gateway.http.listener import ListenerRunner
+from gateway.http.server import Health, build_public_app
 from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.loader import load_policies
 from gateway.policy.reload import PolicyHolder
-from gateway.server import Health, build_public_app
 
 ROOT = Path(__file__).resolve().parent.parent
 OPEN_POLICIES = ROOT / "tests" / "data" / "open_policies"

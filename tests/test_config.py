@@ -145,7 +145,7 @@ def test_config_check_command(tmp_path):
 
 
 def test_configuration_reference_is_up_to_date():
-    """docs/configuration.md is generated from the models; regenerate with `python -m gateway.configdoc`."""
-    from gateway.configdoc import render
+    """docs/configuration.md is generated from the models; regenerate with `python -m gateway.config.doc`."""
+    from gateway.config.doc import render
 
-    assert (ROOT / "docs" / "configuration.md").read_text() == render(), "run: python -m gateway.configdoc > docs/configuration.md"
+    assert (ROOT / "docs" / "configuration.md").read_text() == render(), "run: python -m gateway.config.doc > docs/configuration.md"

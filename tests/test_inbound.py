@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.inbound import InboundRules, content_codings, encoding_refusal, family
+from gateway.http.inbound import InboundRules, content_codings, encoding_refusal, family
 
 RULES = InboundRules(["X-DCR-Client-Id", "X-DCR-Software-Id", "ssl-client-cert"], ["ssl-client-cert"])
 

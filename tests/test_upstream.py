@@ -1,4 +1,4 @@
-"""The upstream client (gateway/upstream.py) against scripted raw HTTP/1.1 servers on 127.0.0.1.
+"""The upstream client (gateway/http/upstream.py) against scripted raw HTTP/1.1 servers on 127.0.0.1.
 
 test_proxy.py covers the ordinary exchanges through a real aiohttp upstream; here the upstream says exactly the
 bytes each case needs: interim responses, HEAD, chunked and close-delimited bodies, connections closed at the
@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 import pytest
 
+from gateway.http.upstream import UpstreamError, UpstreamPool, header_lines
 from gateway.observability.metrics import Metrics
-from gateway.upstream import UpstreamError, UpstreamPool, header_lines
 from tests.conftest import GatewayFactory
 
 Script = Callable[["RawUpstream", asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ..schema import StrictModel
+from ..config.schema import StrictModel
 
 if TYPE_CHECKING:
     from .services import Services

@@ -8,8 +8,8 @@ import re
 from pydantic import Field
 
 from ..config import TokenIssuer
+from ..config.schema import NonNegativeSeconds, StrictModel
 from ..jose import JoseError
-from ..schema import NonNegativeSeconds, StrictModel
 from .base import Check, Denial, RequestView
 from .services import Services
 from .token import TOKEN_FACT, VerifiedToken

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..schema import PositiveInt, StrictModel
+from ..config.schema import PositiveInt, StrictModel
 from .base import Check, Denial, RequestView
 
 

@@ -15,11 +15,11 @@ from urllib.parse import unquote
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..addresses import ProxyTrust
+from ..config.schema import StrictModel
+from ..http.addresses import ProxyTrust
 from ..jose import JoseError, JwkSet, UrlPolicy, cert_thumbprint_s256
 from ..jose.errors import quoted
 from ..observability.logging import get_logger
-from ..schema import StrictModel
 from .base import Check, Denial, RequestView
 from .bearer_token import bearer_challenge
 from .registration import (

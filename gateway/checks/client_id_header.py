@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..schema import StrictModel
+from ..config.schema import StrictModel
 from .base import Check, Denial, RequestView
 from .bearer_token import bearer_challenge
 from .token import token_of

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+from ..config.schema import StrictModel
 from ..observability.logging import get_logger
-from ..schema import StrictModel
 from .base import Check, Denial, Recording, RequestView
 from .bearer_token import bearer_challenge
 from .token import token_of

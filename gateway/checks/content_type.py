@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from ..schema import StrictModel
+from ..config.schema import StrictModel
 from .base import Check, Denial, RequestView
 
 

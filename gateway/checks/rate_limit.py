@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import field_validator
 
-from ..schema import PositiveInt, StrictModel
+from ..config.schema import PositiveInt, StrictModel
 from .base import Check, Denial, RequestView
 from .bearer_token import bearer_challenge
 from .token import token_of

@@ -10,10 +10,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
+from ..config.schema import StrictModel
 from ..jose import JoseError
 from ..jose.claims import CLIENT_ID, EMPTY, IDENTIFIER, NAME, SCOPE, STRINGS, ClaimType, read_claim
 from ..jose.errors import quoted
-from ..schema import StrictModel
 from .base import Check, Denial, RequestView
 from .registration import registration_claims_of, ssa_claims_of
 from .services import Services

@@ -9,10 +9,10 @@ from typing import Final, Literal
 
 from pydantic import Field
 
+from ..config.schema import PositiveSeconds, StrictModel
 from ..jose import JoseError, UrlPolicy, allow_list, check_algorithm, check_typ, validate_claims, verify_signature
 from ..jose.claims import ClaimRules
 from ..jose.errors import quoted
-from ..schema import PositiveSeconds, StrictModel
 from .base import Check, Denial, RequestView
 from .registration import (
     REGISTRATION_CLAIMS,

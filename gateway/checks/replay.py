@@ -5,8 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
+from ..config.schema import StrictModel
 from ..jose.errors import quoted
-from ..schema import StrictModel
 from .base import Check, Denial, Recording, RequestView
 from .registration import registration_claims_of
 

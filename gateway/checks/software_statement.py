@@ -9,10 +9,10 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 from ..config import Directory
+from ..config.schema import PositiveSeconds, StrictModel
 from ..jose import ClaimRules, JoseError, check_algorithm, check_typ, parse_compact, validate_claims, verify_signature
 from ..jose.claims import ANY_VALUE, IDENTIFIER, NAME, STRINGS, TEXT, ClaimType, read_claim
 from ..jose.errors import quoted
-from ..schema import PositiveSeconds, StrictModel
 from .base import Check, Denial, RequestView
 from .registration import (
     MAX_SSA_BYTES,

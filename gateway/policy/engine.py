@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ..checks.base import Check, Denial, RequestView
-from ..inbound import BodyLimits
+from ..config.schema import StrictModel
+from ..http.inbound import BodyLimits
 from ..observability.logging import get_logger
-from ..schema import StrictModel
 from ..state.store import StoreUnavailable
 from .router import Match, Router
 

@@ -13,9 +13,9 @@ from pydantic import ValidationError
 from ..checks import REGISTRY, ParamError
 from ..checks.base import Check
 from ..checks.services import Services
-from ..inbound import BodyLimits
-from ..schema import iter_errors, key_path
-from ..yamlsource import YamlDocument, YamlSourceError, parse_yaml
+from ..config.schema import iter_errors, key_path
+from ..config.yamlsource import YamlDocument, YamlSourceError, parse_yaml
+from ..http.inbound import BodyLimits
 from .engine import CommonCheckParams, CompiledPolicy, PolicySet, StoreErrorMode, split_common
 from .model import PolicyFile
 from .router import Router, Template, TemplateError

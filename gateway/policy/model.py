@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, PositiveFloat, PositiveInt, field_validator, model_validator
 
-from ..schema import StrictModel
+from ..config.schema import StrictModel
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")

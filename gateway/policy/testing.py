@@ -29,6 +29,8 @@ from pydantic import ValidationError
 from ..checks.base import RequestView
 from ..checks.services import Services, build_services
 from ..config import Directory, Settings, TokenIssuer
+from ..config.schema import iter_errors
+from ..config.yamlsource import YamlSourceError, parse_yaml
 from ..jose import (
     JoseError,
     JwkSet,
@@ -42,8 +44,6 @@ from ..jose import (
     sign_jwt,
 )
 from ..jose.encoding import b64url_encode, json_dumps_compact
-from ..schema import iter_errors
-from ..yamlsource import YamlSourceError, parse_yaml
 from .engine import Decision, PolicySet
 from .loader import PolicyError, PolicySource, compile_policies, read_source
 from .model import ClientCertSpec, RegistrationSpec, TestCase, TestFile

@@ -10,10 +10,10 @@ from typing import Final
 import structlog
 from aiohttp import web
 
-from ..addresses import ProxyTrust
 from ..config import Settings
 from ..errors import GatewayError, error_response, http_exception_response, server_error_response
-from ..listener import LIMITS, ListenerLimits
+from ..http.addresses import ProxyTrust
+from ..http.listener import LIMITS, ListenerLimits
 from ..observability.logging import get_logger
 from . import discovery, portal, registration, token_endpoint
 from .service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH, Sandbox

@@ -7,10 +7,10 @@ from typing import Any
 from aiohttp import web
 
 from ..errors import GatewayError
-from ..inbound import BodyLimits
+from ..http.inbound import BodyLimits
+from ..http.listener import LIMITS
+from ..http.proxy import read_body
 from ..jsonutil import dumps
-from ..listener import LIMITS
-from ..proxy import read_body
 from .jsonvalues import JsonValueError, loads
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}

@@ -23,10 +23,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ..cli import run_async
 from ..config import Settings, load_settings
-from ..listener import ListenerRunner
+from ..http.listener import ListenerRunner
 from ..observability.logging import configure_logging, get_logger
+from ..runtime import run_async
 from .credentials import hash_secret, new_client_id, new_client_secret
 from .crypto import CryptoError, SigningKey, decode_unverified, generate_key, jwks, load_private_pem
 from .directory import ssa_claims

@@ -135,7 +135,7 @@ def test_schema_forbids_unknown_keys_at_top_level() -> None:
 
 
 def test_config_schema_is_generated_from_the_gateway_model() -> None:
-    """The schema's `config` block is what helm/sync.py generates from gateway/config.py (run it when stale)."""
+    """The schema's `config` block is what helm/sync.py generates from gateway/config/settings.py (run it when stale)."""
     sync = load_sync()
     text = (CHART / "values.schema.json").read_text()
     assert text == sync.render_schema(json.loads(text)), "values.schema.json is stale: run `python helm/sync.py`"

@@ -18,12 +18,12 @@ import aiohttp
 import pytest
 
 from gateway.checks.services import build_services
+from gateway.http.server import Health, build_admin_app, build_public_app
 from gateway.jose import generate_signing_key
 from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.loader import load_policies
 from gateway.policy.reload import PolicyHolder, PolicyReloader
-from gateway.server import Health, build_admin_app, build_public_app
 from tests.conftest import OPEN_POLICIES, ROOT, SHIPPED_POLICIES, StartServer, free_port, make_settings
 from tests.policy.test_enforcement import ISSUER, REGISTER, Bank, auth
 

@@ -29,7 +29,7 @@ from typing import Final
 
 from multidict import CIMultiDictProxy
 
-from .checks.base import Denial
+from ..checks.base import Denial
 
 INTERACTION_ID: Final = "x-fapi-interaction-id"
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .checks.base import Denial
+    from ..checks.base import Denial
 
 
 @dataclass(slots=True)

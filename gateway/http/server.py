@@ -14,24 +14,24 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from ..checks.base import Denial, RequestView
+from ..checks.rate_limit import rate_limit_headers
+from ..checks.registration import registration_claims_of
+from ..checks.services import Services, build_services
+from ..checks.token import token_of
+from ..config import Settings
+from ..errors import GatewayError, error_response, http_exception_response, server_error_response
+from ..jsonutil import dumps
+from ..observability.audit import AuditLog
+from ..observability.logging import get_logger
+from ..observability.metrics import CONTENT_TYPE, Metrics
+from ..policy.engine import CompiledPolicy, Decision
+from ..policy.loader import load_policies
+from ..policy.reload import PolicyHolder, PolicyReloader
 from .addresses import ProxyTrust
-from .checks.base import Denial, RequestView
-from .checks.rate_limit import rate_limit_headers
-from .checks.registration import registration_claims_of
-from .checks.services import Services, build_services
-from .checks.token import token_of
-from .config import Settings
 from .context import CTX, RequestContext
-from .errors import GatewayError, error_response, http_exception_response, server_error_response
 from .inbound import BodyLimits, InboundRules, content_codings, encoding_refusal
-from .jsonutil import dumps
 from .listener import LIMITS, ClientSlots, ListenerLimits, ListenerRunner
-from .observability.audit import AuditLog
-from .observability.logging import get_logger
-from .observability.metrics import CONTENT_TYPE, Metrics
-from .policy.engine import CompiledPolicy, Decision
-from .policy.loader import load_policies
-from .policy.reload import PolicyHolder, PolicyReloader
 from .proxy import INTERACTION_ID, Forwarder, body_chunks, read_body
 from .upstream import safe_field
 

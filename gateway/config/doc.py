@@ -1,6 +1,6 @@
 """docs/configuration.md, generated from the config models so the reference never drifts from the code.
 
-`python -m gateway.configdoc > docs/configuration.md`; a test fails when the file is stale.
+`python -m gateway.config.doc > docs/configuration.md`; a test fails when the file is stale.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .config import ENV_PREFIX, Settings
+from .settings import ENV_PREFIX, Settings
 
 _HEADER = """# Configuration reference
 
@@ -19,7 +19,7 @@ unknown keys are errors. Relative paths resolve against the config file's direct
 overridden by an environment variable: `{prefix}` + the key path in upper case with `__` between levels,
 e.g. `{prefix}UPSTREAM__TIMEOUTS__READ=10`; values are read as YAML scalars.
 
-This file is generated from `gateway/config.py` (`python -m gateway.configdoc > docs/configuration.md`).
+This file is generated from `gateway/config/settings.py` (`python -m gateway.config.doc > docs/configuration.md`).
 
 | key | default | description |
 | --- | --- | --- |
@@ -51,7 +51,7 @@ def _rows(model: type[BaseModel], prefix: str, defaults: BaseModel | None = None
         if sub is not None:
             rows.extend(_rows(sub, key + ".", value if isinstance(value, BaseModel) else None))
         elif name == "token_issuers":
-            from .config import TokenIssuer
+            from .settings import TokenIssuer
 
             rows.extend(_rows(TokenIssuer, key + ".<name>."))
     return rows

@@ -1,0 +1,35 @@
+"""Configuration: `config.yaml` (and `DCRGW_*` environment overrides) to frozen, validated settings.
+
+`settings` holds the models of every section; `schema` the strict model base and the number, port and
+duration types policies reuse; `yamlsource` reads YAML with line marks so that an error names file, key
+and line; `doc` renders docs/configuration.md from the models. Nothing here imports the rest of the
+gateway.
+"""
+
+from .settings import (
+    ENV_PREFIX,
+    ClientCertificateSettings,
+    ConfigError,
+    Directory,
+    ServerSettings,
+    Settings,
+    TokenIssuer,
+    TrustSettings,
+    UpstreamSettings,
+    check_workers,
+    load_settings,
+)
+
+__all__ = [
+    "ENV_PREFIX",
+    "ClientCertificateSettings",
+    "ConfigError",
+    "Directory",
+    "ServerSettings",
+    "Settings",
+    "TokenIssuer",
+    "TrustSettings",
+    "UpstreamSettings",
+    "check_workers",
+    "load_settings",
+]
