@@ -12,7 +12,7 @@ from ..config.schema import NonNegativeSeconds, StrictModel
 from ..jose import JoseError
 from .base import Check, Denial, RequestView
 from .services import Services
-from .token import TOKEN_FACT, VerifiedToken
+from .token import CLIENT_ID, TOKEN, VerifiedToken
 
 REALM = "dcr-gateway"
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
@@ -50,6 +50,7 @@ class BearerToken(Check[BearerTokenParams]):
 
     name = "bearer_token"
     Params = BearerTokenParams
+    produces = (TOKEN, CLIENT_ID)
     __slots__ = ("_issuers", "_required")
 
     def __init__(self, params: BearerTokenParams, services: Services) -> None:
@@ -85,7 +86,7 @@ class BearerToken(Check[BearerTokenParams]):
                          (("WWW-Authenticate", bearer_challenge("invalid_token", description)),))
 
     async def evaluate(self, request: RequestView) -> Denial | None:
-        """Pass with `facts["token"]` set, or refuse with 401 invalid_token / 403 insufficient_scope."""
+        """Pass with the facts `token` and `client_id` set, or refuse: 401 invalid_token, 403 insufficient_scope."""
         values = request.headers.getall("Authorization", [])
         if not values:
             description = "an access token is required (Authorization: Bearer)"
@@ -121,7 +122,8 @@ class BearerToken(Check[BearerTokenParams]):
             description = f"the access token lacks scope: {' '.join(sorted(missing))}"
             return self.deny(403, "insufficient_scope", description, "insufficient_scope",
                              (("WWW-Authenticate", bearer_challenge("insufficient_scope", description, scope)),))
-        request.facts[TOKEN_FACT] = token
+        request.facts.set(TOKEN, token)
+        request.facts.set(CLIENT_ID, token.client_id)
         return None
 
 

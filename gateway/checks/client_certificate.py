@@ -9,7 +9,7 @@ import binascii
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, runtime_checkable
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -22,8 +22,10 @@ from ..jose.errors import quoted
 from ..observability.logging import get_logger
 from .base import Check, Denial, RequestView
 from .bearer_token import bearer_challenge
+from .facts import Facts
 from .registration import (
     CLIENT_CERT_S256,
+    SOFTWARE_ID,
     registration_claims_of,
     software_jwks_failure,
     software_jwks_policy,
@@ -80,6 +82,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
 
     name = "client_certificate"
     Params = ClientCertificateParams
+    produces = (CLIENT_CERT_S256,)
     __slots__ = ("_certificates", "_format", "_header", "_keysets", "_proxies", "_url_policy")
 
     def __init__(self, params: ClientCertificateParams, services: Services) -> None:
@@ -127,7 +130,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
             return self._fail("client_cert_not_yet_valid", "the TLS client certificate is not valid yet")
         if now > cert.not_valid_after_utc:
             return self._fail("client_cert_expired", "the TLS client certificate has expired")
-        request.facts[CLIENT_CERT_S256] = thumbprint
+        request.facts.set(CLIENT_CERT_S256, thumbprint)
         if bound is not None and bound != thumbprint:
             # RFC 8705 §3: a certificate-bound token presented over another certificate is invalid.
             description = "the access token is bound to another client certificate"
@@ -155,7 +158,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
             self._certificates[value] = parsed
         return parsed
 
-    def _bound_thumbprint(self, facts: dict[str, Any]) -> str | None:
+    def _bound_thumbprint(self, facts: Facts) -> str | None:
         token = token_of(facts) if self.params.token_binding else None
         cnf = token.claims.get("cnf") if token is not None else None
         value = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
@@ -176,13 +179,13 @@ class ClientCertificate(Check[ClientCertificateParams]):
             return self.deny(400, "invalid_client_metadata", description, reason)
         if keyset.tls_key_for_thumbprint(thumbprint) is None:
             log.info("client_cert_not_in_software_jwks", client_cert_s256=thumbprint,
-                     software_id=request.facts.get("software_id"))
+                     software_id=request.facts.get(SOFTWARE_ID))
             return self.deny(400, "invalid_software_statement",
                              "the TLS client certificate is not a transport key (use: tls) of the software "
                              "statement's key set", "client_cert_not_in_software_jwks")
         return None
 
-    def _dn_matches(self, facts: Mapping[str, Any], cert: x509.Certificate) -> Denial | None:
+    def _dn_matches(self, facts: Facts, cert: x509.Certificate) -> Denial | None:
         claims = registration_claims_of(facts)
         if claims is None or claims.get("token_endpoint_auth_method") != "tls_client_auth":
             return None
