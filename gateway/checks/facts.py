@@ -16,16 +16,15 @@ verified values only; work on unverified input lives in `RequestView.memo`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
 _DECLARED: list[Fact[Any]] = []
 """Every fact declared in this process, by index."""
 _BY_NAME: dict[str, Fact[Any]] = {}
-_AUDIT_KEYS: list[str] = []
-"""The decision event's fact fields, in declaration order: every event carries all of them."""
-_UNSAFE: Final = ("\r", "\n", "\0")
+_AUDIT_KEYS: dict[str, None] = {}
+"""The decision event's fact fields, all None, in declaration order: every event carries all of them (copied)."""
 
 
 def same(value: T) -> T:
@@ -35,6 +34,8 @@ def same(value: T) -> T:
 
 def header_text(value: object) -> str | None:
     """A text fact as a header value; a list of texts comma-joined; anything else (or empty) none."""
+    if value.__class__ is str:
+        return value or None
     if isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
         value = ",".join(value)
     return value if isinstance(value, str) and value else None
@@ -68,7 +69,7 @@ class Fact(Generic[T]):
         self.index = len(_DECLARED)
         _DECLARED.append(self)
         _BY_NAME[name] = self
-        _AUDIT_KEYS.extend(k for k in self.audit if k not in _AUDIT_KEYS)
+        _AUDIT_KEYS.update(dict.fromkeys(self.audit))
 
     def __repr__(self) -> str:
         return f"Fact({self.name!r})"
@@ -123,10 +124,12 @@ class Facts:
 
     def audit_fields(self) -> dict[str, Any]:
         """The decision event's fact fields: every one a fact can fill, None where its fact is absent."""
-        fields: dict[str, Any] = dict.fromkeys(_AUDIT_KEYS)
-        for fact, value in self.items():
-            for key, read in fact.audit.items():
-                fields[key] = read(value)
+        fields: dict[str, Any] = _AUDIT_KEYS.copy()
+        if self._values is not None:
+            for i, value in enumerate(self._values):
+                if value is not None and (audit := _DECLARED[i].audit):
+                    for key, read in audit.items():
+                        fields[key] = read(value)
         return fields
 
 
@@ -149,13 +152,18 @@ class FactHeaders:
     def project(self, facts: Facts) -> dict[str, str]:
         """The headers for these facts, in config order; a value with a line break is not sent (a signed claim
         can carry one: the backend sees the fact as absent rather than a header split in two)."""
-        out = {}
+        out: dict[str, str] = {}
+        values = facts._values  # the container's own module: no call per entry
+        if values is None:
+            return out
+        size = len(values)
         for fact, header in self.entries:
-            value = facts.get(fact)
+            i = fact.index
+            value = values[i] if i < size else None
             if value is None:
                 continue
             text = fact.header(value)  # type: ignore[misc]  # entries hold only facts with a renderer
-            if text and not any(c in text for c in _UNSAFE):
+            if text and "\r" not in text and "\n" not in text and "\0" not in text:
                 out[header] = text
         return out
 
