@@ -132,9 +132,10 @@ class CompiledPolicy:
     """Content codings a request body may carry here (policy `accept_content_encoding`, lower case)."""
     allow_body_on: frozenset[str] = frozenset()
     """Methods of GET, HEAD, DELETE, OPTIONS whose requests may carry a body here (policy `allow_body_on`)."""
-    produces: tuple[Fact[Any], ...] = field(init=False)
+    produces: tuple[Fact[Any], ...] = field(init=False, repr=False, compare=False)
     """Every fact the policy's checks declare (`Check.produces`), collected when the policy is compiled."""
-    _responding: tuple[Fact[Any], ...] = field(init=False)
+    _responding: tuple[Fact[Any], ...] = field(init=False, repr=False, compare=False)
+    """Those of `produces` that add fields to the forwarded response."""
 
     def __post_init__(self) -> None:
         produces = tuple(dict.fromkeys(f for c in self.checks for f in c.produces))
