@@ -34,6 +34,8 @@ class Import:
     target: str
     line: int
     in_function: bool
+    names: tuple[str, ...] = ()
+    """The names a `from … import` takes from the target (empty for `import x` and for a submodule)."""
 
 
 def _module_name(path: Path) -> str:
@@ -65,10 +67,11 @@ def _walk(node: ast.AST, in_function: bool) -> Iterator[tuple[ast.Import | ast.I
             yield from _walk(child, inner)
 
 
-def _resolve(importer: str, node: ast.Import | ast.ImportFrom) -> Iterator[str]:
-    """The modules an import statement names (a gateway submodule when `from pkg import name` names one)."""
+def _resolve(importer: str, node: ast.Import | ast.ImportFrom) -> Iterator[tuple[str, str | None]]:
+    """(module, name taken from it) for each name of an import statement; a gateway submodule that
+    `from pkg import name` names is the module itself (name None), as with `import x`."""
     if isinstance(node, ast.Import):
-        yield from (alias.name for alias in node.names)
+        yield from ((alias.name, None) for alias in node.names)
         return
     if node.level:
         package = importer if MODULES[importer].name == "__init__.py" else importer.rpartition(".")[0]
@@ -79,7 +82,7 @@ def _resolve(importer: str, node: ast.Import | ast.ImportFrom) -> Iterator[str]:
         base = node.module or ""
     for alias in node.names:
         sub = f"{base}.{alias.name}"
-        yield sub if sub in MODULES else base
+        yield (sub, None) if sub in MODULES else (base, alias.name)
 
 
 def _imports() -> list[Import]:
@@ -87,7 +90,8 @@ def _imports() -> list[Import]:
     for name, path in MODULES.items():
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
         for node, in_function in _walk(tree, False):
-            found.extend(Import(name, target, node.lineno, in_function) for target in _resolve(name, node))
+            found.extend(Import(name, target, node.lineno, in_function, () if taken is None else (taken,))
+                         for target, taken in _resolve(name, node))
     return found
 
 
@@ -180,3 +184,33 @@ def test_no_function_level_imports(module: str) -> None:
             for imp in IMPORTS
             if imp.importer == module and imp.in_function and (module, imp.target) not in FUNCTION_LEVEL_ALLOWED]
     assert not late, "function-level imports:\n" + "\n".join(late)
+
+
+def _under(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def _named(imp: Import) -> set[str]:
+    """What an import brings in, as modules and `module.name`s."""
+    return {imp.target, *(f"{imp.target}.{n}" for n in imp.names)}
+
+
+CONCRETE_STORES = {"gateway.state.memory", "gateway.state.redis", "gateway.state.MemoryStore",
+                   "gateway.state.RedisStore", "gateway.state.CircuitBreaker"}
+WIRING = {"gateway.jose.jwks_cache", "gateway.jose.JwksCache", "gateway.observability.metrics", "gateway.runtime"}
+
+
+def test_concrete_stores_are_named_only_in_gateway_state():
+    """Outside gateway/state/ the store is the StateStore protocol: nothing imports a backend to build it or to
+    ask which one it is (gateway.state.build_store builds the configured one)."""
+    found = [f"{i.importer}:{i.line}" for i in IMPORTS
+             if not _under(i.importer, "gateway.state") and _named(i) & CONCRETE_STORES]
+    assert not found, "a concrete store imported outside gateway/state: " + ", ".join(found)
+
+
+def test_checks_are_handed_what_they_share():
+    """No check module builds what checks share: no JWKS cache class, no metrics, no runtime (gateway/runtime.py
+    builds them into Services)."""
+    found = [f"{i.importer}:{i.line} imports {i.target}" for i in IMPORTS
+             if _under(i.importer, "gateway.checks") and _named(i) & WIRING]
+    assert not found, "\n".join(found)

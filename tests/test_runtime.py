@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.checks.services import CONFIGURED_URLS
 from gateway.checks.token_verifier import TokenVerifier
 from gateway.jose import JwksCache
 from gateway.observability.metrics import Metrics
-from gateway.policy.testing import StaticKeys
 from gateway.runtime import build_offline_runtime, build_runtime
 from gateway.state import MemoryStore, RedisStore, StoreUnavailable
 from tests.conftest import free_port, make_settings
@@ -75,10 +75,12 @@ def test_fail_open_and_replay_hooks_count_into_the_metrics():
 
 
 async def test_the_offline_runtime_uses_the_callers_keys_and_leaves_them_to_the_caller():
-    """`policy test`'s runtime: the generated keys serve the checks; only the store and verifier are its own."""
-    keys = StaticKeys()
+    """`policy test`'s runtime: the caller's keys (generated ones there, a cache of the test's own here) serve
+    the checks; only the store and the verifier are the runtime's to start and close."""
+    keys = JwksCache(policy=CONFIGURED_URLS)
     runtime = build_offline_runtime(make_settings(UPSTREAM), keys)
     assert runtime.services.keys is keys
     assert [type(r) for r in runtime.resources] == [MemoryStore, TokenVerifier]
     await runtime.start()
     await runtime.close()
+    await keys.close()
