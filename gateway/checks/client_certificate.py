@@ -23,6 +23,7 @@ from ..observability.logging import get_logger
 from .base import Check, Denial, RequestView
 from .bearer_token import bearer_challenge
 from .facts import Facts
+from .params import ParamError
 from .registration import (
     CLIENT_CERT_S256,
     SOFTWARE_ID,
@@ -86,8 +87,6 @@ class ClientCertificate(Check[ClientCertificateParams]):
     __slots__ = ("_certificates", "_format", "_header", "_keysets", "_proxies", "_url_policy")
 
     def __init__(self, params: ClientCertificateParams, services: Services) -> None:
-        from . import ParamError
-
         super().__init__(params, services)
         cfg = services.trust.client_certificate
         self._header = cfg.header

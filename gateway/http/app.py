@@ -21,9 +21,9 @@ from ..policy import (
     PolicyHolder,
     PolicyReloader,
     Services,
-    build_services,
     load_policies,
 )
+from ..runtime import build_runtime
 from .addresses import ProxyTrust
 from .handler import (
     AUDIT,
@@ -204,7 +204,8 @@ async def serve(settings: Settings, extra: list[Listener] | None = None, *, work
         if worker_index is not None:
             path = path.with_name(f"{path.stem}.w{worker_index}{path.suffix}")
         audit = AuditLog(settings.audit.sink, str(path), on_write=metrics.audit_written)
-    services = build_services(settings, metrics)
+    runtime = build_runtime(settings, metrics)
+    services = runtime.services
     policy_dir = settings.resolve_path(settings.policies.dir)
     holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))
     metrics.set_policy_version(holder.current.version, len(holder.current.policies))
@@ -228,7 +229,7 @@ async def serve(settings: Settings, extra: list[Listener] | None = None, *, work
     drain = settings.shutdown.drain_timeout_seconds
     reuse_port = worker_index is not None
     runners: list[tuple[str, web.AppRunner]] = []
-    await services.start()
+    await runtime.start()
     try:
         admin_runner, admin_port = await _start(admin, drain, reuse_port)
         runners.append(("admin", admin_runner))
@@ -255,7 +256,7 @@ async def serve(settings: Settings, extra: list[Listener] | None = None, *, work
         for name, runner in reversed(runners):
             await runner.cleanup()
             log.info("listener_stopped", listener=name)
-        await services.close()
+        await runtime.close()
         if audit is not None:
             audit.close()
     log.info("shutdown_complete")

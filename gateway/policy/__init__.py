@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..checks.base import Denial, RequestView
 from ..checks.facts import FactHeaders, Facts
-from ..checks.services import Services, build_services
+from ..checks.services import Services
 from .engine import BodyLimits, CompiledPolicy, Decision, PolicySet
 from .loader import PolicyError, load_policies
 from .reload import PolicyHolder, PolicyReloader
@@ -28,6 +28,5 @@ __all__ = [
     "PolicySet",
     "RequestView",
     "Services",
-    "build_services",
     "load_policies",
 ]

@@ -17,11 +17,11 @@ from gateway.checks.registration import (
     SOFTWARE_ROLES,
     SSA_CLAIMS,
 )
-from gateway.checks.services import build_services
 from gateway.checks.token import CLIENT_ID, TOKEN, VerifiedToken
 from gateway.config import load_settings
 from gateway.config.settings import PolicySettings
 from gateway.policy import Decision, load_policies
+from gateway.runtime import build_runtime
 from tests.conftest import ROOT, SHIPPED_POLICIES
 
 AUDITED = {"client_id", "token_jti", "token_kid", "software_id", "org_id", "cert_s256", "registration_jti"}
@@ -130,7 +130,7 @@ def test_rate_limit_fields_are_response_headers() -> None:
 def test_a_compiled_policy_knows_the_facts_it_can_produce() -> None:
     """The compiler collects the facts of a policy's checks once; a decision without facts projects nothing."""
     settings = load_settings(ROOT / "config.yaml", env={})
-    policies = load_policies(SHIPPED_POLICIES, build_services(settings, None))
+    policies = load_policies(SHIPPED_POLICIES, build_runtime(settings, None).services)
     produced = {p.name: {f.name for f in p.produces} for p in policies.policies}
     assert {"token", "client_id", "software_id", "org_id", "software_roles", "software_statement_claims",
             "registration_claims", "client_cert_s256"} <= set().union(*produced.values())
