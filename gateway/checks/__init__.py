@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from ..reasons import Reasons
 from .base import Check, Denial, RequestView
 
 
@@ -44,6 +45,10 @@ def _registry() -> dict[str, type[Check]]:  # type: ignore[type-arg]
         RequiredHeaders,
         SoftwareStatement,
     ]
+    for kind in kinds:
+        table = getattr(kind, "reasons", None)
+        if not (isinstance(table, type) and issubclass(table, Reasons)):
+            raise TypeError(f"check {kind.name!r} declares no reason table (`reasons`, a gateway.reasons.Reasons)")
     return {k.name: k for k in kinds}
 
 
