@@ -104,7 +104,7 @@ class JoseFamily:
     """The reasons `<prefix><code>`, one per JOSE error code but `excluded` (codes the check answers otherwise,
     e.g. `jwks_unavailable` → 503), all answered alike. `family[exc.reason]` is the reason for a JoseError."""
 
-    __slots__ = ("answer", "by_code", "excluded", "prefix")
+    __slots__ = ("answer", "attr", "by_code", "excluded", "prefix")
 
     def __init__(self, prefix: str, status: int, error: str, challenge: Challenge = Challenge.NONE, *,
                  excluded: tuple[JoseReason, ...] = ()) -> None:
@@ -115,6 +115,11 @@ class JoseFamily:
         self.answer = Answer(status, error, challenge)
         self.excluded = frozenset(excluded)
         self.by_code: dict[str, Reason] = {}
+        self.attr = ""
+        """The attribute it is declared as in its table (`R.token[exc.reason]`)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attr = name
 
     def codes(self) -> tuple[JoseReason, ...]:
         """The JOSE codes this family has a reason for."""
@@ -210,7 +215,8 @@ class RouterRefusals(Reasons):
 
     check = "router"
     no_policy = Reason(404, "not_found", configurable="policies.unmatched_status")
-    """403 `forbidden` when config `policies.unmatched_status` is 403."""
+    """403 `forbidden` (`FORBIDDEN`) when config `policies.unmatched_status` is 403."""
+    FORBIDDEN: ClassVar[Answer] = Answer(403, "forbidden")
     method_not_allowed = Reason(405, "method_not_allowed")
 
 

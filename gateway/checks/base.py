@@ -125,3 +125,14 @@ class Check(ABC, Generic[P]):
         if answer.challenge is not Challenge.NONE:
             headers = (*answer.challenge_headers(description, scope), *headers)
         return Denial(answer.status, answer.error, description, reason.name, headers, self.name)
+
+
+def denial_for(reason: Reason, description: str, check: str, headers: tuple[tuple[str, str], ...] = (), *,
+            answer: Answer | None = None) -> Denial:
+    """A denial made outside a check (`gateway.reasons.REFUSALS`: the HTTP layer, the router, the engine),
+    answered as its reason declares (or as `answer` says, for a reason whose answer a setting chooses)."""
+    if answer is None:
+        answer = reason.answer
+    elif not reason.configurable:
+        raise UnregisteredReason(f"reason {reason.name!r} has a fixed answer")
+    return Denial(answer.status, answer.error, description, reason.name, headers, check)
