@@ -116,7 +116,7 @@ class JoseFamily:
         self.excluded = frozenset(excluded)
         self.by_code: dict[str, Reason] = {}
         self.attr = ""
-        """The attribute it is declared as in its table (`R.token[exc.reason]`)."""
+        """The attribute it is declared as in its table (looked up as `<table>.<attr>[exc.reason]`)."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.attr = name

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from gateway.checks import REGISTRY
 from gateway.checks.body_size import BodySize, BodySizeParams
@@ -133,7 +134,9 @@ def test_docs_list_the_jose_codes() -> None:
 
 
 def _sources() -> str:
-    return "\n".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "gateway").rglob("*.py")))
+    """The gateway's code but gateway/reasons.py (where the reasons are declared, not used)."""
+    return "\n".join(p.read_text(encoding="utf-8") for p in sorted((ROOT / "gateway").rglob("*.py"))
+                     if p != ROOT / "gateway" / "reasons.py")
 
 
 def test_every_reason_is_produced_somewhere() -> None:
@@ -196,3 +199,29 @@ def test_a_jose_family_answers_every_code_but_those_it_excludes() -> None:
     assert family["malformed"] is table.by_name["token_malformed"]  # declared once, also a JOSE code
     with pytest.raises(KeyError):
         family["jwks_unavailable"]
+
+
+def _expectations(node: object) -> list[dict[str, object]]:
+    if isinstance(node, dict):
+        found = [node["expect"]] if isinstance(node.get("expect"), dict) else []
+        return found + [e for v in node.values() for e in _expectations(v)]
+    if isinstance(node, list):
+        return [e for v in node for e in _expectations(v)]
+    return []
+
+
+def test_shipped_policy_tests_expect_registered_reasons() -> None:
+    """Every `reason` a shipped policy test case expects is registered (of its `check`, when the case names one),
+    with the status and error code the case expects."""
+    wrong, checked = [], 0
+    for path in sorted((ROOT / "policies").rglob("*_test.yaml")):
+        for expect in _expectations(yaml.safe_load(path.read_text(encoding="utf-8"))):
+            if "reason" not in expect:
+                continue
+            checked += 1
+            candidates = [r for check, table in registries() if expect.get("check", check) == check
+                          for r in table.all() if r.name == expect["reason"]]
+            if not any(r.configurable or (expect.get("status", r.status) == r.status
+                                          and expect.get("error", r.error) == r.error) for r in candidates):
+                wrong.append(f"{path.name}: {expect}")
+    assert checked > 20 and not wrong, (checked, wrong)
