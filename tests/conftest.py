@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.checks.services import Services, build_services
+from gateway.checks.services import Services
 from gateway.config import Settings
 from gateway.http.listener import ListenerRunner
 from gateway.http.server import Health, build_public_app
@@ -25,6 +25,7 @@ from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.loader import load_policies
 from gateway.policy.reload import PolicyHolder
+from gateway.runtime import Runtime, build_runtime
 
 ROOT = Path(__file__).resolve().parent.parent
 OPEN_POLICIES = ROOT / "tests" / "data" / "open_policies"
@@ -186,7 +187,7 @@ GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 @pytest.fixture
 async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
     """Start a gateway (public app + services + policies) in front of an upstream URL."""
-    started: list[RunningGateway] = []
+    started: list[tuple[RunningGateway, Runtime]] = []
 
     async def start(
         upstream_url: str,
@@ -199,21 +200,22 @@ async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGate
         overrides["policies"] = {"dir": str(policy_dir), "reload_interval_seconds": 0, **overrides.get("policies", {})}
         settings = make_settings(upstream_url, **overrides)
         metrics = metrics or Metrics()
-        services = build_services(settings, metrics)
-        await services.start()
+        runtime = build_runtime(settings, metrics)
+        services = runtime.services
+        await runtime.start()
         holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))
         audit = AuditLog("file", str(audit_path)) if audit_path is not None else None
         app = build_public_app(settings, metrics, Health(blockers={}), holder, audit)
         client = TestClient(GatewayTestServer(app, host="127.0.0.1"))
         await client.start_server()
         gw = RunningGateway(client, services, holder, metrics, settings, audit)
-        started.append(gw)
+        started.append((gw, runtime))
         return gw
 
     yield start
-    for gw in reversed(started):
+    for gw, runtime in reversed(started):
         await gw.client.close()
-        await gw.services.close()
+        await runtime.close()
         if gw.audit is not None:
             gw.audit.close()
 

@@ -22,6 +22,7 @@ from ..jose.errors import quoted
 from ..observability.logging import get_logger
 from ..reasons import Answer, Challenge, Reason
 from .base import Check, Denial, RequestView
+from .params import ParamError
 from .registration import (
     CLIENT_CERT_S256,
     SoftwareJwksReasons,
@@ -107,8 +108,6 @@ class ClientCertificate(Check[ClientCertificateParams]):
     __slots__ = ("_answer", "_certificates", "_format", "_header", "_keysets", "_proxies", "_url_policy")
 
     def __init__(self, params: ClientCertificateParams, services: Services) -> None:
-        from . import ParamError
-
         super().__init__(params, services)
         cfg = services.trust.client_certificate
         self._header = cfg.header

@@ -15,6 +15,7 @@ from ..jose.claims import ANY_VALUE, IDENTIFIER, NAME, STRINGS, TEXT, ClaimType,
 from ..jose.errors import quoted
 from ..reasons import JoseFamily, Reason
 from .base import Check, Denial, RequestView
+from .params import ParamError
 from .registration import (
     MAX_SSA_BYTES,
     ORG_ID,
@@ -86,8 +87,6 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
     __slots__ = ("_directories", "_rules")
 
     def __init__(self, params: SoftwareStatementParams, services: Services) -> None:
-        from . import ParamError
-
         super().__init__(params, services)
         configured = services.trust.directories
         names = params.directories or tuple(configured)
