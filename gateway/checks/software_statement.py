@@ -13,6 +13,7 @@ from ..config.schema import PositiveSeconds, StrictModel
 from ..jose import ClaimRules, JoseError, check_algorithm, check_typ, parse_compact, validate_claims, verify_signature
 from ..jose.claims import ANY_VALUE, IDENTIFIER, NAME, STRINGS, TEXT, ClaimType, read_claim
 from ..jose.errors import quoted
+from ..reasons import JoseFamily, Reason
 from .base import Check, Denial, RequestView
 from .params import ParamError
 from .registration import (
@@ -22,6 +23,7 @@ from .registration import (
     SOFTWARE_ROLES,
     SSA_CLAIMS,
     RegistrationError,
+    RequestBodyReasons,
     request_jws,
 )
 from .services import CONFIGURED_URLS, Services
@@ -44,6 +46,30 @@ class SoftwareStatementParams(StrictModel):
     """Refuse SSAs whose `iat` is older than this. Unset: no limit (OB sets no SSA lifetime)."""
 
 
+_INVALID: Final = "invalid_software_statement"
+_UNAPPROVED: Final = "unapproved_software_statement"
+
+
+class SoftwareStatementReasons(RequestBodyReasons):
+    """Why `software_statement` refuses: RFC 7591 invalid_ / unapproved_software_statement (400), the body's
+    structure (`request_*`, 400 invalid_client_metadata), or 503 when a trusted directory's keys are unavailable."""
+
+    ssa_missing = Reason(400, _INVALID)
+    ssa_malformed = Reason(400, _INVALID)
+    """Not a string, or not a compact JWS (the JOSE code `malformed`)."""
+    ssa = JoseFamily("ssa_", 400, _INVALID, excluded=("jwks_unavailable", "jwks_url_refused"))
+    """The SSA refused by the JOSE layer: `ssa_<jose code>`."""
+    ssa_too_old = Reason(400, _INVALID)
+    ssa_issuer_not_trusted = Reason(400, _UNAPPROVED)
+    ssa_org_not_active = Reason(400, _UNAPPROVED)
+    ssa_role_missing = Reason(400, _UNAPPROVED)
+    directory_jwks_unavailable = Reason(503, "temporarily_unavailable")
+    """The trusted directory's key set cannot be had (fail closed), with Retry-After."""
+
+
+R = SoftwareStatementReasons
+
+
 @dataclass(frozen=True, slots=True)
 class _Trusted:
     name: str
@@ -57,6 +83,7 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
     name = "software_statement"
     Params = SoftwareStatementParams
     produces = (SSA_CLAIMS, SOFTWARE_ID, ORG_ID, SOFTWARE_ROLES)
+    reasons = SoftwareStatementReasons
     needs_body = True
     __slots__ = ("_directories", "_rules")
 
@@ -80,35 +107,29 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
         """The trusted directories' key sets, for prefetching."""
         return tuple(t.directory.jwks_uri for t in self._directories.values())
 
-    def _invalid(self, reason: str, description: str) -> Denial:
-        return self.deny(400, "invalid_software_statement", description, reason)
-
-    def _unapproved(self, reason: str, description: str) -> Denial:
-        return self.deny(400, "unapproved_software_statement", description, reason)
-
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass with the SSA facts set, or refuse (400 invalid_/unapproved_software_statement)."""
         try:
             jws = request_jws(request)
         except RegistrationError as exc:
-            return self.deny(400, "invalid_client_metadata", exc.description, exc.reason)
+            return self.deny(exc.refusal, exc.description)
         raw = (jws.claims or {}).get("software_statement")
         if raw is None:
-            return self._invalid("ssa_missing", "the registration request has no software_statement claim")
+            return self.deny(R.ssa_missing, "the registration request has no software_statement claim")
         if not isinstance(raw, str):
-            return self._invalid("ssa_malformed", "software_statement must be a signed JWT (a string)")
+            return self.deny(R.ssa_malformed, "software_statement must be a signed JWT (a string)")
         try:
             ssa = parse_compact(raw, max_bytes=MAX_SSA_BYTES)
             # RFC 8725 §3.11 / OB Directory profile: typ JWT; checked before anything else costs a lookup.
             check_typ(ssa.header, "JWT")
         except JoseError as exc:
-            return self._invalid(f"ssa_{exc.reason}", f"software statement: {exc.description}")
+            return self.deny(R.ssa[exc.reason], f"software statement: {exc.description}")
         claims: Mapping[str, Any] = ssa.claims or {}
         iss = claims.get("iss")
         trusted = self._directories.get(iss) if isinstance(iss, str) else None
         if trusted is None:
-            return self._unapproved("ssa_issuer_not_trusted",
-                                    f"the software statement's issuer {quoted(iss)} is not a trusted directory")
+            return self.deny(R.ssa_issuer_not_trusted,
+                             f"the software statement's issuer {quoted(iss)} is not a trusted directory")
         try:
             # SECURITY: `none` and HS* are refused before any key lookup (alg confusion, RFC 8725 §3.1).
             check_algorithm(ssa, trusted.algorithms)
@@ -120,10 +141,10 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
         except JoseError as exc:
             if exc.reason in ("jwks_unavailable", "jwks_url_refused"):
                 # Our trust anchor is unreachable: not the TPP's fault, and never a reason to accept.
-                return self.deny(503, "temporarily_unavailable",
+                return self.deny(R.directory_jwks_unavailable,
                                  f"the keys of directory {trusted.name!r} are unavailable, retry later",
-                                 "directory_jwks_unavailable", (("Retry-After", "5"),))
-            return self._invalid(f"ssa_{exc.reason}", f"software statement: {exc.description}")
+                                 (("Retry-After", "5"),))
+            return self.deny(R.ssa[exc.reason], f"software statement: {exc.description}")
         denial = self._judge(claims, request.now)
         if denial is not None:
             return denial
@@ -139,19 +160,19 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
         limit = self.params.max_age_seconds
         iat = claims["iat"]  # validate_claims: present and a NumericDate
         if limit is not None and now - float(iat) > limit + self.services.trust.clock_skew_seconds:
-            return self._invalid("ssa_too_old", f"the software statement was issued more than {limit:g} seconds ago")
+            return self.deny(R.ssa_too_old, f"the software statement was issued more than {limit:g} seconds ago")
         problem = _shape_problem(claims, self.params.required_claims)
         if problem is not None:
-            return self._invalid(*problem)
+            return self.deny(*problem)
         status = claims.get("org_status")
         if status != ACTIVE:
             what = "has no org_status" if status is None else f"has org_status {quoted(status)}"
-            return self._unapproved("ssa_org_not_active",
-                                    f"the software statement {what}; only Active organisations may register")
+            return self.deny(R.ssa_org_not_active,
+                             f"the software statement {what}; only Active organisations may register")
         missing = sorted(set(self.params.required_roles) - set(claims["software_roles"]))
         if missing:
-            return self._unapproved("ssa_role_missing", "the software statement lacks the software_roles required "
-                                                        f"here: {', '.join(missing)}")
+            return self.deny(R.ssa_role_missing, "the software statement lacks the software_roles required "
+                                                 f"here: {', '.join(missing)}")
         return None
 
 
@@ -184,12 +205,12 @@ ALWAYS_REQUIRED: Final = ("software_id", "org_id", "software_jwks_endpoint", "so
                           "software_roles")
 
 
-def _shape_problem(claims: Mapping[str, Any], extra: tuple[str, ...]) -> tuple[str, str] | None:
+def _shape_problem(claims: Mapping[str, Any], extra: tuple[str, ...]) -> tuple[Reason, str] | None:
     """(reason, description) when a claim the DCR checks rely on is missing or of the wrong type."""
     try:
         for name in (*ALWAYS_REQUIRED, *extra):
             read_claim(claims, name, SSA_CLAIM_TYPES.get(name, ANY_VALUE), required=True)
         read_claim(claims, "org_status", SSA_CLAIM_TYPES["org_status"])
     except JoseError as exc:
-        return f"ssa_{exc.reason}", f"software statement: {exc.description}"
+        return R.ssa[exc.reason], f"software statement: {exc.description}"
     return None

@@ -8,7 +8,7 @@ outside `gateway.policy` and `gateway.checks` needs a check module.
 
 from __future__ import annotations
 
-from ..checks.base import Denial, RequestView
+from ..checks.base import Denial, RequestView, denial_for
 from ..checks.facts import FactHeaders, Facts
 from ..checks.services import Services
 from .engine import BodyLimits, CompiledPolicy, Decision, PolicySet
@@ -28,5 +28,6 @@ __all__ = [
     "PolicySet",
     "RequestView",
     "Services",
+    "denial_for",
     "load_policies",
 ]
