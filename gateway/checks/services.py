@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from ..config import Settings, TrustSettings
-from ..jose import JoseError, UrlPolicy, VerificationKey
+from ..jose import KeyProvider, UrlPolicy
 from ..jose.jwks_cache import JwksCache, JwksCacheSettings
 from ..observability.logging import get_logger
 from ..observability.metrics import Metrics
@@ -23,20 +22,6 @@ from .token_verifier import TokenVerifier
 CONFIGURED_URLS = UrlPolicy.build(allow_http=True, allow_private=True, allow_loopback=True)
 
 log = get_logger("state")
-
-
-class KeyProvider(Protocol):
-    """Where verification keys come from: the JWKS cache in production, static keys in `policy test`."""
-
-    async def get_key(self, uri: str, kid: str, *, policy: UrlPolicy | None = None) -> VerificationKey:
-        """The key `kid` of the key set at `uri`."""
-        ...
-
-    async def prefetch(
-        self, uris: Iterable[str], *, policy: UrlPolicy | None = None
-    ) -> dict[str, JoseError | None]:
-        """Warm the key sets; each URI's error or None."""
-        ...
 
 
 def _no_hook() -> None:
