@@ -15,8 +15,8 @@ from ..jose import (
     JwkSet,
     JwsVerifier,
     SigningKey,
+    StaticKeys,
     Trust,
-    UrlPolicy,
     VerificationKey,
     generate_signing_key,
     load_signing_key_pem,
@@ -153,13 +153,7 @@ class KeySet:
 
     def __init__(self, keys: JwkSet) -> None:
         self._keys = keys
-        self._verifier = JwsVerifier(locate=self._locate, max_bytes=MAX_JWS_BYTES)
-
-    async def _locate(self, issuer: str | None, jwks_uri: str, kid: str, policy: UrlPolicy | None) -> VerificationKey:
-        key = self._keys.get(kid)
-        if key is None:
-            raise JoseError("unknown_kid", f"no key with kid {kid!r}")
-        return key
+        self._verifier = JwsVerifier(StaticKeys({_OWN_KEYS: keys}), max_bytes=MAX_JWS_BYTES)
 
     @classmethod
     def of(cls, keys: Iterable[SigningKey]) -> KeySet:

@@ -15,8 +15,10 @@ from gateway.jose import (
     FAPI_ALGORITHMS,
     ClaimRules,
     JoseError,
+    JwksCache,
     JwkSet,
     JwsVerifier,
+    KeyProvider,
     StaticKeys,
     Trust,
     UrlPolicy,
@@ -249,3 +251,10 @@ def test_exactly_one_key_source() -> None:
         JwsVerifier()
     with pytest.raises(ValueError):
         JwsVerifier(StaticKeys(), locate=Locator(JwkSet()))
+
+
+def test_one_key_provider_protocol() -> None:
+    """The JWKS cache and StaticKeys are both the one KeyProvider (what Services.keys holds)."""
+    assert isinstance(JwksCache(), KeyProvider)
+    assert isinstance(StaticKeys(), KeyProvider)
+    assert not isinstance(object(), KeyProvider)
