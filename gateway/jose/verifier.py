@@ -190,7 +190,10 @@ class JwsVerifier:
     ) -> None:
         if (keys is None) == (locate is None):
             raise ValueError("give exactly one of keys (a KeyProvider) or locate (a KeyLocator)")
-        self._locate: KeyLocator = locate if locate is not None else provider_locator(keys)  # type: ignore[arg-type]
+        if locate is None:
+            assert keys is not None
+            locate = provider_locator(keys)
+        self._locate = locate
         self.max_bytes = max_bytes
         self.typ = typ
         self.understood_crit = understood_crit
