@@ -124,3 +124,23 @@ def test_one_verifier_class() -> None:
     classes = {n.name for _, tree in modules(JOSE) for n in ast.walk(tree) if isinstance(n, ast.ClassDef)
                and n.name.endswith("Verifier")}
     assert classes == {"JwsVerifier"}
+
+
+def test_every_verifying_caller_goes_through_the_one_path() -> None:
+    """The token, SSA and registration-request checks and the sandbox build a JwsVerifier; `policy test` serves
+    its generated keys with the one StaticKeys."""
+    users = {
+        "checks/token_verifier.py": "JwsVerifier",
+        "checks/software_statement.py": "JwsVerifier",
+        "checks/registration_request.py": "JwsVerifier",
+        "sandbox/crypto.py": "JwsVerifier",
+        "policy/testing.py": "StaticKeys",
+    }
+    for module, name in users.items():
+        tree = ast.parse((GATEWAY / module).read_text(encoding="utf-8"))
+        calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+                 and n.func.id == name]
+        assert calls, f"{module} does not build a {name}"
+    definitions = [f"{p.relative_to(GATEWAY)}" for p, tree in modules(GATEWAY) for n in ast.walk(tree)
+                   if isinstance(n, ast.ClassDef) and n.name in {"StaticKeys", "SigningKey", "KeyProvider"}]
+    assert sorted(definitions) == ["jose/keys.py", "jose/verifier.py", "jose/verifier.py"]
