@@ -15,16 +15,19 @@ an unverified payload except to find the key that will verify it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..config import TrustSettings
-from ..jose import CompactJWS, JoseError, JoseReason, UrlPolicy, parse_compact
+from ..jose import CompactJWS, JoseError, JoseReason, KeyLocator, UrlPolicy, VerificationKey, parse_compact
 from ..jose.encoding import json_loads_strict
 from ..reasons import JoseFamily, Reason, Reasons
 from .base import RequestView
 from .facts import Fact, Facts, header_text, same
+
+if TYPE_CHECKING:
+    from .services import Services
 
 
 def _jti(claims: Mapping[str, Any]) -> str | None:
@@ -179,3 +182,13 @@ def software_jwks_failure(exc: JoseError) -> tuple[Reason, str]:
         return SoftwareJwksReasons.software_jwks_unavailable, f"the software statement's key set could not be " \
                                                               f"fetched: {exc.description}"
     return SoftwareJwksReasons.request[exc.reason], f"registration request: {exc.description}"
+
+
+def services_locator(services: Services) -> KeyLocator:
+    """The key locator of the DCR checks: `services.keys` as it is when the key is needed (tests swap in a traced
+    JWKS cache after the policy set is built)."""
+
+    async def locate(issuer: str | None, jwks_uri: str, kid: str, policy: UrlPolicy | None) -> VerificationKey:
+        return await services.keys.get_key(jwks_uri, kid, policy=policy)
+
+    return locate

@@ -10,7 +10,7 @@ from typing import Final, Literal
 from pydantic import Field
 
 from ..config.schema import PositiveSeconds, StrictModel
-from ..jose import JoseError, UrlPolicy, allow_list, check_algorithm, check_typ, validate_claims, verify_signature
+from ..jose import JoseError, JwsVerifier, Trust, UrlPolicy, allow_list
 from ..jose.claims import ClaimRules
 from ..jose.errors import quoted
 from ..reasons import Reason
@@ -21,6 +21,7 @@ from .registration import (
     RequestBodyReasons,
     SoftwareJwksReasons,
     request_jws,
+    services_locator,
     software_jwks_failure,
     software_jwks_policy,
     ssa_claims_of,
@@ -66,7 +67,7 @@ class RegistrationRequest(Check[RegistrationRequestParams]):
     produces = (REGISTRATION_CLAIMS,)
     reasons = RegistrationRequestReasons
     needs_body = True
-    __slots__ = ("_algorithms", "_rules", "_url_policy")
+    __slots__ = ("_algorithms", "_rules", "_url_policy", "_verifier")
 
     def __init__(self, params: RegistrationRequestParams, services: Services) -> None:
         super().__init__(params, services)
@@ -79,6 +80,8 @@ class RegistrationRequest(Check[RegistrationRequestParams]):
             max_lifetime_seconds=params.max_lifetime_seconds,
             require=("iss", "aud", "iat", "exp", "jti"),
         )
+        # The one JWS path (gateway/jose/verifier.py); the request is parsed (and memoised) by request_jws.
+        self._verifier = JwsVerifier(locate=services_locator(services))
 
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass with `registration_claims` set, or refuse with 400 invalid_client_metadata."""
@@ -91,27 +94,17 @@ class RegistrationRequest(Check[RegistrationRequestParams]):
         except RegistrationError as exc:
             return self.deny(exc.refusal, exc.description)
         claims = jws.claims or {}
+        # SECURITY: the key comes only from the key set the directory-signed SSA names (holder-of-key proof, OB
+        # Directory "Request Validation" 2), fetched through the SSRF guard of trust.software_jwks. The one path
+        # applies the allow-list before any key lookup, so `none`, HS256-with-the-RSA-key (algorithm confusion)
+        # and RS256 never cause a fetch (RFC 8725 §3.1, FAPI 1.0 Part 2 §8.6).
+        trust = Trust(algorithms=self._algorithms, jwks_uri=ssa["software_jwks_endpoint"], rules=self._rules,
+                      issuer=ssa["software_id"], url_policy=self._url_policy, typ=self.params.typ)
         try:
-            # SECURITY: the allow-list is applied before any key lookup, so `none`, HS256-with-the-RSA-key
-            # (algorithm confusion) and RS256 never cause a fetch (RFC 8725 §3.1, FAPI 1.0 Part 2 §8.6).
-            check_algorithm(jws, self._algorithms)
-            if jws.kid is None:
-                raise JoseError("missing_kid", "JWS header must contain a 'kid'")
-            if self.params.typ is not None:
-                check_typ(jws.header, self.params.typ)
+            await self._verifier.verify(jws, trust, now=request.now)
         except JoseError as exc:
-            return self.deny(R.request[exc.reason], f"registration request: {exc.description}")
-        try:
-            # SECURITY: the key comes only from the key set the directory-signed SSA names (holder-of-key proof,
-            # OB Directory "Request Validation" 2), fetched through the SSRF guard of trust.software_jwks.
-            key = await self.services.keys.get_key(ssa["software_jwks_endpoint"], jws.kid, policy=self._url_policy)
-        except JoseError as exc:
+            # request_<reason>, or software_jwks_url_refused / software_jwks_unavailable for the key set itself.
             return self.deny(*software_jwks_failure(exc))
-        try:
-            verify_signature(jws, key, self._algorithms)
-            validate_claims(claims, self._rules, request.now)
-        except JoseError as exc:
-            return self.deny(R.request[exc.reason], f"registration request: {exc.description}")
         software_id = ssa["software_id"]
         if claims["iss"] != software_id:
             # OB DCR 3.1 data dictionary: for OB Directory SSAs, iss is the SSA's software_id.

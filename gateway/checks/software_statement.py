@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from ..config import Directory
 from ..config.schema import PositiveSeconds, StrictModel
-from ..jose import ClaimRules, JoseError, check_algorithm, check_typ, parse_compact, validate_claims, verify_signature
+from ..jose import ClaimRules, JoseError, JwsVerifier, Trust
 from ..jose.claims import ANY_VALUE, IDENTIFIER, NAME, STRINGS, TEXT, ClaimType, read_claim
 from ..jose.errors import quoted
 from ..reasons import JoseFamily, Reason
@@ -25,6 +25,7 @@ from .registration import (
     RegistrationError,
     RequestBodyReasons,
     request_jws,
+    services_locator,
 )
 from .services import CONFIGURED_URLS, Services
 
@@ -74,7 +75,7 @@ R = SoftwareStatementReasons
 class _Trusted:
     name: str
     directory: Directory
-    algorithms: frozenset[str]
+    trust: Trust
 
 
 class SoftwareStatement(Check[SoftwareStatementParams]):
@@ -85,23 +86,27 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
     produces = (SSA_CLAIMS, SOFTWARE_ID, ORG_ID, SOFTWARE_ROLES)
     reasons = SoftwareStatementReasons
     needs_body = True
-    __slots__ = ("_directories", "_rules")
+    __slots__ = ("_directories", "_verifier")
 
     def __init__(self, params: SoftwareStatementParams, services: Services) -> None:
         super().__init__(params, services)
         configured = services.trust.directories
         names = params.directories or tuple(configured)
+        rules = ClaimRules.build(leeway_seconds=services.trust.clock_skew_seconds, require=("iss", "iat"))
         trusted: dict[str, _Trusted] = {}
         for i, name in enumerate(names):
             if name not in configured:
                 valid = ", ".join(sorted(configured)) or "none configured"
                 raise ParamError(["directories", i], f"unknown directory {name!r} (config trust.directories: {valid})")
             d = configured[name]
-            trusted[d.issuer] = _Trusted(name, d, frozenset(d.algorithms))
+            trusted[d.issuer] = _Trusted(name, d, Trust(algorithms=frozenset(d.algorithms), jwks_uri=d.jwks_uri,
+                                                        rules=rules, issuer=d.issuer, url_policy=CONFIGURED_URLS))
         # With no directory configured every SSA is refused as untrusted at request time (fail closed), while
         # the policy set still loads (e.g. `policy lint` with a config that has no trust anchors yet).
         self._directories = trusted
-        self._rules = ClaimRules.build(leeway_seconds=services.trust.clock_skew_seconds, require=("iss", "iat"))
+        # The one JWS path (gateway/jose/verifier.py). RFC 8725 §3.11 / OB Directory profile: typ JWT, the fixed
+        # typ checked right after the parse, before anything else costs a lookup.
+        self._verifier = JwsVerifier(locate=services_locator(services), max_bytes=MAX_SSA_BYTES, typ="JWT")
 
     def jwks_uris(self) -> tuple[str, ...]:
         """The trusted directories' key sets, for prefetching."""
@@ -119,9 +124,7 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
         if not isinstance(raw, str):
             return self.deny(R.ssa_malformed, "software_statement must be a signed JWT (a string)")
         try:
-            ssa = parse_compact(raw, max_bytes=MAX_SSA_BYTES)
-            # RFC 8725 §3.11 / OB Directory profile: typ JWT; checked before anything else costs a lookup.
-            check_typ(ssa.header, "JWT")
+            ssa = self._verifier.parse(raw)
         except JoseError as exc:
             return self.deny(R.ssa[exc.reason], f"software statement: {exc.description}")
         claims: Mapping[str, Any] = ssa.claims or {}
@@ -131,13 +134,8 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
             return self.deny(R.ssa_issuer_not_trusted,
                              f"the software statement's issuer {quoted(iss)} is not a trusted directory")
         try:
-            # SECURITY: `none` and HS* are refused before any key lookup (alg confusion, RFC 8725 §3.1).
-            check_algorithm(ssa, trusted.algorithms)
-            if ssa.kid is None:
-                raise JoseError("missing_kid", "JWS header must contain a 'kid'")
-            key = await self.services.keys.get_key(trusted.directory.jwks_uri, ssa.kid, policy=CONFIGURED_URLS)
-            verify_signature(ssa, key, trusted.algorithms)
-            validate_claims(claims, self._rules, request.now)
+            # alg allow-list (before any key lookup), kid, the directory's key, signature, claims: in that order.
+            await self._verifier.verify(ssa, trusted.trust, now=request.now)
         except JoseError as exc:
             if exc.reason in ("jwks_unavailable", "jwks_url_refused"):
                 # Our trust anchor is unreachable: not the TPP's fault, and never a reason to accept.
