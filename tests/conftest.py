@@ -25,6 +25,7 @@ from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.loader import load_policies
 from gateway.policy.reload import PolicyHolder
+from tests.tiers import pytest_collection_modifyitems, pytest_runtest_protocol  # noqa: F401  (the tier hooks)
 
 ROOT = Path(__file__).resolve().parent.parent
 OPEN_POLICIES = ROOT / "tests" / "data" / "open_policies"
