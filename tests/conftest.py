@@ -21,6 +21,7 @@ from gateway.checks.services import Services, build_services
 from gateway.config import Settings
 from gateway.http.listener import ListenerRunner
 from gateway.http.server import Health, build_public_app
+from gateway.jose import JwksCache
 from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.loader import load_policies
@@ -186,7 +187,8 @@ GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 @pytest.fixture
 async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
-    """Start a gateway (public app + services + policies) in front of an upstream URL."""
+    """Start a gateway (public app + services + policies) in front of an upstream URL; `jwks_cache` replaces the
+    one the settings would build (a test's cache on a clock it moves)."""
     started: list[RunningGateway] = []
 
     async def start(
@@ -195,12 +197,15 @@ async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGate
         policy_dir: Path = OPEN_POLICIES,
         metrics: Metrics | None = None,
         audit_path: Path | None = None,
+        jwks_cache: JwksCache | None = None,
         **overrides: Any,
     ) -> RunningGateway:
         overrides["policies"] = {"dir": str(policy_dir), "reload_interval_seconds": 0, **overrides.get("policies", {})}
         settings = make_settings(upstream_url, **overrides)
         metrics = metrics or Metrics()
-        services = build_services(settings, metrics)
+        services = build_services(settings, metrics, keys=jwks_cache)
+        if jwks_cache is not None:  # the test's own cache (e.g. on a clock it moves): started and closed with these
+            services.jwks_cache = jwks_cache
         await services.start()
         holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))
         audit = AuditLog("file", str(audit_path)) if audit_path is not None else None
