@@ -750,7 +750,7 @@ async def test_unfinished_head_behind_a_request_is_closed(harness: Harness, when
             up.hold = asyncio.Event()
             writer.write(request("GET", "/echo", [(MARKER, mark)]))
             await writer.drain()
-            await asyncio.sleep(SETTLE)  # the first request is with the upstream, held
+            await eventually(lambda: mark in up.started, "the first request to be with the upstream, held")
             writer.write(partial)
             await writer.drain()
             await asyncio.sleep(SETTLE)
