@@ -42,6 +42,18 @@ PROCESS_TESTS: dict[str, frozenset[str]] = {
         "test_cli_exits_nonzero_with_one_message_and_no_traceback",
         "test_config_check_command",
     }),
+    "helm/test_config_and_policies.py": frozenset({
+        "test_rendered_config_passes_config_check",
+        "test_rendered_policies_pass_policy_lint",
+        "test_shipped_policy_tests_pass_with_the_rendered_sandbox_config",
+        "test_the_checks_can_fail",
+    }),
+    "helm/test_dockerfile.py": frozenset({
+        "test_image_default_config_passes_config_check_and_lints_the_policies",
+    }),
+    "helm/test_scaling.py": frozenset({
+        "test_rendered_production_config_passes_config_check_only_with_the_pod_env",
+    }),
     "observability/test_audit.py": frozenset({
         "test_audit_verify_cli",
     }),
