@@ -10,8 +10,8 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, Settings, check_workers, load_settings
 from .observability.logging import configure_logging
-from .policy.loader import PolicyError
-from .runtime import run_async
+from .policy.loader import PolicyError, compile_policies, read_source
+from .runtime import build_runtime, run_async
 
 
 def _load(args: argparse.Namespace) -> Settings:
@@ -68,11 +68,8 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
         print(f"{name}: ok (policies.dir {directory} not found here, not checked: "
               f"run dcr-gateway policy lint DIR --config {name})")
         return 0
-    from .checks.services import build_services
-    from .policy.loader import compile_policies, read_source
-
     configure_logging("auto", "warning")
-    policy_set = compile_policies(read_source(directory), build_services(settings, None),
+    policy_set = compile_policies(read_source(directory), build_runtime(settings, None).services,
                                   unmatched_status=settings.policies.unmatched_status)
     print(f"{name}: ok; {directory}: {len(policy_set.policies)} policies ok")
     return 0

@@ -1,16 +1,33 @@
-"""The process: the event loop every command runs on, and (as it grows) the wiring of what one process shares."""
+"""The process: the event loop every command runs on, and the wiring of what one process shares.
+
+`build_runtime` builds, once per process, what the checks of every policy-set version share: the state store
+`state.backend` names (with its circuit breaker), the JWKS cache, the revocations, the token verifier and
+the metric hooks, assembled into `Services`. `Runtime.start()` starts them in that order before the first
+request; `Runtime.close()` closes them in the reverse order after the last one. A new state-store backend
+is a module in gateway/state/ and a line in its `BACKENDS` table; nothing here or in the checks changes.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .checks.revocation import OnRevoke, Revocations
+from .checks.services import CONFIGURED_URLS, KeyProvider, Services
+from .checks.token_verifier import TokenVerifier
+from .config import Settings
+from .jose.jwks_cache import JwksCache, JwksCacheSettings
+from .observability.metrics import Metrics
+from .state import BreakerState, ErrorKind, StoreEvents, build_store
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when the `speed` extra is installed, else the default loop."""
     try:
-        import uvloop
+        import uvloop  # optional dependency (the `speed` extra): imported only where it is used
     except ImportError:
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
@@ -21,3 +38,118 @@ def run_async(coro: Coroutine[Any, Any, int]) -> int:
     """Run a coroutine to completion on the fastest available loop."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(coro)
+
+
+class Resource(Protocol):
+    """Something the process opens once at start and closes once at exit."""
+
+    async def start(self) -> None:
+        """Open it (before the first request)."""
+        ...
+
+    async def close(self) -> None:
+        """Release it (after the last request); it is unusable afterwards."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """One process's shared services and the resources behind them, in the order they start."""
+
+    services: Services
+    resources: tuple[Resource, ...]
+
+    async def start(self) -> None:
+        """Start every resource, in order (JWKS cache, state store, token verifier)."""
+        for resource in self.resources:
+            await resource.start()
+
+    async def close(self) -> None:
+        """Close every resource, in the reverse order."""
+        for resource in reversed(self.resources):
+            await resource.close()
+
+
+def build_runtime(settings: Settings, metrics: Metrics | None, *, clock: Callable[[], float] = time.time) -> Runtime:
+    """The production runtime: the JWKS cache and the configured state store, reporting to `metrics`.
+
+    Building opens nothing (config check and policy lint build it only to compile policies); `start()` does.
+    """
+    j = settings.trust.jwks
+    cache = JwksCache(
+        policy=CONFIGURED_URLS,
+        settings=JwksCacheSettings(
+            ttl_seconds=j.ttl_seconds,
+            min_refetch_interval_seconds=j.min_refetch_interval_seconds,
+            stale_max_seconds=j.stale_max_seconds,
+            fetch_timeout_seconds=j.timeout_seconds,
+            max_bytes=j.max_bytes,
+        ),
+        on_event=metrics.jwks_event if metrics is not None else None,
+    )
+    return _assemble(settings, metrics, cache, (cache,), clock)
+
+
+def build_offline_runtime(
+    settings: Settings, keys: KeyProvider, *, clock: Callable[[], float] = time.time
+) -> Runtime:
+    """The same services on keys the caller holds instead of the JWKS cache (`policy test`'s generated keys):
+    nothing is fetched, and the keys are the caller's to close. No metrics."""
+    return _assemble(settings, None, keys, (), clock)
+
+
+def _assemble(
+    settings: Settings,
+    metrics: Metrics | None,
+    keys: KeyProvider,
+    owned: tuple[Resource, ...],
+    clock: Callable[[], float],
+) -> Runtime:
+    trust = settings.trust
+    store = build_store(settings.state, _store_events(metrics))
+    revocations = Revocations(store, client_ttl_seconds=trust.revocation_ttl_seconds,
+                              skew_seconds=trust.clock_skew_seconds, on_revoke=_on_revoke(metrics))
+    tokens = TokenVerifier(keys, skew_seconds=trust.clock_skew_seconds, clock=clock)
+    services = Services(trust=trust, keys=keys, store=store, revocations=revocations, tokens=tokens, clock=clock,
+                        check_modes=dict(settings.policies.check_modes), on_replay=_on_replay(metrics),
+                        on_fail_open=_on_fail_open(metrics))
+    return Runtime(services, (*owned, store, tokens))
+
+
+def _store_events(metrics: Metrics | None) -> StoreEvents:
+    """The store's breaker transitions and failed calls, counted."""
+    if metrics is None:
+        return StoreEvents()
+    breaker, errors = metrics.state_breaker, metrics.state_errors
+
+    def on_breaker_change(state: BreakerState) -> None:
+        breaker.labels(state).inc()
+
+    def on_error(kind: ErrorKind) -> None:
+        errors.labels(kind).inc()
+
+    return StoreEvents(on_breaker_change=on_breaker_change, on_error=on_error)
+
+
+def _nothing() -> None:
+    """A hook nobody listens to."""
+
+
+def _on_replay(metrics: Metrics | None) -> Callable[[], None]:
+    return metrics.replay_rejected if metrics is not None else _nothing
+
+
+def _on_revoke(metrics: Metrics | None) -> OnRevoke | None:
+    return metrics.revoked if metrics is not None else None
+
+
+def _on_fail_open(metrics: Metrics | None) -> Callable[[str, str], None] | None:
+    """Counts the checks passed over because the store was down, by policy and check."""
+    if metrics is None:
+        return None
+    fail_open = metrics.state_fail_open
+
+    def on_fail_open(policy: str, check: str) -> None:
+        fail_open.labels(policy, check).inc()
+
+    return on_fail_open

@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.checks.services import Services, build_services
+from gateway.checks.services import Services
 from gateway.config import Settings
 from gateway.http.listener import ListenerRunner
 from gateway.http.server import Health, build_public_app
@@ -26,6 +26,7 @@ from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.loader import load_policies
 from gateway.policy.reload import PolicyHolder
+from gateway.runtime import Runtime, build_offline_runtime, build_runtime
 from tests.tiers import pytest_collection_modifyitems, pytest_runtest_protocol  # noqa: F401  (the tier hooks)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -188,8 +189,8 @@ GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 @pytest.fixture
 async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
     """Start a gateway (public app + services + policies) in front of an upstream URL; `jwks_cache` replaces the
-    one the settings would build (a test's cache on a clock it moves)."""
-    started: list[RunningGateway] = []
+    one the settings would build (a test's cache on a clock it moves; the services then report no metrics)."""
+    started: list[tuple[RunningGateway, Runtime]] = []
 
     async def start(
         upstream_url: str,
@@ -203,23 +204,26 @@ async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGate
         overrides["policies"] = {"dir": str(policy_dir), "reload_interval_seconds": 0, **overrides.get("policies", {})}
         settings = make_settings(upstream_url, **overrides)
         metrics = metrics or Metrics()
-        services = build_services(settings, metrics, keys=jwks_cache)
-        if jwks_cache is not None:  # the test's own cache (e.g. on a clock it moves): started and closed with these
-            services.jwks_cache = jwks_cache
-        await services.start()
+        if jwks_cache is None:
+            runtime = build_runtime(settings, metrics)
+        else:  # the test's own cache, started and closed with the rest
+            offline = build_offline_runtime(settings, jwks_cache)
+            runtime = Runtime(offline.services, (jwks_cache, *offline.resources))
+        services = runtime.services
+        await runtime.start()
         holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))
         audit = AuditLog("file", str(audit_path)) if audit_path is not None else None
         app = build_public_app(settings, metrics, Health(blockers={}), holder, audit)
         client = TestClient(GatewayTestServer(app, host="127.0.0.1"))
         await client.start_server()
         gw = RunningGateway(client, services, holder, metrics, settings, audit)
-        started.append(gw)
+        started.append((gw, runtime))
         return gw
 
     yield start
-    for gw in reversed(started):
+    for gw, runtime in reversed(started):
         await gw.client.close()
-        await gw.services.close()
+        await runtime.close()
         if gw.audit is not None:
             gw.audit.close()
 

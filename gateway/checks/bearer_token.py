@@ -11,6 +11,7 @@ from ..config import TokenIssuer
 from ..config.schema import NonNegativeSeconds, StrictModel
 from ..jose import JoseError
 from .base import Check, Denial, RequestView
+from .params import ParamError
 from .services import Services
 from .token import TOKEN_FACT, VerifiedToken
 
@@ -53,8 +54,6 @@ class BearerToken(Check[BearerTokenParams]):
     __slots__ = ("_issuers", "_required")
 
     def __init__(self, params: BearerTokenParams, services: Services) -> None:
-        from . import ParamError
-
         super().__init__(params, services)
         configured = services.trust.token_issuers
         issuers: dict[str, tuple[str, TokenIssuer]] = {}

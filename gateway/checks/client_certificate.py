@@ -22,6 +22,7 @@ from ..jose.errors import quoted
 from ..observability.logging import get_logger
 from .base import Check, Denial, RequestView
 from .bearer_token import bearer_challenge
+from .params import ParamError
 from .registration import (
     CLIENT_CERT_S256,
     registration_claims_of,
@@ -83,8 +84,6 @@ class ClientCertificate(Check[ClientCertificateParams]):
     __slots__ = ("_certificates", "_format", "_header", "_keysets", "_proxies", "_url_policy")
 
     def __init__(self, params: ClientCertificateParams, services: Services) -> None:
-        from . import ParamError
-
         super().__init__(params, services)
         cfg = services.trust.client_certificate
         self._header = cfg.header

@@ -14,6 +14,7 @@ from ..jose import ClaimRules, JoseError, check_algorithm, check_typ, parse_comp
 from ..jose.claims import ANY_VALUE, IDENTIFIER, NAME, STRINGS, TEXT, ClaimType, read_claim
 from ..jose.errors import quoted
 from .base import Check, Denial, RequestView
+from .params import ParamError
 from .registration import (
     MAX_SSA_BYTES,
     ORG_ID,
@@ -59,8 +60,6 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
     __slots__ = ("_directories", "_rules")
 
     def __init__(self, params: SoftwareStatementParams, services: Services) -> None:
-        from . import ParamError
-
         super().__init__(params, services)
         configured = services.trust.directories
         names = params.directories or tuple(configured)

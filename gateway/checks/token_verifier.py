@@ -16,6 +16,7 @@ from ..config import TokenIssuer
 from ..jose import ClaimRules, JoseError, check_algorithm, parse_compact, validate_claims, verify_signature
 from ..jose.claims import CLIENT_ID, NUMERIC_DATE, TOKEN_SCOPE, check_typ, read_claim
 from ..jose.encoding import json_loads_strict
+from .key_urls import CONFIGURED_URLS
 from .token import VerifiedToken
 
 if TYPE_CHECKING:
@@ -110,8 +111,6 @@ class TokenVerifier:
         (`unknown_kid`, `jwks_unavailable`, …) when the key set no longer has the kid or cannot be had."""
         if cached.jwks_uri is None or cached.token.kid is None:
             return True  # introspected: the answer's own cache bound applies
-        from .services import CONFIGURED_URLS
-
         key = await self._keys.get_key(cached.jwks_uri, cached.token.kid, policy=CONFIGURED_URLS)
         return key.thumbprint == cached.thumbprint
 
@@ -145,8 +144,6 @@ class TokenVerifier:
         typ = jws.header.get("typ")
         if not any(_typ_ok(typ, expected) for expected in issuer.token_types):
             raise JoseError("typ_mismatch", f"typ header must be one of: {', '.join(issuer.token_types)}")
-        from .services import CONFIGURED_URLS
-
         key = await self._keys.get_key(issuer.jwks_uri, jws.kid, policy=CONFIGURED_URLS)
         verify_signature(jws, key, algorithms)
         validate_claims(claims, self._claim_rules(issuer), now)

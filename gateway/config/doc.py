@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .settings import ENV_PREFIX, Settings
+from .settings import ENV_PREFIX, Settings, TokenIssuer
 
 _HEADER = """# Configuration reference
 
@@ -51,8 +51,6 @@ def _rows(model: type[BaseModel], prefix: str, defaults: BaseModel | None = None
         if sub is not None:
             rows.extend(_rows(sub, key + ".", value if isinstance(value, BaseModel) else None))
         elif name == "token_issuers":
-            from .settings import TokenIssuer
-
             rows.extend(_rows(TokenIssuer, key + ".<name>."))
     return rows
 

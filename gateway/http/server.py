@@ -17,7 +17,7 @@ from aiohttp import web
 from ..checks.base import Denial, RequestView
 from ..checks.rate_limit import rate_limit_headers
 from ..checks.registration import registration_claims_of
-from ..checks.services import Services, build_services
+from ..checks.services import Services
 from ..checks.token import token_of
 from ..config import Settings
 from ..errors import GatewayError, error_response, http_exception_response, server_error_response
@@ -28,6 +28,7 @@ from ..observability.metrics import CONTENT_TYPE, Metrics
 from ..policy.engine import CompiledPolicy, Decision
 from ..policy.loader import load_policies
 from ..policy.reload import PolicyHolder, PolicyReloader
+from ..runtime import build_runtime
 from .addresses import ProxyTrust
 from .context import CTX, RequestContext
 from .inbound import BodyLimits, InboundRules, content_codings, encoding_refusal
@@ -461,7 +462,8 @@ async def serve(settings: Settings, extra: list[Listener] | None = None, *, work
         if worker_index is not None:
             path = path.with_name(f"{path.stem}.w{worker_index}{path.suffix}")
         audit = AuditLog(settings.audit.sink, str(path), on_write=metrics.audit_written)
-    services = build_services(settings, metrics)
+    runtime = build_runtime(settings, metrics)
+    services = runtime.services
     policy_dir = settings.resolve_path(settings.policies.dir)
     holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))
     metrics.set_policy_version(holder.current.version, len(holder.current.policies))
@@ -485,7 +487,7 @@ async def serve(settings: Settings, extra: list[Listener] | None = None, *, work
     drain = settings.shutdown.drain_timeout_seconds
     reuse_port = worker_index is not None
     runners: list[tuple[str, web.AppRunner]] = []
-    await services.start()
+    await runtime.start()
     try:
         admin_runner, admin_port = await _start(admin, drain, reuse_port)
         runners.append(("admin", admin_runner))
@@ -512,7 +514,7 @@ async def serve(settings: Settings, extra: list[Listener] | None = None, *, work
         for name, runner in reversed(runners):
             await runner.cleanup()
             log.info("listener_stopped", listener=name)
-        await services.close()
+        await runtime.close()
         if audit is not None:
             audit.close()
     log.info("shutdown_complete")

@@ -8,8 +8,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..checks.services import Services
 from ..config import Settings, load_settings
 from ..observability.logging import configure_logging
+from ..runtime import build_runtime
 from .loader import PolicyError, compile_policies, read_source
 
 
@@ -23,10 +25,9 @@ def _directory(args: argparse.Namespace, settings: Settings) -> Path:
     return Path(args.dir) if args.dir else settings.resolve_path(settings.policies.dir)
 
 
-def _offline_services(settings: Settings) -> Any:
-    from ..checks.services import build_services
-
-    return build_services(settings, None)
+def _offline_services(settings: Settings) -> Services:
+    """The services policies compile against (never started: nothing is fetched or opened)."""
+    return build_runtime(settings, None).services
 
 
 def cmd_lint(args: argparse.Namespace) -> int:

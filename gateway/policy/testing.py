@@ -27,7 +27,7 @@ from multidict import CIMultiDict
 from pydantic import ValidationError
 
 from ..checks.base import RequestView
-from ..checks.services import Services, build_services
+from ..checks.services import Services
 from ..config import Directory, Settings, TokenIssuer
 from ..config.schema import iter_errors
 from ..config.yamlsource import YamlSourceError, parse_yaml
@@ -44,6 +44,7 @@ from ..jose import (
     sign_jwt,
 )
 from ..jose.encoding import b64url_encode, json_dumps_compact
+from ..runtime import build_offline_runtime
 from .engine import Decision, PolicySet
 from .loader import PolicyError, PolicySource, compile_policies, read_source
 from .model import ClientCertSpec, RegistrationSpec, TestCase, TestFile
@@ -317,11 +318,11 @@ async def _decide(policy_set: PolicySet, view: RequestView) -> Decision:
 
 async def _run_case(case: TestCase, settings: Settings, source: PolicySource, run: _Run) -> tuple[bool, str]:
     # Each case gets fresh services: no revocation, replay entry or cached token leaks into the next case.
-    services = build_services(settings, None, keys=run.keys)
+    runtime = build_offline_runtime(settings, run.keys)
     try:
-        return await _evaluate_case(case, settings, source, run, services)
+        return await _evaluate_case(case, settings, source, run, runtime.services)
     finally:
-        await services.close()
+        await runtime.close()
 
 
 async def _evaluate_case(case: TestCase, settings: Settings, source: PolicySource, run: _Run,
@@ -379,7 +380,7 @@ async def run_cases(settings: Settings, directory: Path) -> list[CaseResult]:
     """Run every case of every `*_test.yaml` file; policy or case-file errors are failures too."""
     source = read_source(directory)
     run = _Run.create(settings, time.time())
-    compile_policies(source, build_services(settings, None, keys=run.keys))
+    compile_policies(source, build_offline_runtime(settings, run.keys).services)
     results: list[CaseResult] = []
     for path, text in source.tests:
         try:

@@ -26,9 +26,13 @@ from typing import Literal
 
 import structlog
 
-from .store import StoreUnavailable
+from ..config.settings import StateSettings
+from .store import StoreEvents, StoreUnavailable
 
 _log = structlog.get_logger(__name__)
+
+MAX_ENTRIES = 500_000
+"""Entries the gateway's in-memory store holds (about 100 MB at most) before it refuses new ones."""
 
 _Key = tuple[str, str]
 
@@ -99,7 +103,21 @@ class MemoryStore:
         self._closed = False
         self._sweeper: asyncio.Task[None] | None = None
 
+    @classmethod
+    def from_settings(cls, settings: StateSettings, events: StoreEvents) -> MemoryStore:
+        """The gateway's in-memory store: `MAX_ENTRIES` at most, refusing new entries when full."""
+        # SECURITY: fail closed when full. Evicting would silently forget unexpired revocations and replay
+        # entries (a flood of rate-limit keys could then revive a revoked token); refusing makes the checks
+        # that need the store answer 503 instead, as they do when Redis is down.
+        return cls(max_entries=MAX_ENTRIES, on_full="refuse")
+
     # -- StateStore ------------------------------------------------------------------------------------
+    async def start(self, sweep_interval_seconds: float = 30.0) -> None:
+        """Sweep expired entries every `sweep_interval_seconds` in the background until close()."""
+        if self._sweeper is None:
+            loop = asyncio.get_running_loop()
+            self._sweeper = loop.create_task(self._sweep_forever(sweep_interval_seconds))
+
     async def add_if_absent(self, namespace: str, key: str, ttl_seconds: float) -> bool:
         """Record `key` unless present; True when newly added (False means a replay)."""
         _check_ttl(ttl_seconds)
@@ -158,12 +176,6 @@ class MemoryStore:
         self._heap.clear()
 
     # -- extras ----------------------------------------------------------------------------------------
-    async def start(self, sweep_interval_seconds: float = 30.0) -> None:
-        """Sweep expired entries every `sweep_interval_seconds` in the background until close()."""
-        if self._sweeper is None:
-            loop = asyncio.get_running_loop()
-            self._sweeper = loop.create_task(self._sweep_forever(sweep_interval_seconds))
-
     def sweep(self) -> int:
         """Remove every expired entry now; returns how many were removed."""
         before = self._expired

@@ -18,7 +18,7 @@ import hashlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import structlog
@@ -30,13 +30,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .store import StoreUnavailable
+from ..config.settings import StateSettings
+from ..observability.logging import get_logger
+from .store import BreakerState, ErrorKind, StoreEvents, StoreUnavailable
 
 _log = structlog.get_logger(__name__)
+_state_log = get_logger("state")
 
 T = TypeVar("T")
-BreakerState = Literal["closed", "open", "half_open"]
-ErrorKind = Literal["timeout", "connection", "response", "circuit_open"]
 
 # INCRBY, and PEXPIRE when the counter has no expiry yet (it was just created, or lost its TTL somehow):
 # one atomic step, so a counter can never be left without a TTL between two commands.
@@ -177,12 +178,26 @@ class RedisStore:
         return cls(_client(url, pool_size, timeout_seconds), key_prefix=key_prefix,
                    timeout_seconds=timeout_seconds, breaker=breaker, on_error=on_error, max_concurrency=pool_size)
 
+    @classmethod
+    def from_settings(cls, settings: StateSettings, events: StoreEvents) -> RedisStore:
+        """The store `state.redis` describes, with its circuit breaker; ConfigError when the URL is not set."""
+        cfg = settings.redis
+        breaker = CircuitBreaker(cfg.breaker.failure_threshold, cfg.breaker.open_seconds,
+                                 on_change=events.on_breaker_change)
+        return cls.from_url(cfg.resolve_url(), key_prefix=cfg.key_prefix, pool_size=cfg.pool_size,
+                            timeout_seconds=cfg.timeout_seconds, breaker=breaker, on_error=events.on_error)
+
     @property
     def breaker(self) -> CircuitBreaker:
         """The circuit breaker guarding this store."""
         return self._breaker
 
     # -- StateStore ------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Log whether Redis answers now. Not a start condition: while Redis is away the checks fail closed
+        (or open, as configured) and the breaker keeps its timeout off the requests."""
+        _state_log.info("state_store", backend="redis", reachable=await self.ping())
+
     async def add_if_absent(self, namespace: str, key: str, ttl_seconds: float) -> bool:
         """Record `key` unless present (SET NX PX); True when newly added (False means a replay)."""
         k, ms = self._key(namespace, key), _ms(ttl_seconds)

@@ -7,8 +7,14 @@ implementation serves one replica; the Redis implementation (`redis.py`) serves 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+BreakerState = Literal["closed", "open", "half_open"]
+"""A circuit breaker's state (a store that has one, like Redis's)."""
+ErrorKind = Literal["timeout", "connection", "response", "circuit_open"]
+"""Why a call to a remote store failed, by kind only (never its message: it may name the URL)."""
 
 
 class StoreUnavailable(Exception):
@@ -20,9 +26,23 @@ class StoreUnavailable(Exception):
         """When the backend is expected back at the earliest (e.g. a circuit breaker's open time), if known."""
 
 
+@dataclass(frozen=True, slots=True)
+class StoreEvents:
+    """What a store reports as it runs (the process wires these to metrics); a backend calls those it has."""
+
+    on_breaker_change: Callable[[BreakerState], None] | None = None
+    """The circuit breaker changed state (dcr_gateway_state_store_breaker_transitions_total)."""
+    on_error: Callable[[ErrorKind], None] | None = None
+    """A call failed, by kind (dcr_gateway_state_store_errors_total)."""
+
+
 @runtime_checkable
 class StateStore(Protocol):
-    """Async key/value state with a TTL on every entry."""
+    """Async key/value state with a TTL on every entry: built, started once, used, closed."""
+
+    async def start(self) -> None:
+        """Begin background work (e.g. an expiry sweep); called once, before the first request."""
+        ...
 
     async def add_if_absent(self, namespace: str, key: str, ttl_seconds: float) -> bool:
         """Record `key` unless present; True when newly added (False means a replay)."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.checks.services import build_services
 from gateway.config import ConfigError, Settings, load_settings
 from gateway.policy.loader import PolicyError, load_policies
+from gateway.runtime import build_runtime
 
 TRUST = {"directories": {"ob": {"issuer": "OpenBanking Ltd", "jwks_uri": "http://127.0.0.1:9/jwks"}}}
 
@@ -56,7 +56,7 @@ def test_invalid_check_parameters_are_load_errors(tmp_path, check, expected):
     (tmp_path / "p.yaml").write_text(
         f"policies:\n  - name: a\n    match: {{methods: [POST], path: /r}}\n    checks:\n      - {check}\n")
     with pytest.raises(PolicyError) as info:
-        load_policies(tmp_path, build_services(Settings.model_validate({"trust": TRUST}), None))
+        load_policies(tmp_path, build_runtime(Settings.model_validate({"trust": TRUST}), None).services)
     assert any(expected in m for m in info.value.messages), info.value.messages
 
 

@@ -15,10 +15,10 @@ from multidict import CIMultiDict
 
 from gateway.checks.base import RequestView
 from gateway.checks.rate_limit import RateLimit, RateLimitParams
-from gateway.checks.services import build_services
 from gateway.checks.token import TOKEN_FACT, VerifiedToken
 from gateway.config import Settings
 from gateway.policy.loader import PolicyError, load_policies
+from gateway.runtime import build_runtime
 from tests.conftest import RedisServer, RunningGateway, StartServer
 
 Starter = Callable[..., Awaitable[RunningGateway]]
@@ -51,7 +51,7 @@ def view(now: float, peer: str = "10.0.0.1", client_id: str | None = None, polic
 
 
 def check(**params: Any) -> RateLimit:
-    return RateLimit(RateLimitParams.model_validate(params), build_services(Settings(), None))
+    return RateLimit(RateLimitParams.model_validate(params), build_runtime(Settings(), None).services)
 
 
 # -- the check on the memory store -------------------------------------------------------------------------
@@ -113,7 +113,7 @@ def test_policy_errors(tmp_path: Path, checks: str, expected: str):
     settings = Settings.model_validate(
         {"trust": {"token_issuers": {"bank": {"issuer": "https://as", "jwks_uri": "http://127.0.0.1:9/jwks"}}}})
     with pytest.raises(PolicyError) as err:
-        load_policies(write(tmp_path, policy(checks)), build_services(settings, None))
+        load_policies(write(tmp_path, policy(checks)), build_runtime(settings, None).services)
     assert any(expected in m and "p.yaml:" in m for m in err.value.messages), err.value.messages
 
 
@@ -121,7 +121,7 @@ def test_on_store_error_is_accepted_on_every_check(tmp_path: Path):
     """on_store_error: fail_closed is a common parameter of any check; fail_open where the check allows it."""
     checks = ("      - required_headers: {names: [x-a], on_store_error: fail_closed}\n"
               "      - rate_limit: {limit: 5, on_store_error: fail_open, key: peer}\n")
-    policies = load_policies(write(tmp_path, policy(checks)), build_services(Settings(), None))
+    policies = load_policies(write(tmp_path, policy(checks)), build_runtime(Settings(), None).services)
     assert policies.policies[0].on_store_error == ("fail_closed", "fail_open")
 
 

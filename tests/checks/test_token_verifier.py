@@ -16,8 +16,9 @@ from multidict import CIMultiDict
 
 from gateway.checks.base import RequestView
 from gateway.checks.bearer_token import BearerToken, BearerTokenParams
-from gateway.checks.services import CONFIGURED_URLS, Services, build_services
+from gateway.checks.services import CONFIGURED_URLS, Services
 from gateway.jose import JoseError, JwksCache, JwksCacheSettings, SigningKey, generate_signing_key, sign_jwt
+from gateway.runtime import Runtime, build_offline_runtime
 from tests.conftest import StartServer, make_settings
 
 ISSUER = "https://as.bank.test"
@@ -77,7 +78,7 @@ IMPOSTOR_1 = generate_signing_key("RSA", kid="k1")  # other key material under t
 
 @pytest.fixture
 async def setup(start_server: StartServer) -> Callable[..., Awaitable[Setup]]:
-    made: list[Services] = []
+    made: list[tuple[Runtime, JwksCache]] = []
 
     async def make() -> Setup:
         issuer = Issuer([KEY_1, KEY_2])
@@ -87,15 +88,17 @@ async def setup(start_server: StartServer) -> Callable[..., Awaitable[Setup]]:
                           settings=JwksCacheSettings(ttl_seconds=TTL, min_refetch_interval_seconds=MIN_REFETCH))
         settings = make_settings("http://127.0.0.1:9", trust={
             "token_issuers": {"bank": {"issuer": ISSUER, "jwks_uri": url, "token_types": ["at+jwt"]}}})
-        services = build_services(settings, None, keys=cache)
-        services.jwks_cache = cache  # closed with the services
-        await services.start()
-        made.append(services)
+        runtime = build_offline_runtime(settings, cache)  # the test's cache: started and closed here
+        await cache.start()
+        await runtime.start()
+        made.append((runtime, cache))
+        services = runtime.services
         return Setup(issuer, clock, services, BearerToken(BearerTokenParams(issuers=("bank",)), services))
 
     yield make  # type: ignore[misc]
-    for services in made:
-        await services.close()
+    for runtime, cache in made:
+        await runtime.close()
+        await cache.close()
 
 
 async def test_a_cached_token_is_refused_once_its_key_left_the_refreshed_key_set(setup: Any):

@@ -7,9 +7,10 @@ from typing import Any, TypeVar
 from multidict import CIMultiDict
 
 from gateway.checks.base import Check, RequestView
-from gateway.checks.services import Services, build_services
+from gateway.checks.services import Services
 from gateway.checks.token import TOKEN_FACT, VerifiedToken
 from gateway.config import Settings
+from gateway.runtime import build_runtime
 
 C = TypeVar("C", bound=Check[Any])
 
@@ -19,7 +20,7 @@ ISS = "https://bank.example/as"
 
 def services(**settings: Any) -> Services:
     """Services on the memory store (no network), from a settings dict such as {"trust": {…}}."""
-    return build_services(Settings.model_validate(settings), None)
+    return build_runtime(Settings.model_validate(settings), None).services
 
 
 def make_check(kind: type[C], svc: Services | None = None, **params: Any) -> C:

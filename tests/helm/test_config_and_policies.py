@@ -11,11 +11,11 @@ import helm_python as helm
 import pytest
 import yaml
 
-from gateway.checks.services import build_services
 from gateway.config import load_settings
 from gateway.observability.metrics import Metrics
 from gateway.policy.loader import load_policies
 from gateway.policy.reload import PolicyHolder, PolicyReloader
+from gateway.runtime import build_runtime
 
 from .render import CHART, CI_VALUES, RELEASE, REPO, ci_values, gateway_cli, pod_env, render, write_mounts
 
@@ -163,7 +163,7 @@ async def test_helm_upgrade_of_policies_reaches_the_running_pod(chart: helm.Char
     config = tmp_path / "config.yaml"
     config.write_text(before.configmap_data("config")["config.yaml"])
     settings = load_settings(config, env={"DCRGW_POLICIES__DIR": str(volume)})
-    services = build_services(settings, None)
+    services = build_runtime(settings, None).services
     holder = PolicyHolder(load_policies(volume, services))
     reloader = PolicyReloader(volume, services, holder, Metrics(), unmatched_status=404, interval=1)
     assert holder.current.match("GET", "/extra") is None

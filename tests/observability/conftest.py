@@ -17,13 +17,13 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.checks.services import build_services
 from gateway.http.server import Health, build_admin_app, build_public_app
 from gateway.jose import generate_signing_key
 from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.loader import load_policies
 from gateway.policy.reload import PolicyHolder, PolicyReloader
+from gateway.runtime import build_runtime
 from tests.conftest import OPEN_POLICIES, ROOT, SHIPPED_POLICIES, StartServer, free_port, make_settings
 from tests.policy.test_enforcement import ISSUER, REGISTER, Bank, auth
 
@@ -125,9 +125,10 @@ async def mixed_traffic(tmp_path: Path, start_server: StartServer) -> AsyncItera
                                             "token_types": ["at+jwt"]}},
                  "jwks": {"min_refetch_interval_seconds": 60}}
         settings = make_settings(base, policies={"dir": str(policy_dir), "reload_interval_seconds": 0}, trust=trust)
-        services = build_services(settings, metrics)
-        await services.start()
-        closers.append(services.close)
+        runtime = build_runtime(settings, metrics)
+        services = runtime.services
+        await runtime.start()
+        closers.append(runtime.close)
         holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=404))
         metrics.set_policy_version(holder.current.version, len(holder.current.policies))
         audit = AuditLog("file", str(tmp_path / "audit.log"), on_write=metrics.audit_written)
@@ -139,9 +140,10 @@ async def mixed_traffic(tmp_path: Path, start_server: StartServer) -> AsyncItera
         settings_b = make_settings(dead, policies={"dir": str(OPEN_POLICIES), "reload_interval_seconds": 0},
                                    trust={"token_issuers": {"nobody": {"issuer": "https://nobody.test",
                                                                        "jwks_uri": dead + "/jwks"}}})
-        services_b = build_services(settings_b, metrics)
-        await services_b.start()
-        closers.append(services_b.close)
+        runtime_b = build_runtime(settings_b, metrics)
+        services_b = runtime_b.services
+        await runtime_b.start()
+        closers.append(runtime_b.close)
         holder_b = PolicyHolder(load_policies(OPEN_POLICIES, services_b, unmatched_status=404))
         gw_b = await start_server(build_public_app(settings_b, metrics, health, holder_b))
         b = str(gw_b.make_url("")).rstrip("/")

@@ -10,11 +10,11 @@ from typing import get_args
 import pytest
 
 from gateway.checks.revocation import RevocationCause
-from gateway.checks.services import build_services
 from gateway.jose.jwks_cache import EVENTS
 from gateway.observability import metrics as m
 from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
+from gateway.runtime import build_runtime
 from tests.conftest import SHIPPED_POLICIES, make_settings
 from tests.policy.test_enforcement import REGISTER, auth
 
@@ -101,11 +101,11 @@ def test_policy_version_is_one_series():
 def test_services_hand_the_replay_hook_to_checks():
     """A check reports a replayed jti with `services.on_replay()` (the replay check's contract)."""
     metrics = Metrics()
-    services = build_services(make_settings("http://127.0.0.1:1"), metrics)
+    services = build_runtime(make_settings("http://127.0.0.1:1"), metrics).services
     services.on_replay()
     services.on_replay()
     assert sample(metrics, "dcr_gateway_replay_rejections_total") == 2
-    build_services(make_settings("http://127.0.0.1:1"), None).on_replay()  # no metrics: a no-op
+    build_runtime(make_settings("http://127.0.0.1:1"), None).services.on_replay()  # no metrics: a no-op
 
 
 async def test_audit_mode_revokes_nothing_and_counts_nothing(bank_gw_metrics, tmp_path):

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from gateway.checks.services import build_services
 from gateway.config import Settings
 from gateway.observability.metrics import Metrics
 from gateway.policy.loader import PolicyError, load_policies
 from gateway.policy.reload import PolicyHolder, PolicyReloader
+from gateway.runtime import build_runtime
 from tests.conftest import ROOT, SHIPPED_POLICIES, StartServer
 from tests.waiting import eventually
 
@@ -22,7 +22,7 @@ TRUST = {"token_issuers": {"bank": {"issuer": "https://as", "jwks_uri": "http://
 
 
 def services():
-    return build_services(Settings.model_validate({"trust": TRUST}), None)
+    return build_runtime(Settings.model_validate({"trust": TRUST}), None).services
 
 
 def errors_for(tmp_path: Path, text: str) -> list[str]:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.checks.services import build_services
 from gateway.config import load_settings
 from gateway.policy.loader import PolicyError, load_policies
+from gateway.runtime import build_runtime
 from tests.conftest import ROOT
 
 POLICY = """
@@ -50,7 +50,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def _load(config: Path) -> None:
     settings = load_settings(config, env={})
-    load_policies(settings.resolve_path(settings.policies.dir), build_services(settings, None))
+    load_policies(settings.resolve_path(settings.policies.dir), build_runtime(settings, None).services)
 
 
 @pytest.mark.parametrize(("ttl", "skew", "max_lifetime"), [(3600, 30, 3600), (3629, 30, 3600), (600, 0, 601)])

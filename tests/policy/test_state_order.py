@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from gateway.checks.base import Recording
-from gateway.checks.services import build_services
 from gateway.config import load_settings
 from gateway.jose import cert_thumbprint_s256
 from gateway.policy.loader import load_policies
+from gateway.runtime import build_runtime
 from tests.checks.world import CERT_HEADER, REGISTER, World, keys
 from tests.conftest import ROOT, SHIPPED_POLICIES
 
@@ -54,7 +54,7 @@ def _policy_dir(tmp_path: Path, text: str = WRONG_ORDER, mode: str | None = None
 
 def _offline_policies(directory: Path):  # type: ignore[no-untyped-def]
     settings = load_settings(ROOT / "config.yaml", env={})
-    return load_policies(directory, build_services(settings, None))
+    return load_policies(directory, build_runtime(settings, None).services)
 
 
 # -- the compiled order ----------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from gateway.state import MemoryStore, StateStore, StoreUnavailable
+from gateway.config.settings import StateSettings
+from gateway.state import MemoryStore, StateStore, StoreUnavailable, build_store
 from tests.waiting import eventually
 
 
@@ -224,11 +225,7 @@ async def test_closed_store_is_unavailable(make_store: MakeStore) -> None:
 
 async def test_the_gateways_memory_store_refuses_rather_than_forgets():
     """The store the gateway builds fails closed when full: an unexpired revocation is never evicted."""
-    from gateway.checks.services import build_store
-    from gateway.config import Settings
-    from gateway.state.store import StoreUnavailable
-
-    store = build_store(Settings(), None)
+    store = build_store(StateSettings())
     assert isinstance(store, MemoryStore) and store.on_full == "refuse"
     store.max_entries = 2  # the real limit is large; the behaviour at the limit is what matters here
     await store.put("revoked_jti", "a", "1", 60)

@@ -12,9 +12,8 @@ import pytest
 import structlog
 from redis.asyncio import Redis
 
-from gateway.checks.services import build_store
 from gateway.config import ConfigError, Settings, load_settings
-from gateway.observability.metrics import Metrics
+from gateway.state import build_store
 from gateway.state.redis import CircuitBreaker, RedisStore, _sentinel_parts
 from gateway.state.store import StateStore, StoreUnavailable
 from tests.conftest import SHIPPED_POLICIES, RedisServer, RunningGateway, StartServer, free_port
@@ -335,11 +334,11 @@ async def test_password_url_from_the_environment_works_and_is_never_logged(own_r
     indirect = load_settings(cfg, {"DCRGW_STATE__REDIS__URL_ENV": "MY_REDIS"})
     assert "s3cret" not in repr(direct) and "s3cret" not in str(direct.model_dump())
     with pytest.raises(ConfigError, match="MY_REDIS is not set"):
-        build_store(indirect, None)
+        build_store(indirect.state)
     monkeypatch.setenv("MY_REDIS", url)
     with structlog.testing.capture_logs() as logs:
         for settings in (direct, indirect):
-            store = build_store(settings, Metrics())
+            store = build_store(settings.state)
             assert isinstance(store, RedisStore)
             await store.put("ns", "k", "v", 10)
             assert await store.get("ns", "k") == "v"
@@ -523,3 +522,13 @@ async def test_a_timed_out_call_never_leaves_its_reply_for_the_next(stores: Stor
     # and its late reply has gone to whatever connection sent it
     assert await store.get("ns", "second") == "2"
     assert await store.get_many([("ns", "first"), ("ns", "second")]) == ["1", "2"]
+
+
+async def test_start_logs_whether_redis_answers_and_never_fails(stores: Stores):
+    """start() logs once whether Redis answers (not a start condition): true when it does, false on a dead port."""
+    live, dead = stores(), stores(f"redis://127.0.0.1:{free_port()}/0")
+    with structlog.testing.capture_logs() as logs:
+        await live.start()
+        await dead.start()
+    lines = [(e["component"], e["backend"], e["reachable"]) for e in logs if e["event"] == "state_store"]
+    assert lines == [("state", "redis", True), ("state", "redis", False)]
