@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from aiohttp import web
 
 from .jsonutil import dumps
+from .reasons import BodyRefusals, Reason
 
 
 class GatewayError(Exception):
@@ -49,33 +50,35 @@ def error_response(err: GatewayError) -> web.Response:
     return response
 
 
+def refused(reason: Reason, description: str, *, close: bool = False) -> GatewayError:
+    """The error for a refusal of `gateway.reasons.BodyRefusals`, answered as it declares."""
+    return GatewayError(reason.status, reason.error, description, reason=reason.name, close=close)
+
+
 def payload_too_large(limit: int) -> GatewayError:
     """413 for a body over the configured limit."""
-    return GatewayError(413, "request_too_large", f"request body exceeds {limit} bytes", reason="body_too_large",
-                        close=True)
+    return refused(BodyRefusals.body_too_large, f"request body exceeds {limit} bytes", close=True)
 
 
 def body_timeout() -> GatewayError:
     """408 when the client's body stalls (`server.timeouts.body_idle_seconds`) or is too slow in all
     (`server.timeouts.body_total_seconds`); the connection is closed (RFC 9110 §15.5.9)."""
-    return GatewayError(408, "invalid_request", "request body not received in time", reason="body_timeout",
-                        close=True)
+    return refused(BodyRefusals.body_timeout, "request body not received in time", close=True)
 
 
 def body_incomplete() -> GatewayError:
     """400 when the client's body breaks off or is malformed (a short chunked body, a dropped connection)."""
-    return GatewayError(400, "invalid_request", "request body incomplete or malformed", reason="body_incomplete",
-                        close=True)
+    return refused(BodyRefusals.body_incomplete, "request body incomplete or malformed", close=True)
 
 
 def bad_gateway(description: str = "upstream unavailable") -> GatewayError:
     """502 when the upstream cannot be reached or answers garbage."""
-    return GatewayError(502, "bad_gateway", description, reason="upstream_unavailable")
+    return refused(BodyRefusals.upstream_unavailable, description)
 
 
 def gateway_timeout() -> GatewayError:
     """504 when the upstream does not answer in time."""
-    return GatewayError(504, "gateway_timeout", "upstream did not answer in time", reason="upstream_timeout")
+    return refused(BodyRefusals.upstream_timeout, "upstream did not answer in time")
 
 
 def http_exception_response(exc: web.HTTPException) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..reasons import Reasons
 from .base import Check, Denial, RequestView
 from .bearer_token import BearerToken
 from .body_size import BodySize
@@ -31,6 +32,10 @@ _KINDS: list[type[Check]] = [  # type: ignore[type-arg]
     RequiredHeaders,
     SoftwareStatement,
 ]
+
+for _kind in _KINDS:
+    if not (isinstance(getattr(_kind, "reasons", None), type) and issubclass(_kind.reasons, Reasons)):
+        raise TypeError(f"check {_kind.name!r} declares no reason table (`reasons`, a gateway.reasons.Reasons)")
 
 REGISTRY: dict[str, type[Check]] = {k.name: k for k in _KINDS}  # type: ignore[type-arg]
 """Every check kind by name. Adding a kind: a module in this package, its import and one line above."""

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..config.schema import StrictModel
+from ..reasons import Answer, Challenge, Reason, Reasons, UnregisteredReason
 
 if TYPE_CHECKING:
     from .services import Services
@@ -108,8 +109,30 @@ class Check(ABC, Generic[P]):
         """Key sets this check will need; prefetched at start so readiness waits for warm keys."""
         return ()
 
-    def deny(
-        self, status: int, error: str, description: str, reason: str, headers: tuple[tuple[str, str], ...] = ()
-    ) -> Denial:
-        """A denial attributed to this check."""
-        return Denial(status, error, description, reason, headers, self.name)
+    reasons: ClassVar[type[Reasons]]
+    """Every reason this check can refuse with, with its status, error code and WWW-Authenticate behaviour."""
+
+    def deny(self, reason: Reason, description: str, headers: tuple[tuple[str, str], ...] = (), *,
+             answer: Answer | None = None, scope: str | None = None) -> Denial:
+        """A denial attributed to this check, for a reason of its table `reasons`, answered as declared there
+        (or as `answer` says, for a reason whose answer a parameter sets); `scope` goes in a Bearer challenge."""
+        if self.reasons.by_name.get(reason.name) is not reason:
+            raise UnregisteredReason(f"check {self.name!r} does not declare reason {reason.name!r}")
+        if answer is None:
+            answer = reason.answer
+        elif not reason.configurable:
+            raise UnregisteredReason(f"check {self.name!r}: reason {reason.name!r} has a fixed answer")
+        if answer.challenge is not Challenge.NONE:
+            headers = (*answer.challenge_headers(description, scope), *headers)
+        return Denial(answer.status, answer.error, description, reason.name, headers, self.name)
+
+
+def denial_for(reason: Reason, description: str, check: str, headers: tuple[tuple[str, str], ...] = (), *,
+            answer: Answer | None = None) -> Denial:
+    """A denial made outside a check (`gateway.reasons.REFUSALS`: the HTTP layer, the router, the engine),
+    answered as its reason declares (or as `answer` says, for a reason whose answer a setting chooses)."""
+    if answer is None:
+        answer = reason.answer
+    elif not reason.configurable:
+        raise UnregisteredReason(f"reason {reason.name!r} has a fixed answer")
+    return Denial(answer.status, answer.error, description, reason.name, headers, check)

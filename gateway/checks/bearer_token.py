@@ -10,28 +10,35 @@ from pydantic import Field
 from ..config import TokenIssuer
 from ..config.schema import NonNegativeSeconds, StrictModel
 from ..jose import JoseError
+from ..reasons import Challenge, JoseFamily, Reason, Reasons, bearer_challenge
 from .base import Check, Denial, RequestView
 from .params import ParamError
 from .services import Services
 from .token import TOKEN_FACT, VerifiedToken
 
-REALM = "dcr-gateway"
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
-_UNSAFE_IN_QUOTED = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
 MAX_TOKEN_BYTES = 8192
+_INVALID = (401, "invalid_token", Challenge.BEARER_ERROR)
 
 
-def bearer_challenge(error: str | None, description: str | None = None, scope: str | None = None) -> str:
-    """A `WWW-Authenticate: Bearer …` value (RFC 6750 §3); no error code when credentials were absent."""
-    parts = [f'realm="{REALM}"']
-    if error:
-        parts.append(f'error="{error}"')
-    if description:
-        parts.append(f'error_description="{_UNSAFE_IN_QUOTED.sub("", description)}"')
-    if scope:
-        parts.append(f'scope="{_UNSAFE_IN_QUOTED.sub("", scope)}"')
-    return "Bearer " + ", ".join(parts)
+class BearerTokenReasons(Reasons):
+    """Why `bearer_token` refuses (RFC 6750 §3.1: 401 invalid_token, 403 insufficient_scope)."""
+
+    token_missing = Reason(401, "invalid_token", Challenge.BEARER)
+    """No Authorization header, or another scheme: a challenge without an error code (RFC 6750 §3.1)."""
+    token_malformed = Reason(*_INVALID)
+    token_issuer_not_trusted = Reason(*_INVALID)
+    token_lifetime_too_long = Reason(*_INVALID)
+    token_revoked = Reason(*_INVALID)
+    token = JoseFamily("token_", *_INVALID, excluded=("jwks_unavailable",))
+    """A token the verifier refused: `token_<jose code>`."""
+    insufficient_scope = Reason(403, "insufficient_scope", Challenge.BEARER_ERROR)
+    jwks_unavailable = Reason(503, "temporarily_unavailable")
+    """The issuer's keys cannot be had (fail closed), with Retry-After."""
+
+
+R = BearerTokenReasons
 
 
 class BearerTokenParams(StrictModel):
@@ -51,6 +58,7 @@ class BearerToken(Check[BearerTokenParams]):
 
     name = "bearer_token"
     Params = BearerTokenParams
+    reasons = BearerTokenReasons
     __slots__ = ("_issuers", "_required")
 
     def __init__(self, params: BearerTokenParams, services: Services) -> None:
@@ -79,49 +87,41 @@ class BearerToken(Check[BearerTokenParams]):
         """The JWKS of every trusted issuer, for prefetching."""
         return tuple(cfg.jwks_uri for _, cfg in self._issuers.values() if cfg.jwks_uri)
 
-    def _invalid(self, description: str, reason: str) -> Denial:
-        return self.deny(401, "invalid_token", description, reason,
-                         (("WWW-Authenticate", bearer_challenge("invalid_token", description)),))
-
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass with `facts["token"]` set, or refuse with 401 invalid_token / 403 insufficient_scope."""
         values = request.headers.getall("Authorization", [])
         if not values:
             description = "an access token is required (Authorization: Bearer)"
-            return self.deny(401, "invalid_token", description, "token_missing",
-                             (("WWW-Authenticate", bearer_challenge(None)),))
+            return self.deny(R.token_missing, description)
         if len(values) > 1:
-            return self._invalid("Authorization header must be sent once", "token_malformed")
+            return self.deny(R.token_malformed, "Authorization header must be sent once")
         scheme, _, raw = values[0].strip().partition(" ")
         if scheme.lower() != "bearer":
-            return self.deny(401, "invalid_token", "the Bearer authentication scheme is required", "token_missing",
-                             (("WWW-Authenticate", bearer_challenge(None)),))
+            return self.deny(R.token_missing, "the Bearer authentication scheme is required")
         raw = raw.strip()
         if not raw or len(raw) > MAX_TOKEN_BYTES or not _B64TOKEN.match(raw):
-            return self._invalid("the access token is malformed", "token_malformed")
+            return self.deny(R.token_malformed, "the access token is malformed")
         try:
             token = await self.services.tokens.verify(raw, self._issuers, request.now)
         except JoseError as exc:
             if exc.reason == "jwks_unavailable":
                 # Fail closed, and say it is not the client's fault.
-                return self.deny(503, "temporarily_unavailable", "token keys unavailable, retry later",
-                                 "jwks_unavailable", (("Retry-After", "5"),))
-            return self._invalid(exc.description, f"token_{exc.reason}")
+                return self.deny(R.jwks_unavailable, "token keys unavailable, retry later", (("Retry-After", "5"),))
+            return self.deny(R.token[exc.reason], exc.description)
         if token.iss not in self._issuers:
-            return self._invalid("the access token's issuer is not trusted here", "token_issuer_not_trusted")
+            return self.deny(R.token_issuer_not_trusted, "the access token's issuer is not trusted here")
         limit = self.params.max_lifetime_seconds
         if limit is not None and token.exp - token.iat > limit:
-            return self._invalid("the access token's lifetime is too long", "token_lifetime_too_long")
+            return self.deny(R.token_lifetime_too_long, "the access token's lifetime is too long")
         if await self.services.revocations.is_revoked(token):
-            return self._invalid("the access token has been revoked", "token_revoked")
+            return self.deny(R.token_revoked, "the access token has been revoked")
         missing = self._required - token.scopes
         if missing:
             scope = " ".join(sorted(self._required))
             description = f"the access token lacks scope: {' '.join(sorted(missing))}"
-            return self.deny(403, "insufficient_scope", description, "insufficient_scope",
-                             (("WWW-Authenticate", bearer_challenge("insufficient_scope", description, scope)),))
+            return self.deny(R.insufficient_scope, description, scope=scope)
         request.facts[TOKEN_FACT] = token
         return None
 
 
-__all__ = ["BearerToken", "VerifiedToken", "bearer_challenge"]
+__all__ = ["BearerToken", "BearerTokenReasons", "VerifiedToken", "bearer_challenge"]

@@ -20,11 +20,12 @@ from ..http.addresses import ProxyTrust
 from ..jose import JoseError, JwkSet, UrlPolicy, cert_thumbprint_s256
 from ..jose.errors import quoted
 from ..observability.logging import get_logger
+from ..reasons import Answer, Challenge, Reason
 from .base import Check, Denial, RequestView
-from .bearer_token import bearer_challenge
 from .params import ParamError
 from .registration import (
     CLIENT_CERT_S256,
+    SoftwareJwksReasons,
     registration_claims_of,
     software_jwks_failure,
     software_jwks_policy,
@@ -76,12 +77,35 @@ class ClientCertificateParams(StrictModel):
     (registration, digest §8) or 401 invalid_token (token-authenticated calls)."""
 
 
+_METADATA: Final = "invalid_client_metadata"
+
+
+class ClientCertificateReasons(SoftwareJwksReasons):
+    """Why `client_certificate` refuses. A missing, untrusted, malformed or out-of-date certificate is answered
+    with the check's `status`: 400 invalid_client_metadata, or 401 invalid_token with a Bearer challenge."""
+
+    client_cert_missing = Reason(400, _METADATA, configurable="status")
+    client_cert_untrusted_proxy = Reason(400, _METADATA, configurable="status")
+    client_cert_malformed = Reason(400, _METADATA, configurable="status")
+    client_cert_not_yet_valid = Reason(400, _METADATA, configurable="status")
+    client_cert_expired = Reason(400, _METADATA, configurable="status")
+    token_cert_binding_mismatch = Reason(401, "invalid_token", Challenge.BEARER_ERROR)
+    """RFC 8705 §3: a certificate-bound token presented over another certificate."""
+    client_cert_not_in_software_jwks = Reason(400, "invalid_software_statement")
+    client_cert_dn_mismatch = Reason(400, _METADATA)
+    software_statement_unverified = Reason(400, "invalid_software_statement")
+
+
+R = ClientCertificateReasons
+
+
 class ClientCertificate(Check[ClientCertificateParams]):
     """Read, parse and vet the forwarded client certificate; record its thumbprint as `client_cert_s256`."""
 
     name = "client_certificate"
     Params = ClientCertificateParams
-    __slots__ = ("_certificates", "_format", "_header", "_keysets", "_proxies", "_url_policy")
+    reasons = ClientCertificateReasons
+    __slots__ = ("_answer", "_certificates", "_format", "_header", "_keysets", "_proxies", "_url_policy")
 
     def __init__(self, params: ClientCertificateParams, services: Services) -> None:
         super().__init__(params, services)
@@ -95,12 +119,11 @@ class ClientCertificate(Check[ClientCertificateParams]):
         if params.match_software_jwks and self._keysets is None:
             raise ParamError(["match_software_jwks"], "the key provider cannot fetch whole key sets")
         self._certificates: dict[str, _Parsed] = {}
+        self._answer = (Answer(401, "invalid_token", Challenge.BEARER_ERROR) if params.status == 401
+                        else Answer(400, _METADATA))
 
-    def _fail(self, reason: str, description: str) -> Denial:
-        if self.params.status == 401:
-            return self.deny(401, "invalid_token", description, reason,
-                             (("WWW-Authenticate", bearer_challenge("invalid_token", description)),))
-        return self.deny(400, "invalid_client_metadata", description, reason)
+    def _fail(self, reason: Reason, description: str) -> Denial:
+        return self.deny(reason, description, answer=self._answer)
 
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass with `client_cert_s256` set (or, when not required, without a certificate)."""
@@ -108,30 +131,29 @@ class ClientCertificate(Check[ClientCertificateParams]):
         values = request.headers.getall(self._header, [])
         if not values:
             if self.params.required or bound is not None:
-                return self._fail("client_cert_missing", "a TLS client certificate is required (mutual TLS)")
+                return self._fail(R.client_cert_missing, "a TLS client certificate is required (mutual TLS)")
             return None
         # SECURITY: the header is only as trustworthy as whoever set it: the TLS-terminating ingress.
         if not self._proxies.trusts(request.peer):
-            return self._fail("client_cert_untrusted_proxy",
+            return self._fail(R.client_cert_untrusted_proxy,
                               f"the {self._header} header was not set by a trusted TLS-terminating proxy")
         if len(values) > 1:
-            return self._fail("client_cert_malformed", f"the {self._header} header must be sent once")
+            return self._fail(R.client_cert_malformed, f"the {self._header} header must be sent once")
         try:
             der, cert, thumbprint = self._parse(values[0])
         except ValueError as exc:
-            return self._fail("client_cert_malformed", f"the TLS client certificate is malformed: {exc}")
+            return self._fail(R.client_cert_malformed, f"the TLS client certificate is malformed: {exc}")
         # Validity is judged on every request: only the parse is remembered, never a verdict.
         now = datetime.fromtimestamp(request.now, UTC)
         if now < cert.not_valid_before_utc:
-            return self._fail("client_cert_not_yet_valid", "the TLS client certificate is not valid yet")
+            return self._fail(R.client_cert_not_yet_valid, "the TLS client certificate is not valid yet")
         if now > cert.not_valid_after_utc:
-            return self._fail("client_cert_expired", "the TLS client certificate has expired")
+            return self._fail(R.client_cert_expired, "the TLS client certificate has expired")
         request.facts[CLIENT_CERT_S256] = thumbprint
         if bound is not None and bound != thumbprint:
             # RFC 8705 §3: a certificate-bound token presented over another certificate is invalid.
             description = "the access token is bound to another client certificate"
-            return self.deny(401, "invalid_token", description, "token_cert_binding_mismatch",
-                             (("WWW-Authenticate", bearer_challenge("invalid_token", description)),))
+            return self.deny(R.token_cert_binding_mismatch, description)
         if self.params.match_software_jwks:
             denial = await self._in_software_jwks(request, der, thumbprint)
             if denial is not None:
@@ -163,22 +185,20 @@ class ClientCertificate(Check[ClientCertificateParams]):
     async def _in_software_jwks(self, request: RequestView, der: bytes, thumbprint: str) -> Denial | None:
         ssa = ssa_claims_of(request.facts)
         if ssa is None:
-            return self.deny(400, "invalid_software_statement",
-                             "no verified software statement to match the client certificate with",
-                             "software_statement_unverified")
+            return self.deny(R.software_statement_unverified,
+                             "no verified software statement to match the client certificate with")
         keys = self._keysets
         assert keys is not None  # checked at build time
         try:
             keyset = await keys.get_keyset(ssa["software_jwks_endpoint"], policy=self._url_policy)
         except JoseError as exc:
-            reason, description = software_jwks_failure(exc)
-            return self.deny(400, "invalid_client_metadata", description, reason)
+            return self.deny(*software_jwks_failure(exc))
         if keyset.tls_key_for_thumbprint(thumbprint) is None:
             log.info("client_cert_not_in_software_jwks", client_cert_s256=thumbprint,
                      software_id=request.facts.get("software_id"))
-            return self.deny(400, "invalid_software_statement",
+            return self.deny(R.client_cert_not_in_software_jwks,
                              "the TLS client certificate is not a transport key (use: tls) of the software "
-                             "statement's key set", "client_cert_not_in_software_jwks")
+                             "statement's key set")
         return None
 
     def _dn_matches(self, facts: Mapping[str, Any], cert: x509.Certificate) -> Denial | None:
@@ -191,12 +211,10 @@ class ClientCertificate(Check[ClientCertificateParams]):
         try:
             wanted = parse_dn(dn)
         except ValueError as exc:
-            return self.deny(400, "invalid_client_metadata", f"tls_client_auth_subject_dn is not an RFC 4514 DN: "
-                                                             f"{exc}", "client_cert_dn_mismatch")
+            return self.deny(R.client_cert_dn_mismatch, f"tls_client_auth_subject_dn is not an RFC 4514 DN: {exc}")
         if wanted != subject_rdns(cert):
-            return self.deny(400, "invalid_client_metadata",
-                             "tls_client_auth_subject_dn does not match the TLS client certificate's subject",
-                             "client_cert_dn_mismatch")
+            return self.deny(R.client_cert_dn_mismatch,
+                             "tls_client_auth_subject_dn does not match the TLS client certificate's subject")
         return None
 
 

@@ -6,8 +6,9 @@ from typing import Literal
 
 from ..config.schema import StrictModel
 from ..observability.logging import get_logger
+from ..reasons import Answer, Challenge, Reason, Reasons
 from .base import Check, Denial, Recording, RequestView
-from .bearer_token import bearer_challenge
+from .services import Services
 from .token import token_of
 
 log = get_logger("client_ownership")
@@ -29,6 +30,19 @@ class ClientOwnershipParams(StrictModel):
     """When the upstream confirms a DELETE (204), revoke every token issued to the client up to that moment."""
 
 
+class ClientOwnershipReasons(Reasons):
+    """Why `client_ownership` refuses: 401 invalid_token, or with `status` 403, 403 insufficient_scope, both with
+    a Bearer challenge."""
+
+    client_not_owned = Reason(401, "invalid_token", Challenge.BEARER_ERROR, configurable="status")
+    token_missing = Reason(401, "invalid_token", Challenge.BEARER_ERROR, configurable="status")
+    client_id_missing = Reason(404, "not_found")
+    """The route's template has no `path_param` value (a policy mistake: never forwarded)."""
+
+
+R = ClientOwnershipReasons
+
+
 class ClientOwnership(Check[ClientOwnershipParams]):
     """Refuse access to another client's registration; apply the revocation rules of the bank's page.
 
@@ -41,6 +55,13 @@ class ClientOwnership(Check[ClientOwnershipParams]):
 
     name = "client_ownership"
     Params = ClientOwnershipParams
+    reasons = ClientOwnershipReasons
+    __slots__ = ("_answer",)
+
+    def __init__(self, params: ClientOwnershipParams, services: Services) -> None:
+        super().__init__(params, services)
+        self._answer = (Answer(401, "invalid_token", Challenge.BEARER_ERROR) if params.status == 401
+                        else Answer(403, "insufficient_scope", Challenge.BEARER_ERROR))
 
     @property
     def records_state(self) -> Recording:
@@ -52,23 +73,16 @@ class ClientOwnership(Check[ClientOwnershipParams]):
         token = token_of(request.facts)
         client_id = request.params.get(self.params.path_param)
         if client_id is None:
-            return self.deny(404, "not_found", "no client id in the path", "client_id_missing")
+            return self.deny(R.client_id_missing, "no client id in the path")
         if token is None:
-            return self._refuse("no verified access token", "token_missing")
+            return self.deny(R.token_missing, "no verified access token", answer=self._answer)
         if client_id == token.client_id:
             return None
         if self.params.revoke_on_mismatch and not request.dry_run:
             # SECURITY: token verified above (signature, issuer, expiry); safe to revoke.
             await self.services.revocations.revoke_token(token, request.now, cause="client_not_owned")
             log.info("token_revoked", cause="client_not_owned", token_jti=token.jti, client_id=token.client_id)
-        return self._refuse("the access token was not issued to this client", "client_not_owned")
-
-    def _refuse(self, description: str, reason: str) -> Denial:
-        if self.params.status == 401:
-            return self.deny(401, "invalid_token", description, reason,
-                             (("WWW-Authenticate", bearer_challenge("invalid_token", description)),))
-        return self.deny(403, "insufficient_scope", description, reason,
-                         (("WWW-Authenticate", bearer_challenge("insufficient_scope", description)),))
+        return self.deny(R.client_not_owned, "the access token was not issued to this client", answer=self._answer)
 
     async def after_response(self, request: RequestView, status: int) -> None:
         """Upstream 401 → revoke the token; DELETE confirmed (204) → revoke all of the client's tokens."""

@@ -19,8 +19,8 @@ from typing import Any, Literal
 from pydantic import field_validator
 
 from ..config.schema import PositiveInt, StrictModel
+from ..reasons import Challenge, Reason, Reasons
 from .base import Check, Denial, RequestView
-from .bearer_token import bearer_challenge
 from .token import token_of
 
 _NS = "rate"
@@ -63,11 +63,24 @@ class RateLimitParams(StrictModel):
         return v
 
 
+class RateLimitReasons(Reasons):
+    """Why `rate_limit` refuses."""
+
+    rate_limited = Reason(429, "too_many_requests")
+    """The window's budget is spent: with Retry-After, RateLimit-Policy and RateLimit."""
+    token_missing = Reason(401, "invalid_token", Challenge.BEARER)
+    """`key: client_id` without a verified access token."""
+
+
+R = RateLimitReasons
+
+
 class RateLimit(Check[RateLimitParams]):
     """Count the request in its window; refuse it with 429 once the window's budget is spent."""
 
     name = "rate_limit"
     Params = RateLimitParams
+    reasons = RateLimitReasons
     store_fail_open = True  # a counter is the whole decision: passing over it when the store is down is coherent
 
     async def evaluate(self, request: RequestView) -> Denial | None:
@@ -77,8 +90,7 @@ class RateLimit(Check[RateLimitParams]):
             token = token_of(request.facts)
             if token is None:
                 description = "rate limit by client: no verified access token"
-                return self.deny(401, "invalid_token", description, "token_missing",
-                                 (("WWW-Authenticate", bearer_challenge(None)),))
+                return self.deny(R.token_missing, description)
             who = token.client_id
         elif p.key == "peer":
             who = request.client_address or request.peer or "unknown"
@@ -97,8 +109,7 @@ class RateLimit(Check[RateLimitParams]):
             fields.append((f'"{bucket}";q={p.limit};w={window}', f'"{bucket}";r={p.limit - count};t={seconds}'))
             return None
         return self.deny(
-            429, "too_many_requests", f"rate limit of {p.limit} requests per {window} s exceeded, retry later",
-            "rate_limited",
+            R.rate_limited, f"rate limit of {p.limit} requests per {window} s exceeded, retry later",
             (
                 ("Retry-After", str(seconds)),
                 ("RateLimit-Policy", f'"{bucket}";q={p.limit};w={window}'),

@@ -15,14 +15,18 @@ an unverified payload except to find the key that will verify it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..config import TrustSettings
-from ..jose import CompactJWS, JoseError, UrlPolicy, parse_compact
+from ..jose import CompactJWS, JoseError, JoseReason, KeyLocator, UrlPolicy, VerificationKey, parse_compact
 from ..jose.encoding import json_loads_strict
+from ..reasons import JoseFamily, Reason, Reasons
 from .base import RequestView
+
+if TYPE_CHECKING:
+    from .services import Services
 
 SSA_CLAIMS: Final = "software_statement_claims"
 """Fact: the verified SSA claims (dict)."""
@@ -43,12 +47,42 @@ _JSON_MEDIA: Final = "application/json"
 _WS: Final = " \t\r\n"
 
 
-class RegistrationError(Exception):
-    """The registration request body is unusable: a stable reason and a description safe to show."""
+_METADATA: Final = "invalid_client_metadata"
+_UNUSABLE: Final[tuple[JoseReason, ...]] = ("jwks_url_refused", "jwks_unavailable")
+"""JOSE codes of a key set that cannot be had: `software_jwks_*`, never `request_*`."""
 
-    def __init__(self, reason: str, description: str) -> None:
+
+class RequestJoseReasons(Reasons):
+    """`request_<jose code>`: the registration request JWS refused by the JOSE layer (parse, header, key,
+    signature, claims); 400 invalid_client_metadata whichever check finds it."""
+
+    request_malformed = Reason(400, _METADATA)
+    """Also: a body with non-ASCII bytes, or an application/json body that is not a JSON string."""
+    request = JoseFamily("request_", 400, _METADATA, excluded=_UNUSABLE)
+
+
+class RequestBodyReasons(RequestJoseReasons):
+    """The registration request body's structure, found by the first check that parses it (`request_jws`)."""
+
+    request_not_jws = Reason(400, _METADATA)
+    """An empty body, or plain JSON instead of a JWS."""
+
+
+class SoftwareJwksReasons(RequestJoseReasons):
+    """The TPP's software key set (the SSA's `software_jwks_endpoint`) cannot be had, or a key of it."""
+
+    software_jwks_url_refused = Reason(400, _METADATA)
+    software_jwks_unavailable = Reason(400, _METADATA)
+
+
+class RegistrationError(Exception):
+    """The registration request body is unusable: a registered reason and a description safe to show."""
+
+    def __init__(self, refusal: Reason, description: str) -> None:
         super().__init__(description)
-        self.reason = reason
+        self.refusal = refusal
+        """The reason, from `RequestBodyReasons`."""
+        self.reason = refusal.name
         self.description = description
 
 
@@ -59,24 +93,27 @@ def _media_type(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str:
 def request_jws_text(body: bytes, headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str:
     """The compact JWS a registration body carries (`application/jose|jwt`; a JSON string with `application/json`)."""
     if not body.strip():
-        raise RegistrationError("request_not_jws", "the registration request body is empty; a signed JWS is expected")
+        raise RegistrationError(RequestBodyReasons.request_not_jws,
+                                "the registration request body is empty; a signed JWS is expected")
     try:
         text = body.decode("ascii").strip(_WS)
     except UnicodeDecodeError:
-        raise RegistrationError("request_malformed", "the registration request is not a compact JWS "
-                                                     "(non-ASCII bytes)") from None
+        raise RegistrationError(RequestBodyReasons.request_malformed, "the registration request is not a compact "
+                                                                      "JWS (non-ASCII bytes)") from None
     if text[:1] == '"' and _media_type(headers) == _JSON_MEDIA:
         # The OB OpenAPI files declare application/json with a string body: tolerate the JSON-quoted form.
         try:
             value = json_loads_strict(text.encode("ascii"))
         except ValueError:
-            raise RegistrationError("request_malformed", "the registration request is not a JSON string") from None
+            raise RegistrationError(RequestBodyReasons.request_malformed,
+                                    "the registration request is not a JSON string") from None
         if not isinstance(value, str):  # pragma: no cover - a text starting with '"' decodes to a str or fails
-            raise RegistrationError("request_malformed", "the registration request is not a JSON string")
+            raise RegistrationError(RequestBodyReasons.request_malformed,
+                                    "the registration request is not a JSON string")
         text = value.strip(_WS)
     if text[:1] in ("{", "["):
-        raise RegistrationError("request_not_jws", "the registration request is plain JSON; it must be a signed "
-                                                   "JWS (Content-Type: application/jose)")
+        raise RegistrationError(RequestBodyReasons.request_not_jws, "the registration request is plain JSON; it must "
+                                                                    "be a signed JWS (Content-Type: application/jose)")
     return text
 
 
@@ -88,7 +125,8 @@ def parse_request(body: bytes | None, headers: CIMultiDictProxy[str] | CIMultiDi
         # `crit`, `b64: false`, duplicate member names and anything that is not strict base64url JSON.
         return parse_compact(text, max_bytes=MAX_REQUEST_JWS_BYTES)
     except JoseError as exc:
-        raise RegistrationError(f"request_{exc.reason}", f"registration request: {exc.description}") from None
+        raise RegistrationError(RequestBodyReasons.request[exc.reason],
+                                f"registration request: {exc.description}") from None
 
 
 _PARSED_REQUEST: Final = "registration_request_jws"
@@ -130,12 +168,22 @@ def software_jwks_policy(trust: TrustSettings) -> UrlPolicy:
                            allow_loopback=p.allow_loopback)
 
 
-def software_jwks_failure(exc: JoseError) -> tuple[str, str]:
-    """(reason, description) for a failure to get the TPP's key set or a key in it."""
+def software_jwks_failure(exc: JoseError) -> tuple[Reason, str]:
+    """(reason of `SoftwareJwksReasons`, description) for a failure to get the TPP's key set or a key in it."""
     if exc.reason == "jwks_url_refused":
-        return "software_jwks_url_refused", f"the software statement's software_jwks_endpoint was refused: " \
-                                            f"{exc.description}"
+        return SoftwareJwksReasons.software_jwks_url_refused, f"the software statement's software_jwks_endpoint " \
+                                                              f"was refused: {exc.description}"
     if exc.reason == "jwks_unavailable":
-        return "software_jwks_unavailable", f"the software statement's key set could not be fetched: " \
-                                            f"{exc.description}"
-    return f"request_{exc.reason}", f"registration request: {exc.description}"
+        return SoftwareJwksReasons.software_jwks_unavailable, f"the software statement's key set could not be " \
+                                                              f"fetched: {exc.description}"
+    return SoftwareJwksReasons.request[exc.reason], f"registration request: {exc.description}"
+
+
+def services_locator(services: Services) -> KeyLocator:
+    """The key locator of the DCR checks: `services.keys` as it is when the key is needed (tests swap in a traced
+    JWKS cache after the policy set is built)."""
+
+    async def locate(issuer: str | None, jwks_uri: str, kid: str, policy: UrlPolicy | None) -> VerificationKey:
+        return await services.keys.get_key(jwks_uri, kid, policy=policy)
+
+    return locate

@@ -14,6 +14,7 @@ from ..config.schema import StrictModel
 from ..jose import JoseError
 from ..jose.claims import CLIENT_ID, EMPTY, IDENTIFIER, NAME, SCOPE, STRINGS, ClaimType, read_claim
 from ..jose.errors import quoted
+from ..reasons import Reason, Reasons
 from .base import Check, Denial, RequestView
 from .registration import registration_claims_of, ssa_claims_of
 from .services import Services
@@ -70,6 +71,38 @@ class RegistrationMetadataParams(StrictModel):
     """On PUT: a `client_id` claim, when present, must equal this path parameter."""
 
 
+_META: Final = (400, "invalid_client_metadata")
+_REDIRECT: Final = (400, "invalid_redirect_uri")
+
+
+class RegistrationMetadataReasons(Reasons):
+    """Why `registration_metadata` refuses: RFC 7591 §3.2.2 invalid_redirect_uri or invalid_client_metadata."""
+
+    redirect_uris_missing = Reason(*_REDIRECT)
+    redirect_uri_invalid = Reason(*_REDIRECT)
+    redirect_uri_not_https = Reason(*_REDIRECT)
+    redirect_uri_localhost = Reason(*_REDIRECT)
+    redirect_uri_fragment = Reason(*_REDIRECT)
+    redirect_uri_not_in_software_statement = Reason(*_REDIRECT)
+    metadata_missing_claim = Reason(*_META)
+    metadata_bad_type = Reason(*_META)
+    token_endpoint_auth_method_not_allowed = Reason(*_META)
+    tls_client_auth_dn_missing = Reason(*_META)
+    tls_client_auth_dn_conflict = Reason(*_META)
+    token_endpoint_auth_signing_alg_missing = Reason(*_META)
+    signing_alg_not_allowed = Reason(*_META)
+    grant_type_not_allowed = Reason(*_META)
+    response_type_not_allowed = Reason(*_META)
+    application_type_not_allowed = Reason(*_META)
+    scope_not_allowed = Reason(*_META)
+    software_id_mismatch = Reason(*_META)
+    registration_client_id_mismatch = Reason(*_META)
+    registration_unverified = Reason(*_META)
+
+
+R = RegistrationMetadataReasons
+
+
 class RegistrationMetadata(Check[RegistrationMetadataParams]):
     """Refuse metadata outside the SSA and the profile: 400 invalid_redirect_uri or invalid_client_metadata.
 
@@ -78,6 +111,7 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
 
     name = "registration_metadata"
     Params = RegistrationMetadataParams
+    reasons = RegistrationMetadataReasons
     __slots__ = ("_algs", "_app_types", "_grants", "_methods", "_responses")
 
     def __init__(self, params: RegistrationMetadataParams, services: Services) -> None:
@@ -88,18 +122,12 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
         self._responses = frozenset(_words(r) for r in params.response_types)
         self._app_types = frozenset(params.application_types)
 
-    def _meta(self, reason: str, description: str) -> Denial:
-        return self.deny(400, "invalid_client_metadata", description, reason)
-
-    def _redirect(self, reason: str, description: str) -> Denial:
-        return self.deny(400, "invalid_redirect_uri", description, reason)
-
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass when every metadata rule holds; the first violation is the answer."""
         claims = registration_claims_of(request.facts)
         ssa = ssa_claims_of(request.facts)
         if claims is None or ssa is None:
-            return self._meta("registration_unverified", "no verified registration request and software statement")
+            return self.deny(R.registration_unverified, "no verified registration request and software statement")
         return (
             self._redirect_uris(claims, ssa)
             or self._required(claims)
@@ -115,18 +143,18 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
         uris = claims.get("redirect_uris")
         # OB 3.1: 1..*. Its "if omitted, use all software_redirect_uris" contradicts that; refused (digest §12.1).
         if uris is None or uris == []:
-            return self._redirect("redirect_uris_missing", "redirect_uris is required and must not be empty")
+            return self.deny(R.redirect_uris_missing, "redirect_uris is required and must not be empty")
         try:
             read_claim(claims, "redirect_uris", REDIRECT_URIS)
         except JoseError as exc:
-            return self._redirect("redirect_uri_invalid", exc.description)
+            return self.deny(R.redirect_uri_invalid, exc.description)
         registered = {u for u in ssa["software_redirect_uris"] if isinstance(u, str)}
         for uri in uris:  # every one of them (SAPIG-core's loop returned after the first: digest §10)
             problem = _redirect_problem(uri)
             if problem is not None:
-                return self._redirect(*problem)
+                return self.deny(*problem)
             if uri not in registered:
-                return self._redirect("redirect_uri_not_in_software_statement",
+                return self.deny(R.redirect_uri_not_in_software_statement,
                                       f"redirect_uri {quoted(uri)} is not among the software statement's "
                                       f"software_redirect_uris")
         return None
@@ -134,7 +162,7 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
     def _required(self, claims: Mapping[str, Any]) -> Denial | None:
         for name in self.params.required_claims:
             if claims.get(name) in EMPTY:
-                return self._meta("metadata_missing_claim", f"the registration request must contain {name}")
+                return self.deny(R.metadata_missing_claim, f"the registration request must contain {name}")
         return None
 
     def _types(self, claims: Mapping[str, Any]) -> Denial | None:
@@ -142,7 +170,7 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
             for name, kind in METADATA_TYPES.items():
                 read_claim(claims, name, kind)
         except JoseError as exc:
-            return self._meta("metadata_bad_type", exc.description)
+            return self.deny(R.metadata_bad_type, exc.description)
         return None
 
     def _auth_method(self, claims: Mapping[str, Any]) -> Denial | None:
@@ -150,19 +178,19 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
         if method is None:
             return None  # optional when the policy does not require it
         if method not in self._methods:
-            return self._meta("token_endpoint_auth_method_not_allowed",
+            return self.deny(R.token_endpoint_auth_method_not_allowed,
                               f"token_endpoint_auth_method {quoted(method)} is not supported; must be one of: "
                               f"{', '.join(self.params.token_endpoint_auth_methods)}")
         dns = [claims[n] for n in DN_CLAIMS if claims.get(n) is not None]
         if method == "tls_client_auth":
             if not dns:
-                return self._meta("tls_client_auth_dn_missing", "tls_client_auth requires tls_client_auth_subject_dn "
+                return self.deny(R.tls_client_auth_dn_missing, "tls_client_auth requires tls_client_auth_subject_dn "
                                                                 "(or tls_client_auth_dn in OB 3.1)")
             if len(set(dns)) > 1:
-                return self._meta("tls_client_auth_dn_conflict",
+                return self.deny(R.tls_client_auth_dn_conflict,
                                   "tls_client_auth_subject_dn and tls_client_auth_dn differ; send one DN")
         if method in JWT_AUTH_METHODS and claims.get("token_endpoint_auth_signing_alg") is None:
-            return self._meta("token_endpoint_auth_signing_alg_missing",
+            return self.deny(R.token_endpoint_auth_signing_alg_missing,
                               f"{method} requires token_endpoint_auth_signing_alg")
         return None
 
@@ -172,7 +200,7 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
             if value is None:
                 continue
             if value not in self._algs:
-                return self._meta("signing_alg_not_allowed", f"{name} {quoted(value)} is not allowed; must be one "
+                return self.deny(R.signing_alg_not_allowed, f"{name} {quoted(value)} is not allowed; must be one "
                                                              f"of: {', '.join(self.params.signing_algorithms)}")
         return None
 
@@ -181,18 +209,18 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
         if grants is not None:
             for grant in grants:
                 if grant not in self._grants:
-                    return self._meta("grant_type_not_allowed", f"grant_type {quoted(grant)} is not supported; must "
+                    return self.deny(R.grant_type_not_allowed, f"grant_type {quoted(grant)} is not supported; must "
                                                                 f"be among: {', '.join(self.params.grant_types)}")
         responses = claims.get("response_types")
         if responses is not None:
             for value in responses:
                 if _words(value) not in self._responses:
                     allowed = ", ".join(f'"{r}"' for r in self.params.response_types)
-                    return self._meta("response_type_not_allowed",
+                    return self.deny(R.response_type_not_allowed,
                                       f"response_type {quoted(value)} is not supported; must be one of: {allowed}")
         app_type = claims.get("application_type")
         if app_type is not None and app_type not in self._app_types:
-            return self._meta("application_type_not_allowed", f"application_type {quoted(app_type)} is not "
+            return self.deny(R.application_type_not_allowed, f"application_type {quoted(app_type)} is not "
                                                               f"supported; must be one of: "
                                                               f"{', '.join(self.params.application_types)}")
         return None
@@ -209,19 +237,19 @@ class RegistrationMetadata(Check[RegistrationMetadataParams]):
         refused = sorted({s for s in requested if s not in allowed})
         if refused:
             roles = ", ".join(ssa["software_roles"])
-            return self._meta("scope_not_allowed", f"scope {quoted(' '.join(refused), 128)} is not permitted by the "
+            return self.deny(R.scope_not_allowed, f"scope {quoted(' '.join(refused), 128)} is not permitted by the "
                                                    f"software statement's roles ({quoted(roles, 128)})")
         return None
 
     def _identity(self, claims: Mapping[str, Any], ssa: Mapping[str, Any], request: RequestView) -> Denial | None:
         software_id = claims.get("software_id")
         if software_id is not None and software_id != ssa["software_id"]:
-            return self._meta("software_id_mismatch", f"software_id {quoted(software_id)} is not the software "
+            return self.deny(R.software_id_mismatch, f"software_id {quoted(software_id)} is not the software "
                                                       f"statement's {quoted(ssa['software_id'])}")
         path_client = request.params.get(self.params.path_param)
         client_id = claims.get("client_id")
         if path_client is not None and client_id is not None and client_id != path_client:
-            return self._meta("registration_client_id_mismatch",
+            return self.deny(R.registration_client_id_mismatch,
                               f"client_id {quoted(client_id)} in the request is not the ClientId of the path")
         return None
 
@@ -230,23 +258,23 @@ def _words(value: str) -> frozenset[str]:
     return frozenset(value.split())
 
 
-def _redirect_problem(uri: Any) -> tuple[str, str] | None:
+def _redirect_problem(uri: Any) -> tuple[Reason, str] | None:
     """(reason, description) when a redirect URI is not an https URL to a public host without a fragment."""
     if not isinstance(uri, str) or not uri:
-        return "redirect_uri_invalid", "each redirect_uri must be a non-empty string"
+        return R.redirect_uri_invalid, "each redirect_uri must be a non-empty string"
     try:
         parts = urlsplit(uri)
         host = (parts.hostname or "").rstrip(".")
     except ValueError:
-        return "redirect_uri_invalid", f"redirect_uri {quoted(uri)} is not a valid URL"
+        return R.redirect_uri_invalid, f"redirect_uri {quoted(uri)} is not a valid URL"
     if parts.scheme.lower() != "https":
-        return "redirect_uri_not_https", f"redirect_uri {quoted(uri)} must use the https scheme"
+        return R.redirect_uri_not_https, f"redirect_uri {quoted(uri)} must use the https scheme"
     if not host:
-        return "redirect_uri_invalid", f"redirect_uri {quoted(uri)} has no host"
+        return R.redirect_uri_invalid, f"redirect_uri {quoted(uri)} has no host"
     if _is_local(host):
-        return "redirect_uri_localhost", f"redirect_uri {quoted(uri)} must not point at localhost or a loopback address"
+        return R.redirect_uri_localhost, f"redirect_uri {quoted(uri)} must not point at localhost or a loopback address"
     if parts.fragment or uri.endswith("#"):
-        return "redirect_uri_fragment", f"redirect_uri {quoted(uri)} must not contain a fragment (RFC 6749 §3.1.2)"
+        return R.redirect_uri_fragment, f"redirect_uri {quoted(uri)} must not contain a fragment (RFC 6749 §3.1.2)"
     return None
 
 

@@ -10,14 +10,18 @@ from typing import Final, Literal
 from pydantic import Field
 
 from ..config.schema import PositiveSeconds, StrictModel
-from ..jose import JoseError, UrlPolicy, allow_list, check_algorithm, check_typ, validate_claims, verify_signature
+from ..jose import JoseError, JwsVerifier, Trust, UrlPolicy, allow_list
 from ..jose.claims import ClaimRules
 from ..jose.errors import quoted
+from ..reasons import Reason
 from .base import Check, Denial, RequestView
 from .registration import (
     REGISTRATION_CLAIMS,
     RegistrationError,
+    RequestBodyReasons,
+    SoftwareJwksReasons,
     request_jws,
+    services_locator,
     software_jwks_failure,
     software_jwks_policy,
     ssa_claims_of,
@@ -41,6 +45,17 @@ class RegistrationRequestParams(StrictModel):
     """Expected `typ` header (e.g. `JWT`); unset: not checked (OB does not fix it)."""
 
 
+class RegistrationRequestReasons(RequestBodyReasons, SoftwareJwksReasons):
+    """Why `registration_request` refuses: its own reasons, the body's structure (`request_<jose code>`,
+    `request_not_jws`) and the software key set (`software_jwks_*`); 400 invalid_client_metadata."""
+
+    request_jti_invalid = Reason(400, "invalid_client_metadata")
+    software_statement_unverified = Reason(400, "invalid_software_statement")
+
+
+R = RegistrationRequestReasons
+
+
 class RegistrationRequest(Check[RegistrationRequestParams]):
     """Verify the request JWS with the TPP's key, check its claims, and record them as `registration_claims`.
 
@@ -49,8 +64,9 @@ class RegistrationRequest(Check[RegistrationRequestParams]):
 
     name = "registration_request"
     Params = RegistrationRequestParams
+    reasons = RegistrationRequestReasons
     needs_body = True
-    __slots__ = ("_algorithms", "_rules", "_url_policy")
+    __slots__ = ("_algorithms", "_rules", "_url_policy", "_verifier")
 
     def __init__(self, params: RegistrationRequestParams, services: Services) -> None:
         super().__init__(params, services)
@@ -63,48 +79,37 @@ class RegistrationRequest(Check[RegistrationRequestParams]):
             max_lifetime_seconds=params.max_lifetime_seconds,
             require=("iss", "aud", "iat", "exp", "jti"),
         )
-
-    def _invalid(self, reason: str, description: str) -> Denial:
-        return self.deny(400, "invalid_client_metadata", description, reason)
+        # The one JWS path (gateway/jose/verifier.py); the request is parsed (and memoised) by request_jws.
+        self._verifier = JwsVerifier(locate=services_locator(services))
 
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass with `registration_claims` set, or refuse with 400 invalid_client_metadata."""
         ssa = ssa_claims_of(request.facts)
         if ssa is None:
-            return self.deny(400, "invalid_software_statement", "no verified software statement to take the TPP's "
-                             "keys from", "software_statement_unverified")
+            return self.deny(R.software_statement_unverified, "no verified software statement to take the TPP's "
+                             "keys from")
         try:
             jws = request_jws(request)
         except RegistrationError as exc:
-            return self._invalid(exc.reason, exc.description)
+            return self.deny(exc.refusal, exc.description)
         claims = jws.claims or {}
+        # SECURITY: the key comes only from the key set the directory-signed SSA names (holder-of-key proof, OB
+        # Directory "Request Validation" 2), fetched through the SSRF guard of trust.software_jwks. The one path
+        # applies the allow-list before any key lookup, so `none`, HS256-with-the-RSA-key (algorithm confusion)
+        # and RS256 never cause a fetch (RFC 8725 §3.1, FAPI 1.0 Part 2 §8.6).
+        trust = Trust(algorithms=self._algorithms, jwks_uri=ssa["software_jwks_endpoint"], rules=self._rules,
+                      issuer=ssa["software_id"], url_policy=self._url_policy, typ=self.params.typ)
         try:
-            # SECURITY: the allow-list is applied before any key lookup, so `none`, HS256-with-the-RSA-key
-            # (algorithm confusion) and RS256 never cause a fetch (RFC 8725 §3.1, FAPI 1.0 Part 2 §8.6).
-            check_algorithm(jws, self._algorithms)
-            if jws.kid is None:
-                raise JoseError("missing_kid", "JWS header must contain a 'kid'")
-            if self.params.typ is not None:
-                check_typ(jws.header, self.params.typ)
+            await self._verifier.verify(jws, trust, now=request.now)
         except JoseError as exc:
-            return self._invalid(f"request_{exc.reason}", f"registration request: {exc.description}")
-        try:
-            # SECURITY: the key comes only from the key set the directory-signed SSA names (holder-of-key proof,
-            # OB Directory "Request Validation" 2), fetched through the SSRF guard of trust.software_jwks.
-            key = await self.services.keys.get_key(ssa["software_jwks_endpoint"], jws.kid, policy=self._url_policy)
-        except JoseError as exc:
-            return self._invalid(*software_jwks_failure(exc))
-        try:
-            verify_signature(jws, key, self._algorithms)
-            validate_claims(claims, self._rules, request.now)
-        except JoseError as exc:
-            return self._invalid(f"request_{exc.reason}", f"registration request: {exc.description}")
+            # request_<reason>, or software_jwks_url_refused / software_jwks_unavailable for the key set itself.
+            return self.deny(*software_jwks_failure(exc))
         software_id = ssa["software_id"]
         if claims["iss"] != software_id:
             # OB DCR 3.1 data dictionary: for OB Directory SSAs, iss is the SSA's software_id.
-            return self._invalid("request_iss_mismatch", f"registration request iss {quoted(claims['iss'])} must be "
+            return self.deny(R.request["iss_mismatch"], f"registration request iss {quoted(claims['iss'])} must be "
                                                          f"the software statement's software_id {quoted(software_id)}")
         if not _UUID.match(claims["jti"]):
-            return self._invalid("request_jti_invalid", "registration request jti must be a UUID")
+            return self.deny(R.request_jti_invalid, "registration request jti must be a UUID")
         request.facts[REGISTRATION_CLAIMS] = dict(claims)
         return None

@@ -7,6 +7,7 @@ from typing import Final
 
 from ..config.schema import StrictModel
 from ..jose.errors import quoted
+from ..reasons import Reason, Reasons
 from .base import Check, Denial, Recording, RequestView
 from .registration import registration_claims_of
 
@@ -22,6 +23,16 @@ def replay_key(iss: str, jti: str) -> str:
     return hashlib.sha256(f"{iss}\x1f{jti.lower()}".encode()).hexdigest()[:40]
 
 
+class ReplayReasons(Reasons):
+    """Why `replay` refuses (a store that cannot answer is the engine's `state_unavailable`)."""
+
+    jti_replayed = Reason(400, "invalid_client_metadata")
+    registration_unverified = Reason(400, "invalid_client_metadata")
+
+
+R = ReplayReasons
+
+
 class Replay(Check[ReplayParams]):
     """Refuse a registration request whose `jti` was already seen (store TTL = exp - now + skew).
 
@@ -34,6 +45,7 @@ class Replay(Check[ReplayParams]):
 
     name = "replay"
     Params = ReplayParams
+    reasons = ReplayReasons
 
     @property
     def records_state(self) -> Recording:
@@ -44,12 +56,11 @@ class Replay(Check[ReplayParams]):
         """Pass the first time a jti is seen; refuse 400 invalid_client_metadata `jti_replayed` afterwards."""
         claims = registration_claims_of(request.facts)
         if claims is None:
-            return self.deny(400, "invalid_client_metadata", "no verified registration request to check for replay",
-                             "registration_unverified")
+            return self.deny(R.registration_unverified, "no verified registration request to check for replay")
         jti, exp = str(claims["jti"]), float(claims["exp"])  # registration_request: present and well-typed
         ttl = max(1.0, exp - request.now + self.services.trust.clock_skew_seconds)
         if await self.services.store.add_if_absent(NAMESPACE, replay_key(str(claims["iss"]), jti), ttl):
             return None
         self.services.on_replay()
-        return self.deny(400, "invalid_client_metadata", f"registration request jti {quoted(jti)} was already used; "
-                         "sign a new request with a fresh jti", "jti_replayed")
+        return self.deny(R.jti_replayed, f"registration request jti {quoted(jti)} was already used; "
+                         "sign a new request with a fresh jti")

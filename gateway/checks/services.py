@@ -7,30 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from ..config import TrustSettings
-from ..jose import JoseError, UrlPolicy, VerificationKey
+from ..jose import KeyProvider
 from ..state.store import StateStore
 from .key_urls import CONFIGURED_URLS
 from .revocation import Revocations
 from .token_verifier import TokenVerifier
 
 __all__ = ["CONFIGURED_URLS", "KeyProvider", "Services"]
-
-
-class KeyProvider(Protocol):
-    """Where verification keys come from: the JWKS cache in production, static keys in `policy test`."""
-
-    async def get_key(self, uri: str, kid: str, *, policy: UrlPolicy | None = None) -> VerificationKey:
-        """The key `kid` of the key set at `uri`."""
-        ...
-
-    async def prefetch(
-        self, uris: Iterable[str], *, policy: UrlPolicy | None = None
-    ) -> dict[str, JoseError | None]:
-        """Warm the key sets; each URI's error or None."""
-        ...
 
 
 def _no_hook() -> None:

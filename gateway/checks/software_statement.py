@@ -10,9 +10,10 @@ from urllib.parse import urlsplit
 
 from ..config import Directory
 from ..config.schema import PositiveSeconds, StrictModel
-from ..jose import ClaimRules, JoseError, check_algorithm, check_typ, parse_compact, validate_claims, verify_signature
+from ..jose import ClaimRules, JoseError, JwsVerifier, Trust
 from ..jose.claims import ANY_VALUE, IDENTIFIER, NAME, STRINGS, TEXT, ClaimType, read_claim
 from ..jose.errors import quoted
+from ..reasons import JoseFamily, Reason
 from .base import Check, Denial, RequestView
 from .params import ParamError
 from .registration import (
@@ -22,7 +23,9 @@ from .registration import (
     SOFTWARE_ROLES,
     SSA_CLAIMS,
     RegistrationError,
+    RequestBodyReasons,
     request_jws,
+    services_locator,
 )
 from .services import CONFIGURED_URLS, Services
 
@@ -44,11 +47,35 @@ class SoftwareStatementParams(StrictModel):
     """Refuse SSAs whose `iat` is older than this. Unset: no limit (OB sets no SSA lifetime)."""
 
 
+_INVALID: Final = "invalid_software_statement"
+_UNAPPROVED: Final = "unapproved_software_statement"
+
+
+class SoftwareStatementReasons(RequestBodyReasons):
+    """Why `software_statement` refuses: RFC 7591 invalid_ / unapproved_software_statement (400), the body's
+    structure (`request_*`, 400 invalid_client_metadata), or 503 when a trusted directory's keys are unavailable."""
+
+    ssa_missing = Reason(400, _INVALID)
+    ssa_malformed = Reason(400, _INVALID)
+    """Not a string, or not a compact JWS (the JOSE code `malformed`)."""
+    ssa = JoseFamily("ssa_", 400, _INVALID, excluded=("jwks_unavailable", "jwks_url_refused"))
+    """The SSA refused by the JOSE layer: `ssa_<jose code>`."""
+    ssa_too_old = Reason(400, _INVALID)
+    ssa_issuer_not_trusted = Reason(400, _UNAPPROVED)
+    ssa_org_not_active = Reason(400, _UNAPPROVED)
+    ssa_role_missing = Reason(400, _UNAPPROVED)
+    directory_jwks_unavailable = Reason(503, "temporarily_unavailable")
+    """The trusted directory's key set cannot be had (fail closed), with Retry-After."""
+
+
+R = SoftwareStatementReasons
+
+
 @dataclass(frozen=True, slots=True)
 class _Trusted:
     name: str
     directory: Directory
-    algorithms: frozenset[str]
+    trust: Trust
 
 
 class SoftwareStatement(Check[SoftwareStatementParams]):
@@ -56,73 +83,65 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
 
     name = "software_statement"
     Params = SoftwareStatementParams
+    reasons = SoftwareStatementReasons
     needs_body = True
-    __slots__ = ("_directories", "_rules")
+    __slots__ = ("_directories", "_verifier")
 
     def __init__(self, params: SoftwareStatementParams, services: Services) -> None:
         super().__init__(params, services)
         configured = services.trust.directories
         names = params.directories or tuple(configured)
+        rules = ClaimRules.build(leeway_seconds=services.trust.clock_skew_seconds, require=("iss", "iat"))
         trusted: dict[str, _Trusted] = {}
         for i, name in enumerate(names):
             if name not in configured:
                 valid = ", ".join(sorted(configured)) or "none configured"
                 raise ParamError(["directories", i], f"unknown directory {name!r} (config trust.directories: {valid})")
             d = configured[name]
-            trusted[d.issuer] = _Trusted(name, d, frozenset(d.algorithms))
+            trusted[d.issuer] = _Trusted(name, d, Trust(algorithms=frozenset(d.algorithms), jwks_uri=d.jwks_uri,
+                                                        rules=rules, issuer=d.issuer, url_policy=CONFIGURED_URLS))
         # With no directory configured every SSA is refused as untrusted at request time (fail closed), while
         # the policy set still loads (e.g. `policy lint` with a config that has no trust anchors yet).
         self._directories = trusted
-        self._rules = ClaimRules.build(leeway_seconds=services.trust.clock_skew_seconds, require=("iss", "iat"))
+        # The one JWS path (gateway/jose/verifier.py). RFC 8725 §3.11 / OB Directory profile: typ JWT, the fixed
+        # typ checked right after the parse, before anything else costs a lookup.
+        self._verifier = JwsVerifier(locate=services_locator(services), max_bytes=MAX_SSA_BYTES, typ="JWT")
 
     def jwks_uris(self) -> tuple[str, ...]:
         """The trusted directories' key sets, for prefetching."""
         return tuple(t.directory.jwks_uri for t in self._directories.values())
-
-    def _invalid(self, reason: str, description: str) -> Denial:
-        return self.deny(400, "invalid_software_statement", description, reason)
-
-    def _unapproved(self, reason: str, description: str) -> Denial:
-        return self.deny(400, "unapproved_software_statement", description, reason)
 
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass with the SSA facts set, or refuse (400 invalid_/unapproved_software_statement)."""
         try:
             jws = request_jws(request)
         except RegistrationError as exc:
-            return self.deny(400, "invalid_client_metadata", exc.description, exc.reason)
+            return self.deny(exc.refusal, exc.description)
         raw = (jws.claims or {}).get("software_statement")
         if raw is None:
-            return self._invalid("ssa_missing", "the registration request has no software_statement claim")
+            return self.deny(R.ssa_missing, "the registration request has no software_statement claim")
         if not isinstance(raw, str):
-            return self._invalid("ssa_malformed", "software_statement must be a signed JWT (a string)")
+            return self.deny(R.ssa_malformed, "software_statement must be a signed JWT (a string)")
         try:
-            ssa = parse_compact(raw, max_bytes=MAX_SSA_BYTES)
-            # RFC 8725 §3.11 / OB Directory profile: typ JWT; checked before anything else costs a lookup.
-            check_typ(ssa.header, "JWT")
+            ssa = self._verifier.parse(raw)
         except JoseError as exc:
-            return self._invalid(f"ssa_{exc.reason}", f"software statement: {exc.description}")
+            return self.deny(R.ssa[exc.reason], f"software statement: {exc.description}")
         claims: Mapping[str, Any] = ssa.claims or {}
         iss = claims.get("iss")
         trusted = self._directories.get(iss) if isinstance(iss, str) else None
         if trusted is None:
-            return self._unapproved("ssa_issuer_not_trusted",
-                                    f"the software statement's issuer {quoted(iss)} is not a trusted directory")
+            return self.deny(R.ssa_issuer_not_trusted,
+                             f"the software statement's issuer {quoted(iss)} is not a trusted directory")
         try:
-            # SECURITY: `none` and HS* are refused before any key lookup (alg confusion, RFC 8725 §3.1).
-            check_algorithm(ssa, trusted.algorithms)
-            if ssa.kid is None:
-                raise JoseError("missing_kid", "JWS header must contain a 'kid'")
-            key = await self.services.keys.get_key(trusted.directory.jwks_uri, ssa.kid, policy=CONFIGURED_URLS)
-            verify_signature(ssa, key, trusted.algorithms)
-            validate_claims(claims, self._rules, request.now)
+            # alg allow-list (before any key lookup), kid, the directory's key, signature, claims: in that order.
+            await self._verifier.verify(ssa, trusted.trust, now=request.now)
         except JoseError as exc:
             if exc.reason in ("jwks_unavailable", "jwks_url_refused"):
                 # Our trust anchor is unreachable: not the TPP's fault, and never a reason to accept.
-                return self.deny(503, "temporarily_unavailable",
+                return self.deny(R.directory_jwks_unavailable,
                                  f"the keys of directory {trusted.name!r} are unavailable, retry later",
-                                 "directory_jwks_unavailable", (("Retry-After", "5"),))
-            return self._invalid(f"ssa_{exc.reason}", f"software statement: {exc.description}")
+                                 (("Retry-After", "5"),))
+            return self.deny(R.ssa[exc.reason], f"software statement: {exc.description}")
         denial = self._judge(claims, request.now)
         if denial is not None:
             return denial
@@ -138,19 +157,19 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
         limit = self.params.max_age_seconds
         iat = claims["iat"]  # validate_claims: present and a NumericDate
         if limit is not None and now - float(iat) > limit + self.services.trust.clock_skew_seconds:
-            return self._invalid("ssa_too_old", f"the software statement was issued more than {limit:g} seconds ago")
+            return self.deny(R.ssa_too_old, f"the software statement was issued more than {limit:g} seconds ago")
         problem = _shape_problem(claims, self.params.required_claims)
         if problem is not None:
-            return self._invalid(*problem)
+            return self.deny(*problem)
         status = claims.get("org_status")
         if status != ACTIVE:
             what = "has no org_status" if status is None else f"has org_status {quoted(status)}"
-            return self._unapproved("ssa_org_not_active",
-                                    f"the software statement {what}; only Active organisations may register")
+            return self.deny(R.ssa_org_not_active,
+                             f"the software statement {what}; only Active organisations may register")
         missing = sorted(set(self.params.required_roles) - set(claims["software_roles"]))
         if missing:
-            return self._unapproved("ssa_role_missing", "the software statement lacks the software_roles required "
-                                                        f"here: {', '.join(missing)}")
+            return self.deny(R.ssa_role_missing, "the software statement lacks the software_roles required "
+                                                 f"here: {', '.join(missing)}")
         return None
 
 
@@ -183,12 +202,12 @@ ALWAYS_REQUIRED: Final = ("software_id", "org_id", "software_jwks_endpoint", "so
                           "software_roles")
 
 
-def _shape_problem(claims: Mapping[str, Any], extra: tuple[str, ...]) -> tuple[str, str] | None:
+def _shape_problem(claims: Mapping[str, Any], extra: tuple[str, ...]) -> tuple[Reason, str] | None:
     """(reason, description) when a claim the DCR checks rely on is missing or of the wrong type."""
     try:
         for name in (*ALWAYS_REQUIRED, *extra):
             read_claim(claims, name, SSA_CLAIM_TYPES.get(name, ANY_VALUE), required=True)
         read_claim(claims, "org_status", SSA_CLAIM_TYPES["org_status"])
     except JoseError as exc:
-        return f"ssa_{exc.reason}", f"software statement: {exc.description}"
+        return R.ssa[exc.reason], f"software statement: {exc.description}"
     return None

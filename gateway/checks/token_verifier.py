@@ -8,19 +8,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiohttp
 
 from ..config import TokenIssuer
-from ..jose import ClaimRules, JoseError, check_algorithm, parse_compact, validate_claims, verify_signature
-from ..jose.claims import CLIENT_ID, NUMERIC_DATE, TOKEN_SCOPE, check_typ, read_claim
+from ..jose import ClaimRules, JoseError, JwsVerifier, KeyProvider, Trust, validate_claims
+from ..jose.claims import CLIENT_ID, NUMERIC_DATE, TOKEN_SCOPE, read_claim
 from ..jose.encoding import json_loads_strict
 from .key_urls import CONFIGURED_URLS
 from .token import VerifiedToken
-
-if TYPE_CHECKING:
-    from .services import KeyProvider
 
 MAX_TOKEN_BYTES = 8192
 MAX_INTROSPECTION_BYTES = 65536
@@ -34,7 +31,7 @@ class _Verified:
     """A cache entry: the verified token and, for a JWT, where its key came from and which key it was."""
 
     token: VerifiedToken
-    jwks_uri: str | None = None
+    trust: Trust | None = None
     thumbprint: str | None = None
 
 
@@ -49,7 +46,7 @@ class TokenVerifier:
     sends the token through full verification again.
     """
 
-    __slots__ = ("_cache", "_clock", "_keys", "_max_entries", "_rules", "_session", "_skew")
+    __slots__ = ("_cache", "_clock", "_max_entries", "_session", "_skew", "_trust", "_verifier")
 
     def __init__(
         self,
@@ -59,12 +56,14 @@ class TokenVerifier:
         clock: Callable[[], float] = time.time,
         max_entries: int = 10_000,
     ) -> None:
-        self._keys = keys
+        # The one JWS path (gateway/jose/verifier.py); what is the token's own: its size limit and wording.
+        self._verifier = JwsVerifier(keys, max_bytes=MAX_TOKEN_BYTES, missing_kid="the access token has no kid header",
+                                     clock=clock)
         self._skew = skew_seconds
         self._clock = clock
         self._max_entries = max_entries
         self._cache: OrderedDict[bytes, _Verified] = OrderedDict()
-        self._rules: dict[tuple[str, tuple[str, ...]], ClaimRules] = {}
+        self._trust: dict[tuple[Any, ...], Trust] = {}
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
@@ -109,26 +108,31 @@ class TokenVerifier:
     async def _same_key(self, cached: _Verified) -> bool:
         """True while the key that verified a cached JWT is still published under its kid; JoseError
         (`unknown_kid`, `jwks_unavailable`, …) when the key set no longer has the kid or cannot be had."""
-        if cached.jwks_uri is None or cached.token.kid is None:
+        if cached.trust is None or cached.token.kid is None:
             return True  # introspected: the answer's own cache bound applies
-        key = await self._keys.get_key(cached.jwks_uri, cached.token.kid, policy=CONFIGURED_URLS)
+        key = await self._verifier.locate(cached.trust, cached.token.kid)
         return key.thumbprint == cached.thumbprint
 
-    def _claim_rules(self, issuer: TokenIssuer) -> ClaimRules:
-        key = (issuer.issuer, issuer.audiences)
-        rules = self._rules.get(key)
-        if rules is None:
+    def _issuer_trust(self, issuer: TokenIssuer, jwks_uri: str) -> Trust:
+        """Who signs this issuer's tokens (algorithms, key set, typ, claim rules): built once per issuer."""
+        key = (issuer.issuer, issuer.audiences, jwks_uri, tuple(issuer.algorithms), tuple(issuer.token_types),
+               issuer.client_id_claim)
+        trust = self._trust.get(key)
+        if trust is None:
             rules = ClaimRules.build(
                 issuers=issuer.issuer,
                 audiences=issuer.audiences or None,
                 leeway_seconds=self._skew,
                 require=("exp", "iat", "jti", "iss", issuer.client_id_claim),
             )
-            self._rules[key] = rules
-        return rules
+            trust = Trust(algorithms=frozenset(issuer.algorithms), jwks_uri=jwks_uri, rules=rules,
+                          issuer=issuer.issuer, url_policy=CONFIGURED_URLS, typ=tuple(issuer.token_types))
+            self._trust[key] = trust
+        return trust
 
     async def _verify_jwt(self, raw: str, issuers: IssuerMap, now: float) -> _Verified:
-        jws = parse_compact(raw, max_bytes=MAX_TOKEN_BYTES)
+        jws = self._verifier.parse(raw)
+        # Step 2 of the one path: the issuer, from the unverified `iss`, says which keys, algorithms and typ.
         claims = jws.claims or {}
         iss = claims.get("iss")
         entry = issuers.get(iss) if isinstance(iss, str) else None
@@ -137,17 +141,9 @@ class TokenVerifier:
         name, issuer = entry
         if issuer.jwks_uri is None:
             raise JoseError("alg_not_allowed", "this issuer's tokens are opaque; a JWT is not accepted")
-        algorithms = frozenset(issuer.algorithms)
-        check_algorithm(jws, algorithms)  # before anything else: `none` / HS* are refused as such
-        if jws.kid is None:
-            raise JoseError("missing_kid", "the access token has no kid header")
-        typ = jws.header.get("typ")
-        if not any(_typ_ok(typ, expected) for expected in issuer.token_types):
-            raise JoseError("typ_mismatch", f"typ header must be one of: {', '.join(issuer.token_types)}")
-        key = await self._keys.get_key(issuer.jwks_uri, jws.kid, policy=CONFIGURED_URLS)
-        verify_signature(jws, key, algorithms)
-        validate_claims(claims, self._claim_rules(issuer), now)
-        return _Verified(_token(name, issuer, dict(claims), jws.kid), issuer.jwks_uri, key.thumbprint)
+        trust = self._issuer_trust(issuer, issuer.jwks_uri)
+        verified = await self._verifier.verify(jws, trust, now=now)
+        return _Verified(_token(name, issuer, dict(verified.claims), verified.kid), trust, verified.key_thumbprint)
 
     async def _introspect(self, raw: str, digest: bytes, issuers: IssuerMap, now: float) -> VerifiedToken:
         """RFC 7662: POST the token to the (single) introspecting issuer of the policy."""
@@ -196,14 +192,6 @@ class TokenVerifier:
         validate_claims(body, ClaimRules.build(audiences=issuer.audiences or None, leeway_seconds=self._skew,
                                                require=("exp", issuer.client_id_claim)), now)
         return _token(name, issuer, body, None)
-
-
-def _typ_ok(typ: object, expected: str) -> bool:
-    try:
-        check_typ({"typ": typ}, expected)
-    except JoseError:
-        return False
-    return True
 
 
 def _token(name: str, issuer: TokenIssuer, claims: dict[str, Any], kid: str | None) -> VerifiedToken:

@@ -29,7 +29,8 @@ from typing import Final
 
 from multidict import CIMultiDictProxy
 
-from ..checks.base import Denial
+from ..checks.base import Denial, denial_for
+from ..reasons import HttpRefusals, Reason
 
 INTERACTION_ID: Final = "x-fapi-interaction-id"
 
@@ -88,8 +89,11 @@ _SPELLED_ONE_WAY: Final = HOP_BY_HOP | FRAMING | {"content-encoding", "host"}
 """Framing and connection fields: an `_` spelling of one is refused, not guessed at."""
 
 
-def _refusal(status: int, description: str, reason: str) -> Denial:
-    return Denial(status, "invalid_request", description, reason, (), "http")
+H = HttpRefusals
+
+
+def _refusal(reason: Reason, description: str) -> Denial:
+    return denial_for(reason, description, H.check)
 
 
 class InboundRules:
@@ -111,28 +115,28 @@ class InboundRules:
             fam = low.replace("_", "-")
             if fam in _SPELLED_ONE_WAY and fam != low:
                 # `Content_Encoding` means nothing here but framing to a backend that folds `_` into `-`.
-                return _refusal(400, f"header {name[:64]!r} looks like a framing field", "ambiguous_header")
+                return _refusal(H.ambiguous_header, f"header {name[:64]!r} looks like a framing field")
             spelled = seen.get(fam)
             if spelled is None:
                 seen[fam] = low
                 continue
             if spelled != low:
-                return _refusal(400, f"header {name[:64]!r} is also sent spelled otherwise", "ambiguous_header")
+                return _refusal(H.ambiguous_header, f"header {name[:64]!r} is also sent spelled otherwise")
             if fam in self._single:
-                return _refusal(400, f"header {name[:64]!r} is sent more than once", "duplicate_header")
+                return _refusal(H.duplicate_header, f"header {name[:64]!r} is sent more than once")
         if OVERRIDES.intersection(seen):
-            return _refusal(400, "method and URL override headers are not accepted", "override_header")
+            return _refusal(H.override_header, "method and URL override headers are not accepted")
         coding = seen.get("transfer-encoding")
         if coding is not None and headers.get(coding, "").strip().lower() != "chunked":
-            return _refusal(501, "the only transfer coding accepted is chunked", "transfer_encoding")
+            return _refusal(H.transfer_encoding, "the only transfer coding accepted is chunked")
         expect = seen.get("expect")
         if expect is not None and headers.get(expect, "").strip().lower() != "100-continue":
-            return _refusal(417, "the only expectation met is 100-continue", "expectation")
+            return _refusal(H.expectation, "the only expectation met is 100-continue")
         connection = seen.get("connection")
         if connection is not None:
             named = connection_tokens(headers.getall(connection))
             if not named <= CONNECTION_OPTIONS:
-                return _refusal(400, "Connection may name only hop-by-hop fields", "connection_header")
+                return _refusal(H.connection_header, "Connection may name only hop-by-hop fields")
         return None
 
     def upstream_headers(self, headers: Iterable[tuple[str, str]], also_drop: Mapping[str, str] | None) -> list[str]:
@@ -158,7 +162,7 @@ def encoding_refusal(codings: tuple[str, ...], accepted: frozenset[str]) -> Deni
     public listener never decompresses: an accepted coded body goes upstream byte for byte."""
     if all(c in accepted for c in codings):
         return None
-    return _refusal(415, "request bodies must not be content-encoded here", "content_encoding")
+    return _refusal(H.content_encoding, "request bodies must not be content-encoded here")
 
 
 def connection_tokens(values: Iterable[str]) -> set[str]:

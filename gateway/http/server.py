@@ -14,13 +14,13 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from ..checks.base import Denial, RequestView
+from ..checks.base import Denial, RequestView, denial_for
 from ..checks.rate_limit import rate_limit_headers
 from ..checks.registration import registration_claims_of
 from ..checks.services import Services
 from ..checks.token import token_of
 from ..config import Settings
-from ..errors import GatewayError, error_response, http_exception_response, server_error_response
+from ..errors import GatewayError, error_response, http_exception_response, refused, server_error_response
 from ..jsonutil import dumps
 from ..observability.audit import AuditLog
 from ..observability.logging import get_logger
@@ -28,6 +28,7 @@ from ..observability.metrics import CONTENT_TYPE, Metrics
 from ..policy.engine import CompiledPolicy, Decision
 from ..policy.loader import load_policies
 from ..policy.reload import PolicyHolder, PolicyReloader
+from ..reasons import BodyRefusals, HttpRefusals
 from ..runtime import build_runtime
 from .addresses import ProxyTrust
 from .context import CTX, RequestContext
@@ -227,8 +228,8 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
     ctx.route = policy.template
     ctx.policy = policy.name
     if request.body_exists and request.method in NO_BODY_METHODS and request.method not in policy.allow_body_on:
-        return _refuse(app[METRICS], ctx, Denial(400, "invalid_request", f"a {request.method} request has no body",
-                                                 "body_not_allowed", (), "http"))
+        return _refuse(app[METRICS], ctx, denial_for(HttpRefusals.body_not_allowed,
+                                                  f"a {request.method} request has no body", HttpRefusals.check))
     codings = content_codings(request.headers)
     if codings and (refusal := encoding_refusal(codings, policy.content_codings)) is not None:
         return _refuse(app[METRICS], ctx, refusal)
@@ -238,8 +239,8 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
         client = proxies.client_address(peer, request.headers.getall("X-Forwarded-For", ()))
         slots = app[CLIENT_REQUESTS]
         if client is None or not slots.acquire(client):
-            return _refuse(app[METRICS], ctx, Denial(429, "too_many_requests", "too many requests in flight",
-                                                     "client_concurrency", (), "http"))
+            return _refuse(app[METRICS], ctx, denial_for(HttpRefusals.client_concurrency, "too many requests in flight",
+                                                      HttpRefusals.check))
         try:
             return await _decide_and_forward(request, ctx, policy, match.params, peer, client)
         finally:
@@ -277,8 +278,7 @@ async def _decide_and_forward(
     async def load_body() -> bytes:
         if "Content-Encoding" in request.headers and content_codings(request.headers):
             # An accepted coded body: the gateway does not decode it, so no check can read its plaintext.
-            raise GatewayError(415, "invalid_request", "this route's checks read the body: send it unencoded",
-                               reason="plaintext_needed")
+            raise refused(BodyRefusals.plaintext_needed, "this route's checks read the body: send it unencoded")
         return await read_body(request, limits)
 
     decision = await policy.evaluate(view, load_body)

@@ -1,6 +1,7 @@
 """JOSE for the gateway: strict JWS/JWT verification, keys, the shared JWKS cache and its SSRF guard.
 
-This package is the only place in the gateway core that imports jwcrypto. Every failure is a
+This package is the only place in `gateway/` (the sandbox included) that imports jwcrypto, and `JwsVerifier`
+(verifier.py) is the one path by which a JWS is verified. Every failure is a
 `JoseError` whose `reason` is one of `REASONS`.
 """
 
@@ -28,7 +29,15 @@ from .keys import (
     sign_jwt,
 )
 from .url_guard import UrlGuard, UrlPolicy, VettedUrl, address_category
-from .verifier import CachedKeys, JwtVerifier, KeySource, StaticKeys, VerifiedJwt
+from .verifier import (
+    JwsVerifier,
+    KeyLocator,
+    KeyProvider,
+    StaticKeys,
+    Trust,
+    VerifiedJwt,
+    provider_locator,
+)
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -37,7 +46,6 @@ __all__ = [
     "FORBIDDEN_HEADERS",
     "REASONS",
     "SUPPORTED",
-    "CachedKeys",
     "ClaimRules",
     "CompactJWS",
     "JoseError",
@@ -45,10 +53,12 @@ __all__ = [
     "JwkSet",
     "JwksCache",
     "JwksCacheSettings",
-    "JwtVerifier",
-    "KeySource",
+    "JwsVerifier",
+    "KeyLocator",
+    "KeyProvider",
     "SigningKey",
     "StaticKeys",
+    "Trust",
     "UrlGuard",
     "UrlPolicy",
     "VerificationKey",
@@ -63,6 +73,7 @@ __all__ = [
     "jwk_thumbprint",
     "load_signing_key_pem",
     "parse_compact",
+    "provider_locator",
     "sign_compact",
     "sign_jwt",
     "validate_claims",

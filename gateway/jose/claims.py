@@ -119,7 +119,6 @@ class ClaimRules:
     leeway_seconds: float = 30.0  # clock skew tolerated on exp / nbf / iat
     max_lifetime_seconds: float | None = None  # bound on exp - iat (or exp - now without iat)
     require: frozenset[str] = frozenset({"exp"})
-    typ: str | None = None  # expected `typ` header, e.g. "JWT"; None: not checked
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.leeway_seconds) and self.leeway_seconds >= 0):
@@ -136,7 +135,6 @@ class ClaimRules:
         leeway_seconds: float = 30.0,
         max_lifetime_seconds: float | None = None,
         require: Iterable[str] = ("exp",),
-        typ: str | None = None,
     ) -> ClaimRules:
         """Convenience constructor accepting a single string or any iterable for issuers / audiences."""
         return cls(
@@ -145,7 +143,6 @@ class ClaimRules:
             leeway_seconds=leeway_seconds,
             max_lifetime_seconds=max_lifetime_seconds,
             require=frozenset(require),
-            typ=typ,
         )
 
 

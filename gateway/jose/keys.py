@@ -254,6 +254,19 @@ class JwkSet:
         return iter(self.keys)
 
 
+_DEFAULT_ALG: Final[Mapping[tuple[str, str | None], str]] = {
+    ("RSA", None): "PS256", ("EC", "P-256"): "ES256", ("EC", "P-384"): "ES384", ("EC", "P-521"): "ES512"}
+
+
+def check_jwk(data: Mapping[str, Any]) -> None:
+    """Refuse (JoseError key_invalid) a JWK whose members do not all make sense for its key type: the full
+    member-by-member validation of jwcrypto (e.g. `crv` on an RSA key), stricter than what verification reads."""
+    try:
+        JWK(**data)
+    except Exception as exc:  # jwcrypto: InvalidJWKValue, ValueError, TypeError, KeyError (another type's member)
+        raise JoseError("key_invalid", "not a valid JWK") from exc
+
+
 class SigningKey:
     """A private key for the sandbox and tests; its repr never shows private material."""
 
@@ -272,6 +285,14 @@ class SigningKey:
 
     def __repr__(self) -> str:
         return f"SigningKey(kid={self.kid!r}, kty={self.kty!r}, crv={self.crv!r})"
+
+    @property
+    def alg(self) -> str:
+        """The alg this key signs with unless told otherwise: PS256 (RSA), ES256 / ES384 / ES512 (EC)."""
+        alg = _DEFAULT_ALG.get((self.kty, self.crv if self.kty == "EC" else None))
+        if alg is None:
+            raise ValueError(f"no default alg for a {self.kty} {self.crv} key")
+        return alg
 
     @property
     def thumbprint(self) -> str:

@@ -8,10 +8,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..checks.base import Check, Denial, RequestView
+from ..checks.base import Check, Denial, RequestView, denial_for
 from ..config.schema import StrictModel
 from ..http.inbound import BodyLimits
 from ..observability.logging import get_logger
+from ..reasons import RouterRefusals, StoreRefusals
 from ..state.store import StoreUnavailable
 from .router import Match, Router
 
@@ -45,8 +46,8 @@ def split_common(raw: Any) -> tuple[Any, dict[str, Any]]:
 def store_unavailable(check: str, exc: StoreUnavailable) -> Denial:
     """503 for a check whose state store cannot answer (fail closed), with a `Retry-After` in whole seconds."""
     retry = max(1, math.ceil(exc.retry_after_seconds or 1))
-    return Denial(503, "temporarily_unavailable", "security state store unavailable, retry later",
-                  "state_unavailable", (("Retry-After", str(retry)),), check)
+    return denial_for(StoreRefusals.state_unavailable, "security state store unavailable, retry later", check,
+                      (("Retry-After", str(retry)),))
 
 
 _FAIL_OPEN_LOG_INTERVAL = 10.0
@@ -184,8 +185,9 @@ class PolicySet:
     def unmatched(self, method: str, match: Match[CompiledPolicy] | None) -> Denial:
         """The denial for a request no policy applies to; it is never forwarded."""
         if match is not None and match.allowed:
-            return Denial(405, "method_not_allowed", f"{method} is not allowed here", "method_not_allowed",
-                          (("Allow", ", ".join(match.allowed)),), "router")
+            return denial_for(RouterRefusals.method_not_allowed, f"{method} is not allowed here", RouterRefusals.check,
+                              (("Allow", ", ".join(match.allowed)),))
         if self.unmatched_status == 403:
-            return Denial(403, "forbidden", "no policy allows this request", "no_policy", (), "router")
-        return Denial(404, "not_found", "no such endpoint", "no_policy", (), "router")
+            return denial_for(RouterRefusals.no_policy, "no policy allows this request", RouterRefusals.check,
+                              answer=RouterRefusals.FORBIDDEN)
+        return denial_for(RouterRefusals.no_policy, "no such endpoint", RouterRefusals.check)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import time
 import uuid
 from collections.abc import Iterable, Mapping
@@ -32,12 +31,9 @@ from ..config import Directory, Settings, TokenIssuer
 from ..config.schema import iter_errors
 from ..config.yamlsource import YamlSourceError, parse_yaml
 from ..jose import (
-    JoseError,
     JwkSet,
     SigningKey,
-    UrlPolicy,
-    VerificationKey,
-    address_category,
+    StaticKeys,
     cert_thumbprint_s256,
     generate_signing_key,
     sign_compact,
@@ -49,58 +45,25 @@ from .engine import Decision, PolicySet
 from .loader import PolicyError, PolicySource, compile_policies, read_source
 from .model import ClientCertSpec, RegistrationSpec, TestCase, TestFile
 
-
-class StaticKeys:
-    """A KeyProvider serving key sets generated for the run: one per configured issuer and directory JWKS URI,
-    plus whatever `serve` adds (the test TPP's software JWKS). URL policies are applied to the URI's text and
-    literal addresses; host names are never resolved."""
-
-    def __init__(self, issuers: Iterable[TokenIssuer] = (), directories: Iterable[Directory] = ()) -> None:
-        self.signing: dict[str, tuple[SigningKey, str]] = {}
-        self._sets: dict[str, JwkSet] = {}
-        for uri, algorithms in [*((i.jwks_uri, i.algorithms) for i in issuers), *((d.jwks_uri, d.algorithms)
-                                                                                   for d in directories)]:
-            if uri is None or uri in self.signing:
-                continue
-            alg = "ES256" if "ES256" in algorithms else algorithms[0]
-            key = generate_signing_key("EC" if alg.startswith("ES") else "RSA", kid=f"test-{uuid.uuid4().hex[:8]}")
-            self.signing[uri] = (key, alg)
-            self.serve(uri, JwkSet([key.verification_key()]))
-
-    def serve(self, uri: str, keyset: JwkSet) -> None:
-        """Serve `keyset` at `uri`."""
-        self._sets[uri] = keyset
-
-    async def get_keyset(self, uri: str, *, policy: UrlPolicy | None = None) -> JwkSet:
-        """The key set served at `uri`, if the URL policy admits it."""
-        if policy is not None:
-            _vet(uri, policy)
-        keyset = self._sets.get(uri)
-        if keyset is None:
-            raise JoseError("jwks_unavailable", f"key set {uri} unavailable: not served in policy test")
-        return keyset
-
-    async def get_key(self, uri: str, kid: str, *, policy: UrlPolicy | None = None) -> VerificationKey:
-        """The generated key, if `kid` names it."""
-        key = (await self.get_keyset(uri, policy=policy)).get(kid)
-        if key is None:
-            raise JoseError("unknown_kid", "no key with this kid in the key set")
-        return key
-
-    async def prefetch(self, uris: Iterable[str], *, policy: UrlPolicy | None = None) -> dict[str, JoseError | None]:
-        """Always warm."""
-        return {u: None for u in uris}
+Signers = dict[str, tuple[SigningKey, str]]
+"""JWKS URI → (the key generated for it, the alg it signs with)."""
 
 
-def _vet(uri: str, policy: UrlPolicy) -> None:
-    parsed = policy.check_syntax(uri)
-    try:
-        ip = ipaddress.ip_address((parsed.raw_host or "").strip("[]"))
-    except ValueError:
-        return  # a name: never resolved here
-    if not policy.address_allowed(ip):
-        kind = address_category(ip).replace("_", "-")
-        raise JoseError("jwks_url_refused", f"key set URL {uri} unavailable: host is a {kind} address")
+def generated_keys(issuers: Iterable[TokenIssuer] = (), directories: Iterable[Directory] = ()) -> tuple[StaticKeys,
+                                                                                                            Signers]:
+    """Key sets generated for the run, served by the one `StaticKeys` (gateway/jose): one per configured issuer
+    and directory JWKS URI; `serve` adds the test TPP's software JWKS. Nothing is fetched or resolved."""
+    keys = StaticKeys()
+    signing: Signers = {}
+    for uri, algorithms in [*((i.jwks_uri, i.algorithms) for i in issuers), *((d.jwks_uri, d.algorithms)
+                                                                               for d in directories)]:
+        if uri is None or uri in signing:
+            continue
+        alg = "ES256" if "ES256" in algorithms else algorithms[0]
+        key = generate_signing_key("EC" if alg.startswith("ES") else "RSA", kid=f"test-{uuid.uuid4().hex[:8]}")
+        signing[uri] = (key, alg)
+        keys.serve(uri, JwkSet([key.verification_key()]))
+    return keys, signing
 
 
 # -- the test TPP: signing key, transport certificates, software JWKS -------------------------------------
@@ -201,7 +164,7 @@ def _sign(claims: Mapping[str, Any], header: dict[str, Any], key: SigningKey, at
     return sign_compact(header, payload, signer)
 
 
-def _registration_body(spec: RegistrationSpec, settings: Settings, keys: StaticKeys, tpp: TestTpp,
+def _registration_body(spec: RegistrationSpec, settings: Settings, signing: Signers, tpp: TestTpp,
                        now: float) -> str:
     trust = settings.trust
     if not trust.directories:
@@ -210,7 +173,7 @@ def _registration_body(spec: RegistrationSpec, settings: Settings, keys: StaticK
     if name not in trust.directories:
         raise ValueError(f"registration.ssa.directory {name!r} is not in config trust.directories")
     directory = trust.directories[name]
-    dkey, dalg = keys.signing[directory.jwks_uri]
+    dkey, dalg = signing[directory.jwks_uri]
     ssa = spec.ssa.raw
     if ssa is None:
         ssa_claims = _apply({
@@ -252,14 +215,15 @@ class _Run:
     """Keys generated once for a whole `policy test` run (state is fresh per case)."""
 
     keys: StaticKeys
+    signing: Signers
     tpp: TestTpp
 
     @classmethod
     def create(cls, settings: Settings, now: float) -> _Run:
-        keys = StaticKeys(settings.trust.token_issuers.values(), settings.trust.directories.values())
+        keys, signing = generated_keys(settings.trust.token_issuers.values(), settings.trust.directories.values())
         tpp = TestTpp.generate(settings, now)
         keys.serve(tpp.jwks_uri, tpp.keyset())
-        return cls(keys, tpp)
+        return cls(keys, signing, tpp)
 
 @dataclass(slots=True)
 class CaseResult:
@@ -272,7 +236,6 @@ class CaseResult:
 
 
 def _token(case: TestCase, settings: Settings, run: _Run, now: float) -> str | None:
-    keys = run.keys
     spec = case.request.token
     if spec is None:
         return None
@@ -284,7 +247,7 @@ def _token(case: TestCase, settings: Settings, run: _Run, now: float) -> str | N
         raise ValueError(f"token.issuer {name!r} is not a JWT issuer in config trust.token_issuers")
     issuer = issuers[name]
     assert issuer.jwks_uri is not None
-    key, alg = keys.signing[issuer.jwks_uri]
+    key, alg = run.signing[issuer.jwks_uri]
     claims: dict[str, Any] = {
         "iss": issuer.issuer,
         "iat": int(now),
@@ -336,7 +299,7 @@ async def _evaluate_case(case: TestCase, settings: Settings, source: PolicySourc
         headers["Authorization"] = f"Bearer {raw}"
     body = req.body.encode() if req.body is not None else b""
     if req.registration is not None:
-        body = _registration_body(req.registration, settings, run.keys, run.tpp, now).encode("ascii")
+        body = _registration_body(req.registration, settings, run.signing, run.tpp, now).encode("ascii")
         if "Content-Type" not in headers:
             json_body = req.registration.encoding == "json_string"
             headers["Content-Type"] = "application/json" if json_body else "application/jose"

@@ -28,7 +28,7 @@ from ..http.listener import ListenerRunner
 from ..observability.logging import configure_logging, get_logger
 from ..runtime import run_async
 from .credentials import hash_secret, new_client_id, new_client_secret
-from .crypto import CryptoError, SigningKey, decode_unverified, generate_key, jwks, load_private_pem
+from .crypto import CryptoError, SigningKey, alg_for, decode_unverified, generate_key, jwks, load_private_pem, sign
 from .directory import ssa_claims
 from .keyring import KeyRing, ensure_state_dir, write_private_file
 from .metadata import AUTH_METHODS, GRANT_TYPES
@@ -231,7 +231,7 @@ def _cmd_mint_ssa(args: argparse.Namespace) -> int:
         if value is not None:
             given[claim] = value
     claims = ssa_claims(given, issuer=settings.sandbox.directory_issuer)
-    print(keys.directory.sign(claims, typ="JWT"))
+    print(sign(keys.directory, claims, typ="JWT"))
     return 0
 
 
@@ -270,7 +270,7 @@ def _cmd_tpp_key(args: argparse.Namespace) -> int:
     if (out / PRIVATE_KEY_FILE).exists():
         raise CliError(f"{out / PRIVATE_KEY_FILE} already exists; choose another --out directory")
     key = generate_key(args.alg)
-    if not write_private_file(out / PRIVATE_KEY_FILE, key.private_pem()):
+    if not write_private_file(out / PRIVATE_KEY_FILE, key.to_pem()):
         raise CliError(f"{out / PRIVATE_KEY_FILE} already exists")
     document = jwks([key])
     (out / JWKS_FILE).write_text(json.dumps(document, indent=2) + "\n")
@@ -328,18 +328,18 @@ def _cmd_sign_request(args: argparse.Namespace) -> int:
         "grant_types": args.grant_type or ["client_credentials"],
         "software_statement": ssa,
         "application_type": args.application_type,
-        "id_token_signed_response_alg": key.alg,
-        "request_object_signing_alg": key.alg,
+        "id_token_signed_response_alg": alg_for(key),
+        "request_object_signing_alg": alg_for(key),
     }
     if args.scope:
         claims["scope"] = args.scope
     if method == "private_key_jwt":
-        claims["token_endpoint_auth_signing_alg"] = key.alg
+        claims["token_endpoint_auth_signing_alg"] = alg_for(key)
     if method == "tls_client_auth":
         if not args.tls_client_auth_subject_dn:
             raise CliError("tls_client_auth needs --tls-client-auth-subject-dn")
         claims["tls_client_auth_subject_dn"] = args.tls_client_auth_subject_dn
-    print(key.sign(claims, typ="JWT"))
+    print(sign(key, claims, typ="JWT"))
     return 0
 
 
@@ -357,5 +357,5 @@ def _cmd_client_assertion(args: argparse.Namespace) -> int:
         "exp": now + 300,
         "jti": str(uuid.uuid4()),
     }
-    print(key.sign(claims, typ="JWT"))
+    print(sign(key, claims, typ="JWT"))
     return 0

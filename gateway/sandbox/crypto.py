@@ -1,22 +1,45 @@
-"""The sandbox's only door to jwcrypto: key generation and PEM I/O, compact JWS signing and verification.
+"""The sandbox's JOSE, all of it through `gateway.jose` (the only door to jwcrypto): key generation and PEM I/O,
+JWKS export, compact JWS signing, unverified decoding, and verification by the one path (`JwsVerifier`).
 
-Every jwcrypto failure (including its ValueError/TypeError/KeyError) becomes a `CryptoError` with a stable reason.
-Algorithms are allow-listed explicitly: PS256 and ES256 only (FAPI 1.0 Part 2 §8.6).
+Every failure becomes a `CryptoError` with a stable reason. Algorithms are allow-listed explicitly: PS256 and
+ES256 only (FAPI 1.0 Part 2 §8.6).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Final
 
-from jwcrypto import jwk, jws
-from jwcrypto.common import JWException
+from ..jose import (
+    JoseError,
+    JwkSet,
+    JwsVerifier,
+    SigningKey,
+    StaticKeys,
+    Trust,
+    VerificationKey,
+    generate_signing_key,
+    load_signing_key_pem,
+    sign_jwt,
+)
+from ..jose.encoding import b64url_decode
+from ..jose.keys import check_jwk
+from .jsonvalues import JsonValueError, check, loads
 
-from .jsonvalues import JsonValueError, loads
+__all__ = [
+    "ALLOWED_ALGS",
+    "PRIVATE_MEMBERS",
+    "CryptoError",
+    "KeySet",
+    "SigningKey",
+    "alg_for",
+    "decode_unverified",
+    "generate_key",
+    "jwks",
+    "load_private_pem",
+    "public_jwk",
+    "sign",
+]
 
 ALLOWED_ALGS: Final = ("PS256", "ES256")
 """The only JWS algorithms the sandbox signs or accepts."""
@@ -24,10 +47,19 @@ ALLOWED_ALGS: Final = ("PS256", "ES256")
 # Members of a JWK that hold private key material (RFC 7518 §6.2.2, §6.3.2, §6.4.1).
 PRIVATE_MEMBERS: Final = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
-_ALG_KTY: Final = {"PS256": ("RSA", None), "ES256": ("EC", "P-256")}
-# What jwcrypto raises for input it cannot use: its own errors, and ValueError, TypeError or KeyError (a member
-# that does not belong to the key type, e.g. "crv" on an RSA key).
-_JWCRYPTO_ERRORS: Final = (JWException, ValueError, TypeError, KeyError)
+MAX_JWS_BYTES: Final = 65536
+"""Longest compact JWS the sandbox verifies (its access tokens and client assertions are far shorter)."""
+_OWN_KEYS: Final = "urn:dcr-gateway:sandbox:key-set"
+"""The JWKS URI of a KeySet in its Trust: the keys are in memory, nothing is fetched."""
+
+# JoseError reasons as the sandbox has always named them; every other reason keeps its own name.
+_REASONS: Final = {
+    "malformed": "malformed_jws",
+    "payload_not_json": "malformed_jws",
+    "duplicate_member": "malformed_jws",
+    "too_large": "malformed_jws",
+    "key_mismatch": "key_alg_mismatch",
+}
 
 
 class CryptoError(Exception):
@@ -39,21 +71,12 @@ class CryptoError(Exception):
         self.description = description
 
 
-def _b64url_decode(part: str) -> bytes:
-    if not part or any(c not in _B64URL for c in part):
-        raise ValueError("not base64url")
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-
-
-_B64URL: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
-
-
 def _json_part(segment: str, name: str) -> Any:
     try:
-        return loads(_b64url_decode(segment))
+        return loads(b64url_decode(segment))
     except JsonValueError as exc:
         raise CryptoError("malformed_jws", f"JWS {name}: {exc}") from None
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError):
         raise CryptoError("malformed_jws", "JWS header or payload is not base64url-encoded JSON") from None
 
 
@@ -70,92 +93,72 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return header, payload
 
 
-def alg_for(key: jwk.JWK) -> str:
+def alg_for(key: SigningKey) -> str:
     """The signing algorithm the sandbox uses for a key: PS256 for RSA, ES256 for EC P-256."""
-    kty = key.get("kty")
-    if kty == "RSA":
+    if key.kty == "RSA":
         return "PS256"
-    if kty == "EC" and key.get("crv") == "P-256":
+    if key.kty == "EC" and key.crv == "P-256":
         return "ES256"
     raise CryptoError("unsupported_key", "only RSA (PS256) and EC P-256 (ES256) keys are supported")
 
 
-@dataclass(frozen=True, slots=True)
-class SigningKey:
-    """A private key with its kid (RFC 7638 thumbprint unless given) and algorithm."""
+def public_jwk(key: SigningKey) -> dict[str, Any]:
+    """The public half as a JWK dict with kid, use and alg."""
+    return key.public_jwk(use="sig", alg=alg_for(key))
 
-    kid: str
-    alg: str
-    jwk: jwk.JWK
 
-    def public_jwk(self) -> dict[str, Any]:
-        """The public half as a JWK dict with kid, use and alg."""
-        public: dict[str, Any] = self.jwk.export_public(as_dict=True)
-        return {**public, "kid": self.kid, "use": "sig", "alg": self.alg}
-
-    def private_pem(self) -> bytes:
-        """PKCS#8 PEM of the private key (unencrypted; callers write it 0600)."""
-        pem: bytes = self.jwk.export_to_pem(private_key=True, password=None)
-        return pem
-
-    def sign(
-        self, claims: Mapping[str, Any], *, typ: str | None, extra_header: Mapping[str, Any] | None = None
-    ) -> str:
-        """Compact JWS over the JSON claims, protected header {alg, kid, typ}."""
-        header: dict[str, Any] = {"alg": self.alg, "kid": self.kid}
-        if typ is not None:
-            header["typ"] = typ
-        if extra_header:
-            header.update(extra_header)
-        payload = json.dumps(dict(claims), separators=(",", ":")).encode()
-        try:
-            token = jws.JWS(payload)
-            token.add_signature(self.jwk, alg=self.alg, protected=json.dumps(header, separators=(",", ":")))
-            out: str = token.serialize(compact=True)
-        except _JWCRYPTO_ERRORS as exc:
-            raise CryptoError("signing_failed", f"cannot sign: {type(exc).__name__}") from None
-        return out
+def sign(
+    key: SigningKey, claims: Mapping[str, Any], *, typ: str | None, extra_header: Mapping[str, Any] | None = None
+) -> str:
+    """Compact JWS over the JSON claims, protected header {alg, kid, typ} (and `extra_header`)."""
+    try:
+        return sign_jwt(claims, key, alg_for(key), typ=typ, extra_headers=extra_header)
+    except (JoseError, ValueError, TypeError) as exc:
+        raise CryptoError("signing_failed", f"cannot sign: {type(exc).__name__}") from None
 
 
 def generate_key(alg: str = "PS256", *, kid: str | None = None) -> SigningKey:
-    """A fresh key for `alg`: RSA 2048 for PS256, EC P-256 for ES256."""
+    """A fresh key for `alg`: RSA 2048 for PS256, EC P-256 for ES256 (kid: its RFC 7638 thumbprint)."""
     if alg == "PS256":
-        key = jwk.JWK.generate(kty="RSA", size=2048)
-    elif alg == "ES256":
-        key = jwk.JWK.generate(kty="EC", crv="P-256")
-    else:
-        raise CryptoError("unsupported_alg", f"alg must be one of {', '.join(ALLOWED_ALGS)}")
-    return SigningKey(kid=kid or key.thumbprint(), alg=alg, jwk=key)
+        return generate_signing_key("RSA", rsa_bits=2048, kid=kid)
+    if alg == "ES256":
+        return generate_signing_key("EC", crv="P-256", kid=kid)
+    raise CryptoError("unsupported_alg", f"alg must be one of {', '.join(ALLOWED_ALGS)}")
 
 
 def load_private_pem(data: bytes, *, kid: str | None = None) -> SigningKey:
     """A private key from PEM; alg from its type, kid the RFC 7638 thumbprint unless given."""
     try:
-        key = jwk.JWK.from_pem(data)
-    except _JWCRYPTO_ERRORS:
+        key = load_signing_key_pem(data, kid=kid)
+    except JoseError as exc:
+        if exc.description == "not a private key":
+            raise CryptoError("bad_key", "the PEM holds no private key") from None
+        if exc.description.startswith("unsupported"):
+            raise CryptoError("unsupported_key", "only RSA (PS256) and EC P-256 (ES256) keys are supported") from None
         raise CryptoError("bad_key", "not a PEM private key") from None
-    if not key.has_private:
-        raise CryptoError("bad_key", "the PEM holds no private key")
-    return SigningKey(kid=kid or key.thumbprint(), alg=alg_for(key), jwk=key)
+    alg_for(key)
+    return key
 
 
 def jwks(keys: Iterable[SigningKey]) -> dict[str, Any]:
     """A public JWKS document for `keys`."""
-    return {"keys": [k.public_jwk() for k in keys]}
+    return {"keys": [public_jwk(k) for k in keys]}
 
 
 class KeySet:
-    """Public verification keys by kid, parsed once (RFC 7517 §5); private material is refused."""
+    """Public verification keys by kid, parsed once (RFC 7517 §5); private material is refused. `verify` is the
+    one JWS path of gateway/jose, with these keys."""
 
-    __slots__ = ("_keys",)
+    __slots__ = ("_keys", "_verifier")
 
-    def __init__(self, keys: Mapping[str, jwk.JWK]) -> None:
-        self._keys = dict(keys)
+    def __init__(self, keys: JwkSet) -> None:
+        self._keys = keys
+        self._verifier = JwsVerifier(StaticKeys({_OWN_KEYS: keys}), max_bytes=MAX_JWS_BYTES)
 
     @classmethod
     def of(cls, keys: Iterable[SigningKey]) -> KeySet:
         """The public halves of our own signing keys."""
-        return cls({k.kid: jwk.JWK(**k.public_jwk()) for k in keys})
+        return cls(JwkSet(VerificationKey.from_dict(public_jwk(k)) for k in keys))
 
     @classmethod
     def from_document(cls, doc: Any, *, max_keys: int = 50) -> KeySet:
@@ -165,7 +168,7 @@ class KeySet:
         raw_keys = doc["keys"]
         if not raw_keys or len(raw_keys) > max_keys:
             raise CryptoError("bad_jwks", f"a JWKS must hold 1 to {max_keys} keys")
-        keys: dict[str, jwk.JWK] = {}
+        keys: list[VerificationKey] = []
         for i, raw in enumerate(raw_keys):
             if not isinstance(raw, dict):
                 raise CryptoError("bad_jwks", f"keys[{i}] is not a JSON object")
@@ -176,48 +179,36 @@ class KeySet:
             if raw.get("kty") not in ("RSA", "EC"):
                 raise CryptoError("bad_jwks", f"keys[{i}]: kty must be RSA or EC")
             try:
-                key = jwk.JWK(**raw)
-            except _JWCRYPTO_ERRORS:
+                check_jwk(raw)
+            except JoseError:
                 raise CryptoError("bad_jwks", f"keys[{i}] is not a valid JWK") from None
             kid = raw.get("kid")
-            if isinstance(kid, str) and kid:
-                keys.setdefault(kid, key)
-        return cls(keys)
+            if not isinstance(kid, str) or not kid:
+                continue  # never selectable: verification needs a kid
+            try:
+                keys.append(VerificationKey.from_dict(raw))
+            except JoseError as exc:
+                raise CryptoError("bad_jwks", f"keys[{i}] is not a usable signature key: {exc.description}") from None
+        return cls(JwkSet(keys))
 
     def __contains__(self, kid: object) -> bool:
-        return kid in self._keys
+        return isinstance(kid, str) and self._keys.get(kid) is not None
 
-    def verify(
-        self, token: str, *, algs: Iterable[str] = ALLOWED_ALGS
+    async def verify(
+        self, token: str, *, algs: Iterable[str] = ALLOWED_ALGS, typ: tuple[str, ...] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Verify a compact JWS against the key named by its kid; return (header, payload)."""
-        header, _ = decode_unverified(token)
-        alg = header["alg"]
-        allowed = tuple(a for a in algs if a in ALLOWED_ALGS)
+        """Verify a compact JWS against the key named by its kid; return (header, payload). The claims are the
+        caller's to judge (the sandbox words its own RFC 7523 / RFC 9068 errors)."""
         # SECURITY: explicit allow-list; never `none`, HS* (key confusion) or RS* (FAPI 1.0 Part 2 §8.6).
-        if alg not in allowed:
-            raise CryptoError(
-                "alg_not_allowed", f"alg {alg!r} is not allowed (allowed: {', '.join(allowed)})"
-            )
-        kid = header.get("kid")
-        if not isinstance(kid, str) or not kid:
-            raise CryptoError("missing_kid", "JWS header has no kid")
-        key = self._keys.get(kid)
-        if key is None:
-            raise CryptoError("unknown_kid", f"no key with kid {kid!r}")
-        kty, crv = _ALG_KTY[alg]
-        if key.get("kty") != kty or (crv is not None and key.get("crv") != crv):
-            raise CryptoError("key_alg_mismatch", f"key {kid!r} cannot verify {alg}")
-        if key.get("use") not in (None, "sig") or key.get("alg") not in (None, alg):
-            raise CryptoError("key_alg_mismatch", f"key {kid!r} is not a {alg} signature key")
+        allowed = frozenset(a for a in algs if a in ALLOWED_ALGS)
+        trust = Trust(algorithms=allowed, jwks_uri=_OWN_KEYS, rules=None, typ=typ)
         try:
-            parsed = jws.JWS()
-            parsed.allowed_algs = [alg]
-            parsed.deserialize(token)
-            parsed.verify(key, alg=alg)
-            payload = loads(parsed.payload)
-        except _JWCRYPTO_ERRORS:
-            raise CryptoError("bad_signature", "signature verification failed") from None
-        if not isinstance(payload, dict):
-            raise CryptoError("malformed_jws", "JWS payload must be a JSON object")
-        return header, payload
+            verified = await self._verifier.verify(token, trust)
+        except JoseError as exc:
+            raise CryptoError(_REASONS.get(exc.reason, exc.reason), exc.description) from None
+        payload = dict(verified.claims)
+        try:
+            check(payload)
+        except JsonValueError as exc:
+            raise CryptoError("malformed_jws", f"JWS payload: {exc}") from None
+        return dict(verified.header), payload

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from .credentials import base62
-from .crypto import SigningKey
+from .crypto import SigningKey, sign
 
 DEFAULT_ROLES: Final = ("AISP", "PISP", "CBPII")
 _PLACEHOLDER_HOST: Final = "keystore.sandbox.invalid"  # RFC 6761 §6.4: never resolves
@@ -72,4 +72,4 @@ def ssa_claims(given: Mapping[str, Any], *, issuer: str, now: float | None = Non
 
 def mint_ssa(key: SigningKey, claims: Mapping[str, Any]) -> str:
     """Sign SSA claims with the directory key (header typ JWT, alg PS256, kid)."""
-    return key.sign(claims, typ="JWT")
+    return sign(key, claims, typ="JWT")

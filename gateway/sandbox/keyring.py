@@ -47,7 +47,7 @@ def write_private_file(path: Path, data: bytes) -> bool:
 def load_or_create_key(path: Path, alg: str = "PS256") -> SigningKey:
     """The key stored at `path`, generating and storing a new one the first time."""
     if not path.exists():
-        write_private_file(path, generate_key(alg).private_pem())
+        write_private_file(path, generate_key(alg).to_pem())
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)  # SECURITY: a private key readable by others is tightened on load
     return load_private_pem(path.read_bytes())

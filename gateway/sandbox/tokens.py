@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ..observability.logging import get_logger
-from .crypto import CryptoError, KeySet, SigningKey
+from .crypto import CryptoError, KeySet, SigningKey, alg_for, sign
 from .errors import invalid_token
 from .store import Store, TokenState
 
 log = get_logger("sandbox.tokens")
 
-AT_JWT_TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})  # RFC 9068 §2.1
+AT_JWT_TYPES: Final = ("at+jwt", "application/at+jwt")  # RFC 9068 §2.1
 _B64TOKEN: Final = re.compile(r"[A-Za-z0-9\-._~+/]+=*")  # RFC 6750 §2.1
 
 
@@ -79,7 +79,7 @@ class TokenService:
             "exp": token.exp,
             "jti": token.jti,
         }
-        return self._key.sign(claims, typ="at+jwt"), token
+        return sign(self._key, claims, typ="at+jwt"), token
 
     async def authenticate(self, authorization: str | None) -> AccessToken:
         """The access token in an `Authorization: Bearer` header (RFC 6750 §2.1), or a 401 GatewayError."""
@@ -90,12 +90,12 @@ class TokenService:
         if scheme.lower() != "bearer" or not _B64TOKEN.fullmatch(value):
             raise invalid_token("the Authorization header is not a Bearer token")
         try:
-            header, claims = self._keys.verify(value, algs=(self._key.alg,))
+            _, claims = await self._keys.verify(value, algs=(alg_for(self._key),), typ=AT_JWT_TYPES)
         except CryptoError as exc:
             log.info("access_token_rejected", reason=exc.reason)
+            if exc.reason == "typ_mismatch":
+                raise invalid_token("the token is not an access token (typ must be at+jwt)") from None
             raise invalid_token("the access token was not issued by this sandbox or is malformed") from None
-        if str(header.get("typ", "")).lower() not in AT_JWT_TYPES:
-            raise invalid_token("the token is not an access token (typ must be at+jwt)")
         token = self._check_claims(claims)
         state = await self._store.token_state(token.jti, token.client_id, token.iat)
         if state is not TokenState.VALID:

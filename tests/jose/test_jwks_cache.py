@@ -13,12 +13,13 @@ from aiohttp import web
 
 from gateway.jose import (
     EVENTS,
-    CachedKeys,
+    FAPI_ALGORITHMS,
     ClaimRules,
     JoseError,
     JwksCache,
     JwksCacheSettings,
-    JwtVerifier,
+    JwsVerifier,
+    Trust,
     UrlPolicy,
     sign_jwt,
 )
@@ -334,10 +335,10 @@ async def test_event_hook_failure_does_not_break_lookup(jwks_server: JwksServer)
 
 
 async def test_verifier_end_to_end(jwks_server: JwksServer, make_cache: MakeCache, keys: TestKeys) -> None:
-    """JwtVerifier + CachedKeys verifies a real token; an alg-none token never triggers a fetch."""
+    """JwsVerifier over the JWKS cache verifies a real token; an alg-none token never triggers a fetch."""
     h = await make_cache()
-    verifier = JwtVerifier(rules=ClaimRules(leeway_seconds=5), clock=lambda: 1_700_000_000.0)
-    source = CachedKeys(h.cache, jwks_server.url)
+    verifier = JwsVerifier(h.cache, clock=lambda: 1_700_000_000.0)
+    source = Trust(algorithms=FAPI_ALGORITHMS, jwks_uri=jwks_server.url, rules=ClaimRules(leeway_seconds=5))
     none_token = sign_jwt({"exp": 1_700_000_100}, keys.ec, "ES256").split(".")
     none_token[0] = "eyJhbGciOiJub25lIiwia2lkIjoiZWMtMSJ9"  # {"alg":"none","kid":"ec-1"}
     with pytest.raises(JoseError, match="alg_not_allowed"):

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 import uuid
 
 import pytest
-from jwcrypto import jwk
+from jwcrypto import jwk, jws
 
 from tests.sandbox.conftest import Bank, sign_jws, tpp_key, unverified
 
@@ -266,6 +267,7 @@ ASSERTION_CASES = [
     ("RS256 not allowed", {}, "RS256"),
     ("HS256 not allowed", {}, "HS256"),
     ("ES256 when PS256 was registered", {}, "ES256"),
+    ("a key URL in the header (jku), even signed by the registered key", {}, "jku"),
 ]
 
 
@@ -281,6 +283,12 @@ def _signed_differently(bank: Bank, tpp, client_id: str, variant: str) -> str:
     if variant == "HS256":
         secret = jwk.JWK(kty="oct", k=base64.urlsafe_b64encode(b"k" * 32).decode().rstrip("="))
         return sign_jws(secret, "HS256", tpp.kid, payload)
+    if variant == "jku":
+        # The one JWS path (gateway/jose) refuses jwk/jku/x5u/x5c headers before any key lookup (RFC 8725 §3.10).
+        token = jws.JWS(json.dumps(payload).encode())
+        header = {"alg": tpp.alg, "kid": tpp.kid, "jku": "https://attacker.example/jwks"}
+        token.add_signature(tpp.key, alg=tpp.alg, protected=json.dumps(header))
+        return str(token.serialize(compact=True))
     assert variant == "ES256"
     es = tpp_key("assert-es", "ES256")
     bank.tpp.documents[tpp.kid]["keys"].append(es.public())  # in the JWKS, but not the registered alg

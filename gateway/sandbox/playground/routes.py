@@ -32,6 +32,7 @@ from ...observability.logging import get_logger
 from ..bodies import json_object, json_response, read_limited
 from ..credentials import base62
 from ..crypto import ALLOWED_ALGS, CryptoError, decode_unverified, generate_key, jwks
+from ..crypto import sign as sign_jws
 from ..errors import bad_request, not_found
 from ..portal import TPP_JWKS_PATH
 from ..service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH
@@ -249,7 +250,7 @@ async def sign(request: web.Request) -> web.Response:
     if not isinstance(claims, dict):
         raise bad_request('the body must be {"claims": {…}} with a JSON object of claims')
     try:
-        token = session.key.sign(claims, typ="JWT")
+        token = sign_jws(session.key, claims, typ="JWT")
         header, payload = decode_unverified(token)
     except CryptoError as exc:
         raise bad_request(exc.description) from None
