@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test bench lint typecheck clean help
+.PHONY: run test test-fast bench lint typecheck clean help
 
 help:
 	@echo "make run    start the gateway (8080) and the sandbox bank (8081), admin on 9090"
 	@echo "make test   run the whole test suite"
+	@echo "make test-fast  the fast tier (under a minute): no subprocess, redis-server, helm or browser"
 	@echo "make bench  measure the gateway against a bare proxy and direct upstream"
 	@echo "make lint   ruff + mypy + policy lint"
 
@@ -33,6 +34,10 @@ run: $(RUN_STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The fast tier (tests/README.md): every package, in-process only; `make test` (CI) runs everything.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

@@ -21,11 +21,13 @@ from gateway.checks.services import Services
 from gateway.config import Settings
 from gateway.http.app import Health, build_public_app
 from gateway.http.listener import ListenerRunner
+from gateway.jose import JwksCache
 from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
 from gateway.policy.loader import load_policies
 from gateway.policy.reload import PolicyHolder
-from gateway.runtime import Runtime, build_runtime
+from gateway.runtime import Runtime, build_offline_runtime, build_runtime
+from tests.tiers import pytest_collection_modifyitems, pytest_runtest_protocol  # noqa: F401  (the tier hooks)
 
 ROOT = Path(__file__).resolve().parent.parent
 OPEN_POLICIES = ROOT / "tests" / "data" / "open_policies"
@@ -186,7 +188,8 @@ GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 @pytest.fixture
 async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
-    """Start a gateway (public app + services + policies) in front of an upstream URL."""
+    """Start a gateway (public app + services + policies) in front of an upstream URL; `jwks_cache` replaces the
+    one the settings would build (a test's cache on a clock it moves; the services then report no metrics)."""
     started: list[tuple[RunningGateway, Runtime]] = []
 
     async def start(
@@ -195,12 +198,17 @@ async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGate
         policy_dir: Path = OPEN_POLICIES,
         metrics: Metrics | None = None,
         audit_path: Path | None = None,
+        jwks_cache: JwksCache | None = None,
         **overrides: Any,
     ) -> RunningGateway:
         overrides["policies"] = {"dir": str(policy_dir), "reload_interval_seconds": 0, **overrides.get("policies", {})}
         settings = make_settings(upstream_url, **overrides)
         metrics = metrics or Metrics()
-        runtime = build_runtime(settings, metrics)
+        if jwks_cache is None:
+            runtime = build_runtime(settings, metrics)
+        else:  # the test's own cache, started and closed with the rest
+            offline = build_offline_runtime(settings, jwks_cache)
+            runtime = Runtime(offline.services, (jwks_cache, *offline.resources))
         services = runtime.services
         await runtime.start()
         holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))

@@ -16,20 +16,37 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import OPEN_POLICIES, StartServer, free_port
+from tests.waiting import eventually
+
+
+class HeldUpstream:
+    """What the upstream has received, and the event that releases every request it holds."""
+
+    def __init__(self) -> None:
+        self.arrived = 0
+        self.release = asyncio.Event()
+
+
+UPSTREAM = web.AppKey("upstream", HeldUpstream)
 
 
 async def _slow(request: web.Request) -> web.Response:
-    await asyncio.sleep(float(request.query.get("delay", "1")))
+    """Answers once the test releases it (`?hold=1`; the test decides when, no timer), else at once."""
+    upstream = request.app[UPSTREAM]
+    upstream.arrived += 1
+    if request.query.get("hold"):
+        await asyncio.wait_for(upstream.release.wait(), 30)
     return web.json_response({"ok": True})
 
 
 class GatewayProcess:
-    """A gateway subprocess with known ports."""
+    """A gateway subprocess with known ports, in front of an in-process upstream that can hold requests."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], public: int, admin: int) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], public: int, admin: int, upstream: HeldUpstream) -> None:
         self.proc = proc
         self.public = f"http://127.0.0.1:{public}"
         self.admin = f"http://127.0.0.1:{admin}"
+        self.upstream = upstream
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str, timeout: float = 15) -> None:
@@ -48,6 +65,7 @@ async def wait_ready(session: aiohttp.ClientSession, url: str, timeout: float = 
 @pytest.fixture
 async def gateway_process(tmp_path: Path, start_server: StartServer) -> AsyncIterator[GatewayProcess]:
     app = web.Application()
+    app[UPSTREAM] = held = HeldUpstream()
     app.router.add_get("/slow", _slow)
     upstream = await start_server(app)
     public, admin = free_port(), free_port()
@@ -61,7 +79,7 @@ async def gateway_process(tmp_path: Path, start_server: StartServer) -> AsyncIte
     )
     proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    gp = GatewayProcess(proc, public, admin)
+    gp = GatewayProcess(proc, public, admin, held)
     try:
         async with aiohttp.ClientSession() as s:
             await wait_ready(s, gp.admin + "/readyz")
@@ -94,17 +112,20 @@ async def test_sigterm_drains_in_flight_requests_and_exits_zero(gateway_process:
     async with aiohttp.ClientSession() as s:
 
         async def call() -> int:
-            async with s.get(gp.public + "/slow?delay=1.5") as r:
+            async with s.get(gp.public + "/slow?hold=1") as r:
                 await r.read()
                 return r.status
 
+        async def not_ready() -> bool:
+            async with s.get(gp.admin + "/readyz") as r:
+                return r.status == 503 and (await r.json())["status"] == "not_ready"
+
         tasks = [asyncio.create_task(call()) for _ in range(8)]
-        await asyncio.sleep(0.3)  # requests are in flight at the upstream
+        await eventually(lambda: gp.upstream.arrived == 8, "the requests to be in flight at the upstream")
         gp.proc.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.2)
-        async with s.get(gp.admin + "/readyz") as r:
-            assert r.status == 503
-            assert (await r.json())["status"] == "not_ready"
+        await eventually(not_ready, "readiness to turn 503 after SIGTERM")
+        assert not any(task.done() for task in tasks)  # held at the upstream: nothing has been cut
+        gp.upstream.release.set()
         statuses = await asyncio.gather(*tasks)
     assert statuses == [200] * 8
     assert await asyncio.to_thread(gp.proc.wait, 15) == 0
@@ -116,13 +137,23 @@ async def test_listener_closes_after_readiness_delay(gateway_process: GatewayPro
     """New connections are refused once the readiness delay has passed and the listener stopped."""
     gp = gateway_process
     async with aiohttp.ClientSession() as s:
-        slow = asyncio.create_task(s.get(gp.public + "/slow?delay=2.5"))
-        await asyncio.sleep(0.3)
+        slow = asyncio.create_task(s.get(gp.public + "/slow?hold=1"))
+        await eventually(lambda: gp.upstream.arrived == 1, "the request to be in flight at the upstream")
         gp.proc.send_signal(signal.SIGTERM)
-        await asyncio.sleep(1.2)  # > readiness delay: the listening socket is closed
-        with pytest.raises(aiohttp.ClientConnectionError):
-            async with aiohttp.ClientSession() as fresh:
-                await fresh.get(gp.public + "/slow?delay=0")
+
+        async def refused() -> bool:
+            try:
+                async with aiohttp.ClientSession() as fresh, fresh.get(gp.public + "/slow") as r:
+                    await r.read()
+            except aiohttp.ClientConnectionError:
+                return True
+            return False
+
+        # Once the readiness delay has passed the listening socket is closed, while the held request still
+        # keeps the process draining (so the refusal cannot come from a process that has already exited).
+        await eventually(refused, "the listener to close after the readiness delay")
+        assert not slow.done()
+        gp.upstream.release.set()
         resp = await slow
         assert resp.status == 200
         resp.release()

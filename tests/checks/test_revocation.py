@@ -21,7 +21,7 @@ def token(jti: str = "j1", client_id: str = "client-a", iat: float = NOW, iss: s
                          scopes=frozenset(), kid=None, claims={})
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.process)])
 async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
     """Two Revocations as two gateway instances would hold them: one memory store shared, or two RedisStores."""
     stores: list[StateStore]

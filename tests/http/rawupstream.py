@@ -100,6 +100,8 @@ class RawUpstream:
     max_open: int = 0
     hold: asyncio.Event | None = None
     """When set (not None), every request waits for this event before it is answered (a slow backend)."""
+    late_sent: int = 0
+    """How many `late-extra` second responses have been written out (drained to the gateway's socket)."""
     server: asyncio.Server | None = None
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -273,9 +275,10 @@ class RawUpstream:
             writer.write(EVIL_RESPONSE)
         await writer.drain()
         if script == "late-extra":
-            await asyncio.sleep(0.03)
+            await asyncio.sleep(0.03)  # scripted: the second response comes late, once the connection is idle
             writer.write(EVIL_RESPONSE)
             await writer.drain()
+            self.late_sent += 1
 
 
 def response_bytes(marker: str, length: int, *, chunked: bool = False, pad: int = 0) -> bytes:

@@ -35,6 +35,7 @@ from tests.http.asserts import (
 from tests.http.conftest import TARGET_TIMEOUTS, server_overrides
 from tests.http.rawclient import Exchange, exchange, read_responses, request, wait_closed
 from tests.http.rawupstream import EVIL, MARKER, RAW_RESPONSES, SCRIPT, RawUpstream
+from tests.waiting import eventually
 
 Harness = Callable[..., Awaitable[tuple[RawUpstream, RunningGateway]]]
 
@@ -175,12 +176,12 @@ async def test_bytes_after_a_response_concurrent_clients(harness: Harness):
 
 async def test_late_bytes_on_an_idle_upstream_connection_are_never_relayed(harness: Harness):
     """A response that arrives on an idle pooled connection is nobody's: the connection is closed."""
-    _up, gw = await harness(server=server_overrides())
+    up, gw = await harness(server=server_overrides())
     port = port_of(gw)
     first = marker()
     ex = await exchange(port, request("GET", "/echo", [(MARKER, first), (SCRIPT, "late-extra")]), timeout=BOUND)
     assert_own(ex.responses[0], first)
-    await asyncio.sleep(0.3)  # the late response has arrived on the idle connection
+    await eventually(lambda: up.late_sent == 1, "the late response to reach the idle connection")
     for _ in range(3):
         mark = marker()
         ex = await exchange(port, request("GET", "/echo", [(MARKER, mark)]), timeout=BOUND)
@@ -749,7 +750,7 @@ async def test_unfinished_head_behind_a_request_is_closed(harness: Harness, when
             up.hold = asyncio.Event()
             writer.write(request("GET", "/echo", [(MARKER, mark)]))
             await writer.drain()
-            await asyncio.sleep(SETTLE)  # the first request is with the upstream, held
+            await eventually(lambda: mark in up.started, "the first request to be with the upstream, held")
             writer.write(partial)
             await writer.drain()
             await asyncio.sleep(SETTLE)

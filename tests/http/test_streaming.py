@@ -19,6 +19,7 @@ from tests.http.asserts import BOUND, SETTLE, assert_own, assert_refused, assert
 from tests.http.conftest import STREAM_POLICIES, server_overrides
 from tests.http.rawclient import exchange, request
 from tests.http.rawupstream import MARKER, SCRIPT, RawUpstream
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ async def test_client_leaving_mid_stream_never_completes_a_request_upstream(stre
     _, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(head + part)
     await writer.drain()
-    await asyncio.sleep(SETTLE)  # the gateway is streaming it
+    await eventually(lambda: mark in up.started, "the gateway to stream the request upstream")
     writer.transport.abort()
     await asyncio.sleep(SETTLE)
     assert not up.by_marker(mark), "a body the client abandoned reached the upstream as a complete request"

@@ -25,6 +25,7 @@ from gateway.jose import (
 )
 
 from ..conftest import StartServer
+from ..waiting import eventually
 from .conftest import TestKeys
 
 LOOPBACK = UrlPolicy(allow_http=True, allow_loopback=True)
@@ -149,7 +150,7 @@ async def test_single_flight(jwks_server: JwksServer, make_cache: MakeCache, key
     h = await make_cache()
     jwks_server.gate = asyncio.Event()
     tasks = [asyncio.create_task(h.cache.get_key(jwks_server.url, "ec-1")) for _ in range(25)]
-    await asyncio.sleep(0.05)
+    await eventually(lambda: jwks_server.hits == 1, "the fetch to reach the JWKS server")  # every task has asked
     jwks_server.gate.set()
     found = await asyncio.gather(*tasks)
     assert jwks_server.hits == 1
@@ -165,7 +166,7 @@ async def test_cancelled_waiter_does_not_cancel_the_fetch(
     jwks_server.gate = asyncio.Event()
     first = asyncio.create_task(h.cache.get_key(jwks_server.url, "ec-1"))
     second = asyncio.create_task(h.cache.get_key(jwks_server.url, "rsa-1"))
-    await asyncio.sleep(0.05)
+    await eventually(lambda: jwks_server.hits == 1, "the fetch to reach the JWKS server")  # both are waiting on it
     first.cancel()
     jwks_server.gate.set()
     assert (await second).kid == "rsa-1"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -12,8 +11,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.jose import SigningKey, generate_signing_key, sign_jwt
+from gateway.checks.services import CONFIGURED_URLS
+from gateway.jose import JwksCache, JwksCacheSettings, SigningKey, generate_signing_key, sign_jwt
 from tests.conftest import SHIPPED_POLICIES, RunningGateway, StartServer
+from tests.waiting import Clock
 
 ISSUER = "https://as.bank.test"
 REGISTER = "/open-banking/v3.1/register"
@@ -73,7 +74,8 @@ Starter = Callable[..., Awaitable[RunningGateway]]
 @pytest.fixture
 async def bank_gw(start_server: StartServer, running_gateway: Starter) -> Callable[..., Awaitable[tuple[Bank, RunningGateway]]]:
     async def make(policies: Path = SHIPPED_POLICIES, jwks: dict[str, Any] | None = None,
-                   **issuer: Any) -> tuple[Bank, RunningGateway]:
+                   clock: Clock | None = None, **issuer: Any) -> tuple[Bank, RunningGateway]:
+        """With `clock`, the gateway's JWKS cache runs on that clock (the test moves it) instead of sleeping."""
         bank = Bank()
         server = await start_server(bank.app)
         base = str(server.make_url("")).rstrip("/")
@@ -83,7 +85,13 @@ async def bank_gw(start_server: StartServer, running_gateway: Starter) -> Callab
             "jwks": {"ttl_seconds": 300, "min_refetch_interval_seconds": 0, "stale_max_seconds": 60,
                      **(jwks or {})},
         }
-        gw = await running_gateway(base, policy_dir=policies, trust=trust)
+        cache = None
+        if clock is not None:
+            j = trust["jwks"]
+            cache = JwksCache(policy=CONFIGURED_URLS, clock=clock, settings=JwksCacheSettings(
+                ttl_seconds=j["ttl_seconds"], min_refetch_interval_seconds=j["min_refetch_interval_seconds"],
+                stale_max_seconds=j["stale_max_seconds"]))
+        gw = await running_gateway(base, policy_dir=policies, trust=trust, jwks_cache=cache)
         return bank, gw
 
     return make
@@ -249,14 +257,15 @@ async def test_audit_mode_forwards_and_reports_without_side_effects(bank_gw, tmp
 
 async def test_key_rotation_new_kid_picked_up_and_removed_kid_refused(bank_gw):
     """A token signed with a newly published kid is accepted without restart; a retired kid is refused."""
-    bank, gw = await bank_gw(jwks={"ttl_seconds": 0.2})
+    clock = Clock()
+    bank, gw = await bank_gw(jwks={"ttl_seconds": 0.2}, clock=clock)
     old = bank.token()
     assert (await gw.client.get(f"{REGISTER}/client-a", headers=auth(old))).status == 200
     new_key = generate_signing_key("RSA", kid="k2")
     bank.published = [new_key]
     resp = await gw.client.get(f"{REGISTER}/client-a", headers=auth(bank.token(key=new_key)))
     assert resp.status == 200
-    await asyncio.sleep(0.3)
+    clock.now += 0.3  # past the key set's TTL
     resp = await gw.client.get(f"{REGISTER}/client-a", headers=auth(bank.token(key=bank.key)))
     assert resp.status == 401
     assert gw.sample("dcr_gateway_decisions_total", {"policy": "dcr_register_read", "mode": "enforce",
@@ -278,19 +287,20 @@ async def test_unknown_kids_do_not_cause_fetch_storms(bank_gw):
 
 async def test_jwks_down_serves_stale_keys_then_fails_closed(bank_gw):
     """When the JWKS endpoint fails, cached keys serve within the stale bound, then requests fail closed (503)."""
-    bank, gw = await bank_gw(jwks={"ttl_seconds": 0.1, "stale_max_seconds": 0.6})
+    clock = Clock()
+    bank, gw = await bank_gw(jwks={"ttl_seconds": 0.1, "stale_max_seconds": 0.6}, clock=clock)
     assert (await gw.client.get(f"{REGISTER}/client-a", headers=auth(bank.token()))).status == 200
     bank.jwks_up = False
-    await asyncio.sleep(0.2)
+    clock.now += 0.2  # past the TTL, within the stale bound
     gw.services.tokens.clear()  # force real verification, not the verified-token cache
     assert (await gw.client.get(f"{REGISTER}/client-a", headers=auth(bank.token()))).status == 200
-    await asyncio.sleep(0.7)
+    clock.now += 0.7  # past the stale bound
     resp = await gw.client.get(f"{REGISTER}/client-a", headers=auth(bank.token()))
     assert resp.status == 503
     assert (await resp.json())["error"] == "temporarily_unavailable"
     assert resp.headers["Retry-After"]
     bank.jwks_up = True
-    await asyncio.sleep(2.1)  # past the failed-refetch back-off
+    clock.now += 2.1  # past the failed-refetch back-off
     assert (await gw.client.get(f"{REGISTER}/client-a", headers=auth(bank.token()))).status == 200
 
 

@@ -16,6 +16,7 @@ from gateway.policy.loader import PolicyError, load_policies
 from gateway.policy.reload import PolicyHolder, PolicyReloader
 from gateway.runtime import build_runtime
 from tests.conftest import ROOT, SHIPPED_POLICIES, StartServer
+from tests.waiting import eventually
 
 TRUST = {"token_issuers": {"bank": {"issuer": "https://as", "jwks_uri": "http://127.0.0.1:9/jwks"}}}
 
@@ -113,22 +114,18 @@ async def test_hot_reload_swaps_good_sets_and_keeps_serving_through_bad_ones(tmp
     import asyncio
 
     task = asyncio.create_task(reloader.run())
-    for _ in range(100):
-        await asyncio.sleep(0.02)
-        if len(gw.holder.current.policies) == 2:
-            break
+    await eventually(lambda: len(gw.holder.current.policies) == 2, "the poller to apply the good edit")
     assert (await gw.client.get("/b")).status == 200
     good_version = gw.holder.current.version
     assert gw.sample("dcr_gateway_policy_reloads_total", {"result": "success"}) == 1
 
     # A broken edit: rejected, counted once, the good set keeps serving.
     (tmp_path / "p.yaml").write_text(GOOD + "  - name: c\n    match: {methods: [GET], path: /c}\n    checks: [nope: {}]\n")
-    for _ in range(100):
-        await asyncio.sleep(0.02)
-        if gw.sample("dcr_gateway_policy_reloads_total", {"result": "failure"}):
-            break
-    await asyncio.sleep(0.2)
+    await eventually(lambda: gw.sample("dcr_gateway_policy_reloads_total", {"result": "failure"}) > 0,
+                     "the poller to reject the broken edit")
     task.cancel()
+    for _ in range(2):  # the poller's next rounds on the same broken file
+        assert not await reloader.reload()
     assert gw.sample("dcr_gateway_policy_reloads_total", {"result": "failure"}) == 1
     assert gw.holder.current.version == good_version
     assert (await gw.client.get("/b")).status == 200

@@ -27,6 +27,7 @@ from jwcrypto import jwk, jws
 from gateway.config import Settings
 from gateway.sandbox import build_sandbox_app
 from gateway.sandbox.keyring import KeyRing
+from gateway.sandbox.service import SANDBOX, Sandbox
 from tests.conftest import ROOT, SHIPPED_POLICIES, GatewayFactory, StartServer, make_settings
 
 PASSTHROUGH_POLICIES = ROOT / "tests" / "data" / "passthrough_policies"
@@ -158,6 +159,8 @@ class Bank:
     tpp: TppJwksServer
     restart: Callable[[], Awaitable[None]]
     extra: dict[str, Any] = field(default_factory=dict)
+    service: Callable[[], Sandbox] | None = None
+    """The running sandbox service (its token service takes `now=`: a token issued in the past, no sleeping)."""
 
     @property
     def token_endpoint(self) -> str:
@@ -422,6 +425,7 @@ async def bank_factory(
             settings=settings,
             tpp=tpp_jwks,
             restart=restart,
+            service=lambda: holder[0].app[SANDBOX],
         )
 
     yield start

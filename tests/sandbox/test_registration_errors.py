@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 
@@ -189,13 +188,16 @@ async def test_ssa_is_not_an_access_token(bank: Bank) -> None:
 
 
 async def test_expired_token_is_401(bank_factory) -> None:
-    """A token past its exp (lifetime 2 s, no leeway) is refused."""
+    """A token past its exp (lifetime 2 s, no leeway) is refused: the sandbox's own token service issues the same
+    token 3.1 s in the past (its `now=`) instead of the test sleeping."""
     bank = await bank_factory(access_token_lifetime_seconds=2, clock_skew_seconds=0)
     client_id, secret = await bank.create_app()
     token = await bank.token(client_id, secret)
     status, _, _ = await bank.call("GET", f"{REGISTER}/{client_id}", token)
     assert status == 200
-    await asyncio.sleep(3.1)
+    _, claims = unverified(token)
+    assert bank.service is not None
+    token, _ = bank.service().resources.tokens.issue(client_id, claims["scope"], now=time.time() - 3.1)
     status, err, headers = await bank.call("GET", f"{REGISTER}/{client_id}", token)
     assert_bearer_401(status, err, headers)
     assert "expired" in err["error_description"]

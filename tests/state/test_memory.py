@@ -10,6 +10,7 @@ import pytest
 
 from gateway.config.settings import StateSettings
 from gateway.state import MemoryStore, StateStore, StoreUnavailable, build_store
+from tests.waiting import eventually
 
 
 class FakeClock:
@@ -207,11 +208,7 @@ async def test_background_sweeper(clock: FakeClock) -> None:
     await store.put("deny", "a", "x", 1)
     await store.start(sweep_interval_seconds=0.01)
     clock.now += 2
-    for _ in range(100):
-        if store.stats().entries == 0:
-            break
-        await asyncio.sleep(0.01)
-    assert store.stats().entries == 0
+    await eventually(lambda: store.stats().entries == 0, "the sweeper to drop the expired entry")
     await store.close()
 
 

@@ -518,7 +518,8 @@ async def test_a_timed_out_call_never_leaves_its_reply_for_the_next(stores: Stor
     await raw.execute_command("CLIENT", "PAUSE", "600", "ALL")  # the server holds every command for 0.6 s
     with pytest.raises(StoreUnavailable):
         await store.get("ns", "first")
-    await asyncio.sleep(0.7)  # the paused GET runs now; its reply goes to whatever connection sent it
+    await raw.ping()  # held by the same pause and queued behind the GET: once it answers, the paused GET has run
+    # and its late reply has gone to whatever connection sent it
     assert await store.get("ns", "second") == "2"
     assert await store.get_many([("ns", "first"), ("ns", "second")]) == ["1", "2"]
 

@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import RunningGateway, StartServer
+from tests.waiting import eventually
 
 
 async def _exchange(port: int, data: bytes, *, read_for: float = 5.0) -> bytes:
@@ -157,12 +158,14 @@ async def test_connections_per_client_are_capped(recorder, running_gateway) -> N
     for _, writer in held:
         writer.close()
         await writer.wait_closed()
-    for _ in range(50):  # the server sees the closes asynchronously
-        again = await _exchange(gw.client.port, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        if again:
-            break
-        await asyncio.sleep(0.05)
-    assert again.startswith(b"HTTP/1.1 200")
+    answers: list[bytes] = []
+
+    async def served_again() -> bool:  # the server sees the closes asynchronously
+        answers.append(await _exchange(gw.client.port, b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+        return bool(answers[-1])
+
+    await eventually(served_again, "a connection slot to be free again")
+    assert answers[-1].startswith(b"HTTP/1.1 200")
     assert len(seen) == 4
 
 

@@ -1,20 +1,11 @@
-"""Key sets the DCR checks depend on: an unreachable directory fails closed (503), an unreachable or refused TPP
-key set is the TPP's problem (400), and the software-JWKS URL policy is applied before any lookup."""
+"""`registration_request`: the TPP's key set (from the SSA's software_jwks_endpoint) that verifies the request. An
+unreachable or refused TPP key set is the TPP's problem (400), and the software-JWKS URL policy is applied before
+any lookup."""
 
 from __future__ import annotations
 
-from tests.checks.world import DIRECTORY_ISSUER, World, keys
+from tests.checks.world import World, keys
 from tests.conftest import free_port
-
-
-async def test_directory_keys_unavailable_is_503_and_never_accepts(dcr_world):
-    """Our trust anchor is down: 503 temporarily_unavailable with Retry-After; nothing reaches the backend."""
-    dead = f"http://127.0.0.1:{free_port()}/jwks"
-    w: World = await dcr_world(trust={"directories": {"ob": {"issuer": DIRECTORY_ISSUER, "jwks_uri": dead}}})
-    resp = await w.post(w.request())
-    assert resp.status == 503
-    assert (await resp.json())["error"] == "temporarily_unavailable" and resp.headers["Retry-After"]
-    assert w.denials("directory_jwks_unavailable") == 1 and w.registrations() == 0
 
 
 async def test_software_jwks_unreachable_is_400(dcr_world):

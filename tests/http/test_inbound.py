@@ -1,5 +1,5 @@
 """inbound.InboundRules: what a client may send, and what of it goes upstream (the rules alone; end to end in
-tests/test_listener.py, tests/test_proxy.py and tests/http/)."""
+tests/http/test_listener.py, tests/http/test_proxy.py and the harness)."""
 
 from __future__ import annotations
 
