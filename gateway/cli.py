@@ -21,7 +21,7 @@ def _load(args: argparse.Namespace) -> Settings:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .http.server import Listener, serve
+    from .http.app import Listener, serve
 
     settings = _load(args)
     worker_index: int | None = args.worker_index

@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.checks.services import Services
 from gateway.config import Settings
+from gateway.http.app import Health, build_public_app
 from gateway.http.listener import ListenerRunner
-from gateway.http.server import Health, build_public_app
 from gateway.jose import JwksCache
 from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics

@@ -155,7 +155,7 @@ def test_the_graph_is_read() -> None:
     assert "gateway.checks.services" in MODULES and "gateway.runtime" in MODULES
     assert "gateway.checks.services" in graph["gateway.runtime"]
     assert "gateway.runtime" in graph["gateway.cli"]  # a module-level import
-    assert "gateway.http.server" in graph["gateway.cli"]  # a function-level one (the `serve` subcommand)
+    assert "gateway.http.app" in graph["gateway.cli"]  # a function-level one (the `serve` subcommand)
     assert "gateway.jose" in graph["gateway.checks.token_verifier"]  # the package a submodule import runs
 
 

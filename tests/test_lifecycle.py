@@ -42,8 +42,11 @@ async def _slow(request: web.Request) -> web.Response:
 class GatewayProcess:
     """A gateway subprocess with known ports, in front of an in-process upstream that can hold requests."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], public: int, admin: int, upstream: HeldUpstream) -> None:
+    def __init__(self, proc: subprocess.Popen[bytes], public: int, admin: int, upstream: HeldUpstream,
+                 out: Path) -> None:
         self.proc = proc
+        self.out = out
+        """The process's stdout, a file: a pipe nobody reads until the end fills (64 KiB) and blocks its logging."""
         self.public = f"http://127.0.0.1:{public}"
         self.admin = f"http://127.0.0.1:{admin}"
         self.upstream = upstream
@@ -77,9 +80,11 @@ async def gateway_process(tmp_path: Path, start_server: StartServer) -> AsyncIte
         "logging: {format: json}\n"
         f"policies: {{dir: {OPEN_POLICIES}}}\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    gp = GatewayProcess(proc, public, admin, held)
+    out = tmp_path / "stdout.log"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)],
+                                stdout=sink, stderr=subprocess.PIPE)
+    gp = GatewayProcess(proc, public, admin, held, out)
     try:
         async with aiohttp.ClientSession() as s:
             await wait_ready(s, gp.admin + "/readyz")
@@ -88,8 +93,6 @@ async def gateway_process(tmp_path: Path, start_server: StartServer) -> AsyncIte
         if proc.poll() is None:
             proc.kill()
         proc.wait(10)
-        if proc.stdout:
-            proc.stdout.close()
         if proc.stderr:
             proc.stderr.close()
 
@@ -129,7 +132,7 @@ async def test_sigterm_drains_in_flight_requests_and_exits_zero(gateway_process:
         statuses = await asyncio.gather(*tasks)
     assert statuses == [200] * 8
     assert await asyncio.to_thread(gp.proc.wait, 15) == 0
-    out = gp.proc.stdout.read().decode() if gp.proc.stdout else ""
+    out = gp.out.read_text()
     assert '"event":"shutdown_complete"' in out
 
 

@@ -13,6 +13,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..config.schema import StrictModel
 from ..reasons import Answer, Challenge, Reason, Reasons, UnregisteredReason
+from .facts import Fact, Facts
 
 if TYPE_CHECKING:
     from .services import Services
@@ -43,7 +44,8 @@ class RequestView:
     """The connection's peer address (for a header only a trusted proxy may set, the proxy's own)."""
     client_address: str | None = None
     """The client's address behind `server.trusted_proxies` (X-Forwarded-For); None: the same as `peer`."""
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: Facts = field(default_factory=Facts)
+    """What the checks verified so far (typed, declared by the checks: `facts.Fact`)."""
     dry_run: bool = False
     """True in audit mode: checks must not cause side effects (no revocation)."""
     now: float = field(default_factory=time.time)
@@ -83,6 +85,8 @@ class Check(ABC, Generic[P]):
     """True when a policy may say `on_store_error: fail_open` for this check: its store use is its whole
     decision (a counter, a replay lookup), so passing over it when the store is down leaves nothing half
     done. False where a store failure would turn a refusal into a pass or drop facts later checks need."""
+    produces: ClassVar[tuple[Fact[Any], ...]] = ()
+    """The verified facts `evaluate` may set (`request.facts.set`); the policy compiler collects them."""
 
     __slots__ = ("audit_only", "params", "services")
 
@@ -100,7 +104,7 @@ class Check(ABC, Generic[P]):
 
     @abstractmethod
     async def evaluate(self, request: RequestView) -> Denial | None:
-        """Pass (None) or refuse (a Denial); may add verified facts to `request.facts`."""
+        """Pass (None) or refuse (a Denial); may set the verified facts it `produces`."""
 
     async def after_response(self, request: RequestView, status: int) -> None:
         """Called once the upstream has answered an allowed request (enforce mode only)."""

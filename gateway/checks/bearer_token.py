@@ -14,7 +14,7 @@ from ..reasons import Challenge, JoseFamily, Reason, Reasons, bearer_challenge
 from .base import Check, Denial, RequestView
 from .params import ParamError
 from .services import Services
-from .token import TOKEN_FACT, VerifiedToken
+from .token import CLIENT_ID, TOKEN, VerifiedToken
 
 # RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
@@ -58,6 +58,7 @@ class BearerToken(Check[BearerTokenParams]):
 
     name = "bearer_token"
     Params = BearerTokenParams
+    produces = (TOKEN, CLIENT_ID)
     reasons = BearerTokenReasons
     __slots__ = ("_issuers", "_required")
 
@@ -88,7 +89,7 @@ class BearerToken(Check[BearerTokenParams]):
         return tuple(cfg.jwks_uri for _, cfg in self._issuers.values() if cfg.jwks_uri)
 
     async def evaluate(self, request: RequestView) -> Denial | None:
-        """Pass with `facts["token"]` set, or refuse with 401 invalid_token / 403 insufficient_scope."""
+        """Pass with the facts `token` and `client_id` set, or refuse: 401 invalid_token, 403 insufficient_scope."""
         values = request.headers.getall("Authorization", [])
         if not values:
             description = "an access token is required (Authorization: Bearer)"
@@ -120,7 +121,8 @@ class BearerToken(Check[BearerTokenParams]):
             scope = " ".join(sorted(self._required))
             description = f"the access token lacks scope: {' '.join(sorted(missing))}"
             return self.deny(R.insufficient_scope, description, scope=scope)
-        request.facts[TOKEN_FACT] = token
+        request.facts.set(TOKEN, token)
+        request.facts.set(CLIENT_ID, token.client_id)
         return None
 
 

@@ -9,7 +9,7 @@ import binascii
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, runtime_checkable
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -22,9 +22,11 @@ from ..jose.errors import quoted
 from ..observability.logging import get_logger
 from ..reasons import Answer, Challenge, Reason
 from .base import Check, Denial, RequestView
+from .facts import Facts
 from .params import ParamError
 from .registration import (
     CLIENT_CERT_S256,
+    SOFTWARE_ID,
     SoftwareJwksReasons,
     registration_claims_of,
     software_jwks_failure,
@@ -104,6 +106,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
 
     name = "client_certificate"
     Params = ClientCertificateParams
+    produces = (CLIENT_CERT_S256,)
     reasons = ClientCertificateReasons
     __slots__ = ("_answer", "_certificates", "_format", "_header", "_keysets", "_proxies", "_url_policy")
 
@@ -149,7 +152,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
             return self._fail(R.client_cert_not_yet_valid, "the TLS client certificate is not valid yet")
         if now > cert.not_valid_after_utc:
             return self._fail(R.client_cert_expired, "the TLS client certificate has expired")
-        request.facts[CLIENT_CERT_S256] = thumbprint
+        request.facts.set(CLIENT_CERT_S256, thumbprint)
         if bound is not None and bound != thumbprint:
             # RFC 8705 §3: a certificate-bound token presented over another certificate is invalid.
             description = "the access token is bound to another client certificate"
@@ -176,7 +179,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
             self._certificates[value] = parsed
         return parsed
 
-    def _bound_thumbprint(self, facts: dict[str, Any]) -> str | None:
+    def _bound_thumbprint(self, facts: Facts) -> str | None:
         token = token_of(facts) if self.params.token_binding else None
         cnf = token.claims.get("cnf") if token is not None else None
         value = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
@@ -195,13 +198,13 @@ class ClientCertificate(Check[ClientCertificateParams]):
             return self.deny(*software_jwks_failure(exc))
         if keyset.tls_key_for_thumbprint(thumbprint) is None:
             log.info("client_cert_not_in_software_jwks", client_cert_s256=thumbprint,
-                     software_id=request.facts.get("software_id"))
+                     software_id=request.facts.get(SOFTWARE_ID))
             return self.deny(R.client_cert_not_in_software_jwks,
                              "the TLS client certificate is not a transport key (use: tls) of the software "
                              "statement's key set")
         return None
 
-    def _dn_matches(self, facts: Mapping[str, Any], cert: x509.Certificate) -> Denial | None:
+    def _dn_matches(self, facts: Facts, cert: x509.Certificate) -> Denial | None:
         claims = registration_claims_of(facts)
         if claims is None or claims.get("token_endpoint_auth_method") != "tls_client_auth":
             return None

@@ -5,7 +5,7 @@ into the same window; one atomic counter per (bucket, key, window) in the state 
 the memory store, shared by every instance with Redis. A refused request gets 429 with `Retry-After` and the
 `RateLimit-Policy` / `RateLimit` fields of draft-ietf-httpapi-ratelimit-headers (structured-field lists:
 `"bucket";q=<quota>;w=<window>` and `"bucket";r=<remaining>;t=<seconds to reset>`). An allowed request
-leaves the same fields in its facts (`RATE_LIMIT_FACT`), and the gateway adds them to the forwarded response,
+leaves the same fields in its facts (`RATE_LIMIT`), and the gateway adds them to the forwarded response,
 so a client sees its budget before it runs out (one list item per rate_limit check of the policy).
 """
 
@@ -14,29 +14,32 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import field_validator
 
 from ..config.schema import PositiveInt, StrictModel
 from ..reasons import Challenge, Reason, Reasons
 from .base import Check, Denial, RequestView
+from .facts import Fact
 from .token import token_of
 
 _NS = "rate"
-RATE_LIMIT_FACT = "rate_limit_fields"
-"""Facts key: a list of (RateLimit-Policy item, RateLimit item), one per rate_limit check that passed."""
 _BUCKET = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
-def rate_limit_headers(facts: dict[str, Any]) -> list[tuple[str, str]] | None:
+def rate_limit_headers(fields: list[tuple[str, str]]) -> list[tuple[str, str]] | None:
     """The RateLimit-Policy and RateLimit fields of the rate_limit checks that passed (structured-field lists),
     for the forwarded response; None when no rate_limit check ran."""
-    fields = facts.get(RATE_LIMIT_FACT)
     if not fields:
         return None
     return [("RateLimit-Policy", ", ".join(policy for policy, _ in fields)),
             ("RateLimit", ", ".join(state for _, state in fields))]
+
+
+RATE_LIMIT: Fact[list[tuple[str, str]]] = Fact("rate_limit_fields", list, response_headers=rate_limit_headers)
+"""Fact: (RateLimit-Policy item, RateLimit item) of each rate_limit check that passed, in order; the gateway adds
+them to the forwarded response."""
 
 
 class RateLimitParams(StrictModel):
@@ -80,6 +83,7 @@ class RateLimit(Check[RateLimitParams]):
 
     name = "rate_limit"
     Params = RateLimitParams
+    produces = (RATE_LIMIT,)
     reasons = RateLimitReasons
     store_fail_open = True  # a counter is the whole decision: passing over it when the store is down is coherent
 
@@ -105,7 +109,10 @@ class RateLimit(Check[RateLimitParams]):
         count = await self.services.store.incr(_NS, key, 1, reset + 1.0)
         seconds = max(1, math.ceil(reset))
         if count <= p.limit:
-            fields = request.facts.setdefault(RATE_LIMIT_FACT, [])
+            fields = request.facts.get(RATE_LIMIT)
+            if fields is None:
+                fields = []
+                request.facts.set(RATE_LIMIT, fields)
             fields.append((f'"{bucket}";q={p.limit};w={window}', f'"{bucket}";r={p.limit - count};t={seconds}'))
             return None
         return self.deny(

@@ -24,18 +24,25 @@ from ..jose import CompactJWS, JoseError, JoseReason, KeyLocator, UrlPolicy, Ver
 from ..jose.encoding import json_loads_strict
 from ..reasons import JoseFamily, Reason, Reasons
 from .base import RequestView
+from .facts import Fact, Facts, header_text, same
 
 if TYPE_CHECKING:
     from .services import Services
 
-SSA_CLAIMS: Final = "software_statement_claims"
-"""Fact: the verified SSA claims (dict)."""
-REGISTRATION_CLAIMS: Final = "registration_claims"
-"""Fact: the verified registration request claims (dict)."""
-SOFTWARE_ID: Final = "software_id"
-ORG_ID: Final = "org_id"
-SOFTWARE_ROLES: Final = "software_roles"
-CLIENT_CERT_S256: Final = "client_cert_s256"
+
+def _jti(claims: Mapping[str, Any]) -> str | None:
+    return str(claims["jti"]) if "jti" in claims else None
+
+
+SSA_CLAIMS: Final[Fact[dict[str, Any]]] = Fact("software_statement_claims", dict)
+"""Fact: the verified SSA claims (never forwarded)."""
+REGISTRATION_CLAIMS: Final[Fact[dict[str, Any]]] = Fact("registration_claims", dict, audit={"registration_jti": _jti})
+"""Fact: the verified registration request claims (never forwarded; the decision event names its jti)."""
+SOFTWARE_ID: Final[Fact[str]] = Fact("software_id", str, header=header_text, audit={"software_id": same})
+ORG_ID: Final[Fact[str]] = Fact("org_id", str, header=header_text, audit={"org_id": same})
+SOFTWARE_ROLES: Final[Fact[list[str]]] = Fact("software_roles", list, header=header_text)
+"""Fact: the SSA's software roles (forwarded comma-joined)."""
+CLIENT_CERT_S256: Final[Fact[str]] = Fact("client_cert_s256", str, header=header_text, audit={"cert_s256": same})
 """Fact: base64url SHA-256 thumbprint of the TPP's transport certificate (RFC 8705 `x5t#S256`)."""
 
 MAX_REQUEST_JWS_BYTES: Final = 65536
@@ -149,16 +156,14 @@ def request_jws(request: RequestView) -> CompactJWS:
     return jws
 
 
-def ssa_claims_of(facts: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def ssa_claims_of(facts: Facts) -> Mapping[str, Any] | None:
     """The verified SSA claims, when `software_statement` passed for this request."""
-    claims = facts.get(SSA_CLAIMS)
-    return claims if isinstance(claims, dict) else None
+    return facts.get(SSA_CLAIMS)
 
 
-def registration_claims_of(facts: Mapping[str, Any]) -> Mapping[str, Any] | None:
+def registration_claims_of(facts: Facts) -> Mapping[str, Any] | None:
     """The verified registration request claims, when `registration_request` passed for this request."""
-    claims = facts.get(REGISTRATION_CLAIMS)
-    return claims if isinstance(claims, dict) else None
+    return facts.get(REGISTRATION_CLAIMS)
 
 
 def software_jwks_policy(trust: TrustSettings) -> UrlPolicy:

@@ -64,6 +64,7 @@ class RegistrationRequest(Check[RegistrationRequestParams]):
 
     name = "registration_request"
     Params = RegistrationRequestParams
+    produces = (REGISTRATION_CLAIMS,)
     reasons = RegistrationRequestReasons
     needs_body = True
     __slots__ = ("_algorithms", "_rules", "_url_policy", "_verifier")
@@ -111,5 +112,5 @@ class RegistrationRequest(Check[RegistrationRequestParams]):
                                                          f"the software statement's software_id {quoted(software_id)}")
         if not _UUID.match(claims["jti"]):
             return self.deny(R.request_jti_invalid, "registration request jti must be a UUID")
-        request.facts[REGISTRATION_CLAIMS] = dict(claims)
+        request.facts.set(REGISTRATION_CLAIMS, dict(claims))
         return None

@@ -83,6 +83,7 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
 
     name = "software_statement"
     Params = SoftwareStatementParams
+    produces = (SSA_CLAIMS, SOFTWARE_ID, ORG_ID, SOFTWARE_ROLES)
     reasons = SoftwareStatementReasons
     needs_body = True
     __slots__ = ("_directories", "_verifier")
@@ -146,10 +147,10 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
         if denial is not None:
             return denial
         roles = [str(r) for r in claims["software_roles"]]
-        request.facts[SSA_CLAIMS] = dict(claims)
-        request.facts[SOFTWARE_ID] = claims["software_id"]
-        request.facts[ORG_ID] = claims["org_id"]
-        request.facts[SOFTWARE_ROLES] = roles
+        request.facts.set(SSA_CLAIMS, dict(claims))
+        request.facts.set(SOFTWARE_ID, claims["software_id"])
+        request.facts.set(ORG_ID, claims["org_id"])
+        request.facts.set(SOFTWARE_ROLES, roles)
         return None
 
     def _judge(self, claims: Mapping[str, Any], now: float) -> Denial | None:

@@ -1,11 +1,11 @@
-"""The verified access token, as checks share it through `request.facts["token"]`."""
+"""The verified access token, as `bearer_token` establishes it for the checks after it (facts `TOKEN`, `CLIENT_ID`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
 
-TOKEN_FACT = "token"  # noqa: S105 - a fact name, not a secret
+from .facts import Fact, Facts, header_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,12 +23,16 @@ class VerifiedToken:
     kid: str | None
     claims: dict[str, Any]
 
-    def audit_fields(self) -> dict[str, Any]:
-        """What may be logged about the token: never the token itself."""
-        return {"token_jti": self.jti, "token_kid": self.kid, "client_id": self.client_id, "token_iss": self.iss}
+
+TOKEN: Fact[VerifiedToken] = Fact(
+    "token", VerifiedToken,
+    audit={"client_id": lambda t: t.client_id, "token_jti": lambda t: t.jti, "token_kid": lambda t: t.kid},
+)
+"""Fact: the verified access token (never forwarded; the decision event names its client, jti and kid)."""
+CLIENT_ID: Fact[str] = Fact("client_id", str, header=header_text)
+"""Fact: the verified token's client id (config `policies.fact_headers`: `X-DCR-Client-Id`)."""
 
 
-def token_of(facts: dict[str, Any]) -> VerifiedToken | None:
+def token_of(facts: Facts) -> VerifiedToken | None:
     """The verified token of a request, if a bearer_token check passed."""
-    tok = facts.get(TOKEN_FACT)
-    return tok if isinstance(tok, VerifiedToken) else None
+    return facts.get(TOKEN)

@@ -1,19 +1,18 @@
-"""The per-request context: ids, the matched route, the decision and the verified facts checks add."""
+"""The per-request context: ids, the matched route, the decision, the verified facts and the upstream's answer."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-if TYPE_CHECKING:
-    from ..checks.base import Denial
+from ..policy import Denial, Facts
 
 
 @dataclass(slots=True)
 class RequestContext:
-    """Everything the gateway learns about one request, read by metrics, logs and the audit event."""
+    """Everything the gateway learns about one request, read by metrics, logs and the audit event; written by
+    the handler only (`handler.py`)."""
 
     interaction_id: str
     request_id: str
@@ -25,7 +24,9 @@ class RequestContext:
     denials: tuple[Denial, ...] = ()
     upstream_status: int | None = None
     upstream_seconds: float | None = None
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: Facts = field(default_factory=Facts)
+    """The checks' verified facts, shared with the engine's `RequestView`: a request that fails after some checks
+    (its body too large, say) still has its decision event name what they verified."""
 
 
 CTX = web.RequestKey("dcr_gateway_ctx", RequestContext)

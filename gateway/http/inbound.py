@@ -29,7 +29,8 @@ from typing import Final
 
 from multidict import CIMultiDictProxy
 
-from ..checks.base import Denial, denial_for
+from ..policy import BodyLimits as BodyLimits  # re-exported: the server's body limits (proxy, sandbox)
+from ..policy import Denial, denial_for
 from ..reasons import HttpRefusals, Reason
 
 INTERACTION_ID: Final = "x-fapi-interaction-id"
@@ -70,19 +71,6 @@ SINGLE: Final = frozenset(
      "transfer-encoding", INTERACTION_ID}
 )
 """Header families a request may carry once: the checks read one value, the backend must not see another."""
-
-
-class BodyLimits:
-    """How much of a request body the gateway reads, and how long it waits for it."""
-
-    __slots__ = ("idle", "max_bytes", "total")
-
-    def __init__(self, max_bytes: int, idle: float, total: float) -> None:
-        self.max_bytes = max_bytes
-        self.idle = idle
-        """Seconds the body may stall between two reads (`server.timeouts.body_idle_seconds`)."""
-        self.total = total
-        """Seconds the whole body may take (`server.timeouts.body_total_seconds`)."""
 
 
 _SPELLED_ONE_WAY: Final = HOP_BY_HOP | FRAMING | {"content-encoding", "host"}

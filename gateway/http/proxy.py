@@ -21,7 +21,6 @@ from ..config import UpstreamSettings
 from ..errors import GatewayError, bad_gateway, body_incomplete, body_timeout, gateway_timeout, payload_too_large
 from ..observability.metrics import Metrics
 from .addresses import ProxyTrust
-from .context import RequestContext
 from .inbound import HOP_BY_HOP, INTERACTION_ID, BodyLimits, InboundRules, connection_tokens
 from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, header_lines
 
@@ -123,25 +122,29 @@ class Forwarder:
     async def forward(
         self,
         request: web.Request,
-        ctx: RequestContext,
         *,
+        interaction_id: str,
+        request_id: str,
+        route: str,
         body: bytes | AsyncIterator[bytes],
+        before_relay: Callable[[int, float], Awaitable[None]],
         extra_headers: Mapping[str, str] | None = None,
-        before_relay: Callable[[int], Awaitable[None]] | None = None,
         response_headers: Sequence[tuple[str, str]] | None = None,
     ) -> web.StreamResponse:
         """Forward `request` with `body` and stream the response back, with `response_headers` (the gateway's
         own, e.g. RateLimit fields) added to the upstream's.
 
         `body` is the whole body (`read_body`: sent with its exact Content-Length), or, on a route that streams,
-        `body_chunks` (sent as it arrives under the client's own framing: its Content-Length, else chunked)."""
+        `body_chunks` (sent as it arrives under the client's own framing: its Content-Length, else chunked).
+        `before_relay(status, seconds)` gets the upstream's status and its time to the response headers as soon
+        as they are in, before anything is relayed (the caller's record and its response hooks)."""
         streamed = not isinstance(body, bytes)
         pool = self._pool
         assert pool is not None, "Forwarder.start() not awaited"
         method = request.method
         started = time.perf_counter()
         try:
-            header_block = self.upstream_headers(request, ctx.interaction_id, ctx.request_id, extra_headers)
+            header_block = self.upstream_headers(request, interaction_id, request_id, extra_headers)
             upstream = await pool.request(method, request.rel_url.raw_path_qs, header_block, body,
                                           content_length=request.content_length if streamed else None)
         except UpstreamError as exc:
@@ -155,12 +158,10 @@ class Forwarder:
             if streamed and err.status == 413:
                 self._metrics.upstream_errors.labels("body_too_large").inc()
             raise
-        ctx.upstream_seconds = time.perf_counter() - started
-        self._metrics.upstream_answered(ctx.route, method, ctx.upstream_seconds)
-        ctx.upstream_status = upstream.status
+        seconds = time.perf_counter() - started
+        self._metrics.upstream_answered(route, method, seconds)
         try:
-            if before_relay is not None:
-                await before_relay(upstream.status)
+            await before_relay(upstream.status, seconds)
             return await self._relay(request, upstream, response_headers)
         finally:
             upstream.release()

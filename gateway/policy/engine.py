@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..checks.base import Check, Denial, RequestView, denial_for
+from ..checks.facts import Fact, FactHeaders, Facts, response_headers
 from ..config.schema import StrictModel
-from ..http.inbound import BodyLimits
 from ..observability.logging import get_logger
 from ..reasons import RouterRefusals, StoreRefusals
 from ..state.store import StoreUnavailable
@@ -65,14 +65,40 @@ def _log_fail_open(policy: str, check: str) -> None:
     log.warning("state_store_fail_open", policy=policy, check=check, suppressed=suppressed)
 
 
+class BodyLimits:
+    """How much of a request body the gateway reads, and how long it waits for it (the server's, or a policy's
+    `stream_body`)."""
+
+    __slots__ = ("idle", "max_bytes", "total")
+
+    def __init__(self, max_bytes: int, idle: float, total: float) -> None:
+        self.max_bytes = max_bytes
+        self.idle = idle
+        """Seconds the body may stall between two reads (`server.timeouts.body_idle_seconds`)."""
+        self.total = total
+        """Seconds the whole body may take (`server.timeouts.body_total_seconds`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """The result of evaluating a policy for one request."""
+    """The result of evaluating a policy for one request, with the verified facts and their projections: what
+    the gateway sends upstream, adds to the response and writes in the decision event."""
 
     outcome: Outcome
     policy: str | None
     mode: str
     denials: tuple[Denial, ...] = ()
+    facts: Facts = field(default_factory=Facts)
+    """What the checks verified (also when some refused: the decision event names it)."""
+    forward_headers: Mapping[str, str] | None = None
+    """The facts as the headers config `policies.fact_headers` names, for the upstream request; None when any
+    check denied (SECURITY: facts only on allow — in audit mode a later failure can void an earlier fact)."""
+    response_headers: Sequence[tuple[str, str]] | None = None
+    """Fields the facts add to the forwarded response (RateLimit-Policy, RateLimit), None when none."""
+
+    def audit_fields(self) -> dict[str, Any]:
+        """The decision event's fact fields (verified identities, never a token or a body), None when absent."""
+        return self.facts.audit_fields()
 
     @property
     def forward(self) -> bool:
@@ -107,6 +133,15 @@ class CompiledPolicy:
     """Content codings a request body may carry here (policy `accept_content_encoding`, lower case)."""
     allow_body_on: frozenset[str] = frozenset()
     """Methods of GET, HEAD, DELETE, OPTIONS whose requests may carry a body here (policy `allow_body_on`)."""
+    produces: tuple[Fact[Any], ...] = field(init=False, repr=False, compare=False)
+    """Every fact the policy's checks declare (`Check.produces`), collected when the policy is compiled."""
+    _responding: tuple[Fact[Any], ...] = field(init=False, repr=False, compare=False)
+    """Those of `produces` that add fields to the forwarded response."""
+
+    def __post_init__(self) -> None:
+        produces = tuple(dict.fromkeys(f for c in self.checks for f in c.produces))
+        object.__setattr__(self, "produces", produces)
+        object.__setattr__(self, "_responding", tuple(f for f in produces if f.response_headers is not None))
 
     @property
     def needs_body(self) -> bool:
@@ -114,9 +149,15 @@ class CompiledPolicy:
         return any(c.needs_body for c in self.checks)
 
     async def evaluate(
-        self, request: RequestView, load_body: Callable[[], Awaitable[bytes]] | None = None
+        self,
+        request: RequestView,
+        load_body: Callable[[], Awaitable[bytes]] | None = None,
+        fact_headers: FactHeaders | None = None,
     ) -> Decision:
         """Run the checks in order; enforce stops at the first denial, audit runs them all.
+
+        The decision carries the request's facts and their projections: `fact_headers` (config
+        `policies.fact_headers`, bound once) says which go upstream, and only when no check denied.
 
         The body is read (bounded) only when the first check that needs it is reached, so a request
         refused for its token never has its body read. Checks that record state come last (the compiler
@@ -146,11 +187,14 @@ class CompiledPolicy:
                 denials.append(denial)
                 if not check.audit_only:
                     if not audit:
-                        return Decision("deny", self.name, self.mode, tuple(denials))
+                        return Decision("deny", self.name, self.mode, tuple(denials), request.facts)
                     refused = True
+        facts = request.facts
+        extra = response_headers(self._responding, facts) if self._responding else None
         if not denials:
-            return Decision("allow", self.name, self.mode)
-        return Decision("audit_deny", self.name, self.mode, tuple(denials))
+            forward = fact_headers.project(facts) if fact_headers is not None else None
+            return Decision("allow", self.name, self.mode, (), facts, forward, extra)
+        return Decision("audit_deny", self.name, self.mode, tuple(denials), facts, None, extra)
 
     async def after_response(self, request: RequestView, status: int) -> None:
         """Response hooks of every check (enforce mode only: audit mode has no side effects)."""

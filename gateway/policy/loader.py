@@ -15,8 +15,7 @@ from ..checks.base import Check
 from ..checks.services import Services
 from ..config.schema import iter_errors, key_path
 from ..config.yamlsource import YamlDocument, YamlSourceError, parse_yaml
-from ..http.inbound import BodyLimits
-from .engine import CommonCheckParams, CompiledPolicy, PolicySet, StoreErrorMode, split_common
+from .engine import BodyLimits, CommonCheckParams, CompiledPolicy, PolicySet, StoreErrorMode, split_common
 from .model import PolicyFile
 from .router import Router, Template, TemplateError
 

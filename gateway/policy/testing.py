@@ -26,7 +26,9 @@ from multidict import CIMultiDict
 from pydantic import ValidationError
 
 from ..checks.base import RequestView
+from ..checks.registration import REGISTRATION_CLAIMS
 from ..checks.services import Services
+from ..checks.token import TOKEN
 from ..config import Directory, Settings, TokenIssuer
 from ..config.schema import iter_errors
 from ..config.yamlsource import YamlSourceError, parse_yaml
@@ -310,14 +312,14 @@ async def _evaluate_case(case: TestCase, settings: Settings, source: PolicySourc
     if raw is not None and req.revoked:
         probe = RequestView(req.method, path, headers, peer=req.peer, body=body, now=now)
         await _decide(policy_set, probe)
-        token = probe.facts.get("token")
+        token = probe.facts.get(TOKEN)
         if token is None:
             return False, "revoked: true, but the token does not verify"
         await services.revocations.revoke_token(token, now)
     if req.registration is not None and req.registration.replayed:
         probe = RequestView(req.method, path, headers, peer=req.peer, body=body, now=now)
         await _decide(policy_set, probe)
-        if "registration_claims" not in probe.facts:
+        if REGISTRATION_CLAIMS not in probe.facts:
             return False, "replayed: true, but the registration request does not verify"
     view = RequestView(req.method, path, headers, peer=req.peer, body=body, now=now)
     decision = await _decide(policy_set, view)

@@ -14,8 +14,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.checks.base import RequestView
+from gateway.checks.facts import Facts
 from gateway.checks.rate_limit import RateLimit, RateLimitParams
-from gateway.checks.token import TOKEN_FACT, VerifiedToken
+from gateway.checks.token import TOKEN, VerifiedToken
 from gateway.config import Settings
 from gateway.policy.loader import PolicyError, load_policies
 from gateway.runtime import build_runtime
@@ -44,9 +45,9 @@ async def away_from_window_edge(window: int = WINDOW, margin: float = 3.0) -> No
 
 
 def view(now: float, peer: str = "10.0.0.1", client_id: str | None = None, policy_name: str = "p") -> RequestView:
-    facts: dict[str, Any] = {}
+    facts = Facts()
     if client_id is not None:
-        facts[TOKEN_FACT] = VerifiedToken("bank", "https://as", client_id, "jti", now, now + 60, frozenset(), None, {})
+        facts.set(TOKEN, VerifiedToken("bank", "https://as", client_id, "jti", now, now + 60, frozenset(), None, {}))
     return RequestView("GET", "/x", CIMultiDict(), peer=peer, facts=facts, now=now, policy=policy_name)
 
 

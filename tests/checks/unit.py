@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from multidict import CIMultiDict
 
 from gateway.checks.base import Check, RequestView
+from gateway.checks.facts import Fact, Facts
 from gateway.checks.services import Services
-from gateway.checks.token import TOKEN_FACT, VerifiedToken
+from gateway.checks.token import TOKEN, VerifiedToken
 from gateway.config import Settings
 from gateway.runtime import build_runtime
 
@@ -41,14 +43,16 @@ def view(
     body: bytes | None = None,
     params: dict[str, str] | None = None,
     tok: VerifiedToken | None = None,
-    facts: dict[str, Any] | None = None,
+    facts: Mapping[Fact[Any], Any] | None = None,
     now: float = NOW,
     dry_run: bool = False,
 ) -> RequestView:
-    """A request as checks see it; `tok` is recorded as the verified-token fact."""
-    all_facts = dict(facts or {})
+    """A request as checks see it, with `facts` (fact → value) verified; `tok` is recorded as the token fact."""
+    all_facts = Facts()
+    for fact, value in (facts or {}).items():
+        all_facts.set(fact, value)
     if tok is not None:
-        all_facts[TOKEN_FACT] = tok
+        all_facts.set(TOKEN, tok)
     items = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
     return RequestView(method, path, CIMultiDict(items), params=params or {}, body=body, facts=all_facts, now=now,
                        dry_run=dry_run, policy="p")

@@ -224,8 +224,8 @@ async def test_oversized_lines_get_431_in_json_without_echoing_them(recorder, ru
 async def test_every_listener_cuts_off_unfinished_headers(which: str, tmp_path) -> None:
     """The admin and sandbox listeners are served like the public one (listener.ListenerRunner): unfinished
     headers are cut off, malformed requests get JSON."""
+    from gateway.http.app import Health, build_admin_app
     from gateway.http.listener import ListenerRunner
-    from gateway.http.server import Health, build_admin_app
     from gateway.observability.metrics import Metrics
     from gateway.sandbox import build_sandbox_app
     from tests.conftest import make_settings
@@ -354,7 +354,7 @@ async def test_an_upgrade_request_does_not_switch_the_header_timer_off(recorder,
 
 
 async def test_admin_errors_are_json(running_gateway) -> None:
-    from gateway.http.server import Health, build_admin_app
+    from gateway.http.app import Health, build_admin_app
     from gateway.observability.metrics import Metrics
     from tests.conftest import GatewayTestServer, make_settings
 

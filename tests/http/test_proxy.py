@@ -352,7 +352,7 @@ async def test_invented_methods_share_one_metric_series(upstream, gateway: Gatew
 
 def test_generated_interaction_ids_are_version_4_uuids():
     """The fast generator makes what uuid.uuid4() makes: canonical text, version 4, RFC 4122 variant, random."""
-    from gateway.http.server import new_uuid4
+    from gateway.http.handler import new_uuid4
 
     ids = {new_uuid4() for _ in range(1000)}
     assert len(ids) == 1000

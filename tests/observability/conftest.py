@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gateway.http.server import Health, build_admin_app, build_public_app
+from gateway.http.app import Health, build_admin_app, build_public_app
 from gateway.jose import generate_signing_key
 from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics

@@ -1,0 +1,286 @@
+"""One request on the public listener: the request_context middleware, then the handler that asks the policy
+engine for a decision and applies it (deny with a spec-shaped answer, or forward with what the decision says).
+
+The handler knows no check and no fact by name: the `Decision` carries the headers to forward, the fields to add
+to the response and (through the request's facts) the decision event's fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from ..errors import GatewayError, error_response, http_exception_response, refused, server_error_response
+from ..jsonutil import dumps
+from ..observability.audit import AuditLog
+from ..observability.logging import get_logger
+from ..observability.metrics import Metrics
+from ..policy import (
+    BodyLimits,
+    CompiledPolicy,
+    Decision,
+    Denial,
+    FactHeaders,
+    PolicyHolder,
+    RequestView,
+    denial_for,
+)
+from ..reasons import BodyRefusals, HttpRefusals
+from .addresses import ProxyTrust
+from .context import CTX, RequestContext
+from .inbound import InboundRules, content_codings, encoding_refusal
+from .listener import ClientSlots
+from .proxy import INTERACTION_ID, Forwarder, body_chunks, read_body
+
+log = get_logger("server")
+
+METRICS = web.AppKey("metrics", Metrics)
+FORWARDER = web.AppKey("forwarder", Forwarder)
+POLICIES = web.AppKey("policies", PolicyHolder)
+AUDIT = web.AppKey("audit", AuditLog)
+PROXIES = web.AppKey("proxies", ProxyTrust)
+INBOUND = web.AppKey("inbound", InboundRules)
+BODY_LIMITS = web.AppKey("body_limits", BodyLimits)
+FACT_HEADERS = web.AppKey("fact_headers", FactHeaders)
+"""Config `policies.fact_headers`, bound to the declared facts once per app."""
+CLIENT_REQUESTS = web.AppKey("client_requests", ClientSlots)
+"""Requests in flight per client address behind a trusted proxy (its connections are shared by clients)."""
+NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
+"""Methods whose requests carry no body unless their policy's `allow_body_on` names them."""
+
+
+def _interaction_id(request: web.Request) -> str:
+    """Keep the TPP's x-fapi-interaction-id when it is a UUID (FAPI 1.0 Part 1 §6.2.1), else make one."""
+    raw = request.headers.get(INTERACTION_ID)
+    if raw and len(raw) == 36:
+        try:
+            return str(uuid.UUID(raw))
+        except ValueError:
+            pass
+    return new_uuid4()
+
+
+def new_uuid4() -> str:
+    """A random (version 4) UUID string, as `str(uuid.uuid4())` makes it at a third of the cost."""
+    b = bytearray(os.urandom(16))
+    b[6] = (b[6] & 0x0F) | 0x40  # version 4
+    b[8] = (b[8] & 0x3F) | 0x80  # RFC 4122 variant
+    h = b.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+@web.middleware
+async def request_context(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Interaction/request ids bound to logs, timing, metrics, canonical log line, errors → JSON."""
+    metrics = request.app[METRICS]
+    started = time.perf_counter()
+    interaction_id = _interaction_id(request)
+    request_id = os.urandom(16).hex()
+    ctx = RequestContext(interaction_id=interaction_id, request_id=request_id)
+    request[CTX] = ctx
+    structlog.contextvars.bind_contextvars(interaction_id=interaction_id, request_id=request_id)
+    metrics.in_flight.inc()
+    status = 500
+    try:
+        try:
+            response = await handler(request)
+        except GatewayError as err:
+            if ctx.decision == "allow":
+                ctx.decision = "error"
+            response = error_response(err)
+        except web.HTTPException as exc:
+            response = http_exception_response(exc)
+        except asyncio.CancelledError:
+            status = 499
+            raise
+        except Exception:
+            log.exception("unhandled_error", method=request.method)
+            response = server_error_response()
+        status = response.status
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        route = ctx.route
+        metrics.in_flight.dec()
+        metrics.request_done(route, request.method, status, ctx.decision, elapsed, ctx.upstream_status)
+        audit = request.app.get(AUDIT)
+        if audit is not None and ctx.policy_version:
+            audit.emit(audit_fields(request, ctx, status, elapsed))
+        log.info(
+            "request",
+            method=request.method,
+            route=route,
+            status=status,
+            upstream_status=ctx.upstream_status,
+            duration_ms=round(elapsed * 1000, 3),
+        )
+        structlog.contextvars.clear_contextvars()
+
+
+def audit_fields(request: web.Request, ctx: RequestContext, status: int, elapsed: float) -> dict[str, Any]:
+    """The decision event: ids, route, policy, outcome, verified identities — never a token or a body.
+
+    The identities are the facts' own audit fields (`Fact.audit`), read from the request's facts rather than
+    from the decision: a request that failed on its way (body too large, upstream down) still names them."""
+    first = ctx.denials[0] if ctx.denials else None
+    fields = {
+        "interaction_id": ctx.interaction_id,
+        "request_id": ctx.request_id,
+        "method": request.method,
+        "route": ctx.route,
+        "policy": ctx.policy or None,
+        "policy_version": ctx.policy_version,
+        "mode": ctx.policy_mode or None,
+        "decision": ctx.decision,
+        "check": first.check if first else None,
+        "reason": first.reason if first else None,
+        "denials": [f"{d.check}:{d.reason}" for d in ctx.denials],
+        "status": status,
+        "peer": request.remote,
+        "upstream_status": ctx.upstream_status,
+        "upstream_ms": round(ctx.upstream_seconds * 1000, 3) if ctx.upstream_seconds is not None else None,
+        "duration_ms": round(elapsed * 1000, 3),
+    }
+    fields.update(ctx.facts.audit_fields())
+    return fields
+
+
+async def echo_interaction_id(request: web.Request, response: web.StreamResponse) -> None:
+    """Every response, errors included, carries the interaction id."""
+    ctx = request.get(CTX)
+    if ctx is not None:
+        response.headers[INTERACTION_ID] = ctx.interaction_id
+
+
+async def no_early_continue(_: web.Request) -> None:
+    """aiohttp's expect handler, replaced: nothing is sent before the checks have run."""
+
+
+def denial_response(denial: Denial) -> web.Response:
+    """The client's answer to a denial: spec-shaped JSON, never cached, with WWW-Authenticate etc."""
+    headers = {"Cache-Control": "no-store", "Pragma": "no-cache", **dict(denial.headers)}
+    return web.Response(
+        status=denial.status,
+        body=dumps({"error": denial.error, "error_description": denial.description}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _record(metrics: Metrics, ctx: RequestContext, decision: Decision) -> None:
+    ctx.decision = decision.outcome
+    ctx.policy_mode = decision.mode
+    ctx.denials = decision.denials
+    if not decision.denials:
+        metrics.decided(decision.policy or "", decision.mode, "allow")
+    for d in decision.denials:
+        metrics.decided(decision.policy or "", decision.mode, decision.outcome, d.check, d.reason)
+
+
+async def gateway_handler(request: web.Request) -> web.StreamResponse:
+    """Route to a policy, evaluate it, then deny or forward (response hooks run before the relay)."""
+    ctx = request[CTX]
+    app = request.app
+    policies = app[POLICIES].current
+    ctx.policy_version = policies.version
+    # SECURITY: the framing rule (inbound.py, docs/security.md) before any policy: nothing ambiguous is guessed.
+    refusal = app[INBOUND].screen(request.headers)
+    if refusal is not None:
+        return _refuse(app[METRICS], ctx, refusal)
+    match = policies.match(request.method, request.rel_url.raw_path)
+    if match is None or match.value is None:
+        ctx.route = match.template if match is not None and match.template else "unmatched"
+        return _refuse(app[METRICS], ctx, policies.unmatched(request.method, match))
+    policy = match.value
+    ctx.route = policy.template
+    ctx.policy = policy.name
+    if request.body_exists and request.method in NO_BODY_METHODS and request.method not in policy.allow_body_on:
+        return _refuse(app[METRICS], ctx, denial_for(HttpRefusals.body_not_allowed,
+                                                  f"a {request.method} request has no body", HttpRefusals.check))
+    codings = content_codings(request.headers)
+    if codings and (refusal := encoding_refusal(codings, policy.content_codings)) is not None:
+        return _refuse(app[METRICS], ctx, refusal)
+    peer = request.remote
+    proxies = app[PROXIES]
+    if proxies and proxies.trusts(peer):
+        client = proxies.client_address(peer, request.headers.getall("X-Forwarded-For", ()))
+        slots = app[CLIENT_REQUESTS]
+        if client is None or not slots.acquire(client):
+            return _refuse(app[METRICS], ctx, denial_for(HttpRefusals.client_concurrency, "too many requests in flight",
+                                                      HttpRefusals.check))
+        try:
+            return await _decide_and_forward(request, ctx, policy, match.params, peer, client)
+        finally:
+            slots.release(client)
+    return await _decide_and_forward(request, ctx, policy, match.params, peer, peer)
+
+
+def _refuse(metrics: Metrics, ctx: RequestContext, denial: Denial) -> web.Response:
+    """A request refused before (or instead of) its policy: recorded and audited like any denial."""
+    _record(metrics, ctx, Decision("deny", ctx.policy, "enforce", (denial,), ctx.facts))
+    return denial_response(denial)
+
+
+async def _decide_and_forward(
+    request: web.Request,
+    ctx: RequestContext,
+    policy: CompiledPolicy,
+    params: Mapping[str, str],
+    peer: str | None,
+    client: str | None,
+) -> web.StreamResponse:
+    app = request.app
+    view = RequestView(
+        method=request.method,
+        path=request.rel_url.raw_path,
+        headers=request.headers,
+        params=params,
+        peer=peer,
+        client_address=client,
+        facts=ctx.facts,
+        dry_run=policy.mode == "audit",
+    )
+    limits = app[BODY_LIMITS]
+
+    async def load_body() -> bytes:
+        if "Content-Encoding" in request.headers and content_codings(request.headers):
+            # An accepted coded body: the gateway does not decode it, so no check can read its plaintext.
+            raise refused(BodyRefusals.plaintext_needed, "this route's checks read the body: send it unencoded")
+        return await read_body(request, limits)
+
+    decision = await policy.evaluate(view, load_body, app[FACT_HEADERS])
+    _record(app[METRICS], ctx, decision)
+    if not decision.forward:
+        assert decision.denial is not None
+        return denial_response(decision.denial)
+    if decision.denials:
+        log.warning("audit_would_deny", policy=policy.name, check=decision.denials[0].check,
+                    reason=decision.denials[0].reason)
+
+    async def before_relay(status: int, seconds: float) -> None:
+        ctx.upstream_status = status
+        ctx.upstream_seconds = seconds
+        await policy.after_response(view, status)
+
+    body: bytes | AsyncIterator[bytes]
+    if view.body is not None:
+        body = view.body
+    elif policy.stream_body is not None:  # an explicit per-route choice; no check of the policy reads the body
+        body = body_chunks(request, policy.stream_body)
+    else:
+        body = await read_body(request, limits)
+    # SECURITY: facts only on allow (`Decision.forward_headers` is None once any check denied, audit mode
+    # included): a request some check refused still goes upstream in audit mode, but nothing it claimed goes
+    # as verified.
+    return await app[FORWARDER].forward(
+        request, interaction_id=ctx.interaction_id, request_id=ctx.request_id, route=ctx.route, body=body,
+        before_relay=before_relay, extra_headers=decision.forward_headers, response_headers=decision.response_headers)
