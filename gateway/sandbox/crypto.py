@@ -23,7 +23,7 @@ from ..jose import (
     sign_jwt,
 )
 from ..jose.encoding import b64url_decode
-from ..jose.keys import check_jwk
+from ..jose.keys import TLS_USE, check_jwk
 from .jsonvalues import JsonValueError, check, loads
 
 __all__ = [
@@ -169,6 +169,7 @@ class KeySet:
         if not raw_keys or len(raw_keys) > max_keys:
             raise CryptoError("bad_jwks", f"a JWKS must hold 1 to {max_keys} keys")
         keys: list[VerificationKey] = []
+        transport: list[VerificationKey] = []
         for i, raw in enumerate(raw_keys):
             if not isinstance(raw, dict):
                 raise CryptoError("bad_jwks", f"keys[{i}] is not a JSON object")
@@ -182,6 +183,16 @@ class KeySet:
                 check_jwk(raw)
             except JoseError:
                 raise CryptoError("bad_jwks", f"keys[{i}] is not a valid JWK") from None
+            if raw.get("use") == TLS_USE:
+                # SECURITY: a transport (mTLS) key never verifies a signature; it names a certificate (its x5c).
+                if "x5c" not in raw:
+                    raise CryptoError("bad_jwks", f"keys[{i}]: a use: tls key needs x5c (its certificate chain)")
+                try:
+                    transport.append(VerificationKey.from_dict(raw))
+                except JoseError as exc:
+                    raise CryptoError("bad_jwks", f"keys[{i}] is not a usable transport key: {exc.description}") \
+                        from None
+                continue
             kid = raw.get("kid")
             if not isinstance(kid, str) or not kid:
                 continue  # never selectable: verification needs a kid
@@ -189,7 +200,11 @@ class KeySet:
                 keys.append(VerificationKey.from_dict(raw))
             except JoseError as exc:
                 raise CryptoError("bad_jwks", f"keys[{i}] is not a usable signature key: {exc.description}") from None
-        return cls(JwkSet(keys))
+        return cls(JwkSet(keys, transport))
+
+    def has_transport_certificate(self, x5t_s256: str) -> bool:
+        """Whether a `use: tls` key of the set has this leaf certificate (its `x5t#S256`, RFC 8705 §3.1)."""
+        return self._keys.tls_key_for_thumbprint(x5t_s256) is not None
 
     def __contains__(self, kid: object) -> bool:
         return isinstance(kid, str) and self._keys.get(kid) is not None
