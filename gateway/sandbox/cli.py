@@ -315,17 +315,15 @@ async def _host_jwks(url: str, document: dict[str, Any]) -> str:
 def _transport_key(path: Path) -> dict[str, Any]:
     """The `use: tls` JWK of the certificate chain in `path` (leaf first), checked as the sandbox hosts it."""
     try:
-        certs = read_certificates(path.read_bytes())
+        data = path.read_bytes()
     except OSError as exc:
         raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except CertificateError as exc:
-        raise CliError(f"{path}: {exc}") from None
     try:
+        certs = read_certificates(data)
         check_chain(certs)
+        return transport_jwk([certificate_der(c) for c in certs])
     except CertificateError as exc:
         raise CliError(f"{path}: {exc}") from None
-    try:
-        return transport_jwk([certificate_der(c) for c in certs])
     except JoseError as exc:
         raise CliError(f"{path}: {exc.description}") from None
 

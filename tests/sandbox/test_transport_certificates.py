@@ -293,3 +293,25 @@ async def test_gateway_accepts_tls_client_auth_naming_the_minted_subject(bank_fa
     status, created, _ = await bank.register(app_token, signed(report["subject_dn"]), headers=headers)
     assert status == 201, created
     assert created["tls_client_auth_subject_dn"] == report["subject_dn"]
+
+
+def test_a_loose_or_mismatched_ca_is_tightened_or_refused(config: Path, tmp_path: Path) -> None:
+    """A CA key readable by others is made 0600 on use; a CA certificate that does not hold the CA key is an
+    error (nothing is issued), never silently replaced."""
+    mint(config, tmp_path / "a")
+    state = tmp_path / "state"
+    (state / CA_KEY_FILE).chmod(0o644)
+    mint(config, tmp_path / "b")
+    assert stat.S_IMODE((state / CA_KEY_FILE).stat().st_mode) == 0o600
+    other = mint(_other_config(tmp_path), tmp_path / "c")
+    (state / CA_CERT_FILE).write_bytes(Path(other["ca_certificate"]).read_bytes())
+    code, out, err = run("sandbox", "mint-cert", "--config", str(config), "--out", str(tmp_path / "d"))
+    assert code == 1 and out == "" and "does not hold the key" in err
+    assert not (tmp_path / "d" / "transport-key.pem").exists()
+
+
+def _other_config(tmp_path: Path) -> Path:
+    """A config with another state directory (so another test CA)."""
+    path = tmp_path / "other.yaml"
+    path.write_text(f"sandbox: {{state_dir: '{tmp_path / 'other-state'}'}}\n")
+    return path
