@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from ..addresses import ProxyTrust
 from ..errors import GatewayError, error_response, http_exception_response, refused, server_error_response
 from ..jsonutil import dumps
 from ..observability.audit import AuditLog
@@ -33,7 +34,6 @@ from ..policy import (
     denial_for,
 )
 from ..reasons import BodyRefusals, HttpRefusals
-from .addresses import ProxyTrust
 from .context import CTX, RequestContext
 from .inbound import InboundRules, content_codings, encoding_refusal
 from .listener import ClientSlots
