@@ -30,8 +30,8 @@ from ..checks.registration import REGISTRATION_CLAIMS
 from ..checks.services import Services
 from ..checks.token import TOKEN
 from ..config import Directory, Settings, TokenIssuer
-from ..config.settings import StateSettings
 from ..config.schema import iter_errors
+from ..config.settings import StateSettings
 from ..config.yamlsource import YamlSourceError, parse_yaml
 from ..jose import (
     JwkSet,
