@@ -367,6 +367,8 @@ def _cmd_mint_cert(args: argparse.Namespace) -> int:
     software_id = args.software_id or new_software_id()
     org_id = args.org_id or new_org_id()
     subject = ob_subject(org_name=args.org_name, org_id=org_id, software_id=software_id)
+    if not 1 <= args.days <= MAX_LEAF_DAYS:
+        raise CliError(f"--days must be 1 to {MAX_LEAF_DAYS}")
     ca = SandboxCa.load(settings.resolve_path(settings.sandbox.state_dir))
     out: Path = args.out
     out.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -315,3 +315,16 @@ def _other_config(tmp_path: Path) -> Path:
     path = tmp_path / "other.yaml"
     path.write_text(f"sandbox: {{state_dir: '{tmp_path / 'other-state'}'}}\n")
     return path
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["--days", "0"], "--days"),
+    (["--days", "826"], "--days"),
+    (["--org-name", ""], "org name"),
+    (["--software-id", "x" * 65], "software_id"),
+])
+def test_mint_cert_errors_are_one_line(config: Path, tmp_path: Path, argv, needle) -> None:
+    """Bad options exit 1 with one `error:` line; nothing is written, not even the CA."""
+    code, out, err = run("sandbox", "mint-cert", "--config", str(config), "--out", str(tmp_path / "c"), *argv)
+    assert code == 1 and out == "" and err.startswith("error: ") and needle in err and err.count("\n") == 1
+    assert not (tmp_path / "c").exists() and not (tmp_path / "state").exists()
