@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .keyring import ensure_state_dir, write_private_file
+from .keyring import ensure_state_dir, load_or_create_private_file
 
 CA_KEY_FILE: Final = "transport-ca-key.pem"
 CA_CERT_FILE: Final = "transport-ca.pem"
@@ -123,12 +123,9 @@ class SandboxCa:
         """The CA of `state_dir`, created on first use (key 0600 never replaced; certificate remade if missing)."""
         ensure_state_dir(state_dir)
         key_path, cert_path = state_dir / CA_KEY_FILE, state_dir / CA_CERT_FILE
-        if not key_path.exists():
-            write_private_file(key_path, private_pem(generate_private_key("ec")))  # a racing writer's key wins
-        if key_path.stat().st_mode & 0o077:
-            key_path.chmod(0o600)  # SECURITY: a private key readable by others is tightened on load
+        pem = load_or_create_private_file(key_path, lambda: private_pem(generate_private_key("ec")))
         try:
-            key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+            key = serialization.load_pem_private_key(pem, password=None)
         except (ValueError, TypeError):
             raise CertificateError(f"{key_path} is not a PEM private key") from None
         if not isinstance(key, ec.EllipticCurvePrivateKey):
