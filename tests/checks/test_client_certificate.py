@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 from cryptography import x509
 
-from gateway.checks.client_certificate import certificate_der, parse_dn, subject_rdns
+from gateway.certificates import certificate_der, parse_dn, subject_rdns
 from gateway.jose import cert_thumbprint_s256
 from gateway.policy.testing import forwarded_certificate
 from tests.checks.world import CERT_HEADER, REGISTER, SUBJECT, keys
