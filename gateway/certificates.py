@@ -3,7 +3,7 @@ RFC 9440) and RFC 4514 distinguished names compared with a certificate's subject
 
 One path for both readers: the gateway's `client_certificate` check and the sandbox token endpoint's RFC 8705
 client authentication. Whether the header may be believed at all (its sender is a trusted proxy) is the
-caller's decision, with `gateway.http.addresses.ProxyTrust`.
+caller's decision, with `gateway.addresses.ProxyTrust`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from .jose import cert_thumbprint_s256
 from .jose.errors import quoted
 
 if TYPE_CHECKING:
-    from .http.addresses import ProxyTrust
+    from .addresses import ProxyTrust
 
 MAX_HEADER_BYTES: Final = 16384
 """A forwarded certificate header longer than this is refused (a leaf certificate is 1-3 kB)."""

@@ -4,10 +4,11 @@ certificate an RFC 8705 certificate-bound access token was issued for."""
 
 from __future__ import annotations
 
-from typing import Final, Literal, Protocol, runtime_checkable
+from typing import Final, Literal
 
 from cryptography import x509
 
+from ..addresses import ProxyTrust
 from ..certificates import (
     CertificateRefused,
     Format,
@@ -18,13 +19,11 @@ from ..certificates import (
     subject_rdns,
 )
 from ..config.schema import StrictModel
-from ..http.addresses import ProxyTrust
-from ..jose import JoseError, JwkSet, UrlPolicy
+from ..jose import JoseError
 from ..observability.logging import get_logger
 from ..reasons import Answer, Challenge, Reason
 from .base import Check, Denial, RequestView
 from .facts import Facts
-from .params import ParamError
 from .registration import (
     CLIENT_CERT_S256,
     SOFTWARE_ID,
@@ -43,15 +42,6 @@ log = get_logger("client_certificate")
 PARSED_CERTIFICATES: Final = 512
 """Forwarded certificate headers whose parse is remembered per check (a TPP sends the same one every time);
 beyond this the oldest is forgotten. At most `certificates.MAX_HEADER_BYTES` each: a few MB in the worst case."""
-
-
-@runtime_checkable
-class KeySetSource(Protocol):
-    """A key provider that can hand out a whole key set (the JWKS cache does), `use: tls` keys included."""
-
-    async def get_keyset(self, uri: str, *, policy: UrlPolicy | None = None) -> JwkSet:
-        """The key set at `uri`."""
-        ...
 
 
 class ClientCertificateParams(StrictModel):
@@ -105,7 +95,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
     Params = ClientCertificateParams
     produces = (CLIENT_CERT_S256,)
     reasons = ClientCertificateReasons
-    __slots__ = ("_answer", "_certificates", "_format", "_header", "_keysets", "_proxies", "_url_policy")
+    __slots__ = ("_answer", "_certificates", "_format", "_header", "_proxies", "_url_policy")
 
     def __init__(self, params: ClientCertificateParams, services: Services) -> None:
         super().__init__(params, services)
@@ -114,10 +104,6 @@ class ClientCertificate(Check[ClientCertificateParams]):
         self._format: Format = cfg.format
         self._proxies = ProxyTrust(cfg.trusted_proxies)
         self._url_policy = software_jwks_policy(services.trust)
-        # Decided once: isinstance against a runtime-checkable Protocol is slow enough to show per request.
-        self._keysets: KeySetSource | None = services.keys if isinstance(services.keys, KeySetSource) else None
-        if params.match_software_jwks and self._keysets is None:
-            raise ParamError(["match_software_jwks"], "the key provider cannot fetch whole key sets")
         self._certificates: dict[str, Forwarded] = {}
         self._answer = (Answer(401, "invalid_token", Challenge.BEARER_ERROR) if params.status == 401
                         else Answer(400, _METADATA))
@@ -176,10 +162,8 @@ class ClientCertificate(Check[ClientCertificateParams]):
         if ssa is None:
             return self.deny(R.software_statement_unverified,
                              "no verified software statement to match the client certificate with")
-        keys = self._keysets
-        assert keys is not None  # checked at build time
         try:
-            keyset = await keys.get_keyset(ssa["software_jwks_endpoint"], policy=self._url_policy)
+            keyset = await self.services.keys.get_keyset(ssa["software_jwks_endpoint"], policy=self._url_policy)
         except JoseError as exc:
             return self.deny(*software_jwks_failure(exc))
         if keyset.tls_key_for_thumbprint(thumbprint) is None:

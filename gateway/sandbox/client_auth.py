@@ -20,9 +20,9 @@ from urllib.parse import unquote_plus
 from cryptography import x509
 from multidict import CIMultiDictProxy
 
+from ..addresses import ProxyTrust
 from ..certificates import CertificateRefused, Forwarded, parse_dn, parse_forwarded, read_forwarded, subject_rdns
 from ..config import ClientCertificateSettings
-from ..http.addresses import ProxyTrust
 from ..observability.logging import get_logger
 from .credentials import verify_secret
 from .crypto import CryptoError, KeySet, decode_unverified
