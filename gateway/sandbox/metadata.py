@@ -15,13 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from .client_auth import AUTH_METHODS as AUTH_METHODS  # registered: exactly the methods the token endpoint implements
 from .crypto import CryptoError, decode_unverified
 from .jsonvalues import JsonValueError, check
 
-AUTH_METHODS: Final = (
-    "client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"
-)
-"""The token_endpoint_auth_method values a client may register: those the token endpoint implements."""
 KEY_SET_METHODS: Final = ("private_key_jwt", "self_signed_tls_client_auth")
 """Methods whose credential is in the client's key set: the SSA's software_jwks_endpoint."""
 GRANT_TYPES: Final = ("client_credentials", "authorization_code", "refresh_token")
