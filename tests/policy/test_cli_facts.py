@@ -45,3 +45,13 @@ def test_lint_refuses_a_fact_header_no_check_can_fill(
     err = capsys.readouterr().err
     assert f"policies.fact_headers.{name}: {problem}" in err
     assert "facts that can be headers: client_cert_s256, client_id, org_id, software_id, software_roles" in err
+
+
+def test_serve_refuses_to_start_with_a_fact_header_no_check_can_fill(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The same rule at start: exit 2 with the key path, before any listener or connection exists."""
+    monkeypatch.setenv("DCRGW_POLICIES__FACT_HEADERS", '{"clientid": "X-C"}')
+    assert main(["serve", "--config", CONFIG]) == 2
+    assert "error: policies.fact_headers.clientid: no check declares a fact named 'clientid'" in \
+        capsys.readouterr().err
