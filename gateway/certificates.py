@@ -25,6 +25,16 @@ from .jose.errors import quoted
 if TYPE_CHECKING:
     from .addresses import ProxyTrust
 
+DN_CLAIMS: Final = ("tls_client_auth_subject_dn", "tls_client_auth_dn")
+"""Where registration metadata names the certificate subject of a `tls_client_auth` client (RFC 8705 §2.1.2;
+`tls_client_auth_dn` in OB DCR 3.1)."""
+
+
+def registered_dn(metadata: Mapping[str, object]) -> str | None:
+    """The subject DN a client's registration metadata names: the first of `DN_CLAIMS` that is a string."""
+    return next((value for name in DN_CLAIMS if isinstance(value := metadata.get(name), str)), None)
+
+
 MAX_HEADER_BYTES: Final = 16384
 """A forwarded certificate header longer than this is refused (a leaf certificate is 1-3 kB)."""
 _PEM_BEGIN: Final = "-----BEGIN CERTIFICATE-----"

@@ -16,6 +16,7 @@ from ..certificates import (
     parse_dn,
     parse_forwarded,
     read_forwarded,
+    registered_dn,
     subject_rdns,
 )
 from ..config.schema import StrictModel
@@ -33,7 +34,6 @@ from .registration import (
     software_jwks_policy,
     ssa_claims_of,
 )
-from .registration_metadata import DN_CLAIMS
 from .services import Services
 from .token import token_of
 
@@ -178,7 +178,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
         claims = registration_claims_of(facts)
         if claims is None or claims.get("token_endpoint_auth_method") != "tls_client_auth":
             return None
-        dn = next((claims[n] for n in DN_CLAIMS if isinstance(claims.get(n), str)), None)
+        dn = registered_dn(claims)
         if dn is None:
             return None  # registration_metadata refuses tls_client_auth without a DN
         try:

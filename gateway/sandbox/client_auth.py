@@ -21,7 +21,15 @@ from cryptography import x509
 from multidict import CIMultiDictProxy
 
 from ..addresses import ProxyTrust
-from ..certificates import CertificateRefused, Forwarded, parse_dn, parse_forwarded, read_forwarded, subject_rdns
+from ..certificates import (
+    CertificateRefused,
+    Forwarded,
+    parse_dn,
+    parse_forwarded,
+    read_forwarded,
+    registered_dn,
+    subject_rdns,
+)
 from ..config import ClientCertificateSettings
 from ..observability.logging import get_logger
 from .credentials import verify_secret
@@ -40,7 +48,6 @@ _MAX_ID = 256
 _FAILED: Final = "client authentication failed"
 MTLS_METHODS: Final = ("tls_client_auth", "self_signed_tls_client_auth")
 """The RFC 8705 §2 methods: the client is authenticated by its TLS client certificate alone."""
-DN_CLAIMS: Final = ("tls_client_auth_subject_dn", "tls_client_auth_dn")
 """Where a tls_client_auth client's registered subject DN is (RFC 8705 / OB 3.2+ name, then OB 3.1)."""
 
 
@@ -195,7 +202,7 @@ class ClientAuthenticator:
         attribute in order, as the gateway's `client_certificate` check compares them)."""
         client, certificate = self._mtls_client(request)
         reg = client.registration or {}
-        dn = next((reg[n] for n in DN_CLAIMS if isinstance(reg.get(n), str)), None)
+        dn = registered_dn(reg)
         try:
             wanted = parse_dn(dn) if dn is not None else None
         except ValueError:
