@@ -185,8 +185,6 @@ class KeySet:
                 raise CryptoError("bad_jwks", f"keys[{i}] is not a valid JWK") from None
             if raw.get("use") == TLS_USE:
                 # SECURITY: a transport (mTLS) key never verifies a signature; it names a certificate (its x5c).
-                if "x5c" not in raw:
-                    raise CryptoError("bad_jwks", f"keys[{i}]: a use: tls key needs x5c (its certificate chain)")
                 try:
                     transport.append(VerificationKey.from_dict(raw))
                 except JoseError as exc:
@@ -202,12 +200,13 @@ class KeySet:
                 raise CryptoError("bad_jwks", f"keys[{i}] is not a usable signature key: {exc.description}") from None
         return cls(JwkSet(keys, transport))
 
-    def has_transport_certificate(self, x5t_s256: str) -> bool:
-        """Whether a `use: tls` key of the set has this leaf certificate (its `x5t#S256`, RFC 8705 §3.1)."""
-        return self._keys.tls_key_for_thumbprint(x5t_s256) is not None
-
     def __contains__(self, kid: object) -> bool:
         return isinstance(kid, str) and self._keys.get(kid) is not None
+
+    def has_certificate(self, x5t_s256: str) -> bool:
+        """True when a key of the set carries this certificate: its `x5c` leaf, or its declared `x5t#S256`
+        (RFC 8705 §2.2, self-signed certificate client authentication)."""
+        return any(k.x5t_s256 == x5t_s256 for k in (*self._keys.keys, *self._keys.tls_keys))
 
     async def verify(
         self, token: str, *, algs: Iterable[str] = ALLOWED_ALGS, typ: tuple[str, ...] | None = None
