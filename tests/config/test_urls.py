@@ -101,6 +101,9 @@ def test_an_invalid_public_url_is_reported_once(tmp_path):
 
 HTTPS = "server: {public_url: 'https://dcr.bank.example'}\n"
 SANDBOX = "sandbox: {enabled: true}\n"
+LEFT_BEHIND = ("http://dcr.bank.example is server.public_url's host over plain http, but server.public_url is "
+               "https://dcr.bank.example: left behind when public_url moved to https? (leave the key out to derive "
+               "it from server.public_url)")
 
 
 @pytest.mark.parametrize(
@@ -108,16 +111,10 @@ SANDBOX = "sandbox: {enabled: true}\n"
     [
         pytest.param(HTTPS + SANDBOX + "trust: {token_issuers: {bank: {issuer: 'http://dcr.bank.example',"
                      " jwks_uri: 'http://127.0.0.1:8081/jwks'}}}\n",
-                     Finding("error", "trust.token_issuers.bank.issuer",
-                             "http://dcr.bank.example is server.public_url's host over plain http, but "
-                             "server.public_url is https://dcr.bank.example: left behind when public_url moved to "
-                             "https? (leave the key out to derive it from server.public_url)"),
+                     Finding("error", "trust.token_issuers.bank.issuer", LEFT_BEHIND),
                      id="https-public-url-http-issuer-same-host"),
         pytest.param(HTTPS + "trust: {registration_audiences: ['http://dcr.bank.example']}\n",
-                     Finding("error", "trust.registration_audiences[0]",
-                             "http://dcr.bank.example is server.public_url's host over plain http, but "
-                             "server.public_url is https://dcr.bank.example: left behind when public_url moved to "
-                             "https? (leave the key out to derive it from server.public_url)"),
+                     Finding("error", "trust.registration_audiences[0]", LEFT_BEHIND),
                      id="https-public-url-http-registration-audience"),
         pytest.param(HTTPS + "trust: {token_issuers: {p: {issuer: 'http://as.partner.example', jwks_uri: "
                      "'https://as.partner.example/k'}}}\n",
@@ -125,16 +122,6 @@ SANDBOX = "sandbox: {enabled: true}\n"
                              "http://as.partner.example is an http issuer behind an https server.public_url "
                              "(https://dcr.bank.example): tokens name an issuer that is not a TLS URL"),
                      id="https-public-url-http-issuer-elsewhere"),
-    ],
-)
-def test_scheme_disagreements(tmp_path, text, expected):
-    """An https public URL with http URLs: on its own host an error, an issuer elsewhere a warning."""
-    assert expected in found(tmp_path, text)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
         pytest.param("sandbox: {enabled: true, issuer: 'https://as.example'}\ntrust: {" + SANDBOX_BANK + "}\n",
                      Finding("error", "sandbox.issuer",
                              "https://as.example is not under server.public_url's origin http://127.0.0.1:8080: the "
@@ -175,8 +162,9 @@ def test_scheme_disagreements(tmp_path, text, expected):
                      id="no-issuer-trusts-the-sandbox"),
     ],
 )
-def test_sandbox_disagreements(tmp_path, text, expected):
-    """The sandbox's issuer and audience against the public URL and what the gateway trusts for it."""
+def test_each_disagreement_is_reported(tmp_path, text, expected):
+    """An https public URL with http URLs (own host: error; an issuer elsewhere: warning), and the sandbox's issuer
+    and audience against the public URL and what the gateway trusts for it."""
     assert expected in found(tmp_path, text)
 
 

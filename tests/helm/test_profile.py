@@ -60,7 +60,7 @@ def test_rendered_profile_passes_config_check(chart: helm.Chart, tmp_path: Path)
     """`config check` accepts the rendered OB standard sandbox config, silently, and `policy test` runs the
     profile's own cases against it, all passing."""
     r = render(chart, _sandbox("ob_standard"))
-    config, policies = write_mounts(r, tmp_path)
+    config, _ = write_mounts(r, tmp_path)
     check = gateway_cli("config", "check", "--config", str(config), env=pod_env(r))
     assert check.returncode == 0, check.stderr
     assert check.stderr == ""
