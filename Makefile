@@ -12,7 +12,7 @@ help:
 	@echo "make test   run the whole test suite"
 	@echo "make test-fast  the fast tier (under a minute): no subprocess, redis-server, helm or browser"
 	@echo "make bench  measure the gateway against a bare proxy and direct upstream"
-	@echo "make lint   ruff + mypy + policy lint"
+	@echo "make lint   ruff + mypy + import contracts + policy lint"
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Debian: apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -45,6 +45,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/dcr-gateway policy lint --config config.yaml
 	$(BIN)/dcr-gateway policy lint policies/ob_standard --config config.yaml
 

@@ -1,27 +1,12 @@
-"""The event loop every bench process uses: uvloop when installed (as the gateway does), else asyncio's."""
+"""The event loop every bench process uses: the gateway's own (`gateway.runtime.run_async`: uvloop when
+installed, else asyncio's), so the bare proxy and the gateway are measured on the same loop."""
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-from collections.abc import Callable, Coroutine
-from typing import Any, TypeVar
 
-T = TypeVar("T")
+from gateway.runtime import run_async as run
 
 HAVE_UVLOOP = importlib.util.find_spec("uvloop") is not None
 
-
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
-    if not HAVE_UVLOOP:
-        return None
-    import uvloop
-
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
-
-
-def run(coro: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine to completion on a fresh loop (uvloop when available)."""
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(coro)
+__all__ = ["HAVE_UVLOOP", "run"]

@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from .checks.revocation import OnRevoke, Revocations
 from .checks.services import CONFIGURED_URLS, KeyProvider, Services
@@ -23,6 +23,7 @@ from .jose.jwks_cache import JwksCache, JwksCacheSettings
 from .observability.metrics import Metrics
 from .state import BreakerState, ErrorKind, StoreEvents, build_store
 
+T = TypeVar("T")
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when the `speed` extra is installed, else the default loop."""
@@ -34,7 +35,7 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     return factory
 
 
-def run_async(coro: Coroutine[Any, Any, int]) -> int:
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion on the fastest available loop."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(coro)

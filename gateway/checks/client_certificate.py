@@ -9,21 +9,20 @@ import binascii
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Final, Literal, Protocol, runtime_checkable
+from typing import Final, Literal
 from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from ..addresses import ProxyTrust
 from ..config.schema import StrictModel
-from ..http.addresses import ProxyTrust
-from ..jose import JoseError, JwkSet, UrlPolicy, cert_thumbprint_s256
+from ..jose import JoseError, cert_thumbprint_s256
 from ..jose.errors import quoted
 from ..observability.logging import get_logger
 from ..reasons import Answer, Challenge, Reason
 from .base import Check, Denial, RequestView
 from .facts import Facts
-from .params import ParamError
 from .registration import (
     CLIENT_CERT_S256,
     SOFTWARE_ID,
@@ -49,15 +48,6 @@ _PEM_BEGIN: Final = "-----BEGIN CERTIFICATE-----"
 Format = Literal["nginx", "xfcc", "rfc9440"]
 _Parsed = tuple[bytes, x509.Certificate, str]
 """A forwarded certificate: DER, the parsed certificate, its x5t#S256 thumbprint."""
-
-
-@runtime_checkable
-class KeySetSource(Protocol):
-    """A key provider that can hand out a whole key set (the JWKS cache does), `use: tls` keys included."""
-
-    async def get_keyset(self, uri: str, *, policy: UrlPolicy | None = None) -> JwkSet:
-        """The key set at `uri`."""
-        ...
 
 
 class ClientCertificateParams(StrictModel):
@@ -108,7 +98,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
     Params = ClientCertificateParams
     produces = (CLIENT_CERT_S256,)
     reasons = ClientCertificateReasons
-    __slots__ = ("_answer", "_certificates", "_format", "_header", "_keysets", "_proxies", "_url_policy")
+    __slots__ = ("_answer", "_certificates", "_format", "_header", "_proxies", "_url_policy")
 
     def __init__(self, params: ClientCertificateParams, services: Services) -> None:
         super().__init__(params, services)
@@ -117,10 +107,6 @@ class ClientCertificate(Check[ClientCertificateParams]):
         self._format: Format = cfg.format
         self._proxies = ProxyTrust(cfg.trusted_proxies)
         self._url_policy = software_jwks_policy(services.trust)
-        # Decided once: isinstance against a runtime-checkable Protocol is slow enough to show per request.
-        self._keysets: KeySetSource | None = services.keys if isinstance(services.keys, KeySetSource) else None
-        if params.match_software_jwks and self._keysets is None:
-            raise ParamError(["match_software_jwks"], "the key provider cannot fetch whole key sets")
         self._certificates: dict[str, _Parsed] = {}
         self._answer = (Answer(401, "invalid_token", Challenge.BEARER_ERROR) if params.status == 401
                         else Answer(400, _METADATA))
@@ -190,10 +176,8 @@ class ClientCertificate(Check[ClientCertificateParams]):
         if ssa is None:
             return self.deny(R.software_statement_unverified,
                              "no verified software statement to match the client certificate with")
-        keys = self._keysets
-        assert keys is not None  # checked at build time
         try:
-            keyset = await keys.get_keyset(ssa["software_jwks_endpoint"], policy=self._url_policy)
+            keyset = await self.services.keys.get_keyset(ssa["software_jwks_endpoint"], policy=self._url_policy)
         except JoseError as exc:
             return self.deny(*software_jwks_failure(exc))
         if keyset.tls_key_for_thumbprint(thumbprint) is None:

@@ -4,8 +4,9 @@
 parser refuses); `inbound` states the framing rule and header hygiene; `app` builds the public and
 admin apps and runs their lifecycle; `handler` is the middleware and the handler that hands each
 request to the engine and applies its decision; `proxy` buffers the body and relays; `upstream` is
-the pooled HTTP/1.1 client for the one backend; `addresses` says which peers are trusted proxies and
-who the client behind them is; `context` is the per-request context. This package asks the engine
+the pooled HTTP/1.1 client for the one backend; `context` is the per-request context (which peers are
+trusted proxies, and who the client behind them is, is `gateway.addresses`: the certificate check needs
+it too). This package asks the engine
 (`gateway.policy`, its public surface only) for a decision and knows no check and no fact in
 particular: the decision carries what to forward, what to add to the response and what to audit.
 """

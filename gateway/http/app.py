@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from ..addresses import ProxyTrust
 from ..config import Settings
 from ..errors import http_exception_response
 from ..observability.audit import AuditLog
@@ -24,7 +25,6 @@ from ..policy import (
     load_policies,
 )
 from ..runtime import build_runtime
-from .addresses import ProxyTrust
 from .handler import (
     AUDIT,
     BODY_LIMITS,

@@ -24,6 +24,8 @@ class RequestContext:
     denials: tuple[Denial, ...] = ()
     upstream_status: int | None = None
     upstream_seconds: float | None = None
+    error_reason: str | None = None
+    """The registered reason of a failure after the decision (`body_too_large`, `upstream_timeout`…)."""
     facts: Facts = field(default_factory=Facts)
     """The checks' verified facts, shared with the engine's `RequestView`: a request that fails after some checks
     (its body too large, say) still has its decision event name what they verified."""

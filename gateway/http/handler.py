@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from ..addresses import ProxyTrust
 from ..errors import GatewayError, error_response, http_exception_response, refused, server_error_response
 from ..jsonutil import dumps
 from ..observability.audit import AuditLog
@@ -33,7 +34,6 @@ from ..policy import (
     denial_for,
 )
 from ..reasons import BodyRefusals, HttpRefusals
-from .addresses import ProxyTrust
 from .context import CTX, RequestContext
 from .inbound import InboundRules, content_codings, encoding_refusal
 from .listener import ClientSlots
@@ -96,6 +96,7 @@ async def request_context(
         except GatewayError as err:
             if ctx.decision == "allow":
                 ctx.decision = "error"
+                ctx.error_reason = err.reason
             response = error_response(err)
         except web.HTTPException as exc:
             response = http_exception_response(exc)
@@ -142,7 +143,7 @@ def audit_fields(request: web.Request, ctx: RequestContext, status: int, elapsed
         "mode": ctx.policy_mode or None,
         "decision": ctx.decision,
         "check": first.check if first else None,
-        "reason": first.reason if first else None,
+        "reason": first.reason if first else ctx.error_reason,
         "denials": [f"{d.check}:{d.reason}" for d in ctx.denials],
         "status": status,
         "peer": request.remote,

@@ -29,10 +29,10 @@ from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
 
+from ..addresses import ProxyTrust
 from ..config import ServerSettings
 from ..jsonutil import dumps
 from ..observability.logging import get_logger
-from .addresses import ProxyTrust
 
 log = get_logger("listener")
 

@@ -17,10 +17,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
+from ..addresses import ProxyTrust
 from ..config import UpstreamSettings
 from ..errors import GatewayError, bad_gateway, body_incomplete, body_timeout, gateway_timeout, payload_too_large
 from ..observability.metrics import Metrics
-from .addresses import ProxyTrust
 from .inbound import HOP_BY_HOP, INTERACTION_ID, BodyLimits, InboundRules, connection_tokens
 from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, header_lines
 

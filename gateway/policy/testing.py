@@ -31,6 +31,7 @@ from ..checks.services import Services
 from ..checks.token import TOKEN
 from ..config import Directory, Settings, TokenIssuer
 from ..config.schema import iter_errors
+from ..config.settings import StateSettings
 from ..config.yamlsource import YamlSourceError, parse_yaml
 from ..jose import (
     JwkSet,
@@ -344,6 +345,9 @@ def _summary(got: dict[str, Any]) -> str:
 async def run_cases(settings: Settings, directory: Path) -> list[CaseResult]:
     """Run every case of every `*_test.yaml` file; policy or case-file errors are failures too."""
     source = read_source(directory)
+    # Offline: whatever store the config names (Redis in production), cases run on a fresh in-memory one each,
+    # so a case never reaches the network and no replay entry or revocation leaks into the next case.
+    settings = settings.model_copy(update={"state": StateSettings()})
     run = _Run.create(settings, time.time())
     compile_policies(source, build_offline_runtime(settings, run.keys).services)
     results: list[CaseResult] = []

@@ -10,9 +10,9 @@ from typing import Final
 import structlog
 from aiohttp import web
 
+from ..addresses import ProxyTrust
 from ..config import Settings
 from ..errors import GatewayError, error_response, http_exception_response, server_error_response
-from ..http.addresses import ProxyTrust
 from ..http.listener import LIMITS, ListenerLimits
 from ..observability.logging import get_logger
 from . import discovery, portal, registration, token_endpoint

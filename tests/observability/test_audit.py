@@ -137,3 +137,18 @@ def test_audit_verify_cli(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "gateway", "audit", "verify", str(tmp_path / "b.log")],
                          capture_output=True, text=True, timeout=30)
     assert bad.returncode == 1 and "b.log:3: events missing" in bad.stdout
+
+
+async def test_a_failure_after_the_decision_names_its_reason(bank_gw_audit):
+    """A request that fails on its way (here a body over server.max_body_bytes) is a `decision: error` event
+    whose `reason` is the registered reason of the failure, as in the response body."""
+    bank, gw, path = await bank_gw_audit()
+    resp = await gw.client.post(REGISTER, data=b"x" * (8 * 1024 * 1024), headers={
+        **auth(bank.token()), "Content-Type": "application/jose"})
+    body = await resp.json()
+    assert resp.status == 413
+    gw.audit.close()
+    (event,) = [e for e in audit_events(path) if e["event"] == "decision"]
+    jsonschema.validate(event, SCHEMA)
+    assert (event["decision"], event["check"], event["reason"]) == ("error", None, "body_too_large")
+    assert body["error"] == "request_too_large"

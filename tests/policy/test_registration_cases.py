@@ -73,3 +73,12 @@ async def test_registration_cases_need_a_directory_in_config(tmp_path):
     data["trust"]["directories"] = {}
     (result,) = await run_cases(Settings.model_validate(data), d)
     assert not result.ok and "trust.directories is empty" in result.detail
+
+
+async def test_policy_test_stays_offline_when_the_config_names_redis():
+    """`policy test` runs the shipped cases on an in-memory store even when the config's backend is Redis (here
+    one that cannot be reached: with it, replay and revocation would fail closed and the cases would fail)."""
+    settings = load_settings(ROOT / "config.yaml", env={"DCRGW_STATE__BACKEND": "redis",
+                                                        "DCRGW_STATE__REDIS__URL": "redis://127.0.0.1:1/0"})
+    results = await run_cases(settings, SHIPPED_POLICIES)
+    assert results and [(r.name, r.detail) for r in results if not r.ok] == []

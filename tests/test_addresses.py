@@ -1,10 +1,10 @@
-"""Trusted proxies and the client address behind them (gateway/http/addresses.py)."""
+"""Trusted proxies and the client address behind them (gateway/addresses.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.http.addresses import ProxyTrust, parse_ip
+from gateway.addresses import ProxyTrust, parse_ip
 
 LB = ["10.0.0.0/8", "192.168.1.1"]
 
@@ -44,7 +44,7 @@ def test_parse_ip():
 
 
 def test_verdicts_are_remembered_within_a_bound(monkeypatch: pytest.MonkeyPatch):
-    import gateway.http.addresses as addresses
+    import gateway.addresses as addresses
 
     monkeypatch.setattr(addresses, "REMEMBERED_PEERS", 4)
     trust = ProxyTrust(LB)
