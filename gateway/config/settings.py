@@ -602,6 +602,17 @@ class Settings(StrictModel):
         return p if p.is_absolute() else Path(self.base_dir) / p
 
 
+DERIVED_DEFAULTS = {
+    "trust.token_issuers.<name>.issuer": "server.public_url",
+    "trust.token_issuers.<name>.audiences": "[server.public_url] without issuer, else []",
+    "trust.registration_audiences": "[server.public_url]",
+    "sandbox.issuer": "server.public_url",
+    "sandbox.access_token_audience": "server.public_url",
+    "policies.dir": "the profile's",
+}
+"""Keys whose default is computed from other keys when the config leaves them out (docs/configuration.md)."""
+
+
 def _public_url_of(data: dict[str, Any]) -> str | None:
     """server.public_url of raw config data, normalised as its validator does; None when it is not valid."""
     server = data.get("server")
