@@ -266,3 +266,13 @@ def test_config_check_prints_warnings_and_exits_0(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.startswith(f"warning: {path}: trust.registration_audiences[0]: ")
     assert proc.stdout.startswith(f"{path}: ok")
+
+
+def test_the_reference_shows_each_derived_default():
+    """docs/configuration.md names what each derived key defaults to; every DERIVED_DEFAULTS key is a real key."""
+    from gateway.config.doc import render
+    from gateway.config.settings import DERIVED_DEFAULTS
+
+    rows = render().splitlines()
+    for key, derived in DERIVED_DEFAULTS.items():
+        assert any(row.startswith(f"| `{key}` | ({derived}) |") for row in rows), key
