@@ -283,6 +283,7 @@ SLOW_TESTS: dict[str, frozenset[str] | None] = {
         "test_unknown_client_id_is_401_and_revokes_the_token",
     }),
     "sandbox/test_token_endpoint.py": None,
+    "sandbox/test_token_mtls.py": None,
     "test_bench_post.py": frozenset({
         "test_group_cpu_seconds_counts_this_process_group",
     }),

@@ -149,6 +149,22 @@ class FactHeaders:
                 entries.append((fact, header))
         self.entries: tuple[tuple[Fact[Any], str], ...] = tuple(entries)
 
+    @staticmethod
+    def problems(names: Mapping[str, str]) -> list[str]:
+        """What is wrong with a `policies.fact_headers` mapping: a name no check declares (a typo sends nothing,
+        silently), or a fact that cannot be a header value. `policy lint` reports them."""
+        headers = sorted(f.name for f in _DECLARED if f.header is not None)
+        out = []
+        for name in names:
+            fact = _BY_NAME.get(name)
+            if fact is None:
+                out.append(f"policies.fact_headers.{name}: no check declares a fact named {name!r} "
+                           f"(facts that can be headers: {', '.join(headers)})")
+            elif fact.header is None:
+                out.append(f"policies.fact_headers.{name}: the fact {name!r} cannot be a header value "
+                           f"(facts that can be headers: {', '.join(headers)})")
+        return out
+
     def project(self, facts: Facts) -> dict[str, str]:
         """The headers for these facts, in config order; a value with a line break is not sent (a signed claim
         can carry one: the backend sees the fact as absent rather than a header split in two)."""

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
+from ..certificates import DN_CLAIMS
 from ..config.schema import StrictModel
 from ..jose import JoseError
 from ..jose.claims import CLIENT_ID, EMPTY, IDENTIFIER, NAME, SCOPE, STRINGS, ClaimType, read_claim
@@ -21,7 +22,6 @@ from .services import Services
 
 SIGNING_ALG_CLAIMS: Final = ("id_token_signed_response_alg", "request_object_signing_alg",
                              "token_endpoint_auth_signing_alg")
-DN_CLAIMS: Final = ("tls_client_auth_subject_dn", "tls_client_auth_dn")
 """The DN of the certificate used with tls_client_auth: RFC 8705 / OB 3.2+ name, then the OB 3.1 name."""
 JWT_AUTH_METHODS: Final = frozenset({"private_key_jwt", "client_secret_jwt"})
 REDIRECT_URIS: Final = ClaimType("an array of URLs", shape="strings", min_items=0)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from ..addresses import ProxyTrust
-from ..config import Settings
+from ..config import ConfigError, Settings
 from ..errors import http_exception_response
 from ..observability.audit import AuditLog
 from ..observability.logging import get_logger
@@ -196,6 +196,9 @@ async def serve(settings: Settings, extra: list[Listener] | None = None, *, work
     As worker `worker_index` of `serve --workers N`, the listeners share their ports (SO_REUSEPORT) and a
     file audit trail goes to one file per worker (`audit.log` → `audit.w0.log`): one writer per file.
     """
+    fact_problems = FactHeaders.problems(settings.policies.fact_headers)
+    if fact_problems:  # before anything is built: a typo would otherwise send nothing, silently
+        raise ConfigError(fact_problems)
     metrics = Metrics()
     health = Health()
     audit = None

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..checks.facts import FactHeaders
 from ..checks.services import Services
 from ..config import Settings, load_settings
 from ..observability.logging import configure_logging
@@ -42,6 +43,12 @@ def cmd_lint(args: argparse.Namespace) -> int:
         for line in exc.messages:
             print(line, file=sys.stderr)
         print(f"{len(exc.messages)} error(s) in {directory}", file=sys.stderr)
+        return 1
+    problems = FactHeaders.problems(settings.policies.fact_headers)
+    for line in problems:
+        print(f"{args.config or 'config'}: {line}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} error(s) in the configuration of {directory}", file=sys.stderr)
         return 1
     print(f"{directory}: {len(policy_set.policies)} policies ok (version {policy_set.version})")
     return 0
@@ -83,6 +90,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
             moved = f", listed {position + 1}." if position + 1 != i else ""
             line += f"  [records state: runs after the verifying checks{moved}]"
         print(line)
+    if policy.produces:
+        headers = settings.policies.fact_headers
+        produced = [f"{f.name} -> {headers[f.name]}" if f.name in headers and f.header is not None else f.name
+                 for f in policy.produces]
+        print(f"  facts:   {', '.join(produced)}")
+        print("           (headers sent upstream only when every check passed)")
     return 0
 
 

@@ -1,7 +1,9 @@
-"""Client authentication at the token endpoint: client_secret_basic, client_secret_post, private_key_jwt.
+"""Client authentication at the token endpoint: client_secret_basic, client_secret_post, private_key_jwt,
+tls_client_auth and self_signed_tls_client_auth.
 
 RFC 6749 §2.3 (one method per request), §2.3.1 (Basic credentials are form-encoded first), RFC 7523 §3
-and RFC 7521 §4.2 (JWT client assertions), OIDC Core §9 (`private_key_jwt`).
+and RFC 7521 §4.2 (JWT client assertions), OIDC Core §9 (`private_key_jwt`), RFC 8705 §2 (mutual TLS: the
+certificate the TLS-terminating proxy forwarded, from `ForwardedCertificates`).
 """
 
 from __future__ import annotations
@@ -10,14 +12,28 @@ import asyncio
 import base64
 import binascii
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
+from cryptography import x509
+from multidict import CIMultiDictProxy
+
+from ..addresses import ProxyTrust
+from ..certificates import (
+    CertificateRefused,
+    Forwarded,
+    parse_dn,
+    parse_forwarded,
+    read_forwarded,
+    registered_dn,
+    subject_rdns,
+)
+from ..config import ClientCertificateSettings
 from ..observability.logging import get_logger
 from .credentials import verify_secret
-from .crypto import CryptoError, decode_unverified
+from .crypto import CryptoError, KeySet, decode_unverified
 from .errors import invalid_client, oauth_error
 from .jwks_fetcher import JwksFetcher, JwksFetchError
 from .store import Client, Store
@@ -30,14 +46,54 @@ MAX_ASSERTION_LIFETIME: Final = 3600
 _MAX_ID = 256
 
 _FAILED: Final = "client authentication failed"
+MTLS_METHODS: Final = ("tls_client_auth", "self_signed_tls_client_auth")
+"""The RFC 8705 §2 methods: the client is authenticated by its TLS client certificate alone."""
+"""Where a tls_client_auth client's registered subject DN is (RFC 8705 / OB 3.2+ name, then OB 3.1)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientCertificate:
+    """The TLS client certificate of a request, as a trusted proxy forwarded it."""
+
+    der: bytes
+    cert: x509.Certificate
+    thumbprint: str
+    """`x5t#S256`: base64url SHA-256 of the DER (RFC 8705 §3.1)."""
 
 
 @dataclass(frozen=True, slots=True)
 class AuthenticatedClient:
-    """A client that proved its identity, and how."""
+    """A client that proved its identity, how, and over which TLS client certificate (if any)."""
 
     client: Client
     method: str
+    certificate: ClientCertificate | None = None
+
+
+class ForwardedCertificates:
+    """Reads the TPP certificate from the header the TLS-terminating proxy sets (`trust.client_certificate`),
+    by the gateway's own path (`certificates.read_forwarded`, as its `client_certificate` check): believed only
+    from a trusted proxy, one header, one certificate, current."""
+
+    __slots__ = ("_format", "_header", "_proxies")
+
+    def __init__(self, settings: ClientCertificateSettings) -> None:
+        self._header = settings.header
+        self._format = settings.format
+        self._proxies = ProxyTrust(settings.trusted_proxies)
+
+    def read(self, headers: CIMultiDictProxy[str], peer: str | None, now: float) -> ClientCertificate | None:
+        """The forwarded certificate, None when there is none; 401 invalid_client when it cannot be believed."""
+        try:
+            forwarded = read_forwarded(headers.getall(self._header, []), peer, now, header=self._header,
+                                       proxies=self._proxies, parse=self._parse)
+        except CertificateRefused as exc:
+            log.info("client_auth_failed", reason=exc.reason)
+            raise invalid_client(exc.description) from None
+        return None if forwarded is None else ClientCertificate(*forwarded)
+
+    def _parse(self, value: str) -> Forwarded:
+        return parse_forwarded(value, self._format)
 
 
 def parse_basic(header: str) -> tuple[str, str]:
@@ -66,6 +122,16 @@ def _num(claims: Mapping[str, Any], name: str, *, required: bool) -> float | Non
     return float(value)
 
 
+@dataclass(slots=True)
+class _Request:
+    """What a token request authenticates with; `client` is known beforehand for the mTLS methods."""
+
+    authorization: str | None
+    form: Mapping[str, str]
+    certificate: ClientCertificate | None
+    client: Client | None = None
+
+
 class ClientAuthenticator:
     """Authenticates the client of a token request with exactly one method."""
 
@@ -77,8 +143,13 @@ class ClientAuthenticator:
         self._audiences = frozenset(audiences)
         self._leeway = leeway
 
-    async def authenticate(self, authorization: str | None, form: Mapping[str, str]) -> AuthenticatedClient:
-        """The authenticated client, or a GatewayError (400 invalid_request / 401 invalid_client)."""
+    async def authenticate(
+        self, authorization: str | None, form: Mapping[str, str], certificate: ClientCertificate | None = None
+    ) -> AuthenticatedClient:
+        """The authenticated client, or a GatewayError (400 invalid_request / 401 invalid_client).
+
+        A certificate is not a method of its own: the client's registered method decides whether it is the
+        credential (RFC 8705 §2) or only what the token is bound to (§3) next to a secret or an assertion."""
         uses_basic = authorization is not None
         uses_post = "client_secret" in form
         uses_jwt = "client_assertion" in form or "client_assertion_type" in form
@@ -86,20 +157,96 @@ class ClientAuthenticator:
             raise oauth_error(
                 "invalid_request", "use exactly one client authentication method (RFC 6749 §2.3)"
             )
-        if authorization is not None:
-            client_id, secret = parse_basic(authorization)
-            self._check_form_client_id(form, client_id)
-            return AuthenticatedClient(await self._by_secret(client_id, secret), "client_secret_basic")
-        if uses_post:
-            post_id = form.get("client_id")
-            if not post_id:
-                raise invalid_client("client_secret_post needs client_id in the body")
-            return AuthenticatedClient(
-                await self._by_secret(post_id, form["client_secret"]), "client_secret_post"
-            )
-        if uses_jwt:
-            return AuthenticatedClient(await self._by_assertion(form), "private_key_jwt")
-        raise invalid_client("client authentication is required")
+        request = _Request(authorization, form, certificate)
+        if uses_basic:
+            method = "client_secret_basic"
+        elif uses_post:
+            method = "client_secret_post"
+        elif uses_jwt:
+            method = "private_key_jwt"
+        else:
+            request.client = await self._registered_for_mtls(form)
+            method = request.client.auth_method or ""
+        client = await _METHODS[method](self, request)
+        return AuthenticatedClient(client, method, certificate)
+
+    async def _registered_for_mtls(self, form: Mapping[str, str]) -> Client:
+        """RFC 8705 §2: no credential in the request, so the certificate is one if the client (named by the
+        client_id parameter, which §2 requires) registered an mTLS method."""
+        client_id = form.get("client_id")
+        if not client_id:
+            raise invalid_client("client authentication is required")
+        client = await self._store.get_client(client_id) if len(client_id) <= _MAX_ID else None
+        if client is None or client.auth_method not in MTLS_METHODS:
+            log.info("client_auth_failed", method="mtls", reason="not_registered_for_method")
+            raise invalid_client("client authentication is required")
+        return client
+
+    async def _basic(self, request: _Request) -> Client:
+        assert request.authorization is not None
+        client_id, secret = parse_basic(request.authorization)
+        self._check_form_client_id(request.form, client_id)
+        return await self._by_secret(client_id, secret)
+
+    async def _post(self, request: _Request) -> Client:
+        post_id = request.form.get("client_id")
+        if not post_id:
+            raise invalid_client("client_secret_post needs client_id in the body")
+        return await self._by_secret(post_id, request.form["client_secret"])
+
+    async def _jwt(self, request: _Request) -> Client:
+        return await self._by_assertion(request.form)
+
+    async def _tls(self, request: _Request) -> Client:
+        """RFC 8705 §2.1: the certificate's subject is the DN the client registered (RFC 4514, attribute by
+        attribute in order, as the gateway's `client_certificate` check compares them)."""
+        client, certificate = self._mtls_client(request)
+        reg = client.registration or {}
+        dn = registered_dn(reg)
+        try:
+            wanted = parse_dn(dn) if dn is not None else None
+        except ValueError:
+            wanted = None
+        if wanted is None or wanted != subject_rdns(certificate.cert):
+            log.info("client_auth_failed", client_id=client.client_id, method="tls_client_auth",
+                     client_cert_s256=certificate.thumbprint, reason="subject_dn_mismatch")
+            raise invalid_client("the TLS client certificate's subject is not the registered "
+                                 "tls_client_auth_subject_dn")
+        return client
+
+    async def _self_signed(self, request: _Request) -> Client:
+        """RFC 8705 §2.2: the certificate is in the client's registered key set (an `x5c` leaf, or its
+        `x5t#S256`): the key set its SSA's software_jwks_endpoint names, fetched as for private_key_jwt."""
+        client, certificate = self._mtls_client(request)
+        keys = await self._client_keys(client, None, "self_signed_tls_client_auth")
+        if not keys.has_certificate(certificate.thumbprint):
+            log.info("client_auth_failed", client_id=client.client_id, method="self_signed_tls_client_auth",
+                     client_cert_s256=certificate.thumbprint, reason="client_cert_not_in_jwks")
+            raise invalid_client("the TLS client certificate is not in the client's registered key set")
+        return client
+
+    @staticmethod
+    def _mtls_client(request: _Request) -> tuple[Client, ClientCertificate]:
+        client = request.client
+        assert client is not None  # resolved by _registered_for_mtls
+        if request.certificate is None:
+            log.info("client_auth_failed", client_id=client.client_id, method=client.auth_method,
+                     reason="client_cert_missing")
+            raise invalid_client(f"{client.auth_method} needs the TLS client certificate (mutual TLS, RFC 8705 §2)")
+        return client, request.certificate
+
+    async def _client_keys(self, client: Client, kid: str | None, method: str) -> KeySet:
+        """The key set of a client registered for `method` (its SSA's software_jwks_endpoint)."""
+        # SECURITY: only a client registered for a key-set method makes us fetch a JWKS (no SSRF by request).
+        if client.auth_method != method or not client.jwks_uri:
+            log.info("client_auth_failed", client_id=client.client_id, method=method,
+                     reason="not_registered_for_method")
+            raise invalid_client(_FAILED)
+        try:
+            return await self._fetcher.get(client.jwks_uri, kid)
+        except JwksFetchError as exc:
+            log.info("client_auth_failed", client_id=client.client_id, reason="jwks_unavailable")
+            raise invalid_client(f"cannot fetch the client's key set: {exc}") from None
 
     @staticmethod
     def _check_form_client_id(form: Mapping[str, str], client_id: str) -> None:
@@ -115,6 +262,11 @@ class ClientAuthenticator:
         if client is None or not ok:
             log.info("client_auth_failed", method="client_secret", reason="bad_credentials")
             raise invalid_client(_FAILED)
+        if client.auth_method in MTLS_METHODS:
+            # The registered method decides: the certificate is this client's credential (RFC 8705 §2).
+            log.info("client_auth_failed", client_id=client_id, method="client_secret", reason="registered_for_mtls")
+            raise invalid_client(f"this client is registered for {client.auth_method}: "
+                                 "it authenticates with its TLS client certificate")
         return client
 
     async def _by_assertion(self, form: Mapping[str, str]) -> Client:
@@ -135,16 +287,11 @@ class ClientAuthenticator:
             raise invalid_client("client_assertion iss and sub must both be the client_id")
         self._check_form_client_id(form, client_id)
         client = await self._store.get_client(client_id)
-        # SECURITY: only a client registered for private_key_jwt makes us fetch a JWKS (no SSRF by assertion).
-        if client is None or client.auth_method != "private_key_jwt" or not client.jwks_uri:
+        if client is None:
             log.info("client_auth_failed", method="private_key_jwt", reason="not_registered_for_method")
             raise invalid_client(_FAILED)
         kid = header.get("kid")
-        try:
-            keys = await self._fetcher.get(client.jwks_uri, kid if isinstance(kid, str) else None)
-        except JwksFetchError as exc:
-            log.info("client_auth_failed", client_id=client_id, reason="jwks_unavailable")
-            raise invalid_client(f"cannot check the client_assertion: {exc}") from None
+        keys = await self._client_keys(client, kid if isinstance(kid, str) else None, "private_key_jwt")
         registered_alg = (client.registration or {}).get("token_endpoint_auth_signing_alg")
         algs = (registered_alg,) if isinstance(registered_alg, str) else ("PS256", "ES256")
         try:
@@ -181,3 +328,15 @@ class ClientAuthenticator:
         if not isinstance(jti, str) or not jti or len(jti) > _MAX_ID:
             raise invalid_client("client_assertion needs a jti")
         return jti, exp
+
+
+_Authenticate = Callable[[ClientAuthenticator, _Request], Awaitable[Client]]
+_METHODS: Final[Mapping[str, _Authenticate]] = {
+    "client_secret_basic": ClientAuthenticator._basic,
+    "client_secret_post": ClientAuthenticator._post,
+    "private_key_jwt": ClientAuthenticator._jwt,
+    "tls_client_auth": ClientAuthenticator._tls,
+    "self_signed_tls_client_auth": ClientAuthenticator._self_signed,
+}
+AUTH_METHODS: Final = tuple(_METHODS)
+"""The token endpoint auth methods implemented, as discovery advertises them (RFC 8414 §2)."""

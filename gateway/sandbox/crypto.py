@@ -194,6 +194,11 @@ class KeySet:
     def __contains__(self, kid: object) -> bool:
         return isinstance(kid, str) and self._keys.get(kid) is not None
 
+    def has_certificate(self, x5t_s256: str) -> bool:
+        """True when a key of the set carries this certificate: its `x5c` leaf, or its declared `x5t#S256`
+        (RFC 8705 §2.2, self-signed certificate client authentication)."""
+        return any(k.x5t_s256 == x5t_s256 for k in (*self._keys.keys, *self._keys.tls_keys))
+
     async def verify(
         self, token: str, *, algs: Iterable[str] = ALLOWED_ALGS, typ: tuple[str, ...] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -7,8 +7,9 @@ from typing import Any
 from aiohttp import web
 
 from .bodies import json_response
+from .client_auth import AUTH_METHODS
 from .crypto import ALLOWED_ALGS, jwks
-from .metadata import AUTH_METHODS, GRANT_TYPES, RESPONSE_TYPES, SCOPES
+from .metadata import GRANT_TYPES, RESPONSE_TYPES, SCOPES
 from .service import SANDBOX, SandboxConfig
 
 
@@ -20,7 +21,8 @@ def openid_configuration(cfg: SandboxConfig) -> dict[str, Any]:
         "token_endpoint": cfg.token_endpoint,
         "registration_endpoint": cfg.registration_endpoint,
         "jwks_uri": cfg.jwks_uri,
-        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),
+        "token_endpoint_auth_methods_supported": list(AUTH_METHODS),  # what client_auth implements
+        "tls_client_certificate_bound_access_tokens": True,  # RFC 8705 §3.3: cnf.x5t#S256 over mutual TLS
         "token_endpoint_auth_signing_alg_values_supported": algs,
         "id_token_signing_alg_values_supported": algs,
         "request_object_signing_alg_values_supported": algs,

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+from .client_auth import AUTH_METHODS as AUTH_METHODS  # registered: exactly the methods the token endpoint implements
 from .crypto import CryptoError, decode_unverified
 from .jsonvalues import JsonValueError, check
 
-AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "private_key_jwt", "tls_client_auth")
+KEY_SET_METHODS: Final = ("private_key_jwt", "self_signed_tls_client_auth")
+"""Methods whose credential is in the client's key set: the SSA's software_jwks_endpoint."""
 GRANT_TYPES: Final = ("client_credentials", "authorization_code", "refresh_token")
 RESPONSE_TYPES: Final = ("code", "code id_token")
 APPLICATION_TYPES: Final = ("web", "mobile")
@@ -298,11 +300,11 @@ def validate_registration(claims: Mapping[str, Any], *, now: float, leeway: floa
     dn = _check_dn(claims, auth_method)
     scope = _check_scope(claims, ssa_claims)
     jwks_uri: str | None = None
-    if auth_method == "private_key_jwt":
+    if auth_method in KEY_SET_METHODS:
         endpoint = ssa_claims.get("software_jwks_endpoint")
         if not isinstance(endpoint, str) or _scheme(endpoint) not in ("http", "https"):
             raise _fail(
-                INVALID_SSA, "private_key_jwt needs a software_jwks_endpoint URL in the software_statement"
+                INVALID_SSA, f"{auth_method} needs a software_jwks_endpoint URL in the software_statement"
             )
         jwks_uri = endpoint
     requested_client_id = claims.get("client_id")

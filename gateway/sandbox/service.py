@@ -10,9 +10,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from ..config import Settings
+from ..config import ClientCertificateSettings, Settings
 from ..observability.logging import get_logger
-from .client_auth import ClientAuthenticator
+from .client_auth import ClientAuthenticator, ForwardedCertificates
 from .jwks_fetcher import JwksFetcher
 from .keyring import KeyRing
 from .store import DB_FILE, Store
@@ -43,6 +43,8 @@ class SandboxConfig:
     tpp_jwks_allowed_hosts: tuple[str, ...]
     tpp_jwks_timeout: float
     tpp_jwks_cache_seconds: float
+    client_certificate: ClientCertificateSettings
+    """Where the TPP's TLS client certificate comes from: the gateway's `trust.client_certificate`."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxConfig:
@@ -64,6 +66,7 @@ class SandboxConfig:
             tpp_jwks_allowed_hosts=tuple(sb.tpp_jwks_allowed_hosts),
             tpp_jwks_timeout=sb.tpp_jwks_timeout_seconds,
             tpp_jwks_cache_seconds=sb.tpp_jwks_cache_seconds,
+            client_certificate=settings.trust.client_certificate,
         )
 
 
@@ -75,6 +78,7 @@ class Resources:
     store: Store
     tokens: TokenService
     clients: ClientAuthenticator
+    certificates: ForwardedCertificates
     session: aiohttp.ClientSession
 
 
@@ -117,7 +121,12 @@ class Sandbox:
                 store, fetcher, audiences=(cfg.token_endpoint, cfg.issuer), leeway=cfg.leeway
             )
             self._resources = Resources(
-                keys=keys, store=store, tokens=tokens, clients=clients, session=session
+                keys=keys,
+                store=store,
+                tokens=tokens,
+                clients=clients,
+                certificates=ForwardedCertificates(cfg.client_certificate),
+                session=session,
             )
             log.info(
                 "sandbox_started",

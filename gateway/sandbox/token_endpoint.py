@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import parse_qsl
@@ -24,7 +25,8 @@ _BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 
 
 def parse_form(body: bytes) -> dict[str, str]:
-    """Form parameters (RFC 6749 Appendix B); malformed, non-UTF-8 or repeated ones are invalid_request."""
+    """Form parameters (RFC 6749 Appendix B); malformed, non-UTF-8 or repeated ones are invalid_request, and one
+    sent without a value is left out: RFC 6749 §3.1 treats it as omitted (`scope=` is no scope)."""
     if _BAD_ESCAPE.search(body):  # parse_qsl would keep "%zz" as it is
         raise oauth_error("invalid_request", "the body has a % not followed by two hex digits (RFC 3986 §2.1)")
     try:
@@ -44,7 +46,7 @@ def parse_form(body: bytes) -> dict[str, str]:
         if name in form:
             raise oauth_error("invalid_request", f"parameter {name!r} is repeated (RFC 6749 §3.2)")
         form[name] = value
-    return form
+    return {name: value for name, value in form.items() if value}
 
 
 def allowed_scopes(client: Client) -> tuple[str, ...]:
@@ -88,18 +90,22 @@ async def token(request: web.Request) -> web.Response:
         raise oauth_error("invalid_request", f"the body exceeds {sandbox.config.max_body_bytes} bytes")
     form = parse_form(body)
     _check_grant(form)
-    authenticated = await res.clients.authenticate(request.headers.get(hdrs.AUTHORIZATION), form)
+    certificate = res.certificates.read(request.headers, request.remote, time.time())
+    authenticated = await res.clients.authenticate(request.headers.get(hdrs.AUTHORIZATION), form, certificate)
     client = authenticated.client
     if client.kind == "dcr" and GRANT not in (client.registration or {}).get("grant_types", ()):
         raise oauth_error("unauthorized_client", "this client did not register the client_credentials grant")
     scope = granted_scope(form.get("scope"), allowed_scopes(client))
-    access_token, issued = res.tokens.issue(client.client_id, scope)
+    # RFC 8705 §3: a token issued over mutual TLS is bound to that certificate, whatever the client's method.
+    thumbprint = certificate.thumbprint if certificate is not None else None
+    access_token, issued = res.tokens.issue(client.client_id, scope, cert_thumbprint=thumbprint)
     log.info(
         "access_token_issued",
         client_id=client.client_id,
         jti=issued.jti,
         kid=res.tokens.kid,
         auth_method=authenticated.method,
+        client_cert_s256=thumbprint,
     )
     return json_response(
         {

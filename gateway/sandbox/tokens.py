@@ -63,8 +63,11 @@ class TokenService:
         """The kid of the signing key."""
         return self._key.kid
 
-    def issue(self, client_id: str, scope: str, now: float | None = None) -> tuple[str, AccessToken]:
-        """A signed JWT access token (RFC 9068 §2: typ at+jwt; iss sub client_id aud scope iat exp jti)."""
+    def issue(
+        self, client_id: str, scope: str, now: float | None = None, *, cert_thumbprint: str | None = None
+    ) -> tuple[str, AccessToken]:
+        """A signed JWT access token (RFC 9068 §2: typ at+jwt; iss sub client_id aud scope iat exp jti), bound to
+        the client's TLS certificate by `cnf.x5t#S256` when `cert_thumbprint` is given (RFC 8705 §3.1)."""
         iat = int(now if now is not None else time.time())
         token = AccessToken(
             client_id=client_id, jti=str(uuid.uuid4()), scope=scope, iat=iat, exp=iat + self.lifetime
@@ -79,6 +82,8 @@ class TokenService:
             "exp": token.exp,
             "jti": token.jti,
         }
+        if cert_thumbprint is not None:
+            claims["cnf"] = {"x5t#S256": cert_thumbprint}
         return sign(self._key, claims, typ="at+jwt"), token
 
     async def authenticate(self, authorization: str | None) -> AccessToken:

@@ -1,92 +1,17 @@
-"""`client_certificate`: the three forwarding formats, RFC 4514 DN comparison, trusted proxies, audit mode and
-RFC 8705 token binding, through real gateways with real certificates."""
+"""`client_certificate`: trusted proxies, the forwarding formats end to end, the tls_client_auth DN, audit mode and
+RFC 8705 token binding, through real gateways with real certificates (the header formats and the DN comparison
+themselves: tests/test_certificates.py)."""
 
 from __future__ import annotations
 
-import base64
-from urllib.parse import quote
-
 import pytest
-from cryptography import x509
 
-from gateway.checks.client_certificate import certificate_der, parse_dn, subject_rdns
 from gateway.jose import cert_thumbprint_s256
 from gateway.policy.testing import forwarded_certificate
 from tests.checks.world import CERT_HEADER, REGISTER, SUBJECT, keys
 from tests.conftest import ROOT
 
 OB_STANDARD = ROOT / "policies" / "ob_standard"
-
-
-@pytest.mark.parametrize("fmt", ["nginx", "xfcc", "rfc9440"])
-def test_each_forwarding_format_yields_the_certificate(fmt):
-    """ingress-nginx (URL-encoded PEM), Envoy XFCC and RFC 9440 headers all give back the same DER."""
-    der = keys().cert
-    assert certificate_der(forwarded_certificate(der, fmt), fmt) == der
-
-
-def test_xfcc_with_other_keys_and_quoted_subject():
-    """An XFCC element with a quoted Subject holding commas and semicolons still yields its Cert."""
-    pem = quote(forwarded_certificate(keys().cert, "nginx"), safe="")  # doubly escaped is not a certificate
-    value = f'By=spiffe://gw;Hash=abc;Subject="CN=a,O=b;c";Cert="{forwarded_certificate(keys().cert, "nginx")}"'
-    assert certificate_der(value, "xfcc") == keys().cert
-    with pytest.raises(ValueError):
-        certificate_der(f'Cert="{pem}"', "xfcc")
-
-
-@pytest.mark.parametrize(
-    ("value", "fmt"),
-    [
-        (f'Cert="{forwarded_certificate(keys().cert, "nginx")}",Cert="{forwarded_certificate(keys().cert, "nginx")}"',
-         "xfcc"),
-        ('By=x;Hash=y', "xfcc"),
-        ('Cert="unterminated', "xfcc"),
-        ("MIIB", "rfc9440"),
-        (":not base64!:", "rfc9440"),
-        (":" + base64.b64encode(b"not a certificate").decode() + ":", "rfc9440"),
-        (forwarded_certificate(keys().cert, "nginx") * 2, "nginx"),
-    ],
-    ids=["xfcc-two-elements", "xfcc-no-cert", "xfcc-unbalanced", "rfc9440-no-colons", "rfc9440-not-base64",
-         "rfc9440-not-der", "nginx-two-certificates"],
-)
-def test_ambiguous_or_broken_headers_are_refused(value, fmt):
-    """Anything but exactly one certificate is a ValueError (the check answers client_cert_malformed)."""
-    with pytest.raises(ValueError):
-        der = certificate_der(value, fmt)
-        x509.load_der_x509_certificate(der)
-
-
-@pytest.mark.parametrize(
-    ("dn", "same"),
-    [
-        (SUBJECT, True),
-        ("cn=AttackTableSoftware1, ou=0015800001041REAAY, o=openbanking, c=gb", True),
-        ("CN = AttackTableSoftware1 , OU=0015800001041REAAY,O=Open  Banking,C=GB".replace("Open  Banking",
-                                                                                         "OpenBanking"), True),
-        ("2.5.4.3=AttackTableSoftware1,OU=0015800001041REAAY,O=OpenBanking,C=GB", True),
-        ("C=GB,O=OpenBanking,OU=0015800001041REAAY,CN=AttackTableSoftware1", False),  # reversed order
-        ("CN=AttackTableSoftware1,OU=0015800001041REAAY,O=OpenBanking", False),  # prefix only
-        ("CN=AttackTableSoftware1,OU=0015800001041REAAY,O=OpenBanking,C=GB,L=London", False),
-        ("CN=AttackTableSoftware2,OU=0015800001041REAAY,O=OpenBanking,C=GB", False),
-    ],
-)
-def test_dn_comparison(dn, same):
-    """RFC 4514 DNs compare attribute by attribute, in order, ignoring case and insignificant spaces."""
-    cert = x509.load_der_x509_certificate(keys().cert)
-    assert (parse_dn(dn) == subject_rdns(cert)) is same
-
-
-@pytest.mark.parametrize("dn", ["", "CN", "=x", "XX=1", "CN=a\\", "CN=#0403616263", "CN=\\ff\\fe"])
-def test_unparseable_dns_are_errors(dn):
-    """A DN that is not RFC 4514 raises ValueError (the check answers client_cert_dn_mismatch)."""
-    with pytest.raises(ValueError):
-        parse_dn(dn)
-
-
-def test_escaped_dn_values():
-    """A subject value with an escaped comma matches its escaped spelling in the DN claim."""
-    assert parse_dn(r"O=Open\, Banking Ltd,C=GB") == [frozenset({("2.5.4.10", "open, banking ltd")}),
-                                                      frozenset({("2.5.4.6", "gb")})]
 
 
 async def test_header_from_an_untrusted_peer_is_refused(dcr_world):

@@ -358,7 +358,7 @@ async def bank_factory(
     sessions: list[aiohttp.ClientSession] = []
 
     async def start(state_dir: Path | None = None, *, shipped_policies: bool = False,
-                    **sandbox_overrides: Any) -> Bank:
+                    trust: dict[str, Any] | None = None, **sandbox_overrides: Any) -> Bank:
         if state_dir is None:
             state_dir = _seeded_state_dir(tmp_path / "state", seeded_keys)
         # Reserve the sandbox's port before the gateway starts (so the gateway cannot be given it), and hand
@@ -394,7 +394,9 @@ async def bank_factory(
             "state_dir": str(state_dir),
             **sandbox_overrides,
         }
-        settings = make_settings(upstream, server={"public_url": public_url}, sandbox=sandbox_section)
+        # `trust`: the sandbox's own trust section (trust.client_certificate: where its mTLS certificates come from).
+        settings = make_settings(upstream, server={"public_url": public_url}, sandbox=sandbox_section,
+                                 **({"trust": trust} if trust is not None else {}))
         holder: list[TestServer] = []
 
         async def boot() -> None:

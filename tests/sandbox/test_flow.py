@@ -132,7 +132,9 @@ async def test_discovery_advertises_the_gateway(bank: Bank) -> None:
         "client_secret_post",
         "private_key_jwt",
         "tls_client_auth",
+        "self_signed_tls_client_auth",
     ]
+    assert doc["tls_client_certificate_bound_access_tokens"] is True
     for name in (
         "token_endpoint_auth_signing_alg_values_supported",
         "id_token_signing_alg_values_supported",

@@ -104,7 +104,6 @@ MALFORMED = [
         "invalid_client",
     ),
     ("unknown scope", {"grant_type": CC, "scope": "admin"}, {}, True, 400, "invalid_scope"),
-    ("empty scope", {"grant_type": CC, "scope": ""}, {}, True, 400, "invalid_scope"),
     (
         "scope with double space",
         {"grant_type": CC, "scope": "accounts  payments"},

@@ -1,0 +1,265 @@
+"""Client certificates forwarded by a TLS-terminating proxy: the three header formats (ingress-nginx, Envoy XFCC,
+RFC 9440) and RFC 4514 distinguished names compared with a certificate's subject.
+
+One path for both readers: the gateway's `client_certificate` check and the sandbox token endpoint's RFC 8705
+client authentication. Whether the header may be believed at all (its sender is a trusted proxy) is the
+caller's decision, with `gateway.addresses.ProxyTrust`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final, Literal
+from urllib.parse import unquote
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from .jose import cert_thumbprint_s256
+from .jose.errors import quoted
+
+if TYPE_CHECKING:
+    from .addresses import ProxyTrust
+
+DN_CLAIMS: Final = ("tls_client_auth_subject_dn", "tls_client_auth_dn")
+"""Where registration metadata names the certificate subject of a `tls_client_auth` client (RFC 8705 §2.1.2;
+`tls_client_auth_dn` in OB DCR 3.1)."""
+
+
+def registered_dn(metadata: Mapping[str, object]) -> str | None:
+    """The subject DN a client's registration metadata names: the first of `DN_CLAIMS` that is a string."""
+    return next((value for name in DN_CLAIMS if isinstance(value := metadata.get(name), str)), None)
+
+
+MAX_HEADER_BYTES: Final = 16384
+"""A forwarded certificate header longer than this is refused (a leaf certificate is 1-3 kB)."""
+_PEM_BEGIN: Final = "-----BEGIN CERTIFICATE-----"
+
+Format = Literal["nginx", "xfcc", "rfc9440"]
+Forwarded = tuple[bytes, x509.Certificate, str]
+"""A forwarded certificate: DER, the parsed certificate, its x5t#S256 thumbprint (RFC 8705 §3.1)."""
+
+
+class CertificateRefused(Exception):
+    """A forwarded certificate that cannot be believed or used; `reason` is a stable snake_case code (the
+    `client_cert_*` reasons of the `client_certificate` check)."""
+
+    def __init__(self, reason: str, description: str) -> None:
+        super().__init__(description)
+        self.reason = reason
+        self.description = description
+
+
+def read_forwarded(
+    values: Sequence[str],
+    peer: str | None,
+    now: float,
+    *,
+    header: str,
+    proxies: ProxyTrust,
+    parse: Callable[[str], Forwarded],
+) -> Forwarded | None:
+    """The certificate the TLS-terminating proxy forwarded in `header` (`values`: every value of it), None when
+    the header is absent; CertificateRefused when its sender is not a trusted proxy, when it is not exactly one
+    certificate, or when the certificate is out of date at `now`. `parse` may remember its results."""
+    if not values:
+        return None
+    # SECURITY: the header is only as trustworthy as whoever set it: the TLS-terminating ingress.
+    if not proxies.trusts(peer):
+        raise CertificateRefused("client_cert_untrusted_proxy",
+                                 f"the {header} header was not set by a trusted TLS-terminating proxy")
+    if len(values) > 1:
+        raise CertificateRefused("client_cert_malformed", f"the {header} header must be sent once")
+    try:
+        parsed = parse(values[0])
+    except ValueError as exc:
+        raise CertificateRefused("client_cert_malformed", f"the TLS client certificate is malformed: {exc}") from None
+    # Validity is judged on every request: only the parse is remembered, never a verdict.
+    moment = datetime.fromtimestamp(now, UTC)
+    if moment < parsed[1].not_valid_before_utc:
+        raise CertificateRefused("client_cert_not_yet_valid", "the TLS client certificate is not valid yet")
+    if moment > parsed[1].not_valid_after_utc:
+        raise CertificateRefused("client_cert_expired", "the TLS client certificate has expired")
+    return parsed
+
+
+def parse_forwarded(value: str, fmt: Format) -> Forwarded:
+    """The certificate a forwarding header value carries, with its thumbprint; ValueError when malformed."""
+    der, cert = certificate_of(value, fmt)
+    return der, cert, cert_thumbprint_s256(der)
+
+
+# -- header formats -------------------------------------------------------------------------------------
+
+
+def certificate_der(value: str, fmt: Format) -> bytes:
+    """The DER certificate a forwarding header carries; ValueError when it is not exactly one certificate."""
+    return certificate_of(value, fmt)[0]
+
+
+def certificate_of(value: str, fmt: Format) -> tuple[bytes, x509.Certificate]:
+    """The DER and the parsed certificate a forwarding header carries; ValueError unless exactly one."""
+    if len(value) > MAX_HEADER_BYTES:
+        raise ValueError("header too long")
+    if fmt == "rfc9440":
+        # RFC 9440 §2.2: an RFC 8941 byte sequence, `:` base64 `:`.
+        text = value.strip()
+        if len(text) < 3 or text[0] != ":" or text[-1] != ":":
+            raise ValueError("not an RFC 9440 byte sequence (:base64:)")
+        try:
+            der = base64.b64decode(text[1:-1], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError("not base64") from None
+        return der, x509.load_der_x509_certificate(der)
+    pem = unquote(_xfcc_cert(value) if fmt == "xfcc" else value.strip(), errors="strict")
+    if pem.count(_PEM_BEGIN) != 1:
+        raise ValueError("expected exactly one PEM certificate")
+    cert = x509.load_pem_x509_certificate(pem.strip().encode("ascii", "strict"))
+    return cert.public_bytes(Encoding.DER), cert
+
+
+def _split_outside_quotes(text: str, sep: str) -> list[str]:
+    parts, buf, quoted_, escaped = [], [], False, False
+    for ch in text:
+        if escaped:
+            buf.append(ch)
+            escaped = False
+        elif ch == "\\" and quoted_:
+            buf.append(ch)
+            escaped = True
+        elif ch == '"':
+            buf.append(ch)
+            quoted_ = not quoted_
+        elif ch == sep and not quoted_:
+            parts.append("".join(buf))
+            buf = []
+        else:
+            buf.append(ch)
+    if quoted_:
+        raise ValueError("unbalanced quotes")
+    parts.append("".join(buf))
+    return parts
+
+
+def _xfcc_cert(value: str) -> str:
+    """The URL-encoded PEM of the `Cert` key of a single-element Envoy x-forwarded-client-cert header."""
+    elements = [e for e in _split_outside_quotes(value, ",") if e.strip()]
+    if len(elements) != 1:
+        # SECURITY: several elements mean several proxies added certificates; which is the TPP's is ambiguous.
+        raise ValueError(f"expected one x-forwarded-client-cert element, got {len(elements)}")
+    for pair in _split_outside_quotes(elements[0], ";"):
+        key, sep, val = pair.partition("=")
+        if sep and key.strip().lower() == "cert":
+            val = val.strip()
+            return val[1:-1] if len(val) >= 2 and val[0] == val[-1] == '"' else val
+    raise ValueError("no Cert key in x-forwarded-client-cert")
+
+
+# -- distinguished names (RFC 4514) ---------------------------------------------------------------------
+
+_ATTRIBUTE_OIDS: Final[Mapping[str, str]] = {
+    "cn": "2.5.4.3", "commonname": "2.5.4.3",
+    "l": "2.5.4.7", "localityname": "2.5.4.7",
+    "st": "2.5.4.8", "stateorprovincename": "2.5.4.8",
+    "o": "2.5.4.10", "organizationname": "2.5.4.10",
+    "ou": "2.5.4.11", "organizationalunitname": "2.5.4.11",
+    "c": "2.5.4.6", "countryname": "2.5.4.6",
+    "street": "2.5.4.9", "streetaddress": "2.5.4.9",
+    "dc": "0.9.2342.19200300.100.1.25", "domaincomponent": "0.9.2342.19200300.100.1.25",
+    "uid": "0.9.2342.19200300.100.1.1", "userid": "0.9.2342.19200300.100.1.1",
+    "serialnumber": "2.5.4.5",
+    "organizationidentifier": "2.5.4.97",
+    "emailaddress": "1.2.840.113549.1.9.1", "e": "1.2.840.113549.1.9.1",
+    "title": "2.5.4.12",
+    "sn": "2.5.4.4", "surname": "2.5.4.4",
+    "givenname": "2.5.4.42", "gn": "2.5.4.42",
+    "postalcode": "2.5.4.17",
+    "businesscategory": "2.5.4.15",
+    "jurisdictionc": "1.3.6.1.4.1.311.60.2.1.3", "jurisdictioncountryname": "1.3.6.1.4.1.311.60.2.1.3",
+}
+_OID: Final = re.compile(r"^(?:oid\.)?([0-2](?:\.(?:0|[1-9][0-9]*))+)$", re.IGNORECASE)
+_HEX2: Final = re.compile(r"[0-9a-fA-F]{2}")
+
+Rdn = frozenset[tuple[str, str]]
+
+
+def _norm(value: str) -> str:
+    # X.520 caseIgnoreMatch with insignificant-space handling, approximately: case-fold, collapse spaces.
+    return " ".join(value.split()).casefold()
+
+
+def _unescape(raw: str) -> str:
+    out = bytearray()
+    i = 0
+    while i < len(raw):
+        ch = raw[i]
+        if ch == "\\":
+            nxt = raw[i + 1 : i + 3]
+            if _HEX2.fullmatch(nxt):
+                out.append(int(nxt, 16))
+                i += 3
+                continue
+            if not nxt:
+                raise ValueError("dangling escape")
+            out.extend(raw[i + 1].encode("utf-8"))
+            i += 2
+            continue
+        out.extend(ch.encode("utf-8"))
+        i += 1
+    try:
+        return out.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("escaped bytes are not UTF-8") from None
+
+
+def _split_unescaped(text: str, sep: str) -> list[str]:
+    parts, start, i = [], 0, 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+            continue
+        if text[i] == sep:
+            parts.append(text[start:i])
+            start = i + 1
+        i += 1
+    parts.append(text[start:])
+    return parts
+
+
+def parse_dn(text: str) -> list[Rdn]:
+    """An RFC 4514 DN string as normalised RDNs, most specific first (the order of the string)."""
+    if not text.strip() or len(text) > 1024:
+        raise ValueError("empty or too long")
+    rdns: list[Rdn] = []
+    for rdn_text in _split_unescaped(text, ","):
+        attrs: set[tuple[str, str]] = set()
+        for ava in _split_unescaped(rdn_text, "+"):
+            name, sep, raw = ava.partition("=")
+            key = name.strip().lower()
+            if not sep or not key:
+                raise ValueError(f"{quoted(ava)} is not type=value")
+            oid = _ATTRIBUTE_OIDS.get(key)
+            if oid is None:
+                m = _OID.match(key)
+                if m is None:
+                    raise ValueError(f"unknown attribute type {quoted(name.strip())}")
+                oid = m.group(1)
+            value = raw.strip()
+            if value.startswith("#"):
+                raise ValueError("BER-encoded (#hex) values are not supported")
+            attrs.add((oid, _norm(_unescape(value))))
+        rdns.append(frozenset(attrs))
+    return rdns
+
+
+def subject_rdns(cert: x509.Certificate) -> list[Rdn]:
+    """The certificate subject as normalised RDNs, most specific first (RFC 4514 string order)."""
+    return [
+        frozenset((a.oid.dotted_string, _norm(a.value if isinstance(a.value, str) else a.value.hex()))
+                  for a in rdn)
+        for rdn in reversed(cert.subject.rdns)
+    ]
