@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import __version__
-from .config import ConfigError, Settings, check_workers, load_settings
+from .config import ConfigError, Settings, check_workers, config_path, load_settings
 from .observability.logging import configure_logging
 from .policy.loader import PolicyError, compile_policies, read_source
 from .runtime import build_runtime, run_async
@@ -59,8 +59,20 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
+    import os
+
+    from .config.consistency import describe, findings
+
     settings = load_settings(args.config)
     name = args.config or "config.yaml"
+    # URLs that disagree with server.public_url, and profile overrides: errors exit 2, warnings only print.
+    found = findings(settings)
+    for level in ("warning", "error"):
+        lines = describe([f for f in found if f.level == level], config_path(args.config), os.environ)
+        if lines and level == "error":
+            raise ConfigError(lines)
+        for line in lines:
+            print(f"warning: {line}", file=sys.stderr)
     # The policies hold rules that depend on config (issuer names, token lifetimes within
     # trust.revocation_ttl_seconds): check the configured set too when it is here to be read.
     directory = settings.resolve_path(settings.policies.dir)

@@ -17,6 +17,7 @@ from .settings import (
     TrustSettings,
     UpstreamSettings,
     check_workers,
+    config_path,
     load_settings,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "TrustSettings",
     "UpstreamSettings",
     "check_workers",
+    "config_path",
     "load_settings",
 ]

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .settings import ENV_PREFIX, Settings, TokenIssuer
+from .settings import DERIVED_DEFAULTS, ENV_PREFIX, Settings, TokenIssuer
 
 _HEADER = """# Configuration reference
 
@@ -46,7 +46,8 @@ def _rows(model: type[BaseModel], prefix: str, defaults: BaseModel | None = None
         annotation = field.annotation
         sub = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
         doc = (field.description or (sub.__doc__ if sub else "") or "").replace("\n", " ").strip()
-        default = "(required)" if field.is_required() else _default(value)
+        derived = DERIVED_DEFAULTS.get(key)
+        default = "(required)" if field.is_required() else f"({derived})" if derived else _default(value)
         rows.append(f"| `{key}` | {default} | {' '.join(doc.split())} |")
         if sub is not None:
             rows.extend(_rows(sub, key + ".", value if isinstance(value, BaseModel) else None))

@@ -10,7 +10,7 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 
 from .schema import NonNegativeSeconds, Port, PositiveInt, PositiveSeconds, StrictModel, format_errors
 from .yamlsource import YamlDocument, YamlSourceError, load_yaml
@@ -37,6 +37,10 @@ def _cidrs(value: tuple[str, ...]) -> tuple[str, ...]:
         except ValueError:
             raise ValueError(f"expected an IP address or CIDR, got {item!r}") from None
     return value
+
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8080"
+"""`server.public_url` when the config does not set it."""
 
 
 def _http_url(value: str, what: str) -> str:
@@ -80,8 +84,11 @@ class ServerSettings(StrictModel):
     """Where TPPs connect."""
     admin: Listen = Listen(port=9090)
     """Health, readiness and metrics; expose to the cluster only."""
-    public_url: str = "http://127.0.0.1:8080"
-    """The URL TPPs use to reach the gateway (advertised as token and registration endpoint)."""
+    public_url: str = DEFAULT_PUBLIC_URL
+    """The URL TPPs use to reach the gateway (advertised as token and registration endpoint). The URLs that
+    name the gateway default to it when not set: `trust.registration_audiences`, a token issuer's `issuer`
+    (with its `audiences`), `sandbox.issuer` and `sandbox.access_token_audience`; `config check` reports
+    those that disagree with it (docs/deployment.md, "URLs that agree")."""
     max_body_bytes: PositiveInt = 1_048_576
     """Largest request body accepted; larger ones get 413. Bodies are read in full (bounded by this and
     `timeouts`) before the request is forwarded."""
@@ -187,12 +194,15 @@ class Introspection(StrictModel):
 class TokenIssuer(StrictModel):
     """An authorization server whose access tokens the gateway accepts."""
 
-    issuer: str
-    """Exact `iss` claim value of its tokens."""
+    issuer: str = ""
+    """Exact `iss` claim value of its tokens. Not set: `server.public_url` (an authorization server published
+    under the gateway's URL, as the sandbox is)."""
     jwks_uri: str | None = None
     """Where its token-signing keys are published (JWT access tokens)."""
     audiences: tuple[str, ...] = ()
-    """Accepted `aud` values; empty means `aud` is not checked for this issuer."""
+    """Accepted `aud` values; empty means `aud` is not checked for this issuer. Not set, and `issuer` not set
+    either: `[server.public_url]` (tokens of the authorization server behind the gateway name the gateway);
+    with an explicit `issuer`, empty."""
     algorithms: tuple[Literal["PS256", "ES256", "RS256", "PS384", "PS512", "ES384"], ...] = ("PS256", "ES256")
     """Signature algorithms accepted (never `none`, never HMAC)."""
     token_types: tuple[str, ...] = ("at+jwt", "JWT")
@@ -204,6 +214,8 @@ class TokenIssuer(StrictModel):
 
     @model_validator(mode="after")
     def _has_key_source(self) -> TokenIssuer:
+        if not self.issuer:
+            raise ValueError("issuer must not be empty (leave it out to use server.public_url)")
         if self.jwks_uri is None and self.introspection is None:
             raise ValueError("needs jwks_uri (JWT tokens) or introspection (opaque tokens)")
         if self.jwks_uri is not None:
@@ -295,7 +307,8 @@ class TrustSettings(StrictModel):
     """SSRF guard for the TPP key sets named by SSAs (`software_jwks_endpoint`)."""
     registration_audiences: tuple[str, ...] = ()
     """Accepted `aud` values of registration requests (the authorization server's issuer or the bank's OB
-    organisation id). Empty: `aud` must be present but is not matched."""
+    organisation id). Not set: `[server.public_url]`. Empty (`[]`): `aud` must be present but is not
+    matched."""
     client_certificate: ClientCertificateSettings = ClientCertificateSettings()
     """How the TPP's transport certificate reaches the gateway."""
 
@@ -309,18 +322,33 @@ class TrustSettings(StrictModel):
         return self
 
 
+PROFILE_DIRS = {"bank": "policies", "ob_standard": "policies/ob_standard"}
+"""The shipped policy directory of each profile (relative to the config file)."""
+
+PROFILE_ENFORCED_CHECKS = {"bank": (), "ob_standard": ("client_certificate",)}
+"""Checks a profile authenticates requests with: never put in audit by `check_modes`."""
+
+
 class PolicySettings(StrictModel):
     """Where policies come from and what happens to requests no policy matches."""
 
+    profile: Literal["bank", "ob_standard"] = "bank"
+    """The API profile, one switch: `bank` — the bank's page, a bearer token and a `client_id` header on every
+    call (policies/); `ob_standard` — the Open Banking standard profile, POST authenticated by the TPP's
+    transport certificate alone (policies/ob_standard/). It chooses the default of `dir`, and `ob_standard`
+    always enforces `client_certificate` (the check that authenticates its registrations): a `check_modes`
+    audit for it is ignored, and `config check` says so."""
     dir: str = "policies"
-    """Directory of policy YAML files (relative to the config file). `*_test.yaml` files hold test cases."""
+    """Directory of policy YAML files (relative to the config file). `*_test.yaml` files hold test cases. Not
+    set: the profile's, `policies` (bank) or `policies/ob_standard` (ob_standard)."""
     unmatched_status: Literal[403, 404] = 404
     """Status for a request that matches no policy; it is never forwarded."""
     reload_interval_seconds: NonNegativeSeconds = 2.0
     """How often the directory is checked for changes (0 disables polling; SIGHUP still reloads)."""
     check_modes: dict[str, Literal["enforce", "audit"]] = {}
     """Per check kind, `audit` makes its denials reported but not enforced in every policy (e.g. the
-    sandbox runs `client_certificate` in audit mode: there is no mTLS ingress on a laptop)."""
+    sandbox runs `client_certificate` in audit mode in the bank profile: there is no mTLS ingress on a
+    laptop). Never for the checks the profile authenticates with (`ob_standard`: `client_certificate`)."""
     fact_headers: dict[str, str] = {
         "client_id": "X-DCR-Client-Id",
         "software_id": "X-DCR-Software-Id",
@@ -330,6 +358,33 @@ class PolicySettings(StrictModel):
     }
     """Verified facts sent to the backend, fact name → header the gateway sets itself. Incoming copies of
     these headers are always stripped, so the backend can trust them."""
+
+    _ignored_modes: tuple[str, ...] = PrivateAttr(default=())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _profile_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("dir") is None:
+            profile = data.get("profile", "bank")
+            data = {**data, "dir": PROFILE_DIRS.get(profile, PROFILE_DIRS["bank"]) if isinstance(profile, str)
+                    else PROFILE_DIRS["bank"]}
+        return data
+
+    @model_validator(mode="after")
+    def _profile_enforces(self) -> PolicySettings:
+        # SECURITY: in ob_standard the client certificate is the only authentication of POST; auditing it
+        # would forward unauthenticated registrations (fail closed: the profile wins over check_modes).
+        ignored = tuple(c for c in PROFILE_ENFORCED_CHECKS[self.profile] if self.check_modes.get(c) == "audit")
+        if ignored:
+            # The model is frozen; this runs once, while it is being built.
+            object.__setattr__(self, "check_modes", {**self.check_modes, **dict.fromkeys(ignored, "enforce")})
+            self._ignored_modes = ignored
+        return self
+
+    @property
+    def ignored_check_modes(self) -> tuple[str, ...]:
+        """Checks whose `check_modes` audit the profile overrode (they are enforced)."""
+        return self._ignored_modes
 
 
 class AuditSettings(StrictModel):
@@ -356,9 +411,10 @@ class SandboxSettings(StrictModel):
     state_dir: str = ".sandbox"
     """Keys and the SQLite store; relative paths are relative to the config file."""
     issuer: str | None = None
-    """OAuth issuer: `iss` of access tokens and discovery's `issuer`; default server.public_url."""
+    """OAuth issuer: `iss` of access tokens and discovery's `issuer`. Not set: server.public_url (discovery
+    is served through the gateway, and its issuer must be the URL it is fetched under)."""
     access_token_audience: str | None = None
-    """`aud` of issued access tokens (RFC 9068 §2.2); default server.public_url (the gateway)."""
+    """`aud` of issued access tokens (RFC 9068 §2.2). Not set: server.public_url (the gateway)."""
     access_token_lifetime_seconds: PositiveInt = 3600
     """Lifetime of issued access tokens (`expires_in`)."""
     directory_issuer: str = "OpenBanking Ltd"
@@ -497,6 +553,31 @@ class Settings(StrictModel):
     base_dir: str = Field(default=".", exclude=True)
     """Directory of the config file; relative paths resolve against it (set by the loader)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_urls(cls, data: Any) -> Any:
+        """Fill the URLs that name the gateway, where the config leaves them out, from server.public_url."""
+        if not isinstance(data, dict):
+            return data
+        public = _public_url_of(data)
+        if public is None:
+            return data  # server.public_url is itself wrong: its own error is reported
+        data = dict(data)
+        trust = data.get("trust", {})
+        if isinstance(trust, dict):
+            trust = dict(trust)
+            if trust.get("registration_audiences") is None:
+                trust["registration_audiences"] = [public]
+            issuers = trust.get("token_issuers")
+            if isinstance(issuers, dict):
+                trust["token_issuers"] = {name: _derive_issuer(issuer, public) for name, issuer in issuers.items()}
+            data["trust"] = trust
+        sandbox = data.get("sandbox", {})
+        if isinstance(sandbox, dict):
+            data["sandbox"] = {**sandbox, **{key: public for key in ("issuer", "access_token_audience")
+                                             if sandbox.get(key) is None}}
+        return data
+
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
         used: dict[tuple[str, int], str] = {}
@@ -519,6 +600,41 @@ class Settings(StrictModel):
         """A configured path, relative to the config file's directory."""
         p = Path(value)
         return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+DERIVED_DEFAULTS = {
+    "trust.token_issuers.<name>.issuer": "server.public_url",
+    "trust.token_issuers.<name>.audiences": "[server.public_url] without issuer, else []",
+    "trust.registration_audiences": "[server.public_url]",
+    "sandbox.issuer": "server.public_url",
+    "sandbox.access_token_audience": "server.public_url",
+    "policies.dir": "the profile's",
+}
+"""Keys whose default is computed from other keys when the config leaves them out (docs/configuration.md)."""
+
+
+def _public_url_of(data: dict[str, Any]) -> str | None:
+    """server.public_url of raw config data, normalised as its validator does; None when it is not valid."""
+    server = data.get("server")
+    if isinstance(server, ServerSettings):
+        return server.public_url
+    value = server.get("public_url", DEFAULT_PUBLIC_URL) if isinstance(server, dict) else DEFAULT_PUBLIC_URL
+    if not isinstance(value, str):
+        return None
+    try:
+        return _http_url(value, "public_url")
+    except ValueError:
+        return None
+
+
+def _derive_issuer(issuer: Any, public: str) -> Any:
+    """A token issuer without `issuer` is the one behind the gateway: iss and aud are the public URL."""
+    if not isinstance(issuer, dict) or issuer.get("issuer") is not None:
+        return issuer
+    derived = {**issuer, "issuer": public}
+    if derived.get("audiences") is None:
+        derived["audiences"] = [public]
+    return derived
 
 
 def check_workers(settings: Settings, workers: int) -> None:
@@ -561,10 +677,16 @@ def _apply_env(data: dict[str, Any], env: Mapping[str, str]) -> list[str]:
     return used
 
 
+def config_path(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path:
+    """The config file: `path`, else $DCRGW_CONFIG, else ./config.yaml."""
+    env = os.environ if env is None else env
+    return Path(path or env.get(CONFIG_ENV) or "config.yaml")
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Load, override from the environment, and validate; raise ConfigError with every problem."""
     env = os.environ if env is None else env
-    cfg_path = Path(path or env.get(CONFIG_ENV) or "config.yaml")
+    cfg_path = config_path(path, env)
     try:
         doc = load_yaml(cfg_path)
     except YamlSourceError as exc:

@@ -25,11 +25,12 @@ SHIPPED = {p.name: p.read_text() for p in sorted((REPO / "policies").glob("*.yam
 @pytest.mark.parametrize("values_file", CI_VALUES)
 def test_rendered_config_passes_config_check(chart: helm.Chart, values_file: str, tmp_path: Path) -> None:
     """`dcr-gateway config check` accepts the rendered config.yaml in the pod's environment (the Redis URL
-    from its Secret where redis.enabled)."""
+    from its Secret where redis.enabled), with no warning: its URLs agree with server.public_url."""
     r = render(chart, ci_values(values_file))
     config, _ = write_mounts(r, tmp_path)
     result = gateway_cli("config", "check", "--config", str(config), env=pod_env(r))
     assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
 
 
 @pytest.mark.parametrize("values_file", CI_VALUES)

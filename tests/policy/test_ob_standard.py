@@ -3,6 +3,7 @@ client_credentials token; its `policy test` cases pass, and it shares the oauth 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -14,16 +15,17 @@ from tests.conftest import ROOT, SHIPPED_POLICIES
 OB_STANDARD = SHIPPED_POLICIES / "ob_standard"
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gateway", "policy", *args, "--config", str(ROOT / "config.yaml")],
-                          capture_output=True, text=True, timeout=120, cwd=ROOT)
+                          capture_output=True, text=True, timeout=120, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 def test_policy_lint_and_test_pass_on_the_ob_standard_profile():
-    """`policy lint` and `policy test` accept the profile and every one of its cases passes."""
+    """`policy lint` and `policy test` accept the profile and every one of its cases passes, with the profile
+    selected (config policies.profile: ob_standard, where client_certificate is always enforced)."""
     lint = _cli("lint", str(OB_STANDARD))
     assert lint.returncode == 0, lint.stderr
-    proc = _cli("test", str(OB_STANDARD))
+    proc = _cli("test", str(OB_STANDARD), env={"DCRGW_POLICIES__PROFILE": "ob_standard"})
     assert proc.returncode == 0, proc.stdout
     passed, failed = (int(x.split()[0]) for x in proc.stdout.strip().splitlines()[-1].split(", "))
     assert failed == 0 and passed >= 20

@@ -145,10 +145,13 @@ upstream and the `bank` issuer (the sandbox's).
 {{- $_ := set $cert "trusted_proxies" (list "127.0.0.1/32" "::1/128") }}
 {{- $_ := set $trust "client_certificate" $cert }}
 {{- $_ := set $cfg "trust" $trust }}
-{{- /* No mTLS ingress in a demo namespace: certificate checks report, they do not refuse. */}}
+{{- /* No mTLS ingress in a demo namespace: certificate checks report, they do not refuse (bank profile;
+the ob_standard profile authenticates POST by the certificate, so the gateway always enforces it there). */}}
+{{- if ne (get $policies "profile" | default "bank") "ob_standard" }}
 {{- $modes := get $policies "check_modes" | default dict }}
 {{- $_ := set $modes "client_certificate" "audit" }}
 {{- $_ := set $policies "check_modes" $modes }}
+{{- end }}
 {{- else }}
 {{- $_ := set $sandbox "enabled" false }}
 {{- $_ := set $cfg "sandbox" $sandbox }}
