@@ -27,6 +27,7 @@ from .keys import (
     load_signing_key_pem,
     sign_compact,
     sign_jwt,
+    transport_jwk,
 )
 from .url_guard import UrlGuard, UrlPolicy, VettedUrl, address_category
 from .verifier import (
@@ -76,6 +77,7 @@ __all__ = [
     "provider_locator",
     "sign_compact",
     "sign_jwt",
+    "transport_jwk",
     "validate_claims",
     "verify_signature",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -158,6 +158,26 @@ class VerificationKey:
         if self.x5c:
             out["x5c"] = [base64.b64encode(c).decode("ascii") for c in self.x5c]
         return out
+
+
+def transport_jwk(chain: Sequence[bytes], *, kid: str | None = None) -> dict[str, Any]:
+    """The `use: tls` JWK of a transport certificate chain (DER, leaf first), as OB Directory software JWKS list
+    them: the leaf's public key, `x5c` (RFC 7517 §4.7: standard base64 DER, leaf first), `x5t#S256` (§4.9) and
+    `kid` (default: the key's RFC 7638 thumbprint). JoseError key_invalid when the leaf's key cannot be used."""
+    if not chain:
+        raise JoseError("key_invalid", "a transport key needs at least one certificate")
+    try:
+        leaf = x509.load_der_x509_certificate(chain[0])
+        jwk = JWK.from_pyca(leaf.public_key())
+    except Exception as exc:  # cryptography/jwcrypto: ValueError, TypeError, UnsupportedAlgorithm...
+        raise JoseError("key_invalid", "the certificate's public key is not an RSA or EC key") from exc
+    out: dict[str, Any] = dict(jwk.export_public(as_dict=True))
+    out["kid"] = kid or jwk.thumbprint()
+    out["use"] = TLS_USE
+    out["x5c"] = [base64.b64encode(der).decode("ascii") for der in chain]
+    out["x5t#S256"] = cert_thumbprint_s256(chain[0])
+    VerificationKey.from_dict(out)  # the one validation: key type and size, x5c against the key (RFC 7517 §4.7)
+    return out
 
 
 class JwkSet:

@@ -41,6 +41,7 @@ from ..jose import (
     generate_signing_key,
     sign_compact,
     sign_jwt,
+    transport_jwk,
 )
 from ..jose.encoding import b64url_encode, json_dumps_compact
 from ..runtime import build_offline_runtime
@@ -92,10 +93,9 @@ def issue_certificate(key: SigningKey, subject: str, *, not_before: datetime, no
 
 
 def tls_jwk(key: SigningKey, der: bytes) -> dict[str, Any]:
-    """The `use: tls` JWK of a transport certificate, as OB Directory software JWKS publish them."""
-    jwk = key.public_jwk(use="tls")
-    jwk["x5c"] = [base64.b64encode(der).decode("ascii")]
-    return jwk
+    """The `use: tls` JWK of a transport certificate, as OB Directory software JWKS publish them (named by
+    `key`'s kid; the certificate must hold that key)."""
+    return transport_jwk([der], kid=key.kid)
 
 
 def forwarded_certificate(der: bytes, fmt: str) -> str:

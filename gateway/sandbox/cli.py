@@ -3,7 +3,9 @@
 sandbox [serve]        run the sandbox bank on sandbox.listen
 sandbox create-app     a developer app's client credentials (JSON), straight into the store
 sandbox mint-ssa       a test SSA signed by the sandbox directory key
-sandbox tpp-key        a TPP signing key pair (private PEM 0600 + public JWKS), optionally hosted
+sandbox tpp-key        a TPP signing key pair (private PEM 0600 + public JWKS, with --transport-cert its mTLS
+                       certificate as a `use: tls` key), optionally hosted
+sandbox mint-cert      a test transport (mTLS client) certificate from the sandbox's test CA
 sandbox sign-request   a signed registration request (JWS) to POST with curl
 sandbox client-assertion  a private_key_jwt client assertion (RFC 7523) for the token endpoint
 """
@@ -25,11 +27,34 @@ from aiohttp import web
 
 from ..config import Settings, load_settings
 from ..http.listener import ListenerRunner
+from ..jose import JoseError, cert_thumbprint_s256, transport_jwk
 from ..observability.logging import configure_logging, get_logger
 from ..runtime import run_async
+from .certificates import (
+    MAX_LEAF_DAYS,
+    CertificateError,
+    SandboxCa,
+    certificate_der,
+    certificate_pem,
+    check_chain,
+    generate_private_key,
+    ob_subject,
+    private_pem,
+    read_certificates,
+)
 from .credentials import hash_secret, new_client_id, new_client_secret
-from .crypto import CryptoError, SigningKey, alg_for, decode_unverified, generate_key, jwks, load_private_pem, sign
-from .directory import ssa_claims
+from .crypto import (
+    CryptoError,
+    KeySet,
+    SigningKey,
+    alg_for,
+    decode_unverified,
+    generate_key,
+    jwks,
+    load_private_pem,
+    sign,
+)
+from .directory import DEFAULT_ORG_NAME, new_org_id, new_software_id, ssa_claims
 from .keyring import KeyRing, ensure_state_dir, write_private_file
 from .metadata import AUTH_METHODS, GRANT_TYPES
 from .portal import TPP_JWKS_PATH
@@ -41,6 +66,8 @@ PRIVATE_KEY_FILE = "private-key.pem"
 JWKS_FILE = "jwks.json"
 KID_FILE = "kid"
 JWKS_URI_FILE = "jwks_uri"
+CERT_FILE = "transport-cert.pem"
+CERT_KEY_FILE = "transport-key.pem"
 
 
 class CliError(Exception):
@@ -98,6 +125,30 @@ def register(subparsers: Any) -> None:
         help="host the public JWKS on the running sandbox; prints its jwks_uri on a second line",
     )
     p.add_argument("--sandbox-url", help="the sandbox's URL (default: from sandbox.listen)")
+    p.add_argument(
+        "--transport-cert",
+        type=Path,
+        metavar="PEM",
+        help="the TPP's transport (mTLS) certificate, leaf first then its issuers (what mint-cert writes): "
+        "listed in the JWKS as a use: tls key with x5c and x5t#S256; an existing key in --out is kept",
+    )
+
+    p = add(
+        "mint-cert",
+        "issue a test transport (mTLS client) certificate from the sandbox's test CA; prints what it wrote (JSON)",
+        _cmd_mint_cert,
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        help=f"directory for {CERT_FILE} (leaf, then the CA) and {CERT_KEY_FILE} (0600)",
+    )
+    p.add_argument("--software-id", help="the subject's CN (default: random, as mint-ssa's)")
+    p.add_argument("--org-id", help="the subject's OU (default: random, as mint-ssa's)")
+    p.add_argument("--org-name", default=DEFAULT_ORG_NAME, help=f"the subject's O (default: {DEFAULT_ORG_NAME})")
+    p.add_argument("--key-type", choices=("ec", "rsa"), default="ec", help="EC P-256 (default) or RSA 2048")
+    p.add_argument("--days", type=int, default=365, help=f"validity in days (default 365, at most {MAX_LEAF_DAYS})")
 
     p = add("sign-request", "print a registration request JWS signed with a TPP key", _cmd_sign_request)
     p.add_argument("--key", required=True, type=Path, help="the TPP private key (PEM)")
@@ -139,7 +190,7 @@ def _guarded(fn: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
             code: int = fn(args)
-        except (CliError, CryptoError, StoreError) as exc:
+        except (CliError, CryptoError, CertificateError, StoreError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         return code
@@ -261,18 +312,41 @@ async def _host_jwks(url: str, document: dict[str, Any]) -> str:
         raise CliError(f"cannot reach the sandbox at {url} ({type(exc).__name__}); is it running?") from None
 
 
+def _transport_key(path: Path) -> dict[str, Any]:
+    """The `use: tls` JWK of the certificate chain in `path` (leaf first), checked as the sandbox hosts it."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        certs = read_certificates(data)
+        check_chain(certs)
+        return transport_jwk([certificate_der(c) for c in certs])
+    except CertificateError as exc:
+        raise CliError(f"{path}: {exc}") from None
+    except JoseError as exc:
+        raise CliError(f"{path}: {exc.description}") from None
+
+
 @_guarded
 def _cmd_tpp_key(args: argparse.Namespace) -> int:
     """Generate a TPP key pair into --out; print its kid (and, with --register, the hosted jwks_uri)."""
     settings = _settings(args) if args.register else None
+    transport = _transport_key(args.transport_cert) if args.transport_cert is not None else None
     out: Path = args.out
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     if (out / PRIVATE_KEY_FILE).exists():
-        raise CliError(f"{out / PRIVATE_KEY_FILE} already exists; choose another --out directory")
-    key = generate_key(args.alg)
-    if not write_private_file(out / PRIVATE_KEY_FILE, key.to_pem()):
-        raise CliError(f"{out / PRIVATE_KEY_FILE} already exists")
+        if transport is None:
+            raise CliError(f"{out / PRIVATE_KEY_FILE} already exists; choose another --out directory")
+        key = _load_key(out / PRIVATE_KEY_FILE, None)  # adding a transport certificate keeps the signing key
+    else:
+        key = generate_key(args.alg)
+        if not write_private_file(out / PRIVATE_KEY_FILE, key.to_pem()):
+            raise CliError(f"{out / PRIVATE_KEY_FILE} already exists")
     document = jwks([key])
+    if transport is not None:
+        document["keys"].append(transport)
+        KeySet.from_document(document)  # fail here, not at the sandbox: the same checks as hosting
     (out / JWKS_FILE).write_text(json.dumps(document, indent=2) + "\n")
     (out / KID_FILE).write_text(key.kid + "\n")
     print(key.kid)
@@ -280,6 +354,44 @@ def _cmd_tpp_key(args: argparse.Namespace) -> int:
         jwks_uri = asyncio.run(_host_jwks(_sandbox_url(settings, args.sandbox_url), document))
         (out / JWKS_URI_FILE).write_text(jwks_uri + "\n")
         print(jwks_uri)
+    return 0
+
+
+# mint-cert ---------------------------------------------------------------------------------------
+
+
+@_guarded
+def _cmd_mint_cert(args: argparse.Namespace) -> int:
+    """Issue a transport certificate from the state directory's test CA into --out; print what was written."""
+    settings = _settings(args)
+    software_id = args.software_id or new_software_id()
+    org_id = args.org_id or new_org_id()
+    subject = ob_subject(org_name=args.org_name, org_id=org_id, software_id=software_id)
+    if not 1 <= args.days <= MAX_LEAF_DAYS:
+        raise CliError(f"--days must be 1 to {MAX_LEAF_DAYS}")
+    ca = SandboxCa.load(settings.resolve_path(settings.sandbox.state_dir))
+    out: Path = args.out
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    cert_path, key_path = out / CERT_FILE, out / CERT_KEY_FILE
+    if key_path.exists() or cert_path.exists():
+        raise CliError(f"{key_path} or {cert_path} already exists; choose another --out directory")
+    private = generate_private_key(args.key_type)
+    cert = ca.issue(private.public_key(), subject, days=args.days)
+    if not write_private_file(key_path, private_pem(private)):
+        raise CliError(f"{key_path} already exists")
+    cert_path.write_bytes(certificate_pem(cert) + certificate_pem(ca.cert))
+    der = certificate_der(cert)
+    print(json.dumps({
+        "certificate": str(cert_path),
+        "private_key": str(key_path),
+        "ca_certificate": str(ca.cert_path),
+        "subject_dn": cert.subject.rfc4514_string(),
+        "software_id": software_id,
+        "org_id": org_id,
+        "x5t#S256": cert_thumbprint_s256(der),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+        "next": f"dcr-gateway sandbox tpp-key --out {out} --transport-cert {cert_path} --register",
+    }, indent=2))
     return 0
 
 

@@ -23,7 +23,7 @@ from ..jose import (
     sign_jwt,
 )
 from ..jose.encoding import b64url_decode
-from ..jose.keys import check_jwk
+from ..jose.keys import TLS_USE, check_jwk
 from .jsonvalues import JsonValueError, check, loads
 
 __all__ = [
@@ -169,6 +169,7 @@ class KeySet:
         if not raw_keys or len(raw_keys) > max_keys:
             raise CryptoError("bad_jwks", f"a JWKS must hold 1 to {max_keys} keys")
         keys: list[VerificationKey] = []
+        transport: list[VerificationKey] = []
         for i, raw in enumerate(raw_keys):
             if not isinstance(raw, dict):
                 raise CryptoError("bad_jwks", f"keys[{i}] is not a JSON object")
@@ -182,6 +183,14 @@ class KeySet:
                 check_jwk(raw)
             except JoseError:
                 raise CryptoError("bad_jwks", f"keys[{i}] is not a valid JWK") from None
+            if raw.get("use") == TLS_USE:
+                # SECURITY: a transport (mTLS) key never verifies a signature; it names a certificate (its x5c).
+                try:
+                    transport.append(VerificationKey.from_dict(raw))
+                except JoseError as exc:
+                    raise CryptoError("bad_jwks", f"keys[{i}] is not a usable transport key: {exc.description}") \
+                        from None
+                continue
             kid = raw.get("kid")
             if not isinstance(kid, str) or not kid:
                 continue  # never selectable: verification needs a kid
@@ -189,7 +198,7 @@ class KeySet:
                 keys.append(VerificationKey.from_dict(raw))
             except JoseError as exc:
                 raise CryptoError("bad_jwks", f"keys[{i}] is not a usable signature key: {exc.description}") from None
-        return cls(JwkSet(keys))
+        return cls(JwkSet(keys, transport))
 
     def __contains__(self, kid: object) -> bool:
         return isinstance(kid, str) and self._keys.get(kid) is not None

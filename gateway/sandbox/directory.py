@@ -19,10 +19,23 @@ DEFAULT_ROLES: Final = ("AISP", "PISP", "CBPII")
 _PLACEHOLDER_HOST: Final = "keystore.sandbox.invalid"  # RFC 6761 §6.4: never resolves
 
 
+DEFAULT_ORG_NAME: Final = "Sandbox TPP Ltd"
+
+
+def new_software_id() -> str:
+    """A random software_id: Base62, 22 characters (as the OB Directory's)."""
+    return base62(22)
+
+
+def new_org_id() -> str:
+    """A random org_id: Base62, 18 characters (as the OB Directory's)."""
+    return base62(18)
+
+
 def ssa_claims(given: Mapping[str, Any], *, issuer: str, now: float | None = None) -> dict[str, Any]:
     """The claims of a new SSA: defaults, overridden by `given`, with `iss` set to the directory's name."""
-    software_id = given.get("software_id") or base62(22)
-    org_id = given.get("org_id") or base62(18)
+    software_id = given.get("software_id") or new_software_id()
+    org_id = given.get("org_id") or new_org_id()
     roles = given["software_roles"] if "software_roles" in given else list(DEFAULT_ROLES)
     keystore = f"https://{_PLACEHOLDER_HOST}/{org_id}"
     claims: dict[str, Any] = {
@@ -48,7 +61,7 @@ def ssa_claims(given: Mapping[str, Any], *, issuer: str, now: float | None = Non
         "software_logo_uri": "https://tpp.example.com/logo.png",
         "org_status": "Active",
         "org_id": org_id,
-        "org_name": "Sandbox TPP Ltd",
+        "org_name": DEFAULT_ORG_NAME,
         "org_contacts": [
             {
                 "name": "Developer",

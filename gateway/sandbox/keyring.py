@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -44,13 +45,18 @@ def write_private_file(path: Path, data: bytes) -> bool:
     return True
 
 
-def load_or_create_key(path: Path, alg: str = "PS256") -> SigningKey:
-    """The key stored at `path`, generating and storing a new one the first time."""
+def load_or_create_private_file(path: Path, make: Callable[[], bytes]) -> bytes:
+    """The private file at `path` (0600), written from `make()` the first time (a racing writer's file wins)."""
     if not path.exists():
-        write_private_file(path, generate_key(alg).to_pem())
+        write_private_file(path, make())
     if path.stat().st_mode & 0o077:
         path.chmod(0o600)  # SECURITY: a private key readable by others is tightened on load
-    return load_private_pem(path.read_bytes())
+    return path.read_bytes()
+
+
+def load_or_create_key(path: Path, alg: str = "PS256") -> SigningKey:
+    """The key stored at `path`, generating and storing a new one the first time."""
+    return load_private_pem(load_or_create_private_file(path, lambda: generate_key(alg).to_pem()))
 
 
 @dataclass(frozen=True, slots=True)

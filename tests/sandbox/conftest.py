@@ -36,6 +36,7 @@ SANDBOX_ISSUER = "http://sandbox.bank.test"
 REGISTER = "/open-banking/v3.1/register"
 TOKEN = "/oauth2/token"
 JOSE = "application/jose"
+CLIENT_CERT_HEADER = "ssl-client-cert"
 REDIRECT = "https://tpp.example.com/callback"
 REDIRECT_2 = "https://tpp.example.com/other"
 
@@ -358,7 +359,8 @@ async def bank_factory(
     sessions: list[aiohttp.ClientSession] = []
 
     async def start(state_dir: Path | None = None, *, shipped_policies: bool = False,
-                    trust: dict[str, Any] | None = None, **sandbox_overrides: Any) -> Bank:
+                    enforce_client_certificate: bool = False, trust: dict[str, Any] | None = None,
+                    **sandbox_overrides: Any) -> Bank:
         if state_dir is None:
             state_dir = _seeded_state_dir(tmp_path / "state", seeded_keys)
         # Reserve the sandbox's port before the gateway starts (so the gateway cannot be given it), and hand
@@ -383,6 +385,11 @@ async def bank_factory(
                 },
                 "policies": {"check_modes": {"client_certificate": "audit"}},
             }
+            if enforce_client_certificate:
+                # As behind an mTLS ingress on this host: the test client sends the ingress's header itself.
+                policy["trust"]["client_certificate"] = {"header": CLIENT_CERT_HEADER, "format": "nginx",
+                                                         "trusted_proxies": ["127.0.0.1"]}
+                policy["policies"] = {"check_modes": {}}
             sandbox_overrides = {"issuer": SANDBOX_ISSUER, "access_token_audience": SANDBOX_ISSUER,
                                  **sandbox_overrides}
         gw = await gateway(

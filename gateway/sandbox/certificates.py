@@ -1,0 +1,204 @@
+"""Test transport certificates: the sandbox's test CA (kept in the state directory) and the OB-style mTLS client
+certificates it issues (`dcr-gateway sandbox mint-cert`), so the whole mTLS path can be tried on a laptop.
+
+X.509 through `cryptography` (JOSE stays behind gateway/jose): SHA-256 signatures, EC P-256 or RSA 2048 keys,
+random serials (RFC 5280 §4.1.2.2), the CA limited to issuing end-entity certificates, the leaf to TLS client
+authentication (`extendedKeyUsage clientAuth`). Never for production: the CA key lives beside the sandbox's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Final, Literal
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from .keyring import ensure_state_dir, load_or_create_private_file
+
+CA_KEY_FILE: Final = "transport-ca-key.pem"
+CA_CERT_FILE: Final = "transport-ca.pem"
+CA_NAME: Final = "dcr-gateway sandbox test transport CA"
+CA_DAYS: Final = 5 * 365
+MAX_LEAF_DAYS: Final = 825
+"""Longest leaf validity `mint-cert` issues (the CA/Browser Forum's old ceiling; OB transport certificates last
+about two years)."""
+_BACKDATE: Final = timedelta(minutes=5)
+"""notBefore is set this far in the past, so a clock slightly behind still accepts a certificate minted now."""
+
+KeyType = Literal["ec", "rsa"]
+PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+
+
+class CertificateError(Exception):
+    """A certificate or key file that cannot be used; the message is safe to print."""
+
+
+def generate_private_key(key_type: KeyType = "ec") -> PrivateKey:
+    """EC P-256, or RSA 2048."""
+    if key_type == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def private_pem(key: PrivateKey) -> bytes:
+    """Unencrypted PKCS#8 PEM (written only to 0600 files)."""
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def certificate_pem(cert: x509.Certificate) -> bytes:
+    """The PEM of one certificate."""
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def ob_subject(*, org_name: str, org_id: str, software_id: str) -> x509.Name:
+    """The OB transport-certificate subject `C=GB, O=<org name>, OU=<org_id>, CN=<software_id>` (written
+    RFC 4514 style, most specific first: `CN=…,OU=…,O=…,C=GB`)."""
+    for label, value in (("org name", org_name), ("org_id", org_id), ("software_id", software_id)):
+        if not value or len(value) > 64:  # RFC 5280 Appendix A upper bounds (ub-organization-name: 64)
+            raise CertificateError(f"{label} must be 1 to 64 characters")
+    return x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "GB"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, org_name),
+        x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, org_id),
+        x509.NameAttribute(NameOID.COMMON_NAME, software_id),
+    ])
+
+
+def certificate_der(cert: x509.Certificate) -> bytes:
+    """The DER of one certificate (what `x5c` and `x5t#S256` are made of)."""
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def read_certificates(data: bytes) -> list[x509.Certificate]:
+    """Every certificate of a PEM file, in order; CertificateError when there is none or one is not PEM."""
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise CertificateError("no PEM certificate could be read") from None
+    if not certs:
+        raise CertificateError("no PEM certificate could be read")
+    return certs
+
+
+def check_chain(certs: list[x509.Certificate]) -> None:
+    """Each certificate must be issued by the next (leaf first, RFC 7517 §4.7 `x5c` order)."""
+    for index, (cert, issuer) in enumerate(itertools.pairwise(certs)):
+        try:
+            cert.verify_directly_issued_by(issuer)
+        except (ValueError, TypeError, InvalidSignature) as exc:
+            raise CertificateError(
+                f"certificate {index + 1} of the file is not issued by certificate {index + 2} "
+                "(the file must list the leaf first, then its issuers)"
+            ) from exc
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    """Replace `path` atomically with `data` (0644: a certificate is public)."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxCa:
+    """The sandbox's test CA: its key (0600) and self-signed certificate, both in the state directory."""
+
+    key: ec.EllipticCurvePrivateKey
+    cert: x509.Certificate
+    cert_path: Path
+
+    @classmethod
+    def load(cls, state_dir: Path, *, now: datetime | None = None) -> SandboxCa:
+        """The CA of `state_dir`, created on first use (key 0600 never replaced; certificate remade if missing)."""
+        ensure_state_dir(state_dir)
+        key_path, cert_path = state_dir / CA_KEY_FILE, state_dir / CA_CERT_FILE
+        pem = load_or_create_private_file(key_path, lambda: private_pem(generate_private_key("ec")))
+        try:
+            key = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError):
+            raise CertificateError(f"{key_path} is not a PEM private key") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise CertificateError(f"{key_path} is not an EC private key")
+        cert = None
+        if cert_path.exists():
+            cert = read_certificates(cert_path.read_bytes())[0]
+            if cert.public_key() != key.public_key():
+                raise CertificateError(f"{cert_path} does not hold the key of {key_path}; remove both to start afresh")
+        if cert is None:
+            cert = _self_signed_ca(key, now or datetime.now(UTC))
+            _write_public(cert_path, certificate_pem(cert))
+        return cls(key, cert, cert_path)
+
+    def issue(
+        self, public_key: ec.EllipticCurvePublicKey | rsa.RSAPublicKey, subject: x509.Name, *, days: int,
+        now: datetime | None = None,
+    ) -> x509.Certificate:
+        """A TLS client certificate for `public_key` (clientAuth only), valid `days` from now, within the CA's."""
+        if not 1 <= days <= MAX_LEAF_DAYS:
+            raise CertificateError(f"the validity must be 1 to {MAX_LEAF_DAYS} days")
+        start = (now or datetime.now(UTC)) - _BACKDATE
+        end = min(start + _BACKDATE + timedelta(days=days), self.cert.not_valid_after_utc)
+        if end <= start:
+            raise CertificateError(f"the test CA in {self.cert_path} has expired; remove it and its key")
+        ski = x509.SubjectKeyIdentifier.from_public_key(self.key.public_key())
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(start)
+            .not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(_key_usage(digital_signature=True, key_encipherment=isinstance(public_key,
+                                                                                           rsa.RSAPublicKey)),
+                           critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+
+
+def _key_usage(*, digital_signature: bool = False, key_encipherment: bool = False,
+               cert_sign: bool = False) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=digital_signature, content_commitment=False, key_encipherment=key_encipherment,
+        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign, crl_sign=cert_sign,
+        encipher_only=False, decipher_only=False,
+    )
+
+
+def _self_signed_ca(key: ec.EllipticCurvePrivateKey, now: datetime) -> x509.Certificate:
+    name = x509.Name([
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "GB"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "dcr-gateway sandbox"),
+        x509.NameAttribute(NameOID.COMMON_NAME, CA_NAME),
+    ])
+    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - _BACKDATE)
+        .not_valid_after(now + timedelta(days=CA_DAYS))
+        # SECURITY: the test CA issues end-entity certificates only (path length 0).
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(ski, critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False)
+        .sign(key, hashes.SHA256())
+    )
