@@ -219,10 +219,10 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
             return _refuse(app[METRICS], ctx, denial_for(HttpRefusals.client_concurrency, "too many requests in flight",
                                                       HttpRefusals.check))
         try:
-            return await _decide_and_forward(request, ctx, policy, match.params, peer, client)
+            return await _decide_and_forward(request, ctx, policy, match.params, peer, client, bool(codings))
         finally:
             slots.release(client)
-    return await _decide_and_forward(request, ctx, policy, match.params, peer, peer)
+    return await _decide_and_forward(request, ctx, policy, match.params, peer, peer, bool(codings))
 
 
 def _refuse(metrics: Metrics, ctx: RequestContext, denial: Denial) -> web.Response:
@@ -238,7 +238,9 @@ async def _decide_and_forward(
     params: Mapping[str, str],
     peer: str | None,
     client: str | None,
+    coded: bool,
 ) -> web.StreamResponse:
+    """`coded`: the body carries a content coding the route accepts (screened by the caller)."""
     app = request.app
     view = RequestView(
         method=request.method,
@@ -253,7 +255,7 @@ async def _decide_and_forward(
     limits = app[BODY_LIMITS]
 
     async def load_body() -> bytes:
-        if "Content-Encoding" in request.headers and content_codings(request.headers):
+        if coded:
             # An accepted coded body: the gateway does not decode it, so no check can read its plaintext.
             raise refused(BodyRefusals.plaintext_needed, "this route's checks read the body: send it unencoded")
         return await read_body(request, limits)
