@@ -20,7 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from prometheus_client.multiprocess import mark_process_dead
@@ -40,7 +40,16 @@ def _die_with_parent() -> None:
         _prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def run_workers(serve_args: Sequence[str], workers: int) -> int:
+Spawn = Callable[[list[str], dict[str, str]], "subprocess.Popen[bytes]"]
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(  # noqa: S603 - this interpreter and package, an argv list, no shell
+        argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+    )
+
+
+def run_workers(serve_args: Sequence[str], workers: int, spawn: Spawn = _spawn) -> int:
     """Start `workers` copies of `python -m gateway serve <serve_args>`, supervise them; the exit code."""
     base = os.environ.get(MULTIPROC_ENV) or None  # a writable volume the operator chose, else the temp dir
     metrics_dir = tempfile.mkdtemp(prefix="dcrgw-metrics-", dir=base)  # fresh: no stale counters
@@ -73,11 +82,12 @@ def run_workers(serve_args: Sequence[str], workers: int) -> int:
             if stopping:
                 break
             argv = [sys.executable, "-m", "gateway", "serve", *serve_args, "--worker-index", str(index)]
-            proc = subprocess.Popen(  # noqa: S603 - this interpreter and package, an argv list, no shell
-                argv, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
-            )
+            proc = spawn(argv, env)
             procs[proc.pid] = proc
             live.add(proc.pid)
+            if stopping:  # the stop signal came while Popen ran: signal_all did not know this worker yet
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
         log.info("workers_started", workers=len(live), pids=sorted(live))
         while live:
             pid, status = os.wait()  # PEP 475: resumed after each signal handler

@@ -185,6 +185,29 @@ async def test_sigterm_while_workers_start_is_a_clean_stop(tmp_path: Path, start
             proc.wait(10)
 
 
+@pytest.mark.process
+def test_a_stop_signal_during_a_spawn_reaches_that_worker_too(tmp_path: Path):
+    """SIGTERM that lands while the second worker's Popen runs (before the parent knows its pid) still ends it.
+
+    The race the black-box test above hit once in CI: the handler signalled only the workers already
+    recorded, the new one ran on and the parent waited for it. Here the signal is raised inside the spawn,
+    deterministically; each stand-in worker exits 3 on its own after 20 s if no SIGTERM ever reaches it.
+    """
+    from gateway.supervisor import run_workers
+
+    spawned: list[int] = []
+
+    def spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(20); sys.exit(3)"], env=env)
+        spawned.append(proc.pid)
+        if len(spawned) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # the handler runs before this returns the new pid
+        return proc
+
+    assert run_workers(["--config", str(tmp_path / "unused.yaml")], 2, spawn=spawn) == 0
+    assert len(spawned) == 2 and not [pid for pid in spawned if alive(pid)]
+
+
 @pytest.mark.parametrize(
     ("config", "message"),
     [
