@@ -216,6 +216,14 @@ def _unescape(raw: str) -> str:
         raise ValueError("escaped bytes are not UTF-8") from None
 
 
+def _strip_unescaped(raw: str) -> str:
+    """The value without surrounding spaces, keeping an escaped trailing one (RFC 4514 §2.4 escapes a value's
+    last space: `CN=x\\ ` is "x " — what cryptography's rfc4514_string() writes)."""
+    value = raw.strip()
+    backslashes = len(value) - len(value.rstrip("\\"))
+    return value + " " if backslashes % 2 == 1 and len(value) < len(raw.lstrip()) else value
+
+
 def _split_unescaped(text: str, sep: str) -> list[str]:
     parts, start, i = [], 0, 0
     while i < len(text):
@@ -248,7 +256,7 @@ def parse_dn(text: str) -> list[Rdn]:
                 if m is None:
                     raise ValueError(f"unknown attribute type {quoted(name.strip())}")
                 oid = m.group(1)
-            value = raw.strip()
+            value = _strip_unescaped(raw)
             if value.startswith("#"):
                 raise ValueError("BER-encoded (#hex) values are not supported")
             attrs.add((oid, _norm(_unescape(value))))

@@ -10,6 +10,7 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, Settings, check_workers, config_path, load_settings
 from .observability.logging import configure_logging
+from .policy import FactAssertion, FactAssertionError
 from .policy.loader import PolicyError, compile_policies, read_source
 from .runtime import build_runtime, run_async
 
@@ -34,15 +35,21 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from .supervisor import run_workers
 
         return run_workers(["--config", args.config] if args.config else [], workers)
+    try:
+        assertion = FactAssertion.from_settings(settings)
+    except FactAssertionError as exc:
+        raise ConfigError([str(exc)]) from None
     extra: list[Listener] = []
     if settings.sandbox.enabled:
         from .sandbox import build_sandbox_app
 
+        # In one process the sandbox is handed the key of the gateway's signed facts: nothing to fetch.
+        jwks = assertion.jwks() if assertion is not None else None
         extra.append(
-            Listener("sandbox", build_sandbox_app(settings), settings.sandbox.listen.host,
+            Listener("sandbox", build_sandbox_app(settings, jwks), settings.sandbox.listen.host,
                      settings.sandbox.listen.port)
         )
-    return run_async(serve(settings, extra, worker_index=worker_index))
+    return run_async(serve(settings, extra, worker_index=worker_index, assertion=assertion))
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from .base import Check, Denial, RequestView
 from .facts import Facts
 from .registration import (
     CLIENT_CERT_S256,
+    CLIENT_CERT_SUBJECT,
     SOFTWARE_ID,
     SoftwareJwksReasons,
     registration_claims_of,
@@ -61,6 +62,9 @@ class ClientCertificateParams(StrictModel):
     status: Literal[400, 401] = 400
     """Status when the certificate is missing, untrusted, malformed or out of date: 400 invalid_client_metadata
     (registration, digest §8) or 401 invalid_token (token-authenticated calls)."""
+    error: Literal["invalid_client_metadata", "invalid_token", "invalid_client", "invalid_request"] | None = None
+    """Error code for those refusals; not set: the status's (invalid_client_metadata for 400, invalid_token
+    with a Bearer challenge for 401). `invalid_client` suits the token endpoint (RFC 6749 §5.2)."""
 
 
 _METADATA: Final = "invalid_client_metadata"
@@ -68,13 +72,14 @@ _METADATA: Final = "invalid_client_metadata"
 
 class ClientCertificateReasons(SoftwareJwksReasons):
     """Why `client_certificate` refuses. A missing, untrusted, malformed or out-of-date certificate is answered
-    with the check's `status`: 400 invalid_client_metadata, or 401 invalid_token with a Bearer challenge."""
+    with the check's `status` and `error`: 400 invalid_client_metadata, or 401 invalid_token with a Bearer
+    challenge, unless `error` names another code."""
 
-    client_cert_missing = Reason(400, _METADATA, configurable="status")
-    client_cert_untrusted_proxy = Reason(400, _METADATA, configurable="status")
-    client_cert_malformed = Reason(400, _METADATA, configurable="status")
-    client_cert_not_yet_valid = Reason(400, _METADATA, configurable="status")
-    client_cert_expired = Reason(400, _METADATA, configurable="status")
+    client_cert_missing = Reason(400, _METADATA, configurable="status, error")
+    client_cert_untrusted_proxy = Reason(400, _METADATA, configurable="status, error")
+    client_cert_malformed = Reason(400, _METADATA, configurable="status, error")
+    client_cert_not_yet_valid = Reason(400, _METADATA, configurable="status, error")
+    client_cert_expired = Reason(400, _METADATA, configurable="status, error")
     token_cert_binding_mismatch = Reason(401, "invalid_token", Challenge.BEARER_ERROR)
     """RFC 8705 §3: a certificate-bound token presented over another certificate."""
     client_cert_not_in_software_jwks = Reason(400, "invalid_software_statement")
@@ -93,7 +98,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
 
     name = "client_certificate"
     Params = ClientCertificateParams
-    produces = (CLIENT_CERT_S256,)
+    produces = (CLIENT_CERT_S256, CLIENT_CERT_SUBJECT)
     reasons = ClientCertificateReasons
     __slots__ = ("_answer", "_certificates", "_format", "_header", "_proxies", "_url_policy")
 
@@ -105,8 +110,9 @@ class ClientCertificate(Check[ClientCertificateParams]):
         self._proxies = ProxyTrust(cfg.trusted_proxies)
         self._url_policy = software_jwks_policy(services.trust)
         self._certificates: dict[str, Forwarded] = {}
-        self._answer = (Answer(401, "invalid_token", Challenge.BEARER_ERROR) if params.status == 401
-                        else Answer(400, _METADATA))
+        error = params.error or ("invalid_token" if params.status == 401 else _METADATA)
+        self._answer = Answer(params.status, error,
+                              Challenge.BEARER_ERROR if error == "invalid_token" else Challenge.NONE)
 
     def _fail(self, reason: Reason, description: str) -> Denial:
         return self.deny(reason, description, answer=self._answer)
@@ -126,6 +132,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
             return None
         der, cert, thumbprint = parsed
         request.facts.set(CLIENT_CERT_S256, thumbprint)
+        request.facts.set(CLIENT_CERT_SUBJECT, cert.subject.rfc4514_string())
         if bound is not None and bound != thumbprint:
             # RFC 8705 §3: a certificate-bound token presented over another certificate is invalid.
             description = "the access token is bound to another client certificate"

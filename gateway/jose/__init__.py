@@ -19,6 +19,7 @@ from .jws import (
 )
 from .keys import (
     JwkSet,
+    JwtSigner,
     SigningKey,
     VerificationKey,
     cert_thumbprint_s256,
@@ -55,6 +56,7 @@ __all__ = [
     "JwksCache",
     "JwksCacheSettings",
     "JwsVerifier",
+    "JwtSigner",
     "KeyLocator",
     "KeyProvider",
     "SigningKey",

@@ -403,3 +403,24 @@ def sign_jwt(
             raise ValueError("alg is set by the alg argument")
         header.update(extra_headers)
     return sign_compact(header, json_dumps_compact(dict(claims)), private_key)
+
+
+class JwtSigner:
+    """Signs claim sets as compact JWTs with one key under one protected header `{alg, kid, typ}`, serialised
+    once (the gateway signs on the request path: nothing about the key is parsed per call)."""
+
+    __slots__ = ("_header", "alg", "key")
+
+    def __init__(self, key: SigningKey, *, typ: str) -> None:
+        self.key = key
+        self.alg = key.alg
+        self._header = json_dumps_compact({"alg": self.alg, "kid": key.kid, "typ": typ})
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        """The compact JWS of `claims`."""
+        return sign_compact(self._header, json_dumps_compact(claims), self.key, alg=self.alg)
+
+    def jwks(self) -> dict[str, Any]:
+        """The public key as a JWK Set (RFC 7517 §5) with `kid`, `use: sig` and `alg`, for publishing."""
+        return {"keys": [self.key.public_jwk(use="sig", alg=self.alg)]}
+

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
-from cryptography import x509
+from aiohttp import web
 from multidict import CIMultiDictProxy
 
 from ..addresses import ProxyTrust
 from ..certificates import (
     CertificateRefused,
     Forwarded,
+    Rdn,
     parse_dn,
     parse_forwarded,
     read_forwarded,
@@ -35,6 +36,7 @@ from ..observability.logging import get_logger
 from .credentials import verify_secret
 from .crypto import CryptoError, KeySet, decode_unverified
 from .errors import invalid_client, oauth_error
+from .gateway_facts import FactsError, GatewayFacts, GatewayFactsVerifier
 from .jwks_fetcher import JwksFetcher, JwksFetchError
 from .store import Client, Store
 
@@ -53,12 +55,13 @@ MTLS_METHODS: Final = ("tls_client_auth", "self_signed_tls_client_auth")
 
 @dataclass(frozen=True, slots=True)
 class ClientCertificate:
-    """The TLS client certificate of a request, as a trusted proxy forwarded it."""
+    """The TLS client certificate of a request: as a trusted proxy forwarded it, or as the gateway's signed
+    facts assert it (the gateway keeps the certificate header to itself)."""
 
-    der: bytes
-    cert: x509.Certificate
     thumbprint: str
     """`x5t#S256`: base64url SHA-256 of the DER (RFC 8705 §3.1)."""
+    subject: list[Rdn] | None
+    """The subject, normalised for comparison (certificates.parse_dn / subject_rdns); None when unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,17 +86,47 @@ class ForwardedCertificates:
         self._proxies = ProxyTrust(settings.trusted_proxies)
 
     def read(self, headers: CIMultiDictProxy[str], peer: str | None, now: float) -> ClientCertificate | None:
-        """The forwarded certificate, None when there is none; 401 invalid_client when it cannot be believed."""
-        try:
-            forwarded = read_forwarded(headers.getall(self._header, []), peer, now, header=self._header,
-                                       proxies=self._proxies, parse=self._parse)
-        except CertificateRefused as exc:
-            log.info("client_auth_failed", reason=exc.reason)
-            raise invalid_client(exc.description) from None
-        return None if forwarded is None else ClientCertificate(*forwarded)
+        """The forwarded certificate, None when there is none; CertificateRefused when it cannot be believed."""
+        forwarded = read_forwarded(headers.getall(self._header, []), peer, now, header=self._header,
+                                   proxies=self._proxies, parse=self._parse)
+        if forwarded is None:
+            return None
+        _, cert, thumbprint = forwarded
+        return ClientCertificate(thumbprint, subject_rdns(cert))
 
     def _parse(self, value: str) -> Forwarded:
         return parse_forwarded(value, self._format)
+
+
+class PresentedCertificates:
+    """The TLS client certificate behind a request: as the gateway's signed facts assert it (`cnf.x5t#S256`
+    and the subject DN; the gateway keeps the certificate header to itself), else as a trusted TLS-terminating
+    proxy forwarded it straight to the sandbox port."""
+
+    __slots__ = ("_facts", "_forwarded")
+
+    def __init__(self, forwarded: ForwardedCertificates, facts: GatewayFactsVerifier) -> None:
+        self._forwarded = forwarded
+        self._facts = facts
+
+    async def read(self, request: web.Request) -> tuple[ClientCertificate | None, GatewayFacts | None]:
+        """The certificate (None when there is none) and the verified facts (None when none came);
+        CertificateError when either cannot be believed."""
+        try:
+            facts = await self._facts.read(request)
+        except FactsError as exc:
+            raise CertificateError(str(exc)) from None
+        if facts is not None and (thumbprint := facts.cert_thumbprint) is not None:
+            return ClientCertificate(thumbprint, facts.cert_subject), facts
+        try:
+            return self._forwarded.read(request.headers, request.remote, time.time()), facts
+        except CertificateRefused as exc:
+            log.info("client_certificate_refused", reason=exc.reason)
+            raise CertificateError(exc.description) from None
+
+
+class CertificateError(Exception):
+    """A certificate (or signed facts) that cannot be believed; the message is safe to show to the client."""
 
 
 def parse_basic(header: str) -> tuple[str, str]:
@@ -207,7 +240,7 @@ class ClientAuthenticator:
             wanted = parse_dn(dn) if dn is not None else None
         except ValueError:
             wanted = None
-        if wanted is None or wanted != subject_rdns(certificate.cert):
+        if wanted is None or certificate.subject is None or wanted != certificate.subject:
             log.info("client_auth_failed", client_id=client.client_id, method="tls_client_auth",
                      client_cert_s256=certificate.thumbprint, reason="subject_dn_mismatch")
             raise invalid_client("the TLS client certificate's subject is not the registered "

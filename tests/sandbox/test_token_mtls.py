@@ -286,13 +286,21 @@ async def test_secret_and_assertion_tokens_are_bound_over_mutual_tls(mtls_bank: 
     assert cnf_of(body) == {"x5t#S256": CERT.x5t_s256}
 
 
-async def test_bound_token_is_accepted_by_the_sandbox(mtls_bank: Bank) -> None:
-    """The sandbox's own token check accepts a certificate-bound token (binding is the gateway's to enforce)."""
+async def test_bound_token_is_accepted_by_the_sandbox_only_over_its_certificate(mtls_bank: Bank) -> None:
+    """The sandbox, a resource server too, enforces RFC 8705 §3 itself: a certificate-bound token works over its
+    certificate (forwarded straight to the sandbox port by the trusted proxy), and not without it."""
     client = await tls_client(mtls_bank)
     _, body, _ = await token_at_sandbox(mtls_bank, {"grant_type": CC, "client_id": client["client_id"]}, CERT)
-    status, doc, _ = await mtls_bank.call("GET", f"/open-banking/v3.1/register/{client['client_id']}",
-                                          body["access_token"])
-    assert status == 200, doc
+    path = f"/open-banking/v3.1/register/{client['client_id']}"
+    headers = {"Authorization": f"Bearer {body['access_token']}", **CERT.header()}
+    async with mtls_bank.http.get(mtls_bank.sandbox_url + path, headers=headers) as r:
+        assert r.status == 200, await r.text()
+    other = {**headers, **client_cert().header()}  # the same subject, another key: another certificate
+    async with mtls_bank.http.get(mtls_bank.sandbox_url + path, headers=other) as r:
+        assert r.status == 401 and (await r.json())["error"] == "invalid_token"
+    status, doc, hdrs = await mtls_bank.call("GET", path, body["access_token"])  # through the gateway, no cert
+    assert status == 401 and doc["error"] == "invalid_token", doc
+    assert "invalid_token" in hdrs["WWW-Authenticate"]
 
 
 # -- discovery lists exactly what is implemented ---------------------------------------------------------
