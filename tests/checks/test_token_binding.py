@@ -215,3 +215,40 @@ def test_token_binding_is_no_longer_a_client_certificate_parameter() -> None:
 def test_bearer_token_has_no_switch_for_the_binding() -> None:
     """A security decision that cannot be turned off silently: no parameter names it."""
     assert not any("bind" in name or "cnf" in name for name in BearerToken.Params.model_fields)
+
+
+async def test_an_introspected_token_is_bound_by_the_cnf_of_the_answer(start_server, running_gateway, monkeypatch):
+    """RFC 8705 §3.2: an introspection answer's `cnf` binds an opaque token just as a JWT's does."""
+    from aiohttp import web
+
+    from gateway.policy.testing import forwarded_certificate
+    from tests.checks.world import BANK_ISSUER, Backend
+    from tests.conftest import SHIPPED_POLICIES
+
+    async def introspect(request: web.Request) -> web.Response:
+        form = await request.post()
+        cnf = bound_to(keys().cert) if form["token"] == "opaque-bound" else None
+        answer = {"active": True, "client_id": "client-7", "iss": BANK_ISSUER, "exp": 4_000_000_000, "cnf": cnf}
+        return web.json_response({k: v for k, v in answer.items() if v is not None})
+
+    backend = Backend()
+    backend.app.router.add_post("/introspect", introspect)
+    base = str((await start_server(backend.app)).make_url("")).rstrip("/")
+    monkeypatch.setenv("TEST_INTROSPECTION_SECRET", "s3cret")
+    trust = {"token_issuers": {"bank": {"issuer": BANK_ISSUER, "introspection": {
+                 "endpoint": base + "/introspect", "client_id": "gateway",
+                 "client_secret_env": "TEST_INTROSPECTION_SECRET", "cache_seconds": 30}}},
+             "client_certificate": {"header": CERT_HEADER, "trusted_proxies": ["127.0.0.1/32", "::1/128"]}}
+    gw = await running_gateway(base, policy_dir=SHIPPED_POLICIES, trust=trust)
+
+    def headers(token: str, cert: bytes | None) -> dict[str, str]:
+        h = {"Authorization": f"Bearer {token}", "client_id": "client-7"}
+        if cert is not None:
+            h[CERT_HEADER] = forwarded_certificate(cert, "nginx")
+        return h
+
+    assert (await gw.client.get(READ, headers=headers("opaque-bound", keys().cert))).status == 200
+    resp = await gw.client.get(READ, headers=headers("opaque-bound", stranger_cert()))  # served from the cache
+    assert resp.status == 401 and "bound to another client certificate" in resp.headers["WWW-Authenticate"]
+    assert (await gw.client.get(READ, headers=headers("opaque-bound", None))).status == 401
+    assert (await gw.client.get(READ, headers=headers("opaque-unbound", None))).status == 200
