@@ -13,6 +13,7 @@ from functools import cache
 from typing import Any
 
 import pytest
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -23,9 +24,10 @@ from pydantic import ValidationError
 from gateway.checks.bearer_token import BearerToken
 from gateway.checks.client_certificate import ClientCertificate
 from gateway.jose import cert_thumbprint_s256
+from gateway.policy.testing import forwarded_certificate
 from tests.checks.unit import make_check, services
-from tests.checks.world import CERT_HEADER, REGISTER, World, keys
-from tests.conftest import ROOT
+from tests.checks.world import BANK_ISSUER, CERT_HEADER, REGISTER, Backend, World, keys
+from tests.conftest import ROOT, SHIPPED_POLICIES
 
 OB_STANDARD = ROOT / "policies" / "ob_standard"
 READ = f"{REGISTER}/client-7"
@@ -219,12 +221,6 @@ def test_bearer_token_has_no_switch_for_the_binding() -> None:
 
 async def test_an_introspected_token_is_bound_by_the_cnf_of_the_answer(start_server, running_gateway, monkeypatch):
     """RFC 8705 §3.2: an introspection answer's `cnf` binds an opaque token just as a JWT's does."""
-    from aiohttp import web
-
-    from gateway.policy.testing import forwarded_certificate
-    from tests.checks.world import BANK_ISSUER, Backend
-    from tests.conftest import SHIPPED_POLICIES
-
     async def introspect(request: web.Request) -> web.Response:
         form = await request.post()
         cnf = bound_to(keys().cert) if form["token"] == "opaque-bound" else None
