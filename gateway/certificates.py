@@ -2,7 +2,7 @@
 RFC 9440) and RFC 4514 distinguished names compared with a certificate's subject.
 
 One path for every reader: the gateway's checks (`client_certificate`, and `bearer_token` for RFC 8705
-certificate-bound tokens) through one `ForwardedCertificates` per process (`Services.certificates`), and the
+certificate-bound tokens) through one `ForwardedCertificateReader` per process (`Services.certificates`), and the
 sandbox token endpoint's RFC 8705 client authentication. Whether the header may be believed at all (its sender
 is a trusted proxy) is decided by `read_forwarded` with the caller's `gateway.addresses.ProxyTrust`.
 """
@@ -94,11 +94,11 @@ def parse_forwarded(value: str, fmt: Format) -> Forwarded:
 
 
 PARSED_CERTIFICATES: Final = 512
-"""Forwarded certificate headers whose parse a `ForwardedCertificates` remembers (a TPP sends the same one every
-time); beyond this the oldest is forgotten. At most `MAX_HEADER_BYTES` each: a few MB in the worst case."""
+"""Forwarded certificate headers whose parse a `ForwardedCertificateReader` remembers (a TPP sends the same one
+every time); beyond this the oldest is forgotten. At most `MAX_HEADER_BYTES` each: a few MB in the worst case."""
 
 
-class ForwardedCertificates:
+class ForwardedCertificateReader:
     """The TLS client certificate the ingress forwards (config `trust.client_certificate`: header, format,
     trusted proxies), read by `read_forwarded` with a bounded memo of parses.
 
