@@ -3,7 +3,7 @@ tls_client_auth and self_signed_tls_client_auth.
 
 RFC 6749 §2.3 (one method per request), §2.3.1 (Basic credentials are form-encoded first), RFC 7523 §3
 and RFC 7521 §4.2 (JWT client assertions), OIDC Core §9 (`private_key_jwt`), RFC 8705 §2 (mutual TLS: the
-certificate the TLS-terminating proxy forwarded, from `ForwardedCertificates`).
+certificate behind the request, from `PresentedCertificates`).
 """
 
 from __future__ import annotations
@@ -18,16 +18,12 @@ from typing import Any, Final
 from urllib.parse import unquote_plus
 
 from aiohttp import web
-from multidict import CIMultiDictProxy
 
-from ..addresses import ProxyTrust
 from ..certificates import (
     CertificateRefused,
-    Forwarded,
+    ForwardedCertificateReader,
     Rdn,
     parse_dn,
-    parse_forwarded,
-    read_forwarded,
     registered_dn,
     subject_rdns,
 )
@@ -73,31 +69,6 @@ class AuthenticatedClient:
     certificate: ClientCertificate | None = None
 
 
-class ForwardedCertificates:
-    """Reads the TPP certificate from the header the TLS-terminating proxy sets (`trust.client_certificate`),
-    by the gateway's own path (`certificates.read_forwarded`, as its `client_certificate` check): believed only
-    from a trusted proxy, one header, one certificate, current."""
-
-    __slots__ = ("_format", "_header", "_proxies")
-
-    def __init__(self, settings: ClientCertificateSettings) -> None:
-        self._header = settings.header
-        self._format = settings.format
-        self._proxies = ProxyTrust(settings.trusted_proxies)
-
-    def read(self, headers: CIMultiDictProxy[str], peer: str | None, now: float) -> ClientCertificate | None:
-        """The forwarded certificate, None when there is none; CertificateRefused when it cannot be believed."""
-        forwarded = read_forwarded(headers.getall(self._header, []), peer, now, header=self._header,
-                                   proxies=self._proxies, parse=self._parse)
-        if forwarded is None:
-            return None
-        _, cert, thumbprint = forwarded
-        return ClientCertificate(thumbprint, subject_rdns(cert))
-
-    def _parse(self, value: str) -> Forwarded:
-        return parse_forwarded(value, self._format)
-
-
 class PresentedCertificates:
     """The TLS client certificate behind a request: as the gateway's signed facts assert it (`cnf.x5t#S256`
     and the subject DN; the gateway keeps the certificate header to itself), else as a trusted TLS-terminating
@@ -105,8 +76,9 @@ class PresentedCertificates:
 
     __slots__ = ("_facts", "_forwarded")
 
-    def __init__(self, forwarded: ForwardedCertificates, facts: GatewayFactsVerifier) -> None:
-        self._forwarded = forwarded
+    def __init__(self, settings: ClientCertificateSettings, facts: GatewayFactsVerifier) -> None:
+        # The gateway's own reader (certificates.ForwardedCertificateReader): the same header rules.
+        self._forwarded = ForwardedCertificateReader(settings.header, settings.format, settings.trusted_proxies)
         self._facts = facts
 
     async def read(self, request: web.Request) -> tuple[ClientCertificate | None, GatewayFacts | None]:
@@ -119,10 +91,14 @@ class PresentedCertificates:
         if facts is not None and (thumbprint := facts.cert_thumbprint) is not None:
             return ClientCertificate(thumbprint, facts.cert_subject), facts
         try:
-            return self._forwarded.read(request.headers, request.remote, time.time()), facts
+            forwarded = self._forwarded.read(request.headers, request.remote, time.time())
         except CertificateRefused as exc:
             log.info("client_certificate_refused", reason=exc.reason)
             raise CertificateError(exc.description) from None
+        if forwarded is None:
+            return None, facts
+        _, cert, thumbprint = forwarded
+        return ClientCertificate(thumbprint, subject_rdns(cert)), facts
 
 
 class CertificateError(Exception):

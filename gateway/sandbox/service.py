@@ -13,7 +13,7 @@ from aiohttp import web
 
 from ..config import ClientCertificateSettings, Settings
 from ..observability.logging import get_logger
-from .client_auth import ClientAuthenticator, ForwardedCertificates, PresentedCertificates
+from .client_auth import ClientAuthenticator, PresentedCertificates
 from .crypto import KeySet
 from .gateway_facts import GatewayFactsVerifier
 from .jwks_fetcher import JwksFetcher
@@ -156,7 +156,7 @@ class Sandbox:
                 store=store,
                 tokens=tokens,
                 clients=clients,
-                certificates=PresentedCertificates(ForwardedCertificates(cfg.client_certificate), facts),
+                certificates=PresentedCertificates(cfg.client_certificate, facts),
                 facts=facts,
                 session=session,
             )
