@@ -280,6 +280,7 @@ SLOW_TESTS: dict[str, frozenset[str] | None] = {
         "test_delete_of_a_portal_app_is_405_from_the_bank",
         "test_every_call_needs_the_token_and_the_client_id_header",
         "test_the_banks_flow_through_the_shipped_policies",
+        "test_the_fapi_methods_register_and_get_a_token_through_the_shipped_policies",
         "test_unknown_client_id_is_401_and_revokes_the_token",
     }),
     "sandbox/test_token_endpoint.py": None,
