@@ -116,6 +116,8 @@ PROCESS_TESTS: dict[str, frozenset[str]] = {
         "test_admin_endpoints",
         "test_listener_closes_after_readiness_delay",
         "test_port_in_use_is_a_clear_error",
+        "test_serve_logs_config_check_warnings_at_start",
+        "test_serve_refuses_to_start_on_a_config_check_error",
         "test_sigterm_drains_in_flight_requests_and_exits_zero",
     }),
     "test_workers.py": frozenset({
