@@ -264,9 +264,19 @@ async def test_self_signed_certificate_not_in_the_key_set_is_401(mtls_bank: Bank
     assert "key set" in body["error_description"]
 
 
-def _key_set_of(bank: Bank, client: dict[str, Any]) -> str:
-    """The name under which the TPP JWKS server hosts a client's key set (from the SSA's software_jwks_endpoint)."""
-    return str(unverified(client["software_statement"])[1]["software_jwks_endpoint"]).rsplit("/", 1)[-1]
+async def _cached_then_added(bank: Bank) -> tuple[dict[str, str], str, Cert, Cert]:
+    """A self_signed_tls_client_auth client whose key set the sandbox has just fetched and cached (a token with
+    its first certificate), then a second certificate added to that key set; (token form, name of the key set on
+    the TPP JWKS server, first certificate, added certificate)."""
+    first, added = self_signed_cert(), self_signed_cert()
+    client = await self_signed_client(bank, first)
+    form = {"grant_type": CC, "client_id": client["client_id"]}
+    name = str(unverified(client["software_statement"])[1]["software_jwks_endpoint"]).rsplit("/", 1)[-1]
+    status, body, _ = await token_at_sandbox(bank, form, first)
+    assert status == 200, body
+    assert bank.tpp.hits[name] == 1
+    bank.tpp.documents[name]["keys"].append(added.tls_jwk("transport-2"))
+    return form, name, first, added
 
 
 async def test_a_certificate_added_to_the_key_set_refetches_it(mtls_bank: Bank, monkeypatch) -> None:
@@ -274,14 +284,7 @@ async def test_a_certificate_added_to_the_key_set_refetches_it(mtls_bank: Bank, 
     instead of 401 until tpp_jwks_cache_seconds pass; a known one keeps using the cache. The refetch floor is 0
     here so that the second request comes after it without waiting."""
     monkeypatch.setattr(jwks_fetcher, "MIN_REFETCH_SECONDS", 0.0)
-    first, added = self_signed_cert(), self_signed_cert()
-    client = await self_signed_client(mtls_bank, first)
-    form = {"grant_type": CC, "client_id": client["client_id"]}
-    name = _key_set_of(mtls_bank, client)
-    status, body, _ = await token_at_sandbox(mtls_bank, form, first)
-    assert status == 200, body
-    assert mtls_bank.tpp.hits[name] == 1
-    mtls_bank.tpp.documents[name]["keys"].append(added.tls_jwk("transport-2"))
+    form, name, first, added = await _cached_then_added(mtls_bank)
     status, body, _ = await token_at_sandbox(mtls_bank, form, added)
     assert status == 200, body
     assert cnf_of(body) == {"x5t#S256": added.x5t_s256}
@@ -295,13 +298,7 @@ async def test_a_certificate_added_to_the_key_set_refetches_it(mtls_bank: Bank, 
 async def test_an_unknown_certificate_does_not_refetch_within_the_floor(mtls_bank: Bank) -> None:
     """Unknown certificates refetch no more often than unknown kids (jwks_fetcher.MIN_REFETCH_SECONDS): a
     request right after a fetch is answered from the cache, 401 when its certificate is not there."""
-    first, added = self_signed_cert(), self_signed_cert()
-    client = await self_signed_client(mtls_bank, first)
-    form = {"grant_type": CC, "client_id": client["client_id"]}
-    name = _key_set_of(mtls_bank, client)
-    status, body, _ = await token_at_sandbox(mtls_bank, form, first)
-    assert status == 200, body
-    mtls_bank.tpp.documents[name]["keys"].append(added.tls_jwk("transport-2"))
+    form, name, _, added = await _cached_then_added(mtls_bank)
     for _ in range(3):
         status, body, _ = await token_at_sandbox(mtls_bank, form, added)
         assert (status, body["error"]) == (401, "invalid_client"), body
