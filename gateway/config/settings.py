@@ -470,7 +470,8 @@ class SandboxSettings(StrictModel):
     tpp_jwks_timeout_seconds: PositiveSeconds = 5.0
     """Total timeout of one TPP JWKS fetch."""
     tpp_jwks_cache_seconds: NonNegativeSeconds = 300.0
-    """How long a fetched TPP JWKS is reused (an unknown kid refetches sooner)."""
+    """How long a fetched TPP JWKS is reused (an unknown kid or self_signed_tls_client_auth certificate refetches
+    sooner, at most every 10 seconds)."""
     playground: bool = True
     """Serve the playground at `/playground` on the sandbox listener: a web page that walks a TPP developer
     through the DCR flow through the gateway, with a TPP key it generates per session (kept in memory, never

@@ -227,7 +227,7 @@ class ClientAuthenticator:
         """RFC 8705 §2.2: the certificate is in the client's registered key set (an `x5c` leaf, or its
         `x5t#S256`): the key set its SSA's software_jwks_endpoint names, fetched as for private_key_jwt."""
         client, certificate = self._mtls_client(request)
-        keys = await self._client_keys(client, None, "self_signed_tls_client_auth")
+        keys = await self._client_keys(client, None, "self_signed_tls_client_auth", certificate.thumbprint)
         if not keys.has_certificate(certificate.thumbprint):
             log.info("client_auth_failed", client_id=client.client_id, method="self_signed_tls_client_auth",
                      client_cert_s256=certificate.thumbprint, reason="client_cert_not_in_jwks")
@@ -244,15 +244,16 @@ class ClientAuthenticator:
             raise invalid_client(f"{client.auth_method} needs the TLS client certificate (mutual TLS, RFC 8705 §2)")
         return client, request.certificate
 
-    async def _client_keys(self, client: Client, kid: str | None, method: str) -> KeySet:
-        """The key set of a client registered for `method` (its SSA's software_jwks_endpoint)."""
+    async def _client_keys(self, client: Client, kid: str | None, method: str, x5t_s256: str | None = None) -> KeySet:
+        """The key set of a client registered for `method` (its SSA's software_jwks_endpoint), refetched early
+        for an unknown `kid` or certificate (`x5t_s256`)."""
         # SECURITY: only a client registered for a key-set method makes us fetch a JWKS (no SSRF by request).
         if client.auth_method != method or not client.jwks_uri:
             log.info("client_auth_failed", client_id=client.client_id, method=method,
                      reason="not_registered_for_method")
             raise invalid_client(_FAILED)
         try:
-            return await self._fetcher.get(client.jwks_uri, kid)
+            return await self._fetcher.get(client.jwks_uri, kid, x5t_s256=x5t_s256)
         except JwksFetchError as exc:
             log.info("client_auth_failed", client_id=client.client_id, reason="jwks_unavailable")
             raise invalid_client(f"cannot fetch the client's key set: {exc}") from None
