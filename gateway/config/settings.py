@@ -334,6 +334,27 @@ class ClientCertificateSettings(StrictModel):
         return _cidrs(v)
 
 
+Purpose = Literal["transport", "signing"]
+"""What a set of trust anchors vouches for: `transport` — the TPP's mTLS certificate (eIDAS QWAC, OB transport
+certificate); `signing` — the certificates in the `x5c` of the TPP's signing keys (eIDAS QSealC, OB signing
+certificate)."""
+
+
+class CertificateAuthority(StrictModel):
+    """One named set of trust anchors (e.g. the OB issuing CAs, or the eIDAS QTSPs a bank accepts) for one
+    purpose. PEM files, relative to the config file, each holding one or more CA certificates; read and parsed
+    once at start."""
+
+    purpose: Purpose
+    """`transport` (QWAC / OB transport) or `signing` (QSealC / OB signing): checks accept a set only for its
+    purpose (`client_certificate` `anchors`, `registration_request` `x5c_anchors`)."""
+    roots: tuple[str, ...] = Field(min_length=1)
+    """PEM files of the roots: the trust anchors a chain must end in."""
+    intermediates: tuple[str, ...] = ()
+    """PEM files of issuing CAs that may complete a chain the client presents without them (they are not
+    trusted by themselves: each must chain to a root)."""
+
+
 class TrustSettings(StrictModel):
     """Environment-specific trust anchors, referenced by name from policies."""
 
@@ -355,6 +376,9 @@ class TrustSettings(StrictModel):
     matched."""
     client_certificate: ClientCertificateSettings = ClientCertificateSettings()
     """How the TPP's transport certificate reaches the gateway."""
+    certificate_authorities: dict[str, CertificateAuthority] = {}
+    """Trust anchors for certificate chains, by name (policies say `anchors: [name]`); empty: no chain is
+    validated. The sandbox's test CA is `<sandbox.state_dir>/transport-ca.pem` (docs/deployment.md)."""
 
     @model_validator(mode="after")
     def _distinct_directory_issuers(self) -> TrustSettings:
@@ -631,6 +655,28 @@ class Settings(StrictModel):
             data["sandbox"] = {**sandbox, **{key: public for key in ("issuer", "access_token_audience")
                                              if sandbox.get(key) is None}}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _anchor_paths(cls, data: Any) -> Any:
+        """Make the PEM paths of trust.certificate_authorities absolute (relative to the config file), so the
+        trust settings alone say where the anchors are (they are read once, when the services are built)."""
+        if not isinstance(data, dict):
+            return data
+        trust = data.get("trust")
+        authorities = trust.get("certificate_authorities") if isinstance(trust, dict) else None
+        if not isinstance(authorities, dict):
+            return data
+        base = Path(data.get("base_dir", ".") if isinstance(data.get("base_dir", "."), str) else ".")
+        resolved = {}
+        for name, ca in authorities.items():
+            if isinstance(ca, dict):
+                ca = {**ca, **{key: [str(base / p) if isinstance(p, str) and p and not Path(p).is_absolute() else p
+                                     for p in files]
+                               for key in ("roots", "intermediates")
+                               if isinstance(files := ca.get(key), list | tuple)}}
+            resolved[name] = ca
+        return {**data, "trust": {**trust, "certificate_authorities": resolved}}
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:
