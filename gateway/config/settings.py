@@ -324,6 +324,11 @@ class ClientCertificateSettings(StrictModel):
     format: Literal["nginx", "xfcc", "rfc9440"] = "nginx"
     """nginx: URL-encoded PEM (`$ssl_client_escaped_cert`); xfcc: Envoy `Cert="<URL-encoded PEM>"` element;
     rfc9440: `:<base64 DER>:` (an RFC 8941 byte sequence)."""
+    chain_header: str | None = None
+    """rfc9440 only: the header with the rest of the client's chain (RFC 9440 §2.3). Not set:
+    `Client-Cert-Chain`. (xfcc carries the chain in the `Chain=` key of its element; nginx's
+    `$ssl_client_escaped_cert` is the leaf alone.) Used when a check validates the chain; the ingress must set
+    or remove it as it does the certificate header."""
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or CIDRs of the proxies allowed to send that header (the request's peer address must be one);
     empty: no certificate header is ever trusted, so checks that need a certificate refuse."""
@@ -664,7 +669,9 @@ class Settings(StrictModel):
         if not isinstance(data, dict):
             return data
         trust = data.get("trust")
-        authorities = trust.get("certificate_authorities") if isinstance(trust, dict) else None
+        if not isinstance(trust, dict):
+            return data
+        authorities = trust.get("certificate_authorities")
         if not isinstance(authorities, dict):
             return data
         base = Path(data.get("base_dir", ".") if isinstance(data.get("base_dir", "."), str) else ".")

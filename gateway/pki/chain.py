@@ -286,7 +286,7 @@ def _classify(message: str) -> tuple[ChainCode, str]:
             f"{_PurposeError.__name__}: ")
         code, _, text = ours.partition(": ")
         if code in CHAIN_CODES:
-            return code, text  # type: ignore[return-value]  # one of CHAIN_CODES, checked
+            return code, text
     for needle, code in _MESSAGES:
         if needle in detail:
             return code, detail
@@ -315,6 +315,13 @@ def _out_of_date(leaf: x509.Certificate, candidates: Sequence[x509.Certificate],
     return None
 
 
+_Key = tuple[bytes, Purpose, tuple[str, ...]]
+
+
+def _key(leaf_der: bytes, sets: Sequence[AnchorSet], purpose: Purpose) -> _Key:
+    return hashlib.sha256(leaf_der).digest(), purpose, tuple(s.name for s in sets)
+
+
 class ChainValidator:
     """Validates leaves to the configured anchors (`TrustAnchors`), by purpose, remembering successes (one per
     process, shared by every check; `Services.chains`)."""
@@ -326,7 +333,7 @@ class ChainValidator:
         self._anchors = anchors
         self._skew = timedelta(seconds=clock_skew_seconds)
         self._policies = {p: _policies(p) for p in ("transport", "signing")}
-        self._validated: OrderedDict[tuple[bytes, Purpose, tuple[str, ...]], ValidatedChain] = OrderedDict()
+        self._validated: OrderedDict[_Key, ValidatedChain] = OrderedDict()
         self.max_remembered = max_remembered
 
     @property
@@ -338,6 +345,27 @@ class ChainValidator:
         """How many validated chains are remembered (tests, diagnostics)."""
         return len(self._validated)
 
+    def cached(self, leaf_der: bytes, sets: Sequence[AnchorSet], purpose: Purpose,
+               now: float) -> ValidatedChain | None:
+        """The remembered validation of this leaf to these sets for this purpose, if it holds at `now`: what a
+        caller asks first, before parsing anything the client presented."""
+        known = self._validated.get(_key(leaf_der, sets, purpose))
+        if known is not None and known.valid_from <= datetime.fromtimestamp(now, UTC) <= known.valid_until:
+            return known
+        return None
+
+    def validate_der(self, chain: Sequence[bytes], sets: Sequence[AnchorSet], purpose: Purpose,
+                     now: float) -> ValidatedChain:
+        """`validate` for DER certificates, leaf first (an `x5c`): parsed only when not remembered."""
+        known = self.cached(chain[0], sets, purpose, now)
+        if known is not None:
+            return known
+        try:
+            certs = [x509.load_der_x509_certificate(der) for der in chain]
+        except ValueError as exc:
+            raise ChainRefused("invalid", f"a certificate of the chain cannot be parsed: {exc}") from None
+        return self.validate(chain[0], certs[0], certs[1:], sets, purpose, now)
+
     def validate(self, leaf_der: bytes, leaf: x509.Certificate, presented: Sequence[x509.Certificate],
                  sets: Sequence[AnchorSet], purpose: Purpose, now: float) -> ValidatedChain:
         """The path from `leaf` (with the `presented` intermediates and each set's own) to a root of the first of
@@ -345,11 +373,11 @@ class ChainValidator:
         issuer) when none."""
         if not sets:
             raise ValueError("validate needs at least one anchor set")
-        moment = datetime.fromtimestamp(now, UTC)
-        key = (hashlib.sha256(leaf_der).digest(), purpose, tuple(s.name for s in sets))
-        known = self._validated.get(key)
-        if known is not None and known.valid_from <= moment <= known.valid_until:
+        known = self.cached(leaf_der, sets, purpose, now)
+        if known is not None:
             return known
+        moment = datetime.fromtimestamp(now, UTC)
+        key = _key(leaf_der, sets, purpose)
         if len(presented) > MAX_PRESENTED:
             raise ChainRefused("invalid", f"more than {MAX_PRESENTED} intermediate certificates presented")
         refusals = []
@@ -405,7 +433,7 @@ class ChainValidator:
             return f"an issuing certificate of the chain to {where} is not a CA: {detail}"
         return f"the chain to {where} ({purpose}) is refused: {detail}"
 
-    def _remember(self, key: tuple[bytes, Purpose, tuple[str, ...]], chain: ValidatedChain) -> None:
+    def _remember(self, key: _Key, chain: ValidatedChain) -> None:
         self._validated[key] = chain
         self._validated.move_to_end(key)
         while len(self._validated) > self.max_remembered:
