@@ -272,6 +272,7 @@ _MESSAGES: Final[tuple[tuple[str, ChainCode], ...]] = (
     ("EE keyUsage must not assert keyCertSign", "leaf_is_ca"),
     ("required EKU not found", "wrong_eku"),
     ("all candidates exhausted with no interior errors", "unknown_issuer"),
+    ("signature does not match", "unknown_issuer"),  # an issuer of the same name but another key: a look-alike
 )
 """The library's refusals, by the text it reports them with (its messages are not an API: anything not matched
 is `invalid`, with the library's own words)."""
@@ -424,8 +425,9 @@ class ChainValidator:
                   moment: datetime) -> str:
         where = f"trust.certificate_authorities.{anchor_set.name}"
         if code == "unknown_issuer":
+            why = "" if "no interior errors" in detail else f" ({detail})"
             return (f"the certificate (issuer {leaf.issuer.rfc4514_string()}) does not chain to a root of {where} "
-                    f"({purpose})")
+                    f"({purpose}){why}")
         if code == "expired":
             stale = _out_of_date(leaf, candidates, moment, self._skew)
             return f"a certificate of the chain to {where} is out of date" + (f": {stale}" if stale else "")
