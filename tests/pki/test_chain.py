@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.verification import Store
 
 from gateway.config import ConfigError
@@ -254,3 +255,23 @@ def test_a_set_is_chosen_only_by_its_name_and_for_its_purpose(tmp_path, pki):
         anchors.select(["seal"], "transport")
     with pytest.raises(ValueError, match=r"no trust.certificate_authorities named 'nope' .*transport: ob"):
         anchors.select(["nope"], "transport")
+
+
+def test_the_sandbox_test_ca_is_a_transport_anchor(tmp_path):
+    """config.yaml's commented `sandbox_ca` set (`.sandbox/transport-ca.pem`, relative to the config file) loads,
+    and the certificates `sandbox mint-cert` issues validate to it for transport (EC and RSA)."""
+    import time
+
+    from gateway.sandbox.certificates import SandboxCa, generate_private_key, ob_subject
+
+    ca = SandboxCa.load(tmp_path / ".sandbox")
+    s = _settings(tmp_path, {"sandbox_ca": {"purpose": "transport", "roots": [".sandbox/transport-ca.pem"]}})
+    anchors = TrustAnchors.load(s.trust.certificate_authorities)
+    sets = anchors.select(["sandbox_ca"], "transport")
+    v = ChainValidator(anchors, clock_skew_seconds=30)
+    for key_type in ("ec", "rsa"):
+        cert = ca.issue(generate_private_key(key_type).public_key(),
+                        ob_subject(org_name="Sandbox TPP Ltd", org_id="org1", software_id="sw1"), days=30)
+        der = cert.public_bytes(Encoding.DER)
+        chain = v.validate(der, cert, [], sets, "transport", time.time())
+        assert chain.issuer == ca.cert and chain.root == ca.cert
