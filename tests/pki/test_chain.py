@@ -275,3 +275,20 @@ def test_the_sandbox_test_ca_is_a_transport_anchor(tmp_path):
         der = cert.public_bytes(Encoding.DER)
         chain = v.validate(der, cert, [], sets, "transport", time.time())
         assert chain.issuer == ca.cert and chain.root == ca.cert
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("command", [("config", "check"), ("serve",)])
+def test_an_unusable_anchor_file_stops_config_check_and_serve(tmp_path, command):
+    """The CLI (a subprocess) exits 2 with the key and the file named, no traceback, before serving anything."""
+    import subprocess
+    import sys
+
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    config = tmp_path / "config.yaml"
+    config.write_text("trust:\n  certificate_authorities:\n    ob: {purpose: transport, roots: [bad.pem]}\n")
+    proc = subprocess.run([sys.executable, "-m", "gateway", *command, "--config", str(config)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (f"trust.certificate_authorities.ob.roots[0]: {tmp_path / 'bad.pem'} is not a file of PEM certificates"
+            in proc.stderr)
