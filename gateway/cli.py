@@ -10,9 +10,9 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, Settings, check_workers, config_path, load_settings
 from .observability.logging import configure_logging
+from .pki.chain import TrustAnchors
 from .policy import FactAssertion, FactAssertionError
 from .policy.loader import PolicyError, compile_policies, read_source
-from .pki.chain import TrustAnchors
 from .runtime import build_runtime, run_async
 
 
