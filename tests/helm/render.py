@@ -103,6 +103,19 @@ def write_mounts(r: Rendered, root: Path) -> tuple[Path, Path]:
     return config, policies
 
 
+def write_signed_facts_key(r: Rendered, root: Path, pem: bytes) -> Path:
+    """Lay the signedFacts Secret out as the pod's volume projects it (the rendered items, holding `pem`); return
+    the file, which has the name config.yaml's key_file gives it."""
+    (volume,) = [v for v in r.pod["volumes"] if v["name"] == "signed-facts-key"]
+    (item,) = volume["secret"]["items"]
+    path = root / "signed-facts" / item["path"]
+    path.parent.mkdir()
+    path.write_bytes(pem)
+    path.chmod(volume["secret"]["defaultMode"])
+    assert path.name == Path(r.config["upstream"]["signed_facts"]["key_file"]).name
+    return path
+
+
 LOOPBACK_REDIS_URL = "redis://127.0.0.1:6399/0"
 """Stands for the Redis URL Secret when only the config is checked (nothing connects to it)."""
 

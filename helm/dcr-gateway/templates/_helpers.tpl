@@ -220,11 +220,6 @@ Called by "dcr-gateway.config" (after checkScaling, which already refuses worker
 {{- fail (printf "config.upstream.signed_facts.enabled with %s needs signedFacts.existingSecret: without it each gateway process signs with a key of its own, generated at start, and a backend fetching /facts/jwks.json through a Service gets one of them at random and cannot verify the others' facts; create a Secret holding the PEM private key (docs/deployment.md, \"Signed facts\") and set signedFacts.existingSecret, or run replicaCount: 1 with workers: 1 and no autoscaling" $cause) }}
 {{- end }}
 {{- end }}
-{{- if .Values.signedFacts.existingSecret }}
-{{- if not (include "dcr-gateway.podSecurityContext" . | fromYaml).fsGroup }}
-{{- fail "signedFacts.existingSecret: the key file is mounted root-owned with mode 0440 and read through the pod's fsGroup; keep podSecurityContext.fsGroup set" }}
-{{- end }}
-{{- end }}
 {{- end }}
 
 {{/*
