@@ -163,6 +163,11 @@ def _profile_findings(settings: Settings) -> Iterator[Finding]:
         yield Finding("warning", f"policies.check_modes.{check}",
                       f"audit is ignored: the {settings.policies.profile} profile authenticates requests with "
                       f"{check}, so it is always enforced")
+    if settings.policies.profile == "ob_standard" and not settings.upstream.signed_facts.enabled:
+        yield Finding("warning", "upstream.signed_facts.enabled",
+                      "the ob_standard profile forwards registrations authenticated by the TPP's certificate "
+                      "alone, which the backend cannot see (the gateway keeps the certificate header): without "
+                      "signed facts it can only trust the network that its requests came through the gateway")
 
 
 def findings(settings: Settings) -> list[Finding]:

@@ -166,6 +166,10 @@ class SignedFactsSettings(StrictModel):
     file; `kid` is its RFC 7638 thumbprint. Not set: a key generated at start and kept in memory, which suits
     exactly one process — with `serve --workers N` or several replicas, every instance must sign with the key
     the backend trusts, so configure one (a Kubernetes Secret)."""
+    published_key_files: tuple[str, ...] = ()
+    """PEM files (public or private keys; only the public half is read) whose keys `/facts/jwks.json`
+    publishes besides the signing key, for a rotation without a gap: publish the next key before signing with
+    it, and the previous one for `lifetime_seconds` (plus the backend's cache time) after."""
 
     @field_validator("audience")
     @classmethod

@@ -23,11 +23,12 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Final
 
 from ..checks.facts import Facts
 from ..config import Settings, SignedFactsSettings
-from ..jose import JoseError, JwtSigner, SigningKey, generate_signing_key, load_signing_key_pem
+from ..jose import JoseError, JwtSigner, SigningKey, generate_signing_key, load_signing_key_pem, public_jwk_from_pem
 
 FACTS_TYP: Final = "dcr-facts+jwt"
 """The `typ` of the signed facts (RFC 8725 §3.11 explicit typing)."""
@@ -40,7 +41,7 @@ class FactAssertionError(Exception):
 class FactAssertion:
     """Signs the verified facts of allowed requests for the backend, with one key loaded at start."""
 
-    __slots__ = ("_audience", "_clock", "_issuer", "_lifetime", "_signer", "header")
+    __slots__ = ("_audience", "_clock", "_issuer", "_lifetime", "_published", "_signer", "header")
 
     def __init__(
         self,
@@ -50,9 +51,12 @@ class FactAssertion:
         issuer: str,
         audience: str,
         lifetime_seconds: int,
+        published: tuple[dict[str, Any], ...] = (),
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`published`: public JWKs published besides the signing key (a rotation's next or previous key)."""
         self._signer = JwtSigner(key, typ=FACTS_TYP)
+        self._published = tuple(k for k in published if k.get("kid") != key.kid)
         self.header = header
         """The request header the JWS goes in."""
         self._issuer = issuer
@@ -72,6 +76,7 @@ class FactAssertion:
             issuer=settings.server.public_url,
             audience=settings.upstream.facts_audience,
             lifetime_seconds=cfg.lifetime_seconds,
+            published=tuple(_load_public(settings, path) for path in cfg.published_key_files),
         )
 
     @property
@@ -80,8 +85,9 @@ class FactAssertion:
         return self._signer.key.kid
 
     def jwks(self) -> dict[str, Any]:
-        """The public key as a JWK Set, for the admin listener."""
-        return self._signer.jwks()
+        """The signing key's public half, then the other published keys, as a JWK Set (the admin listener)."""
+        own: list[dict[str, Any]] = self._signer.jwks()["keys"]
+        return {"keys": [*own, *self._published]}
 
     def sign(self, facts: Facts, *, policy: str, method: str, path: str, interaction_id: str) -> str:
         """The JWS for one allowed request (the caller sends it only when no check denied)."""
@@ -101,14 +107,27 @@ class FactAssertion:
         return self._signer.sign(claims)
 
 
+def _read(settings: Settings, key: str, value: str) -> tuple[Path, bytes]:
+    path = settings.resolve_path(value)
+    try:
+        return path, path.read_bytes()
+    except OSError as exc:
+        raise FactAssertionError(f"upstream.signed_facts.{key}: cannot read {path}: {exc.strerror}") from None
+
+
+def _load_public(settings: Settings, value: str) -> dict[str, Any]:
+    path, pem = _read(settings, "published_key_files", value)
+    try:
+        return public_jwk_from_pem(pem)
+    except JoseError:
+        raise FactAssertionError(f"upstream.signed_facts.published_key_files: {path} is not an EC or RSA (2048 "
+                                 "bits or more) key in PEM") from None
+
+
 def _load_key(settings: Settings, cfg: SignedFactsSettings) -> SigningKey:
     if cfg.key_file is None:
         return generate_signing_key("EC", crv="P-256")
-    path = settings.resolve_path(cfg.key_file)
-    try:
-        pem = path.read_bytes()
-    except OSError as exc:
-        raise FactAssertionError(f"upstream.signed_facts.key_file: cannot read {path}: {exc.strerror}") from None
+    path, pem = _read(settings, "key_file", cfg.key_file)
     try:
         key = load_signing_key_pem(pem)
         key.verification_key()  # SECURITY: the public half must be usable (RSA of 2048 bits or more)

@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ..jose import (
+    ClaimRules,
     JoseError,
     JwkSet,
     JwsVerifier,
@@ -209,13 +210,19 @@ class KeySet:
         return any(k.x5t_s256 == x5t_s256 for k in (*self._keys.keys, *self._keys.tls_keys))
 
     async def verify(
-        self, token: str, *, algs: Iterable[str] = ALLOWED_ALGS, typ: tuple[str, ...] | None = None
+        self,
+        token: str,
+        *,
+        algs: Iterable[str] = ALLOWED_ALGS,
+        typ: tuple[str, ...] | None = None,
+        rules: ClaimRules | None = None,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Verify a compact JWS against the key named by its kid; return (header, payload). The claims are the
-        caller's to judge (the sandbox words its own RFC 7523 / RFC 9068 errors)."""
+        """Verify a compact JWS against the key named by its kid; return (header, payload). Without `rules` the
+        claims are the caller's to judge (the sandbox words its own RFC 7523 / RFC 9068 errors); with them, the
+        one verifier checks iss, aud and the times too."""
         # SECURITY: explicit allow-list; never `none`, HS* (key confusion) or RS* (FAPI 1.0 Part 2 §8.6).
         allowed = frozenset(a for a in algs if a in ALLOWED_ALGS)
-        trust = Trust(algorithms=allowed, jwks_uri=_OWN_KEYS, rules=None, typ=typ)
+        trust = Trust(algorithms=allowed, jwks_uri=_OWN_KEYS, rules=rules, typ=typ)
         try:
             verified = await self._verifier.verify(token, trust)
         except JoseError as exc:

@@ -203,3 +203,24 @@ def test_the_ob_profile_sandbox_needs_signed_facts(tmp_path: Path):
     with pytest.raises(ConfigError, match=r"needs upstream\.signed_facts\.enabled: true"):
         _settings(tmp_path, "{enabled: false}", extra)
     assert _settings(tmp_path, "{enabled: true}", extra).sandbox_registration_auth == "certificate"
+
+
+def test_a_rotation_publishes_the_next_and_previous_keys(tmp_path: Path):
+    """published_key_files: public or private PEMs, published after the signing key (public halves only, kid
+    their thumbprints); the signing key itself is not listed twice; an unusable file is refused by path."""
+    signing, upcoming, previous = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    (tmp_path / "facts.pem").write_bytes(_pem(signing))
+    (tmp_path / "next.pem").write_bytes(upcoming.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (tmp_path / "previous.pem").write_bytes(_pem(previous))
+    files = "[next.pem, previous.pem, facts.pem]"
+    assertion = FactAssertion.from_settings(
+        _settings(tmp_path, f"{{enabled: true, key_file: facts.pem, published_key_files: {files}}}"))
+    assert assertion is not None
+    keys = assertion.jwks()["keys"]
+    expected = [jwk.JWK.from_pyca(k.public_key()).thumbprint() for k in (signing, upcoming, previous)]
+    assert [k["kid"] for k in keys] == expected
+    assert all(k["use"] == "sig" and k["alg"] == "ES256" and "d" not in k for k in keys)
+    (tmp_path / "bad.pem").write_bytes(b"-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
+    with pytest.raises(FactAssertionError, match=r"published_key_files: .*bad\.pem"):
+        FactAssertion.from_settings(_settings(tmp_path, "{enabled: true, published_key_files: [bad.pem]}"))

@@ -358,7 +358,8 @@ async def bank_factory(
     Without `state_dir` the state lives in tmp_path/state, seeded with the session's keys (so the sandbox
     takes its "reuse existing keys" path); with `state_dir` it generates its own keys on first start. The
     gateway signs its facts for the sandbox (`upstream.signed_facts`) unless `signed_facts=False`, and the
-    sandbox is handed the gateway's key, as in one `serve` process.
+    sandbox is handed the gateway's key, as in one `serve` process (`hand_key=False`: it fetches it from its
+    `gateway_jwks_uri`, as a sandbox run on its own does).
     """
     sandboxes: list[TestServer] = []
     sessions: list[aiohttp.ClientSession] = []
@@ -366,7 +367,7 @@ async def bank_factory(
     async def start(state_dir: Path | None = None, *, shipped_policies: bool = False,
                     enforce_client_certificate: bool = False, trust: dict[str, Any] | None = None,
                     signed_facts: bool = True, facts_key_file: Path | None = None, profile: str = "bank",
-                    **sandbox_overrides: Any) -> Bank:
+                    hand_key: bool = True, **sandbox_overrides: Any) -> Bank:
         if state_dir is None:
             state_dir = _seeded_state_dir(tmp_path / "state", seeded_keys)
         # Reserve the sandbox's port before the gateway starts (so the gateway cannot be given it), and hand
@@ -407,7 +408,8 @@ async def bank_factory(
         policy.setdefault("policies", {})["profile"] = profile
         gw = await running_gateway(upstream, upstream=upstream_section, server={"public_url": public_url},
                                    public_socket=public_socket, **policy)
-        gateway_jwks = gw.assertion.jwks() if gw.assertion is not None else None
+        # `hand_key=False`: the sandbox fetches the key (sandbox.gateway_jwks_uri), as when run on its own.
+        gateway_jwks = gw.assertion.jwks() if gw.assertion is not None and hand_key else None
         sandbox_section = {
             "listen": {"port": sandbox_port},
             "state_dir": str(state_dir),

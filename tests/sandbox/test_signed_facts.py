@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -168,3 +169,27 @@ def test_the_signed_subject_reads_back_as_the_certificate_subject() -> None:
             .sign(key, hashes.SHA256()))
     for each in (CERT.cert, cert):
         assert parse_dn(each.subject.rfc4514_string()) == subject_rdns(each)
+
+
+@pytest.mark.parametrize("published", ["the gateway's", "another"])
+async def test_a_sandbox_on_its_own_fetches_the_gateways_key(bank_factory: BankFactory, start_server,
+                                                              tmp_path: Path, published: str) -> None:
+    """Not handed the key, the sandbox fetches it from sandbox.gateway_jwks_uri (the gateway's admin listener
+    in a real deployment) and believes the facts only when that key signed them."""
+    key = FACTS_KEY if published == "the gateway's" else generate_signing_key("EC")
+    async def publish(_: web.Request) -> web.Response:
+        return web.json_response(JwtSigner(key, typ=FACTS_TYP).jwks())
+
+    jwks = web.Application()
+    jwks.router.add_get("/facts/jwks.json", publish)
+    server = await start_server(jwks)
+    key_file = tmp_path / "facts-key.pem"
+    key_file.write_bytes(FACTS_KEY.to_pem())
+    bank = await bank_factory(shipped_policies=True, enforce_client_certificate=True, profile="ob_standard",
+                              facts_key_file=key_file, hand_key=False,
+                              gateway_jwks_uri=str(server.make_url("/facts/jwks.json")))
+    status, body, _ = await bank.register(None, await _request(bank, CERT), headers=CERT.header())
+    if published == "the gateway's":
+        assert status == 201, body
+    else:
+        assert status == 401 and body["error"] == "invalid_client", body
