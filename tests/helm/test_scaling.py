@@ -24,7 +24,8 @@ from jwcrypto import jwk
 from gateway.config import load_settings
 from tests.conftest import RedisServer, free_port
 
-from .render import ci_values, gateway_cli, pod_env, render, write_mounts, write_signed_facts_key
+from .render import (ci_values, gateway_cli, in_signed_facts_secret, pod_env, render, write_mounts,
+                     write_signed_facts_secret)
 
 REDIS: dict[str, Any] = {"enabled": True, "existingSecret": "dcr-redis", "urlKey": "redis-url"}
 
@@ -202,7 +203,8 @@ async def test_rendered_production_pod_serves_with_two_workers_on_redis(
     r = render(chart, ci_values("production-values"))
     config, policies = write_mounts(r, tmp_path)
     key = jwk.JWK.generate(kty="EC", crv="P-256")
-    key_file = write_signed_facts_key(r, tmp_path, key.export_to_pem(private_key=True, password=None))
+    secret = write_signed_facts_secret(r, tmp_path, {"key.pem": key.export_to_pem(private_key=True, password=None)})
+    key_file = in_signed_facts_secret(r, r.config["upstream"]["signed_facts"]["key_file"], secret)
     args = r.container["args"]
     assert args[:2] == ["serve", "--config"] and "--workers" not in args
     pod_tmp = tmp_path / "pod-tmp"

@@ -10,9 +10,12 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from gateway.config import check_workers, load_settings
+from jwcrypto import jwk
 
-from .render import RELEASE, ci_values, render, write_mounts
+from gateway.config import check_workers, load_settings
+from gateway.policy import FactAssertion
+
+from .render import RELEASE, ci_values, in_signed_facts_secret, render, write_mounts, write_signed_facts_secret
 
 ON: dict[str, Any] = {"config": {"upstream": {"signed_facts": {"enabled": True}}}}
 SECRET: dict[str, Any] = {"existingSecret": "facts-key"}
@@ -49,6 +52,45 @@ def test_no_secret_no_mount(chart: helm.Chart) -> None:
     r = render(chart, {**ON, "replicaCount": 1})
     assert not [v for v in r.pod["volumes"] if "secret" in v]
     assert r.config["upstream"]["signed_facts"] == {"enabled": True}
+
+
+def _pem(key: jwk.JWK, *, private: bool) -> bytes:
+    return bytes(key.export_to_pem(private_key=private, password=None))
+
+
+def test_published_keys_come_from_the_same_secret(chart: helm.Chart, tmp_path: Path) -> None:
+    """signedFacts.publishedKeys: further keys of the Secret, projected under published/ and listed in
+    published_key_files; the gateway, given the volume as projected, signs with key.pem and publishes both."""
+    r = render(chart, {**ON, "signedFacts": {**SECRET, "publishedKeys": ["next.pub.pem"]}})
+    (volume,) = [v for v in r.pod["volumes"] if "secret" in v]
+    assert volume["secret"]["items"] == [{"key": "key.pem", "path": "key.pem"},
+                                         {"key": "next.pub.pem", "path": "published/next.pub.pem"}]
+    facts = r.config["upstream"]["signed_facts"]
+    assert facts["published_key_files"] == ["/etc/dcr-gateway/signed-facts/published/next.pub.pem"]
+    current, following = jwk.JWK.generate(kty="EC", crv="P-256"), jwk.JWK.generate(kty="EC", crv="P-256")
+    secret = write_signed_facts_secret(r, tmp_path, {"key.pem": _pem(current, private=True),
+                                                     "next.pub.pem": _pem(following, private=False)})
+    config, _ = write_mounts(r, tmp_path)
+    text = config.read_text()
+    for path in [facts["key_file"], *facts["published_key_files"]]:  # the pod's paths, here
+        text = text.replace(path, str(in_signed_facts_secret(r, path, secret)))
+    config.write_text(text)
+    assertion = FactAssertion.from_settings(load_settings(config, env={}))
+    assert assertion is not None
+    assert [k["kid"] for k in assertion.jwks()["keys"]] == [current.thumbprint(), following.thumbprint()]
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    pytest.param({"signedFacts": {"publishedKeys": ["next.pub.pem"]}}, "signedFacts.publishedKeys: the keys are read",
+                 id="published-without-secret"),
+    pytest.param({"config": {"upstream": {"signed_facts": {"published_key_files": ["/k.pem"]}}}},
+                 "published_key_files: set by the chart", id="published-in-config"),
+])
+def test_published_keys_only_from_the_secret(chart: helm.Chart, values: dict[str, Any], message: str) -> None:
+    """Published keys come from the signedFacts Secret only: without it, or as files named in config, refused."""
+    with pytest.raises(helm.HelmError) as info:
+        render(chart, values)
+    assert message in str(info.value)
 
 
 ONE_KEY_EACH = [

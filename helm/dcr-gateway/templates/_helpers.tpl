@@ -110,8 +110,9 @@ The gateway's config.yaml: `.Values.config` with the keys the chart owns set by 
 policy directory, `server.workers` (from `.Values.workers`), `state.backend` (from `.Values.redis.enabled`;
 the URL reaches the pod as DCRGW_STATE__REDIS__URL from the Secret), `sandbox.enabled` (from
 `.Values.sandbox.enabled`), and with the sandbox its listener, its state directory (an emptyDir), the
-upstream and the `bank` issuer (the sandbox's); `upstream.signed_facts.key_file` (the mounted
-`.Values.signedFacts.existingSecret`), and `upstream.signed_facts.enabled` when the in-pod sandbox needs them.
+upstream and the `bank` issuer (the sandbox's); `upstream.signed_facts.key_file` and `published_key_files`
+(the mounted `.Values.signedFacts.existingSecret`), and `upstream.signed_facts.enabled` when the in-pod sandbox
+needs them.
 */}}
 {{- define "dcr-gateway.config" -}}
 {{- include "dcr-gateway.checkScaling" . }}
@@ -167,6 +168,12 @@ the ob_standard profile authenticates POST by the certificate, so the gateway al
 {{- end }}
 {{- if .Values.signedFacts.existingSecret }}
 {{- $_ := set $facts "key_file" (include "dcr-gateway.signedFactsKeyFile" .) }}
+{{- with .Values.signedFacts.publishedKeys }}
+{{- $dir := include "dcr-gateway.signedFactsDir" $ }}
+{{- $files := list }}
+{{- range . }}{{ $files = append $files (printf "%s/published/%s" $dir .) }}{{ end }}
+{{- $_ := set $facts "published_key_files" $files }}
+{{- end }}
 {{- end }}
 {{- if $facts }}
 {{- $_ := set $upstream "signed_facts" $facts }}
@@ -205,6 +212,12 @@ Called by "dcr-gateway.config" (after checkScaling, which already refuses worker
 {{- if hasKey $facts "key_file" }}
 {{- fail "config.upstream.signed_facts.key_file: set by the chart; put the PEM private key in a Secret you create and set signedFacts.existingSecret (and signedFacts.secretKey): the chart mounts it read-only and points key_file at it" }}
 {{- end }}
+{{- if hasKey $facts "published_key_files" }}
+{{- fail "config.upstream.signed_facts.published_key_files: set by the chart; put the PEM keys in the signedFacts.existingSecret Secret and list their keys in signedFacts.publishedKeys" }}
+{{- end }}
+{{- if and .Values.signedFacts.publishedKeys (not .Values.signedFacts.existingSecret) }}
+{{- fail "signedFacts.publishedKeys: the keys are read from the signedFacts.existingSecret Secret; set it" }}
+{{- end }}
 {{- if and (include "dcr-gateway.signedFactsEnabled" .) (not .Values.signedFacts.existingSecret) }}
 {{- $cause := "" }}
 {{- if gt (int .Values.workers) 1 }}
@@ -241,7 +254,7 @@ would end up in values. Called by "dcr-gateway.config", so every template that r
 {{- fail "config.state.redis.url / url_env: the Redis URL may hold a password and never goes in values; put it in a Secret and set redis.existingSecret and redis.urlKey" }}
 {{- end }}
 {{- range concat .Values.secretEnv .Values.extraEnv }}
-{{- if has (upper (toString .name)) (list "DCRGW_SERVER__WORKERS" "DCRGW_STATE__BACKEND" "DCRGW_STATE__REDIS__URL" "DCRGW_STATE__REDIS__URL_ENV" "DCRGW_UPSTREAM__SIGNED_FACTS__KEY_FILE") }}
+{{- if has (upper (toString .name)) (list "DCRGW_SERVER__WORKERS" "DCRGW_STATE__BACKEND" "DCRGW_STATE__REDIS__URL" "DCRGW_STATE__REDIS__URL_ENV" "DCRGW_UPSTREAM__SIGNED_FACTS__KEY_FILE" "DCRGW_UPSTREAM__SIGNED_FACTS__PUBLISHED_KEY_FILES") }}
 {{- fail (printf "%s: set by the chart; use `workers`, redis.enabled and redis.existingSecret / redis.urlKey, signedFacts.existingSecret / signedFacts.secretKey" .name) }}
 {{- end }}
 {{- end }}
