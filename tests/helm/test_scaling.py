@@ -24,8 +24,15 @@ from jwcrypto import jwk
 from gateway.config import load_settings
 from tests.conftest import RedisServer, free_port
 
-from .render import (ci_values, gateway_cli, in_signed_facts_secret, pod_env, render, write_mounts,
-                     write_signed_facts_secret)
+from .render import (
+    ci_values,
+    gateway_cli,
+    in_signed_facts_secret,
+    pod_env,
+    render,
+    write_mounts,
+    write_signed_facts_secret,
+)
 
 REDIS: dict[str, Any] = {"enabled": True, "existingSecret": "dcr-redis", "urlKey": "redis-url"}
 

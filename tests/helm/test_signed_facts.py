@@ -9,7 +9,6 @@ from typing import Any
 
 import helm_python as helm
 import pytest
-
 from jwcrypto import jwk
 
 from gateway.config import check_workers, load_settings
