@@ -311,6 +311,28 @@ async def test_invalid_client_assertions_are_401(bank: Bank, pkjwt, case, overri
     assert status == 200, body
 
 
+async def test_assertion_without_kid_uses_the_only_signature_key(bank: Bank, pkjwt) -> None:
+    """No `kid` (the OB conformance tool's assertion header is {alg, typ}): verified with the key set's only
+    signature key; once the set has two, a `kid` is required again (401), and another key's signature is 401."""
+    client_id, tpp = pkjwt
+    form = {"grant_type": CC, "client_assertion_type": JWT_BEARER}
+    payload = unverified(bank.assertion(tpp, client_id))[1]
+    status, body, _ = await bank.token_request({**form, "client_assertion": sign_jws(tpp.key, "PS256", None, payload)})
+    assert status == 200, body
+    stranger = jwk.JWK.generate(kty="RSA", size=2048)
+    fresh = unverified(bank.assertion(tpp, client_id))[1]
+    status, body, _ = await bank.token_request({**form, "client_assertion": sign_jws(stranger, "PS256", None, fresh)})
+    assert (status, body["error"]) == (401, "invalid_client"), body
+
+    two = tpp_key("assert-two-keys")
+    other = await bank.new_client(two, method="private_key_jwt")
+    bank.tpp.documents[two.kid]["keys"].append(tpp_key("assert-second").public())  # before the first fetch
+    claims = unverified(bank.assertion(two, other["client_id"]))[1]
+    status, body, _ = await bank.token_request({**form, "client_assertion": sign_jws(two.key, "PS256", None, claims)})
+    assert (status, body["error"]) == (401, "invalid_client"), body
+    assert "kid" in body["error_description"]
+
+
 async def test_assertion_jti_is_single_use(bank: Bank, pkjwt) -> None:
     """The same client assertion cannot be used twice (RFC 7523 §3 item 7)."""
     client_id, tpp = pkjwt
