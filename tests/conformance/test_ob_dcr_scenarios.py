@@ -76,9 +76,9 @@ def gateway_config(profile: str, state: Path, ingress_url: str, public: int, adm
     data["server"]["public_url"] = ingress_url
     data["policies"].update(profile=profile, check_modes={},
                             dir=str(ROOT / "policies" / ("ob_standard" if profile == "ob_standard" else "")))
-    if profile == "ob_standard":
-        # The gateway strips ssl-client-cert; the sandbox learns the verified certificate from signed facts.
-        data["upstream"]["signed_facts"] = {"enabled": True}
+    # The gateway never forwards ssl-client-cert: the sandbox learns the verified certificate from its signed
+    # facts (a certificate-only registration in ob_standard; tls_client_auth and cnf-bound tokens in both).
+    data["upstream"]["signed_facts"] = {"enabled": True}
     assert data["trust"]["client_certificate"] == {"header": "ssl-client-cert", "format": "nginx",
                                                    "trusted_proxies": ["127.0.0.1/32", "::1/128"]}
     return data
@@ -216,7 +216,8 @@ def retrieve_client_credentials_grant(tool: ObTool, method: str, client_id: str,
     assert isinstance(grant["access_token"], str) and grant["token_type"].lower() == "bearer", grant
     assert isinstance(grant["expires_in"], int), grant
     # Over mutual TLS the token is bound to the transport certificate (RFC 8705 §3).
-    assert "x5t#S256" in unverified(grant["access_token"])[1]["cnf"]
+    claims = unverified(grant["access_token"])[1]
+    assert "x5t#S256" in claims.get("cnf", {}), f"the token is not bound to the transport certificate: {claims}"
     return str(grant["access_token"])
 
 
