@@ -136,14 +136,16 @@ class ObTool:
         cert = x509.load_pem_x509_certificate(self.config["transport_cert"].encode())
         return cert.subject.rfc4514_string()
 
-    def claims(self, method: str, **overrides: Any) -> dict[str, Any]:
-        """The tool's registration claims for token endpoint auth `method`; overrides replace (the builder's
-        With… calls: `iss`, `exp`, `response_types`)."""
+    def claims(self, method: str, alg: str = "PS256", lifetime: int = 3600, **overrides: Any) -> dict[str, Any]:
+        """The tool's registration claims for token endpoint auth `method`, its signing method `alg` (named in
+        `id_token_signed_response_alg` and, for private_key_jwt, `token_endpoint_auth_signing_alg`) and JWT
+        lifetime (`exp` = `iat` + `lifetime`); overrides replace (the builder's With… calls: `iss`,
+        `response_types`)."""
         now = int(time.time())
         algs = self.discovery.get("request_object_signing_alg_values_supported") or ["none"]
         claims: dict[str, Any] = {
             "aud": self.config["aud"],
-            "exp": now + 3600,
+            "exp": now + lifetime,
             "jti": str(uuid.uuid4()),
             "iat": now,
             "iss": self.config["issuer"],
@@ -154,7 +156,7 @@ class ObTool:
             "software_statement": self.config["ssa"],
             "scope": SCOPE,
             "request_object_signing_alg": algs[0],
-            "id_token_signed_response_alg": "PS256",
+            "id_token_signed_response_alg": alg,
         }
         response_types = self.response_types()
         if response_types is not None:
@@ -162,7 +164,7 @@ class ObTool:
         if method == "tls_client_auth":
             claims["tls_client_auth_subject_dn"] = self.subject_dn()
         if method in ("private_key_jwt", "client_secret_jwt"):
-            claims["token_endpoint_auth_signing_alg"] = "PS256"
+            claims["token_endpoint_auth_signing_alg"] = alg
         claims.update(overrides)
         return claims
 

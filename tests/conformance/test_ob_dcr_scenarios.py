@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -264,27 +263,21 @@ def test_dcr_003_delete_software_is_supported(tool: ObTool, deployment: Deployme
     check(tool.retrieve(client_id, token), 401, deployment)
 
 
-@pytest.mark.parametrize("case, overrides, alg", [
-    ("fails on expired claims", {"exp": "expired"}, "PS256"),
-    ("fails on invalid issuer", {"iss": "foo.is/invalid"}, "PS256"),
-    ("fails on invalid issuer too short", {"iss": ""}, "PS256"),
-    ("fails on invalid issuer too long", {"iss": "123456789012345678901234567890"}, "PS256"),
-    ("will fail with token endpoint auth method RS256", {}, "RS256"),
+@pytest.mark.parametrize("case, overrides, alg, lifetime", [
+    ("fails on expired claims", {}, "PS256", -3600),
+    ("fails on invalid issuer", {"iss": "foo.is/invalid"}, "PS256", 3600),
+    ("fails on invalid issuer too short", {"iss": ""}, "PS256", 3600),
+    ("fails on invalid issuer too long", {"iss": "123456789012345678901234567890"}, "PS256", 3600),
+    ("will fail with token endpoint auth method RS256", {}, "RS256", 3600),
 ], ids=["expired", "issuer", "issuer-too-short", "issuer-too-long", "rs256"])
 def test_dcr_004_invalid_registration_request_fails(tool: ObTool, deployment: Deployment, method: str, case: str,
-                                                    overrides: dict[str, Any], alg: str) -> None:
+                                                    overrides: dict[str, Any], alg: str, lifetime: int) -> None:
     """DCR-004 Dynamically create a new software client will fail on invalid registration request: "Register
-    software client <case>" is 400 — claims expired an hour ago (WithJwtExpiration(-1h): exp = iat - 1 h), an
-    issuer that is not the software_id (not Base62, empty, 30 characters), a request signed RS256."""
-    if overrides.get("exp") == "expired":
-        now = int(time.time())
-        overrides = {"iat": now, "exp": now - 3600}
-    if alg == "RS256":
-        # WithTokenEndpointAuthMethod(RS256): the request is signed RS256 (and names it for private_key_jwt).
-        claims = tool.claims(method, **({"token_endpoint_auth_signing_alg": "RS256"}
-                                        if method == "private_key_jwt" else {}))
-    else:
-        claims = tool.claims(method, **overrides)
+    software client <case>" is 400 — claims that expired an hour ago (WithJwtExpiration(-1h): exp = iat - 1 h),
+    an issuer that is not the software_id (not Base62, empty, 30 characters), and the tool's signing method
+    RS256 (WithTokenEndpointAuthMethod(RS256): the request is signed RS256 and names RS256 as its id_token —
+    and, for private_key_jwt, token endpoint — signing algorithm)."""
+    claims = tool.claims(method, alg, lifetime, **overrides)
     check(tool.register(tool.signed(claims, alg)), 400, deployment)
 
 
