@@ -1,9 +1,10 @@
 """Client certificates forwarded by a TLS-terminating proxy: the three header formats (ingress-nginx, Envoy XFCC,
 RFC 9440) and RFC 4514 distinguished names compared with a certificate's subject.
 
-One path for both readers: the gateway's `client_certificate` check and the sandbox token endpoint's RFC 8705
-client authentication. Whether the header may be believed at all (its sender is a trusted proxy) is the
-caller's decision, with `gateway.addresses.ProxyTrust`.
+One path for every reader: the gateway's checks (`client_certificate`, and `bearer_token` for RFC 8705
+certificate-bound tokens) through one `ForwardedCertificateReader` per process (`Services.certificates`), and the
+sandbox token endpoint's RFC 8705 client authentication. Whether the header may be believed at all (its sender
+is a trusted proxy) is decided by `read_forwarded` with the caller's `gateway.addresses.ProxyTrust`.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ import binascii
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final, Literal
+from typing import Final, Literal
 from urllib.parse import unquote
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from multidict import MultiMapping
 
+from .addresses import ProxyTrust
 from .jose import cert_thumbprint_s256
 from .jose.errors import quoted
-
-if TYPE_CHECKING:
-    from .addresses import ProxyTrust
 
 DN_CLAIMS: Final = ("tls_client_auth_subject_dn", "tls_client_auth_dn")
 """Where registration metadata names the certificate subject of a `tls_client_auth` client (RFC 8705 §2.1.2;
@@ -91,6 +91,56 @@ def parse_forwarded(value: str, fmt: Format) -> Forwarded:
     """The certificate a forwarding header value carries, with its thumbprint; ValueError when malformed."""
     der, cert = certificate_of(value, fmt)
     return der, cert, cert_thumbprint_s256(der)
+
+
+PARSED_CERTIFICATES: Final = 512
+"""Forwarded certificate headers whose parse a `ForwardedCertificateReader` remembers (a TPP sends the same one
+every time); beyond this the oldest is forgotten. At most `MAX_HEADER_BYTES` each: a few MB in the worst case."""
+
+
+class ForwardedCertificateReader:
+    """The TLS client certificate the ingress forwards (config `trust.client_certificate`: header, format,
+    trusted proxies), read by `read_forwarded` with a bounded memo of parses.
+
+    The gateway builds one per process (`Services.certificates`) and every check that needs the certificate
+    reads it through that one object (`client_certificate`; `bearer_token` for RFC 8705 certificate-bound
+    tokens), so they cannot disagree on which certificate a request came with. Only the parse of a header text
+    is remembered (a pure function of it; failures are not): trust in the sender and the validity dates are
+    judged on every read.
+    """
+
+    __slots__ = ("_format", "_parsed", "_proxies", "header")
+
+    def __init__(self, header: str, fmt: Format, trusted_proxies: Sequence[str]) -> None:
+        self.header: Final = header
+        """The header the certificate comes in."""
+        self._format: Format = fmt
+        self._proxies = ProxyTrust(trusted_proxies)
+        self._parsed: dict[str, Forwarded] = {}
+
+    def read(self, headers: MultiMapping[str], peer: str | None, now: float) -> Forwarded | None:
+        """The forwarded certificate, None when the header is absent; CertificateRefused when its sender is not
+        a trusted proxy, or it is not exactly one well-formed certificate, or it is out of date at `now`."""
+        return read_forwarded(headers.getall(self.header, []), peer, now, header=self.header,
+                              proxies=self._proxies, parse=self._parse)
+
+    def _parse(self, value: str) -> Forwarded:
+        """The certificate a header value carries, parsed once per distinct value (ValueError when malformed)."""
+        parsed = self._parsed.get(value)
+        if parsed is None:
+            parsed = parse_forwarded(value, self._format)
+            if len(self._parsed) >= PARSED_CERTIFICATES:
+                del self._parsed[next(iter(self._parsed))]  # the oldest
+            self._parsed[value] = parsed
+        return parsed
+
+    def remembered(self) -> int:
+        """How many header texts' parses are remembered (tests, diagnostics)."""
+        return len(self._parsed)
+
+    def remembers(self, value: str) -> bool:
+        """True when the parse of this exact header text is remembered."""
+        return value in self._parsed
 
 
 # -- header formats -------------------------------------------------------------------------------------
@@ -216,6 +266,14 @@ def _unescape(raw: str) -> str:
         raise ValueError("escaped bytes are not UTF-8") from None
 
 
+def _strip_unescaped(raw: str) -> str:
+    """The value without surrounding spaces, keeping an escaped trailing one (RFC 4514 §2.4 escapes a value's
+    last space: `CN=x\\ ` is "x " — what cryptography's rfc4514_string() writes)."""
+    value = raw.strip()
+    backslashes = len(value) - len(value.rstrip("\\"))
+    return value + " " if backslashes % 2 == 1 and len(value) < len(raw.lstrip()) else value
+
+
 def _split_unescaped(text: str, sep: str) -> list[str]:
     parts, start, i = [], 0, 0
     while i < len(text):
@@ -248,7 +306,7 @@ def parse_dn(text: str) -> list[Rdn]:
                 if m is None:
                     raise ValueError(f"unknown attribute type {quoted(name.strip())}")
                 oid = m.group(1)
-            value = raw.strip()
+            value = _strip_unescaped(raw)
             if value.startswith("#"):
                 raise ValueError("BER-encoded (#hex) values are not supported")
             attrs.add((oid, _norm(_unescape(value))))

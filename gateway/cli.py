@@ -10,6 +10,7 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, Settings, check_workers, config_path, load_settings
 from .observability.logging import configure_logging
+from .policy import FactAssertion, FactAssertionError
 from .policy.loader import PolicyError, compile_policies, read_source
 from .runtime import build_runtime, run_async
 
@@ -25,6 +26,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _load(args)
     worker_index: int | None = args.worker_index
+    if worker_index is None:  # a worker's parent has checked
+        _check_at_start(settings, args.config)
     workers: int = args.workers or settings.server.workers
     if worker_index is None and workers > 1:
         try:
@@ -34,15 +37,33 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         from .supervisor import run_workers
 
         return run_workers(["--config", args.config] if args.config else [], workers)
+    try:
+        assertion = FactAssertion.from_settings(settings)
+    except FactAssertionError as exc:
+        raise ConfigError([str(exc)]) from None
     extra: list[Listener] = []
     if settings.sandbox.enabled:
         from .sandbox import build_sandbox_app
 
+        # In one process the sandbox is handed the key of the gateway's signed facts: nothing to fetch.
+        jwks = assertion.jwks() if assertion is not None else None
         extra.append(
-            Listener("sandbox", build_sandbox_app(settings), settings.sandbox.listen.host,
+            Listener("sandbox", build_sandbox_app(settings, jwks), settings.sandbox.listen.host,
                      settings.sandbox.listen.port)
         )
-    return run_async(serve(settings, extra, worker_index=worker_index))
+    return run_async(serve(settings, extra, worker_index=worker_index, assertion=assertion))
+
+
+def _check_at_start(settings: Settings, config: str | None) -> None:
+    """`config check` before serving: each warning logged (`config_warning`), errors refuse to start (exit 2)."""
+    import os
+
+    from .config.consistency import check
+    from .observability.logging import get_logger
+
+    log = get_logger("config")
+    check(settings, config_path(config), os.environ,
+          lambda finding, line: log.warning("config_warning", key=finding.key, message=line))
 
 
 def _cmd_audit_verify(args: argparse.Namespace) -> int:
@@ -61,18 +82,12 @@ def _cmd_audit_verify(args: argparse.Namespace) -> int:
 def _cmd_config_check(args: argparse.Namespace) -> int:
     import os
 
-    from .config.consistency import describe, findings
+    from .config.consistency import check
 
     settings = load_settings(args.config)
     name = args.config or "config.yaml"
     # URLs that disagree with server.public_url, and profile overrides: errors exit 2, warnings only print.
-    found = findings(settings)
-    for level in ("warning", "error"):
-        lines = describe([f for f in found if f.level == level], config_path(args.config), os.environ)
-        if lines and level == "error":
-            raise ConfigError(lines)
-        for line in lines:
-            print(f"warning: {line}", file=sys.stderr)
+    check(settings, config_path(args.config), os.environ, lambda _, line: print(f"warning: {line}", file=sys.stderr))
     # The policies hold rules that depend on config (issuer names, token lifetimes within
     # trust.revocation_ttl_seconds): check the configured set too when it is here to be read.
     directory = settings.resolve_path(settings.policies.dir)

@@ -24,6 +24,7 @@ from gateway.http.listener import ListenerRunner
 from gateway.jose import JwksCache
 from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
+from gateway.policy import FactAssertion
 from gateway.policy.loader import load_policies
 from gateway.policy.reload import PolicyHolder
 from gateway.runtime import Runtime, build_offline_runtime, build_runtime
@@ -177,6 +178,8 @@ class RunningGateway:
     metrics: Metrics
     settings: Settings
     audit: AuditLog | None = None
+    assertion: FactAssertion | None = None
+    """The signer of `upstream.signed_facts` when enabled (its `jwks()` is what the admin listener publishes)."""
 
     def sample(self, name: str, labels: dict[str, str] | None = None) -> float:
         """A metric sample value (0 when absent)."""
@@ -189,7 +192,8 @@ GatewayFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 @pytest.fixture
 async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
     """Start a gateway (public app + services + policies) in front of an upstream URL; `jwks_cache` replaces the
-    one the settings would build (a test's cache on a clock it moves; the services then report no metrics)."""
+    one the settings would build (a test's cache on a clock it moves; the services then report no metrics);
+    `public_socket` is a bound socket to serve on."""
     started: list[tuple[RunningGateway, Runtime]] = []
 
     async def start(
@@ -199,6 +203,7 @@ async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGate
         metrics: Metrics | None = None,
         audit_path: Path | None = None,
         jwks_cache: JwksCache | None = None,
+        public_socket: socket.socket | None = None,
         **overrides: Any,
     ) -> RunningGateway:
         overrides["policies"] = {"dir": str(policy_dir), "reload_interval_seconds": 0, **overrides.get("policies", {})}
@@ -213,10 +218,14 @@ async def running_gateway() -> AsyncIterator[Callable[..., Awaitable[RunningGate
         await runtime.start()
         holder = PolicyHolder(load_policies(policy_dir, services, unmatched_status=settings.policies.unmatched_status))
         audit = AuditLog("file", str(audit_path)) if audit_path is not None else None
-        app = build_public_app(settings, metrics, Health(blockers={}), holder, audit)
-        client = TestClient(GatewayTestServer(app, host="127.0.0.1"))
+        assertion = FactAssertion.from_settings(settings)
+        app = build_public_app(settings, metrics, Health(blockers={}), holder, audit, assertion)
+        # `public_socket`: a socket the caller bound already (its URL must be known before the gateway starts).
+        where: dict[str, Any] = {} if public_socket is None else {
+            "port": public_socket.getsockname()[1], "socket_factory": lambda *_: public_socket}
+        client = TestClient(GatewayTestServer(app, host="127.0.0.1", **where))
         await client.start_server()
-        gw = RunningGateway(client, services, holder, metrics, settings, audit)
+        gw = RunningGateway(client, services, holder, metrics, settings, audit, assertion)
         started.append((gw, runtime))
         return gw
 

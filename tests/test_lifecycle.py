@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -179,3 +180,64 @@ def test_port_in_use_is_a_clear_error(tmp_path):
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr
     assert "address already in use" in proc.stderr.lower()
+
+
+MIXED_URLS = ("server: {{public_url: 'https://dcr.bank.example', public: {{port: {public}}}, admin: {{port: {admin}}}}}\n"
+              "upstream: {{url: 'http://127.0.0.1:{admin}'}}\n"
+              "logging: {{format: json}}\nshutdown: {{readiness_delay_seconds: 0.1, drain_timeout_seconds: 5}}\n"
+              f"policies: {{{{dir: {OPEN_POLICIES}}}}}\n"
+              "trust: {{registration_audiences: [{audiences}]}}\n")
+"""An https public URL; `audiences` decides what `config check` finds (ports: free ones, never bound on refusal)."""
+
+
+def _run(*argv: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gateway", *argv], capture_output=True, text=True, timeout=timeout,
+                          env={k: v for k, v in os.environ.items() if not k.startswith("DCRGW_")})
+
+
+def test_serve_refuses_to_start_on_a_config_check_error(tmp_path):
+    """An https public URL with an http registration audience on its host is a `config check` error: serve exits
+    2 before listening, with the very lines `config check` prints (warnings, then errors)."""
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(MIXED_URLS.format(public=free_port(), admin=free_port(),
+                                     audiences="'http://dcr.bank.example', 'https://elsewhere.example'"))
+    check = _run("config", "check", "--config", str(cfg))
+    assert check.returncode == 2, check.stderr
+    errors = [line for line in check.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [f"error: {cfg}: trust.registration_audiences[0]: http://dcr.bank.example is server.public_url's "
+                      "host over plain http, but server.public_url is https://dcr.bank.example: left behind when "
+                      "public_url moved to https? (leave the key out to derive it from server.public_url) (line 6)"]
+    serve = _run("serve", "--config", str(cfg))
+    assert serve.returncode == 2, serve.stderr
+    assert "Traceback" not in serve.stderr
+    assert [line for line in serve.stderr.splitlines() if line.startswith("error: ")] == errors
+
+
+async def test_serve_logs_config_check_warnings_at_start(tmp_path):
+    """Warnings only: serve starts, and logs each as `config_warning` with its key path and `config check`'s
+    text; it then serves and drains as usual."""
+    public, admin = free_port(), free_port()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(MIXED_URLS.format(public=public, admin=admin, audiences="'https://elsewhere.example'"))
+    check = _run("config", "check", "--config", str(cfg))
+    assert check.returncode == 0, check.stderr
+    (warning,) = check.stderr.splitlines()
+    out = tmp_path / "stdout.log"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(cfg)], stdout=sink,
+                                stderr=subprocess.DEVNULL,
+                                env={k: v for k, v in os.environ.items() if not k.startswith("DCRGW_")})
+    try:
+        async with aiohttp.ClientSession() as s:
+            await wait_ready(s, f"http://127.0.0.1:{admin}/readyz")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    events = [json.loads(line) for line in out.read_text().splitlines() if line.startswith("{")]
+    warnings = [e for e in events if e.get("event") == "config_warning"]
+    assert [(e["key"], e["message"], e["level"]) for e in warnings] == [
+        ("trust.registration_audiences[0]", warning.removeprefix("warning: "), "warning")]
+    assert warning.startswith(f"warning: {cfg}: trust.registration_audiences[0]: https://elsewhere.example names")

@@ -116,6 +116,8 @@ PROCESS_TESTS: dict[str, frozenset[str]] = {
         "test_admin_endpoints",
         "test_listener_closes_after_readiness_delay",
         "test_port_in_use_is_a_clear_error",
+        "test_serve_logs_config_check_warnings_at_start",
+        "test_serve_refuses_to_start_on_a_config_check_error",
         "test_sigterm_drains_in_flight_requests_and_exits_zero",
     }),
     "test_workers.py": frozenset({
@@ -280,6 +282,7 @@ SLOW_TESTS: dict[str, frozenset[str] | None] = {
         "test_delete_of_a_portal_app_is_405_from_the_bank",
         "test_every_call_needs_the_token_and_the_client_id_header",
         "test_the_banks_flow_through_the_shipped_policies",
+        "test_the_fapi_methods_register_and_get_a_token_through_the_shipped_policies",
         "test_unknown_client_id_is_401_and_revokes_the_token",
     }),
     "sandbox/test_token_endpoint.py": None,

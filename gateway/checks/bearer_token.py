@@ -1,12 +1,17 @@
 """`bearer_token`: RFC 6750 bearer tokens — JWTs verified locally against the issuer's JWKS, or opaque
-tokens through RFC 7662 introspection — with issuer, audience, lifetime, revocation and scope checks."""
+tokens through RFC 7662 introspection — with issuer, audience, lifetime, revocation and scope checks, and
+RFC 8705 certificate binding: a token whose `cnf` carries `x5t#S256` is accepted only over that TLS client
+certificate, forwarded by a trusted proxy (the one place the gateway compares a binding)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any, Final
 
 from pydantic import Field
 
+from ..certificates import CertificateRefused
 from ..config import TokenIssuer
 from ..config.schema import NonNegativeSeconds, StrictModel
 from ..jose import JoseError
@@ -20,6 +25,10 @@ from .token import CLIENT_ID, TOKEN, VerifiedToken
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 MAX_TOKEN_BYTES = 8192
 _INVALID = (401, "invalid_token", Challenge.BEARER_ERROR)
+X5T_S256: Final = "x5t#S256"
+"""The RFC 8705 §3.1 confirmation method: base64url SHA-256 of the DER of the certificate the token is bound to."""
+_THUMBPRINT = re.compile(r"^[A-Za-z0-9_-]{43}$")
+"""A base64url (unpadded) SHA-256 digest: 32 bytes, 43 characters."""
 
 
 class BearerTokenReasons(Reasons):
@@ -31,6 +40,16 @@ class BearerTokenReasons(Reasons):
     token_issuer_not_trusted = Reason(*_INVALID)
     token_lifetime_too_long = Reason(*_INVALID)
     token_revoked = Reason(*_INVALID)
+    token_cert_binding_missing = Reason(*_INVALID)
+    """RFC 8705 §3: a certificate-bound token without a usable TLS client certificate (none forwarded, or one
+    from an untrusted peer, malformed or out of date)."""
+    token_cert_binding_mismatch = Reason(*_INVALID)
+    """RFC 8705 §3: a certificate-bound token presented over another certificate."""
+    token_cnf_malformed = Reason(*_INVALID)
+    """The `cnf` claim (RFC 7800 §3.1) is not a non-empty object, or its `x5t#S256` is not a SHA-256 thumbprint."""
+    token_cnf_unsupported = Reason(*_INVALID)
+    """The `cnf` claim binds the token to a key by a method the gateway cannot verify (e.g. DPoP `jkt`, `jwk`):
+    possession cannot be proven, so the token is not accepted as a plain bearer token."""
     token = JoseFamily("token_", *_INVALID, excluded=("jwks_unavailable",))
     """A token the verifier refused: `token_<jose code>`."""
     insufficient_scope = Reason(403, "insufficient_scope", Challenge.BEARER_ERROR)
@@ -114,6 +133,10 @@ class BearerToken(Check[BearerTokenParams]):
         limit = self.params.max_lifetime_seconds
         if limit is not None and token.exp - token.iat > limit:
             return self.deny(R.token_lifetime_too_long, "the access token's lifetime is too long")
+        # On every request, cached token or not: the verifier caches the token, never a binding verdict.
+        denial = self._binding(token.claims, request)
+        if denial is not None:
+            return denial
         if await self.services.revocations.is_revoked(token):
             return self.deny(R.token_revoked, "the access token has been revoked")
         missing = self._required - token.scopes
@@ -123,6 +146,37 @@ class BearerToken(Check[BearerTokenParams]):
             return self.deny(R.insufficient_scope, description, scope=scope)
         request.facts.set(TOKEN, token)
         request.facts.set(CLIENT_ID, token.client_id)
+        return None
+
+    def _binding(self, claims: Mapping[str, Any], request: RequestView) -> Denial | None:
+        """RFC 8705 §3: a token confirmed by `cnf.x5t#S256` needs that certificate, forwarded by a trusted proxy
+        (`Services.certificates`, the reader `client_certificate` uses). A token without `cnf` is a plain
+        bearer token. Fail closed on a `cnf` the gateway cannot check: not a non-empty object, a malformed
+        `x5t#S256`, or only confirmation methods it does not implement (RFC 7800 §3.1 lets a recipient ignore
+        members it does not understand "in the absence of such requirements"; a resource server that cannot
+        prove possession of a sender-constrained token must not treat it as a bearer token). Members beside a
+        valid `x5t#S256` are ignored: the certificate proves possession."""
+        if "cnf" not in claims:
+            return None
+        cnf = claims["cnf"]
+        if not isinstance(cnf, dict) or not cnf:
+            return self.deny(R.token_cnf_malformed, "the access token's cnf claim is not a confirmation object")
+        if X5T_S256 not in cnf:
+            return self.deny(R.token_cnf_unsupported, "the access token is bound to a key by a confirmation "
+                                                      "method this gateway does not support")
+        bound = cnf[X5T_S256]
+        if not isinstance(bound, str) or not _THUMBPRINT.match(bound):
+            return self.deny(R.token_cnf_malformed, "the access token's cnf x5t#S256 is not a SHA-256 thumbprint")
+        try:
+            forwarded = self.services.certificates.read(request.headers, request.peer, request.now)
+        except CertificateRefused as exc:
+            return self.deny(R.token_cert_binding_missing,
+                             f"the access token is certificate-bound and {exc.description}")
+        if forwarded is None:
+            return self.deny(R.token_cert_binding_missing,
+                             "the access token is certificate-bound: its TLS client certificate is required")
+        if forwarded[2] != bound:
+            return self.deny(R.token_cert_binding_mismatch, "the access token is bound to another client certificate")
         return None
 
 

@@ -1,24 +1,16 @@
 """`client_certificate`: the TPP's mTLS certificate, forwarded by the ingress that terminated TLS, is current,
-belongs to the software (a `use: tls` key of its software key set), matches the tls_client_auth DN, and is the
-certificate an RFC 8705 certificate-bound access token was issued for."""
+belongs to the software (a `use: tls` key of its software key set) and matches the tls_client_auth DN. (Whether
+it is the certificate an RFC 8705 certificate-bound access token was issued for is `bearer_token`'s to enforce,
+through the same reader: `Services.certificates`.)"""
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Any, Final, Literal
 
 from cryptography import x509
+from pydantic import model_validator
 
-from ..addresses import ProxyTrust
-from ..certificates import (
-    CertificateRefused,
-    Format,
-    Forwarded,
-    parse_dn,
-    parse_forwarded,
-    read_forwarded,
-    registered_dn,
-    subject_rdns,
-)
+from ..certificates import CertificateRefused, parse_dn, registered_dn, subject_rdns
 from ..config.schema import StrictModel
 from ..jose import JoseError
 from ..observability.logging import get_logger
@@ -27,6 +19,7 @@ from .base import Check, Denial, RequestView
 from .facts import Facts
 from .registration import (
     CLIENT_CERT_S256,
+    CLIENT_CERT_SUBJECT,
     SOFTWARE_ID,
     SoftwareJwksReasons,
     registration_claims_of,
@@ -35,32 +28,38 @@ from .registration import (
     ssa_claims_of,
 )
 from .services import Services
-from .token import token_of
 
 log = get_logger("client_certificate")
-
-PARSED_CERTIFICATES: Final = 512
-"""Forwarded certificate headers whose parse is remembered per check (a TPP sends the same one every time);
-beyond this the oldest is forgotten. At most `certificates.MAX_HEADER_BYTES` each: a few MB in the worst case."""
 
 
 class ClientCertificateParams(StrictModel):
     """Parameters of `client_certificate`."""
 
     required: bool = True
-    """Refuse a request without a certificate. When false, a request without one passes unless its access token
-    is certificate-bound (RFC 8705 `cnf`)."""
+    """Refuse a request without a certificate. When false, a request without one passes (a certificate-bound
+    access token without its certificate is refused by `bearer_token`, RFC 8705 §3)."""
     match_software_jwks: bool = True
     """The certificate must be a `use: tls` key (its `x5c`) in the SSA's software key set (DCR POST/PUT; needs
     `software_statement` earlier in the policy)."""
     match_tls_client_auth_dn: bool = True
     """When the verified registration request uses tls_client_auth, its DN claim must name the certificate's
     subject (RFC 4514, compared attribute by attribute, case- and space-insensitively)."""
-    token_binding: bool = True
-    """When the verified access token carries `cnf.x5t#S256` (RFC 8705 §3.1), it must be this certificate's."""
     status: Literal[400, 401] = 400
     """Status when the certificate is missing, untrusted, malformed or out of date: 400 invalid_client_metadata
     (registration, digest §8) or 401 invalid_token (token-authenticated calls)."""
+    error: Literal["invalid_client_metadata", "invalid_token", "invalid_client", "invalid_request"] | None = None
+    """Error code for those refusals; not set: the status's (invalid_client_metadata for 400, invalid_token
+    with a Bearer challenge for 401). `invalid_client` suits the token endpoint (RFC 6749 §5.2)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "token_binding" in data:
+            # A policy that said `token_binding: false` meant "do not enforce": refuse to load it rather than
+            # silently enforce (or silently not): RFC 8705 binding is bearer_token's, always on.
+            raise ValueError("token_binding was removed: bearer_token enforces RFC 8705 certificate binding "
+                             "(cnf.x5t#S256) on every request and it cannot be turned off; delete this parameter")
+        return data
 
 
 _METADATA: Final = "invalid_client_metadata"
@@ -68,15 +67,14 @@ _METADATA: Final = "invalid_client_metadata"
 
 class ClientCertificateReasons(SoftwareJwksReasons):
     """Why `client_certificate` refuses. A missing, untrusted, malformed or out-of-date certificate is answered
-    with the check's `status`: 400 invalid_client_metadata, or 401 invalid_token with a Bearer challenge."""
+    with the check's `status` and `error`: 400 invalid_client_metadata, or 401 invalid_token with a Bearer
+    challenge, unless `error` names another code."""
 
-    client_cert_missing = Reason(400, _METADATA, configurable="status")
-    client_cert_untrusted_proxy = Reason(400, _METADATA, configurable="status")
-    client_cert_malformed = Reason(400, _METADATA, configurable="status")
-    client_cert_not_yet_valid = Reason(400, _METADATA, configurable="status")
-    client_cert_expired = Reason(400, _METADATA, configurable="status")
-    token_cert_binding_mismatch = Reason(401, "invalid_token", Challenge.BEARER_ERROR)
-    """RFC 8705 §3: a certificate-bound token presented over another certificate."""
+    client_cert_missing = Reason(400, _METADATA, configurable="status, error")
+    client_cert_untrusted_proxy = Reason(400, _METADATA, configurable="status, error")
+    client_cert_malformed = Reason(400, _METADATA, configurable="status, error")
+    client_cert_not_yet_valid = Reason(400, _METADATA, configurable="status, error")
+    client_cert_expired = Reason(400, _METADATA, configurable="status, error")
     client_cert_not_in_software_jwks = Reason(400, "invalid_software_statement")
     client_cert_dn_mismatch = Reason(400, _METADATA)
     software_statement_unverified = Reason(400, "invalid_software_statement")
@@ -93,43 +91,33 @@ class ClientCertificate(Check[ClientCertificateParams]):
 
     name = "client_certificate"
     Params = ClientCertificateParams
-    produces = (CLIENT_CERT_S256,)
+    produces = (CLIENT_CERT_S256, CLIENT_CERT_SUBJECT)
     reasons = ClientCertificateReasons
-    __slots__ = ("_answer", "_certificates", "_format", "_header", "_proxies", "_url_policy")
+    __slots__ = ("_answer", "_url_policy")
 
     def __init__(self, params: ClientCertificateParams, services: Services) -> None:
         super().__init__(params, services)
-        cfg = services.trust.client_certificate
-        self._header = cfg.header
-        self._format: Format = cfg.format
-        self._proxies = ProxyTrust(cfg.trusted_proxies)
         self._url_policy = software_jwks_policy(services.trust)
-        self._certificates: dict[str, Forwarded] = {}
-        self._answer = (Answer(401, "invalid_token", Challenge.BEARER_ERROR) if params.status == 401
-                        else Answer(400, _METADATA))
+        error = params.error or ("invalid_token" if params.status == 401 else _METADATA)
+        self._answer = Answer(params.status, error,
+                              Challenge.BEARER_ERROR if error == "invalid_token" else Challenge.NONE)
 
     def _fail(self, reason: Reason, description: str) -> Denial:
         return self.deny(reason, description, answer=self._answer)
 
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass with `client_cert_s256` set (or, when not required, without a certificate)."""
-        bound = self._bound_thumbprint(request.facts)
-        values = request.headers.getall(self._header, [])
         try:
-            parsed = read_forwarded(values, request.peer, request.now, header=self._header, proxies=self._proxies,
-                                    parse=self._parse)
+            parsed = self.services.certificates.read(request.headers, request.peer, request.now)
         except CertificateRefused as exc:
             return self._fail(_REFUSALS[exc.reason], exc.description)
         if parsed is None:
-            if self.params.required or bound is not None:
+            if self.params.required:
                 return self._fail(R.client_cert_missing, "a TLS client certificate is required (mutual TLS)")
             return None
         der, cert, thumbprint = parsed
         request.facts.set(CLIENT_CERT_S256, thumbprint)
-        if bound is not None and bound != thumbprint:
-            # RFC 8705 §3: a certificate-bound token presented over another certificate is invalid.
-            description = "the access token is bound to another client certificate"
-            return self.deny(R.token_cert_binding_mismatch, description)
+        request.facts.set(CLIENT_CERT_SUBJECT, cert.subject.rfc4514_string())
         if self.params.match_software_jwks:
             denial = await self._in_software_jwks(request, der, thumbprint)
             if denial is not None:
@@ -137,25 +125,6 @@ class ClientCertificate(Check[ClientCertificateParams]):
         if self.params.match_tls_client_auth_dn:
             return self._dn_matches(request.facts, cert)
         return None
-
-    def _parse(self, value: str) -> Forwarded:
-        """The certificate a header value carries, parsed once per distinct value (ValueError when malformed).
-
-        The key is the exact header text and the parse is a pure function of it; failures are not remembered.
-        """
-        parsed = self._certificates.get(value)
-        if parsed is None:
-            parsed = parse_forwarded(value, self._format)
-            if len(self._certificates) >= PARSED_CERTIFICATES:
-                del self._certificates[next(iter(self._certificates))]  # the oldest
-            self._certificates[value] = parsed
-        return parsed
-
-    def _bound_thumbprint(self, facts: Facts) -> str | None:
-        token = token_of(facts) if self.params.token_binding else None
-        cnf = token.claims.get("cnf") if token is not None else None
-        value = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
-        return value if isinstance(value, str) else None
 
     async def _in_software_jwks(self, request: RequestView, der: bytes, thumbprint: str) -> Denial | None:
         ssa = ssa_claims_of(request.facts)

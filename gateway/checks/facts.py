@@ -6,7 +6,9 @@ check's `produces`; the policy compiler collects them. A fact says how it leaves
 - `header`: how to render it as the value of the header config `policies.fact_headers` names for it (sent
   upstream only when no check denied); None: never forwarded (claim sets, the token object);
 - `response_headers`: fields the gateway adds to the forwarded response (the RateLimit fields);
-- `audit`: the decision event's fields it fills (`null` in every event where it is absent).
+- `audit`: the decision event's fields it fills (`null` in every event where it is absent);
+- `claim`: the claims it adds to the signed facts for the backend (config `upstream.signed_facts`, sent only
+  when no check denied); None: never signed.
 
 `Facts` is the per-request container, indexed by declaration (one slot per declared fact, allocated on the
 first fact set): `facts.get(TOKEN)` is typed, and nothing but a declared fact can be stored. Facts hold
@@ -41,10 +43,19 @@ def header_text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def claim_named(name: str) -> Callable[[Any], dict[str, Any]]:
+    """A fact signed as one claim of that name holding its value."""
+
+    def claim(value: Any) -> dict[str, Any]:
+        return {name: value}
+
+    return claim
+
+
 class Fact(Generic[T]):
     """One kind of verified fact: its name (the key of config `policies.fact_headers`), type and projections."""
 
-    __slots__ = ("audit", "header", "index", "name", "response_headers", "type")
+    __slots__ = ("audit", "claim", "header", "index", "name", "response_headers", "type")
 
     def __init__(
         self,
@@ -54,6 +65,7 @@ class Fact(Generic[T]):
         header: Callable[[T], str | None] | None = None,
         response_headers: Callable[[T], Sequence[tuple[str, str]] | None] | None = None,
         audit: Mapping[str, Callable[[T], Any]] | None = None,
+        claim: Callable[[T], Mapping[str, Any]] | None = None,
     ) -> None:
         if name in _BY_NAME:
             raise ValueError(f"fact {name!r} is declared twice")
@@ -66,6 +78,8 @@ class Fact(Generic[T]):
         """Fields added to the forwarded response when the fact is set."""
         self.audit: Mapping[str, Callable[[T], Any]] = dict(audit or {})
         """Decision-event field → how to read it from the value."""
+        self.claim = claim
+        """The claims the value adds to the signed facts (JSON values), None when it is never signed."""
         self.index = len(_DECLARED)
         _DECLARED.append(self)
         _BY_NAME[name] = self
@@ -121,6 +135,14 @@ class Facts:
         for i, value in enumerate(self._values or ()):
             if value is not None:
                 yield _DECLARED[i], value
+
+    def claims(self) -> dict[str, Any]:
+        """The signed-facts claims of every fact set that has a `claim` projection, in declaration order."""
+        out: dict[str, Any] = {}
+        for i, value in enumerate(self._values or ()):
+            if value is not None and (claim := _DECLARED[i].claim) is not None:
+                out.update(claim(value))
+        return out
 
     def audit_fields(self) -> dict[str, Any]:
         """The decision event's fact fields: every one a fact can fill, None where its fact is absent."""

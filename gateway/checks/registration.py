@@ -24,7 +24,7 @@ from ..jose import CompactJWS, JoseError, JoseReason, KeyLocator, UrlPolicy, Ver
 from ..jose.encoding import json_loads_strict
 from ..reasons import JoseFamily, Reason, Reasons
 from .base import RequestView
-from .facts import Fact, Facts, header_text, same
+from .facts import Fact, Facts, claim_named, header_text, same
 
 if TYPE_CHECKING:
     from .services import Services
@@ -38,12 +38,26 @@ SSA_CLAIMS: Final[Fact[dict[str, Any]]] = Fact("software_statement_claims", dict
 """Fact: the verified SSA claims (never forwarded)."""
 REGISTRATION_CLAIMS: Final[Fact[dict[str, Any]]] = Fact("registration_claims", dict, audit={"registration_jti": _jti})
 """Fact: the verified registration request claims (never forwarded; the decision event names its jti)."""
-SOFTWARE_ID: Final[Fact[str]] = Fact("software_id", str, header=header_text, audit={"software_id": same})
-ORG_ID: Final[Fact[str]] = Fact("org_id", str, header=header_text, audit={"org_id": same})
-SOFTWARE_ROLES: Final[Fact[list[str]]] = Fact("software_roles", list, header=header_text)
-"""Fact: the SSA's software roles (forwarded comma-joined)."""
-CLIENT_CERT_S256: Final[Fact[str]] = Fact("client_cert_s256", str, header=header_text, audit={"cert_s256": same})
-"""Fact: base64url SHA-256 thumbprint of the TPP's transport certificate (RFC 8705 `x5t#S256`)."""
+SOFTWARE_ID: Final[Fact[str]] = Fact("software_id", str, header=header_text, audit={"software_id": same},
+                                     claim=claim_named("software_id"))
+ORG_ID: Final[Fact[str]] = Fact("org_id", str, header=header_text, audit={"org_id": same},
+                                claim=claim_named("org_id"))
+SOFTWARE_ROLES: Final[Fact[list[str]]] = Fact("software_roles", list, header=header_text,
+                                              claim=claim_named("software_roles"))
+"""Fact: the SSA's software roles (forwarded comma-joined; signed as a list)."""
+
+
+def _confirmation(thumbprint: str) -> dict[str, Any]:
+    return {"cnf": {"x5t#S256": thumbprint}}
+
+
+CLIENT_CERT_S256: Final[Fact[str]] = Fact("client_cert_s256", str, header=header_text, audit={"cert_s256": same},
+                                          claim=_confirmation)
+"""Fact: base64url SHA-256 thumbprint of the TPP's transport certificate (RFC 8705 `x5t#S256`; signed as
+`cnf.x5t#S256`, the confirmation claim RFC 8705 §3.1 defines)."""
+CLIENT_CERT_SUBJECT: Final[Fact[str]] = Fact("client_cert_subject_dn", str, claim=claim_named("client_cert_subject_dn"))
+"""Fact: the RFC 4514 subject DN of the TPP's transport certificate (what `tls_client_auth` matches). Signed
+only: a DN can hold any Unicode text, which a plain header cannot carry faithfully."""
 
 MAX_REQUEST_JWS_BYTES: Final = 65536
 """Largest registration request JWS parsed (an OB request with its SSA is a few kilobytes)."""

@@ -47,7 +47,9 @@ class RegistrationMetadataParams(StrictModel):
 
     token_endpoint_auth_methods: tuple[str, ...] = Field(default=("private_key_jwt", "tls_client_auth"),
                                                          min_length=1)
-    """Accepted `token_endpoint_auth_method` values (FAPI-compliant: private_key_jwt, tls_client_auth)."""
+    """Accepted `token_endpoint_auth_method` values. OB DCR's FAPI pair: 3.1 lists only these, 3.2/3.3 add the
+    non-FAPI client_secret_*, none lists self_signed_tls_client_auth (FAPI 1.0 Advanced allows it, RFC 8705 §2.2;
+    the bank's profile, policies/dcr.yaml, adds it)."""
     signing_algorithms: tuple[str, ...] = Field(default=("PS256", "ES256"), min_length=1)
     """Accepted id_token_signed_response_alg, request_object_signing_alg and token_endpoint_auth_signing_alg."""
     grant_types: tuple[str, ...] = Field(default=("client_credentials", "authorization_code", "refresh_token"),

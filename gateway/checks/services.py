@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from ..certificates import ForwardedCertificateReader
 from ..config import TrustSettings
 from ..jose import KeyProvider
 from ..state.store import StateStore
@@ -38,6 +39,13 @@ class Services:
     """Called once per replayed registration request jti (dcr_gateway_replay_rejections_total)."""
     on_fail_open: Callable[[str, str], None] | None = None
     """Called with (policy, check) when a check is passed over because the store is down (metrics)."""
+    certificates: ForwardedCertificateReader = field(init=False)
+    """The forwarded TLS client certificate (config `trust.client_certificate`), read one way by every check
+    that needs it: `client_certificate`, and `bearer_token` for RFC 8705 certificate-bound tokens."""
+
+    def __post_init__(self) -> None:
+        cfg = self.trust.client_certificate
+        self.certificates = ForwardedCertificateReader(cfg.header, cfg.format, cfg.trusted_proxies)
 
     async def prefetch(self, uris: Iterable[str]) -> list[str]:
         """Warm configured key sets; return the URIs that failed."""

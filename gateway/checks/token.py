@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .facts import Fact, Facts, header_text
+from .facts import Fact, Facts, claim_named, header_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ TOKEN: Fact[VerifiedToken] = Fact(
     audit={"client_id": lambda t: t.client_id, "token_jti": lambda t: t.jti, "token_kid": lambda t: t.kid},
 )
 """Fact: the verified access token (never forwarded; the decision event names its client, jti and kid)."""
-CLIENT_ID: Fact[str] = Fact("client_id", str, header=header_text)
+CLIENT_ID: Fact[str] = Fact("client_id", str, header=header_text, claim=claim_named("client_id"))
 """Fact: the verified token's client id (config `policies.fact_headers`: `X-DCR-Client-Id`)."""
 
 

@@ -8,11 +8,13 @@ gateway.
 
 from .settings import (
     ENV_PREFIX,
+    FACTS_JWKS_PATH,
     ClientCertificateSettings,
     ConfigError,
     Directory,
     ServerSettings,
     Settings,
+    SignedFactsSettings,
     TokenIssuer,
     TrustSettings,
     UpstreamSettings,
@@ -23,11 +25,13 @@ from .settings import (
 
 __all__ = [
     "ENV_PREFIX",
+    "FACTS_JWKS_PATH",
     "ClientCertificateSettings",
     "ConfigError",
     "Directory",
     "ServerSettings",
     "Settings",
+    "SignedFactsSettings",
     "TokenIssuer",
     "TrustSettings",
     "UpstreamSettings",

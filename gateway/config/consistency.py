@@ -8,13 +8,13 @@ warnings are combinations that work but are probably not meant (docs/deployment.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
-from .settings import ENV_PREFIX, Settings
+from .settings import ENV_PREFIX, ConfigError, Settings
 from .yamlsource import YamlSourceError, load_yaml
 
 Level = Literal["error", "warning"]
@@ -163,6 +163,11 @@ def _profile_findings(settings: Settings) -> Iterator[Finding]:
         yield Finding("warning", f"policies.check_modes.{check}",
                       f"audit is ignored: the {settings.policies.profile} profile authenticates requests with "
                       f"{check}, so it is always enforced")
+    if settings.policies.profile == "ob_standard" and not settings.upstream.signed_facts.enabled:
+        yield Finding("warning", "upstream.signed_facts.enabled",
+                      "the ob_standard profile forwards registrations authenticated by the TPP's certificate "
+                      "alone, which the backend cannot see (the gateway keeps the certificate header): without "
+                      "signed facts it can only trust the network that its requests came through the gateway")
 
 
 def findings(settings: Settings) -> list[Finding]:
@@ -172,6 +177,19 @@ def findings(settings: Settings) -> list[Finding]:
                     *_profile_findings(settings)):
         seen.setdefault(finding.key, finding)
     return sorted(seen.values(), key=lambda f: f.level != "error")
+
+
+def check(settings: Settings, path: str | os.PathLike[str], env: Mapping[str, str],
+          warn: Callable[[Finding, str], None]) -> None:
+    """The verdict of `config check`, which `serve` applies at start too: each warning to `warn` (the finding and
+    its `describe` line), then a ConfigError holding every error's line (the CLI exits 2)."""
+    found = findings(settings)
+    warnings = [f for f in found if f.level == "warning"]
+    for finding, line in zip(warnings, describe(warnings, path, env), strict=True):
+        warn(finding, line)
+    errors = describe([f for f in found if f.level == "error"], path, env)
+    if errors:
+        raise ConfigError(errors)
 
 
 def _loc(key: str) -> list[str | int]:

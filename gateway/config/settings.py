@@ -139,6 +139,44 @@ class UpstreamPool(StrictModel):
     """How long an idle upstream connection is kept."""
 
 
+HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
+"""An HTTP field name (RFC 9110 §5.1 token)."""
+
+FACTS_JWKS_PATH = "/facts/jwks.json"
+"""Where the admin listener publishes the public key of `upstream.signed_facts`."""
+
+
+class SignedFactsSettings(StrictModel):
+    """What the gateway verified, signed for the backend: a short-lived compact JWS in one request header
+    (as Google IAP's `x-goog-iap-jwt-assertion` or Cloudflare Access's `Cf-Access-Jwt-Assertion`). Sent only on
+    requests every check allowed; the backend checks its signature, `iss`, `aud`, `exp`, `htm` and `htu`
+    (docs/architecture.md, "Signed facts"). The public key is published on the admin listener at
+    `/facts/jwks.json`."""
+
+    enabled: bool = False
+    """Send the signed facts header on every allowed request."""
+    header: str = Field(default="X-DCR-Assertion", pattern=HEADER_NAME)
+    """The request header that carries the JWS (an incoming copy is always stripped)."""
+    audience: str | None = None
+    """`aud` of the JWS: the backend. Not set: upstream.url."""
+    lifetime_seconds: PositiveInt = 60
+    """`exp` is this many seconds after `iat`: long enough for the hop to the backend, no longer."""
+    key_file: str | None = None
+    """PEM private key that signs (EC P-256: ES256; RSA of 2048 bits or more: PS256), relative to the config
+    file; `kid` is its RFC 7638 thumbprint. Not set: a key generated at start and kept in memory, which suits
+    exactly one process — with `serve --workers N` or several replicas, every instance must sign with the key
+    the backend trusts, so configure one (a Kubernetes Secret)."""
+    published_key_files: tuple[str, ...] = ()
+    """PEM files (public or private keys; only the public half is read) whose keys `/facts/jwks.json`
+    publishes besides the signing key, for a rotation without a gap: publish the next key before signing with
+    it, and the previous one for `lifetime_seconds` (plus the backend's cache time) after."""
+
+    @field_validator("audience")
+    @classmethod
+    def _audience(cls, v: str | None) -> str | None:
+        return None if v is None else _http_url(v, "upstream.signed_facts.audience")
+
+
 class UpstreamSettings(StrictModel):
     """The bank's registration backend (the sandbox by default)."""
 
@@ -146,6 +184,12 @@ class UpstreamSettings(StrictModel):
     """Base URL requests are forwarded to; the request path is appended."""
     timeouts: UpstreamTimeouts = UpstreamTimeouts()
     pool: UpstreamPool = UpstreamPool()
+    signed_facts: SignedFactsSettings = SignedFactsSettings()
+
+    @property
+    def facts_audience(self) -> str:
+        """`aud` of the signed facts: `signed_facts.audience`, else the upstream URL."""
+        return self.signed_facts.audience or self.url
 
     @field_validator("url")
     @classmethod
@@ -430,13 +474,23 @@ class SandboxSettings(StrictModel):
     tpp_jwks_timeout_seconds: PositiveSeconds = 5.0
     """Total timeout of one TPP JWKS fetch."""
     tpp_jwks_cache_seconds: NonNegativeSeconds = 300.0
-    """How long a fetched TPP JWKS is reused (an unknown kid refetches sooner)."""
+    """How long a fetched TPP JWKS is reused (an unknown kid or self_signed_tls_client_auth certificate refetches
+    sooner, at most every 10 seconds)."""
     playground: bool = True
     """Serve the playground at `/playground` on the sandbox listener: a web page that walks a TPP developer
     through the DCR flow through the gateway, with a TPP key it generates per session (kept in memory, never
     sent out). Part of the sandbox only: on with it, and off whenever the sandbox is (production)."""
+    registration_auth: Literal["bearer", "certificate"] | None = None
+    """How `POST /open-banking/v3.1/register` is authenticated: `bearer` — a sandbox access token (the bank's
+    page); `certificate` — the TPP's transport certificate alone, as the gateway's signed facts assert it (the
+    OB standard profile; needs upstream.signed_facts). Not set: from policies.profile. GET, PUT and DELETE
+    always take an access token, and a certificate-bound one (RFC 8705) only with its certificate."""
+    gateway_jwks_uri: str | None = None
+    """Where a sandbox run on its own (`dcr-gateway sandbox serve`) fetches the key of the gateway's signed
+    facts. Not set: the admin listener of this config's gateway (`http://<server.admin>/facts/jwks.json`). In
+    the gateway's process (`sandbox.enabled`) the sandbox is handed the key and fetches nothing."""
 
-    @field_validator("issuer", "access_token_audience", "portal_url")
+    @field_validator("issuer", "access_token_audience", "portal_url", "gateway_jwks_uri")
     @classmethod
     def _urls(cls, v: str | None) -> str | None:
         return None if v is None else _http_url(v, "this key")
@@ -592,6 +646,37 @@ class Settings(StrictModel):
         return self
 
     @model_validator(mode="after")
+    def _sandbox_registration_auth(self) -> Settings:
+        if self.sandbox.enabled and self.sandbox_registration_auth == "certificate" \
+                and not self.upstream.signed_facts.enabled:
+            raise ValueError("sandbox.registration_auth certificate (the ob_standard profile's) needs "
+                             "upstream.signed_facts.enabled: true — the sandbox believes the gateway's certificate "
+                             "check only through its signature")
+        return self
+
+    @property
+    def sandbox_registration_auth(self) -> Literal["bearer", "certificate"]:
+        """How the sandbox authenticates registrations: `sandbox.registration_auth`, else by profile."""
+        configured = self.sandbox.registration_auth
+        if configured is not None:
+            return configured
+        return "certificate" if self.policies.profile == "ob_standard" else "bearer"
+
+    @property
+    def facts_jwks_uri(self) -> str | None:
+        """Where the signed facts' key is published: `sandbox.gateway_jwks_uri`, else this config's admin
+        listener (None when its port is chosen at start)."""
+        if self.sandbox.gateway_jwks_uri is not None:
+            return self.sandbox.gateway_jwks_uri
+        admin = self.server.admin
+        if admin.port == 0:
+            return None
+        # A wildcard bind (all interfaces) is reached on loopback from this host.
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(admin.host, admin.host)  # noqa: S104
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{admin.port}{FACTS_JWKS_PATH}"
+
+    @model_validator(mode="after")
     def _workers(self) -> Settings:
         check_workers(self, self.server.workers)
         return self
@@ -647,6 +732,10 @@ def check_workers(settings: Settings, workers: int) -> None:
     if settings.state.backend != "redis":
         raise ValueError(f"{workers} workers need state.backend: redis — with the memory store each worker "
                          "would keep its own replay cache, revocations and rate limits")
+    facts = settings.upstream.signed_facts
+    if facts.enabled and facts.key_file is None:
+        raise ValueError(f"{workers} workers need upstream.signed_facts.key_file — each worker would sign with "
+                         "a key of its own, and the backend could trust only one of them")
     if settings.server.public.port == 0 or settings.server.admin.port == 0:
         raise ValueError(f"{workers} workers need fixed server.public.port and server.admin.port "
                          "(port 0 would give each worker a different port)")

@@ -11,13 +11,16 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from ..addresses import ProxyTrust
-from ..config import ConfigError, Settings
+from ..config import FACTS_JWKS_PATH, ConfigError, Settings
 from ..errors import http_exception_response
+from ..jsonutil import dumps
 from ..observability.audit import AuditLog
 from ..observability.logging import get_logger
 from ..observability.metrics import CONTENT_TYPE, Metrics
 from ..policy import (
     BodyLimits,
+    FactAssertion,
+    FactAssertionError,
     FactHeaders,
     PolicyHolder,
     PolicyReloader,
@@ -26,6 +29,7 @@ from ..policy import (
 )
 from ..runtime import build_runtime
 from .handler import (
+    ASSERTION,
     AUDIT,
     BODY_LIMITS,
     CLIENT_REQUESTS,
@@ -72,9 +76,17 @@ HEALTH = web.AppKey("health", Health)
 
 
 def build_public_app(
-    settings: Settings, metrics: Metrics, health: Health, policies: PolicyHolder, audit: AuditLog | None = None
+    settings: Settings,
+    metrics: Metrics,
+    health: Health,
+    policies: PolicyHolder,
+    audit: AuditLog | None = None,
+    assertion: FactAssertion | None = None,
 ) -> web.Application:
-    """The TPP-facing app: middleware, catch-all handler, pooled forwarder."""
+    """The TPP-facing app: middleware, catch-all handler, pooled forwarder. `assertion` signs the facts for the
+    backend; it is required when `upstream.signed_facts` is enabled (the admin app publishes its key)."""
+    if settings.upstream.signed_facts.enabled and assertion is None:
+        raise ValueError("upstream.signed_facts is enabled: pass its FactAssertion (FactAssertion.from_settings)")
     server = settings.server
     timeouts = server.timeouts
     app = web.Application(middlewares=[request_context], client_max_size=server.max_body_bytes)
@@ -89,11 +101,14 @@ def build_public_app(
     app[FACT_HEADERS] = FactHeaders(settings.policies.fact_headers)
     if audit is not None:
         app[AUDIT] = audit
-    # SECURITY: the backend gets verified facts only: the fact headers are the gateway's, and the raw client
-    # certificate header (the ingress's) stays at the gateway, whose check vetted its sender and its binding.
+    if assertion is not None:
+        app[ASSERTION] = assertion
+    # SECURITY: the backend gets verified facts only: the fact headers and the signed facts header are the
+    # gateway's (an incoming copy is dropped, signed facts on or off), and the raw client certificate header
+    # (the ingress's) stays at the gateway, whose check vetted its sender and its binding.
     cert_header = settings.trust.client_certificate.header
-    rules = app[INBOUND] = InboundRules(
-        [*settings.policies.fact_headers.values(), cert_header, *server.drop_request_headers], [cert_header])
+    own = [*settings.policies.fact_headers.values(), settings.upstream.signed_facts.header, cert_header]
+    rules = app[INBOUND] = InboundRules([*own, *server.drop_request_headers], [cert_header])
     forwarder = Forwarder(settings.upstream, metrics, rules, proxies, timeouts.send_seconds)
     app[FORWARDER] = forwarder
 
@@ -141,8 +156,11 @@ async def _json_errors(
         return http_exception_response(exc)
 
 
-def build_admin_app(settings: Settings, metrics: Metrics, health: Health) -> web.Application:
-    """Probes and metrics, on their own listener (with the connection limits of every listener)."""
+def build_admin_app(
+    settings: Settings, metrics: Metrics, health: Health, assertion: FactAssertion | None = None
+) -> web.Application:
+    """Probes and metrics, on their own listener (with the connection limits of every listener); with signed
+    facts, the public key that signs them (`/facts/jwks.json`)."""
     app = web.Application(middlewares=[_json_errors])
     app[LIMITS] = ListenerLimits(settings.server, ProxyTrust(settings.server.trusted_proxies))
     app[METRICS] = metrics
@@ -150,6 +168,15 @@ def build_admin_app(settings: Settings, metrics: Metrics, health: Health) -> web
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
+    if assertion is not None:
+        body = dumps(assertion.jwks())
+
+        async def facts_jwks(_: web.Request) -> web.Response:
+            # Cached for a minute only: a restart without key_file makes a new key.
+            return web.Response(body=body, content_type="application/jwk-set+json",
+                                headers={"Cache-Control": "max-age=60"})
+
+        app.router.add_get(FACTS_JWKS_PATH, facts_jwks)
     return app
 
 
@@ -190,8 +217,15 @@ async def _warm_keys(services: Services, holder: PolicyHolder, health: Health) -
         delay = min(delay * 2, 10.0)
 
 
-async def serve(settings: Settings, extra: list[Listener] | None = None, *, worker_index: int | None = None) -> int:
-    """Run the gateway until SIGTERM/SIGINT, then drain gracefully; return the exit code.
+async def serve(
+    settings: Settings,
+    extra: list[Listener] | None = None,
+    *,
+    worker_index: int | None = None,
+    assertion: FactAssertion | None = None,
+) -> int:
+    """Run the gateway until SIGTERM/SIGINT, then drain gracefully; return the exit code. `assertion`: the
+    signer of `upstream.signed_facts` when the caller built it (to hand its key to an in-process sandbox).
 
     As worker `worker_index` of `serve --workers N`, the listeners share their ports (SO_REUSEPORT) and a
     file audit trail goes to one file per worker (`audit.log` → `audit.w0.log`): one writer per file.
@@ -199,6 +233,11 @@ async def serve(settings: Settings, extra: list[Listener] | None = None, *, work
     fact_problems = FactHeaders.problems(settings.policies.fact_headers)
     if fact_problems:  # before anything is built: a typo would otherwise send nothing, silently
         raise ConfigError(fact_problems)
+    if assertion is None:
+        try:
+            assertion = FactAssertion.from_settings(settings)  # the caller's, when it shares it (the sandbox)
+        except FactAssertionError as exc:
+            raise ConfigError([str(exc)]) from None
     metrics = Metrics()
     health = Health()
     audit = None
@@ -217,10 +256,10 @@ async def serve(settings: Settings, extra: list[Listener] | None = None, *, work
                               interval=settings.policies.reload_interval_seconds)
     listeners = [
         *(extra or []),
-        Listener("public", build_public_app(settings, metrics, health, holder, audit),
+        Listener("public", build_public_app(settings, metrics, health, holder, audit, assertion),
                  settings.server.public.host, settings.server.public.port),
     ]
-    admin = Listener("admin", build_admin_app(settings, metrics, health), settings.server.admin.host,
+    admin = Listener("admin", build_admin_app(settings, metrics, health, assertion), settings.server.admin.host,
                      settings.server.admin.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -28,6 +28,7 @@ from ..policy import (
     CompiledPolicy,
     Decision,
     Denial,
+    FactAssertion,
     FactHeaders,
     PolicyHolder,
     RequestView,
@@ -50,6 +51,8 @@ INBOUND = web.AppKey("inbound", InboundRules)
 BODY_LIMITS = web.AppKey("body_limits", BodyLimits)
 FACT_HEADERS = web.AppKey("fact_headers", FactHeaders)
 """Config `policies.fact_headers`, bound to the declared facts once per app."""
+ASSERTION = web.AppKey("fact_assertion", FactAssertion)
+"""Config `upstream.signed_facts`, when enabled: signs the facts of each allowed request for the backend."""
 CLIENT_REQUESTS = web.AppKey("client_requests", ClientSlots)
 """Requests in flight per client address behind a trusted proxy (its connections are shared by clients)."""
 NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
@@ -283,7 +286,13 @@ async def _decide_and_forward(
         body = await read_body(request, limits)
     # SECURITY: facts only on allow (`Decision.forward_headers` is None once any check denied, audit mode
     # included): a request some check refused still goes upstream in audit mode, but nothing it claimed goes
-    # as verified.
+    # as verified — neither in the plain fact headers nor signed.
+    extra = decision.forward_headers
+    assertion = app.get(ASSERTION)
+    if assertion is not None and extra is not None:
+        signed = assertion.sign(decision.facts, policy=policy.name, method=request.method,
+                                path=request.rel_url.raw_path_qs, interaction_id=ctx.interaction_id)
+        extra = {**extra, assertion.header: signed}
     return await app[FORWARDER].forward(
         request, interaction_id=ctx.interaction_id, request_id=ctx.request_id, route=ctx.route, body=body,
-        before_relay=before_relay, extra_headers=decision.forward_headers, response_headers=decision.response_headers)
+        before_relay=before_relay, extra_headers=extra, response_headers=decision.response_headers)

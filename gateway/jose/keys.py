@@ -362,6 +362,24 @@ def generate_signing_key(
     return SigningKey(jwk, kid)
 
 
+def public_jwk_from_pem(pem: bytes) -> dict[str, Any]:
+    """The public JWK of a PEM key (public or private; only the public half is kept), for publishing: `kid` its
+    RFC 7638 thumbprint, `use: sig`, `alg` the key type's (PS256, ES256…). JoseError key_invalid when it is
+    not a usable RSA (2048 bits or more) or EC key."""
+    try:
+        jwk = JWK.from_pem(pem)
+    except Exception as exc:  # jwcrypto/cryptography: ValueError, TypeError, UnsupportedAlgorithm...
+        raise JoseError("key_invalid", "PEM key could not be loaded") from exc
+    out: dict[str, Any] = dict(jwk.export_public(as_dict=True))
+    kty = str(out.get("kty"))
+    alg = _DEFAULT_ALG.get((kty, str(out.get("crv")) if kty == "EC" else None))
+    if alg is None:
+        raise JoseError("key_invalid", "only RSA and EC P-256/P-384/P-521 keys can be published")
+    out.update(kid=jwk.thumbprint(), use="sig", alg=alg)
+    VerificationKey.from_dict(out)  # SECURITY: the same rules as any key we verify with (RSA >= 2048 bits)
+    return out
+
+
 def load_signing_key_pem(pem: bytes, *, password: bytes | None = None, kid: str | None = None) -> SigningKey:
     """Load a PEM private key (PKCS#8 / traditional); JoseError key_invalid when it cannot be used."""
     try:
@@ -403,3 +421,24 @@ def sign_jwt(
             raise ValueError("alg is set by the alg argument")
         header.update(extra_headers)
     return sign_compact(header, json_dumps_compact(dict(claims)), private_key)
+
+
+class JwtSigner:
+    """Signs claim sets as compact JWTs with one key under one protected header `{alg, kid, typ}`, serialised
+    once (the gateway signs on the request path: nothing about the key is parsed per call)."""
+
+    __slots__ = ("_header", "alg", "key")
+
+    def __init__(self, key: SigningKey, *, typ: str) -> None:
+        self.key = key
+        self.alg = key.alg
+        self._header = json_dumps_compact({"alg": self.alg, "kid": key.kid, "typ": typ})
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        """The compact JWS of `claims`."""
+        return sign_compact(self._header, json_dumps_compact(claims), self.key, alg=self.alg)
+
+    def jwks(self) -> dict[str, Any]:
+        """The public key as a JWK Set (RFC 7517 §5) with `kid`, `use: sig` and `alg`, for publishing."""
+        return {"keys": [self.key.public_jwk(use="sig", alg=self.alg)]}
+

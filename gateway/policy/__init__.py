@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..checks.base import Denial, RequestView, denial_for
 from ..checks.facts import FactHeaders, Facts
 from ..checks.services import Services
+from .assertion import FactAssertion, FactAssertionError
 from .engine import BodyLimits, CompiledPolicy, Decision, PolicySet
 from .loader import PolicyError, load_policies
 from .reload import PolicyHolder, PolicyReloader
@@ -20,6 +21,8 @@ __all__ = [
     "CompiledPolicy",
     "Decision",
     "Denial",
+    "FactAssertion",
+    "FactAssertionError",
     "FactHeaders",
     "Facts",
     "PolicyError",

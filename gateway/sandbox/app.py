@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import Any, Final
 
 import structlog
 from aiohttp import web
@@ -75,9 +75,10 @@ async def _echo_interaction_id(request: web.Request, response: web.StreamRespons
         response.headers[INTERACTION_ID] = interaction_id
 
 
-def build_sandbox_app(settings: Settings) -> web.Application:
-    """The sandbox bank as an aiohttp app; keys, store and HTTP client open in its cleanup context."""
-    sandbox = Sandbox(settings)
+def build_sandbox_app(settings: Settings, gateway_jwks: dict[str, Any] | None = None) -> web.Application:
+    """The sandbox bank as an aiohttp app; keys, store and HTTP client open in its cleanup context.
+    `gateway_jwks`: the key of the gateway's signed facts, when the gateway runs in this process."""
+    sandbox = Sandbox(settings, gateway_jwks)
     app = web.Application(middlewares=[sandbox_middleware], client_max_size=sandbox.config.max_body_bytes)
     # The connection limits and body timeouts of every listener (served by listener.ListenerRunner).
     app[LIMITS] = ListenerLimits(settings.server, ProxyTrust(settings.server.trusted_proxies))

@@ -116,15 +116,7 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--out", required=True, type=Path, help="directory for private-key.pem (0600), jwks.json, kid"
     )
-    p.add_argument(
-        "--alg", choices=("PS256", "ES256"), default="PS256", help="PS256 (RSA) or ES256 (EC P-256)"
-    )
-    p.add_argument(
-        "--register",
-        action="store_true",
-        help="host the public JWKS on the running sandbox; prints its jwks_uri on a second line",
-    )
-    p.add_argument("--sandbox-url", help="the sandbox's URL (default: from sandbox.listen)")
+    _tpp_key_options(p, "")
     p.add_argument(
         "--transport-cert",
         type=Path,
@@ -149,6 +141,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--org-name", default=DEFAULT_ORG_NAME, help=f"the subject's O (default: {DEFAULT_ORG_NAME})")
     p.add_argument("--key-type", choices=("ec", "rsa"), default="ec", help="EC P-256 (default) or RSA 2048")
     p.add_argument("--days", type=int, default=365, help=f"validity in days (default 365, at most {MAX_LEAF_DAYS})")
+    p.add_argument(
+        "--add-to-jwks",
+        type=Path,
+        metavar="DIR",
+        help="also do what tpp-key --out DIR --transport-cert <the new certificate> does: list it as a use: tls "
+        "key in DIR/jwks.json beside DIR's signing key (a new one if DIR has none)",
+    )
+    _tpp_key_options(p, "with --add-to-jwks: ")
 
     p = add("sign-request", "print a registration request JWS signed with a TPP key", _cmd_sign_request)
     p.add_argument("--key", required=True, type=Path, help="the TPP private key (PEM)")
@@ -180,6 +180,15 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--client-id", required=True, help="the registered client_id")
     p.add_argument("--aud", help="aud claim (default: the token endpoint discovery advertises)")
+
+
+def _tpp_key_options(p: argparse.ArgumentParser, when: str) -> None:
+    """The signing key and hosting options of tpp-key (and of mint-cert --add-to-jwks)."""
+    p.add_argument("--alg", choices=("PS256", "ES256"), default="PS256",
+                   help=f"{when}PS256 (RSA) or ES256 (EC P-256), for a new signing key")
+    p.add_argument("--register", action="store_true",
+                   help=f"{when}host the public JWKS on the running sandbox and write DIR/jwks_uri")
+    p.add_argument("--sandbox-url", help=f"{when}the sandbox's URL (default: from sandbox.listen)")
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -333,14 +342,23 @@ def _cmd_tpp_key(args: argparse.Namespace) -> int:
     """Generate a TPP key pair into --out; print its kid (and, with --register, the hosted jwks_uri)."""
     settings = _settings(args) if args.register else None
     transport = _transport_key(args.transport_cert) if args.transport_cert is not None else None
-    out: Path = args.out
+    kid, document = _write_tpp_key(args.out, args.alg, transport)
+    print(kid)
+    if settings is not None:
+        print(_register_jwks(args.out, _sandbox_url(settings, args.sandbox_url), document))
+    return 0
+
+
+def _write_tpp_key(out: Path, alg: str, transport: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """tpp-key's files in `out`: a new signing key (or, when `transport` is added, the existing one), the public
+    JWKS with `transport` as a `use: tls` key, the kid; returns the kid and the JWKS."""
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     if (out / PRIVATE_KEY_FILE).exists():
         if transport is None:
             raise CliError(f"{out / PRIVATE_KEY_FILE} already exists; choose another --out directory")
         key = _load_key(out / PRIVATE_KEY_FILE, None)  # adding a transport certificate keeps the signing key
     else:
-        key = generate_key(args.alg)
+        key = generate_key(alg)
         if not write_private_file(out / PRIVATE_KEY_FILE, key.to_pem()):
             raise CliError(f"{out / PRIVATE_KEY_FILE} already exists")
     document = jwks([key])
@@ -349,12 +367,14 @@ def _cmd_tpp_key(args: argparse.Namespace) -> int:
         KeySet.from_document(document)  # fail here, not at the sandbox: the same checks as hosting
     (out / JWKS_FILE).write_text(json.dumps(document, indent=2) + "\n")
     (out / KID_FILE).write_text(key.kid + "\n")
-    print(key.kid)
-    if settings is not None:
-        jwks_uri = asyncio.run(_host_jwks(_sandbox_url(settings, args.sandbox_url), document))
-        (out / JWKS_URI_FILE).write_text(jwks_uri + "\n")
-        print(jwks_uri)
-    return 0
+    return key.kid, document
+
+
+def _register_jwks(out: Path, sandbox_url: str, document: dict[str, Any]) -> str:
+    """Host `document` on the running sandbox; write and return its jwks_uri."""
+    jwks_uri = asyncio.run(_host_jwks(sandbox_url, document))
+    (out / JWKS_URI_FILE).write_text(jwks_uri + "\n")
+    return jwks_uri
 
 
 # mint-cert ---------------------------------------------------------------------------------------
@@ -369,6 +389,8 @@ def _cmd_mint_cert(args: argparse.Namespace) -> int:
     subject = ob_subject(org_name=args.org_name, org_id=org_id, software_id=software_id)
     if not 1 <= args.days <= MAX_LEAF_DAYS:
         raise CliError(f"--days must be 1 to {MAX_LEAF_DAYS}")
+    if args.register and args.add_to_jwks is None:
+        raise CliError("--register hosts the key set of --add-to-jwks DIR: give both")
     ca = SandboxCa.load(settings.resolve_path(settings.sandbox.state_dir))
     out: Path = args.out
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -381,7 +403,7 @@ def _cmd_mint_cert(args: argparse.Namespace) -> int:
         raise CliError(f"{key_path} already exists")
     cert_path.write_bytes(certificate_pem(cert) + certificate_pem(ca.cert))
     der = certificate_der(cert)
-    print(json.dumps({
+    report: dict[str, Any] = {
         "certificate": str(cert_path),
         "private_key": str(key_path),
         "ca_certificate": str(ca.cert_path),
@@ -390,8 +412,16 @@ def _cmd_mint_cert(args: argparse.Namespace) -> int:
         "org_id": org_id,
         "x5t#S256": cert_thumbprint_s256(der),
         "not_after": cert.not_valid_after_utc.isoformat(),
-        "next": f"dcr-gateway sandbox tpp-key --out {out} --transport-cert {cert_path} --register",
-    }, indent=2))
+    }
+    jwks_dir: Path | None = args.add_to_jwks
+    if jwks_dir is None:
+        report["next"] = f"dcr-gateway sandbox tpp-key --out {out} --transport-cert {cert_path} --register"
+    else:  # tpp-key --out DIR --transport-cert <this certificate> [--register], in the same step
+        report["kid"], document = _write_tpp_key(jwks_dir, args.alg, _transport_key(cert_path))
+        report["jwks"] = str(jwks_dir / JWKS_FILE)
+        if args.register:
+            report["jwks_uri"] = _register_jwks(jwks_dir, _sandbox_url(settings, args.sandbox_url), document)
+    print(json.dumps(report, indent=2))
     return 0
 
 

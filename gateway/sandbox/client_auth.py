@@ -3,7 +3,7 @@ tls_client_auth and self_signed_tls_client_auth.
 
 RFC 6749 §2.3 (one method per request), §2.3.1 (Basic credentials are form-encoded first), RFC 7523 §3
 and RFC 7521 §4.2 (JWT client assertions), OIDC Core §9 (`private_key_jwt`), RFC 8705 §2 (mutual TLS: the
-certificate the TLS-terminating proxy forwarded, from `ForwardedCertificates`).
+certificate behind the request, from `PresentedCertificates`).
 """
 
 from __future__ import annotations
@@ -17,16 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import unquote_plus
 
-from cryptography import x509
-from multidict import CIMultiDictProxy
+from aiohttp import web
 
-from ..addresses import ProxyTrust
 from ..certificates import (
     CertificateRefused,
-    Forwarded,
+    ForwardedCertificateReader,
+    Rdn,
     parse_dn,
-    parse_forwarded,
-    read_forwarded,
     registered_dn,
     subject_rdns,
 )
@@ -35,6 +32,7 @@ from ..observability.logging import get_logger
 from .credentials import verify_secret
 from .crypto import CryptoError, KeySet, decode_unverified
 from .errors import invalid_client, oauth_error
+from .gateway_facts import FactsError, GatewayFacts, GatewayFactsVerifier
 from .jwks_fetcher import JwksFetcher, JwksFetchError
 from .store import Client, Store
 
@@ -53,12 +51,13 @@ MTLS_METHODS: Final = ("tls_client_auth", "self_signed_tls_client_auth")
 
 @dataclass(frozen=True, slots=True)
 class ClientCertificate:
-    """The TLS client certificate of a request, as a trusted proxy forwarded it."""
+    """The TLS client certificate of a request: as a trusted proxy forwarded it, or as the gateway's signed
+    facts assert it (the gateway keeps the certificate header to itself)."""
 
-    der: bytes
-    cert: x509.Certificate
     thumbprint: str
     """`x5t#S256`: base64url SHA-256 of the DER (RFC 8705 §3.1)."""
+    subject: list[Rdn] | None
+    """The subject, normalised for comparison (certificates.parse_dn / subject_rdns); None when unknown."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,30 +69,40 @@ class AuthenticatedClient:
     certificate: ClientCertificate | None = None
 
 
-class ForwardedCertificates:
-    """Reads the TPP certificate from the header the TLS-terminating proxy sets (`trust.client_certificate`),
-    by the gateway's own path (`certificates.read_forwarded`, as its `client_certificate` check): believed only
-    from a trusted proxy, one header, one certificate, current."""
+class PresentedCertificates:
+    """The TLS client certificate behind a request: as the gateway's signed facts assert it (`cnf.x5t#S256`
+    and the subject DN; the gateway keeps the certificate header to itself), else as a trusted TLS-terminating
+    proxy forwarded it straight to the sandbox port."""
 
-    __slots__ = ("_format", "_header", "_proxies")
+    __slots__ = ("_facts", "_forwarded")
 
-    def __init__(self, settings: ClientCertificateSettings) -> None:
-        self._header = settings.header
-        self._format = settings.format
-        self._proxies = ProxyTrust(settings.trusted_proxies)
+    def __init__(self, settings: ClientCertificateSettings, facts: GatewayFactsVerifier) -> None:
+        # The gateway's own reader (certificates.ForwardedCertificateReader): the same header rules.
+        self._forwarded = ForwardedCertificateReader(settings.header, settings.format, settings.trusted_proxies)
+        self._facts = facts
 
-    def read(self, headers: CIMultiDictProxy[str], peer: str | None, now: float) -> ClientCertificate | None:
-        """The forwarded certificate, None when there is none; 401 invalid_client when it cannot be believed."""
+    async def read(self, request: web.Request) -> tuple[ClientCertificate | None, GatewayFacts | None]:
+        """The certificate (None when there is none) and the verified facts (None when none came);
+        CertificateError when either cannot be believed."""
         try:
-            forwarded = read_forwarded(headers.getall(self._header, []), peer, now, header=self._header,
-                                       proxies=self._proxies, parse=self._parse)
+            facts = await self._facts.read(request)
+        except FactsError as exc:
+            raise CertificateError(str(exc)) from None
+        if facts is not None and (thumbprint := facts.cert_thumbprint) is not None:
+            return ClientCertificate(thumbprint, facts.cert_subject), facts
+        try:
+            forwarded = self._forwarded.read(request.headers, request.remote, time.time())
         except CertificateRefused as exc:
-            log.info("client_auth_failed", reason=exc.reason)
-            raise invalid_client(exc.description) from None
-        return None if forwarded is None else ClientCertificate(*forwarded)
+            log.info("client_certificate_refused", reason=exc.reason)
+            raise CertificateError(exc.description) from None
+        if forwarded is None:
+            return None, facts
+        _, cert, thumbprint = forwarded
+        return ClientCertificate(thumbprint, subject_rdns(cert)), facts
 
-    def _parse(self, value: str) -> Forwarded:
-        return parse_forwarded(value, self._format)
+
+class CertificateError(Exception):
+    """A certificate (or signed facts) that cannot be believed; the message is safe to show to the client."""
 
 
 def parse_basic(header: str) -> tuple[str, str]:
@@ -207,7 +216,7 @@ class ClientAuthenticator:
             wanted = parse_dn(dn) if dn is not None else None
         except ValueError:
             wanted = None
-        if wanted is None or wanted != subject_rdns(certificate.cert):
+        if wanted is None or certificate.subject is None or wanted != certificate.subject:
             log.info("client_auth_failed", client_id=client.client_id, method="tls_client_auth",
                      client_cert_s256=certificate.thumbprint, reason="subject_dn_mismatch")
             raise invalid_client("the TLS client certificate's subject is not the registered "
@@ -218,7 +227,7 @@ class ClientAuthenticator:
         """RFC 8705 §2.2: the certificate is in the client's registered key set (an `x5c` leaf, or its
         `x5t#S256`): the key set its SSA's software_jwks_endpoint names, fetched as for private_key_jwt."""
         client, certificate = self._mtls_client(request)
-        keys = await self._client_keys(client, None, "self_signed_tls_client_auth")
+        keys = await self._client_keys(client, None, "self_signed_tls_client_auth", certificate.thumbprint)
         if not keys.has_certificate(certificate.thumbprint):
             log.info("client_auth_failed", client_id=client.client_id, method="self_signed_tls_client_auth",
                      client_cert_s256=certificate.thumbprint, reason="client_cert_not_in_jwks")
@@ -235,15 +244,16 @@ class ClientAuthenticator:
             raise invalid_client(f"{client.auth_method} needs the TLS client certificate (mutual TLS, RFC 8705 §2)")
         return client, request.certificate
 
-    async def _client_keys(self, client: Client, kid: str | None, method: str) -> KeySet:
-        """The key set of a client registered for `method` (its SSA's software_jwks_endpoint)."""
+    async def _client_keys(self, client: Client, kid: str | None, method: str, x5t_s256: str | None = None) -> KeySet:
+        """The key set of a client registered for `method` (its SSA's software_jwks_endpoint), refetched early
+        for an unknown `kid` or certificate (`x5t_s256`)."""
         # SECURITY: only a client registered for a key-set method makes us fetch a JWKS (no SSRF by request).
         if client.auth_method != method or not client.jwks_uri:
             log.info("client_auth_failed", client_id=client.client_id, method=method,
                      reason="not_registered_for_method")
             raise invalid_client(_FAILED)
         try:
-            return await self._fetcher.get(client.jwks_uri, kid)
+            return await self._fetcher.get(client.jwks_uri, kid, x5t_s256=x5t_s256)
         except JwksFetchError as exc:
             log.info("client_auth_failed", client_id=client.client_id, reason="jwks_unavailable")
             raise invalid_client(f"cannot fetch the client's key set: {exc}") from None

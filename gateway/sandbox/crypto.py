@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ..jose import (
+    ClaimRules,
     JoseError,
     JwkSet,
     JwsVerifier,
@@ -211,21 +212,29 @@ class KeySet:
         return any(k.x5t_s256 == x5t_s256 for k in (*self._keys.keys, *self._keys.tls_keys))
 
     async def verify(
-        self, token: str, *, algs: Iterable[str] = ALLOWED_ALGS, typ: tuple[str, ...] | None = None,
+        self,
+        token: str,
+        *,
+        algs: Iterable[str] = ALLOWED_ALGS,
+        typ: tuple[str, ...] | None = None,
+        rules: ClaimRules | None = None,
         sole_key_without_kid: bool = False,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
-        """Verify a compact JWS against the key named by its kid; return (header, payload). The claims are the
-        caller's to judge (the sandbox words its own RFC 7523 / RFC 9068 errors).
+        """Verify a compact JWS against the key named by its kid; return (header, payload). Without `rules` the
+        claims are the caller's to judge (the sandbox words its own RFC 7523 / RFC 9068 errors); with them, the
+        one verifier checks iss, aud and the times too.
 
-        `sole_key_without_kid`: a JWS without `kid` (optional in RFC 7515 §4.1.4) is verified with the set's
-        signature key when the set holds exactly one (`use: tls` keys never count); with several it is refused,
-        as always, for want of a `kid`. For client assertions: the OB conformance tool signs them without one."""
+        `sole_key_without_kid` (without `typ` or `rules`): a JWS without `kid` (optional in RFC 7515 §4.1.4) is
+        verified with the set's signature key when the set holds exactly one (`use: tls` keys never count); with
+        several it is refused, as always, for want of a `kid`. For client assertions: the OB conformance tool
+        signs them without one."""
         # SECURITY: explicit allow-list; never `none`, HS* (key confusion) or RS* (FAPI 1.0 Part 2 §8.6).
         allowed = frozenset(a for a in algs if a in ALLOWED_ALGS)
-        trust = Trust(algorithms=allowed, jwks_uri=_OWN_KEYS, rules=None, typ=typ)
+        trust = Trust(algorithms=allowed, jwks_uri=_OWN_KEYS, rules=rules, typ=typ)
         try:
             parsed = self._verifier.parse(token)
-            if sole_key_without_kid and typ is None and parsed.kid is None and len(self._keys.keys) == 1:
+            if (sole_key_without_kid and typ is None and rules is None and parsed.kid is None
+                    and len(self._keys.keys) == 1):
                 # The same steps as JwsVerifier.verify, with the one key the client's set names.
                 check_algorithm(parsed, allowed)
                 verify_signature(parsed, self._keys.keys[0], allowed)

@@ -1,4 +1,5 @@
-"""Fetching a TPP's JWKS (the SSA's software_jwks_endpoint) for private_key_jwt, with a small TTL cache."""
+"""Fetching a TPP's JWKS (the SSA's software_jwks_endpoint) for private_key_jwt and self_signed_tls_client_auth,
+with a small TTL cache."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from .jsonvalues import loads
 
 MAX_JWKS_BYTES: Final = 256 * 1024
 MIN_REFETCH_SECONDS: Final = 10.0
-"""An unknown kid refetches a cached JWKS, but not more often than this (no refetch storms)."""
+"""An unknown kid or certificate refetches a cached JWKS, but not more often than this (no refetch storms)."""
 
 
 class JwksFetchError(Exception):
@@ -42,12 +43,16 @@ class JwksFetcher:
         self._ttl = ttl
         self._cache: dict[str, _Entry] = {}
 
-    async def get(self, url: str, kid: str | None) -> KeySet:
-        """The key set at `url`, from the cache while fresh and while it knows `kid`."""
+    async def get(self, url: str, kid: str | None, *, x5t_s256: str | None = None) -> KeySet:
+        """The key set at `url`, from the cache while fresh and while it knows `kid` and the certificate whose
+        `x5t#S256` is `x5t_s256` (RFC 8705 §2.2: a TPP that just added its certificate need not wait for the TTL)."""
         now = time.monotonic()
         entry = self._cache.get(url)
         if entry is not None and now - entry.fetched_at < self._ttl:
-            if kid is None or kid in entry.keys or now - entry.fetched_at < MIN_REFETCH_SECONDS:
+            known = (kid is None or kid in entry.keys) and (
+                x5t_s256 is None or entry.keys.has_certificate(x5t_s256)
+            )
+            if known or now - entry.fetched_at < MIN_REFETCH_SECONDS:
                 return entry.keys
         keys = await self._fetch(url)
         self._cache[url] = _Entry(now, keys)

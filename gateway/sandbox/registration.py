@@ -1,26 +1,34 @@
 """The DCR backend: `POST /open-banking/v3.1/register` and `GET|PUT|DELETE …/register/{ClientId}`.
 
 Status codes are the bank page's: POST 201/400, GET 200/401/403, PUT 200/400/401/403,
-DELETE 204/401/403/405 — plus 401 on POST when no valid access token is presented (the page requires one).
-Every call needs a sandbox access token (RFC 6750). An unknown ClientId is 401 and the presented token
-is revoked at once; another client's ClientId is 403; DELETE also invalidates the client's tokens.
-The request JWS signatures are NOT verified here: the gateway in front does that.
+DELETE 204/401/403/405 — plus 401 on POST when it is not authenticated.
+POST is authenticated per `sandbox.registration_auth`: by a sandbox access token (RFC 6750; the bank's page),
+or by the TPP's transport certificate alone (the OB standard profile), which the sandbox believes only as the
+gateway's signed facts assert it, for this request and for the software the request's SSA names. GET, PUT and
+DELETE take a sandbox access token; a certificate-bound one (RFC 8705 §3) only over its certificate. An unknown
+ClientId is 401 and the presented token is revoked at once; another client's ClientId is 403; DELETE also
+invalidates the client's tokens. The request JWS signatures are NOT verified here: the gateway in front does
+that (and says so in its signed facts).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiohttp import hdrs, web
 
+from ..errors import GatewayError
 from ..jsonutil import dumps
 from ..observability.logging import get_logger
 from .bodies import encoded_json_response, json_response, read_limited
+from .client_auth import CertificateError, ClientCertificate
 from .credentials import hash_secret, new_client_id, new_client_secret
 from .crypto import CryptoError, decode_unverified
 from .errors import forbidden, invalid_token, method_not_allowed, registration_error
+from .gateway_facts import GatewayFacts
 from .jsonvalues import loads
 from .metadata import INVALID_METADATA, MetadataError, Registration, validate_registration
 from .service import SANDBOX, Sandbox
@@ -35,12 +43,47 @@ _MAX_ID: Final = 256
 
 
 async def _bearer(request: web.Request, sandbox: Sandbox) -> AccessToken:
-    """The caller's access token; the optional `client_id` header, when sent, must name its client."""
-    token = await sandbox.resources.tokens.authenticate(request.headers.get(hdrs.AUTHORIZATION))
+    """The caller's access token; the optional `client_id` header, when sent, must name its client; a
+    certificate-bound token must come over its certificate (RFC 8705 §3)."""
+    res = sandbox.resources
+    token = await res.tokens.authenticate(request.headers.get(hdrs.AUTHORIZATION))
     claimed = request.headers.get(CLIENT_ID_HEADER)
     if claimed is not None and claimed != token.client_id:
         raise invalid_token("the client_id header does not name the client the access token was issued to")
+    if token.cert_thumbprint is not None:
+        certificate, _ = await _certificate(request, sandbox)
+        if certificate is None or certificate.thumbprint != token.cert_thumbprint:
+            log.info("access_token_rejected", reason="cert_binding_mismatch", client_id=token.client_id,
+                     jti=token.jti)
+            raise invalid_token("the access token is bound to another client certificate")
     return token
+
+
+async def _certificate(
+    request: web.Request, sandbox: Sandbox, refuse: Callable[[str], GatewayError] = invalid_token
+) -> tuple[ClientCertificate | None, GatewayFacts | None]:
+    try:
+        return await sandbox.resources.certificates.read(request)
+    except CertificateError as exc:
+        raise refuse(str(exc)) from None
+
+
+def _unauthenticated_client(description: str) -> GatewayError:
+    """401 for a registration not authenticated by its certificate (no Bearer challenge: no token is asked)."""
+    return GatewayError(401, "invalid_client", description)
+
+
+async def _registrant(request: web.Request, sandbox: Sandbox) -> tuple[str, str | None]:
+    """Who may register (`sandbox.registration_auth`): ("client", its client id) by access token, or
+    ("certificate", its thumbprint) by the certificate the gateway's signed facts assert, with the software id
+    the gateway verified (the request's SSA must name the same)."""
+    if sandbox.config.registration_auth == "bearer":
+        return "client", (await _bearer(request, sandbox)).client_id
+    certificate, facts = await _certificate(request, sandbox, _unauthenticated_client)
+    if facts is None or certificate is None:
+        raise _unauthenticated_client("registration needs the TPP's transport certificate, as the gateway's "
+                                      "signed facts assert it (mutual TLS)")
+    return "certificate", facts.text("software_id")
 
 
 async def _request_jws(request: web.Request, sandbox: Sandbox) -> str:
@@ -87,8 +130,11 @@ async def create(request: web.Request) -> web.Response:
     """POST: register a client; 201 with client_id, client_secret and the registration (OB DCR §5)."""
     sandbox = request.app[SANDBOX]
     res = sandbox.resources
-    caller = await _bearer(request, sandbox)
+    by, who = await _registrant(request, sandbox)
     reg = await _validated(request, sandbox)
+    if by == "certificate" and who != reg.software_id:
+        # SECURITY: the gateway vouched for the certificate of the software it verified; nothing else.
+        raise _unauthenticated_client("the gateway's signed facts are for another software_id")
     client_id = new_client_id()
     secret = new_client_secret()
     now = int(time.time())
@@ -116,7 +162,8 @@ async def create(request: web.Request) -> web.Response:
         client_id=client_id,
         software_id=reg.software_id,
         auth_method=reg.auth_method,
-        by_client_id=caller.client_id,
+        authenticated_by=by,
+        by_client_id=who if by == "client" else None,
     )
     return encoded_json_response(answer, status=201, no_store=True)
 

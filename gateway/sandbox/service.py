@@ -6,13 +6,16 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
 
 from ..config import ClientCertificateSettings, Settings
 from ..observability.logging import get_logger
-from .client_auth import ClientAuthenticator, ForwardedCertificates
+from .client_auth import ClientAuthenticator, PresentedCertificates
+from .crypto import KeySet
+from .gateway_facts import GatewayFactsVerifier
 from .jwks_fetcher import JwksFetcher
 from .keyring import KeyRing
 from .store import DB_FILE, Store
@@ -45,6 +48,14 @@ class SandboxConfig:
     tpp_jwks_cache_seconds: float
     client_certificate: ClientCertificateSettings
     """Where the TPP's TLS client certificate comes from: the gateway's `trust.client_certificate`."""
+    registration_auth: Literal["bearer", "certificate"]
+    """How POST /register is authenticated (Settings.sandbox_registration_auth)."""
+    facts_header: str
+    facts_issuer: str
+    facts_audience: str
+    facts_jwks_uri: str | None
+    """The gateway's signed facts: header, `iss` (the gateway's public URL), `aud` (this backend) and where
+    its key is published (used only when the key was not handed over in process)."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SandboxConfig:
@@ -67,6 +78,11 @@ class SandboxConfig:
             tpp_jwks_timeout=sb.tpp_jwks_timeout_seconds,
             tpp_jwks_cache_seconds=sb.tpp_jwks_cache_seconds,
             client_certificate=settings.trust.client_certificate,
+            registration_auth=settings.sandbox_registration_auth,
+            facts_header=settings.upstream.signed_facts.header,
+            facts_issuer=public,
+            facts_audience=settings.upstream.facts_audience,
+            facts_jwks_uri=settings.facts_jwks_uri,
         )
 
 
@@ -78,15 +94,20 @@ class Resources:
     store: Store
     tokens: TokenService
     clients: ClientAuthenticator
-    certificates: ForwardedCertificates
+    certificates: PresentedCertificates
+    """The TLS client certificate behind a request (signed facts, else a trusted proxy's header)."""
+    facts: GatewayFactsVerifier
     session: aiohttp.ClientSession
 
 
 class Sandbox:
     """The sandbox bank: its compiled config and, once started, its resources."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, gateway_jwks: dict[str, Any] | None = None) -> None:
+        """`gateway_jwks`: the public key of the gateway's signed facts, when the gateway runs in this process
+        (nothing is fetched then); else it is fetched from `SandboxConfig.facts_jwks_uri` when first needed."""
         self.config = SandboxConfig.from_settings(settings)
+        self._gateway_keys = KeySet.from_document(gateway_jwks) if gateway_jwks is not None else None
         self._resources: Resources | None = None
 
     @property
@@ -120,12 +141,23 @@ class Sandbox:
             clients = ClientAuthenticator(
                 store, fetcher, audiences=(cfg.token_endpoint, cfg.issuer), leeway=cfg.leeway
             )
+            facts = GatewayFactsVerifier(
+                header=cfg.facts_header,
+                issuer=cfg.facts_issuer,
+                audience=cfg.facts_audience,
+                leeway=cfg.leeway,
+                keys=self._gateway_keys,
+                jwks_uri=cfg.facts_jwks_uri,
+                # The gateway's own key set: only its configured URL is ever fetched.
+                fetcher=JwksFetcher(session, allowed_hosts=("*",), timeout=cfg.tpp_jwks_timeout, ttl=60.0),
+            )
             self._resources = Resources(
                 keys=keys,
                 store=store,
                 tokens=tokens,
                 clients=clients,
-                certificates=ForwardedCertificates(cfg.client_certificate),
+                certificates=PresentedCertificates(cfg.client_certificate, facts),
+                facts=facts,
                 session=session,
             )
             log.info(

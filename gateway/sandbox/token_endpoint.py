@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import parse_qsl
@@ -12,7 +11,8 @@ from aiohttp import hdrs, web
 
 from ..observability.logging import get_logger
 from .bodies import json_response, read_limited
-from .errors import oauth_error
+from .client_auth import CertificateError
+from .errors import invalid_client, oauth_error
 from .metadata import SCOPES, scope_tokens
 from .service import SANDBOX
 from .store import Client
@@ -90,7 +90,11 @@ async def token(request: web.Request) -> web.Response:
         raise oauth_error("invalid_request", f"the body exceeds {sandbox.config.max_body_bytes} bytes")
     form = parse_form(body)
     _check_grant(form)
-    certificate = res.certificates.read(request.headers, request.remote, time.time())
+    try:
+        certificate, _ = await res.certificates.read(request)
+    except CertificateError as exc:
+        log.info("client_auth_failed", reason="client_certificate_refused")
+        raise invalid_client(str(exc)) from None
     authenticated = await res.clients.authenticate(request.headers.get(hdrs.AUTHORIZATION), form, certificate)
     client = authenticated.client
     if client.kind == "dcr" and GRANT not in (client.registration or {}).get("grant_types", ()):

@@ -28,6 +28,8 @@ class AccessToken:
     scope: str
     iat: int
     exp: int
+    cert_thumbprint: str | None = None
+    """`cnf.x5t#S256` of a certificate-bound token (RFC 8705 §3): usable only over that certificate."""
 
 
 def _int_claim(claims: dict[str, Any], name: str) -> int:
@@ -125,12 +127,17 @@ class TokenService:
         if claims.get("sub") != client_id:
             raise invalid_token("the access token's sub and client_id differ")
         scope = claims.get("scope", "")
+        cnf = claims.get("cnf")
+        bound = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+        if cnf is not None and not (isinstance(bound, str) and bound):
+            raise invalid_token("the access token's cnf claim is not a certificate confirmation")
         return AccessToken(
             client_id=client_id,
             jti=_str_claim(claims, "jti"),
             scope=scope if isinstance(scope, str) else "",
             iat=iat,
             exp=exp,
+            cert_thumbprint=bound,
         )
 
     async def revoke(self, token: AccessToken, reason: str) -> None:

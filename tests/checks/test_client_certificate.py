@@ -1,6 +1,6 @@
-"""`client_certificate`: trusted proxies, the forwarding formats end to end, the tls_client_auth DN, audit mode and
-RFC 8705 token binding, through real gateways with real certificates (the header formats and the DN comparison
-themselves: tests/test_certificates.py)."""
+"""`client_certificate`: trusted proxies, the forwarding formats end to end, the tls_client_auth DN and audit mode,
+through real gateways with real certificates (the header formats and the DN comparison themselves:
+tests/test_certificates.py; RFC 8705 token binding, enforced by bearer_token: test_token_binding.py)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ async def test_sandbox_audit_mode_forwards_and_counts(dcr_world):
 
 
 async def test_certificate_bound_token_over_another_certificate_is_401(dcr_world):
-    """RFC 8705 §3: a token with cnf.x5t#S256 used over another certificate is invalid_token (OB profile GET)."""
+    """RFC 8705 §3: a token with cnf.x5t#S256 used over another certificate is invalid_token (OB profile GET);
+    bearer_token refuses it, before client_certificate runs."""
     w = await dcr_world(policy_dir=OB_STANDARD)
     bound = w.token("client-7", cnf={"x5t#S256": cert_thumbprint_s256(keys().cert)})
     url = f"{REGISTER}/client-7"
@@ -76,5 +77,10 @@ async def test_certificate_bound_token_over_another_certificate_is_401(dcr_world
     assert 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
     assert w.denials("token_cert_binding_mismatch") == 1
     resp = await w.gw.client.get(url, headers={"Authorization": f"Bearer {bound}"})
+    assert resp.status == 401
+    assert w.denials("token_cert_binding_missing") == 1
+    assert w.denials("client_cert_missing") == 0
+    # An unbound token without a certificate: client_certificate (required) refuses it.
+    resp = await w.gw.client.get(url, headers={"Authorization": f"Bearer {w.token('client-7')}"})
     assert resp.status == 401
     assert w.denials("client_cert_missing") == 1

@@ -45,7 +45,7 @@ def test_every_declared_fact_is_produced_by_exactly_one_check_kind() -> None:
         "software_statement_claims": "software_statement", "software_id": "software_statement",
         "org_id": "software_statement", "software_roles": "software_statement",
         "registration_claims": "registration_request", "client_cert_s256": "client_certificate",
-        "rate_limit_fields": "rate_limit",
+        "client_cert_subject_dn": "client_certificate", "rate_limit_fields": "rate_limit",
     }
 
 

@@ -112,31 +112,32 @@ async def test_a_remembered_certificate_is_still_judged_on_its_dates(dcr_world) 
     check = _check(w, "client_certificate")
     first = await check.evaluate(_cert_view(w, time.time()))
     assert first is not None and first.reason == "software_statement_unverified"  # past the dates, no SSA facts
-    assert len(check._certificates) == 1
+    assert w.gw.services.certificates.remembered() == 1
     later = await check.evaluate(_cert_view(w, time.time() + 400 * 86400))
     assert later is not None and later.reason == "client_cert_expired"
     earlier = await check.evaluate(_cert_view(w, time.time() - 400 * 86400))
     assert earlier is not None and earlier.reason == "client_cert_not_yet_valid"
-    assert len(check._certificates) == 1
+    assert w.gw.services.certificates.remembered() == 1
 
 
 async def test_certificate_memo_is_bounded(dcr_world, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
 
-    import gateway.checks.client_certificate as cc
+    import gateway.certificates as certificates
     from tests.checks.world import CERT_HEADER
 
-    monkeypatch.setattr(cc, "PARSED_CERTIFICATES", 4)
+    monkeypatch.setattr(certificates, "PARSED_CERTIFICATES", 4)
     w = await dcr_world()
     check = _check(w, "client_certificate")
+    reader = w.gw.services.certificates  # the one reader of the forwarded certificate (bearer_token's too)
     header = w.cert_header()[CERT_HEADER]
     for i in range(10):  # distinct header texts of one certificate
         await check.evaluate(_cert_view(w, time.time(), " " * i + header))
-        assert len(check._certificates) <= 4
-    assert " " * 9 + header in check._certificates  # the newest are kept
+        assert reader.remembered() <= 4
+    assert reader.remembers(" " * 9 + header)  # the newest are kept
     malformed = await check.evaluate(_cert_view(w, time.time(), "not a certificate"))
     assert malformed is not None and malformed.reason == "client_cert_malformed"
-    assert "not a certificate" not in check._certificates  # failures are not remembered
+    assert not reader.remembers("not a certificate")  # failures are not remembered
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1",

@@ -55,6 +55,15 @@ def test_the_override_is_reported_not_silently_dropped():
                                    "client_certificate, so it is always enforced")]
 
 
+def test_the_profile_without_signed_facts_is_reported(tmp_path):
+    """ob_standard with no sandbox and no signed facts works, but config check says what the backend cannot see."""
+    path = tmp_path / "config.yaml"
+    path.write_text("policies: {profile: ob_standard}\n")
+    assert [f.key for f in findings(load_settings(path, env={}))] == ["upstream.signed_facts.enabled"]
+    path.write_text("policies: {profile: ob_standard}\nupstream: {signed_facts: {enabled: true}}\n")
+    assert findings(load_settings(path, env={})) == []
+
+
 def test_other_check_modes_still_apply_in_the_profile(tmp_path):
     """Only the profile's authenticating check is forced; other audit overrides are kept."""
     path = tmp_path / "config.yaml"

@@ -184,7 +184,7 @@ async def test_a_token_is_not_revoked_by_a_request_that_fails_its_certificate(dc
     bound = w.token("client-7", cnf={"x5t#S256": cert_thumbprint_s256(keys().cert)})
     thief = await w.gw.client.get(f"{REGISTER}/client-8", headers={"Authorization": f"Bearer {bound}"})
     assert thief.status == 401
-    assert w.denials("client_cert_missing") == 1 and w.denials("client_not_owned") == 0
+    assert w.denials("token_cert_binding_missing") == 1 and w.denials("client_not_owned") == 0
     owner = {"Authorization": f"Bearer {bound}", **w.cert_header()}
     assert (await w.gw.client.get(f"{REGISTER}/client-7", headers=owner)).status == 200
     # Over its certificate, asking for another client: refused and revoked, as the bank's rule says.

@@ -28,7 +28,7 @@ from gateway.config import Settings
 from gateway.sandbox import build_sandbox_app
 from gateway.sandbox.keyring import KeyRing
 from gateway.sandbox.service import SANDBOX, Sandbox
-from tests.conftest import ROOT, SHIPPED_POLICIES, GatewayFactory, StartServer, make_settings
+from tests.conftest import ROOT, SHIPPED_POLICIES, RunningGateway, StartServer, make_settings
 
 PASSTHROUGH_POLICIES = ROOT / "tests" / "data" / "passthrough_policies"
 SANDBOX_ISSUER = "http://sandbox.bank.test"
@@ -162,6 +162,8 @@ class Bank:
     extra: dict[str, Any] = field(default_factory=dict)
     service: Callable[[], Sandbox] | None = None
     """The running sandbox service (its token service takes `now=`: a token issued in the past, no sleeping)."""
+    gateway: RunningGateway | None = None
+    """The gateway in front (its `assertion` signs the facts the sandbox is handed the key of)."""
 
     @property
     def token_endpoint(self) -> str:
@@ -348,19 +350,24 @@ def _seeded_state_dir(state_dir: Path, seed: Path) -> Path:
 
 @pytest.fixture
 async def bank_factory(
-    tmp_path: Path, gateway: GatewayFactory, tpp_jwks: TppJwksServer, seeded_keys: Path
+    tmp_path: Path, running_gateway: Callable[..., Awaitable[RunningGateway]], tpp_jwks: TppJwksServer,
+    seeded_keys: Path
 ) -> AsyncIterator[BankFactory]:
     """Start sandbox + gateway; each call gets its own pair.
 
     Without `state_dir` the state lives in tmp_path/state, seeded with the session's keys (so the sandbox
-    takes its "reuse existing keys" path); with `state_dir` it generates its own keys on first start.
+    takes its "reuse existing keys" path); with `state_dir` it generates its own keys on first start. The
+    gateway signs its facts for the sandbox (`upstream.signed_facts`) unless `signed_facts=False`, and the
+    sandbox is handed the gateway's key, as in one `serve` process (`hand_key=False`: it fetches it from its
+    `gateway_jwks_uri`, as a sandbox run on its own does).
     """
     sandboxes: list[TestServer] = []
     sessions: list[aiohttp.ClientSession] = []
 
     async def start(state_dir: Path | None = None, *, shipped_policies: bool = False,
                     enforce_client_certificate: bool = False, trust: dict[str, Any] | None = None,
-                    **sandbox_overrides: Any) -> Bank:
+                    signed_facts: bool = True, facts_key_file: Path | None = None, profile: str = "bank",
+                    hand_key: bool = True, **sandbox_overrides: Any) -> Bank:
         if state_dir is None:
             state_dir = _seeded_state_dir(tmp_path / "state", seeded_keys)
         # Reserve the sandbox's port before the gateway starts (so the gateway cannot be given it), and hand
@@ -368,13 +375,16 @@ async def bank_factory(
         reserved = [_bound_socket(0)]
         sandbox_port = reserved[0].getsockname()[1]
         upstream = f"http://127.0.0.1:{sandbox_port}"
+        # The gateway's socket too: its public URL is the `iss` of its signed facts and the sandbox's issuer.
+        public_socket = _bound_socket(0)
+        public_url = f"http://127.0.0.1:{public_socket.getsockname()[1]}"
         # Generous upstream timeouts: registrations hash secrets with scrypt, and CI machines are slow.
         policy: dict[str, Any] = {"policy_dir": PASSTHROUGH_POLICIES}
         if shipped_policies:
             # The shipped policies trust the sandbox as the bank's authorization server; its issuer is fixed
             # here because the gateway (and so its URL) must exist before the sandbox's settings.
             policy = {
-                "policy_dir": SHIPPED_POLICIES,
+                "policy_dir": SHIPPED_POLICIES / "ob_standard" if profile == "ob_standard" else SHIPPED_POLICIES,
                 "trust": {
                     "token_issuers": {"bank": {"issuer": SANDBOX_ISSUER, "jwks_uri": f"{upstream}/jwks",
                                                "audiences": [SANDBOX_ISSUER], "token_types": ["at+jwt"]}},
@@ -392,10 +402,14 @@ async def bank_factory(
                 policy["policies"] = {"check_modes": {}}
             sandbox_overrides = {"issuer": SANDBOX_ISSUER, "access_token_audience": SANDBOX_ISSUER,
                                  **sandbox_overrides}
-        gw = await gateway(
-            upstream, upstream={"url": upstream, "timeouts": {"connect": 2, "read": 20, "total": 30}}, **policy
-        )
-        public_url = f"http://127.0.0.1:{gw.port}"
+        upstream_section = {"url": upstream, "timeouts": {"connect": 2, "read": 20, "total": 30},
+                            "signed_facts": {"enabled": signed_facts,
+                                             "key_file": str(facts_key_file) if facts_key_file else None}}
+        policy.setdefault("policies", {})["profile"] = profile
+        gw = await running_gateway(upstream, upstream=upstream_section, server={"public_url": public_url},
+                                   public_socket=public_socket, **policy)
+        # `hand_key=False`: the sandbox fetches the key (sandbox.gateway_jwks_uri), as when run on its own.
+        gateway_jwks = gw.assertion.jwks() if gw.assertion is not None and hand_key else None
         sandbox_section = {
             "listen": {"port": sandbox_port},
             "state_dir": str(state_dir),
@@ -403,7 +417,7 @@ async def bank_factory(
         }
         # `trust`: the sandbox's own trust section (trust.client_certificate: where its mTLS certificates come from).
         settings = make_settings(upstream, server={"public_url": public_url}, sandbox=sandbox_section,
-                                 **({"trust": trust} if trust is not None else {}))
+                                 policies={"profile": profile}, **({"trust": trust} if trust is not None else {}))
         holder: list[TestServer] = []
 
         async def boot() -> None:
@@ -411,7 +425,7 @@ async def bank_factory(
                 reserved.pop() if reserved else _bound_socket(sandbox_port)
             )  # a restart binds the port again
             server = TestServer(
-                build_sandbox_app(settings),
+                build_sandbox_app(settings, gateway_jwks),
                 host="127.0.0.1",
                 port=sandbox_port,
                 socket_factory=lambda *_: sock,
@@ -435,6 +449,7 @@ async def bank_factory(
             tpp=tpp_jwks,
             restart=restart,
             service=lambda: holder[0].app[SANDBOX],
+            gateway=gw,
         )
 
     yield start

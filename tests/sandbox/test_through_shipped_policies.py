@@ -6,7 +6,9 @@ GET 401 → the old token refused; plus the bank page's refusals as the gateway 
 
 from __future__ import annotations
 
-from tests.sandbox.conftest import REDIRECT, REGISTER, SANDBOX_ISSUER, Bank, tpp_key
+from gateway.sandbox import client_auth
+from tests.sandbox.conftest import REDIRECT, REGISTER, SANDBOX_ISSUER, Bank, TppKey, tpp_key
+from tests.sandbox.test_token_mtls import CERT, SOFTWARE_ID, SUBJECT, TRUST_LOOPBACK, self_signed_cert, token_at_sandbox
 
 
 async def _register(bank: Bank) -> tuple[str, str, str, str]:
@@ -94,3 +96,37 @@ async def test_sandbox_portal_paths_are_not_reachable_through_the_gateway(bank_f
     for path in ("/sandbox/apps", "/sandbox/ssa", "/directory/jwks"):
         status, body, _ = await bank.call("POST" if path != "/directory/jwks" else "GET", path)
         assert status == 404 and body["error"] == "not_found"
+
+
+
+async def _register_for(bank: Bank, method: str, **claims: str) -> tuple[str, TppKey]:
+    """A DCR client of `method` registered through the shipped policies (software SOFTWARE_ID); its client_id
+    and its TPP key, whose key set is published at the SSA's software_jwks_endpoint."""
+    app_id, app_secret = await bank.create_app(method)
+    tpp = tpp_key(f"gw-{method}")
+    ssa = await bank.mint_ssa(software_jwks_endpoint=bank.tpp.publish(tpp.kid, tpp), software_id=SOFTWARE_ID,
+                              software_redirect_uris=[REDIRECT])
+    request = bank.registration_claims(ssa, aud=SANDBOX_ISSUER, token_endpoint_auth_method=method, **claims)
+    status, created, _ = await bank.register(await bank.token(app_id, app_secret), tpp.sign(request),
+                                             headers={"client_id": app_id})
+    assert status == 201, (method, created)
+    return created["client_id"], tpp
+
+
+async def test_the_fapi_methods_register_and_get_a_token_through_the_shipped_policies(bank_factory) -> None:
+    """Each method the sandbox advertises for registered clients and FAPI allows (private_key_jwt,
+    tls_client_auth, self_signed_tls_client_auth) registers through the shipped policies and then gets a
+    token (the client_secret_* methods are the portal apps', refused for DCR: policies/dcr_test.yaml)."""
+    bank: Bank = await bank_factory(shipped_policies=True, trust=TRUST_LOOPBACK)
+    assert {"private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"} <= set(client_auth.AUTH_METHODS)
+    client_id, tpp = await _register_for(bank, "private_key_jwt", token_endpoint_auth_signing_alg="PS256")
+    status, body = await bank.assertion_token(tpp, client_id)
+    assert status == 200, body
+    client_id, _ = await _register_for(bank, "tls_client_auth", tls_client_auth_subject_dn=SUBJECT)
+    status, body, _ = await token_at_sandbox(bank, {"grant_type": "client_credentials", "client_id": client_id}, CERT)
+    assert status == 200, body
+    cert = self_signed_cert()
+    client_id, tpp = await _register_for(bank, "self_signed_tls_client_auth")
+    bank.tpp.documents[tpp.kid]["keys"].append(cert.tls_jwk("transport-1"))
+    status, body, _ = await token_at_sandbox(bank, {"grant_type": "client_credentials", "client_id": client_id}, cert)
+    assert status == 200, body

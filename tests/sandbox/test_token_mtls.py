@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import NameOID
 from jwcrypto import jwk
 
-from gateway.sandbox import client_auth, metadata
+from gateway.sandbox import client_auth, jwks_fetcher, metadata
 from tests.sandbox.conftest import TOKEN, Bank, BankFactory, tpp_key, unverified
 
 CERT_HEADER = "ssl-client-cert"
@@ -264,6 +264,47 @@ async def test_self_signed_certificate_not_in_the_key_set_is_401(mtls_bank: Bank
     assert "key set" in body["error_description"]
 
 
+async def _cached_then_added(bank: Bank) -> tuple[dict[str, str], str, Cert, Cert]:
+    """A self_signed_tls_client_auth client whose key set the sandbox has just fetched and cached (a token with
+    its first certificate), then a second certificate added to that key set; (token form, name of the key set on
+    the TPP JWKS server, first certificate, added certificate)."""
+    first, added = self_signed_cert(), self_signed_cert()
+    client = await self_signed_client(bank, first)
+    form = {"grant_type": CC, "client_id": client["client_id"]}
+    name = str(unverified(client["software_statement"])[1]["software_jwks_endpoint"]).rsplit("/", 1)[-1]
+    status, body, _ = await token_at_sandbox(bank, form, first)
+    assert status == 200, body
+    assert bank.tpp.hits[name] == 1
+    bank.tpp.documents[name]["keys"].append(added.tls_jwk("transport-2"))
+    return form, name, first, added
+
+
+async def test_a_certificate_added_to_the_key_set_refetches_it(mtls_bank: Bank, monkeypatch) -> None:
+    """A certificate not in the cached key set refetches it once (the TPP just added it), as an unknown kid does,
+    instead of 401 until tpp_jwks_cache_seconds pass; a known one keeps using the cache. The refetch floor is 0
+    here so that the second request comes after it without waiting."""
+    monkeypatch.setattr(jwks_fetcher, "MIN_REFETCH_SECONDS", 0.0)
+    form, name, first, added = await _cached_then_added(mtls_bank)
+    status, body, _ = await token_at_sandbox(mtls_bank, form, added)
+    assert status == 200, body
+    assert cnf_of(body) == {"x5t#S256": added.x5t_s256}
+    assert mtls_bank.tpp.hits[name] == 2
+    for cert in (first, added):  # both known now: the cache answers
+        status, body, _ = await token_at_sandbox(mtls_bank, form, cert)
+        assert status == 200, body
+    assert mtls_bank.tpp.hits[name] == 2
+
+
+async def test_an_unknown_certificate_does_not_refetch_within_the_floor(mtls_bank: Bank) -> None:
+    """Unknown certificates refetch no more often than unknown kids (jwks_fetcher.MIN_REFETCH_SECONDS): a
+    request right after a fetch is answered from the cache, 401 when its certificate is not there."""
+    form, name, _, added = await _cached_then_added(mtls_bank)
+    for _ in range(3):
+        status, body, _ = await token_at_sandbox(mtls_bank, form, added)
+        assert (status, body["error"]) == (401, "invalid_client"), body
+    assert mtls_bank.tpp.hits[name] == 1
+
+
 # -- certificate-bound tokens for every method (RFC 8705 §3) ---------------------------------------------
 
 
@@ -286,13 +327,21 @@ async def test_secret_and_assertion_tokens_are_bound_over_mutual_tls(mtls_bank: 
     assert cnf_of(body) == {"x5t#S256": CERT.x5t_s256}
 
 
-async def test_bound_token_is_accepted_by_the_sandbox(mtls_bank: Bank) -> None:
-    """The sandbox's own token check accepts a certificate-bound token (binding is the gateway's to enforce)."""
+async def test_bound_token_is_accepted_by_the_sandbox_only_over_its_certificate(mtls_bank: Bank) -> None:
+    """The sandbox, a resource server too, enforces RFC 8705 §3 itself: a certificate-bound token works over its
+    certificate (forwarded straight to the sandbox port by the trusted proxy), and not without it."""
     client = await tls_client(mtls_bank)
     _, body, _ = await token_at_sandbox(mtls_bank, {"grant_type": CC, "client_id": client["client_id"]}, CERT)
-    status, doc, _ = await mtls_bank.call("GET", f"/open-banking/v3.1/register/{client['client_id']}",
-                                          body["access_token"])
-    assert status == 200, doc
+    path = f"/open-banking/v3.1/register/{client['client_id']}"
+    headers = {"Authorization": f"Bearer {body['access_token']}", **CERT.header()}
+    async with mtls_bank.http.get(mtls_bank.sandbox_url + path, headers=headers) as r:
+        assert r.status == 200, await r.text()
+    other = {**headers, **client_cert().header()}  # the same subject, another key: another certificate
+    async with mtls_bank.http.get(mtls_bank.sandbox_url + path, headers=other) as r:
+        assert r.status == 401 and (await r.json())["error"] == "invalid_token"
+    status, doc, hdrs = await mtls_bank.call("GET", path, body["access_token"])  # through the gateway, no cert
+    assert status == 401 and doc["error"] == "invalid_token", doc
+    assert "invalid_token" in hdrs["WWW-Authenticate"]
 
 
 # -- discovery lists exactly what is implemented ---------------------------------------------------------

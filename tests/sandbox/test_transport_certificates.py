@@ -31,7 +31,7 @@ from gateway.policy.testing import forwarded_certificate
 from gateway.sandbox.certificates import CA_CERT_FILE, CA_KEY_FILE
 from gateway.sandbox.crypto import CryptoError, KeySet
 from tests.sandbox.conftest import CLIENT_CERT_HEADER, SANDBOX_ISSUER, Bank, sign_jws
-from tests.sandbox.test_cli import write_config
+from tests.sandbox.test_cli import run_cli, write_config
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -204,6 +204,37 @@ async def test_hosted_key_set_refuses_a_tls_key_whose_certificate_is_not_its_key
     for bad in (swapped, wrong_x5t):
         async with bank.http.post(bank.sandbox_url + "/sandbox/tpp-jwks", json={"keys": [doc["keys"][0], bad]}) as r:
             assert r.status == 400, await r.text()
+
+
+@pytest.mark.process
+async def test_mint_cert_adds_the_certificate_to_the_hosted_key_set_in_one_step(bank: Bank, tmp_path: Path) -> None:
+    """mint-cert --add-to-jwks DIR --register (the CLI as a process): the new certificate is a use: tls key of
+    DIR's key set beside DIR's existing signing key, hosted on the running sandbox; without DIR, --register is
+    refused before anything is issued."""
+    config = write_config(bank, tmp_path / "config.yaml")
+    out = tmp_path / "tpp"
+    code, kid, err = await run_cli("sandbox", "tpp-key", "--out", str(out), "--alg", "ES256")
+    assert code == 0, err
+    code, stdout, err = await run_cli("sandbox", "mint-cert", "--config", str(config), "--out", str(out),
+                                      "--add-to-jwks", str(out), "--register")
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["kid"] == kid.strip() == (out / "kid").read_text().strip()  # the signing key is kept
+    assert report["jwks"] == str(out / "jwks.json") and "next" not in report
+    assert report["jwks_uri"] == (out / "jwks_uri").read_text().strip()
+    async with bank.http.get(report["jwks_uri"]) as r:
+        hosted = await r.json()
+    assert hosted == json.loads((out / "jwks.json").read_text())
+    signing, tls = hosted["keys"]
+    assert (signing["kid"], signing["use"], tls["use"]) == (report["kid"], "sig", "tls")
+    leaf = leaf_of(report)
+    assert tls["x5t#S256"] == x5t_s256(der(leaf)) == report["x5t#S256"]
+    assert base64.b64decode(tls["x5c"][0], validate=True) == der(leaf)
+
+    code, stdout, err = await run_cli("sandbox", "mint-cert", "--config", str(config), "--out", str(tmp_path / "x"),
+                                      "--register")
+    assert code == 1 and stdout == "" and err.startswith("error: ") and "--add-to-jwks" in err
+    assert not (tmp_path / "x").exists()
 
 
 async def _registration(bank: Bank, config: Path, tmp_path: Path, name: str, **sign: str) -> tuple[str, dict]:
