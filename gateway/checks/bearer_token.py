@@ -11,14 +11,13 @@ from typing import Any, Final
 
 from pydantic import Field
 
-from ..certificates import CertificateRefused, Forwarded
+from ..certificates import CertificateRefused
 from ..config import TokenIssuer
 from ..config.schema import NonNegativeSeconds, StrictModel
 from ..jose import JoseError
 from ..reasons import Challenge, JoseFamily, Reason, Reasons, bearer_challenge
 from .base import Check, Denial, RequestView
 from .params import ParamError
-from .registration import CLIENT_CERT_S256, CLIENT_CERT_SUBJECT
 from .services import Services
 from .token import CLIENT_ID, TOKEN, VerifiedToken
 
@@ -78,7 +77,7 @@ class BearerToken(Check[BearerTokenParams]):
 
     name = "bearer_token"
     Params = BearerTokenParams
-    produces = (TOKEN, CLIENT_ID, CLIENT_CERT_S256, CLIENT_CERT_SUBJECT)
+    produces = (TOKEN, CLIENT_ID)
     reasons = BearerTokenReasons
     __slots__ = ("_issuers", "_required")
 
@@ -109,9 +108,7 @@ class BearerToken(Check[BearerTokenParams]):
         return tuple(cfg.jwks_uri for _, cfg in self._issuers.values() if cfg.jwks_uri)
 
     async def evaluate(self, request: RequestView) -> Denial | None:
-        """Pass with the facts `token` and `client_id` (and, for a certificate-bound token, the certificate that
-        proved possession: `client_cert_s256`, `client_cert_subject_dn`) set, or refuse: 401 invalid_token, 403
-        insufficient_scope."""
+        """Pass with the facts `token` and `client_id` set, or refuse: 401 invalid_token, 403 insufficient_scope."""
         values = request.headers.getall("Authorization", [])
         if not values:
             description = "an access token is required (Authorization: Bearer)"
@@ -137,9 +134,9 @@ class BearerToken(Check[BearerTokenParams]):
         if limit is not None and token.exp - token.iat > limit:
             return self.deny(R.token_lifetime_too_long, "the access token's lifetime is too long")
         # On every request, cached token or not: the verifier caches the token, never a binding verdict.
-        bound = self._binding(token.claims, request)
-        if isinstance(bound, Denial):
-            return bound
+        denial = self._binding(token.claims, request)
+        if denial is not None:
+            return denial
         if await self.services.revocations.is_revoked(token):
             return self.deny(R.token_revoked, "the access token has been revoked")
         missing = self._required - token.scopes
@@ -149,23 +146,16 @@ class BearerToken(Check[BearerTokenParams]):
             return self.deny(R.insufficient_scope, description, scope=scope)
         request.facts.set(TOKEN, token)
         request.facts.set(CLIENT_ID, token.client_id)
-        if bound is not None:
-            # The certificate that proved possession is a verified fact too: the backend (signed facts) then
-            # sees the binding the gateway checked, whatever other checks the policy runs.
-            _, cert, thumbprint = bound
-            request.facts.set(CLIENT_CERT_S256, thumbprint)
-            request.facts.set(CLIENT_CERT_SUBJECT, cert.subject.rfc4514_string())
         return None
 
-    def _binding(self, claims: Mapping[str, Any], request: RequestView) -> Denial | Forwarded | None:
+    def _binding(self, claims: Mapping[str, Any], request: RequestView) -> Denial | None:
         """RFC 8705 §3: a token confirmed by `cnf.x5t#S256` needs that certificate, forwarded by a trusted proxy
         (`Services.certificates`, the reader `client_certificate` uses). A token without `cnf` is a plain
         bearer token. Fail closed on a `cnf` the gateway cannot check: not a non-empty object, a malformed
         `x5t#S256`, or only confirmation methods it does not implement (RFC 7800 §3.1 lets a recipient ignore
         members it does not understand "in the absence of such requirements"; a resource server that cannot
         prove possession of a sender-constrained token must not treat it as a bearer token). Members beside a
-        valid `x5t#S256` are ignored: the certificate proves possession. Returns the certificate that proved it
-        (None for a plain bearer token)."""
+        valid `x5t#S256` are ignored: the certificate proves possession."""
         if "cnf" not in claims:
             return None
         cnf = claims["cnf"]
@@ -187,7 +177,7 @@ class BearerToken(Check[BearerTokenParams]):
                              "the access token is certificate-bound: its TLS client certificate is required")
         if forwarded[2] != bound:
             return self.deny(R.token_cert_binding_mismatch, "the access token is bound to another client certificate")
-        return forwarded
+        return None
 
 
 __all__ = ["BearerToken", "BearerTokenReasons", "VerifiedToken", "bearer_challenge"]
