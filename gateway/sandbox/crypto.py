@@ -19,11 +19,9 @@ from ..jose import (
     StaticKeys,
     Trust,
     VerificationKey,
-    check_algorithm,
     generate_signing_key,
     load_signing_key_pem,
     sign_jwt,
-    verify_signature,
 )
 from ..jose.encoding import b64url_decode
 from ..jose.keys import TLS_USE, check_jwk
@@ -224,31 +222,21 @@ class KeySet:
         claims are the caller's to judge (the sandbox words its own RFC 7523 / RFC 9068 errors); with them, the
         one verifier checks iss, aud and the times too.
 
-        `sole_key_without_kid` (without `typ` or `rules`): a JWS without `kid` (optional in RFC 7515 §4.1.4) is
-        verified with the set's signature key when the set holds exactly one (`use: tls` keys never count); with
-        several it is refused, as always, for want of a `kid`. For client assertions: the OB conformance tool
-        signs them without one."""
+        `sole_key_without_kid`: a JWS without `kid` (optional in RFC 7515 §4.1.4) is verified with the set's
+        signature key when the set holds exactly one (`use: tls` keys never count); with several it is refused, as
+        always, for want of a `kid`. For client assertions: the OB conformance tool signs them without one."""
         # SECURITY: explicit allow-list; never `none`, HS* (key confusion) or RS* (FAPI 1.0 Part 2 §8.6).
         allowed = frozenset(a for a in algs if a in ALLOWED_ALGS)
         trust = Trust(algorithms=allowed, jwks_uri=_OWN_KEYS, rules=rules, typ=typ)
+        # Only a set with exactly one signature key names a key for a JWS without kid (`use: tls` keys never count).
+        sole = self._keys.keys[0].kid if sole_key_without_kid and len(self._keys.keys) == 1 else None
         try:
-            parsed = self._verifier.parse(token)
-            if (sole_key_without_kid and typ is None and rules is None and parsed.kid is None
-                    and len(self._keys.keys) == 1):
-                # The same steps as JwsVerifier.verify, with the one key the client's set names.
-                check_algorithm(parsed, allowed)
-                verify_signature(parsed, self._keys.keys[0], allowed)
-                header, claims = parsed.header, parsed.claims
-            else:
-                verified = await self._verifier.verify(parsed, trust)
-                header, claims = verified.header, verified.claims
+            verified = await self._verifier.verify(token, trust, kid_if_absent=sole)
         except JoseError as exc:
             raise CryptoError(_REASONS.get(exc.reason, exc.reason), exc.description) from None
-        if claims is None:  # pragma: no cover - the strict parse always gives a JSON object payload
-            raise CryptoError("malformed_jws", "JWS payload is not a JSON object")
-        payload = dict(claims)
+        payload = dict(verified.claims)
         try:
             check(payload)
         except JsonValueError as exc:
             raise CryptoError("malformed_jws", f"JWS payload: {exc}") from None
-        return dict(header), payload
+        return dict(verified.header), payload
