@@ -6,6 +6,7 @@ import base64
 import json
 import time
 import uuid
+from typing import Any
 
 import pytest
 from jwcrypto import jwk, jws
@@ -247,8 +248,21 @@ async def pkjwt(bank: Bank):
     return created["client_id"], tpp
 
 
-def _in(seconds: int) -> int:
-    return int(time.time()) + seconds
+class _In(int):
+    """A time `seconds` from when the test runs, not from collection (a long run makes a collection-time
+    "600 s in the future" a past time by the time the test runs)."""
+
+    def at(self) -> int:
+        return int(time.time()) + int(self)
+
+
+def _in(seconds: int) -> _In:
+    return _In(seconds)
+
+
+def _at_run_time(overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` with every relative time made absolute now."""
+    return {k: v.at() if isinstance(v, _In) else v for k, v in overrides.items()}
 
 
 ASSERTION_CASES = [
@@ -299,7 +313,7 @@ async def test_invalid_client_assertions_are_401(bank: Bank, pkjwt, case, overri
     """A client assertion that breaks RFC 7523 §3 or the algorithm allow-list is 401 invalid_client."""
     client_id, tpp = pkjwt
     if variant is None:
-        assertion = bank.assertion(tpp, client_id, **overrides)
+        assertion = bank.assertion(tpp, client_id, **_at_run_time(overrides))
     else:
         assertion = _signed_differently(bank, tpp, client_id, variant)
     form = {"grant_type": CC, "client_assertion_type": JWT_BEARER, "client_assertion": assertion}
