@@ -25,7 +25,6 @@ import http.client
 import json
 import re
 import ssl
-import tempfile
 import time
 import uuid
 from collections.abc import Mapping
@@ -71,17 +70,19 @@ class ObTool:
     profile needs beyond the tool's (the bank's profile: a bearer token and a `client_id` header)."""
 
     config: dict[str, Any]
+    workdir: Path
+    """Where the transport certificate and key are written for the TLS library (the test's directory)."""
     discovery: dict[str, Any] = field(default_factory=dict)
     headers_for: Any = None
 
     def __post_init__(self) -> None:
         self._key = jwk.JWK.from_pem(self.config["private_key"].encode())
-        self._tmp = Path(tempfile.mkdtemp(prefix="obtool-"))
-        (self._tmp / "cert.pem").write_text(self.config["transport_cert"])
-        (self._tmp / "key.pem").write_text(self.config["transport_key"])
+        self.workdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        (self.workdir / "cert.pem").write_text(self.config["transport_cert"])
+        (self.workdir / "key.pem").write_text(self.config["transport_key"])
         self._mtls = ssl.create_default_context(cadata="\n".join(self.config["transport_root_cas"]))
         self._mtls.minimum_version = ssl.TLSVersion.TLSv1_2
-        self._mtls.load_cert_chain(self._tmp / "cert.pem", self._tmp / "key.pem")
+        self._mtls.load_cert_chain(self.workdir / "cert.pem", self.workdir / "key.pem")
         self._plain = ssl.create_default_context(cadata="\n".join(self.config["transport_root_cas"]))
 
     # -- transport -------------------------------------------------------------------------------------

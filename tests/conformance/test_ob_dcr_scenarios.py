@@ -141,7 +141,7 @@ def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
                   "--org-id", cert["org_id"], "--jwks-endpoint", jwks_uri, "--redirect-uri", REDIRECT).strip()
         settings = tool_config(ingress_url, tpp, server.ca, cert, kid, ssa)
         (tmp / "config.json").write_text(json.dumps(settings, indent=2))
-        tool = ObTool(settings)
+        tool = ObTool(settings, tmp / "tool")
         if profile == "bank":
             tool.headers_for = bank_headers(tool, sandbox_url)
         yield Deployment(profile, ingress_url, sandbox_url, tool, tmp / "config.json",
