@@ -305,7 +305,7 @@ class ClientAuthenticator:
         registered_alg = (client.registration or {}).get("token_endpoint_auth_signing_alg")
         algs = (registered_alg,) if isinstance(registered_alg, str) else ("PS256", "ES256")
         try:
-            _, claims = await keys.verify(assertion, algs=algs)
+            _, claims = await keys.verify(assertion, algs=algs, sole_key_without_kid=True)
         except CryptoError as exc:
             log.info("client_auth_failed", client_id=client_id, kid=kid, reason=exc.reason)
             raise invalid_client(f"client_assertion rejected: {exc.description}") from None
