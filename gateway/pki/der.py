@@ -19,15 +19,10 @@ MAX_OID_ARCS: Final = 32
 MAX_ARC_BYTES: Final = 8
 """An OID arc longer than this (56 bits) is refused: no OID the gateway reads comes near it."""
 
-SEQUENCE: Final = 0x30
-OBJECT_IDENTIFIER: Final = 0x06
-UTF8_STRING: Final = 0x0C
-PRINTABLE_STRING: Final = 0x13
-IA5_STRING: Final = 0x16
-BMP_STRING: Final = 0x1E
-UNIVERSAL_STRING: Final = 0x1C
-NUMERIC_STRING: Final = 0x12
-VISIBLE_STRING: Final = 0x1A
+# Universal tags (X.680 §8.4) of the types read here.
+SEQUENCE, OBJECT_IDENTIFIER = 0x30, 0x06
+UTF8_STRING, PRINTABLE_STRING, IA5_STRING, NUMERIC_STRING, VISIBLE_STRING = 0x0C, 0x13, 0x16, 0x12, 0x1A
+BMP_STRING, UNIVERSAL_STRING = 0x1E, 0x1C
 
 _PRINTABLE: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 '()+,-./:=?")
 
