@@ -235,13 +235,16 @@ class ClientCertificate(Check[ClientCertificateParams]):
                 return self.deny(R.registration_unverified,
                                  "no verified registration request to read the requested scope from")
             scope = claims.get("scope")
-            if isinstance(scope, str):
-                for word in scope.split():
+            if scope is not None:
+                # A string, or a list of strings (registration_metadata's claim type accepts both).
+                parts = [scope] if isinstance(scope, str) else scope if isinstance(scope, list) else None
+                if parts is None or not all(isinstance(p, str) for p in parts):
+                    return self.deny(R.registration_unverified,
+                                     "the registration request's scope is not a string or a list of strings")
+                for word in (w for p in parts for w in p.split()):
                     if (role := psd2.scope_roles.get(word)) is not None:
                         needed.setdefault(role, f"scope {word}")
                 return self._cover(info, needed)
-            if scope is not None:
-                return self.deny(R.registration_unverified, "the registration request's scope is not a string")
         if ssa is None:
             return self.deny(R.software_statement_unverified,
                              "no verified software statement to read the software roles from")

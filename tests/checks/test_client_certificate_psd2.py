@@ -124,6 +124,9 @@ async def test_roles_cover_scopes(dcr_world, tmp_path):
     assert resp.status == 201, await resp.text()
     resp = await post(w, QWAC_ALL)
     assert resp.status == 201, await resp.text()
+    resp = await post(w, QWAC_AI_PI, scope=["openid accounts", "fundsconfirmations"])  # the list form
+    await refused(resp, 2, w, "client_cert_psd2_roles_missing", 400, "invalid_client_metadata",
+                  r"scope fundsconfirmations \(needs PSP_IC\)")
 
 
 async def test_roles_cover_scopes_without_a_scope_claim_reads_the_software_roles(dcr_world, tmp_path):
