@@ -55,7 +55,7 @@ def test_lint_refuses_a_fact_header_no_check_can_fill(name: str, problem: str) -
     proc = _cli("policy", "lint", fact_headers=f'{{"client_id": "X-DCR-Client-Id", "{name}": "X-Other"}}')
     assert proc.returncode == 1
     assert f"policies.fact_headers.{name}: {problem}" in proc.stderr
-    assert "facts that can be headers: client_cert_s256, client_id, org_id, software_id, software_roles" in \
+    assert "facts that can be headers: client_cert_psd2, client_cert_s256, client_id, org_id, software_id, software_roles" in \
         proc.stderr
 
 
