@@ -655,3 +655,14 @@ def _revoked_answer(method: Method, entry: x509.RevokedCertificate, serial: int)
     revoked_at = entry.revocation_date_utc
     return MethodAnswer(method, "revoked", _revoked_text("the issuer's CRL", f"{serial:x}", revoked_at, reason),
                         revoked_at, None if reason is None else reason.name)
+
+
+Mode = Literal["hard_fail", "soft_fail", "off"]
+"""hard_fail: an unknown status refuses; soft_fail: it passes (counted and logged); off: nothing is asked."""
+
+
+def refuses(status: RevocationStatus, mode: Mode) -> bool:
+    """True when `status` must refuse the certificate under `mode` (revoked always does, unless off)."""
+    if mode == "off":
+        return False
+    return status.status == "revoked" or (status.status == "unknown" and mode == "hard_fail")

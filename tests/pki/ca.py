@@ -12,8 +12,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-NOW = dt.datetime(2026, 1, 1, 12, 0, tzinfo=dt.UTC)
-"""Every certificate is valid around this moment (a year either side), whatever the real date."""
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+"""The moment every certificate and CRL is made around (the real time: `openssl ocsp` stamps its answers with it;
+tests of CRLs move their own clock from here)."""
 
 
 def name(cn: str) -> x509.Name:

@@ -12,8 +12,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509 import ocsp
 
 from gateway.jose.url_guard import UrlPolicy
 from gateway.pki.revocation import (
@@ -269,3 +270,30 @@ async def test_a_redirect_is_not_followed(start_server: StartServer, checker: tu
     leaf = ca.issue("tpp", crl_url=str(server.make_url("/crl")))
     status = await checker[0].check(leaf.cert, ca.cert, ["crl"])
     assert status.status == "unknown" and followed == 0 and checker[1].fetches == [("crl", "refused")]
+
+
+async def test_an_ocsp_answer_signed_by_an_impostor_is_refused(
+    start_server: StartServer, checker: tuple[RevocationChecker, Counted]
+) -> None:
+    """An OCSP answer whose ResponderID names the issuer (by its DN) but which an impostor CA of the same name
+    signed does not verify with the issuer's key: unknown, never good."""
+    ca = TestCa()
+    impostor = TestCa(cn=ca.cn)  # same subject, another key
+
+    async def answer(request: web.Request) -> web.Response:
+        asked = ocsp.load_der_ocsp_request(await request.read())
+        built = (ocsp.OCSPResponseBuilder()
+                 .add_response(cert=leaf.cert, issuer=ca.cert, algorithm=asked.hash_algorithm,
+                               cert_status=ocsp.OCSPCertStatus.GOOD, this_update=NOW,
+                               next_update=NOW + dt.timedelta(hours=1), revocation_time=None, revocation_reason=None)
+                 .responder_id(ocsp.OCSPResponderEncoding.NAME, impostor.cert)
+                 .sign(impostor.key, hashes.SHA256()))
+        return web.Response(body=built.public_bytes(serialization.Encoding.DER), content_type="application/ocsp-response")
+
+    app = web.Application()
+    app.router.add_post("/ocsp", answer)
+    server = await start_server(app)
+    leaf = ca.issue("tpp", ocsp_url=str(server.make_url("/ocsp")))
+    status = await checker[0].check(leaf.cert, ca.cert, ["ocsp"])
+    assert status.status == "unknown" and "the answer's signature does not verify" in status.description
+    assert checker[1].checks == [("ocsp", "error")]
