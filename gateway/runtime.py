@@ -21,6 +21,7 @@ from .checks.token_verifier import TokenVerifier
 from .config import Settings
 from .jose.jwks_cache import JwksCache, JwksCacheSettings
 from .observability.metrics import Metrics
+from .pki.revocation import RevocationChecker, RevocationEvents
 from .state import BreakerState, ErrorKind, StoreEvents, build_store
 
 T = TypeVar("T")
@@ -88,7 +89,10 @@ def build_runtime(settings: Settings, metrics: Metrics | None, *, clock: Callabl
         ),
         on_event=metrics.jwks_event if metrics is not None else None,
     )
-    return _assemble(settings, metrics, cache, (cache,), clock)
+    trust = settings.trust
+    revocation = RevocationChecker.from_config(trust.revocation, skew_seconds=trust.clock_skew_seconds,
+                                               events=_revocation_events(metrics))
+    return _assemble(settings, metrics, cache, (cache, revocation), clock, revocation)
 
 
 def build_offline_runtime(
@@ -105,6 +109,7 @@ def _assemble(
     keys: KeyProvider,
     owned: tuple[Resource, ...],
     clock: Callable[[], float],
+    revocation: RevocationChecker | None = None,
 ) -> Runtime:
     trust = settings.trust
     store = build_store(settings.state, _store_events(metrics))
@@ -113,7 +118,7 @@ def _assemble(
     tokens = TokenVerifier(keys, skew_seconds=trust.clock_skew_seconds, clock=clock)
     services = Services(trust=trust, keys=keys, store=store, revocations=revocations, tokens=tokens, clock=clock,
                         check_modes=dict(settings.policies.check_modes), on_replay=_on_replay(metrics),
-                        on_fail_open=_on_fail_open(metrics))
+                        on_fail_open=_on_fail_open(metrics), revocation=revocation)
     return Runtime(services, (*owned, store, tokens))
 
 
@@ -130,6 +135,15 @@ def _store_events(metrics: Metrics | None) -> StoreEvents:
         errors.labels(kind).inc()
 
     return StoreEvents(on_breaker_change=on_breaker_change, on_error=on_error)
+
+
+def _revocation_events(metrics: Metrics | None) -> RevocationEvents:
+    """The revocation checker's answers, fetches, cache hits and soft-fail passes, counted."""
+    if metrics is None:
+        return RevocationEvents()
+    return RevocationEvents(on_check=metrics.cert_revocation_checked, on_fetch=metrics.cert_revocation_fetched,
+                            on_cache_hit=metrics.cert_revocation_cache_hit,
+                            on_soft_fail=metrics.cert_revocation_soft_failed)
 
 
 def _nothing() -> None:

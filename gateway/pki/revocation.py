@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, paddin
 from cryptography.x509 import ocsp
 from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsageOID, SignatureAlgorithmOID
 
+from ..config import CertificateRevocationSettings
 from ..jose.errors import quoted_url
 from ..jose.guarded_fetch import FetchFailed, FetchLimits, FetchResult, guarded_fetch
 from ..jose.url_guard import HostResolver, UrlGuard, UrlPolicy
@@ -310,6 +311,21 @@ class RevocationChecker:
         self._ocsp: _Lru[tuple[str, bytes, bytes, int], _OcspEntry] = _Lru(self.settings.max_entries)
         self._crl_flights: _Flights[str, None] = _Flights()
         self._ocsp_flights: _Flights[tuple[str, bytes, bytes, int], None] = _Flights()
+
+    @classmethod
+    def from_config(cls, cfg: CertificateRevocationSettings, *, skew_seconds: float,
+                    events: RevocationEvents | None = None) -> RevocationChecker:
+        """The checker config `trust.revocation` describes (URL policy, limits), with `trust.clock_skew_seconds`."""
+        policy = UrlPolicy.build(allow_http=cfg.allow_http, allowed_hosts=cfg.allowed_hosts,
+                                 allow_private=cfg.allow_private, allow_loopback=cfg.allow_loopback)
+        settings = RevocationSettings(
+            fetch_timeout_seconds=cfg.timeout_seconds, max_crl_bytes=cfg.max_crl_bytes,
+            max_ocsp_bytes=cfg.max_ocsp_response_bytes, skew_seconds=skew_seconds,
+            ocsp_default_ttl_seconds=cfg.ocsp_cache_seconds, crl_default_ttl_seconds=cfg.crl_cache_seconds,
+            failed_refetch_interval_seconds=cfg.failed_refetch_interval_seconds, max_entries=cfg.max_cached,
+            ocsp_hash=cfg.ocsp_hash, ocsp_nonce=cfg.ocsp_nonce,
+        )
+        return cls(policy=policy, settings=settings, events=events)
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -24,7 +24,8 @@ from gateway.policy import Decision, load_policies
 from gateway.runtime import build_runtime
 from tests.conftest import ROOT, SHIPPED_POLICIES
 
-AUDITED = {"client_id", "token_jti", "token_kid", "software_id", "org_id", "cert_s256", "registration_jti"}
+AUDITED = {"client_id", "token_jti", "token_kid", "software_id", "org_id", "cert_s256", "cert_revocation",
+           "registration_jti"}
 """The decision event's identity fields (docs/audit.md), each filled by a fact."""
 
 
@@ -45,7 +46,8 @@ def test_every_declared_fact_is_produced_by_exactly_one_check_kind() -> None:
         "software_statement_claims": "software_statement", "software_id": "software_statement",
         "org_id": "software_statement", "software_roles": "software_statement",
         "registration_claims": "registration_request", "client_cert_s256": "client_certificate",
-        "client_cert_subject_dn": "client_certificate", "rate_limit_fields": "rate_limit",
+        "client_cert_subject_dn": "client_certificate", "client_cert_revocation": "client_certificate",
+        "rate_limit_fields": "rate_limit",
     }
 
 
@@ -84,6 +86,7 @@ def test_audit_fields_are_all_present_and_null_when_absent() -> None:
     assert facts.audit_fields() == {
         "client_id": "client-a", "token_jti": "jti-1", "token_kid": "kid-1", "software_id": "sw-1",
         "org_id": "org-1", "cert_s256": "thumb", "registration_jti": "8c6b9a3e-0000-4000-8000-000000000000",
+        "cert_revocation": None,
     }
 
 
