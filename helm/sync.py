@@ -22,8 +22,10 @@ SCHEMA = CHART / "values.schema.json"
 _CHART_OWNED = (
     "Set by the chart whatever the values say: `policies.dir` (the mounted ConfigMap), `sandbox.enabled` "
     "(from `.Values.sandbox.enabled`; with the sandbox also its listener, state_dir, upstream.url and the "
-    "`bank` issuer), `server.workers` (from `.Values.workers`) and `state.backend` (from "
-    "`.Values.redis.enabled`; the URL comes from `.Values.redis.existingSecret`, never from `config`)."
+    "`bank` issuer, and `upstream.signed_facts.enabled` when the sandbox needs them), `server.workers` (from "
+    "`.Values.workers`), `state.backend` (from `.Values.redis.enabled`; the URL comes from "
+    "`.Values.redis.existingSecret`, never from `config`) and `upstream.signed_facts.key_file` / "
+    "`published_key_files` (the mounted `.Values.signedFacts.existingSecret`)."
 )
 
 

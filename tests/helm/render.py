@@ -103,6 +103,26 @@ def write_mounts(r: Rendered, root: Path) -> tuple[Path, Path]:
     return config, policies
 
 
+def write_signed_facts_secret(r: Rendered, root: Path, data: Mapping[str, bytes]) -> Path:
+    """Lay the signedFacts Secret (`data`: its keys and PEMs) out under `root` as the pod's volume projects it
+    (only the rendered items, with their mode); return the directory standing for its mount path."""
+    (volume,) = [v for v in r.pod["volumes"] if v["name"] == "signed-facts-key"]
+    directory = root / "signed-facts"
+    for item in volume["secret"]["items"]:
+        path = directory / item["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data[item["key"]])
+        path.chmod(volume["secret"]["defaultMode"])
+    return directory
+
+
+def in_signed_facts_secret(r: Rendered, path: str, directory: Path) -> Path:
+    """Where a path of the rendered config (key_file, published_key_files) lies in the directory that
+    `write_signed_facts_secret` filled; fails when the path is not in the Secret's volume."""
+    (mount,) = [m for m in r.container["volumeMounts"] if m["name"] == "signed-facts-key"]
+    return directory / Path(path).relative_to(mount["mountPath"])
+
+
 LOOPBACK_REDIS_URL = "redis://127.0.0.1:6399/0"
 """Stands for the Redis URL Secret when only the config is checked (nothing connects to it)."""
 

@@ -19,11 +19,20 @@ import aiohttp
 import helm_python as helm
 import pytest
 import yaml
+from jwcrypto import jwk
 
 from gateway.config import load_settings
 from tests.conftest import RedisServer, free_port
 
-from .render import ci_values, gateway_cli, pod_env, render, write_mounts
+from .render import (
+    ci_values,
+    gateway_cli,
+    in_signed_facts_secret,
+    pod_env,
+    render,
+    write_mounts,
+    write_signed_facts_secret,
+)
 
 REDIS: dict[str, Any] = {"enabled": True, "existingSecret": "dcr-redis", "urlKey": "redis-url"}
 
@@ -139,8 +148,9 @@ def test_multiprocess_metrics_directory_is_on_the_tmp_emptydir(chart: helm.Chart
 
 def test_rendered_production_config_passes_config_check_only_with_the_pod_env(chart: helm.Chart,
                                                                               tmp_path: Path) -> None:
-    """The real `dcr-gateway config check`: the production config (2 workers, Redis) is valid with the Redis
-    URL the Secret provides; without it, or without the chart's state.backend, the gateway refuses it."""
+    """The real `dcr-gateway config check`: the production config (2 workers, Redis, signed facts) is valid with
+    the Redis URL the Secret provides; without it, without the chart's state.backend, or without the chart's
+    signed facts key_file, the gateway refuses it."""
     r = render(chart, ci_values("production-values"))
     config, _ = write_mounts(r, tmp_path)
     ok = gateway_cli("config", "check", "--config", str(config), env=pod_env(r))
@@ -153,6 +163,11 @@ def test_rendered_production_config_passes_config_check_only_with_the_pod_env(ch
     config.write_text(yaml.safe_dump(cfg))
     memory = gateway_cli("config", "check", "--config", str(config), env=pod_env(r))
     assert memory.returncode == 2 and "2 workers need state.backend: redis" in memory.stderr
+    cfg["state"]["backend"] = "redis"
+    del cfg["upstream"]["signed_facts"]["key_file"]
+    config.write_text(yaml.safe_dump(cfg))
+    no_key = gateway_cli("config", "check", "--config", str(config), env=pod_env(r))
+    assert no_key.returncode == 2 and "2 workers need upstream.signed_facts.key_file" in no_key.stderr
 
 
 def _fetched_urls(node: Any, key: str = "") -> list[str]:
@@ -190,9 +205,13 @@ async def test_rendered_production_pod_serves_with_two_workers_on_redis(
     """The production render run as the pod would run it: the container's args and environment (the Redis URL
     as its Secret would give it), TMPDIR standing for the /tmp emptyDir. Listeners, upstream and key-set URLs
     are moved to loopback so nothing leaves 127.0.0.0/8. The parent starts the 2 workers of config.yaml,
-    they reach Redis, /metrics merges them from a directory under the temp dir, SIGTERM stops all cleanly."""
+    they reach Redis, /metrics merges them from a directory under the temp dir, both sign facts with the
+    signedFacts Secret's key (laid out as the pod mounts it), SIGTERM stops all cleanly."""
     r = render(chart, ci_values("production-values"))
     config, policies = write_mounts(r, tmp_path)
+    key = jwk.JWK.generate(kty="EC", crv="P-256")
+    secret = write_signed_facts_secret(r, tmp_path, {"key.pem": key.export_to_pem(private_key=True, password=None)})
+    key_file = in_signed_facts_secret(r, r.config["upstream"]["signed_facts"]["key_file"], secret)
     args = r.container["args"]
     assert args[:2] == ["serve", "--config"] and "--workers" not in args
     pod_tmp = tmp_path / "pod-tmp"
@@ -204,6 +223,7 @@ async def test_rendered_production_pod_serves_with_two_workers_on_redis(
         "DCRGW_SERVER__PUBLIC__HOST": "127.0.0.1", "DCRGW_SERVER__PUBLIC__PORT": str(public),
         "DCRGW_SERVER__ADMIN__HOST": "127.0.0.1", "DCRGW_SERVER__ADMIN__PORT": str(admin),
         "DCRGW_POLICIES__DIR": str(policies),
+        "DCRGW_UPSTREAM__SIGNED_FACTS__KEY_FILE": str(key_file),
         "DCRGW_UPSTREAM__URL": nowhere,
         "DCRGW_TRUST__TOKEN_ISSUERS__BANK__JWKS_URI": f"{nowhere}/jwks",
         "DCRGW_TRUST__TOKEN_ISSUERS__PARTNER__INTROSPECTION__ENDPOINT": f"{nowhere}/introspect",
@@ -234,6 +254,8 @@ async def test_rendered_production_pod_serves_with_two_workers_on_redis(
         async with aiohttp.ClientSession() as s, s.get(f"http://127.0.0.1:{admin}/metrics") as resp:
             assert resp.status == 200
             assert 'dcr_gateway_build_info{version="' in await resp.text()
+            async with s.get(f"http://127.0.0.1:{admin}/facts/jwks.json") as keys:  # either worker: the Secret's key
+                assert [k["kid"] for k in (await keys.json())["keys"]] == [key.thumbprint()]
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 40) == 0, out.read_text()
         assert not metrics_dir.exists()

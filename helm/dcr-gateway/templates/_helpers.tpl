@@ -102,16 +102,21 @@ The hardened pod securityContext (Pod Security Standards "restricted"), values m
 {{- define "dcr-gateway.policyDir" -}}/etc/dcr-gateway/policies{{- end }}
 {{- define "dcr-gateway.sandboxStateDir" -}}/var/lib/dcr-gateway/sandbox{{- end }}
 {{- define "dcr-gateway.sandboxUrl" -}}http://127.0.0.1:8081{{- end }}
+{{- define "dcr-gateway.signedFactsDir" -}}/etc/dcr-gateway/signed-facts{{- end }}
+{{- define "dcr-gateway.signedFactsKeyFile" -}}{{ include "dcr-gateway.signedFactsDir" . }}/key.pem{{- end }}
 
 {{/*
 The gateway's config.yaml: `.Values.config` with the keys the chart owns set by the chart: the
 policy directory, `server.workers` (from `.Values.workers`), `state.backend` (from `.Values.redis.enabled`;
 the URL reaches the pod as DCRGW_STATE__REDIS__URL from the Secret), `sandbox.enabled` (from
 `.Values.sandbox.enabled`), and with the sandbox its listener, its state directory (an emptyDir), the
-upstream and the `bank` issuer (the sandbox's).
+upstream and the `bank` issuer (the sandbox's); `upstream.signed_facts.key_file` and `published_key_files`
+(the mounted `.Values.signedFacts.existingSecret`), and `upstream.signed_facts.enabled` when the in-pod sandbox
+needs them.
 */}}
 {{- define "dcr-gateway.config" -}}
 {{- include "dcr-gateway.checkScaling" . }}
+{{- include "dcr-gateway.checkSignedFacts" . }}
 {{- $cfg := deepCopy .Values.config }}
 {{- $policies := get $cfg "policies" | default dict }}
 {{- $_ := set $policies "dir" (include "dcr-gateway.policyDir" .) }}
@@ -160,7 +165,78 @@ the ob_standard profile authenticates POST by the certificate, so the gateway al
 {{- $_ := set $sandbox "enabled" false }}
 {{- $_ := set $cfg "sandbox" $sandbox }}
 {{- end }}
+{{- $upstream := get $cfg "upstream" | default dict }}
+{{- $facts := get $upstream "signed_facts" | default dict }}
+{{- if include "dcr-gateway.sandboxNeedsSignedFacts" . }}
+{{- $_ := set $facts "enabled" true }}
+{{- end }}
+{{- if .Values.signedFacts.existingSecret }}
+{{- $_ := set $facts "key_file" (include "dcr-gateway.signedFactsKeyFile" .) }}
+{{- with .Values.signedFacts.publishedKeys }}
+{{- $dir := include "dcr-gateway.signedFactsDir" $ }}
+{{- $files := list }}
+{{- range . }}{{ $files = append $files (printf "%s/published/%s" $dir .) }}{{ end }}
+{{- $_ := set $facts "published_key_files" $files }}
+{{- end }}
+{{- end }}
+{{- if $facts }}
+{{- $_ := set $upstream "signed_facts" $facts }}
+{{- $_ := set $cfg "upstream" $upstream }}
+{{- end }}
 {{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+"true" when the in-pod sandbox authenticates registrations by the transport certificate alone
+(`config.sandbox.registration_auth: certificate`, or not set and the ob_standard profile): it believes the
+gateway's certificate check only through the signed facts, so the chart turns them on (as it sets the
+sandbox's upstream.url). The sandbox runs one process in one pod (workers > 1 is refused), so the key generated
+at start is enough.
+*/}}
+{{- define "dcr-gateway.sandboxNeedsSignedFacts" -}}
+{{- if .Values.sandbox.enabled }}
+{{- $cfg := .Values.config | default dict }}
+{{- $auth := dig "sandbox" "registration_auth" "" $cfg | default (ternary "certificate" "bearer" (eq (dig "policies" "profile" "bank" $cfg) "ob_standard")) }}
+{{- if eq $auth "certificate" }}true{{ end }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the rendered config signs facts (values, or the sandbox's need). */}}
+{{- define "dcr-gateway.signedFactsEnabled" -}}
+{{- if or (dig "upstream" "signed_facts" "enabled" false (.Values.config | default dict)) (include "dcr-gateway.sandboxNeedsSignedFacts" .) }}true{{ end }}
+{{- end }}
+
+{{/*
+Refuse signed facts the backend could not verify: without signedFacts.existingSecret every process makes its
+own key at start, and a backend fetching /facts/jwks.json through a Service gets one of them at random.
+Called by "dcr-gateway.config" (after checkScaling, which already refuses workers > 1 with the sandbox).
+*/}}
+{{- define "dcr-gateway.checkSignedFacts" -}}
+{{- $facts := dig "upstream" "signed_facts" dict (.Values.config | default dict) | default dict }}
+{{- if hasKey $facts "key_file" }}
+{{- fail "config.upstream.signed_facts.key_file: set by the chart; put the PEM private key in a Secret you create and set signedFacts.existingSecret (and signedFacts.secretKey): the chart mounts it read-only and points key_file at it" }}
+{{- end }}
+{{- if hasKey $facts "published_key_files" }}
+{{- fail "config.upstream.signed_facts.published_key_files: set by the chart; put the PEM keys in the signedFacts.existingSecret Secret and list their keys in signedFacts.publishedKeys" }}
+{{- end }}
+{{- if and .Values.signedFacts.publishedKeys (not .Values.signedFacts.existingSecret) }}
+{{- fail "signedFacts.publishedKeys: the keys are read from the signedFacts.existingSecret Secret; set it" }}
+{{- end }}
+{{- if and (include "dcr-gateway.signedFactsEnabled" .) (not .Values.signedFacts.existingSecret) }}
+{{- $cause := "" }}
+{{- if gt (int .Values.workers) 1 }}
+{{- $cause = printf "workers: %d" (int .Values.workers) }}
+{{- else if .Values.sandbox.enabled }}
+{{- /* one pod, whatever replicaCount and autoscaling say */}}
+{{- else if .Values.autoscaling.enabled }}
+{{- if gt (int .Values.autoscaling.maxReplicas) 1 }}{{ $cause = printf "autoscaling.maxReplicas: %d" (int .Values.autoscaling.maxReplicas) }}{{ end }}
+{{- else if gt (int .Values.replicaCount) 1 }}
+{{- $cause = printf "replicaCount: %d" (int .Values.replicaCount) }}
+{{- end }}
+{{- if $cause }}
+{{- fail (printf "config.upstream.signed_facts.enabled with %s needs signedFacts.existingSecret: without it each gateway process signs with a key of its own, generated at start, and a backend fetching /facts/jwks.json through a Service gets one of them at random and cannot verify the others' facts; create a Secret holding the PEM private key (docs/deployment.md, \"Signed facts\") and set signedFacts.existingSecret, or run replicaCount: 1 with workers: 1 and no autoscaling" $cause) }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -182,8 +258,8 @@ would end up in values. Called by "dcr-gateway.config", so every template that r
 {{- fail "config.state.redis.url / url_env: the Redis URL may hold a password and never goes in values; put it in a Secret and set redis.existingSecret and redis.urlKey" }}
 {{- end }}
 {{- range concat .Values.secretEnv .Values.extraEnv }}
-{{- if has (upper (toString .name)) (list "DCRGW_SERVER__WORKERS" "DCRGW_STATE__BACKEND" "DCRGW_STATE__REDIS__URL" "DCRGW_STATE__REDIS__URL_ENV") }}
-{{- fail (printf "%s: set by the chart; use `workers`, redis.enabled and redis.existingSecret / redis.urlKey" .name) }}
+{{- if has (upper (toString .name)) (list "DCRGW_SERVER__WORKERS" "DCRGW_STATE__BACKEND" "DCRGW_STATE__REDIS__URL" "DCRGW_STATE__REDIS__URL_ENV" "DCRGW_UPSTREAM__SIGNED_FACTS__KEY_FILE" "DCRGW_UPSTREAM__SIGNED_FACTS__PUBLISHED_KEY_FILES") }}
+{{- fail (printf "%s: set by the chart; use `workers`, redis.enabled and redis.existingSecret / redis.urlKey, signedFacts.existingSecret / signedFacts.secretKey" .name) }}
 {{- end }}
 {{- end }}
 {{- if gt $workers 1 }}
