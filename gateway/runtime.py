@@ -1,8 +1,8 @@
 """The process: the event loop every command runs on, and the wiring of what one process shares.
 
 `build_runtime` builds, once per process, what the checks of every policy-set version share: the state store
-`state.backend` names (with its circuit breaker), the JWKS cache, the revocations, the token verifier and
-the metric hooks, assembled into `Services`. `Runtime.start()` starts them in that order before the first
+`state.backend` names (with its circuit breaker), the JWKS cache, the certificate revocation checker, the
+revocations, the token verifier and the metric hooks, assembled into `Services`. `Runtime.start()` starts them in that order before the first
 request; `Runtime.close()` closes them in the reverse order after the last one. A new state-store backend
 is a module in gateway/state/ and a line in its `BACKENDS` table; nothing here or in the checks changes.
 """
@@ -62,7 +62,7 @@ class Runtime:
     resources: tuple[Resource, ...]
 
     async def start(self) -> None:
-        """Start every resource, in order (JWKS cache, state store, token verifier)."""
+        """Start every resource, in order (JWKS cache, revocation checker, state store, token verifier)."""
         for resource in self.resources:
             await resource.start()
 
@@ -73,7 +73,8 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, metrics: Metrics | None, *, clock: Callable[[], float] = time.time) -> Runtime:
-    """The production runtime: the JWKS cache and the configured state store, reporting to `metrics`.
+    """The production runtime: the JWKS cache, the revocation checker and the configured state store, reporting
+    to `metrics`.
 
     Building opens nothing (config check and policy lint build it only to compile policies); `start()` does.
     """
