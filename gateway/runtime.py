@@ -2,9 +2,10 @@
 
 `build_runtime` builds, once per process, what the checks of every policy-set version share: the state store
 `state.backend` names (with its circuit breaker), the JWKS cache, the certificate revocation checker, the
-revocations, the token verifier and the metric hooks, assembled into `Services`. `Runtime.start()` starts them in that order before the first
-request; `Runtime.close()` closes them in the reverse order after the last one. A new state-store backend
-is a module in gateway/state/ and a line in its `BACKENDS` table; nothing here or in the checks changes.
+revocations, the token verifier and the metric hooks, assembled into `Services`. `Runtime.start()` starts them in
+that order before the first request; `Runtime.close()` closes them in the reverse order after the last one. A new
+state-store backend is a module in gateway/state/ and a line in its `BACKENDS` table; nothing here or in the checks
+changes.
 """
 
 from __future__ import annotations
