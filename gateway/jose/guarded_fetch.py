@@ -39,6 +39,14 @@ class FetchLimits:
     max_bytes: int
 
 
+def guarded_session(timeout_seconds: float) -> aiohttp.ClientSession:
+    """The ClientSession guarded fetches run on (created by its owner at start, closed at exit)."""
+    return aiohttp.ClientSession(
+        timeout=aiohttp.ClientTimeout(total=timeout_seconds),
+        trust_env=False,  # SECURITY: an environment proxy would bypass the address vetting
+    )
+
+
 async def guarded_fetch(
     session: aiohttp.ClientSession,
     guard: UrlGuard,

@@ -32,7 +32,7 @@ import aiohttp
 import structlog
 
 from .errors import JoseError, JoseReason, quoted, quoted_url
-from .guarded_fetch import FetchFailed, FetchLimits, guarded_fetch
+from .guarded_fetch import FetchFailed, FetchLimits, guarded_fetch, guarded_session
 from .keys import JwkSet, VerificationKey
 from .url_guard import HostResolver, UrlGuard, UrlPolicy
 
@@ -150,10 +150,7 @@ class JwksCache:
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.settings.fetch_timeout_seconds),
-                trust_env=False,  # SECURITY: an environment proxy would bypass the address vetting
-            )
+            self._session = guarded_session(self.settings.fetch_timeout_seconds)
         return self._session
 
     # -- public API ------------------------------------------------------------------------------------

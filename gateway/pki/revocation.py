@@ -41,7 +41,7 @@ from cryptography.x509.oid import AuthorityInformationAccessOID, ExtendedKeyUsag
 
 from ..config import CertificateRevocationSettings
 from ..jose.errors import quoted_url
-from ..jose.guarded_fetch import FetchFailed, FetchLimits, FetchResult, guarded_fetch
+from ..jose.guarded_fetch import FetchFailed, FetchLimits, FetchResult, guarded_fetch, guarded_session
 from ..jose.url_guard import HostResolver, UrlGuard, UrlPolicy
 from ..observability.logging import get_logger
 
@@ -192,11 +192,14 @@ class _Lru(Generic[K, V]):
             self._items.move_to_end(key)
         return value
 
-    def put(self, key: K, value: V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self._limit:
-            self._items.popitem(last=False)
+    def setdefault(self, key: K, make: Callable[[], V]) -> V:
+        """The entry of `key`, made (and the oldest forgotten beyond the limit) when absent."""
+        value = self.get(key)
+        if value is None:
+            value = self._items[key] = make()
+            while len(self._items) > self._limit:
+                self._items.popitem(last=False)
+        return value
 
     def __len__(self) -> int:
         return len(self._items)
@@ -342,10 +345,7 @@ class RevocationChecker:
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.settings.fetch_timeout_seconds),
-                trust_env=False,  # SECURITY: an environment proxy would bypass the address vetting
-            )
+            self._session = guarded_session(self.settings.fetch_timeout_seconds)
         return self._session
 
     # -- public API ------------------------------------------------------------------------------------
@@ -408,10 +408,7 @@ class RevocationChecker:
 
     # -- CRL -------------------------------------------------------------------------------------------
     async def _current_crl(self, url: str, issuer: x509.Certificate) -> x509.CertificateRevocationList:
-        entry = self._crls.get(url)
-        if entry is None:
-            entry = _CrlEntry()
-            self._crls.put(url, entry)
+        entry = self._crls.setdefault(url, _CrlEntry)
         now = self._clock()
         if entry.crl is not None and now < entry.fresh_until:
             self._events.on_cache_hit("crl")
@@ -462,10 +459,7 @@ class RevocationChecker:
         request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, algorithm)
         probe = request.build()
         key = (url, probe.issuer_name_hash, probe.issuer_key_hash, cert.serial_number)
-        entry = self._ocsp.get(key)
-        if entry is None:
-            entry = _OcspEntry()
-            self._ocsp.put(key, entry)
+        entry = self._ocsp.setdefault(key, _OcspEntry)
         now = self._clock()
         if entry.answer is not None and now < entry.fresh_until:
             self._events.on_cache_hit("ocsp")

@@ -297,3 +297,27 @@ async def test_an_ocsp_answer_signed_by_an_impostor_is_refused(
     status = await checker[0].check(leaf.cert, ca.cert, ["ocsp"])
     assert status.status == "unknown" and "the answer's signature does not verify" in status.description
     assert checker[1].checks == [("ocsp", "error")]
+
+
+async def test_the_caches_are_bounded(start_server: StartServer, clock: Clock) -> None:
+    """With max_entries 2, three CRL URLs leave two CRLs cached: the least recently used is forgotten (and fetched
+    again when asked)."""
+    ca = TestCa()
+    hits: dict[str, int] = {}
+
+    async def crl(request: web.Request) -> web.Response:
+        hits[request.path] = hits.get(request.path, 0) + 1
+        return web.Response(body=ca.crl([]), content_type="application/pkix-crl")
+
+    app = web.Application()
+    app.router.add_get("/{name}.crl", crl)
+    server = await start_server(app)
+    leaves = [ca.issue(n, crl_url=str(server.make_url(f"/{n}.crl"))) for n in ("a", "b", "c")]
+    checker = RevocationChecker(policy=LOOPBACK, clock=clock, settings=RevocationSettings(max_entries=2))
+    try:
+        for leaf in [*leaves, leaves[0]]:
+            assert (await checker.check(leaf.cert, ca.cert, ["crl"])).status == "good"
+        assert checker.cached() == (2, 0)
+    finally:
+        await checker.close()
+    assert hits == {"/a.crl": 2, "/b.crl": 1, "/c.crl": 1}
