@@ -212,21 +212,21 @@ class Metrics:
         # -- certificate revocation (OCSP, CRL) --------------------------------------------------------
         self.cert_revocation_checks = Counter(
             f"{PREFIX}_certificate_revocation_checks_total",
-            "Certificate revocation answers by method (ocsp, crl) and outcome (good, revoked, unknown: the "
+            "Certificate revocation answers by source (ocsp, crl) and result (good, revoked, unknown: the "
             "responder does not know it or nowhere to ask; error: no usable answer).",
-            ["method", "outcome"],
+            ["source", "result"],
             registry=r,
         )
         self.cert_revocation_fetches = Counter(
             f"{PREFIX}_certificate_revocation_fetches_total",
-            "OCSP and CRL fetches by method and result (ok, error, timeout, too_large, refused).",
-            ["method", "result"],
+            "OCSP and CRL fetches by source (ocsp, crl) and result (ok, error, timeout, too_large, refused).",
+            ["source", "result"],
             registry=r,
         )
         self.cert_revocation_cache_hits = Counter(
             f"{PREFIX}_certificate_revocation_cache_hits_total",
             "Revocation answers taken from the cache (a CRL before its nextUpdate, an OCSP answer before its own).",
-            ["method"],
+            ["source"],
             registry=r,
         )
         self.cert_revocation_soft_fail = Counter(
