@@ -353,6 +353,8 @@ class RevocationChecker:
         self, cert: x509.Certificate, issuer: x509.Certificate, methods: Iterable[Method] = METHODS
     ) -> RevocationStatus:
         """Ask each method in order until one says good or revoked; unknown when none could."""
+        if cert.issuer != issuer.subject:
+            return RevocationStatus("unknown", None, "the issuer certificate given is not the certificate's issuer")
         answers: list[MethodAnswer] = []
         for method in methods:
             answer = await (self.check_ocsp(cert, issuer) if method == "ocsp" else self.check_crl(cert, issuer))

@@ -321,3 +321,15 @@ async def test_the_caches_are_bounded(start_server: StartServer, clock: Clock) -
     finally:
         await checker.close()
     assert hits == {"/a.crl": 2, "/b.crl": 1, "/c.crl": 1}
+
+
+async def test_the_wrong_issuer_is_never_asked_about(crl_server: CrlServer,
+                                                     checker: tuple[RevocationChecker, Counted]) -> None:
+    """Handed an issuer certificate that did not issue the certificate (another CA's, whose valid CRL is served):
+    unknown, nothing fetched."""
+    ca, other = TestCa(), TestCa(cn="Another CA")
+    leaf = ca.issue("tpp", crl_url=crl_server.url)
+    crl_server.body = other.crl([])
+    status = await checker[0].check(leaf.cert, other.cert)
+    assert status.status == "unknown" and "not the certificate's issuer" in status.description
+    assert crl_server.hits == 0
