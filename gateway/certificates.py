@@ -24,6 +24,7 @@ from multidict import MultiMapping
 from .addresses import ProxyTrust
 from .jose import cert_thumbprint_s256
 from .jose.errors import quoted
+from .pki import der
 
 DN_CLAIMS: Final = ("tls_client_auth_subject_dn", "tls_client_auth_dn")
 """Where registration metadata names the certificate subject of a `tls_client_auth` client (RFC 8705 §2.1.2;
@@ -209,7 +210,14 @@ def _xfcc_cert(value: str) -> str:
     raise ValueError("no Cert key in x-forwarded-client-cert")
 
 
-# -- distinguished names (RFC 4514) ---------------------------------------------------------------------
+# -- distinguished names (RFC 4514 / RFC 2253) -------------------------------------------------------------
+#
+# TPPs write the DN of their certificate in every form there is: RFC 4514 / RFC 2253 strings (most specific RDN
+# first, as cryptography's `rfc4514_string()` and Java's `getName()` write them) or the same RDNs least specific
+# first (OpenSSL's `-nameopt` and `X509_NAME_oneline` order, the order of the DER); attribute types as short
+# names or OIDs (`organizationIdentifier=`, `2.5.4.97=`, `OID.2.5.4.97=`), in any case; `\,` `\+` `\2C` escapes;
+# multi-valued RDNs joined by `+`; `#`-hex BER values. `parse_dn` reads them all into normalised RDNs and
+# `same_dn` compares: equal RDN by RDN in the one order or exactly reversed, never a prefix or a subset.
 
 _ATTRIBUTE_OIDS: Final[Mapping[str, str]] = {
     "cn": "2.5.4.3", "commonname": "2.5.4.3",
@@ -307,17 +315,48 @@ def parse_dn(text: str) -> list[Rdn]:
                     raise ValueError(f"unknown attribute type {quoted(name.strip())}")
                 oid = m.group(1)
             value = _strip_unescaped(raw)
-            if value.startswith("#"):
-                raise ValueError("BER-encoded (#hex) values are not supported")
-            attrs.add((oid, _norm(_unescape(value))))
+            text = _ber_text(value) if value.startswith("#") else _unescape(value)
+            attrs.add((oid, _norm(text)))
         rdns.append(frozenset(attrs))
     return rdns
 
 
-def subject_rdns(cert: x509.Certificate) -> list[Rdn]:
-    """The certificate subject as normalised RDNs, most specific first (RFC 4514 string order)."""
+_BER_HEX: Final = re.compile(r"#(?:[0-9a-fA-F]{2})+")
+
+
+def _ber_text(value: str) -> str:
+    """The text of a `#`-hex value (RFC 4514 §2.4: the BER encoding of the value, written in hex): only a
+    character string (UTF8String, PrintableString, IA5String, BMPString, UniversalString…), read as strict DER;
+    anything else is refused, never compared as bytes."""
+    if not _BER_HEX.fullmatch(value):
+        raise ValueError("a #-value must be an even number of hex digits")
+    try:
+        return der.text(der.read_one(bytes.fromhex(value[1:])), max_chars=1024)
+    except der.ParseError as exc:
+        raise ValueError(f"a #-value must be the DER of a character string ({exc})") from None
+
+
+def name_rdns(name: x509.Name) -> list[Rdn]:
+    """A name as normalised RDNs, most specific first (RFC 4514 string order)."""
     return [
         frozenset((a.oid.dotted_string, _norm(a.value if isinstance(a.value, str) else a.value.hex()))
                   for a in rdn)
-        for rdn in reversed(cert.subject.rdns)
+        for rdn in reversed(name.rdns)
     ]
+
+
+def subject_rdns(cert: x509.Certificate) -> list[Rdn]:
+    """The certificate subject as normalised RDNs, most specific first (RFC 4514 string order)."""
+    return name_rdns(cert.subject)
+
+
+def same_dn(wanted: Sequence[Rdn], subject: Sequence[Rdn]) -> bool:
+    """True when a parsed DN names `subject` (both from `parse_dn` / `subject_rdns`): the same RDNs in the same
+    order, or in exactly the reverse order (a DN written least specific first, as OpenSSL prints it). Never a
+    prefix, a subset or another permutation: every RDN must be there, each with all its attributes.
+
+    Accepting the reverse order could only confuse a subject with its own mirror image (`CN=a,O=b` with a
+    certificate whose subject is, most specific first, `O=b,CN=a`): a name no CA issues beside the other."""
+    if len(wanted) != len(subject):
+        return False
+    return list(wanted) == list(subject) or list(wanted) == list(reversed(subject))

@@ -59,6 +59,34 @@ CLIENT_CERT_SUBJECT: Final[Fact[str]] = Fact("client_cert_subject_dn", str, clai
 """Fact: the RFC 4514 subject DN of the TPP's transport certificate (what `tls_client_auth` matches). Signed
 only: a DN can hold any Unicode text, which a plain header cannot carry faithfully."""
 
+
+def _psd2_roles(value: Mapping[str, Any]) -> list[str] | None:
+    roles = value.get("roles")
+    return list(roles) if isinstance(roles, list) else None
+
+
+def _psd2_org(value: Mapping[str, Any]) -> str | None:
+    org = value.get("organization_identifier")
+    return org if isinstance(org, str) else None
+
+
+def _psd2_claims(value: Mapping[str, Any]) -> dict[str, Any]:
+    return {"client_cert_psd2": dict(value)}
+
+
+def _psd2_header(value: Mapping[str, Any]) -> str | None:
+    return header_text(_psd2_roles(value) or None)
+
+
+CLIENT_CERT_PSD2: Final[Fact[dict[str, Any]]] = Fact(
+    "client_cert_psd2", dict, header=_psd2_header,
+    audit={"cert_psd2_roles": _psd2_roles, "cert_organization_identifier": _psd2_org}, claim=_psd2_claims)
+"""Fact: what the TPP's transport certificate says as a PSD2 certificate (`gateway.pki.psd2`), as JSON:
+`qualified` (QcCompliance), `qc_types` (`web`, `eseal`…), `roles` (PSD2 roles: `PSP_AI`…, a list; null without
+the PSD2 statement), `nca_id`, `organization_identifier` (the subject's 2.5.4.97, null without one). Set when the
+certificate has a QCStatements extension or an organizationIdentifier. The decision event carries its roles and
+organizationIdentifier; a header carries the roles comma-joined; the signed facts carry it whole."""
+
 MAX_REQUEST_JWS_BYTES: Final = 65536
 """Largest registration request JWS parsed (an OB request with its SSA is a few kilobytes)."""
 MAX_SSA_BYTES: Final = 16384

@@ -212,23 +212,30 @@ class JwsVerifier:
         """Step 6 alone: the key `kid` where `trust` says the keys are (e.g. to re-check a cached token's key)."""
         return await self._locate(trust.issuer, trust.jwks_uri, kid, trust.url_policy)
 
-    async def verify(self, jws: CompactJWS | str, trust: Trust, *, now: float | None = None) -> VerifiedJwt:
-        """Steps 3 to 8 on a parsed JWS (steps 1 to 8 on a compact string); JoseError on the first failure."""
+    async def verify(
+        self, jws: CompactJWS | str, trust: Trust, *, now: float | None = None, kid_if_absent: str | None = None
+    ) -> VerifiedJwt:
+        """Steps 3 to 8 on a parsed JWS (steps 1 to 8 on a compact string); JoseError on the first failure.
+
+        `kid_if_absent`: the key to look up when the JWS names none (`kid` is optional, RFC 7515 §4.1.4) — the
+        caller's choice from the key set it trusts (the sandbox: a client key set's only signature key); never
+        used when the JWS names a kid."""
         if isinstance(jws, str):
             jws = self.parse(jws)
         # SECURITY: the allow-list before any key lookup, so `none`, HS* (alg confusion, RFC 8725 §3.1) and
         # unlisted algorithms never cause a fetch.
         check_algorithm(jws, trust.algorithms)
-        if jws.kid is None:
+        kid = jws.kid if jws.kid is not None else kid_if_absent
+        if kid is None:
             raise JoseError("missing_kid", self.missing_kid)
         if trust.typ is not None:
             _check_typ_rule(jws.header, trust.typ)
         # SECURITY: the key comes only from the key set the trust names, never from the token (RFC 8725 §3.10).
-        key = await self.locate(trust, jws.kid)
+        key = await self.locate(trust, kid)
         verify_signature(jws, key, trust.algorithms)
         if jws.claims is None:  # pragma: no cover - parse_compact(json_payload=True) always sets claims
             raise JoseError("payload_not_json", "JWS payload is not a JSON object")
         if trust.rules is not None:
             validate_claims(jws.claims, trust.rules, self._clock() if now is None else now)
-        return VerifiedJwt(jws.header, jws.claims, jws.alg, jws.kid, key.thumbprint, jws.signing_input)
+        return VerifiedJwt(jws.header, jws.claims, jws.alg, kid, key.thumbprint, jws.signing_input)
 

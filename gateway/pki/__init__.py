@@ -1,9 +1,11 @@
-"""X.509 public-key infrastructure for TPP certificates (issue 16), on `cryptography`:
+"""X.509 for TPP certificates, beyond what `cryptography` parses and beside `gateway.certificates`:
 
-- `revocation`: is a certificate revoked? OCSP (RFC 6960) and CRLs (RFC 5280), fetched behind the SSRF guard;
-- `chain`: trust anchors and certificate-path validation;
-- `psd2`: eIDAS QWAC / QSealC semantics (ETSI TS 119 495 QCStatements, PSD2 roles, DN forms).
+- `der`: a strict, bounded DER reader;
+- `psd2`: the ETSI QCStatements of PSD2 certificates (QWAC / QSealC, roles, NCA);
+- `revocation`: is a certificate revoked? OCSP (RFC 6960) and CRLs (RFC 5280), fetched behind the SSRF guard,
+  believed only when signed by the certificate's validated issuer;
+- chain validation (trust anchors) comes beside them.
 
-It sits beside `gateway.certificates` in the layers: it may import jose, state, observability, addresses, config
-and jsonutil, never checks, policy, http or the sandbox.
+It may import jose, state, observability, addresses, config and jsonutil; never checks, policy, http or the
+sandbox.
 """

@@ -5,7 +5,8 @@ sandbox create-app     a developer app's client credentials (JSON), straight int
 sandbox mint-ssa       a test SSA signed by the sandbox directory key
 sandbox tpp-key        a TPP signing key pair (private PEM 0600 + public JWKS, with --transport-cert its mTLS
                        certificate as a `use: tls` key), optionally hosted
-sandbox mint-cert      a test transport (mTLS client) certificate from the sandbox's test CA
+sandbox mint-cert      a test transport (mTLS client) certificate from the sandbox's test CA; --type qwac|qseal|obwac:
+                       a PSD2 certificate as a QTSP issues it (QCStatements, organizationIdentifier)
 sandbox revoke-cert    revoke a certificate mint-cert issued (the test CA's CRL and OCSP responder say so)
 sandbox sign-request   a signed registration request (JWS) to POST with curl
 sandbox client-assertion  a private_key_jwt client assertion (RFC 7523) for the token endpoint
@@ -32,8 +33,11 @@ from ..jose import JoseError, cert_thumbprint_s256, transport_jwk
 from ..observability.logging import configure_logging, get_logger
 from ..runtime import run_async
 from .certificates import (
+    CERT_TYPES,
     MAX_LEAF_DAYS,
+    PSD2_ROLES,
     CertificateError,
+    Psd2Profile,
     SandboxCa,
     certificate_der,
     certificate_pem,
@@ -41,6 +45,7 @@ from .certificates import (
     generate_private_key,
     ob_subject,
     private_pem,
+    psd2_subject,
     read_certificates,
 )
 from .credentials import hash_secret, new_client_id, new_client_secret
@@ -69,6 +74,9 @@ JWKS_FILE = "jwks.json"
 KID_FILE = "kid"
 JWKS_URI_FILE = "jwks_uri"
 CERT_FILE = "transport-cert.pem"
+DEFAULT_PSD2_ROLES = ("PSP_AI", "PSP_PI", "PSP_IC")
+"""The PSD2 roles of the sandbox SSA's default software roles (AISP, PISP, CBPII)."""
+DEFAULT_REGISTRATION_ID = "123456"
 CERT_KEY_FILE = "transport-key.pem"
 
 
@@ -143,6 +151,29 @@ def register(subparsers: Any) -> None:
     p.add_argument("--org-name", default=DEFAULT_ORG_NAME, help=f"the subject's O (default: {DEFAULT_ORG_NAME})")
     p.add_argument("--key-type", choices=("ec", "rsa"), default="ec", help="EC P-256 (default) or RSA 2048")
     p.add_argument("--days", type=int, default=365, help=f"validity in days (default 365, at most {MAX_LEAF_DAYS})")
+    p.add_argument(
+        "--type",
+        dest="cert_type",
+        choices=CERT_TYPES,
+        default="transport",
+        help="transport (default): the OB-style transport certificate; qwac: a QWAC (QcCompliance, QcType web, "
+        "the PSD2 statement; clientAuth and serverAuth); qseal: a QSealC (QcType eseal; digitalSignature and "
+        "nonRepudiation, no TLS usage); obwac: an OB-style OBWAC (organizationIdentifier, no QCStatements)",
+    )
+    p.add_argument(
+        "--roles",
+        default=",".join(DEFAULT_PSD2_ROLES),
+        help=f"PSD2 roles of a qwac or qseal, comma-separated, of {', '.join(PSD2_ROLES)} "
+        f"(default {','.join(DEFAULT_PSD2_ROLES)})",
+    )
+    p.add_argument("--nca-id", default="FCA",
+                   help="the national competent authority: FCA or GB-FCA (default FCA, country from --nca-country)")
+    p.add_argument("--nca-country", help="the NCA's country, ISO 3166 alpha-2 (default GB)")
+    p.add_argument("--nca-name", default="Financial Conduct Authority",
+                   help="the NCA's name in the PSD2 statement (default: Financial Conduct Authority)")
+    p.add_argument("--registration-id", default=DEFAULT_REGISTRATION_ID,
+                   help="the NCA's registration number of the TPP: organizationIdentifier PSD<country>-<NCA>-<this> "
+                   f"(default {DEFAULT_REGISTRATION_ID}, the sandbox SSA's organisation_competent_authority_claims)")
     p.add_argument(
         "--add-to-jwks",
         type=Path,
@@ -399,7 +430,11 @@ def _cmd_mint_cert(args: argparse.Namespace) -> int:
     settings = _settings(args)
     software_id = args.software_id or new_software_id()
     org_id = args.org_id or new_org_id()
-    subject = ob_subject(org_name=args.org_name, org_id=org_id, software_id=software_id)
+    profile = _psd2_profile(args)
+    if profile is None:
+        subject = ob_subject(org_name=args.org_name, org_id=org_id, software_id=software_id)
+    else:
+        subject = psd2_subject(profile, org_name=args.org_name, org_id=org_id, software_id=software_id)
     if not 1 <= args.days <= MAX_LEAF_DAYS:
         raise CliError(f"--days must be 1 to {MAX_LEAF_DAYS}")
     if args.register and args.add_to_jwks is None:
@@ -411,7 +446,7 @@ def _cmd_mint_cert(args: argparse.Namespace) -> int:
     if key_path.exists() or cert_path.exists():
         raise CliError(f"{key_path} or {cert_path} already exists; choose another --out directory")
     private = generate_private_key(args.key_type)
-    cert = ca.issue(private.public_key(), subject, days=args.days)
+    cert = ca.issue(private.public_key(), subject, days=args.days, psd2=profile)
     cert = with_revocation_pointers(ca, cert, _sandbox_url(settings, args.sandbox_url))  # its CRL and OCSP URLs
     record_issued(settings.resolve_path(settings.sandbox.state_dir), cert)
     if not write_private_file(key_path, private_pem(private)):
@@ -427,7 +462,13 @@ def _cmd_mint_cert(args: argparse.Namespace) -> int:
         "org_id": org_id,
         "x5t#S256": cert_thumbprint_s256(der),
         "not_after": cert.not_valid_after_utc.isoformat(),
+        "type": args.cert_type,
     }
+    if profile is not None:
+        report["organization_identifier"] = profile.organization_identifier
+        if profile.cert_type != "obwac":
+            report["psd2_roles"] = list(profile.roles)
+            report["nca_id"] = profile.nca_id
     jwks_dir: Path | None = args.add_to_jwks
     if jwks_dir is None:
         report["next"] = f"dcr-gateway sandbox tpp-key --out {out} --transport-cert {cert_path} --register"
@@ -438,6 +479,24 @@ def _cmd_mint_cert(args: argparse.Namespace) -> int:
             report["jwks_uri"] = _register_jwks(jwks_dir, _sandbox_url(settings, args.sandbox_url), document)
     print(json.dumps(report, indent=2))
     return 0
+
+
+def _psd2_profile(args: argparse.Namespace) -> Psd2Profile | None:
+    """The PSD2 profile --type and its options ask for; None for the OB transport certificate."""
+    if args.cert_type == "transport":
+        return None
+    country, _, nca = args.nca_id.rpartition("-")
+    if country and args.nca_country is not None and country != args.nca_country:
+        raise CliError(f"--nca-id {args.nca_id} names another country than --nca-country {args.nca_country}")
+    country = country or args.nca_country or "GB"
+    roles = tuple(r.strip() for r in args.roles.split(",") if r.strip())
+    if args.cert_type == "obwac":
+        roles = roles or DEFAULT_PSD2_ROLES  # an OBWAC carries no roles; the profile still validates
+    try:
+        return Psd2Profile(args.cert_type, roles, country, nca, args.nca_name,
+                           args.registration_id)
+    except CertificateError as exc:
+        raise CliError(str(exc)) from None
 
 
 @_guarded

@@ -25,6 +25,7 @@ from ..certificates import (
     Rdn,
     parse_dn,
     registered_dn,
+    same_dn,
     subject_rdns,
 )
 from ..config import ClientCertificateSettings
@@ -208,7 +209,7 @@ class ClientAuthenticator:
 
     async def _tls(self, request: _Request) -> Client:
         """RFC 8705 §2.1: the certificate's subject is the DN the client registered (RFC 4514, attribute by
-        attribute in order, as the gateway's `client_certificate` check compares them)."""
+        attribute, RDNs in either order: `certificates.same_dn`, as the gateway's `client_certificate` check)."""
         client, certificate = self._mtls_client(request)
         reg = client.registration or {}
         dn = registered_dn(reg)
@@ -216,7 +217,7 @@ class ClientAuthenticator:
             wanted = parse_dn(dn) if dn is not None else None
         except ValueError:
             wanted = None
-        if wanted is None or certificate.subject is None or wanted != certificate.subject:
+        if wanted is None or certificate.subject is None or not same_dn(wanted, certificate.subject):
             log.info("client_auth_failed", client_id=client.client_id, method="tls_client_auth",
                      client_cert_s256=certificate.thumbprint, reason="subject_dn_mismatch")
             raise invalid_client("the TLS client certificate's subject is not the registered "
@@ -305,7 +306,7 @@ class ClientAuthenticator:
         registered_alg = (client.registration or {}).get("token_endpoint_auth_signing_alg")
         algs = (registered_alg,) if isinstance(registered_alg, str) else ("PS256", "ES256")
         try:
-            _, claims = await keys.verify(assertion, algs=algs)
+            _, claims = await keys.verify(assertion, algs=algs, sole_key_without_kid=True)
         except CryptoError as exc:
             log.info("client_auth_failed", client_id=client_id, kid=kid, reason=exc.reason)
             raise invalid_client(f"client_assertion rejected: {exc.description}") from None

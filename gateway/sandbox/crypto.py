@@ -216,15 +216,22 @@ class KeySet:
         algs: Iterable[str] = ALLOWED_ALGS,
         typ: tuple[str, ...] | None = None,
         rules: ClaimRules | None = None,
+        sole_key_without_kid: bool = False,
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Verify a compact JWS against the key named by its kid; return (header, payload). Without `rules` the
         claims are the caller's to judge (the sandbox words its own RFC 7523 / RFC 9068 errors); with them, the
-        one verifier checks iss, aud and the times too."""
+        one verifier checks iss, aud and the times too.
+
+        `sole_key_without_kid`: a JWS without `kid` (optional in RFC 7515 §4.1.4) is verified with the set's
+        signature key when the set holds exactly one (`use: tls` keys never count); with several it is refused, as
+        always, for want of a `kid`. For client assertions: the OB conformance tool signs them without one."""
         # SECURITY: explicit allow-list; never `none`, HS* (key confusion) or RS* (FAPI 1.0 Part 2 §8.6).
         allowed = frozenset(a for a in algs if a in ALLOWED_ALGS)
         trust = Trust(algorithms=allowed, jwks_uri=_OWN_KEYS, rules=rules, typ=typ)
+        # Only a set with exactly one signature key names a key for a JWS without kid (`use: tls` keys never count).
+        sole = self._keys.keys[0].kid if sole_key_without_kid and len(self._keys.keys) == 1 else None
         try:
-            verified = await self._verifier.verify(token, trust)
+            verified = await self._verifier.verify(token, trust, kid_if_absent=sole)
         except JoseError as exc:
             raise CryptoError(_REASONS.get(exc.reason, exc.reason), exc.description) from None
         payload = dict(verified.claims)

@@ -10,6 +10,7 @@ from gateway.checks import REGISTRY
 from gateway.checks.facts import Fact, FactHeaders, Facts, declared_fact
 from gateway.checks.rate_limit import RATE_LIMIT
 from gateway.checks.registration import (
+    CLIENT_CERT_PSD2,
     CLIENT_CERT_S256,
     ORG_ID,
     REGISTRATION_CLAIMS,
@@ -24,8 +25,8 @@ from gateway.policy import Decision, load_policies
 from gateway.runtime import build_runtime
 from tests.conftest import ROOT, SHIPPED_POLICIES
 
-AUDITED = {"client_id", "token_jti", "token_kid", "software_id", "org_id", "cert_s256", "cert_revocation",
-           "registration_jti"}
+AUDITED = {"client_id", "token_jti", "token_kid", "software_id", "org_id", "cert_s256", "registration_jti",
+           "cert_psd2_roles", "cert_organization_identifier", "cert_revocation"}
 """The decision event's identity fields (docs/audit.md), each filled by a fact."""
 
 
@@ -46,7 +47,8 @@ def test_every_declared_fact_is_produced_by_exactly_one_check_kind() -> None:
         "software_statement_claims": "software_statement", "software_id": "software_statement",
         "org_id": "software_statement", "software_roles": "software_statement",
         "registration_claims": "registration_request", "client_cert_s256": "client_certificate",
-        "client_cert_subject_dn": "client_certificate", "client_cert_revocation": "client_certificate",
+        "client_cert_subject_dn": "client_certificate", "client_cert_psd2": "client_certificate",
+        "client_cert_revocation": "client_certificate",
         "rate_limit_fields": "rate_limit",
     }
 
@@ -83,10 +85,12 @@ def test_audit_fields_are_all_present_and_null_when_absent() -> None:
     facts.set(CLIENT_CERT_S256, "thumb")
     facts.set(REGISTRATION_CLAIMS, {"jti": "8c6b9a3e-0000-4000-8000-000000000000", "iss": "sw-1"})
     facts.set(SSA_CLAIMS, {"software_id": "sw-1"})
+    facts.set(CLIENT_CERT_PSD2, {"qualified": True, "qc_types": ["web"], "roles": ["PSP_AI"], "nca_id": "GB-FCA",
+                                 "organization_identifier": "PSDGB-FCA-123456"})
     assert facts.audit_fields() == {
         "client_id": "client-a", "token_jti": "jti-1", "token_kid": "kid-1", "software_id": "sw-1",
         "org_id": "org-1", "cert_s256": "thumb", "registration_jti": "8c6b9a3e-0000-4000-8000-000000000000",
-        "cert_revocation": None,
+        "cert_psd2_roles": ["PSP_AI"], "cert_organization_identifier": "PSDGB-FCA-123456", "cert_revocation": None,
     }
 
 

@@ -3,8 +3,9 @@ carries `x5t#S256` is accepted only over that TLS client certificate, forwarded 
 the policy has a `client_certificate` check and whatever mode that check runs in. Real gateways, real signed
 tokens, real certificates (one made here with `cryptography`), a real JWKS on 127.0.0.1.
 
-The bank's profile (policies/dcr.yaml) reads a registration with `bearer_token`, `client_id_header` and
-`client_ownership` only: before issue 15 a bound token passed there over any certificate, or none."""
+Before issue 15 a bound token passed the bank's read policy (policies/dcr.yaml: `bearer_token`,
+`client_id_header`, `client_ownership`; now also a `client_certificate` that is not required and only records the
+certificate) over any certificate, or none."""
 
 from __future__ import annotations
 
@@ -119,9 +120,12 @@ async def test_bound_token_with_a_certificate_header_from_an_untrusted_peer_is_r
     resp = await w.gw.client.get(READ, headers=read_headers(w, bound, keys().cert))
     await assert_invalid_token(resp, "token_cert_binding_missing", w)
     assert "trusted TLS-terminating proxy" in resp.headers["WWW-Authenticate"]
-    # An unbound token does not need the certificate, so the untrusted header does not matter to bearer_token.
+    # An unbound token does not need the certificate, so the untrusted header does not matter to bearer_token;
+    # the read policy's client_certificate (which records the certificate for the backend) refuses it.
     unbound = w.token("client-7")
-    assert (await w.gw.client.get(READ, headers=read_headers(w, unbound, keys().cert))).status == 200
+    assert (await w.gw.client.get(READ, headers=read_headers(w, unbound, keys().cert))).status == 401
+    assert denied_by(w, "client_cert_untrusted_proxy", check="client_certificate") == 1
+    assert (await w.gw.client.get(READ, headers=read_headers(w, unbound))).status == 200
 
 
 @pytest.mark.parametrize("header", ["expired", "malformed"])

@@ -132,6 +132,26 @@ async def test_missing_kid_description_is_the_callers(keys: TestKeys) -> None:
         await verifier.verify(token, trust())
 
 
+async def test_kid_if_absent_names_the_key_only_when_the_jws_names_none(keys: TestKeys) -> None:
+    """`kid_if_absent` (the caller's choice from the set it trusts) is looked up for a JWS without kid; a JWS that
+    names a kid is looked up by its own, and the signature must still be the named key's."""
+    verifier, locator = setup(keys)
+    bare = sign_compact({"alg": "ES256"}, json_dumps_compact(claims()), keys.ec)
+    assert (await verifier.verify(bare, trust(), kid_if_absent="ec-1")).kid == "ec-1"
+    named = sign_compact({"alg": "ES256", "kid": "ec-1"}, json_dumps_compact(claims()), keys.ec)
+    assert (await verifier.verify(named, trust(), kid_if_absent="rsa-1")).kid == "ec-1"
+    assert [asked[2] for asked in locator.asked] == ["ec-1", "ec-1"]
+    stranger = sign_compact({"alg": "ES256"}, json_dumps_compact(claims()), keys.attacker_ec)
+    assert (await refused_with(verifier, stranger, kid_if_absent="ec-1")) == "bad_signature"
+
+
+async def refused_with(verifier: JwsVerifier, token: str, **options: Any) -> str:
+    """The reason `token` is refused with, given verify options."""
+    with pytest.raises(JoseError) as info:
+        await verifier.verify(token, trust(), **options)
+    return info.value.reason
+
+
 @pytest.mark.parametrize(("typ", "rule", "ok"), [
     ("JWT", "JWT", True), ("application/jwt", "JWT", True), ("at+jwt", "JWT", False), (None, "JWT", False),
     ("at+jwt", ("at+jwt", "application/at+jwt"), True), ("application/at+jwt", ("at+jwt",), True),

@@ -17,7 +17,8 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,7 +181,8 @@ def served_config(state_dir: Path, public: int, admin: int, sandbox: int) -> dic
     return data
 
 
-def _get(url: str) -> int:
+def status_of(url: str) -> int:
+    """The HTTP status of a GET of `url` (no proxy; 0 when nothing answers)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=2) as response:
@@ -191,27 +193,21 @@ def _get(url: str) -> int:
         return 0
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """`python -m gateway serve` with the shipped config and policies on free loopback ports."""
-    tmp = tmp_path_factory.mktemp("served")
-    public, admin, sandbox = free_port(), free_port(), free_port()
-    config = tmp / "config.yaml"
-    config.write_text(yaml.safe_dump(served_config(tmp / "state", public, admin, sandbox)))
-    log = tmp / "gateway.log"
+@contextmanager
+def serving(config: Path, log: Path, ready: Callable[[], bool]) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m gateway serve --config CONFIG` (output appended to `log`, no DCRGW_ variables) until `ready()`
+    (bounded: 60 s); SIGTERM at exit, then kill if it has not stopped within 30 s."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DCRGW_")}
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)], cwd=ROOT,
                                 env=env, stdout=out, stderr=subprocess.STDOUT)
-    running = Served(f"http://127.0.0.1:{public}", f"http://127.0.0.1:{sandbox}", f"http://127.0.0.1:{admin}", log)
     try:
         deadline = time.monotonic() + 60
-        while not (_get(running.admin_url + "/readyz") == 200
-                   and _get(running.sandbox_url + "/playground/api/config") == 200):
+        while not ready():
             assert proc.poll() is None, log.read_text()
             assert time.monotonic() < deadline, "the gateway did not become ready:\n" + log.read_text()
             time.sleep(0.2)
-        yield running
+        yield proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -219,3 +215,17 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """`python -m gateway serve` with the shipped config and policies on free loopback ports."""
+    tmp = tmp_path_factory.mktemp("served")
+    public, admin, sandbox = free_port(), free_port(), free_port()
+    config = tmp / "config.yaml"
+    config.write_text(yaml.safe_dump(served_config(tmp / "state", public, admin, sandbox)))
+    running = Served(f"http://127.0.0.1:{public}", f"http://127.0.0.1:{sandbox}", f"http://127.0.0.1:{admin}",
+                     tmp / "gateway.log")
+    with serving(config, running.log, lambda: status_of(running.admin_url + "/readyz") == 200
+                 and status_of(running.sandbox_url + "/playground/api/config") == 200):
+        yield running

@@ -39,10 +39,12 @@ def test_explain_lists_the_facts_and_their_headers() -> None:
     assert " registration_claims," in facts  # produced, never a header
 
 
-def test_explain_of_a_read_shows_only_the_token_facts() -> None:
+def test_explain_of_a_read_shows_only_the_token_and_certificate_facts() -> None:
+    """A read verifies the token and records the certificate it came over (client_certificate, not required)."""
     proc = _cli("policy", "explain", "--method", "GET", "--path", "/open-banking/v3.1/register/abc")
     assert proc.returncode == 0, proc.stderr
-    assert _facts_line(proc.stdout) == "  facts:   token, client_id -> X-DCR-Client-Id"
+    assert _facts_line(proc.stdout) == ("  facts:   token, client_id -> X-DCR-Client-Id, client_cert_s256 -> "
+                                        "X-DCR-Client-Cert-S256, client_cert_subject_dn")
 
 
 @pytest.mark.parametrize(("name", "problem"), [
@@ -53,7 +55,7 @@ def test_lint_refuses_a_fact_header_no_check_can_fill(name: str, problem: str) -
     proc = _cli("policy", "lint", fact_headers=f'{{"client_id": "X-DCR-Client-Id", "{name}": "X-Other"}}')
     assert proc.returncode == 1
     assert f"policies.fact_headers.{name}: {problem}" in proc.stderr
-    assert "facts that can be headers: client_cert_s256, client_id, org_id, software_id, software_roles" in \
+    assert "facts that can be headers: client_cert_psd2, client_cert_s256, client_id, org_id, software_id, software_roles" in \
         proc.stderr
 
 

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509 import ocsp
 
 from gateway.jose.url_guard import UrlPolicy
+from gateway.pki.psd2 import psd2_certificate
 from gateway.pki.revocation import RevocationChecker, crl_urls, ocsp_urls
 from gateway.sandbox.certificates import SandboxCa, generate_private_key, ob_subject
 from tests.sandbox.conftest import Bank
@@ -72,6 +73,18 @@ async def test_a_minted_certificate_is_good_then_revoked(bank: Bank, tmp_path: P
     finally:
         await checker.close()
     assert answer.reason == "cessation_of_operation"
+
+
+async def test_a_qwac_keeps_its_qcstatements_beside_the_revocation_pointers(bank: Bank, tmp_path: Path) -> None:
+    """mint-cert --type qwac: the re-signed certificate still carries its PSD2 QCStatements (read by
+    gateway.pki.psd2) and names the CRL and OCSP responder, which say good."""
+    config = write_config(bank, tmp_path / "config.yaml")
+    report = mint(config, tmp_path / "qwac", "--type", "qwac", "--roles", "PSP_AI,PSP_PI")
+    leaf = leaf_of(report)
+    info = psd2_certificate(leaf)
+    assert info.statements is not None and info.statements.qwac and info.roles == ("PSP_AI", "PSP_PI")
+    assert crl_urls(leaf) and ocsp_urls(leaf)
+    assert await statuses(leaf, ca_of(report)) == ("good", "good")
 
 
 async def test_a_serial_the_ca_never_issued_is_unknown_to_the_responder(bank: Bank, tmp_path: Path,

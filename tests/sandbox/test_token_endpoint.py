@@ -6,6 +6,7 @@ import base64
 import json
 import time
 import uuid
+from typing import Any
 
 import pytest
 from jwcrypto import jwk, jws
@@ -247,8 +248,21 @@ async def pkjwt(bank: Bank):
     return created["client_id"], tpp
 
 
-def _in(seconds: int) -> int:
-    return int(time.time()) + seconds
+class _In(int):
+    """A time `seconds` from when the test runs, not from collection (a long run makes a collection-time
+    "600 s in the future" a past time by the time the test runs)."""
+
+    def at(self) -> int:
+        return int(time.time()) + int(self)
+
+
+def _in(seconds: int) -> _In:
+    return _In(seconds)
+
+
+def _at_run_time(overrides: dict[str, Any]) -> dict[str, Any]:
+    """`overrides` with every relative time made absolute now."""
+    return {k: v.at() if isinstance(v, _In) else v for k, v in overrides.items()}
 
 
 ASSERTION_CASES = [
@@ -299,7 +313,7 @@ async def test_invalid_client_assertions_are_401(bank: Bank, pkjwt, case, overri
     """A client assertion that breaks RFC 7523 §3 or the algorithm allow-list is 401 invalid_client."""
     client_id, tpp = pkjwt
     if variant is None:
-        assertion = bank.assertion(tpp, client_id, **overrides)
+        assertion = bank.assertion(tpp, client_id, **_at_run_time(overrides))
     else:
         assertion = _signed_differently(bank, tpp, client_id, variant)
     form = {"grant_type": CC, "client_assertion_type": JWT_BEARER, "client_assertion": assertion}
@@ -309,6 +323,28 @@ async def test_invalid_client_assertions_are_401(bank: Bank, pkjwt, case, overri
     # The same client gets a token with a correct assertion: the failure was the assertion's.
     status, body = await bank.assertion_token(tpp, client_id)
     assert status == 200, body
+
+
+async def test_assertion_without_kid_uses_the_only_signature_key(bank: Bank, pkjwt) -> None:
+    """No `kid` (the OB conformance tool's assertion header is {alg, typ}): verified with the key set's only
+    signature key; once the set has two, a `kid` is required again (401), and another key's signature is 401."""
+    client_id, tpp = pkjwt
+    form = {"grant_type": CC, "client_assertion_type": JWT_BEARER}
+    payload = unverified(bank.assertion(tpp, client_id))[1]
+    status, body, _ = await bank.token_request({**form, "client_assertion": sign_jws(tpp.key, "PS256", None, payload)})
+    assert status == 200, body
+    stranger = jwk.JWK.generate(kty="RSA", size=2048)
+    fresh = unverified(bank.assertion(tpp, client_id))[1]
+    status, body, _ = await bank.token_request({**form, "client_assertion": sign_jws(stranger, "PS256", None, fresh)})
+    assert (status, body["error"]) == (401, "invalid_client"), body
+
+    two = tpp_key("assert-two-keys")
+    other = await bank.new_client(two, method="private_key_jwt")
+    bank.tpp.documents[two.kid]["keys"].append(tpp_key("assert-second").public())  # before the first fetch
+    claims = unverified(bank.assertion(two, other["client_id"]))[1]
+    status, body, _ = await bank.token_request({**form, "client_assertion": sign_jws(two.key, "PS256", None, claims)})
+    assert (status, body["error"]) == (401, "invalid_client"), body
+    assert "kid" in body["error_description"]
 
 
 async def test_assertion_jti_is_single_use(bank: Bank, pkjwt) -> None:

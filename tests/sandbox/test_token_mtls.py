@@ -161,9 +161,13 @@ async def test_tls_client_auth_issues_a_certificate_bound_token(mtls_bank: Bank)
     {"tls_client_auth_dn": SUBJECT},
     {"tls_client_auth_subject_dn": f"cn={SOFTWARE_ID}, ou={ORG_ID}, o=openbanking, c=gb"},
     {"tls_client_auth_subject_dn": f"2.5.4.3={SOFTWARE_ID},OU={ORG_ID},O=OpenBanking,C=GB"},
-], ids=["ob-3.1-claim", "case-and-spaces", "oid-type"])
+    {"tls_client_auth_subject_dn": f"C=GB,O=OpenBanking,OU={ORG_ID},CN={SOFTWARE_ID}"},
+    {"tls_client_auth_subject_dn": f"OID.2.5.4.3=#0c{len(SOFTWARE_ID):02x}{SOFTWARE_ID.encode().hex()},"
+                                   f"OU={ORG_ID},O=Open\\42anking,C=GB"},
+], ids=["ob-3.1-claim", "case-and-spaces", "oid-type", "least-specific-first", "hex-values"])
 async def test_tls_client_auth_dn_spellings(mtls_bank: Bank, dn: dict[str, str]) -> None:
-    """The OB 3.1 claim name, case and insignificant spaces, and a dotted OID all name the same subject."""
+    """The OB 3.1 claim name, case and insignificant spaces, a dotted OID, the reverse RDN order and hex values
+    all name the same subject (certificates.same_dn, as the gateway's client_certificate)."""
     client = await tls_client(mtls_bank, **dn)
     status, body, _ = await token_at_sandbox(mtls_bank, {"grant_type": CC, "client_id": client["client_id"]}, CERT)
     assert status == 200, body
