@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..certificates import ForwardedCertificateReader
 from ..config import TrustSettings
 from ..jose import KeyProvider
+from ..pki.revocation import IssuerLookup, RevocationChecker
 from ..state.store import StateStore
 from .key_urls import CONFIGURED_URLS
 from .revocation import Revocations
@@ -39,6 +40,12 @@ class Services:
     """Called once per replayed registration request jti (dcr_gateway_replay_rejections_total)."""
     on_fail_open: Callable[[str, str], None] | None = None
     """Called with (policy, check) when a check is passed over because the store is down (metrics)."""
+    revocation: RevocationChecker | None = None
+    """Answers whether a certificate is revoked (OCSP, CRL; config `trust.revocation`); None where nothing may be
+    fetched (`policy test`): a check that asks then has an unknown status."""
+    issuers: IssuerLookup | None = None
+    """The validated issuer of a TPP certificate (chain validation), which signs its CRL and OCSP answers; None
+    when no chain is validated: revocation cannot be checked, the status is unknown."""
     certificates: ForwardedCertificateReader = field(init=False)
     """The forwarded TLS client certificate (config `trust.client_certificate`), read one way by every check
     that needs it: `client_certificate`, and `bearer_token` for RFC 8705 certificate-bound tokens."""

@@ -1,3 +1,11 @@
-"""Reading what X.509 certificates say beyond what `cryptography` parses: a strict, bounded DER reader
-(`der`) and the ETSI QCStatements of PSD2 certificates (`psd2`). No trust decisions: chain validation and
-revocation are not made here."""
+"""X.509 for TPP certificates, beyond what `cryptography` parses and beside `gateway.certificates`:
+
+- `der`: a strict, bounded DER reader;
+- `psd2`: the ETSI QCStatements of PSD2 certificates (QWAC / QSealC, roles, NCA);
+- `revocation`: is a certificate revoked? OCSP (RFC 6960) and CRLs (RFC 5280), fetched behind the SSRF guard,
+  believed only when signed by the certificate's validated issuer;
+- chain validation (trust anchors) comes beside them.
+
+It may import jose, state, observability, addresses, config and jsonutil; never checks, policy, http or the
+sandbox.
+"""
