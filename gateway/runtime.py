@@ -1,10 +1,11 @@
 """The process: the event loop every command runs on, and the wiring of what one process shares.
 
 `build_runtime` builds, once per process, what the checks of every policy-set version share: the state store
-`state.backend` names (with its circuit breaker), the JWKS cache, the revocations, the token verifier and
-the metric hooks, assembled into `Services`. `Runtime.start()` starts them in that order before the first
-request; `Runtime.close()` closes them in the reverse order after the last one. A new state-store backend
-is a module in gateway/state/ and a line in its `BACKENDS` table; nothing here or in the checks changes.
+`state.backend` names (with its circuit breaker), the JWKS cache, the certificate revocation checker, the
+revocations, the token verifier and the metric hooks, assembled into `Services`. `Runtime.start()` starts them in
+that order before the first request; `Runtime.close()` closes them in the reverse order after the last one. A new
+state-store backend is a module in gateway/state/ and a line in its `BACKENDS` table; nothing here or in the checks
+changes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .checks.token_verifier import TokenVerifier
 from .config import Settings
 from .jose.jwks_cache import JwksCache, JwksCacheSettings
 from .observability.metrics import Metrics
+from .pki.revocation import RevocationChecker, RevocationEvents
 from .state import BreakerState, ErrorKind, StoreEvents, build_store
 
 T = TypeVar("T")
@@ -61,7 +63,7 @@ class Runtime:
     resources: tuple[Resource, ...]
 
     async def start(self) -> None:
-        """Start every resource, in order (JWKS cache, state store, token verifier)."""
+        """Start every resource, in order (JWKS cache, revocation checker, state store, token verifier)."""
         for resource in self.resources:
             await resource.start()
 
@@ -72,7 +74,8 @@ class Runtime:
 
 
 def build_runtime(settings: Settings, metrics: Metrics | None, *, clock: Callable[[], float] = time.time) -> Runtime:
-    """The production runtime: the JWKS cache and the configured state store, reporting to `metrics`.
+    """The production runtime: the JWKS cache, the revocation checker and the configured state store, reporting
+    to `metrics`.
 
     Building opens nothing (config check and policy lint build it only to compile policies); `start()` does.
     """
@@ -88,7 +91,10 @@ def build_runtime(settings: Settings, metrics: Metrics | None, *, clock: Callabl
         ),
         on_event=metrics.jwks_event if metrics is not None else None,
     )
-    return _assemble(settings, metrics, cache, (cache,), clock)
+    trust = settings.trust
+    revocation = RevocationChecker.from_config(trust.revocation, skew_seconds=trust.clock_skew_seconds,
+                                               events=_revocation_events(metrics))
+    return _assemble(settings, metrics, cache, (cache, revocation), clock, revocation)
 
 
 def build_offline_runtime(
@@ -105,6 +111,7 @@ def _assemble(
     keys: KeyProvider,
     owned: tuple[Resource, ...],
     clock: Callable[[], float],
+    revocation: RevocationChecker | None = None,
 ) -> Runtime:
     trust = settings.trust
     store = build_store(settings.state, _store_events(metrics))
@@ -113,7 +120,7 @@ def _assemble(
     tokens = TokenVerifier(keys, skew_seconds=trust.clock_skew_seconds, clock=clock)
     services = Services(trust=trust, keys=keys, store=store, revocations=revocations, tokens=tokens, clock=clock,
                         check_modes=dict(settings.policies.check_modes), on_replay=_on_replay(metrics),
-                        on_fail_open=_on_fail_open(metrics))
+                        on_fail_open=_on_fail_open(metrics), revocation=revocation)
     return Runtime(services, (*owned, store, tokens))
 
 
@@ -130,6 +137,15 @@ def _store_events(metrics: Metrics | None) -> StoreEvents:
         errors.labels(kind).inc()
 
     return StoreEvents(on_breaker_change=on_breaker_change, on_error=on_error)
+
+
+def _revocation_events(metrics: Metrics | None) -> RevocationEvents:
+    """The revocation checker's answers, fetches, cache hits and soft-fail passes, counted."""
+    if metrics is None:
+        return RevocationEvents()
+    return RevocationEvents(on_check=metrics.cert_revocation_checked, on_fetch=metrics.cert_revocation_fetched,
+                            on_cache_hit=metrics.cert_revocation_cache_hit,
+                            on_soft_fail=metrics.cert_revocation_soft_failed)
 
 
 def _nothing() -> None:

@@ -22,7 +22,7 @@ from gateway.certificates import (
 )
 from gateway.policy.testing import forwarded_certificate
 from tests.checks.world import SUBJECT, b64, keys
-from tests.pki.ca import NOW, root
+from tests.pki.hierarchy import NOW, root
 
 
 @pytest.mark.parametrize("fmt", ["nginx", "xfcc", "rfc9440"])

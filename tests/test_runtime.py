@@ -9,6 +9,7 @@ from gateway.checks.services import CONFIGURED_URLS
 from gateway.checks.token_verifier import TokenVerifier
 from gateway.jose import JwksCache
 from gateway.observability.metrics import Metrics
+from gateway.pki.revocation import RevocationChecker
 from gateway.runtime import build_offline_runtime, build_runtime
 from gateway.state import MemoryStore, RedisStore, StoreUnavailable
 from tests.conftest import free_port, make_settings
@@ -21,12 +22,13 @@ def sample(metrics: Metrics, name: str, labels: dict[str, str]) -> float:
 
 
 async def test_the_runtime_starts_the_cache_the_store_and_the_verifier_and_closes_them_in_reverse():
-    """Building opens nothing; start() readies the resources in order; close() leaves the store unusable."""
+    """Building opens nothing; start() readies the resources in order (the key cache, the revocation checker, the
+    store, the verifier); close() leaves the store unusable."""
     runtime = build_runtime(make_settings(UPSTREAM), Metrics())
     services = runtime.services
-    assert [type(r) for r in runtime.resources] == [JwksCache, MemoryStore, TokenVerifier]
-    assert runtime.resources[0] is services.keys
-    assert runtime.resources[1] is services.store and runtime.resources[2] is services.tokens
+    assert [type(r) for r in runtime.resources] == [JwksCache, RevocationChecker, MemoryStore, TokenVerifier]
+    assert runtime.resources[0] is services.keys and runtime.resources[1] is services.revocation
+    assert runtime.resources[2] is services.store and runtime.resources[3] is services.tokens
     await runtime.start()
     await services.store.put("ns", "k", "v", 60)
     assert await services.store.get("ns", "k") == "v"

@@ -1,6 +1,7 @@
 """`client_certificate`: the TPP's mTLS certificate, forwarded by the ingress that terminated TLS, is current,
-chains to a configured trust anchor for transport (`anchors`, gateway/pki/chain.py), belongs to the software (a
-`use: tls` key of its software key set) and matches the tls_client_auth DN. (Whether
+chains to a configured trust anchor for transport (`anchors`, gateway/pki/chain.py), belongs to the software
+(a `use: tls` key of its software key set), matches the tls_client_auth DN and, when the policy asks, is not
+revoked (OCSP / CRL, `gateway.pki.revocation`, against the issuer the chain validation found). (Whether
 it is the certificate an RFC 8705 certificate-bound access token was issued for is `bearer_token`'s to enforce,
 through the same reader: `Services.certificates`.)"""
 
@@ -10,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from cryptography import x509
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ..certificates import CertificateRefused, parse_dn, registered_dn, same_dn, subject_rdns
 from ..config.schema import StrictModel
@@ -19,9 +20,10 @@ from ..jose.errors import quoted
 from ..observability.logging import get_logger
 from ..pki.chain import ChainRefused, ValidatedChain
 from ..pki.psd2 import ParseError, Psd2Certificate, Role, psd2_certificate
+from ..pki.revocation import Method, Mode, RevocationStatus, refuses
 from ..reasons import Answer, Challenge, Reason
 from .base import Check, Denial, RequestView
-from .facts import Facts
+from .facts import Fact, Facts
 from .registration import (
     CLIENT_CERT_ISSUER,
     CLIENT_CERT_PSD2,
@@ -39,6 +41,34 @@ from .services import Services
 from .trust_chains import CLIENT_CERT_CHAIN, CLIENT_CERT_CHAIN_REFUSALS, ClientCertChainReasons, select_anchors
 
 log = get_logger("client_certificate")
+
+
+class RevocationParams(StrictModel):
+    """Whether and how `client_certificate` asks if the certificate is revoked (config `trust.revocation`)."""
+
+    mode: Mode = "off"
+    """hard_fail: a revoked certificate is refused, and so is one whose status cannot be learnt (no validated
+    issuer, responder and CRL unreachable, answers invalid or stale); soft_fail: a revoked certificate is
+    refused, an unknown status passes (logged, counted in dcr_gateway_certificate_revocation_soft_fail_total);
+    off: nothing is asked."""
+    methods: tuple[Method, ...] = Field(default=("ocsp", "crl"), min_length=1)
+    """Which to ask, in order, until one says good or revoked: the OCSP responder of the certificate's AIA
+    (RFC 6960) and the CRL of its distribution points (RFC 5280)."""
+
+    @field_validator("methods")
+    @classmethod
+    def _distinct(cls, v: tuple[Method, ...]) -> tuple[Method, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError("each method at most once")
+        return v
+
+
+CLIENT_CERT_REVOCATION: Final[Fact[RevocationStatus]] = Fact(
+    "client_cert_revocation", RevocationStatus,
+    audit={"cert_revocation": lambda s: s.status if s.method is None else f"{s.status}:{s.method}"},
+)
+"""The revocation status of the client certificate, when the policy asked (audit field `cert_revocation`:
+`good:ocsp`, `revoked:crl`, `unknown`…)."""
 
 
 SCOPE_ROLES: Final[dict[str, Role]] = {"accounts": "PSP_AI", "payments": "PSP_PI", "fundsconfirmations": "PSP_IC"}
@@ -112,6 +142,9 @@ class ClientCertificateParams(StrictModel):
     error: Literal["invalid_client_metadata", "invalid_token", "invalid_client", "invalid_request"] | None = None
     """Error code for those refusals; not set: the status's (invalid_client_metadata for 400, invalid_token
     with a Bearer challenge for 401). `invalid_client` suits the token endpoint (RFC 6749 §5.2)."""
+    revocation: RevocationParams = RevocationParams()
+    """Revocation checking (OCSP, CRL) of the certificate; off by default. Refusals are answered with `status`
+    and `error` (`client_cert_revoked`, `client_cert_revocation_unknown`)."""
 
     @model_validator(mode="before")
     @classmethod
@@ -137,6 +170,8 @@ class ClientCertificateReasons(SoftwareJwksReasons, ClientCertChainReasons):
     client_cert_malformed = Reason(400, _METADATA, configurable="status, error")
     client_cert_not_yet_valid = Reason(400, _METADATA, configurable="status, error")
     client_cert_expired = Reason(400, _METADATA, configurable="status, error")
+    client_cert_revoked = Reason(400, _METADATA, configurable="status, error")
+    client_cert_revocation_unknown = Reason(400, _METADATA, configurable="status, error")
     client_cert_not_in_software_jwks = Reason(400, "invalid_software_statement")
     client_cert_dn_mismatch = Reason(400, _METADATA)
     software_statement_unverified = Reason(400, "invalid_software_statement")
@@ -159,7 +194,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
     name = "client_certificate"
     Params = ClientCertificateParams
     produces = (CLIENT_CERT_S256, CLIENT_CERT_SUBJECT, CLIENT_CERT_ISSUER, CLIENT_CERT_SERIAL, CLIENT_CERT_CHAIN,
-                CLIENT_CERT_PSD2)
+                CLIENT_CERT_PSD2, CLIENT_CERT_REVOCATION)
     reasons = ClientCertificateReasons
     __slots__ = ("_anchors", "_answer", "_url_policy")
 
@@ -222,7 +257,11 @@ class ClientCertificate(Check[ClientCertificateParams]):
             if denial is not None:
                 return denial
         if info is not None and psd2.organization_matches:
-            return self._organization_matches(request.facts, info)
+            denial = self._organization_matches(request.facts, info)
+            if denial is not None:
+                return denial
+        if self.params.revocation.mode != "off":
+            return await self._not_revoked(request, cert, thumbprint)
         return None
 
     def _qwac(self, info: Psd2Certificate) -> Denial | None:
@@ -337,6 +376,38 @@ class ClientCertificate(Check[ClientCertificateParams]):
             log.info("client_cert_chain_refused", code=exc.code, client_cert_s256=request.facts.get(CLIENT_CERT_S256),
                      serial=request.facts.get(CLIENT_CERT_SERIAL))
             return self._fail(CLIENT_CERT_CHAIN_REFUSALS[exc.code], f"the TLS client certificate: {exc.description}")
+
+    async def _not_revoked(self, request: RequestView, cert: x509.Certificate, thumbprint: str) -> Denial | None:
+        """Last, once everything local passed: ask the issuer's OCSP responder / CRL (network, cached)."""
+        mode = self.params.revocation.mode
+        checker, issuers = self.services.revocation, self.services.issuers
+        # The issuer of the chain this request validated (`anchors`); else one an earlier validation found.
+        chain = request.facts.get(CLIENT_CERT_CHAIN)
+        issuer = chain.issuer if chain is not None else issuers.issuer_of(cert) if issuers is not None else None
+        if checker is None:
+            status = RevocationStatus("unknown", None, "revocation cannot be checked here (nothing may be fetched)")
+        elif issuer is None:
+            status = RevocationStatus("unknown", None, "the certificate's issuer is not a validated CA certificate "
+                                                       "(chain validation), so no CRL or OCSP answer can be verified")
+        else:
+            status = await checker.check(cert, issuer, self.params.revocation.methods)
+        request.facts.set(CLIENT_CERT_REVOCATION, status)
+        serial = f"{cert.serial_number:x}"
+        if status.status == "revoked":
+            log.info("client_cert_revoked", client_cert_s256=thumbprint, serial=serial, method=status.method)
+        if not refuses(status, mode):
+            if status.status == "unknown":
+                # soft_fail: let through, but never silently.
+                log.warning("client_cert_revocation_unknown_allowed", client_cert_s256=thumbprint, serial=serial,
+                            why=status.description)
+                if checker is not None:
+                    checker.soft_failed()
+            return None
+        if status.status == "revoked":
+            return self._fail(R.client_cert_revoked, f"the TLS client certificate is revoked: {status.description}")
+        return self._fail(R.client_cert_revocation_unknown,
+                          f"the TLS client certificate's revocation status could not be established and this policy "
+                          f"requires it (hard_fail): {status.description}")
 
     async def _in_software_jwks(self, request: RequestView, der: bytes, thumbprint: str) -> Denial | None:
         ssa = ssa_claims_of(request.facts)

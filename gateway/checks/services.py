@@ -12,6 +12,7 @@ from ..certificates import ForwardedCertificateReader
 from ..config import TrustSettings
 from ..jose import KeyProvider
 from ..pki.chain import ChainValidator, TrustAnchors
+from ..pki.revocation import IssuerLookup, RevocationChecker
 from ..state.store import StateStore
 from .key_urls import CONFIGURED_URLS
 from .revocation import Revocations
@@ -40,6 +41,13 @@ class Services:
     """Called once per replayed registration request jti (dcr_gateway_replay_rejections_total)."""
     on_fail_open: Callable[[str, str], None] | None = None
     """Called with (policy, check) when a check is passed over because the store is down (metrics)."""
+    revocation: RevocationChecker | None = None
+    """Answers whether a certificate is revoked (OCSP, CRL; config `trust.revocation`); None where nothing may be
+    fetched (`policy test`): a check that asks then has an unknown status."""
+    issuers: IssuerLookup | None = None
+    """The validated issuer of a TPP certificate (chain validation), which signs its CRL and OCSP answers. Not
+    given: `chains` (the issuer of the certificate's last validated chain; None for one never validated, whose
+    revocation status is then unknown)."""
     certificates: ForwardedCertificateReader = field(init=False)
     """The forwarded TLS client certificate (config `trust.client_certificate`), read one way by every check
     that needs it: `client_certificate`, and `bearer_token` for RFC 8705 certificate-bound tokens."""
@@ -54,6 +62,8 @@ class Services:
                                                        chain_header=cfg.chain_header)
         self.chains = ChainValidator(TrustAnchors.load(self.trust.certificate_authorities),
                                      clock_skew_seconds=self.trust.clock_skew_seconds)
+        if self.issuers is None:
+            self.issuers = self.chains  # revocation asks for the issuer a validated chain found
 
     async def prefetch(self, uris: Iterable[str]) -> list[str]:
         """Warm configured key sets; return the URIs that failed."""

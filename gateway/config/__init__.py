@@ -9,6 +9,7 @@ gateway.
 from .settings import (
     ENV_PREFIX,
     FACTS_JWKS_PATH,
+    CertificateRevocationSettings,
     ClientCertificateSettings,
     ConfigError,
     Directory,
@@ -26,6 +27,7 @@ from .settings import (
 __all__ = [
     "ENV_PREFIX",
     "FACTS_JWKS_PATH",
+    "CertificateRevocationSettings",
     "ClientCertificateSettings",
     "ConfigError",
     "Directory",

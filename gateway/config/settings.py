@@ -315,6 +315,45 @@ class SoftwareJwksPolicy(StrictModel):
     multicast and reserved addresses are never allowed."""
 
 
+class CertificateRevocationSettings(StrictModel):
+    """How the revocation of TPP certificates is checked (OCSP, RFC 6960; CRLs, RFC 5280), when a policy's
+    `client_certificate` asks for it (its `revocation` parameter). The responder and CRL URLs come from the
+    certificates themselves, chosen by their CAs: every fetch goes through the SSRF guard (scheme, host allow-list,
+    every resolved address vetted before any connection, no redirects) and is bounded in time and size."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    """Host names (exact, or `*.suffix`) OCSP responders and CRLs may live on; empty: any host that resolves only
+    to public addresses."""
+    allow_http: bool = True
+    """Allow plain http: OCSP and CRLs are served over http by nearly every CA (RFC 5280 §4.2.1.13, RFC 6960
+    appendix A); their answers are signed, and only a signature by the issuer counts."""
+    allow_loopback: bool = False
+    """Allow 127.0.0.0/8 and ::1 (the loopback sandbox's test QTSP only)."""
+    allow_private: bool = False
+    """Allow RFC 1918, CGNAT and fc00::/7 addresses (a bank-internal OCSP or CRL mirror). Link-local (cloud
+    metadata), multicast and reserved addresses are never allowed."""
+    timeout_seconds: PositiveSeconds = 5.0
+    """Per fetch: DNS, connect and the whole answer."""
+    max_crl_bytes: PositiveInt = 8_388_608
+    """Largest CRL accepted."""
+    max_ocsp_response_bytes: PositiveInt = 65_536
+    """Largest OCSP response accepted."""
+    ocsp_cache_seconds: PositiveSeconds = 300.0
+    """How long an OCSP answer without nextUpdate is reused (answers with one are reused until it)."""
+    crl_cache_seconds: PositiveSeconds = 3600.0
+    """How long a CRL without nextUpdate is reused (CRLs with one are reused until it, never past it + skew)."""
+    failed_refetch_interval_seconds: NonNegativeSeconds = 5.0
+    """After a failed fetch, no new attempt at that URL before this (an unreachable responder is not hammered)."""
+    max_cached: PositiveInt = 1024
+    """CRLs, and OCSP answers, kept in memory (each); the least recently used are forgotten first."""
+    ocsp_hash: Literal["sha1", "sha256"] = "sha1"
+    """Hash of the OCSP CertID: sha1 is what every responder understands (RFC 5019 §2.1.1); sha256 where the
+    responder requires it."""
+    ocsp_nonce: bool = False
+    """Send an RFC 8954 nonce with each OCSP request (and refuse an answer echoing another). Off by default:
+    responders built for caching (RFC 5019) ignore it."""
+
+
 class ClientCertificateSettings(StrictModel):
     """Where the TPP's mTLS certificate comes from: the ingress that terminated TLS forwards it in a header."""
 
@@ -384,6 +423,8 @@ class TrustSettings(StrictModel):
     certificate_authorities: dict[str, CertificateAuthority] = {}
     """Trust anchors for certificate chains, by name (policies say `anchors: [name]`); empty: no chain is
     validated. The sandbox's test CA is `<sandbox.state_dir>/transport-ca.pem` (docs/deployment.md)."""
+    revocation: CertificateRevocationSettings = CertificateRevocationSettings()
+    """How TPP certificate revocation (OCSP, CRL) is checked, for policies that ask for it."""
 
     @model_validator(mode="after")
     def _distinct_directory_issuers(self) -> TrustSettings:

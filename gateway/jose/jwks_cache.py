@@ -26,26 +26,24 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Literal
+from typing import Final
 
 import aiohttp
 import structlog
-from aiohttp import hdrs
 
 from .errors import JoseError, JoseReason, quoted, quoted_url
+from .guarded_fetch import FetchFailed, FetchLimits, guarded_fetch, guarded_session
 from .keys import JwkSet, VerificationKey
-from .url_guard import HostResolver, UrlGuard, UrlPolicy, VettedUrl
+from .url_guard import HostResolver, UrlGuard, UrlPolicy
 
 _log = structlog.get_logger(__name__)
 
-FetchResult = Literal["ok", "error", "timeout", "too_large", "refused"]
 OnEvent = Callable[[str, str], None]
 EVENTS: Final[dict[str, frozenset[str]]] = {
     "fetch": frozenset({"ok", "error", "timeout", "too_large", "refused"}),
     "cache": frozenset({"hit", "miss", "stale"}),
     "refetch": frozenset({"unknown_kid", "rate_limited"}),
 }
-_CHUNK: Final = 16 * 1024
 _ACCEPT: Final = "application/jwk-set+json, application/json;q=0.9"
 
 
@@ -73,15 +71,6 @@ class JwksCacheSettings:
                 raise ValueError(f"{name} must be >= 0")
         if self.max_bytes <= 0 or self.max_uris <= 0:
             raise ValueError("max_bytes and max_uris must be > 0")
-
-
-class _FetchFailed(Exception):
-    __slots__ = ("description", "result")
-
-    def __init__(self, result: FetchResult, description: str) -> None:
-        super().__init__(description)
-        self.result: FetchResult = result
-        self.description = description
 
 
 class _Entry:
@@ -161,10 +150,7 @@ class JwksCache:
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.settings.fetch_timeout_seconds),
-                trust_env=False,  # SECURITY: an environment proxy would bypass the address vetting
-            )
+            self._session = guarded_session(self.settings.fetch_timeout_seconds)
         return self._session
 
     # -- public API ------------------------------------------------------------------------------------
@@ -268,12 +254,12 @@ class JwksCache:
         try:
             try:
                 keyset = await self._fetch(uri, policy)
-            except _FetchFailed:
+            except FetchFailed:
                 raise
             except Exception as exc:  # anything unforeseen still fails closed with a stable reason
                 _log.exception("jwks_fetch_crashed", jwks_uri=quoted_url(uri))
-                raise _FetchFailed("error", f"unexpected {type(exc).__name__}") from exc
-        except _FetchFailed as failure:
+                raise FetchFailed("error", f"unexpected {type(exc).__name__}") from exc
+        except FetchFailed as failure:
             self._event("fetch", failure.result)
             shown = quoted_url(uri)
             _log.warning("jwks_fetch_failed", jwks_uri=shown, result=failure.result, why=failure.description)
@@ -302,63 +288,9 @@ class JwksCache:
 
     async def _fetch(self, uri: str, policy: UrlPolicy | None) -> JwkSet:
         guard = self._guard if policy is None else UrlGuard(policy, self._guard.resolver)
-        try:
-            async with asyncio.timeout(self.settings.fetch_timeout_seconds):
-                try:
-                    vetted = await guard.check(uri)
-                except JoseError as exc:
-                    raise _FetchFailed("refused", exc.description) from exc
-                body = await self._download(vetted)
-        except TimeoutError as exc:
-            limit = self.settings.fetch_timeout_seconds
-            raise _FetchFailed("timeout", f"no answer within {limit:g}s") from exc
+        limits = FetchLimits(self.settings.fetch_timeout_seconds, self.settings.max_bytes)
+        body = await guarded_fetch(self._ensure_session(), guard, uri, limits, accept=_ACCEPT, ssl_context=self._ssl)
         try:
             return JwkSet.from_json(body, uses=self.settings.uses)
         except JoseError as exc:
-            raise _FetchFailed("error", exc.description) from exc
-
-    async def _download(self, vetted: VettedUrl) -> bytes:
-        session = self._ensure_session()
-        url = vetted.url
-        headers = {hdrs.HOST: url.raw_authority, hdrs.ACCEPT: _ACCEPT}
-        is_tls = url.scheme == "https"
-        last: Exception | None = None
-        for address in vetted.addresses:
-            # SECURITY: connect to the address the guard vetted, never re-resolve (DNS rebinding); TLS still
-            # verifies the certificate against the real host name (server_hostname).
-            target = url.with_host(address)
-            try:
-                async with session.get(
-                    target,
-                    headers=headers,
-                    allow_redirects=False,  # SECURITY: a redirect could point anywhere (SSRF)
-                    server_hostname=vetted.host if is_tls else None,
-                    ssl=self._ssl,
-                ) as resp:
-                    return await self._read(resp)
-            except aiohttp.ClientConnectorError as exc:
-                last = exc
-                continue
-            except TimeoutError as exc:  # aiohttp's own timeouts (also ClientErrors)
-                raise _FetchFailed("timeout", "the key server did not answer in time") from exc
-            except aiohttp.ClientError as exc:
-                raise _FetchFailed("error", f"HTTP client error ({type(exc).__name__})") from exc
-        raise _FetchFailed("error", f"connection failed ({type(last).__name__})")
-
-    async def _read(self, resp: aiohttp.ClientResponse) -> bytes:
-        if 300 <= resp.status < 400:
-            raise _FetchFailed("refused", f"answered a redirect (HTTP {resp.status}), never followed")
-        if resp.status != 200:
-            raise _FetchFailed("error", f"answered HTTP {resp.status}")
-        limit = self.settings.max_bytes
-        if resp.content_length is not None and resp.content_length > limit:
-            raise _FetchFailed("too_large", f"body of {resp.content_length} bytes exceeds {limit}")
-        chunks: list[bytes] = []
-        total = 0
-        async for chunk in resp.content.iter_chunked(_CHUNK):
-            total += len(chunk)
-            if total > limit:
-                # SECURITY: stop reading at the limit (memory exhaustion, decompression bombs)
-                raise _FetchFailed("too_large", f"body exceeds {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
+            raise FetchFailed("error", exc.description) from exc

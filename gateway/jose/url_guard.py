@@ -130,22 +130,23 @@ class UrlPolicy:
         """Construct from any iterable of host patterns (normalised: lower case, no trailing dot)."""
         return cls(allow_http, frozenset(allowed_hosts), allow_private, allow_loopback)
 
-    def check_syntax(self, url: str | URL) -> URL:
-        """Refuse a URL by its text alone: scheme, userinfo, host allow-list (JoseError jwks_url_refused)."""
+    def check_syntax(self, url: str | URL, noun: str = "key set") -> URL:
+        """Refuse a URL by its text alone: scheme, userinfo, host allow-list (JoseError jwks_url_refused); `noun`
+        names what the URL is for in the description."""
         try:
             parsed = url if isinstance(url, URL) else URL(url)
         except (ValueError, TypeError) as exc:
-            raise JoseError("jwks_url_refused", "key set URL is not a valid URL") from exc
+            raise JoseError("jwks_url_refused", f"{noun} URL is not a valid URL") from exc
         schemes = ("https", "http") if self.allow_http else ("https",)
         if parsed.scheme not in schemes:
-            raise JoseError("jwks_url_refused", f"key set URL scheme {quoted(parsed.scheme)} is not allowed")
+            raise JoseError("jwks_url_refused", f"{noun} URL scheme {quoted(parsed.scheme)} is not allowed")
         host = (parsed.raw_host or "").lower().rstrip(".")
         if not host:
-            raise JoseError("jwks_url_refused", "key set URL has no host")
+            raise JoseError("jwks_url_refused", f"{noun} URL has no host")
         if parsed.raw_user is not None or parsed.raw_password is not None:
-            raise JoseError("jwks_url_refused", "key set URL must not carry credentials")
+            raise JoseError("jwks_url_refused", f"{noun} URL must not carry credentials")
         if self.allowed_hosts and not _host_allowed(host, self.allowed_hosts):
-            raise JoseError("jwks_url_refused", f"key set host {quoted(host)} is not on the allow-list")
+            raise JoseError("jwks_url_refused", f"{noun} host {quoted(host)} is not on the allow-list")
         return parsed
 
     def address_allowed(self, ip: IPAddress) -> bool:
@@ -161,15 +162,18 @@ class UrlPolicy:
 class UrlGuard:
     """Vets a URL under a UrlPolicy, resolving its host with an injectable resolver before any connection."""
 
-    __slots__ = ("policy", "resolver")
+    __slots__ = ("noun", "policy", "resolver")
 
-    def __init__(self, policy: UrlPolicy, resolver: HostResolver | None = None) -> None:
+    def __init__(self, policy: UrlPolicy, resolver: HostResolver | None = None, *, noun: str = "key set") -> None:
         self.policy = policy
         self.resolver: HostResolver = resolver or default_resolver
+        self.noun = noun
+        """What the URLs are for, in refusals ("key set", "CRL", "OCSP responder")."""
 
     async def check(self, url: str | URL) -> VettedUrl:
         """Resolve and vet; JoseError jwks_url_refused if ANY address is forbidden (or none resolve)."""
-        parsed = self.policy.check_syntax(url)
+        parsed = self.policy.check_syntax(url, self.noun)
+        noun = self.noun
         host = (parsed.raw_host or "").lower().rstrip(".")
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
@@ -182,9 +186,9 @@ class UrlGuard:
             try:
                 raw = await self.resolver(host, port)
             except (OSError, UnicodeError) as exc:
-                raise JoseError("jwks_url_refused", f"key set host {quoted(host)} does not resolve") from exc
+                raise JoseError("jwks_url_refused", f"{noun} host {quoted(host)} does not resolve") from exc
         if not raw:
-            raise JoseError("jwks_url_refused", f"key set host {quoted(host)} does not resolve")
+            raise JoseError("jwks_url_refused", f"{noun} host {quoted(host)} does not resolve")
         addresses: list[str] = []
         for text in raw:
             try:
@@ -195,7 +199,7 @@ class UrlGuard:
             # addresses are a rebinding/SSRF trick); vetted before any connection is attempted.
             if not self.policy.address_allowed(ip):
                 kind = address_category(ip).replace("_", "-")
-                why = f"key set host {quoted(host)} resolves to a {kind} address"
+                why = f"{noun} host {quoted(host)} resolves to a {kind} address"
                 raise JoseError("jwks_url_refused", why)
             if str(ip) not in addresses:
                 addresses.append(str(ip))

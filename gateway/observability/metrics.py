@@ -53,6 +53,9 @@ REVOCATION_CAUSES: Final = ("client_not_owned", "upstream_401", "client_deleted"
 AUDIT_RESULTS: Final = ("written", "failed")
 STATE_ERROR_KINDS: Final = ("timeout", "connection", "response", "circuit_open")
 BREAKER_STATES: Final = ("open", "half_open", "closed")
+CERT_REVOCATION_METHODS: Final = ("ocsp", "crl")
+CERT_REVOCATION_OUTCOMES: Final = ("good", "revoked", "unknown", "error")
+CERT_REVOCATION_FETCH_RESULTS: Final = JWKS_FETCH_RESULTS
 
 
 def multiprocess_dir() -> str | None:
@@ -206,6 +209,31 @@ class Metrics:
             ["result"],
             registry=r,
         )
+        # -- certificate revocation (OCSP, CRL) --------------------------------------------------------
+        self.cert_revocation_checks = Counter(
+            f"{PREFIX}_certificate_revocation_checks_total",
+            "Certificate revocation answers by source (ocsp, crl) and result (good, revoked, unknown: the "
+            "responder does not know it or nowhere to ask; error: no usable answer).",
+            ["source", "result"],
+            registry=r,
+        )
+        self.cert_revocation_fetches = Counter(
+            f"{PREFIX}_certificate_revocation_fetches_total",
+            "OCSP and CRL fetches by source (ocsp, crl) and result (ok, error, timeout, too_large, refused).",
+            ["source", "result"],
+            registry=r,
+        )
+        self.cert_revocation_cache_hits = Counter(
+            f"{PREFIX}_certificate_revocation_cache_hits_total",
+            "Revocation answers taken from the cache (a CRL before its nextUpdate, an OCSP answer before its own).",
+            ["source"],
+            registry=r,
+        )
+        self.cert_revocation_soft_fail = Counter(
+            f"{PREFIX}_certificate_revocation_soft_fail_total",
+            "Certificates let through with an unknown revocation status because the policy says soft_fail.",
+            registry=r,
+        )
         # -- policies ------------------------------------------------------------------------------
         self.policy_reloads = Counter(
             f"{PREFIX}_policy_reloads_total", "Policy set reloads by result (success, failure).", ["result"],
@@ -263,6 +291,12 @@ class Metrics:
         ):
             for value in closed:
                 counter.labels(value)
+        for method in CERT_REVOCATION_METHODS:
+            self.cert_revocation_cache_hits.labels(method)
+            for outcome in CERT_REVOCATION_OUTCOMES:
+                self.cert_revocation_checks.labels(method, outcome)
+            for result in CERT_REVOCATION_FETCH_RESULTS:
+                self.cert_revocation_fetches.labels(method, result)
 
         self._requests = _Children(self.requests)
         self._request_duration = _Children(self.request_duration)
@@ -320,6 +354,29 @@ class Metrics:
         if cause not in REVOCATION_CAUSES:
             raise ValueError(f"unknown revocation cause {cause!r}")
         self.revocations.labels(cause).inc()
+
+    def cert_revocation_checked(self, method: str, outcome: str) -> None:
+        """One revocation answer (`RevocationEvents.on_check`): method in CERT_REVOCATION_METHODS, outcome in
+        CERT_REVOCATION_OUTCOMES."""
+        if method not in CERT_REVOCATION_METHODS or outcome not in CERT_REVOCATION_OUTCOMES:
+            raise ValueError(f"unknown revocation answer {method}:{outcome}")
+        self.cert_revocation_checks.labels(method, outcome).inc()
+
+    def cert_revocation_fetched(self, method: str, result: str) -> None:
+        """One OCSP or CRL fetch (`RevocationEvents.on_fetch`)."""
+        if method not in CERT_REVOCATION_METHODS or result not in CERT_REVOCATION_FETCH_RESULTS:
+            raise ValueError(f"unknown revocation fetch {method}:{result}")
+        self.cert_revocation_fetches.labels(method, result).inc()
+
+    def cert_revocation_cache_hit(self, method: str) -> None:
+        """One revocation answer from the cache (`RevocationEvents.on_cache_hit`)."""
+        if method not in CERT_REVOCATION_METHODS:
+            raise ValueError(f"unknown revocation method {method!r}")
+        self.cert_revocation_cache_hits.labels(method).inc()
+
+    def cert_revocation_soft_failed(self) -> None:
+        """One certificate let through with an unknown status (`RevocationEvents.on_soft_fail`)."""
+        self.cert_revocation_soft_fail.inc()
 
     def replay_rejected(self) -> None:
         """Count one replayed registration request jti (`Services.on_replay`)."""

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Final, Literal
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality,
@@ -327,7 +328,7 @@ class ChainValidator:
     """Validates leaves to the configured anchors (`TrustAnchors`), by purpose, remembering successes (one per
     process, shared by every check; `Services.chains`)."""
 
-    __slots__ = ("_anchors", "_policies", "_skew", "_validated", "max_remembered")
+    __slots__ = ("_anchors", "_issuers", "_policies", "_skew", "_validated", "max_remembered")
 
     def __init__(self, anchors: TrustAnchors, *, clock_skew_seconds: float,
                  max_remembered: int = VALIDATED_CHAINS) -> None:
@@ -335,6 +336,7 @@ class ChainValidator:
         self._skew = timedelta(seconds=clock_skew_seconds)
         self._policies = {p: _policies(p) for p in ("transport", "signing")}
         self._validated: OrderedDict[_Key, ValidatedChain] = OrderedDict()
+        self._issuers: OrderedDict[bytes, x509.Certificate] = OrderedDict()
         self.max_remembered = max_remembered
 
     @property
@@ -345,6 +347,11 @@ class ChainValidator:
     def remembered(self) -> int:
         """How many validated chains are remembered (tests, diagnostics)."""
         return len(self._validated)
+
+    def issuer_of(self, cert: x509.Certificate) -> x509.Certificate | None:
+        """The issuer the last validation of `cert` found (its signature verified on the path), None when `cert`
+        was never validated (or is forgotten): `gateway.pki.revocation.IssuerLookup`."""
+        return self._issuers.get(hashlib.sha256(cert.public_bytes(Encoding.DER)).digest())
 
     def cached(self, leaf_der: bytes, sets: Sequence[AnchorSet], purpose: Purpose,
                now: float) -> ValidatedChain | None:
@@ -438,5 +445,9 @@ class ChainValidator:
     def _remember(self, key: _Key, chain: ValidatedChain) -> None:
         self._validated[key] = chain
         self._validated.move_to_end(key)
+        self._issuers[key[0]] = chain.issuer
+        self._issuers.move_to_end(key[0])
         while len(self._validated) > self.max_remembered:
             self._validated.popitem(last=False)  # the oldest
+        while len(self._issuers) > self.max_remembered:
+            self._issuers.popitem(last=False)

@@ -7,6 +7,7 @@ sandbox tpp-key        a TPP signing key pair (private PEM 0600 + public JWKS, w
                        certificate as a `use: tls` key), optionally hosted
 sandbox mint-cert      a test transport (mTLS client) certificate from the sandbox's test CA; --type qwac|qseal|obwac:
                        a PSD2 certificate as a QTSP issues it (QCStatements, organizationIdentifier)
+sandbox revoke-cert    revoke a certificate mint-cert issued (the test CA's CRL and OCSP responder say so)
 sandbox sign-request   a signed registration request (JWS) to POST with curl
 sandbox client-assertion  a private_key_jwt client assertion (RFC 7523) for the token endpoint
 """
@@ -63,6 +64,7 @@ from .directory import DEFAULT_ORG_NAME, new_org_id, new_software_id, ssa_claims
 from .keyring import KeyRing, ensure_state_dir, write_private_file
 from .metadata import AUTH_METHODS, GRANT_TYPES
 from .portal import TPP_JWKS_PATH
+from .qtsp import REASONS, parse_serial_or_pem, record_issued, revoke, with_revocation_pointers
 from .service import TOKEN_PATH
 from .store import DB_FILE, Client, StoreError, SyncStore
 
@@ -180,6 +182,17 @@ def register(subparsers: Any) -> None:
         "key in DIR/jwks.json beside DIR's signing key (a new one if DIR has none)",
     )
     _tpp_key_options(p, "with --add-to-jwks: ")
+
+    p = add(
+        "revoke-cert",
+        "revoke a certificate the sandbox's test CA issued: its CRL (/qtsp/crl.der) and OCSP responder (/qtsp/ocsp) "
+        "then say so; prints the index entry (JSON)",
+        _cmd_revoke_cert,
+    )
+    p.add_argument("certificate", metavar="SERIAL|PEM", help="the serial number (hex) or a PEM file (its first "
+                   "certificate, e.g. the transport-cert.pem mint-cert wrote)")
+    p.add_argument("--reason", choices=sorted(REASONS), default="key_compromise",
+                   help="CRLReason (default key_compromise)")
 
     p = add("sign-request", "print a registration request JWS signed with a TPP key", _cmd_sign_request)
     p.add_argument("--key", required=True, type=Path, help="the TPP private key (PEM)")
@@ -434,6 +447,8 @@ def _cmd_mint_cert(args: argparse.Namespace) -> int:
         raise CliError(f"{key_path} or {cert_path} already exists; choose another --out directory")
     private = generate_private_key(args.key_type)
     cert = ca.issue(private.public_key(), subject, days=args.days, psd2=profile)
+    cert = with_revocation_pointers(ca, cert, _sandbox_url(settings, args.sandbox_url))  # its CRL and OCSP URLs
+    record_issued(settings.resolve_path(settings.sandbox.state_dir), cert)
     if not write_private_file(key_path, private_pem(private)):
         raise CliError(f"{key_path} already exists")
     cert_path.write_bytes(certificate_pem(cert) + certificate_pem(ca.cert))
@@ -482,6 +497,16 @@ def _psd2_profile(args: argparse.Namespace) -> Psd2Profile | None:
                            args.registration_id)
     except CertificateError as exc:
         raise CliError(str(exc)) from None
+
+
+@_guarded
+def _cmd_revoke_cert(args: argparse.Namespace) -> int:
+    """Mark a certificate of the test CA's index revoked; print its entry."""
+    settings = _settings(args)
+    state_dir = settings.resolve_path(settings.sandbox.state_dir)
+    entry = revoke(state_dir, parse_serial_or_pem(args.certificate), reason=args.reason)
+    print(json.dumps(entry, indent=2))
+    return 0
 
 
 # sign-request / client-assertion -----------------------------------------------------------------

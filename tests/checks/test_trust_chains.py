@@ -17,7 +17,7 @@ from gateway.jose import transport_jwk
 from gateway.policy.testing import forwarded_certificate
 from tests.checks.world import REGISTER, World, b64, keys
 from tests.conftest import ROOT
-from tests.pki.ca import DAY, EMAIL, Issued, encipher_only_usage, root, signing_usage
+from tests.pki.hierarchy import DAY, EMAIL, Issued, crl, encipher_only_usage, root, signing_usage
 from tests.waiting import eventually
 
 NOW = datetime.now(UTC)
@@ -219,3 +219,47 @@ async def test_a_key_without_x5c_passes_unless_required(dcr_world, tmp_path, pki
     """x5c_anchors alone judges the keys that carry x5c; a plain JWK is still accepted."""
     w = await _signing_world(dcr_world, tmp_path, pki, None)
     assert (await w.post(w.request())).status == 201
+
+
+# -- chain → revocation: the issuer the chain found signs the CRL ----------------------------------------------
+
+
+async def test_revocation_is_checked_against_the_issuer_the_chain_validation_found(dcr_world, start_server,
+                                                                                    tmp_path, pki):
+    """client_certificate {anchors, revocation hard_fail}: the CRL is believed because the validated chain's
+    issuer (the forwarded intermediate) signed it; a revoked leaf is refused, a good one registers. Without
+    `anchors` no issuer is known: hard_fail refuses with an unknown status."""
+    from aiohttp import web
+
+    crls: dict[str, bytes] = {}
+
+    async def serve_crl(_: web.Request) -> web.Response:
+        return web.Response(body=crls["now"], content_type="application/pkix-crl")
+
+    app = web.Application()
+    app.router.add_get("/crl.der", serve_crl)
+    crl_url = str((await start_server(app)).make_url("/crl.der"))
+    good = pki["inter"].issue("tpp-good", crl_url=crl_url, not_before=NOW - DAY, not_after=NOW + 90 * DAY)
+    bad = pki["inter"].issue("tpp-revoked", crl_url=crl_url, not_before=NOW - DAY, not_after=NOW + 90 * DAY)
+    crls["now"] = crl(pki["inter"], [bad], NOW)
+    revocation = "revocation: {mode: hard_fail, methods: [crl]}"
+
+    async def world(params: str, where: Path) -> World:
+        w = await dcr_world(
+            policy_dir=_policies(where, params),
+            trust={"certificate_authorities": _anchors(where, pki, intermediates=False),
+                   "client_certificate": {"header": XFCC, "format": "xfcc", "trusted_proxies": ["127.0.0.1/32"]},
+                   "revocation": {"allow_loopback": True}})
+        w.tpp.jwks = {"keys": [*w.tpp.jwks["keys"], transport_jwk([good.der], kid="tls-good"),
+                               transport_jwk([bad.der], kid="tls-bad")]}
+        return w
+
+    for sub in ("chained", "unchained"):
+        (tmp_path / sub).mkdir()
+    w = await world(f"anchors: [ob_issuing], {revocation}", tmp_path / "chained")
+    assert (await _post(w, good, pki["inter"])).status == 201
+    resp = await _post(w, bad, pki["inter"])
+    assert resp.status == 400 and w.denials("client_cert_revoked") == 1
+    w2 = await world(revocation, tmp_path / "unchained")
+    resp = await _post(w2, good, pki["inter"])
+    assert resp.status == 400 and w2.denials("client_cert_revocation_unknown") == 1

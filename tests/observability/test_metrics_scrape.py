@@ -22,7 +22,7 @@ from tests.observability.conftest import (
 _NAME = re.compile(r"dcr_gateway_[a-z_]+")
 # The label names a gateway series may carry: closed sets only (`le` is the histogram bucket bound).
 ALLOWED_LABELS = {"route", "method", "status_class", "decision", "policy", "mode", "check", "reason", "kind",
-                  "result", "cause", "version", "state", "le"}
+                  "result", "cause", "version", "state", "source", "le"}
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
@@ -132,6 +132,8 @@ async def test_labels_come_from_closed_sets(mixed_traffic):
                 assert labels["route"] in o.routes, sample
             if "method" in labels:
                 assert labels["method"] in METHODS, sample
+            if "source" in labels:
+                assert labels["source"] in {"ocsp", "crl"}, sample
             if "status_class" in labels:
                 assert re.fullmatch(r"[1-5]xx", labels["status_class"]), sample
             for value in labels.values():

@@ -1,108 +1,119 @@
-"""A local CA hierarchy for chain tests, made with cryptography: roots, intermediates and leaves with the
-extensions a test chooses (real keys, real signatures)."""
+"""A throwaway CA hierarchy made in the test: a root, the certificates it issues (leaves, delegated OCSP
+responders), the CRLs it signs, and the `index.txt` Debian's `openssl ocsp` answers from."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+import datetime as dt
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-PublicKey = ec.EllipticCurvePublicKey | rsa.RSAPublicKey
-
-NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-"""The moment the tests validate at (certificates are dated around it)."""
-DAY = timedelta(days=1)
-
-CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
-EMAIL = ExtendedKeyUsageOID.EMAIL_PROTECTION
+NOW = dt.datetime.now(dt.UTC).replace(microsecond=0)
+"""The moment every certificate and CRL is made around (the real time: `openssl ocsp` stamps its answers with it;
+tests of CRLs move their own clock from here)."""
 
 
-def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "GB"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+def name(cn: str) -> x509.Name:
+    """`CN=<cn>,O=revocation tests,C=GB`."""
+    return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "GB"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "revocation tests"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
 
-def _usage(*, sign: bool = False, cert_sign: bool = False, non_repudiation: bool = False,
-           encipher: bool = False) -> x509.KeyUsage:
-    return x509.KeyUsage(digital_signature=sign, content_commitment=non_repudiation, key_encipherment=encipher,
-                         data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign, crl_sign=cert_sign,
-                         encipher_only=False, decipher_only=False)
+def pem(obj: x509.Certificate | ec.EllipticCurvePrivateKey) -> bytes:
+    """The PEM of a certificate or (unencrypted PKCS#8) private key."""
+    if isinstance(obj, x509.Certificate):
+        return obj.public_bytes(serialization.Encoding.PEM)
+    return obj.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
 
 
-@dataclass(frozen=True)
+@dataclass
 class Issued:
-    """A certificate with its private key."""
+    """A certificate with its key."""
 
-    cert: x509.Certificate
     key: ec.EllipticCurvePrivateKey
-
-    @property
-    def der(self) -> bytes:
-        """DER."""
-        return self.cert.public_bytes(serialization.Encoding.DER)
-
-    @property
-    def pem(self) -> bytes:
-        """PEM."""
-        return self.cert.public_bytes(serialization.Encoding.PEM)
-
-    def write(self, path: Path) -> str:
-        """Write the PEM to `path`; its name (as a config path relative to the directory)."""
-        path.write_bytes(self.pem)
-        return path.name
-
-    def issue(self, cn: str, *, ca: bool = False, ca_flag: bool | None = None, key_cert_sign: bool | None = None,
-              eku: Sequence[x509.ObjectIdentifier] | None = (CLIENT_AUTH,), usage: x509.KeyUsage | None = None,
-              not_before: datetime = NOW - 30 * DAY, not_after: datetime = NOW + 365 * DAY,
-              key: ec.EllipticCurvePrivateKey | None = None, public_key: PublicKey | None = None) -> Issued:
-        """A certificate this one signs: a CA (`ca`) or a leaf. `ca_flag` / `key_cert_sign` override what a CA
-        or a leaf would normally carry (a CA:false intermediate); `eku` None: no extendedKeyUsage; `public_key`:
-        certify a key held elsewhere (a TPP's JWK)."""
-        return make(cn, self, ca=ca, ca_flag=ca_flag, key_cert_sign=key_cert_sign, eku=eku, usage=usage,
-                    not_before=not_before, not_after=not_after, key=key, public_key=public_key)
+    cert: x509.Certificate
 
 
-def make(cn: str, issuer: Issued | None, *, ca: bool, ca_flag: bool | None = None,
-         key_cert_sign: bool | None = None, eku: Sequence[x509.ObjectIdentifier] | None = None,
-         usage: x509.KeyUsage | None = None, not_before: datetime = NOW - 30 * DAY,
-         not_after: datetime = NOW + 365 * DAY, key: ec.EllipticCurvePrivateKey | None = None,
-         public_key: PublicKey | None = None) -> Issued:
-    """A certificate signed by `issuer` (None: self-signed)."""
-    key = key or ec.generate_private_key(ec.SECP256R1())
-    subject_key = public_key or key.public_key()
-    signer_key = issuer.key if issuer else key
-    issuer_name = issuer.cert.subject if issuer else _name(cn)
-    cert_sign = ca if key_cert_sign is None else key_cert_sign
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(cn)).issuer_name(issuer_name).public_key(subject_key)
-        .serial_number(x509.random_serial_number()).not_valid_before(not_before).not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=ca if ca_flag is None else ca_flag, path_length=None),
-                       critical=True)
-        .add_extension(usage or _usage(sign=not ca, cert_sign=cert_sign), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(subject_key), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(signer_key.public_key()), critical=False)
-    )
-    if eku is not None and not ca:
-        builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
-    return Issued(builder.sign(signer_key, hashes.SHA256()), key)
+@dataclass
+class TestCa:
+    """A self-signed CA that issues certificates naming `crl_url` / `ocsp_url` and signs CRLs."""
 
+    __test__ = False
 
-def root(cn: str = "Test Root CA", **kw: object) -> Issued:
-    """A self-signed root."""
-    return make(cn, None, ca=True, **kw)  # type: ignore[arg-type]
+    key: ec.EllipticCurvePrivateKey = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+    cn: str = "Revocation Test CA"
+    cert: x509.Certificate = field(init=False)
+    issued: list[x509.Certificate] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        ski = x509.SubjectKeyIdentifier.from_public_key(self.key.public_key())
+        self.cert = (
+            x509.CertificateBuilder().subject_name(name(self.cn)).issuer_name(name(self.cn))
+            .public_key(self.key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=365)).not_valid_after(NOW + dt.timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                         crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(ski, critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
 
-def signing_usage() -> x509.KeyUsage:
-    """digitalSignature + nonRepudiation (a QSealC / OB signing certificate)."""
-    return _usage(sign=True, non_repudiation=True)
+    def issue(self, cn: str, *, crl_url: str | None = None, ocsp_url: str | None = None,
+              eku: list[x509.ObjectIdentifier] | None = None, nocheck: bool = False) -> Issued:
+        """A certificate for a fresh P-256 key, naming the given CRL distribution point and OCSP responder."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder().subject_name(name(cn)).issuer_name(self.cert.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(NOW - dt.timedelta(days=30)).not_valid_after(NOW + dt.timedelta(days=300))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage(eku or [ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        )
+        if crl_url is not None:
+            point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
+            builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
+        if ocsp_url is not None:
+            access = x509.AccessDescription(x509.oid.AuthorityInformationAccessOID.OCSP,
+                                            x509.UniformResourceIdentifier(ocsp_url))
+            builder = builder.add_extension(x509.AuthorityInformationAccess([access]), critical=False)
+        if nocheck:
+            builder = builder.add_extension(x509.OCSPNoCheck(), critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
+        self.issued.append(cert)
+        return Issued(key, cert)
 
+    def crl(self, revoked: list[x509.Certificate], *, this_update: dt.datetime = NOW,
+            next_update: dt.datetime | None = NOW + dt.timedelta(days=1),
+            key: ec.EllipticCurvePrivateKey | None = None) -> bytes:
+        """A DER CRL listing `revoked` (reason keyCompromise), signed by `key` (default: the CA's)."""
+        builder = x509.CertificateRevocationListBuilder().issuer_name(self.cert.subject).last_update(this_update)
+        if next_update is not None:
+            builder = builder.next_update(next_update)
+        for cert in revoked:
+            builder = builder.add_revoked_certificate(
+                x509.RevokedCertificateBuilder().serial_number(cert.serial_number).revocation_date(NOW)
+                .add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False).build())
+        return builder.sign(key or self.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER)
 
-def encipher_only_usage() -> x509.KeyUsage:
-    """keyEncipherment alone: for neither purpose."""
-    return _usage(encipher=True)
+    def write_index(self, path: Path, revoked: list[x509.Certificate], unknown: tuple[x509.Certificate, ...] = ()) -> None:
+        """The `openssl ca` database `openssl ocsp -index` answers from: every issued certificate (V or R) except
+        those in `unknown`."""
+        stamp = "%y%m%d%H%M%SZ"
+        lines = []
+        for cert in self.issued:
+            if cert in unknown:
+                continue
+            state, when = ("R", NOW.strftime(stamp) + ",keyCompromise") if cert in revoked else ("V", "")
+            dn = "/" + "/".join(a.rfc4514_string() for a in cert.subject)
+            serial = f"{cert.serial_number:X}"
+            serial = "0" * (len(serial) % 2) + serial  # whole bytes, as openssl's BN_bn2hex writes it
+            lines.append(f"{state}\t{cert.not_valid_after_utc.strftime(stamp)}\t{when}\t{serial}"
+                         f"\tunknown\t{dn}\n")
+        path.write_text("".join(lines))

@@ -13,7 +13,7 @@ from cryptography.x509.verification import Store
 from gateway.config import ConfigError
 from gateway.config.settings import Settings
 from gateway.pki.chain import AnchorSet, ChainRefused, ChainValidator, TrustAnchors, ValidatedChain
-from tests.pki.ca import DAY, EMAIL, NOW, Issued, encipher_only_usage, root, signing_usage
+from tests.pki.hierarchy import DAY, EMAIL, NOW, Issued, encipher_only_usage, root, signing_usage
 
 T = NOW.timestamp()
 
@@ -292,3 +292,13 @@ def test_an_unusable_anchor_file_stops_config_check_and_serve(tmp_path, command)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert (f"trust.certificate_authorities.ob.roots[0]: {tmp_path / 'bad.pem'} is not a file of PEM certificates"
             in proc.stderr)
+
+
+def test_issuer_of_names_the_issuer_a_validation_found(pki):
+    """The revocation checker's IssuerLookup: None for a certificate never validated, the path's issuer after."""
+    ob = _set("ob", [pki["root"]], [pki["inter"]])
+    v = _validator(ob)
+    leaf = pki["inter"].issue("tpp-lookup")
+    assert v.issuer_of(leaf.cert) is None
+    v.validate(leaf.der, leaf.cert, [], [ob], "transport", T)
+    assert v.issuer_of(leaf.cert) == pki["inter"].cert

@@ -145,6 +145,10 @@ needs them.
 {{- /* The sandbox's test directory signs the SSAs and hosts TPP key sets on loopback (http). */}}
 {{- $_ := set $trust "directories" (dict "openbanking" (dict "issuer" "OpenBanking Ltd" "jwks_uri" (printf "%s/directory/jwks" $sandboxUrl))) }}
 {{- $_ := set $trust "software_jwks" (dict "allow_http" true "allow_loopback" true) }}
+{{- /* Its test CA's CRL and OCSP responder (certificates from `sandbox mint-cert`) are on loopback too. */}}
+{{- $revocation := get $trust "revocation" | default dict }}
+{{- $_ := set $revocation "allow_loopback" true }}
+{{- $_ := set $trust "revocation" $revocation }}
 {{- $_ := set $trust "registration_audiences" (list $issuer) }}
 {{- $cert := get $trust "client_certificate" | default dict }}
 {{- $_ := set $cert "trusted_proxies" (list "127.0.0.1/32" "::1/128") }}
