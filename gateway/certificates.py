@@ -14,7 +14,7 @@ import binascii
 import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -41,6 +41,9 @@ MAX_HEADER_BYTES: Final = 16384
 _PEM_BEGIN: Final = "-----BEGIN CERTIFICATE-----"
 
 Format = Literal["nginx", "xfcc", "rfc9440"]
+RFC9440_CHAIN_HEADER: Final = "Client-Cert-Chain"
+"""RFC 9440 §2.3: the header with the rest of the client's chain."""
+T = TypeVar("T")
 Forwarded = tuple[bytes, x509.Certificate, str]
 """A forwarded certificate: DER, the parsed certificate, its x5t#S256 thumbprint (RFC 8705 §3.1)."""
 
@@ -110,14 +113,18 @@ class ForwardedCertificateReader:
     judged on every read.
     """
 
-    __slots__ = ("_format", "_parsed", "_proxies", "header")
+    __slots__ = ("_chains", "_format", "_parsed", "_proxies", "chain_header", "header")
 
-    def __init__(self, header: str, fmt: Format, trusted_proxies: Sequence[str]) -> None:
+    def __init__(self, header: str, fmt: Format, trusted_proxies: Sequence[str], *,
+                 chain_header: str | None = None) -> None:
         self.header: Final = header
         """The header the certificate comes in."""
+        self.chain_header: Final = (chain_header or RFC9440_CHAIN_HEADER) if fmt == "rfc9440" else None
+        """The header the rest of the client's chain comes in (RFC 9440 only; XFCC carries it in `header`)."""
         self._format: Format = fmt
         self._proxies = ProxyTrust(trusted_proxies)
         self._parsed: dict[str, Forwarded] = {}
+        self._chains: dict[str, tuple[x509.Certificate, ...]] = {}
 
     def read(self, headers: MultiMapping[str], peer: str | None, now: float) -> Forwarded | None:
         """The forwarded certificate, None when the header is absent; CertificateRefused when its sender is not
@@ -130,10 +137,34 @@ class ForwardedCertificateReader:
         parsed = self._parsed.get(value)
         if parsed is None:
             parsed = parse_forwarded(value, self._format)
-            if len(self._parsed) >= PARSED_CERTIFICATES:
-                del self._parsed[next(iter(self._parsed))]  # the oldest
-            self._parsed[value] = parsed
+            _remember(self._parsed, value, parsed)
         return parsed
+
+
+    def read_chain(self, headers: MultiMapping[str], leaf_der: bytes) -> tuple[x509.Certificate, ...]:
+        """The intermediates the ingress forwarded with the certificate (XFCC `Chain=`, RFC 9440
+        `Client-Cert-Chain`; nginx forwards none), without the leaf; CertificateRefused client_cert_malformed when
+        they cannot be parsed. Call it only after `read` returned the leaf: `read` decides whether the sender is
+        trusted, and the chain comes from the same sender."""
+        if self._format == "xfcc":
+            values = headers.getall(self.header, [])
+            text = values[0] if len(values) == 1 else ""
+        elif self.chain_header is not None:
+            text = ", ".join(headers.getall(self.chain_header, []))
+        else:
+            return ()
+        if not text:
+            return ()
+        chain = self._chains.get(text)
+        if chain is None:
+            try:
+                chain = chain_of(text, self._format)
+            except ValueError as exc:
+                raise CertificateRefused("client_cert_malformed",
+                                         f"the forwarded certificate chain is malformed: {exc}") from None
+            _remember(self._chains, text, chain)
+        # XFCC's Chain includes the leaf (Envoy: "the entire client certificate chain"): it is not its own issuer.
+        return tuple(c for c in chain if c.public_bytes(Encoding.DER) != leaf_der)
 
     def remembered(self) -> int:
         """How many header texts' parses are remembered (tests, diagnostics)."""
@@ -142,6 +173,13 @@ class ForwardedCertificateReader:
     def remembers(self, value: str) -> bool:
         """True when the parse of this exact header text is remembered."""
         return value in self._parsed
+
+
+def _remember(memo: dict[str, T], text: str, parsed: T) -> None:
+    """Remember a parse, forgetting the oldest beyond `PARSED_CERTIFICATES`."""
+    if len(memo) >= PARSED_CERTIFICATES:
+        del memo[next(iter(memo))]  # the oldest
+    memo[text] = parsed
 
 
 # -- header formats -------------------------------------------------------------------------------------
@@ -158,19 +196,50 @@ def certificate_of(value: str, fmt: Format) -> tuple[bytes, x509.Certificate]:
         raise ValueError("header too long")
     if fmt == "rfc9440":
         # RFC 9440 §2.2: an RFC 8941 byte sequence, `:` base64 `:`.
-        text = value.strip()
-        if len(text) < 3 or text[0] != ":" or text[-1] != ":":
-            raise ValueError("not an RFC 9440 byte sequence (:base64:)")
-        try:
-            der = base64.b64decode(text[1:-1], validate=True)
-        except (binascii.Error, ValueError):
-            raise ValueError("not base64") from None
+        der = _byte_sequence(value)
         return der, x509.load_der_x509_certificate(der)
     pem = unquote(_xfcc_cert(value) if fmt == "xfcc" else value.strip(), errors="strict")
     if pem.count(_PEM_BEGIN) != 1:
         raise ValueError("expected exactly one PEM certificate")
     cert = x509.load_pem_x509_certificate(pem.strip().encode("ascii", "strict"))
     return cert.public_bytes(Encoding.DER), cert
+
+
+MAX_CHAIN: Final = 8
+"""Most certificates a forwarded chain may hold."""
+
+
+def chain_of(value: str, fmt: Format) -> tuple[x509.Certificate, ...]:
+    """The certificates of a forwarded chain: RFC 9440 §2.3 `Client-Cert-Chain` (an RFC 8941 list of byte
+    sequences, DER), or the URL-encoded PEMs of an XFCC element's `Chain` key (empty without one); ValueError
+    when malformed or longer than `MAX_CHAIN`."""
+    if len(value) > MAX_HEADER_BYTES:
+        raise ValueError("header too long")
+    if fmt == "rfc9440":
+        items = [item for item in value.split(",") if item.strip()]
+        if len(items) > MAX_CHAIN:
+            raise ValueError(f"more than {MAX_CHAIN} certificates")
+        return tuple(x509.load_der_x509_certificate(_byte_sequence(item)) for item in items)
+    if fmt != "xfcc":
+        return ()
+    chain = _xfcc_value(value, "chain")
+    if chain is None:
+        return ()
+    pem = unquote(chain, errors="strict")
+    if pem.count(_PEM_BEGIN) > MAX_CHAIN:
+        raise ValueError(f"more than {MAX_CHAIN} certificates")
+    return tuple(x509.load_pem_x509_certificates(pem.strip().encode("ascii", "strict")))
+
+
+def _byte_sequence(value: str) -> bytes:
+    """The bytes of an RFC 8941 byte sequence, `:` base64 `:` (RFC 9440 §2.2)."""
+    text = value.strip()
+    if len(text) < 3 or text[0] != ":" or text[-1] != ":":
+        raise ValueError("not an RFC 9440 byte sequence (:base64:)")
+    try:
+        return base64.b64decode(text[1:-1], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64") from None
 
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
@@ -198,16 +267,25 @@ def _split_outside_quotes(text: str, sep: str) -> list[str]:
 
 def _xfcc_cert(value: str) -> str:
     """The URL-encoded PEM of the `Cert` key of a single-element Envoy x-forwarded-client-cert header."""
+    cert = _xfcc_value(value, "cert")
+    if cert is None:
+        raise ValueError("no Cert key in x-forwarded-client-cert")
+    return cert
+
+
+def _xfcc_value(value: str, name: str) -> str | None:
+    """The value of key `name` (lower case) of a single-element Envoy x-forwarded-client-cert header, unquoted;
+    None when the element has no such key."""
     elements = [e for e in _split_outside_quotes(value, ",") if e.strip()]
     if len(elements) != 1:
         # SECURITY: several elements mean several proxies added certificates; which is the TPP's is ambiguous.
         raise ValueError(f"expected one x-forwarded-client-cert element, got {len(elements)}")
     for pair in _split_outside_quotes(elements[0], ";"):
         key, sep, val = pair.partition("=")
-        if sep and key.strip().lower() == "cert":
+        if sep and key.strip().lower() == name:
             val = val.strip()
             return val[1:-1] if len(val) >= 2 and val[0] == val[-1] == '"' else val
-    raise ValueError("no Cert key in x-forwarded-client-cert")
+    return None
 
 
 # -- distinguished names (RFC 4514 / RFC 2253) -------------------------------------------------------------

@@ -10,6 +10,7 @@ from typing import Any
 from . import __version__
 from .config import ConfigError, Settings, check_workers, config_path, load_settings
 from .observability.logging import configure_logging
+from .pki.chain import TrustAnchors
 from .policy import FactAssertion, FactAssertionError
 from .policy.loader import PolicyError, compile_policies, read_source
 from .runtime import build_runtime, run_async
@@ -88,6 +89,11 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     name = args.config or "config.yaml"
     # URLs that disagree with server.public_url, and profile overrides: errors exit 2, warnings only print.
     check(settings, config_path(args.config), os.environ, lambda _, line: print(f"warning: {line}", file=sys.stderr))
+    # The trust anchors' PEM files, read as the gateway reads them at start (serve reads them once, then).
+    try:
+        TrustAnchors.load(settings.trust.certificate_authorities)
+    except ConfigError as exc:
+        raise ConfigError([f"{name}: {line}" for line in exc.messages]) from None
     # The policies hold rules that depend on config (issuer names, token lifetimes within
     # trust.revocation_ttl_seconds): check the configured set too when it is here to be read.
     directory = settings.resolve_path(settings.policies.dir)

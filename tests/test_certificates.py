@@ -8,10 +8,21 @@ from urllib.parse import quote
 
 import pytest
 from cryptography import x509
+from multidict import CIMultiDict
 
-from gateway.certificates import certificate_der, parse_dn, same_dn, subject_rdns
+from gateway.certificates import (
+    MAX_CHAIN,
+    CertificateRefused,
+    ForwardedCertificateReader,
+    certificate_der,
+    chain_of,
+    parse_dn,
+    same_dn,
+    subject_rdns,
+)
 from gateway.policy.testing import forwarded_certificate
-from tests.checks.world import SUBJECT, keys
+from tests.checks.world import SUBJECT, b64, keys
+from tests.pki.hierarchy import NOW, root
 
 
 @pytest.mark.parametrize("fmt", ["nginx", "xfcc", "rfc9440"])
@@ -89,3 +100,73 @@ def test_escaped_dn_values():
     """A subject value with an escaped comma matches its escaped spelling in the DN claim."""
     assert parse_dn(r"O=Open\, Banking Ltd,C=GB") == [frozenset({("2.5.4.10", "open, banking ltd")}),
                                                       frozenset({("2.5.4.6", "gb")})]
+
+
+# -- the forwarded chain (chain validation: tests/pki/test_chain.py) -------------------------------------
+
+def _pem_escaped(*ders: bytes) -> str:
+    """URL-encoded concatenated PEMs, as Envoy writes XFCC `Chain`."""
+    return "".join(forwarded_certificate(der, "nginx") for der in ders)
+
+
+def _reader(fmt: str, header: str, chain_header: str | None = None) -> ForwardedCertificateReader:
+    return ForwardedCertificateReader(header, fmt, ["127.0.0.1"], chain_header=chain_header)  # type: ignore[arg-type]
+
+
+def test_xfcc_chain_gives_the_intermediates_without_the_leaf():
+    """Envoy's Chain key holds the whole chain, leaf first: the reader returns what follows the leaf."""
+    r = root()
+    inter = r.issue("Issuing CA", ca=True)
+    leaf = inter.issue("tpp")
+    value = f'Hash=x;Cert="{forwarded_certificate(leaf.der, "nginx")}";Chain="{_pem_escaped(leaf.der, inter.der)}"'
+    reader = _reader("xfcc", "x-forwarded-client-cert")
+    headers = CIMultiDict({"x-forwarded-client-cert": value})
+    assert reader.read(headers, "127.0.0.1", NOW.timestamp())[0] == leaf.der
+    assert reader.read_chain(headers, leaf.der) == (inter.cert,)
+    no_chain = CIMultiDict({"x-forwarded-client-cert": f'Cert="{forwarded_certificate(leaf.der, "nginx")}"'})
+    assert reader.read_chain(no_chain, leaf.der) == ()
+
+
+def test_rfc9440_chain_header_is_a_list_of_byte_sequences_possibly_over_several_lines():
+    """RFC 9440 §2.3: Client-Cert-Chain, DER byte sequences, one list (lines joined as RFC 9110 §5.3 says)."""
+    r = root()
+    inter = r.issue("Issuing CA", ca=True)
+    second = inter.issue("Second CA", ca=True)
+    leaf = second.issue("tpp")
+    headers = CIMultiDict([("Client-Cert", forwarded_certificate(leaf.der, "rfc9440")),
+                           ("Client-Cert-Chain", f":{b64(second.der)}:, :{b64(inter.der)}:"),
+                           ("Client-Cert-Chain", f":{b64(r.der)}:")])
+    reader = _reader("rfc9440", "Client-Cert")
+    assert reader.chain_header == "Client-Cert-Chain"
+    assert reader.read_chain(headers, leaf.der) == (second.cert, inter.cert, r.cert)
+    assert _reader("rfc9440", "Client-Cert", "X-Chain").read_chain(headers, leaf.der) == ()
+
+
+def test_nginx_forwards_no_chain():
+    """$ssl_client_escaped_cert is the leaf alone: there is no chain to read."""
+    leaf = root().issue("CA", ca=True).issue("tpp")
+    headers = CIMultiDict({"ssl-client-cert": forwarded_certificate(leaf.der, "nginx"),
+                           "Client-Cert-Chain": f":{b64(leaf.der)}:"})
+    assert _reader("nginx", "ssl-client-cert").read_chain(headers, leaf.der) == ()
+
+
+@pytest.mark.parametrize(("fmt", "header", "value"), [
+    ("rfc9440", "Client-Cert-Chain", "MIIB"),
+    ("rfc9440", "Client-Cert-Chain", ":bm90IGEgY2VydA==:"),
+    ("rfc9440", "Client-Cert-Chain", ", ".join([":MIIB:"] * 9)),
+    ("xfcc", "x-forwarded-client-cert", 'Cert="x";Chain="not%20pem"'),
+])
+def test_a_malformed_chain_is_refused_as_malformed(fmt, header, value):
+    """Not byte sequences, not DER, more than MAX_CHAIN, not PEM: client_cert_malformed."""
+    reader = _reader(fmt, "Client-Cert" if fmt == "rfc9440" else header)
+    with pytest.raises(CertificateRefused) as info:
+        reader.read_chain(CIMultiDict({header: value}), b"leaf")
+    assert info.value.reason == "client_cert_malformed" and "chain is malformed" in info.value.description
+
+
+def test_chain_of_refuses_more_than_max_chain():
+    """A forwarded chain is at most MAX_CHAIN certificates."""
+    der = root().der
+    assert len(chain_of(", ".join([f":{b64(der)}:"] * MAX_CHAIN), "rfc9440")) == MAX_CHAIN
+    with pytest.raises(ValueError, match="more than"):
+        chain_of(", ".join([f":{b64(der)}:"] * (MAX_CHAIN + 1)), "rfc9440")

@@ -1,6 +1,7 @@
 """`client_certificate`: the TPP's mTLS certificate, forwarded by the ingress that terminated TLS, is current,
-belongs to the software (a `use: tls` key of its software key set), matches the tls_client_auth DN and, when the
-policy asks, is not revoked (OCSP / CRL, `gateway.pki.revocation`). (Whether
+chains to a configured trust anchor for transport (`anchors`, gateway/pki/chain.py), belongs to the software
+(a `use: tls` key of its software key set), matches the tls_client_auth DN and, when the policy asks, is not
+revoked (OCSP / CRL, `gateway.pki.revocation`, against the issuer the chain validation found). (Whether
 it is the certificate an RFC 8705 certificate-bound access token was issued for is `bearer_token`'s to enforce,
 through the same reader: `Services.certificates`.)"""
 
@@ -17,14 +18,17 @@ from ..config.schema import StrictModel
 from ..jose import JoseError
 from ..jose.errors import quoted
 from ..observability.logging import get_logger
+from ..pki.chain import ChainRefused, ValidatedChain
 from ..pki.psd2 import ParseError, Psd2Certificate, Role, psd2_certificate
 from ..pki.revocation import Method, Mode, RevocationStatus, refuses
 from ..reasons import Answer, Challenge, Reason
 from .base import Check, Denial, RequestView
 from .facts import Fact, Facts
 from .registration import (
+    CLIENT_CERT_ISSUER,
     CLIENT_CERT_PSD2,
     CLIENT_CERT_S256,
+    CLIENT_CERT_SERIAL,
     CLIENT_CERT_SUBJECT,
     SOFTWARE_ID,
     SoftwareJwksReasons,
@@ -34,6 +38,7 @@ from .registration import (
     ssa_claims_of,
 )
 from .services import Services
+from .trust_chains import CLIENT_CERT_CHAIN, CLIENT_CERT_CHAIN_REFUSALS, ClientCertChainReasons, select_anchors
 
 log = get_logger("client_certificate")
 
@@ -117,6 +122,12 @@ class ClientCertificateParams(StrictModel):
     required: bool = True
     """Refuse a request without a certificate. When false, a request without one passes (a certificate-bound
     access token without its certificate is refused by `bearer_token`, RFC 8705 §3)."""
+    anchors: tuple[str, ...] = ()
+    """Names of `trust.certificate_authorities` sets for `transport`: the certificate must chain to a root of
+    one of them (with the intermediates the ingress forwards, XFCC `Chain` or RFC 9440 `Client-Cert-Chain`, and
+    the set's own), be valid with every certificate of its path at now ± `trust.clock_skew_seconds`, and carry
+    extendedKeyUsage clientAuth. Empty: no chain is validated (the TLS-terminating ingress is trusted to have
+    done it)."""
     match_software_jwks: bool = True
     """The certificate must be a `use: tls` key (its `x5c`) in the SSA's software key set (DCR POST/PUT; needs
     `software_statement` earlier in the policy)."""
@@ -149,7 +160,7 @@ class ClientCertificateParams(StrictModel):
 _METADATA: Final = "invalid_client_metadata"
 
 
-class ClientCertificateReasons(SoftwareJwksReasons):
+class ClientCertificateReasons(SoftwareJwksReasons, ClientCertChainReasons):
     """Why `client_certificate` refuses. A missing, untrusted, malformed or out-of-date certificate is answered
     with the check's `status` and `error`: 400 invalid_client_metadata, or 401 invalid_token with a Bearer
     challenge, unless `error` names another code."""
@@ -182,13 +193,15 @@ class ClientCertificate(Check[ClientCertificateParams]):
 
     name = "client_certificate"
     Params = ClientCertificateParams
-    produces = (CLIENT_CERT_S256, CLIENT_CERT_SUBJECT, CLIENT_CERT_PSD2, CLIENT_CERT_REVOCATION)
+    produces = (CLIENT_CERT_S256, CLIENT_CERT_SUBJECT, CLIENT_CERT_ISSUER, CLIENT_CERT_SERIAL, CLIENT_CERT_CHAIN,
+                CLIENT_CERT_PSD2, CLIENT_CERT_REVOCATION)
     reasons = ClientCertificateReasons
-    __slots__ = ("_answer", "_url_policy")
+    __slots__ = ("_anchors", "_answer", "_url_policy")
 
     def __init__(self, params: ClientCertificateParams, services: Services) -> None:
         super().__init__(params, services)
         self._url_policy = software_jwks_policy(services.trust)
+        self._anchors = select_anchors(services, params.anchors, "transport", "anchors")
         error = params.error or ("invalid_token" if params.status == 401 else _METADATA)
         self._answer = Answer(params.status, error,
                               Challenge.BEARER_ERROR if error == "invalid_token" else Challenge.NONE)
@@ -209,6 +222,13 @@ class ClientCertificate(Check[ClientCertificateParams]):
         der, cert, thumbprint = parsed
         request.facts.set(CLIENT_CERT_S256, thumbprint)
         request.facts.set(CLIENT_CERT_SUBJECT, cert.subject.rfc4514_string())
+        request.facts.set(CLIENT_CERT_ISSUER, cert.issuer.rfc4514_string())
+        request.facts.set(CLIENT_CERT_SERIAL, format(cert.serial_number, "x"))
+        if self._anchors:
+            chain = self._chain(request, der, cert)
+            if not isinstance(chain, ValidatedChain):
+                return chain
+            request.facts.set(CLIENT_CERT_CHAIN, chain)
         psd2 = self.params.psd2
         try:
             info = psd2_certificate(cert)
@@ -340,11 +360,30 @@ class ClientCertificate(Check[ClientCertificateParams]):
                              "the software statement's org_id (it has no organisation_competent_authority_claims)")
         return None
 
+    def _chain(self, request: RequestView, der: bytes, cert: x509.Certificate) -> ValidatedChain | Denial:
+        """The certificate's path to a root of `anchors` (remembered per certificate; the forwarded chain is read
+        only when it is not), or the refusal."""
+        chains = self.services.chains
+        known = chains.cached(der, self._anchors, "transport", request.now)
+        if known is not None:
+            return known
+        try:
+            presented = self.services.certificates.read_chain(request.headers, der)
+            return chains.validate(der, cert, presented, self._anchors, "transport", request.now)
+        except CertificateRefused as exc:
+            return self._fail(_REFUSALS[exc.reason], exc.description)
+        except ChainRefused as exc:
+            log.info("client_cert_chain_refused", code=exc.code, client_cert_s256=request.facts.get(CLIENT_CERT_S256),
+                     serial=request.facts.get(CLIENT_CERT_SERIAL))
+            return self._fail(CLIENT_CERT_CHAIN_REFUSALS[exc.code], f"the TLS client certificate: {exc.description}")
+
     async def _not_revoked(self, request: RequestView, cert: x509.Certificate, thumbprint: str) -> Denial | None:
         """Last, once everything local passed: ask the issuer's OCSP responder / CRL (network, cached)."""
         mode = self.params.revocation.mode
         checker, issuers = self.services.revocation, self.services.issuers
-        issuer = issuers.issuer_of(cert) if issuers is not None else None
+        # The issuer of the chain this request validated (`anchors`); else one an earlier validation found.
+        chain = request.facts.get(CLIENT_CERT_CHAIN)
+        issuer = chain.issuer if chain is not None else issuers.issuer_of(cert) if issuers is not None else None
         if checker is None:
             status = RevocationStatus("unknown", None, "revocation cannot be checked here (nothing may be fetched)")
         elif issuer is None:

@@ -58,6 +58,11 @@ CLIENT_CERT_S256: Final[Fact[str]] = Fact("client_cert_s256", str, header=header
 CLIENT_CERT_SUBJECT: Final[Fact[str]] = Fact("client_cert_subject_dn", str, claim=claim_named("client_cert_subject_dn"))
 """Fact: the RFC 4514 subject DN of the TPP's transport certificate (what `tls_client_auth` matches). Signed
 only: a DN can hold any Unicode text, which a plain header cannot carry faithfully."""
+CLIENT_CERT_ISSUER: Final[Fact[str]] = Fact("client_cert_issuer_dn", str, audit={"cert_issuer": same})
+"""Fact: the RFC 4514 issuer DN of the TPP's transport certificate (the decision event's `cert_issuer`)."""
+CLIENT_CERT_SERIAL: Final[Fact[str]] = Fact("client_cert_serial", str, audit={"cert_serial": same})
+"""Fact: the serial number of the TPP's transport certificate, in hexadecimal (the decision event's
+`cert_serial`; with the issuer it names the certificate in a CRL or an OCSP request)."""
 
 
 def _psd2_roles(value: Mapping[str, Any]) -> list[str] | None:

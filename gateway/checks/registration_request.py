@@ -1,18 +1,21 @@
 """`registration_request`: the registration request is a JWS signed with a key of the TPP's software key set
 (the SSA's `software_jwks_endpoint`, fetched through the SSRF guard), issued by the SSA's software, for us,
-now, with a bounded lifetime and a UUID `jti`."""
+now, with a bounded lifetime and a UUID `jti`; with `x5c_anchors`, the signing key's `x5c` chains to a configured
+trust anchor for signing (gateway/pki/chain.py)."""
 
 from __future__ import annotations
 
 import re
 from typing import Final, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ..config.schema import PositiveSeconds, StrictModel
-from ..jose import JoseError, JwsVerifier, Trust, UrlPolicy, allow_list
+from ..jose import JoseError, JwsVerifier, Trust, UrlPolicy, VerifiedJwt, allow_list
 from ..jose.claims import ClaimRules
 from ..jose.errors import quoted
+from ..observability.logging import get_logger
+from ..pki.chain import ChainRefused
 from ..reasons import Reason
 from .base import Check, Denial, RequestView
 from .registration import (
@@ -27,6 +30,9 @@ from .registration import (
     ssa_claims_of,
 )
 from .services import Services
+from .trust_chains import SIGNING_KEY_CHAIN_REFUSALS, SigningKeyChainReasons, select_anchors
+
+log = get_logger("registration_request")
 
 # RFC 4122 textual form, either case (the OB data dictionary shows upper case, its OpenAPI any case).
 _UUID: Final = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -43,9 +49,23 @@ class RegistrationRequestParams(StrictModel):
     """Largest `exp - iat` accepted: a long-lived request widens the replay window."""
     typ: str | None = None
     """Expected `typ` header (e.g. `JWT`); unset: not checked (OB does not fix it)."""
+    x5c_anchors: tuple[str, ...] = ()
+    """Names of `trust.certificate_authorities` sets for `signing`: when the key that signed the request carries
+    `x5c` (an eIDAS QSealC, an OB signing certificate), that chain must validate to a root of one of them (the
+    set's intermediates may complete it), every certificate valid at now ± `trust.clock_skew_seconds`, the leaf
+    with keyUsage digitalSignature or nonRepudiation. Empty: `x5c` is not validated (its first certificate must
+    still hold the key, RFC 7517 §4.7)."""
+    x5c_required: bool = False
+    """With `x5c_anchors`: refuse a signing key without `x5c` (`signing_key_x5c_missing`)."""
+
+    @model_validator(mode="after")
+    def _required_needs_anchors(self) -> RegistrationRequestParams:
+        if self.x5c_required and not self.x5c_anchors:
+            raise ValueError("x5c_required needs x5c_anchors (the sets the x5c must chain to)")
+        return self
 
 
-class RegistrationRequestReasons(RequestBodyReasons, SoftwareJwksReasons):
+class RegistrationRequestReasons(RequestBodyReasons, SoftwareJwksReasons, SigningKeyChainReasons):
     """Why `registration_request` refuses: its own reasons, the body's structure (`request_<jose code>`,
     `request_not_jws`) and the software key set (`software_jwks_*`); 400 invalid_client_metadata."""
 
@@ -54,6 +74,8 @@ class RegistrationRequestReasons(RequestBodyReasons, SoftwareJwksReasons):
 
 
 R = RegistrationRequestReasons
+
+
 
 
 class RegistrationRequest(Check[RegistrationRequestParams]):
@@ -67,7 +89,7 @@ class RegistrationRequest(Check[RegistrationRequestParams]):
     produces = (REGISTRATION_CLAIMS,)
     reasons = RegistrationRequestReasons
     needs_body = True
-    __slots__ = ("_algorithms", "_rules", "_url_policy", "_verifier")
+    __slots__ = ("_algorithms", "_anchors", "_rules", "_url_policy", "_verifier")
 
     def __init__(self, params: RegistrationRequestParams, services: Services) -> None:
         super().__init__(params, services)
@@ -80,8 +102,32 @@ class RegistrationRequest(Check[RegistrationRequestParams]):
             max_lifetime_seconds=params.max_lifetime_seconds,
             require=("iss", "aud", "iat", "exp", "jti"),
         )
+        self._anchors = select_anchors(services, params.x5c_anchors, "signing", "x5c_anchors")
         # The one JWS path (gateway/jose/verifier.py); the request is parsed (and memoised) by request_jws.
         self._verifier = JwsVerifier(locate=services_locator(services))
+
+    async def _x5c_validates(self, trust: Trust, verified: VerifiedJwt, now: float) -> Denial | None:
+        """With `x5c_anchors`: the `x5c` of the key that verified the request chains to one of them."""
+        try:
+            # The key set is cached: this is the key that verified, looked up again (step 6 alone).
+            key = await self._verifier.locate(trust, verified.kid)
+        except JoseError as exc:
+            return self.deny(*software_jwks_failure(exc))
+        if key.thumbprint != verified.key_thumbprint:
+            return self.deny(R.software_jwks_unavailable, "the software statement's key set changed while the "
+                                                          "request was verified; try again")
+        if not key.x5c:
+            if self.params.x5c_required:
+                return self.deny(R.signing_key_x5c_missing, f"the signing key {quoted(verified.kid)} carries no x5c "
+                                                            "certificate chain")
+            return None
+        try:
+            self.services.chains.validate_der(key.x5c, self._anchors, "signing", now)
+        except ChainRefused as exc:
+            log.info("signing_key_x5c_refused", code=exc.code, kid=verified.kid, key_thumbprint=key.thumbprint)
+            return self.deny(SIGNING_KEY_CHAIN_REFUSALS[exc.code],
+                             f"the x5c of signing key {quoted(verified.kid)}: {exc.description}")
+        return None
 
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass with `registration_claims` set, or refuse with 400 invalid_client_metadata."""
@@ -101,10 +147,14 @@ class RegistrationRequest(Check[RegistrationRequestParams]):
         trust = Trust(algorithms=self._algorithms, jwks_uri=ssa["software_jwks_endpoint"], rules=self._rules,
                       issuer=ssa["software_id"], url_policy=self._url_policy, typ=self.params.typ)
         try:
-            await self._verifier.verify(jws, trust, now=request.now)
+            verified = await self._verifier.verify(jws, trust, now=request.now)
         except JoseError as exc:
             # request_<reason>, or software_jwks_url_refused / software_jwks_unavailable for the key set itself.
             return self.deny(*software_jwks_failure(exc))
+        if self._anchors:
+            denial = await self._x5c_validates(trust, verified, request.now)
+            if denial is not None:
+                return denial
         software_id = ssa["software_id"]
         if claims["iss"] != software_id:
             # OB DCR 3.1 data dictionary: for OB Directory SSAs, iss is the SSA's software_id.

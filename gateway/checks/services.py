@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from ..certificates import ForwardedCertificateReader
 from ..config import TrustSettings
 from ..jose import KeyProvider
+from ..pki.chain import ChainValidator, TrustAnchors
 from ..pki.revocation import IssuerLookup, RevocationChecker
 from ..state.store import StateStore
 from .key_urls import CONFIGURED_URLS
@@ -44,15 +45,25 @@ class Services:
     """Answers whether a certificate is revoked (OCSP, CRL; config `trust.revocation`); None where nothing may be
     fetched (`policy test`): a check that asks then has an unknown status."""
     issuers: IssuerLookup | None = None
-    """The validated issuer of a TPP certificate (chain validation), which signs its CRL and OCSP answers; None
-    when no chain is validated: revocation cannot be checked, the status is unknown."""
+    """The validated issuer of a TPP certificate (chain validation), which signs its CRL and OCSP answers. Not
+    given: `chains` (the issuer of the certificate's last validated chain; None for one never validated, whose
+    revocation status is then unknown)."""
     certificates: ForwardedCertificateReader = field(init=False)
     """The forwarded TLS client certificate (config `trust.client_certificate`), read one way by every check
     that needs it: `client_certificate`, and `bearer_token` for RFC 8705 certificate-bound tokens."""
 
+    chains: ChainValidator = field(init=False)
+    """Certificate chains validated to the configured trust anchors (config `trust.certificate_authorities`,
+    read and parsed here, once per process; ConfigError naming the key and file when one is unusable)."""
+
     def __post_init__(self) -> None:
         cfg = self.trust.client_certificate
-        self.certificates = ForwardedCertificateReader(cfg.header, cfg.format, cfg.trusted_proxies)
+        self.certificates = ForwardedCertificateReader(cfg.header, cfg.format, cfg.trusted_proxies,
+                                                       chain_header=cfg.chain_header)
+        self.chains = ChainValidator(TrustAnchors.load(self.trust.certificate_authorities),
+                                     clock_skew_seconds=self.trust.clock_skew_seconds)
+        if self.issuers is None:
+            self.issuers = self.chains  # revocation asks for the issuer a validated chain found
 
     async def prefetch(self, uris: Iterable[str]) -> list[str]:
         """Warm configured key sets; return the URIs that failed."""

@@ -363,6 +363,11 @@ class ClientCertificateSettings(StrictModel):
     format: Literal["nginx", "xfcc", "rfc9440"] = "nginx"
     """nginx: URL-encoded PEM (`$ssl_client_escaped_cert`); xfcc: Envoy `Cert="<URL-encoded PEM>"` element;
     rfc9440: `:<base64 DER>:` (an RFC 8941 byte sequence)."""
+    chain_header: str | None = None
+    """rfc9440 only: the header with the rest of the client's chain (RFC 9440 §2.3). Not set:
+    `Client-Cert-Chain`. (xfcc carries the chain in the `Chain=` key of its element; nginx's
+    `$ssl_client_escaped_cert` is the leaf alone.) Used when a check validates the chain; the ingress must set
+    or remove it as it does the certificate header."""
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or CIDRs of the proxies allowed to send that header (the request's peer address must be one);
     empty: no certificate header is ever trusted, so checks that need a certificate refuse."""
@@ -371,6 +376,27 @@ class ClientCertificateSettings(StrictModel):
     @classmethod
     def _networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return _cidrs(v)
+
+
+Purpose = Literal["transport", "signing"]
+"""What a set of trust anchors vouches for: `transport` — the TPP's mTLS certificate (eIDAS QWAC, OB transport
+certificate); `signing` — the certificates in the `x5c` of the TPP's signing keys (eIDAS QSealC, OB signing
+certificate)."""
+
+
+class CertificateAuthority(StrictModel):
+    """One named set of trust anchors (e.g. the OB issuing CAs, or the eIDAS QTSPs a bank accepts) for one
+    purpose. PEM files, relative to the config file, each holding one or more CA certificates; read and parsed
+    once at start."""
+
+    purpose: Purpose
+    """`transport` (QWAC / OB transport) or `signing` (QSealC / OB signing): checks accept a set only for its
+    purpose (`client_certificate` `anchors`, `registration_request` `x5c_anchors`)."""
+    roots: tuple[str, ...] = Field(min_length=1)
+    """PEM files of the roots: the trust anchors a chain must end in."""
+    intermediates: tuple[str, ...] = ()
+    """PEM files of issuing CAs that may complete a chain the client presents without them (they are not
+    trusted by themselves: each must chain to a root)."""
 
 
 class TrustSettings(StrictModel):
@@ -394,6 +420,9 @@ class TrustSettings(StrictModel):
     matched."""
     client_certificate: ClientCertificateSettings = ClientCertificateSettings()
     """How the TPP's transport certificate reaches the gateway."""
+    certificate_authorities: dict[str, CertificateAuthority] = {}
+    """Trust anchors for certificate chains, by name (policies say `anchors: [name]`); empty: no chain is
+    validated. The sandbox's test CA is `<sandbox.state_dir>/transport-ca.pem` (docs/deployment.md)."""
     revocation: CertificateRevocationSettings = CertificateRevocationSettings()
     """How TPP certificate revocation (OCSP, CRL) is checked, for policies that ask for it."""
 
@@ -672,6 +701,30 @@ class Settings(StrictModel):
             data["sandbox"] = {**sandbox, **{key: public for key in ("issuer", "access_token_audience")
                                              if sandbox.get(key) is None}}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _anchor_paths(cls, data: Any) -> Any:
+        """Make the PEM paths of trust.certificate_authorities absolute (relative to the config file), so the
+        trust settings alone say where the anchors are (they are read once, when the services are built)."""
+        if not isinstance(data, dict):
+            return data
+        trust = data.get("trust")
+        if not isinstance(trust, dict):
+            return data
+        authorities = trust.get("certificate_authorities")
+        if not isinstance(authorities, dict):
+            return data
+        base = Path(data.get("base_dir", ".") if isinstance(data.get("base_dir", "."), str) else ".")
+        resolved = {}
+        for name, ca in authorities.items():
+            if isinstance(ca, dict):
+                ca = {**ca, **{key: [str(base / p) if isinstance(p, str) and p and not Path(p).is_absolute() else p
+                                     for p in files]
+                               for key in ("roots", "intermediates")
+                               if isinstance(files := ca.get(key), list | tuple)}}
+            resolved[name] = ca
+        return {**data, "trust": {**trust, "certificate_authorities": resolved}}
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Settings:

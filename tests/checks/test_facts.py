@@ -26,7 +26,8 @@ from gateway.runtime import build_runtime
 from tests.conftest import ROOT, SHIPPED_POLICIES
 
 AUDITED = {"client_id", "token_jti", "token_kid", "software_id", "org_id", "cert_s256", "registration_jti",
-           "cert_psd2_roles", "cert_organization_identifier", "cert_revocation"}
+           "cert_issuer", "cert_serial", "cert_anchors", "cert_psd2_roles", "cert_organization_identifier",
+           "cert_revocation"}
 """The decision event's identity fields (docs/audit.md), each filled by a fact."""
 
 
@@ -47,7 +48,9 @@ def test_every_declared_fact_is_produced_by_exactly_one_check_kind() -> None:
         "software_statement_claims": "software_statement", "software_id": "software_statement",
         "org_id": "software_statement", "software_roles": "software_statement",
         "registration_claims": "registration_request", "client_cert_s256": "client_certificate",
-        "client_cert_subject_dn": "client_certificate", "client_cert_psd2": "client_certificate",
+        "client_cert_subject_dn": "client_certificate", "client_cert_issuer_dn": "client_certificate",
+        "client_cert_serial": "client_certificate", "client_cert_chain": "client_certificate",
+        "client_cert_psd2": "client_certificate",
         "client_cert_revocation": "client_certificate",
         "rate_limit_fields": "rate_limit",
     }
@@ -90,6 +93,7 @@ def test_audit_fields_are_all_present_and_null_when_absent() -> None:
     assert facts.audit_fields() == {
         "client_id": "client-a", "token_jti": "jti-1", "token_kid": "kid-1", "software_id": "sw-1",
         "org_id": "org-1", "cert_s256": "thumb", "registration_jti": "8c6b9a3e-0000-4000-8000-000000000000",
+        "cert_issuer": None, "cert_serial": None, "cert_anchors": None,
         "cert_psd2_roles": ["PSP_AI"], "cert_organization_identifier": "PSDGB-FCA-123456", "cert_revocation": None,
     }
 

@@ -44,7 +44,8 @@ def test_explain_of_a_read_shows_only_the_token_and_certificate_facts() -> None:
     proc = _cli("policy", "explain", "--method", "GET", "--path", "/open-banking/v3.1/register/abc")
     assert proc.returncode == 0, proc.stderr
     assert _facts_line(proc.stdout) == ("  facts:   token, client_id -> X-DCR-Client-Id, client_cert_s256 -> "
-                                        "X-DCR-Client-Cert-S256, client_cert_subject_dn, client_cert_psd2, client_cert_revocation")
+                                        "X-DCR-Client-Cert-S256, client_cert_subject_dn, client_cert_issuer_dn, "
+                                        "client_cert_serial, client_cert_chain, client_cert_psd2, client_cert_revocation")
 
 
 @pytest.mark.parametrize(("name", "problem"), [
