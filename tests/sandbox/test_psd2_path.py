@@ -62,6 +62,13 @@ def _policies(tmp_path: Path, params: dict[str, Any]) -> Path:
     return directory
 
 
+def _transport(report: dict[str, Any]) -> Cert:
+    """The certificate mint-cert wrote, with its private key (EC: mint-cert's default)."""
+    key = load_pem_private_key(Path(report["private_key"]).read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return Cert(key, leaf_of(report))
+
+
 class Psd2Bank:
     """The sandbox (the QTSP and the bank) behind a gateway on the PSD2 path; its CLI config and audit file."""
 
@@ -80,9 +87,7 @@ class Psd2Bank:
     async def register(self, report: dict[str, Any]) -> tuple[int, Any]:
         """POST a tls_client_auth registration through the gateway, by the minted certificate alone (no token):
         the SSA names the certificate's software and organisation and a key set listing it as `use: tls`."""
-        key = load_pem_private_key(Path(report["private_key"]).read_bytes(), password=None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        cert = Cert(key, leaf_of(report))
+        cert = _transport(report)
         tpp = tpp_key("psd2-path")
         jwks_uri = self.bank.tpp.publish(f"psd2-{report['software_id']}", tpp)  # one key set per certificate
         self.bank.tpp.documents[f"psd2-{report['software_id']}"]["keys"].append(cert.tls_jwk("transport"))
