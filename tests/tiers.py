@@ -268,6 +268,7 @@ SLOW_TESTS: dict[str, frozenset[str] | None] = {
         "test_hosted_jwks_uri_uses_portal_url",
         "test_ssa_signs_what_it_is_given",
     }),
+    "sandbox/test_psd2_path.py": None,
     "sandbox/test_registration_errors.py": None,
     "sandbox/test_store.py": frozenset({
         "test_concurrent_registrations",

@@ -359,7 +359,9 @@ async def bank_factory(
     takes its "reuse existing keys" path); with `state_dir` it generates its own keys on first start. The
     gateway signs its facts for the sandbox (`upstream.signed_facts`) unless `signed_facts=False`, and the
     sandbox is handed the gateway's key, as in one `serve` process (`hand_key=False`: it fetches it from its
-    `gateway_jwks_uri`, as a sandbox run on its own does).
+    `gateway_jwks_uri`, as a sandbox run on its own does). With `shipped_policies`, `policy_dir` replaces the
+    shipped directory and `gateway_trust` adds to the gateway's trust section; `audit_path`: the decision events'
+    file.
     """
     sandboxes: list[TestServer] = []
     sessions: list[aiohttp.ClientSession] = []
@@ -367,7 +369,9 @@ async def bank_factory(
     async def start(state_dir: Path | None = None, *, shipped_policies: bool = False,
                     enforce_client_certificate: bool = False, trust: dict[str, Any] | None = None,
                     signed_facts: bool = True, facts_key_file: Path | None = None, profile: str = "bank",
-                    hand_key: bool = True, **sandbox_overrides: Any) -> Bank:
+                    hand_key: bool = True, policy_dir: Path | None = None,
+                    gateway_trust: dict[str, Any] | None = None, audit_path: Path | None = None,
+                    **sandbox_overrides: Any) -> Bank:
         if state_dir is None:
             state_dir = _seeded_state_dir(tmp_path / "state", seeded_keys)
         # Reserve the sandbox's port before the gateway starts (so the gateway cannot be given it), and hand
@@ -402,12 +406,16 @@ async def bank_factory(
                 policy["policies"] = {"check_modes": {}}
             sandbox_overrides = {"issuer": SANDBOX_ISSUER, "access_token_audience": SANDBOX_ISSUER,
                                  **sandbox_overrides}
+            # `policy_dir`: the test's own copy of a shipped directory; `gateway_trust`: more of the gateway's
+            # trust section (certificate_authorities, revocation).
+            policy["policy_dir"] = policy_dir or policy["policy_dir"]
+            policy["trust"].update(gateway_trust or {})
         upstream_section = {"url": upstream, "timeouts": {"connect": 2, "read": 20, "total": 30},
                             "signed_facts": {"enabled": signed_facts,
                                              "key_file": str(facts_key_file) if facts_key_file else None}}
         policy.setdefault("policies", {})["profile"] = profile
         gw = await running_gateway(upstream, upstream=upstream_section, server={"public_url": public_url},
-                                   public_socket=public_socket, **policy)
+                                   public_socket=public_socket, audit_path=audit_path, **policy)
         # `hand_key=False`: the sandbox fetches the key (sandbox.gateway_jwks_uri), as when run on its own.
         gateway_jwks = gw.assertion.jwks() if gw.assertion is not None and hand_key else None
         sandbox_section = {
