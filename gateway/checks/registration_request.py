@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Final, Literal
 
+from cryptography import x509
 from pydantic import Field, model_validator
 
 from ..config.schema import PositiveSeconds, StrictModel
@@ -16,6 +17,8 @@ from ..jose.claims import ClaimRules
 from ..jose.errors import quoted
 from ..observability.logging import get_logger
 from ..pki.chain import ChainRefused
+from ..pki.der import ParseError
+from ..pki.psd2 import qc_statements_of
 from ..reasons import Reason
 from .base import Check, Denial, RequestView
 from .registration import (
@@ -57,11 +60,23 @@ class RegistrationRequestParams(StrictModel):
     still hold the key, RFC 7517 §4.7)."""
     x5c_required: bool = False
     """With `x5c_anchors`: refuse a signing key without `x5c` (`signing_key_x5c_missing`)."""
+    x5c_require: Literal["qsealc"] | None = None
+    """With `x5c_anchors`: `qsealc` — the validated `x5c` leaf must be an eIDAS qualified seal certificate
+    (QCStatements QcCompliance and QcType eseal, ETSI EN 319 412-5), the certificate PSD2 asks a TPP to sign
+    with (`signing_key_x5c_not_qsealc`). Not set: any certificate the chain rules accept."""
+    x5c_accept_obseal: bool = False
+    """With `x5c_require: qsealc`: also accept a leaf with no QCStatements at all (an OB Directory signing
+    certificate, OBSeal, which carries none); a certificate that says it is something else stays refused."""
 
     @model_validator(mode="after")
     def _required_needs_anchors(self) -> RegistrationRequestParams:
         if self.x5c_required and not self.x5c_anchors:
             raise ValueError("x5c_required needs x5c_anchors (the sets the x5c must chain to)")
+        if self.x5c_require is not None and not self.x5c_anchors:
+            # SECURITY: QCStatements are believed only in a certificate whose chain was validated.
+            raise ValueError("x5c_require needs x5c_anchors (QCStatements count only in a validated chain)")
+        if self.x5c_accept_obseal and self.x5c_require is None:
+            raise ValueError("x5c_accept_obseal applies only with x5c_require: qsealc")
         return self
 
 
@@ -71,6 +86,8 @@ class RegistrationRequestReasons(RequestBodyReasons, SoftwareJwksReasons, Signin
 
     request_jti_invalid = Reason(400, "invalid_client_metadata")
     software_statement_unverified = Reason(400, "invalid_software_statement")
+    signing_key_x5c_not_qsealc = Reason(400, "invalid_client_metadata")
+    """`x5c_require: qsealc` and the validated leaf is not an eIDAS QSealC."""
 
 
 R = RegistrationRequestReasons
@@ -122,12 +139,37 @@ class RegistrationRequest(Check[RegistrationRequestParams]):
                                                             "certificate chain")
             return None
         try:
-            self.services.chains.validate_der(key.x5c, self._anchors, "signing", now)
+            chain = self.services.chains.validate_der(key.x5c, self._anchors, "signing", now)
         except ChainRefused as exc:
             log.info("signing_key_x5c_refused", code=exc.code, kid=verified.kid, key_thumbprint=key.thumbprint)
             return self.deny(SIGNING_KEY_CHAIN_REFUSALS[exc.code],
                              f"the x5c of signing key {quoted(verified.kid)}: {exc.description}")
+        if self.params.x5c_require == "qsealc":
+            return self._qsealc(chain.leaf, verified.kid)
         return None
+
+    def _qsealc(self, leaf: x509.Certificate, kid: str | None) -> Denial | None:
+        """`x5c_require: qsealc`: the validated leaf is a QSealC (or, with `x5c_accept_obseal`, has no
+        QCStatements at all)."""
+        try:
+            statements = qc_statements_of(leaf)
+        except ParseError as exc:
+            return self.deny(R.signing_key_x5c_not_qsealc, f"the x5c of signing key {quoted(kid)}: its "
+                                                           f"QCStatements cannot be read: {exc}")
+        if statements is None:
+            if self.params.x5c_accept_obseal:
+                return None
+            what = "it carries no QCStatements (an OB signing certificate: allow with x5c_accept_obseal)"
+        elif statements.qsealc:
+            return None
+        elif statements.qwac:
+            what = "it is a QWAC (QcType web), which authenticates TLS and cannot seal"
+        elif not statements.compliance:
+            what = "it is not a qualified certificate (no QcCompliance)"
+        else:
+            what = f"its QcType is {', '.join(statements.types) or 'absent'}, not eseal"
+        return self.deny(R.signing_key_x5c_not_qsealc,
+                         f"the x5c of signing key {quoted(kid)} is not a QSealC: {what}")
 
     async def evaluate(self, request: RequestView) -> Denial | None:
         """Pass with `registration_claims` set, or refuse with 400 invalid_client_metadata."""

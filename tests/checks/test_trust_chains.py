@@ -17,6 +17,7 @@ from gateway.jose import transport_jwk
 from gateway.policy.testing import forwarded_certificate
 from tests.checks.world import REGISTER, World, b64, keys
 from tests.conftest import ROOT
+from tests.pki import asn1
 from tests.pki.hierarchy import DAY, EMAIL, Issued, crl, encipher_only_usage, root, signing_usage
 from tests.waiting import eventually
 
@@ -219,6 +220,39 @@ async def test_a_key_without_x5c_passes_unless_required(dcr_world, tmp_path, pki
     """x5c_anchors alone judges the keys that carry x5c; a plain JWK is still accepted."""
     w = await _signing_world(dcr_world, tmp_path, pki, None)
     assert (await w.post(w.request())).status == 201
+
+
+@pytest.mark.parametrize(("statements", "params", "status", "says"), [
+    (asn1.qseal(), "", 201, None),
+    (asn1.qwac(), "", 400, "is a QWAC (QcType web)"),
+    (asn1.seq(asn1.qc_type(asn1.ESEAL)), "", 400, "not a qualified certificate"),
+    (None, "", 400, "carries no QCStatements"),
+    (None, ", x5c_accept_obseal: true", 201, None),
+    (asn1.qwac(), ", x5c_accept_obseal: true", 400, "is a QWAC"),
+], ids=["qsealc", "qwac", "not-qualified", "obseal", "obseal-accepted", "qwac-with-obseal"])
+async def test_x5c_require_qsealc_wants_a_qualified_seal(dcr_world, tmp_path, pki, statements, params, status,
+                                                         says):
+    """x5c_require: qsealc: the validated leaf must be a QSealC (QcCompliance + QcType eseal); an OB signing
+    certificate (no QCStatements) only with x5c_accept_obseal; a QWAC never."""
+    leaf = _signing_leaf(pki, qc_statements=statements)
+    w = await _signing_world(dcr_world, tmp_path, pki, [leaf, pki["inter"]],
+                             "x5c_anchors: [ob_signing], x5c_require: qsealc" + params)
+    resp = await w.post(w.request())
+    assert resp.status == status, await resp.text()
+    if says is not None:
+        body = await resp.json()
+        assert body["error"] == "invalid_client_metadata" and says in body["error_description"]
+        assert w.denials("signing_key_x5c_not_qsealc") == 1 and w.registrations() == 0
+
+
+def test_x5c_require_needs_anchors() -> None:
+    """QCStatements count only in a validated chain: x5c_require without x5c_anchors is a load error."""
+    from gateway.checks.registration_request import RegistrationRequestParams
+
+    with pytest.raises(ValueError, match="x5c_require needs x5c_anchors"):
+        RegistrationRequestParams.model_validate({"x5c_require": "qsealc"})
+    with pytest.raises(ValueError, match="x5c_accept_obseal applies only"):
+        RegistrationRequestParams.model_validate({"x5c_anchors": ["s"], "x5c_accept_obseal": True})
 
 
 # -- chain → revocation: the issuer the chain found signs the CRL ----------------------------------------------

@@ -23,6 +23,10 @@ CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
 EMAIL = ExtendedKeyUsageOID.EMAIL_PROTECTION
 
 
+QC_STATEMENTS = x509.ObjectIdentifier("1.3.6.1.5.5.7.1.3")
+"""id-pe-qcStatements (RFC 3739)."""
+
+
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "GB"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
@@ -60,19 +64,21 @@ class Issued:
               eku: Sequence[x509.ObjectIdentifier] | None = (CLIENT_AUTH,), usage: x509.KeyUsage | None = None,
               not_before: datetime = NOW - 30 * DAY, not_after: datetime = NOW + 365 * DAY,
               key: ec.EllipticCurvePrivateKey | None = None, public_key: PublicKey | None = None,
-              crl_url: str | None = None) -> Issued:
+              crl_url: str | None = None, qc_statements: bytes | None = None) -> Issued:
         """A certificate this one signs: a CA (`ca`) or a leaf. `ca_flag` / `key_cert_sign` override what a CA
         or a leaf would normally carry (a CA:false intermediate); `eku` None: no extendedKeyUsage; `public_key`:
-        certify a key held elsewhere (a TPP's JWK)."""
+        certify a key held elsewhere (a TPP's JWK); `qc_statements`: the DER of a QCStatements extension."""
         return make(cn, self, ca=ca, ca_flag=ca_flag, key_cert_sign=key_cert_sign, eku=eku, usage=usage,
-                    not_before=not_before, not_after=not_after, key=key, public_key=public_key, crl_url=crl_url)
+                    not_before=not_before, not_after=not_after, key=key, public_key=public_key, crl_url=crl_url,
+                    qc_statements=qc_statements)
 
 
 def make(cn: str, issuer: Issued | None, *, ca: bool, ca_flag: bool | None = None,
          key_cert_sign: bool | None = None, eku: Sequence[x509.ObjectIdentifier] | None = None,
          usage: x509.KeyUsage | None = None, not_before: datetime = NOW - 30 * DAY,
          not_after: datetime = NOW + 365 * DAY, key: ec.EllipticCurvePrivateKey | None = None,
-         public_key: PublicKey | None = None, crl_url: str | None = None) -> Issued:
+         public_key: PublicKey | None = None, crl_url: str | None = None,
+         qc_statements: bytes | None = None) -> Issued:
     """A certificate signed by `issuer` (None: self-signed), naming `crl_url` as its CRL distribution point."""
     key = key or ec.generate_private_key(ec.SECP256R1())
     subject_key = public_key or key.public_key()
@@ -91,6 +97,8 @@ def make(cn: str, issuer: Issued | None, *, ca: bool, ca_flag: bool | None = Non
     )
     if eku is not None and not ca:
         builder = builder.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+    if qc_statements is not None:
+        builder = builder.add_extension(x509.UnrecognizedExtension(QC_STATEMENTS, qc_statements), critical=False)
     if crl_url is not None:
         point = x509.DistributionPoint([x509.UniformResourceIdentifier(crl_url)], None, None, None)
         builder = builder.add_extension(x509.CRLDistributionPoints([point]), critical=False)
