@@ -13,11 +13,14 @@ Built from three sources so it cannot drift from what runs:
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
 
 import yaml
+from aiohttp import web
+from pydantic import ValidationError
 
 from ..checks import REGISTRY
 from ..checks.client_certificate import ClientCertificateParams
@@ -26,11 +29,15 @@ from ..checks.content_type import ContentTypeParams
 from ..checks.registration_metadata import RegistrationMetadataParams
 from ..checks.registration_request import RegistrationRequestParams
 from ..config import Settings
-from ..config.yamlsource import parse_yaml
+from ..config.yamlsource import YamlSourceError, parse_yaml
+from ..jsonutil import dumps
+from ..observability.logging import get_logger
 from ..policy.engine import split_common
-from ..policy.loader import read_source
+from ..policy.loader import PolicyError, read_source
 from ..policy.model import PolicyFile
 from .service import REGISTRATION_PATH, TOKEN_PATH
+
+log = get_logger("sandbox.openapi")
 
 REFERENCE_DIR: Final = Path(__file__).parent / "reference"
 OB_CURRENT: Final = "ob-dcr-v3.3-openapi.yaml"
@@ -85,21 +92,30 @@ def _policy_checks(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
     """(method, path) → {check name: its validated parameters} for every shipped policy of the profile."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
     for path, text in read_source(settings.resolve_path(settings.policies.dir)).files:
-        doc = parse_yaml(text, path)
-        spec = PolicyFile.model_validate(doc.data if doc.data is not None else {})
-        for policy in spec.policies:
+        try:
+            doc = parse_yaml(text, path)
+            spec = PolicyFile.model_validate(doc.data if doc.data is not None else {})
+            policies = [(policy, _enforced_checks(policy.checks, settings)) for policy in spec.policies]
+        except (YamlSourceError, ValidationError, KeyError) as exc:
+            raise PolicyError([f"{path}: invalid policy file ({type(exc).__name__}: {exc}); "
+                               f"`dcr-gateway policy check` says where"]) from None
+        for policy, checks in policies:
             if policy.mode == "audit":
                 continue  # nothing it checks is enforced
-            checks: dict[str, Any] = {}
-            for entry in policy.checks:
-                (name, raw), = entry.items()
-                if settings.policies.check_modes.get(name) == "audit":
-                    continue
-                own, _ = split_common(raw if raw is not None else {})
-                checks[name] = REGISTRY[name].Params.model_validate(own)
             for method in policy.match.methods:
                 out[(method.lower(), policy.match.path)] = checks
     return out
+
+
+def _enforced_checks(entries: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    """{check name: its validated parameters} for the checks of a policy that are not in audit mode."""
+    checks: dict[str, Any] = {}
+    for entry in entries:
+        (name, raw), = entry.items()
+        if settings.policies.check_modes.get(name) != "audit":
+            own, _ = split_common(raw if raw is not None else {})
+            checks[name] = REGISTRY[name].Params.model_validate(own)
+    return checks
 
 
 def _security(checks: Mapping[str, Any]) -> list[dict[str, list[str]]]:
@@ -121,7 +137,7 @@ def _enums(props: dict[str, Any], meta: RegistrationMetadataParams) -> None:
 
 
 def _schemas(ob: dict[str, Any], legacy: dict[str, Any], meta: RegistrationMetadataParams) -> dict[str, Any]:
-    schemas = copy.deepcopy(ob["components"]["schemas"])
+    schemas: dict[str, Any] = copy.deepcopy(ob["components"]["schemas"])
     schemas["SupportedAlgorithms"]["enum"] = list(meta.signing_algorithms)
     props_schema = schemas["OBRegistrationProperties1"]
     props = props_schema["properties"]
@@ -279,3 +295,37 @@ def document(settings: Settings) -> dict[str, Any]:
             },
         },
     }
+
+
+FORMATS: Final = {"json": "application/json", "yaml": "application/yaml"}
+"""Serialisations of the document and their media types (application/yaml: RFC 9512)."""
+
+
+def render(doc: Mapping[str, Any], fmt: str) -> str:
+    """The document as JSON (indented) or YAML (keys in document order), ending with a newline."""
+    if fmt == "yaml":
+        text: str = yaml.safe_dump(dict(doc), sort_keys=False, allow_unicode=True, width=120)
+        return text
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def add_routes(app: web.Application, settings: Settings) -> None:
+    """`/openapi.json` and `/openapi.yaml` on the sandbox listener, rendered once from `document(settings)`."""
+    try:
+        doc: dict[str, Any] | None = document(settings)
+    except PolicyError as exc:
+        # The sandbox still serves the rest: its own config may point at no policy directory (run on its own).
+        log.warning("openapi_unavailable", error=str(exc))
+        doc, problem = None, dumps({"error": "temporarily_unavailable",
+                                    "error_description": f"the API's policies cannot be read: {exc}"})
+    for fmt, media in FORMATS.items():
+        if doc is None:
+            body, media, status = problem, "application/json", 503
+        else:
+            body, status = render(doc, fmt).encode(), 200
+
+        async def serve(_: web.Request, body: bytes = body, media: str = media, status: int = status
+                        ) -> web.Response:
+            return web.Response(status=status, body=body, content_type=media, charset="utf-8")
+
+        app.router.add_get(f"/openapi.{fmt}", serve)
