@@ -15,9 +15,9 @@ from openapi_spec_validator import validate
 
 from gateway.checks.registration_metadata import RegistrationMetadataParams
 from gateway.config import Settings
+from gateway.sandbox import build_sandbox_app
 from gateway.sandbox.openapi import document
 from tests.conftest import SHIPPED_POLICIES, make_settings
-from gateway.sandbox import build_sandbox_app
 from tests.sandbox.conftest import REGISTER, Bank, _seeded_state_dir
 from tests.sandbox.test_cli import run_cli
 
