@@ -15,7 +15,7 @@ from ..config import Settings
 from ..errors import GatewayError, error_response, http_exception_response, server_error_response
 from ..http.listener import LIMITS, ListenerLimits
 from ..observability.logging import get_logger
-from . import discovery, portal, qtsp, registration, token_endpoint
+from . import discovery, openapi, portal, qtsp, registration, token_endpoint
 from .service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH, Sandbox
 
 log = get_logger("sandbox.http")
@@ -101,6 +101,7 @@ def build_sandbox_app(settings: Settings, gateway_jwks: dict[str, Any] | None = 
     r.add_post(portal.TPP_JWKS_PATH, portal.host_tpp_jwks)
     r.add_get(portal.TPP_JWKS_PATH + "/{jwks_id}", portal.serve_tpp_jwks)
     qtsp.add_routes(app)  # the test CA's CRL and OCSP responder
+    openapi.add_routes(app, settings)  # the API's OpenAPI 3.1 document: /openapi.json, /openapi.yaml
     if settings.sandbox.playground:
         from .playground import add_routes as add_playground_routes
 

@@ -10,6 +10,7 @@ sandbox mint-cert      a test transport (mTLS client) certificate from the sandb
 sandbox revoke-cert    revoke a certificate mint-cert issued (the test CA's CRL and OCSP responder say so)
 sandbox sign-request   a signed registration request (JWS) to POST with curl
 sandbox client-assertion  a private_key_jwt client assertion (RFC 7523) for the token endpoint
+sandbox openapi        the OpenAPI 3.1 document of the DCR API as the configured profile's policies enforce it
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..config import Settings, load_settings
 from ..http.listener import ListenerRunner
 from ..jose import JoseError, cert_thumbprint_s256, transport_jwk
 from ..observability.logging import configure_logging, get_logger
+from ..policy import PolicyError
 from ..runtime import run_async
 from .certificates import (
     CERT_TYPES,
@@ -63,6 +65,7 @@ from .crypto import (
 from .directory import DEFAULT_ORG_NAME, new_org_id, new_software_id, ssa_claims
 from .keyring import KeyRing, ensure_state_dir, write_private_file
 from .metadata import AUTH_METHODS, GRANT_TYPES
+from .openapi import FORMATS, document, render
 from .portal import TPP_JWKS_PATH
 from .qtsp import REASONS, parse_serial_or_pem, record_issued, revoke, with_revocation_pointers
 from .service import TOKEN_PATH
@@ -104,6 +107,9 @@ def register(subparsers: Any) -> None:
         return p
 
     add("serve", "run the sandbox bank alone on sandbox.listen", _cmd_serve)
+
+    p = add("openapi", "print the OpenAPI 3.1 document of the DCR API (as served on /openapi.json)", _cmd_openapi)
+    p.add_argument("--format", choices=sorted(FORMATS), default="json", help="json (default) or yaml")
 
     p = add(
         "create-app",
@@ -584,4 +590,15 @@ def _cmd_client_assertion(args: argparse.Namespace) -> int:
         "jti": str(uuid.uuid4()),
     }
     print(sign(key, claims, typ="JWT"))
+    return 0
+
+
+@_guarded
+def _cmd_openapi(args: argparse.Namespace) -> int:
+    """Print the document the sandbox serves on /openapi.json (or .yaml), byte for byte."""
+    try:
+        doc = document(_settings(args))
+    except PolicyError as exc:
+        raise CliError(str(exc)) from None
+    sys.stdout.write(render(doc, args.format))
     return 0

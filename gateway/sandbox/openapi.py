@@ -1,0 +1,331 @@
+"""The OpenAPI 3.1 document of the bank's DCR API as this gateway enforces it (issue 17).
+
+Built from three sources so it cannot drift from what runs:
+- the OB DCR OpenAPI files shipped with the package (`reference/`, copies of the Open Banking 3.3 and 3.1.1
+  specifications): the schemas of the registration request and response and of the RFC 7591 error;
+- the policies the settings select (`policies.dir`, by profile): which operation needs a bearer token, the
+  `client_id` header or a TLS client certificate (`client_certificate` required and not in audit mode); the
+  accepted content types, JWS algorithms and registration metadata (`content_type`, `registration_request`,
+  `registration_metadata`), read through each check's own parameter model so defaults apply as at run time;
+- the bank's page (`dcr-psd2-api.txt`): the four operations and their status codes (`PAGE_STATUSES`).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Final
+
+import yaml
+from aiohttp import web
+from pydantic import ValidationError
+
+from ..checks import REGISTRY
+from ..checks.client_certificate import ClientCertificateParams
+from ..checks.client_id_header import ClientIdHeaderParams
+from ..checks.content_type import ContentTypeParams
+from ..checks.registration_metadata import RegistrationMetadataParams
+from ..checks.registration_request import RegistrationRequestParams
+from ..config import Settings
+from ..config.yamlsource import YamlSourceError, parse_yaml
+from ..jsonutil import dumps
+from ..observability.logging import get_logger
+from ..policy.engine import split_common
+from ..policy.loader import PolicyError, read_source
+from ..policy.model import PolicyFile
+from .service import REGISTRATION_PATH, TOKEN_PATH
+
+log = get_logger("sandbox.openapi")
+
+REFERENCE_DIR: Final = Path(__file__).parent / "reference"
+OB_CURRENT: Final = "ob-dcr-v3.3-openapi.yaml"
+"""The OB specification whose schemas the document reuses (claim names of 3.2+: tls_client_auth_subject_dn)."""
+OB_LEGACY: Final = "ob-dcr-v3.1.1-openapi.yaml"
+"""OB 3.1.1: the `tls_client_auth_dn` claim the gateway also accepts (the path says v3.1)."""
+
+ITEM_PATH: Final = REGISTRATION_PATH + "/{ClientId}"
+OPERATIONS: Final = (("post", REGISTRATION_PATH), ("get", ITEM_PATH), ("put", ITEM_PATH), ("delete", ITEM_PATH))
+PAGE_STATUSES: Final[Mapping[str, tuple[int, ...]]] = {
+    "post": (201, 400),
+    "get": (200, 401, 403),
+    "put": (200, 400, 401, 403),
+    "delete": (204, 401, 403, 405),
+}
+"""The responses the bank's page lists for each operation: the contract."""
+OAUTH: Final = "TPPOAuth2Security"
+MTLS: Final = "TPPMutualTLS"
+
+_SUMMARIES: Final = {
+    "post": ("createClient", "Create a new client",
+             "Register a client with a signed registration request (a JWS whose claims are OBClientRegistration1 "
+             "and whose software_statement is an SSA). 201 with the client_id, the client_secret (returned only "
+             "here) and the registered metadata; 400 with an RFC 7591 error otherwise."),
+    "get": ("getClient", "Returns the client details for a given Client ID",
+            "The registration of the caller's own client. An unknown ClientId answers 401 and revokes the access "
+            "token; another client's answers 403."),
+    "put": ("updateClient", "Modify one or more attributes related to an existing TPP client",
+            "Replace the registration with a new signed request carrying every claim. An unknown ClientId answers "
+            "401 and revokes the access token."),
+    "delete": ("deleteClient", "Delete an existing TPP client",
+               "Delete the caller's own client and revoke every token issued to it. 405 for a developer-portal "
+               "app, which DCR cannot delete."),
+}
+_DESCRIPTIONS: Final = {
+    200: "The client's registration", 201: "Client registered", 204: "Client deleted",
+    400: "The request is invalid (RFC 7591 §3.2.2 error)",
+    401: "Missing, invalid or revoked access token, client_id header or client certificate, or an unknown "
+         "ClientId (the token is then revoked) (RFC 6750 §3 error)",
+    403: "The access token belongs to another client (RFC 7592 §2)",
+    405: "Method not allowed for this client (a developer-portal app cannot be deleted through DCR)",
+}
+
+
+def _load(name: str) -> dict[str, Any]:
+    data = yaml.safe_load((REFERENCE_DIR / name).read_text(encoding="utf-8"))
+    assert isinstance(data, dict)
+    return data
+
+
+def _policy_checks(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
+    """(method, path) → {check name: its validated parameters} for every shipped policy of the profile."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for path, text in read_source(settings.resolve_path(settings.policies.dir)).files:
+        try:
+            doc = parse_yaml(text, path)
+            spec = PolicyFile.model_validate(doc.data if doc.data is not None else {})
+            policies = [(policy, _enforced_checks(policy.checks, settings)) for policy in spec.policies]
+        except (YamlSourceError, ValidationError, KeyError) as exc:
+            raise PolicyError([f"{path}: invalid policy file ({type(exc).__name__}: {exc}); "
+                               f"`dcr-gateway policy check` says where"]) from None
+        for policy, checks in policies:
+            if policy.mode == "audit":
+                continue  # nothing it checks is enforced
+            for method in policy.match.methods:
+                out[(method.lower(), policy.match.path)] = checks
+    return out
+
+
+def _enforced_checks(entries: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
+    """{check name: its validated parameters} for the checks of a policy that are not in audit mode."""
+    checks: dict[str, Any] = {}
+    for entry in entries:
+        (name, raw), = entry.items()
+        if settings.policies.check_modes.get(name) != "audit":
+            own, _ = split_common(raw if raw is not None else {})
+            checks[name] = REGISTRY[name].Params.model_validate(own)
+    return checks
+
+
+def _security(checks: Mapping[str, Any]) -> list[dict[str, list[str]]]:
+    requirement: dict[str, list[str]] = {}
+    if "bearer_token" in checks:
+        requirement[OAUTH] = []
+    cert = checks.get("client_certificate")
+    if isinstance(cert, ClientCertificateParams) and cert.required:
+        requirement[MTLS] = []
+    return [requirement]
+
+
+def _enums(props: dict[str, Any], meta: RegistrationMetadataParams) -> None:
+    """Narrow the OB claim enums to what `registration_metadata` accepts."""
+    props["token_endpoint_auth_method"]["enum"] = list(meta.token_endpoint_auth_methods)
+    props["grant_types"]["items"]["enum"] = list(meta.grant_types)
+    props["response_types"]["items"]["enum"] = list(meta.response_types)
+    props["application_type"]["enum"] = list(meta.application_types)
+
+
+def _schemas(ob: dict[str, Any], legacy: dict[str, Any], meta: RegistrationMetadataParams) -> dict[str, Any]:
+    schemas: dict[str, Any] = copy.deepcopy(ob["components"]["schemas"])
+    schemas["SupportedAlgorithms"]["enum"] = list(meta.signing_algorithms)
+    props_schema = schemas["OBRegistrationProperties1"]
+    props = props_schema["properties"]
+    props["tls_client_auth_dn"] = {
+        **copy.deepcopy(legacy["components"]["schemas"]["OBRegistrationProperties1"]["properties"]
+                        ["tls_client_auth_dn"]),
+        "description": "OB DCR 3.1 name of tls_client_auth_subject_dn (accepted too)",
+    }
+    _enums(props, meta)
+    props_schema["required"] = list(dict.fromkeys(("redirect_uris", "software_statement", *meta.required_claims)))
+    response_props = copy.deepcopy(props)
+    response_props.pop("software_statement")  # the sandbox keeps the SSA; it does not echo it
+    schemas["ClientRegistrationResponse"] = {
+        "description": "The registered client (RFC 7591 §3.2.1): client_id, on creation client_secret, and the "
+                       "registered metadata.",
+        "type": "object",
+        "required": ["client_id"],
+        "properties": response_props,
+    }
+    schemas["BearerError"] = {
+        "description": "RFC 6750 §3.1 / RFC 7592 error (on 401 the WWW-Authenticate header carries it too)",
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "examples": ["invalid_token", "invalid_request", "access_denied"]},
+            "error_description": {"type": "string"},
+        },
+    }
+    return schemas
+
+
+def _request_body(content_types: ContentTypeParams, request: RegistrationRequestParams) -> dict[str, Any]:
+    schema = {
+        "type": "string",
+        "description": f"A compact JWS signed with {' or '.join(request.algorithms)} by a key of the SSA's "
+                       f"software_jwks; lifetime (exp - iat) at most {request.max_lifetime_seconds:g} s.",
+        "pattern": r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$",
+        "contentMediaType": "application/jwt",
+        "contentSchema": {"$ref": "#/components/schemas/OBClientRegistration1"},
+    }
+    return {
+        "description": "A request to register a Software Statement Assertion with the bank",
+        "required": True,
+        "content": {media: {"schema": schema} for media in content_types.allowed},
+    }
+
+
+def _json(schema: str, example: dict[str, str] | None = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": {"$ref": f"#/components/schemas/{schema}"}}
+    if example is not None:
+        media["example"] = example
+    return {"application/json": media}
+
+
+def _responses(method: str, checks: Mapping[str, Any]) -> dict[str, Any]:
+    statuses = set(PAGE_STATUSES[method])
+    if "bearer_token" in checks or "client_id_header" in checks:
+        statuses.add(401)
+    out: dict[str, Any] = {}
+    for status in sorted(statuses):
+        response: dict[str, Any] = {"description": _DESCRIPTIONS[status]}
+        if status in (200, 201):
+            response["content"] = _json("ClientRegistrationResponse")
+        elif status == 400:
+            response["content"] = _json("RegistrationError", {
+                "error": "invalid_client_metadata",
+                "error_description": "token_endpoint_auth_method 'none' is not allowed"})
+        elif status != 204:
+            error = {401: "invalid_token", 403: "access_denied", 405: "method_not_allowed"}[status]
+            if status == 401:
+                response["headers"] = {"WWW-Authenticate": {
+                    "description": "RFC 6750 §3 challenge", "schema": {"type": "string", "pattern": "^Bearer.*"}}}
+            elif status == 405:
+                response["headers"] = {"Allow": {"description": "The methods allowed", "schema": {"type": "string"}}}
+            response["content"] = _json("BearerError", {"error": error, "error_description": _DESCRIPTIONS[status]})
+        out[str(status)] = response
+    return out
+
+
+def _parameters(method: str, checks: Mapping[str, Any]) -> list[dict[str, Any]]:
+    params: list[dict[str, Any]] = [{"$ref": "#/components/parameters/Accept"}]
+    if "bearer_token" in checks:
+        params.append({"$ref": "#/components/parameters/Authorization"})
+    header = checks.get("client_id_header")
+    if isinstance(header, ClientIdHeaderParams):
+        params.append({"in": "header", "name": header.header, "required": True, "schema": {"type": "string"},
+                       "description": "Client Id generated during app registration: the client the access "
+                                      "token was issued to."})
+    if method != "post":
+        params.append({"$ref": "#/components/parameters/ClientId"})
+    return params
+
+
+def document(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1 document for `settings` (its public URL, profile and policies)."""
+    ob, legacy = _load(OB_CURRENT), _load(OB_LEGACY)
+    policies = _policy_checks(settings)
+    public = settings.server.public_url
+    meta = RegistrationMetadataParams()
+    paths: dict[str, dict[str, Any]] = {}
+    for method, path in OPERATIONS:
+        checks = policies.get((method, path))
+        if checks is None:
+            continue  # the profile has no policy for it: the gateway answers policies.unmatched_status
+        meta = checks.get("registration_metadata", meta)
+        op_id, summary, description = _SUMMARIES[method]
+        operation: dict[str, Any] = {
+            "operationId": op_id,
+            "summary": summary,
+            "description": description,
+            "tags": ["Client Registration"],
+            "parameters": _parameters(method, checks),
+            "security": _security(checks),
+            "responses": _responses(method, checks),
+        }
+        if method in ("post", "put"):
+            operation["requestBody"] = _request_body(
+                checks.get("content_type", ContentTypeParams(allowed=("application/jose",))),
+                checks.get("registration_request", RegistrationRequestParams()))
+        paths.setdefault(path, {})[method] = operation
+    ob_params = ob["components"]["parameters"]
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Dynamic Client Registration PSD2",
+            "version": f"{ob['info']['version']}-{settings.policies.profile}",
+            "summary": f"The bank's DCR API as this gateway enforces it ({settings.policies.profile} profile)",
+            "description": ob["info"]["description"].strip(),
+            "license": ob["info"]["license"],
+        },
+        "servers": [{"url": public, "description": "the gateway's public URL"}],
+        "tags": [{"name": "Client Registration"}],
+        "paths": paths,
+        "components": {
+            "parameters": {
+                "Accept": {"in": "header", "name": "Accept", "required": False,
+                           "schema": {"type": "string", "enum": ["application/json"]},
+                           "description": "The bank's page lists it; responses are application/json."},
+                "Authorization": ob_params["Authorization"],
+                "ClientId": ob_params["ClientId"],
+            },
+            "schemas": _schemas(ob, legacy, meta),
+            "securitySchemes": {
+                OAUTH: {
+                    "type": "oauth2",
+                    "description": "A client_credentials access token of the client (RFC 6749 §4.4), sent as "
+                                   "`Authorization: Bearer` (RFC 6750).",
+                    "flows": {"clientCredentials": {"tokenUrl": public + TOKEN_PATH, "scopes": {}}},
+                },
+                MTLS: {
+                    "type": "mutualTLS",
+                    "description": "The TPP's transport certificate (OBWAC or eIDAS QWAC) over mutual TLS, "
+                                   "terminated by the ingress in front of the gateway.",
+                },
+            },
+        },
+    }
+
+
+FORMATS: Final = {"json": "application/json", "yaml": "application/yaml"}
+"""Serialisations of the document and their media types (application/yaml: RFC 9512)."""
+
+
+def render(doc: Mapping[str, Any], fmt: str) -> str:
+    """The document as JSON (indented) or YAML (keys in document order), ending with a newline."""
+    if fmt == "yaml":
+        text: str = yaml.safe_dump(dict(doc), sort_keys=False, allow_unicode=True, width=120)
+        return text
+    return json.dumps(doc, indent=2, ensure_ascii=False) + "\n"
+
+
+def add_routes(app: web.Application, settings: Settings) -> None:
+    """`/openapi.json` and `/openapi.yaml` on the sandbox listener, rendered once from `document(settings)`."""
+    try:
+        doc: dict[str, Any] | None = document(settings)
+    except PolicyError as exc:
+        # The sandbox still serves the rest: its own config may point at no policy directory (run on its own).
+        log.warning("openapi_unavailable", error=str(exc))
+        doc, problem = None, dumps({"error": "temporarily_unavailable",
+                                    "error_description": f"the API's policies cannot be read: {exc}"})
+    for fmt, media in FORMATS.items():
+        if doc is None:
+            body, media, status = problem, "application/json", 503
+        else:
+            body, status = render(doc, fmt).encode(), 200
+
+        async def serve(_: web.Request, body: bytes = body, media: str = media, status: int = status
+                        ) -> web.Response:
+            return web.Response(status=status, body=body, content_type=media, charset="utf-8")
+
+        app.router.add_get(f"/openapi.{fmt}", serve)
