@@ -59,7 +59,7 @@ NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 """Methods whose requests carry no body unless their policy's `allow_body_on` names them."""
 
 
-def _interaction_id(request: web.Request) -> str:
+def interaction_id_of(request: web.Request) -> str:
     """Keep the TPP's x-fapi-interaction-id when it is a UUID (FAPI 1.0 Part 1 §6.2.1), else make one."""
     raw = request.headers.get(INTERACTION_ID)
     if raw and len(raw) == 36:
@@ -86,7 +86,7 @@ async def request_context(
     """Interaction/request ids bound to logs, timing, metrics, canonical log line, errors → JSON."""
     metrics = request.app[METRICS]
     started = time.perf_counter()
-    interaction_id = _interaction_id(request)
+    interaction_id = interaction_id_of(request)
     request_id = os.urandom(16).hex()
     ctx = RequestContext(interaction_id=interaction_id, request_id=request_id)
     request[CTX] = ctx

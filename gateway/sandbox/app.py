@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -13,6 +12,8 @@ from aiohttp import web
 from ..addresses import ProxyTrust
 from ..config import Settings
 from ..errors import GatewayError, error_response, http_exception_response, server_error_response
+from ..http.handler import interaction_id_of
+from ..http.inbound import INTERACTION_ID
 from ..http.listener import LIMITS, ListenerLimits
 from ..observability.logging import get_logger
 from . import discovery, openapi, portal, qtsp, registration, token_endpoint
@@ -20,19 +21,7 @@ from .service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH, Sandbox
 
 log = get_logger("sandbox.http")
 
-INTERACTION_ID: Final = "x-fapi-interaction-id"
 _INTERACTION = web.RequestKey("dcr_sandbox_interaction_id", str)
-
-
-def _interaction_id(request: web.Request) -> str:
-    """The caller's x-fapi-interaction-id when it is a UUID (FAPI 1.0 Part 1 §6.2.1), else a new one."""
-    raw = request.headers.get(INTERACTION_ID, "")
-    if len(raw) == 36:
-        try:
-            return str(uuid.UUID(raw))
-        except ValueError:
-            pass
-    return str(uuid.uuid4())
 
 
 @web.middleware
@@ -41,7 +30,7 @@ async def sandbox_middleware(
 ) -> web.StreamResponse:
     """Interaction id, one log line per request, and every error as a JSON body (never a bare 500)."""
     started = time.perf_counter()
-    interaction_id = _interaction_id(request)
+    interaction_id = interaction_id_of(request)  # the gateway's rule (FAPI 1.0 Part 1 §6.2.1)
     request[_INTERACTION] = interaction_id
     structlog.contextvars.bind_contextvars(interaction_id=interaction_id)
     status = 500
