@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.sandbox.playground.snippets import Call, curl, python
+from gateway.sandbox.samples import Call, curl, python
 from tests.conftest import StartServer
 from tests.playground.conftest import python_output, run_snippet
 

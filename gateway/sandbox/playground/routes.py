@@ -35,10 +35,10 @@ from ..crypto import ALLOWED_ALGS, CryptoError, decode_unverified, generate_key,
 from ..crypto import sign as sign_jws
 from ..errors import bad_request, not_found
 from ..portal import TPP_JWKS_PATH
+from ..samples import Call, render_all
 from ..service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH
 from .calls import allowed_call, canonical_header
 from .sessions import SessionStore
-from .snippets import Call, curl, python
 
 log = get_logger("sandbox.playground")
 
@@ -297,7 +297,7 @@ async def send(request: web.Request) -> web.Response:
     call = Call(method=method, url=base + path, headers=headers, body=body)
     report: dict[str, Any] = {
         "request": {"method": method, "url": call.url, "headers": headers, "body": body},
-        "snippets": {"curl": curl(call), "python": python(call)},
+        "snippets": render_all(call),
     }
     if data.get("send", True) is False:
         return _api_response(report)

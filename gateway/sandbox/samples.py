@@ -1,14 +1,16 @@
-"""The same HTTP call as copy-paste code: curl, and Python with the standard library only (urllib).
+"""The same HTTP call as copy-paste code in the bank page's languages: one template per language.
 
-Both reproduce the request exactly as given — method, URL, the headers the caller chose and the body
-byte for byte — so a snippet shown by the playground works against `make run` as it stands.
+Every sample reproduces the request exactly as given — method, URL, the headers the caller chose and the body
+byte for byte — and prints the answer's status, then its body, so a sample shown by the playground or the
+documentation page works against `make run` as it stands. `render_all` is the one entry point both pages use.
 """
 
 from __future__ import annotations
 
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,3 +65,24 @@ def python(call: Call) -> str:
         "    print(body.decode())",
     ]
     return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Language:
+    """A language the pages offer: its key (stable, used by the pages and tests), label and template."""
+
+    key: str
+    label: str
+    render: Callable[[Call], str]
+
+
+LANGUAGES: Final = (
+    Language("curl", "cURL", curl),
+    Language("python", "Python", python),
+)
+"""In the order the pages show them."""
+
+
+def render_all(call: Call) -> dict[str, str]:
+    """The call as code in every language, keyed by `Language.key`, in `LANGUAGES` order."""
+    return {language.key: language.render(call) for language in LANGUAGES}
