@@ -15,11 +15,8 @@ forwards them to `server.public_url`, so they pass the gateway's policies like a
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -29,15 +26,15 @@ from aiohttp import hdrs, web
 from ...config import Settings
 from ...errors import GatewayError
 from ...observability.logging import get_logger
-from ..bodies import json_object, json_response, read_limited
 from ..credentials import base62
 from ..crypto import ALLOWED_ALGS, CryptoError, decode_unverified, generate_key, jwks
 from ..crypto import sign as sign_jws
 from ..errors import bad_request, not_found
+from ..pages import Asset, api_response, asset_response, json_body, load_assets
 from ..portal import TPP_JWKS_PATH
 from ..samples import Call, render_all
 from ..service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH
-from .calls import allowed_call, canonical_header
+from .calls import allowed_call, canonical_header, header_problem
 from .sessions import SessionStore
 
 log = get_logger("sandbox.playground")
@@ -53,34 +50,9 @@ _ASSETS: Final = {
 _LOOPBACK_NAMES: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _WILDCARDS: Final = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (compared, not bound)
 _MAX_RESPONSE_BYTES: Final = 1 << 20
-_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a field value may hold SP and HTAB, no other CTL
 _CALL_TIMEOUT: Final = aiohttp.ClientTimeout(total=30, connect=5)
 
-# SECURITY: the page runs nothing but its own files and talks to nothing but this origin: no CDN, no web
-# font, no inline script, no framing (the CSP makes a stray external reference fail instead of load).
-_PAGE_HEADERS: Final = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
-_API_HEADERS: Final = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True, slots=True)
-class Asset:
-    """A static file of the page, read once at start."""
-
-    body: bytes
-    content_type: str
-
-
-def _load_assets() -> dict[str, Asset]:
-    folder = resources.files(__package__) / "static"
-    return {name: Asset((folder / name).read_bytes(), ctype) for name, ctype in _ASSETS.items()}
 
 
 def _host_of(value: str) -> str | None:
@@ -110,7 +82,7 @@ class Playground:
                 hosts.add(portal_host)
         self.allowed_hosts = frozenset(hosts)
         self.sessions = SessionStore()
-        self.assets = _load_assets()
+        self.assets: dict[str, Asset] = load_assets(__package__, _ASSETS)
 
     def sandbox_url(self, request: web.Request) -> str:
         """This listener's base URL: `sandbox.portal_url`, else the local address the request came in on.
@@ -153,29 +125,12 @@ def _guarded(handler: Handler) -> Handler:
     return guarded
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    """A JSON object body; `application/json` only, so no other site's page can post it without CORS."""
-    if request.content_type != "application/json":
-        raise bad_request("the body must be application/json")
-    limit = request.app[SANDBOX].config.max_body_bytes
-    body = await read_limited(request, limit)
-    if body is None:
-        raise bad_request(f"the body exceeds {limit} bytes")
-    return json_object(body)
-
-
-def _api_response(data: Any, *, status: int = 200) -> web.Response:
-    response = json_response(data, status=status, no_store=True)
-    response.headers.update(_API_HEADERS)
-    return response
-
-
 # The page --------------------------------------------------------------------------------------------
 
 
 async def page(request: web.Request) -> web.Response:
     """GET /playground: the page."""
-    return _asset_response(request.app[PLAYGROUND].assets["index.html"])
+    return asset_response(request.app[PLAYGROUND].assets["index.html"])
 
 
 async def asset(request: web.Request) -> web.Response:
@@ -183,17 +138,13 @@ async def asset(request: web.Request) -> web.Response:
     found = request.app[PLAYGROUND].assets.get(request.match_info["name"])
     if found is None or request.match_info["name"] == "index.html":
         raise not_found("no such playground file")
-    return _asset_response(found)
-
-
-def _asset_response(found: Asset) -> web.Response:
-    return web.Response(body=found.body, content_type=found.content_type, charset="utf-8", headers=_PAGE_HEADERS)
+    return asset_response(found)
 
 
 async def config(request: web.Request) -> web.Response:
     """GET /playground/api/config: the URLs and defaults the page builds its requests from."""
     pg = request.app[PLAYGROUND]
-    return _api_response(
+    return api_response(
         {
             "gateway_url": pg.gateway_url,
             "sandbox_url": pg.sandbox_url(request),
@@ -214,7 +165,7 @@ async def create_session(request: web.Request) -> web.Response:
     """POST /playground/api/sessions: a fresh TPP key, its public JWKS hosted here; the private key stays."""
     pg = request.app[PLAYGROUND]
     sandbox = request.app[SANDBOX]
-    data = await _json_body(request)
+    data = await json_body(request)
     alg = data.get("alg", "PS256")
     if alg not in ALLOWED_ALGS:
         raise bad_request(f"alg must be one of {', '.join(ALLOWED_ALGS)}")
@@ -226,7 +177,7 @@ async def create_session(request: web.Request) -> web.Response:
     session_id, session = pg.sessions.add(key, jwks_uri)
     log.info("playground_session_created", kid=key.kid, alg=alg, jwks_id=jwks_id)
     # SECURITY: only the public half is ever sent; the private key lives in `pg.sessions`, in memory.
-    return _api_response(
+    return api_response(
         {
             "session_id": session_id,
             "kid": key.kid,
@@ -245,7 +196,7 @@ async def sign(request: web.Request) -> web.Response:
     session = pg.sessions.get(request.match_info["session_id"])
     if session is None:
         raise not_found("no such playground session (they last an hour and end with a restart): make a new key")
-    data = await _json_body(request)
+    data = await json_body(request)
     claims = data.get("claims")
     if not isinstance(claims, dict):
         raise bad_request('the body must be {"claims": {…}} with a JSON object of claims')
@@ -256,7 +207,7 @@ async def sign(request: web.Request) -> web.Response:
         raise bad_request(exc.description) from None
     jti = claims.get("jti")
     log.info("playground_signed", kid=session.key.kid, jti=jti if isinstance(jti, str) else None)
-    return _api_response({"jws": token, "header": header, "claims": payload})
+    return api_response({"jws": token, "header": header, "claims": payload})
 
 
 # The call proxy --------------------------------------------------------------------------------------
@@ -269,11 +220,11 @@ def _headers(value: Any) -> list[tuple[str, str]]:
         raise bad_request("headers must be a JSON object of strings")
     out: list[tuple[str, str]] = []
     for name, header_value in value.items():
+        problem = header_problem(name, header_value)
+        if problem is not None:
+            raise bad_request(problem)
         canonical = canonical_header(name)
-        if canonical is None:
-            raise bad_request(f"header {name!r} cannot be set from the playground")
-        if not isinstance(header_value, str) or _CONTROL.search(header_value):
-            raise bad_request(f"header {name!r} must be a string without control characters (RFC 9110 §5.5)")
+        assert canonical is not None and isinstance(header_value, str)  # header_problem said so
         out.append((canonical, header_value))
     return out
 
@@ -282,7 +233,7 @@ async def send(request: web.Request) -> web.Response:
     """POST /playground/api/send: make one allowed call; report the request, the response and the snippets."""
     pg = request.app[PLAYGROUND]
     sandbox = request.app[SANDBOX]
-    data = await _json_body(request)
+    data = await json_body(request)
     target, method, path = data.get("target"), data.get("method"), data.get("path")
     if not (isinstance(target, str) and isinstance(method, str) and isinstance(path, str)):
         raise bad_request("target, method and path are required strings")
@@ -300,7 +251,7 @@ async def send(request: web.Request) -> web.Response:
         "snippets": render_all(call),
     }
     if data.get("send", True) is False:
-        return _api_response(report)
+        return api_response(report)
     try:
         async with sandbox.resources.session.request(
             method,
@@ -327,7 +278,7 @@ async def send(request: web.Request) -> web.Response:
         raise GatewayError(502, "bad_gateway", f"the playground could not reach {base} ({type(exc).__name__})") \
             from None
     log.info("playground_call", target=target, method=method, route=allowed.route, status=response.status)
-    return _api_response(report)
+    return api_response(report)
 
 
 def add_routes(app: web.Application, settings: Settings) -> None:
