@@ -5,17 +5,19 @@ which then work against the real gateway), the refusals of the fill-in API, and 
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from gateway.sandbox import build_sandbox_app
+from gateway.sandbox import apidocs, build_sandbox_app
 from gateway.sandbox.apidocs.examples import VARIABLES
+from gateway.sandbox.apidocs.routes import _ASSETS
 from gateway.sandbox.openapi import document
 from gateway.sandbox.pages import PAGE_HEADERS
 from gateway.sandbox.samples import LANGUAGES
-from tests.conftest import make_settings
+from tests.conftest import ROOT, make_settings
 from tests.playground.conftest import python_output, run_snippet
 from tests.sandbox.conftest import REDIRECT, REGISTER, SANDBOX_ISSUER, Bank, BankFactory, _seeded_state_dir, tpp_key
 
@@ -56,6 +58,14 @@ async def test_the_page_and_its_files_with_the_pages_headers(bank_factory: BankF
         assert (await _get(bank, missing))[0] == 404, missing
     # The playground links to the page.
     assert b'href="/docs"' in (await _get(bank, "/playground"))[1]
+
+
+def test_every_static_file_is_served_and_shipped() -> None:
+    """The asset table lists every file of static/, and the wheel's package-data takes the folder."""
+    static = Path(apidocs.__file__).parent / "static"
+    assert {p.name for p in static.iterdir()} == set(_ASSETS)
+    data = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "sandbox/apidocs/static/*" in data["tool"]["setuptools"]["package-data"]["gateway"]
 
 
 async def test_config_lists_the_languages_links_and_variables(bank_factory: BankFactory) -> None:
