@@ -7,7 +7,7 @@ script. The headers make any stray external reference fail instead of load.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
@@ -15,7 +15,7 @@ from typing import Any, Final
 from aiohttp import web
 
 from .bodies import json_object, json_response, read_limited
-from .errors import bad_request
+from .errors import bad_request, not_found
 from .service import SANDBOX
 
 # SECURITY: a page runs nothing but its own files and talks to nothing but this origin: no CDN, no web font,
@@ -27,6 +27,8 @@ PAGE_HEADERS: Final = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 API_HEADERS: Final = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
@@ -48,6 +50,25 @@ def load_assets(package: str, names: Mapping[str, str]) -> dict[str, Asset]:
 def asset_response(found: Asset) -> web.Response:
     """A page file with the pages' headers."""
     return web.Response(body=found.body, content_type=found.content_type, charset="utf-8", headers=PAGE_HEADERS)
+
+
+def add_page(router: web.UrlDispatcher, path: str, assets: Mapping[str, Asset],
+             wrap: Callable[[Handler], Handler] = lambda handler: handler) -> None:
+    """GET `path` and `path`/ (index.html) and `path`/static/{name} (its other files); `wrap`: a guard."""
+
+    async def page(_: web.Request) -> web.Response:
+        return asset_response(assets["index.html"])
+
+    async def asset(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        found = assets.get(name)
+        if found is None or name == "index.html":  # the page itself is served at `path` only
+            raise not_found(f"no such file under {path}")
+        return asset_response(found)
+
+    router.add_get(path, wrap(page))
+    router.add_get(path + "/", wrap(page))
+    router.add_get(path + "/static/{name}", wrap(asset))
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from ...config import Settings
 from ...errors import GatewayError
 from ..errors import bad_request, not_found
 from ..openapi import DOCUMENT
-from ..pages import Asset, api_response, asset_response, json_body, load_assets
+from ..pages import Asset, add_page, api_response, json_body, load_assets
 from ..playground.calls import allowed_call, header_problem
 from ..samples import LANGUAGES, render_all
 from .examples import VARIABLES, Example, call, flow
@@ -120,19 +120,6 @@ def _values(data: Mapping[str, Any]) -> dict[str, str]:
     return out
 
 
-async def page(request: web.Request) -> web.Response:
-    """GET /docs: the page."""
-    return asset_response(request.app[APIDOCS].assets["index.html"])
-
-
-async def asset(request: web.Request) -> web.Response:
-    """GET /docs/static/{name}: the page's script and style sheet."""
-    found = request.app[APIDOCS].assets.get(request.match_info["name"])
-    if found is None or request.match_info["name"] == "index.html":
-        raise not_found("no such documentation file")
-    return asset_response(found)
-
-
 async def config(request: web.Request) -> web.Response:
     """GET /docs/api/config: the page's links, the sample languages and the variables of the samples."""
     docs = request.app[APIDOCS]
@@ -182,9 +169,7 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     """Mount the documentation page on the sandbox app (after `openapi.add_routes`, whose document it reads)."""
     app[APIDOCS] = ApiDocs(app.get(DOCUMENT), settings.sandbox.playground)
     r = app.router
-    r.add_get(PAGE_PATH, page)
-    r.add_get(PAGE_PATH + "/", page)
-    r.add_get(PAGE_PATH + "/static/{name}", asset)
+    add_page(r, PAGE_PATH, app[APIDOCS].assets)  # the page and its files
     r.add_get(PAGE_PATH + "/api/config", config)
     r.add_get(PAGE_PATH + "/api/samples", samples)
     r.add_post(PAGE_PATH + "/api/samples", filled_samples)

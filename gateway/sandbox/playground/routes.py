@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -30,7 +29,7 @@ from ..credentials import base62
 from ..crypto import ALLOWED_ALGS, CryptoError, decode_unverified, generate_key, jwks
 from ..crypto import sign as sign_jws
 from ..errors import bad_request, not_found
-from ..pages import Asset, api_response, asset_response, json_body, load_assets
+from ..pages import Asset, Handler, add_page, api_response, json_body, load_assets
 from ..portal import TPP_JWKS_PATH
 from ..samples import Call, render_all
 from ..service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH
@@ -51,8 +50,6 @@ _LOOPBACK_NAMES: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _WILDCARDS: Final = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (compared, not bound)
 _MAX_RESPONSE_BYTES: Final = 1 << 20
 _CALL_TIMEOUT: Final = aiohttp.ClientTimeout(total=30, connect=5)
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _host_of(value: str) -> str | None:
@@ -125,20 +122,7 @@ def _guarded(handler: Handler) -> Handler:
     return guarded
 
 
-# The page --------------------------------------------------------------------------------------------
-
-
-async def page(request: web.Request) -> web.Response:
-    """GET /playground: the page."""
-    return asset_response(request.app[PLAYGROUND].assets["index.html"])
-
-
-async def asset(request: web.Request) -> web.Response:
-    """GET /playground/static/{name}: the page's script, style sheet and icon."""
-    found = request.app[PLAYGROUND].assets.get(request.match_info["name"])
-    if found is None or request.match_info["name"] == "index.html":
-        raise not_found("no such playground file")
-    return asset_response(found)
+# The page's API ---------------------------------------------------------------------------------------
 
 
 async def config(request: web.Request) -> web.Response:
@@ -285,9 +269,7 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     """Mount the playground on the sandbox app."""
     app[PLAYGROUND] = Playground(settings)
     r = app.router
-    r.add_get(PAGE_PATH, _guarded(page))
-    r.add_get(PAGE_PATH + "/", _guarded(page))
-    r.add_get(PAGE_PATH + "/static/{name}", _guarded(asset))
+    add_page(r, PAGE_PATH, app[PLAYGROUND].assets, _guarded)  # the page and its files
     r.add_get(PAGE_PATH + "/api/config", _guarded(config))
     r.add_post(PAGE_PATH + "/api/sessions", _guarded(create_session))
     r.add_post(PAGE_PATH + "/api/sessions/{session_id}/sign", _guarded(sign))
