@@ -29,7 +29,9 @@ from ..credentials import base62
 from ..crypto import ALLOWED_ALGS, CryptoError, decode_unverified, generate_key, jwks
 from ..crypto import sign as sign_jws
 from ..errors import bad_request, not_found
-from ..pages import Asset, Handler, add_page, api_response, json_body, load_assets
+from ..pages import Asset, Handler, add_page, load_assets
+from ..pages import api_response as _api_response
+from ..pages import json_body as _json_body
 from ..portal import TPP_JWKS_PATH
 from ..samples import Call, render_all
 from ..service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH
@@ -128,7 +130,7 @@ def _guarded(handler: Handler) -> Handler:
 async def config(request: web.Request) -> web.Response:
     """GET /playground/api/config: the URLs and defaults the page builds its requests from."""
     pg = request.app[PLAYGROUND]
-    return api_response(
+    return _api_response(
         {
             "gateway_url": pg.gateway_url,
             "sandbox_url": pg.sandbox_url(request),
@@ -149,7 +151,7 @@ async def create_session(request: web.Request) -> web.Response:
     """POST /playground/api/sessions: a fresh TPP key, its public JWKS hosted here; the private key stays."""
     pg = request.app[PLAYGROUND]
     sandbox = request.app[SANDBOX]
-    data = await json_body(request)
+    data = await _json_body(request)
     alg = data.get("alg", "PS256")
     if alg not in ALLOWED_ALGS:
         raise bad_request(f"alg must be one of {', '.join(ALLOWED_ALGS)}")
@@ -161,7 +163,7 @@ async def create_session(request: web.Request) -> web.Response:
     session_id, session = pg.sessions.add(key, jwks_uri)
     log.info("playground_session_created", kid=key.kid, alg=alg, jwks_id=jwks_id)
     # SECURITY: only the public half is ever sent; the private key lives in `pg.sessions`, in memory.
-    return api_response(
+    return _api_response(
         {
             "session_id": session_id,
             "kid": key.kid,
@@ -180,7 +182,7 @@ async def sign(request: web.Request) -> web.Response:
     session = pg.sessions.get(request.match_info["session_id"])
     if session is None:
         raise not_found("no such playground session (they last an hour and end with a restart): make a new key")
-    data = await json_body(request)
+    data = await _json_body(request)
     claims = data.get("claims")
     if not isinstance(claims, dict):
         raise bad_request('the body must be {"claims": {…}} with a JSON object of claims')
@@ -191,7 +193,7 @@ async def sign(request: web.Request) -> web.Response:
         raise bad_request(exc.description) from None
     jti = claims.get("jti")
     log.info("playground_signed", kid=session.key.kid, jti=jti if isinstance(jti, str) else None)
-    return api_response({"jws": token, "header": header, "claims": payload})
+    return _api_response({"jws": token, "header": header, "claims": payload})
 
 
 # The call proxy --------------------------------------------------------------------------------------
@@ -217,7 +219,7 @@ async def send(request: web.Request) -> web.Response:
     """POST /playground/api/send: make one allowed call; report the request, the response and the snippets."""
     pg = request.app[PLAYGROUND]
     sandbox = request.app[SANDBOX]
-    data = await json_body(request)
+    data = await _json_body(request)
     target, method, path = data.get("target"), data.get("method"), data.get("path")
     if not (isinstance(target, str) and isinstance(method, str) and isinstance(path, str)):
         raise bad_request("target, method and path are required strings")
@@ -235,7 +237,7 @@ async def send(request: web.Request) -> web.Response:
         "snippets": render_all(call),
     }
     if data.get("send", True) is False:
-        return api_response(report)
+        return _api_response(report)
     try:
         async with sandbox.resources.session.request(
             method,
@@ -262,7 +264,7 @@ async def send(request: web.Request) -> web.Response:
         raise GatewayError(502, "bad_gateway", f"the playground could not reach {base} ({type(exc).__name__})") \
             from None
     log.info("playground_call", target=target, method=method, route=allowed.route, status=response.status)
-    return api_response(report)
+    return _api_response(report)
 
 
 def add_routes(app: web.Application, settings: Settings) -> None:
