@@ -260,6 +260,7 @@ SLOW_TESTS: dict[str, frozenset[str] | None] = {
     }),
     "sandbox/test_apidocs.py": None,
     "sandbox/test_flow.py": None,
+    "sandbox/test_fuzz_apidocs.py": None,
     "sandbox/test_fuzz_portal.py": None,
     "sandbox/test_fuzz_registration.py": None,
     "sandbox/test_fuzz_token_endpoint.py": None,

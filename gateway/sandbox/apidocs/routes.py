@@ -54,17 +54,19 @@ class ApiDocs:
         self.doc = doc
         self.examples: list[Example] = flow(doc) if doc is not None else []
         self.downloads: dict[str, bytes] = {}
+        self.placeholders: dict[str, Any] | None = None
         if doc is not None:
             for name, data in (("collection.json", collection(doc)), ("environment.json", environment(doc))):
                 self.downloads[name] = (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
+            self.placeholders = self.samples({})  # GET /docs/api/samples: the same answer every time
 
     def samples(self, values: Mapping[str, str]) -> dict[str, Any]:
         """Every call of the flow with `values` filled in, as code in each language."""
         if self.doc is None:
             raise _unavailable()
         base = self.doc["servers"][0]["url"]
-        # The caller's values are checked in a whole call (a stand-in for those not given, whose placeholder
-        # is no valid path segment): the call the page shows is the one checked.
+        # The caller's values are checked in place, in the whole call; a value not given is checked as a
+        # stand-in "x" (its placeholder, `<CLIENT_ID>`, is no valid path segment and is not sent anywhere).
         stand_ins = {name: "x" for name in VARIABLES}
         out = []
         for example in self.examples:
@@ -141,7 +143,10 @@ async def config(request: web.Request) -> web.Response:
 
 async def samples(request: web.Request) -> web.Response:
     """GET /docs/api/samples: every call of the flow as code, with placeholders for what the caller fills in."""
-    return api_response(request.app[APIDOCS].samples({}))
+    placeholders = request.app[APIDOCS].placeholders
+    if placeholders is None:
+        raise _unavailable()
+    return api_response(placeholders)
 
 
 async def filled_samples(request: web.Request) -> web.Response:
