@@ -258,7 +258,9 @@ SLOW_TESTS: dict[str, frozenset[str] | None] = {
     "policy/test_router.py": frozenset({
         "test_match_cost_does_not_depend_on_policy_count",
     }),
+    "sandbox/test_apidocs.py": None,
     "sandbox/test_flow.py": None,
+    "sandbox/test_fuzz_apidocs.py": None,
     "sandbox/test_fuzz_portal.py": None,
     "sandbox/test_fuzz_registration.py": None,
     "sandbox/test_fuzz_token_endpoint.py": None,
@@ -267,6 +269,10 @@ SLOW_TESTS: dict[str, frozenset[str] | None] = {
         "test_create_app_returns_credentials_once",
         "test_hosted_jwks_uri_uses_portal_url",
         "test_ssa_signs_what_it_is_given",
+    }),
+    "sandbox/test_postman.py": frozenset({
+        "test_the_collection_runs_the_flow_against_the_gateway",
+        "test_the_files_download_from_the_sandbox",
     }),
     "sandbox/test_psd2_path.py": None,
     "sandbox/test_registration_errors.py": None,

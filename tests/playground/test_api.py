@@ -308,7 +308,9 @@ async def test_the_page_and_its_files(playground: PlaygroundClient) -> None:
         html = await r.text()
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "script-src 'self'" in csp
     references = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert references and all(ref.startswith("/playground/static/") for ref in references)
+    # Its own files, and links to the API's documentation page and document on this origin.
+    assert references and all(ref.startswith("/playground/static/") or ref in ("/docs", "/openapi.json")
+                              for ref in references)
     assert "://" not in html
     for name in set(_ASSETS) - {"index.html"}:  # the page itself is served at /playground only
         async with playground.bank.http.get(f"{playground.url}/playground/static/{name}") as r:
