@@ -6,7 +6,8 @@ GET  /playground/api/config                       the URLs and defaults the page
 POST /playground/api/sessions                     a TPP key for this session; its public JWKS hosted here
 POST /playground/api/sessions/{session_id}/sign   a compact JWS over the given claims, with that key
 POST /playground/api/send                         make one allowed call (calls.py) and report request,
-                                                  response and the same call as curl and Python
+                                                  response and the same call as code in the bank page's
+                                                  eight languages (samples.py)
 
 The browser talks to this listener only: calls to the gateway (another origin) go through `send`, which
 forwards them to `server.public_url`, so they pass the gateway's policies like any TPP's.
@@ -35,7 +36,7 @@ from ..crypto import ALLOWED_ALGS, CryptoError, decode_unverified, generate_key,
 from ..crypto import sign as sign_jws
 from ..errors import bad_request, not_found
 from ..portal import TPP_JWKS_PATH
-from ..samples import Call, render_all
+from ..samples import Call, json_languages, render_all
 from ..service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH
 from .calls import allowed_call, canonical_header
 from .sessions import SessionStore
@@ -191,7 +192,8 @@ def _asset_response(found: Asset) -> web.Response:
 
 
 async def config(request: web.Request) -> web.Response:
-    """GET /playground/api/config: the URLs and defaults the page builds its requests from."""
+    """GET /playground/api/config: the URLs and defaults the page builds its requests from, and the languages
+    of the snippets `send` returns (key, label, file, how to run it; samples.LANGUAGES, in the page's order)."""
     pg = request.app[PLAYGROUND]
     return _api_response(
         {
@@ -203,6 +205,7 @@ async def config(request: web.Request) -> web.Response:
             "audience": pg.audience,
             "redirect_uri": DEFAULT_REDIRECT_URI,
             "algorithms": list(ALLOWED_ALGS),
+            "languages": json_languages(),
         }
     )
 
