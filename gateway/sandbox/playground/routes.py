@@ -6,7 +6,8 @@ GET  /playground/api/config                       the URLs and defaults the page
 POST /playground/api/sessions                     a TPP key for this session; its public JWKS hosted here
 POST /playground/api/sessions/{session_id}/sign   a compact JWS over the given claims, with that key
 POST /playground/api/send                         make one allowed call (calls.py) and report request,
-                                                  response and the same call as curl and Python
+                                                  response and the same call as code in the bank page's
+                                                  eight languages (samples.py)
 
 The browser talks to this listener only: calls to the gateway (another origin) go through `send`, which
 forwards them to `server.public_url`, so they pass the gateway's policies like any TPP's.
@@ -33,7 +34,7 @@ from ..pages import Asset, Handler, add_page, load_assets
 from ..pages import api_response as _api_response
 from ..pages import json_body as _json_body
 from ..portal import TPP_JWKS_PATH
-from ..samples import Call, render_all
+from ..samples import Call, json_languages, render_all
 from ..service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH
 from .calls import allowed_call, canonical_header, header_problem
 from .sessions import SessionStore
@@ -128,7 +129,8 @@ def _guarded(handler: Handler) -> Handler:
 
 
 async def config(request: web.Request) -> web.Response:
-    """GET /playground/api/config: the URLs and defaults the page builds its requests from."""
+    """GET /playground/api/config: the URLs and defaults the page builds its requests from, and the languages
+    of the snippets `send` returns (key, label, file, how to run it; samples.LANGUAGES, in the page's order)."""
     pg = request.app[PLAYGROUND]
     return _api_response(
         {
@@ -140,6 +142,7 @@ async def config(request: web.Request) -> web.Response:
             "audience": pg.audience,
             "redirect_uri": DEFAULT_REDIRECT_URI,
             "algorithms": list(ALLOWED_ALGS),
+            "languages": json_languages(),
         }
     )
 
