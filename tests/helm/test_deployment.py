@@ -146,8 +146,10 @@ def test_config_change_restarts_pods_policy_change_does_not(chart: helm.Chart) -
 
 
 def test_replicas_topology_and_rollout(chart: helm.Chart) -> None:
-    """Two replicas spread over nodes and zones; a rollout never removes a pod before its replacement is ready."""
-    r = render(chart)
+    """One replica by default (its in-memory security state is complete); several, with Redis, are spread over
+    nodes and zones; a rollout never removes a pod before its replacement is ready."""
+    assert render(chart).deployment["spec"]["replicas"] == 1
+    r = render(chart, {"replicaCount": 2, "redis": {"enabled": True, "existingSecret": "redis"}})
     spec = r.deployment["spec"]
     assert spec["replicas"] == 2
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0

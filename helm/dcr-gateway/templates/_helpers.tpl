@@ -273,6 +273,37 @@ would end up in values. Called by "dcr-gateway.config", so every template that r
 {{- if and .Values.redis.enabled (not .Values.redis.existingSecret) }}
 {{- fail "redis.enabled needs redis.existingSecret: the Secret (in the release namespace, managed outside the chart) whose key redis.urlKey holds the Redis URL; the URL may hold a password, so it never goes in values" }}
 {{- end }}
+{{- $accepted := .Values.acceptPerPodSecurityState | default "" | toString }}
+{{- $acceptance := include "dcr-gateway.perPodStateAcceptance" . }}
+{{- if and $accepted (ne $accepted $acceptance) }}
+{{- fail (printf "acceptPerPodSecurityState: %q is not the acceptance; it is either empty or exactly %q" $accepted $acceptance) }}
+{{- end }}
+{{- if and (include "dcr-gateway.perPodState" .) (not $accepted) }}
+{{- fail (printf "%s without redis.enabled: the replay cache, token and client revocations and rate limits would be PER POD, so a registration replayed to another pod is accepted and a token revoked on one pod keeps working on the others. Set redis.enabled with redis.existingSecret (docs/deployment.md, \"Scaling out\"), or run one pod (replicaCount: 1, no autoscaling), or accept the risk by name: acceptPerPodSecurityState: %q" (include "dcr-gateway.podsDescription" .) $acceptance) }}
+{{- end }}
+{{- end }}
+
+{{/* The exact value of acceptPerPodSecurityState that accepts per-pod security state. */}}
+{{- define "dcr-gateway.perPodStateAcceptance" -}}I understand replays and revocations are per pod{{- end }}
+
+{{/* The most pods the release can run: one with the sandbox, autoscaling.maxReplicas with the HPA, else replicaCount. */}}
+{{- define "dcr-gateway.maxPods" -}}
+{{- if .Values.sandbox.enabled }}1
+{{- else if .Values.autoscaling.enabled }}{{ int .Values.autoscaling.maxReplicas }}
+{{- else }}{{ int .Values.replicaCount }}
+{{- end }}
+{{- end }}
+
+{{/* `replicaCount: 3` or `autoscaling.maxReplicas: 6`: where the pod count comes from, for messages. */}}
+{{- define "dcr-gateway.podsDescription" -}}
+{{- if .Values.autoscaling.enabled }}autoscaling.maxReplicas: {{ int .Values.autoscaling.maxReplicas }}
+{{- else }}replicaCount: {{ int .Values.replicaCount }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when several pods would each keep their own security state (more than one pod, no Redis). */}}
+{{- define "dcr-gateway.perPodState" -}}
+{{- if and (gt (include "dcr-gateway.maxPods" . | int) 1) (not .Values.redis.enabled) }}true{{ end }}
 {{- end }}
 
 {{/* Replicas: one with the sandbox (its store is per pod). */}}
