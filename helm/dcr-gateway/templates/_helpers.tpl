@@ -358,3 +358,40 @@ terminationGracePeriodSeconds counted from deletion, preStop included, so the gr
 {{ toYaml . }}
 {{- end }}
 {{- end }}
+
+{{/*
+A value still to be replaced: a host on a name reserved for examples (RFC 2606: `.example`, `.invalid`,
+example.com/net/org), an address of a documentation range (RFC 5737, RFC 3849), or a value marked CHANGEME.
+*/}}
+{{- define "dcr-gateway.placeholderPattern" -}}
+(?i)((\.invalid|\.example|(^|[./@])example\.(com|net|org))([:/\]]|$))|^(192\.0\.2|198\.51\.100|203\.0\.113)\.|^2001:db8:|CHANGEME
+{{- end }}
+
+{{/* `path: value` lines (a trailing newline each) of every placeholder string under `.value`, from `.path`. */}}
+{{- define "dcr-gateway.placeholderWalk" -}}
+{{- $path := .path }}
+{{- if kindIs "map" .value }}
+{{- range $key, $child := .value }}
+{{- include "dcr-gateway.placeholderWalk" (dict "path" (ternary $key (printf "%s.%s" $path $key) (eq $path "")) "value" $child) }}
+{{- end }}
+{{- else if kindIs "slice" .value }}
+{{- range $i, $child := .value }}
+{{- include "dcr-gateway.placeholderWalk" (dict "path" (printf "%s[%d]" $path $i) "value" $child) }}
+{{- end }}
+{{- else if and (kindIs "string" .value) (regexMatch (include "dcr-gateway.placeholderPattern" .) .value) }}
+{{- printf "%s: %s\n" $path .value }}
+{{- end }}
+{{- end }}
+
+{{/*
+Every placeholder the release still carries, as `path: value` lines: in the config as the pod gets it (what the
+chart sets, e.g. the sandbox's URLs, is not reported) and in the other values, leaving out the Ingress and the
+NetworkPolicy when they are off.
+*/}}
+{{- define "dcr-gateway.placeholders" -}}
+{{- $values := omit .Values "config" }}
+{{- if not .Values.ingress.enabled }}{{ $values = omit $values "ingress" }}{{ end }}
+{{- if not .Values.networkPolicy.enabled }}{{ $values = omit $values "networkPolicy" }}{{ end }}
+{{- include "dcr-gateway.placeholderWalk" (dict "path" "config" "value" (include "dcr-gateway.config" . | fromYaml)) }}
+{{- include "dcr-gateway.placeholderWalk" (dict "path" "" "value" $values) }}
+{{- end }}
