@@ -8,7 +8,9 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from .render import ci_values, render
+from gateway.config.settings import ShutdownSettings
+
+from .render import REPO, ci_values, render
 
 
 def test_pod_runs_restricted_by_default(chart: helm.Chart) -> None:
@@ -124,6 +126,22 @@ def test_prestop_can_use_the_kubelet_sleep_action(chart: helm.Chart) -> None:
     """preStopSleepAction renders the built-in sleep (no `sleep` binary needed in the image)."""
     hook = render(chart, {"preStopSleepAction": True}).container["lifecycle"]["preStop"]
     assert hook == {"sleep": {"seconds": 5}}
+
+
+def test_readme_and_deployment_guide_give_the_charts_shutdown_timing(chart: helm.Chart) -> None:
+    """One source of truth: the numbers README and docs/deployment.md give for the preStop sleep and the grace
+    period are what the chart renders by default, from the gateway's own shutdown defaults."""
+    sleep, delay, drain, grace = _shutdown(render(chart))
+    defaults = ShutdownSettings()
+    assert (delay, drain) == (defaults.readiness_delay_seconds, defaults.drain_timeout_seconds)
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"`shutdown.readiness_delay_seconds` (R, default {delay:g} s)" in readme
+    assert f"`shutdown.drain_timeout_seconds` (D, default {drain:g} s)" in readme
+    assert f"a preStop sleep of P = R ({sleep} s," in readme
+    assert f"`terminationGracePeriodSeconds` = P + R + D + 5 = {grace} s" in readme
+    assert "leave `preStop` empty" not in readme
+    guide = " ".join((REPO / "docs/deployment.md").read_text().split())
+    assert f"with the defaults P = {sleep}, R = {delay:g}, D = {drain:g}, margin 5, T = {grace}." in guide
 
 
 def test_a_grace_period_too_short_to_drain_fails_the_install(chart: helm.Chart) -> None:
