@@ -87,8 +87,8 @@ def test_rendered_example_passes_config_check_policy_lint_and_policy_test(chart:
 
 def test_notes_name_every_placeholder_of_the_example(chart: helm.Chart) -> None:
     """Every value of the example on a reserved example name, a documentation address or marked CHANGEME is in
-    NOTES.txt with its path, the real OB keystore is not, and the issuer key set on a placeholder is named as
-    what keeps readiness down (the directory's real one is not)."""
+    NOTES.txt with its path, the real OB keystore is not, and what keeps readiness down is named: the issuer's
+    key set on a placeholder, and the placeholder egress to the key-set hosts (the directory's real one is not)."""
     values = ci_values("production-values")
     notes = render(chart, values).notes
     expected = [(p, v) for p, v in _strings(values) if PLACEHOLDER.search(v)]
@@ -99,6 +99,7 @@ def test_notes_name_every_placeholder_of_the_example(chart: helm.Chart) -> None:
     assert "CHANGEMEobOrgId" in notes  # the bank's OB organisation id
     (readiness,) = [line for line in notes.split("\n\n") if "will not become ready" in line]
     assert "config.trust.token_issuers.bank.jwks_uri" in readiness
+    assert "networkPolicy.egress.jwks.cidrs[0]" in readiness  # the NetworkPolicy would block the keystore
     assert "directories" not in readiness
 
 
