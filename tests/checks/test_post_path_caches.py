@@ -10,7 +10,7 @@ import gateway.checks.registration as registration
 from gateway.checks.base import RequestView
 from gateway.checks.registration import RegistrationError, request_jws
 from gateway.jose.encoding import b64url_decode, b64url_encode
-from tests.checks.world import REGISTER
+from tests.checks.world import REGISTER, keys
 
 
 @pytest.fixture
@@ -88,6 +88,38 @@ async def test_a_tampered_body_is_refused_after_a_genuine_one(dcr_world) -> None
     assert resp.status == 400
     assert w.denials("jti_replayed") == 1
     assert w.registrations() == 1
+
+
+# -- software_statement: a TPP's SSA is verified once, judged on every request ------------------------------
+
+
+async def test_an_ssa_sent_again_is_not_verified_again(dcr_world, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two registrations with the same SSA: the SSA's signature is computed once, each request's own every time."""
+    import gateway.jose.jws as jws_module
+
+    computed: list[bytes] = []
+    real = jws_module.verify_raw
+
+    def counting(alg: str, key: object, signing_input: bytes, signature: bytes) -> None:
+        computed.append(signing_input)
+        real(alg, key, signing_input, signature)
+
+    monkeypatch.setattr(jws_module, "verify_raw", counting)
+    w = await dcr_world()
+    ssa = w.ssa()
+    ssa_input = ssa.rpartition(".")[0].encode()
+    for _ in range(2):
+        resp = await w.post(w.request(ssa=ssa))
+        assert resp.status == 201, await resp.text()
+    assert computed.count(ssa_input) == 1
+    assert len(computed) - computed.count(ssa_input) >= 2  # both request JWSs (and the tokens) verified
+    # The remembered SSA is still judged: the same SSA with a forged signature is refused.
+    head, payload, _ = ssa.split(".")
+    forged = w.ssa(key=keys().attacker_rsa).rpartition(".")[2]
+    resp = await w.post(w.request(ssa=f"{head}.{payload}.{forged}"))
+    assert resp.status == 400
+    assert w.denials("ssa_bad_signature") == 1
+    assert w.registrations() == 2
 
 
 # -- client_certificate: the parse of a forwarded certificate is remembered, never a verdict ---------------
