@@ -172,6 +172,35 @@ async def test_certificate_memo_is_bounded(dcr_world, monkeypatch: pytest.Monkey
     assert not reader.remembers("not a certificate")  # failures are not remembered
 
 
+async def test_what_a_certificate_says_is_read_once_and_its_dates_judged_each_time(
+        dcr_world, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import gateway.checks.client_certificate as client_certificate
+
+    reads: list[object] = []
+    real = client_certificate.psd2_certificate
+
+    def counting(cert):  # type: ignore[no-untyped-def]
+        reads.append(cert)
+        return real(cert)
+
+    monkeypatch.setattr(client_certificate, "psd2_certificate", counting)
+    w = await dcr_world()
+    check = _check(w, "client_certificate")
+    views = [_cert_view(w, time.time()) for _ in range(2)]
+    for view in views:
+        await check.evaluate(view)
+    assert len(reads) == 1
+    subjects = {v.facts.get(client_certificate.CLIENT_CERT_SUBJECT) for v in views}
+    assert subjects == {"CN=AttackTableSoftware1,OU=0015800001041REAAY,O=OpenBanking,C=GB"}
+    later = await check.evaluate(_cert_view(w, time.time() + 400 * 86400))
+    assert later is not None and later.reason == "client_cert_expired"
+    other = _cert_view(w, time.time(), w.cert_header(keys().other_cert)["ssl-client-cert"])
+    await check.evaluate(other)
+    assert len(reads) == 2  # another certificate is read for itself
+
+
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1",
                                   "fe80::1%eth0", "127.1", "0x7f.0.0.1", "2130706433", "127.000.000.001", "1.2.3.4",
                                   "localhost", "a.localhost", "example.com", "127.0.0.1.nip.io", "127.0.0.1a", "0"])
