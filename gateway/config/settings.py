@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -440,7 +441,61 @@ PROFILE_DIRS = {"bank": "policies", "ob_standard": "policies/ob_standard"}
 """The shipped policy directory of each profile (relative to the config file)."""
 
 PROFILE_ENFORCED_CHECKS = {"bank": (), "ob_standard": ("client_certificate",)}
-"""Checks a profile authenticates requests with: never put in audit by `check_modes`."""
+"""Checks a profile authenticates requests with: never put in audit by `check_modes` or a policy."""
+
+CheckModeName = Literal["enforce", "audit"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckMode:
+    """The mode one check of one policy runs in, and where it comes from (`resolve_check_mode`)."""
+
+    mode: CheckModeName
+    source: Literal["default", "policy", "config", "profile"]
+    """default: neither the policy nor the config says; policy: the check's `mode` in the policy file;
+    config: `policies.check_modes` (the operator's override, which wins); profile: the profile always
+    enforces this check (`PROFILE_ENFORCED_CHECKS`)."""
+    policy: CheckModeName | None = None
+    """What the policy file says for this check (its `mode` parameter), None when it says nothing."""
+    config: CheckModeName | None = None
+    """What config `policies.check_modes` says for this check kind, None when it says nothing."""
+
+    @property
+    def audit(self) -> bool:
+        """Denials are reported (audit_deny) but not enforced."""
+        return self.mode == "audit"
+
+    def describe(self) -> str:
+        """`audit (check_modes in the config; policy says enforce)`: the mode and both sources."""
+        if self.source == "default":
+            return self.mode
+        if self.source == "policy":
+            return f"{self.mode} (policy)"
+        if self.source == "profile":
+            overruled = [f"{w} says audit" for w, m in (("check_modes", self.config), ("policy", self.policy))
+                         if m == "audit"]
+            return f"{self.mode} (the profile always enforces it{'; ' if overruled else ''}{', '.join(overruled)})"
+        policy = f"; policy says {self.policy}" if self.policy is not None else ""
+        return f"{self.mode} (policies.check_modes in the config{policy})"
+
+
+def resolve_check_mode(check: str, policy: str | None, check_modes: Mapping[str, str],
+                       pinned: Iterable[str] = ()) -> CheckMode:
+    """The mode a check runs in, the one rule every consumer uses (the policy compiler, `policy explain`, the
+    OpenAPI document): a check the profile authenticates with (`pinned`) is always enforced; otherwise config
+    `policies.check_modes` wins when it names the check kind (the operator's override: forcing audit fleet-wide
+    during an incident, or enforcement over a policy's audit), then the check's own `mode` in the policy file,
+    then enforce. A policy whose own `mode` is audit dry-runs every check whatever this says (the engine)."""
+    said = policy if policy in ("enforce", "audit") else None
+    configured = check_modes.get(check)
+    config = configured if configured in ("enforce", "audit") else None
+    if check in pinned:
+        return CheckMode("enforce", "profile", said, config)  # type: ignore[arg-type]
+    if config is not None:
+        return CheckMode(config, "config", said, config)  # type: ignore[arg-type]
+    if said is not None:
+        return CheckMode(said, "policy", said)  # type: ignore[arg-type]
+    return CheckMode("enforce", "default")
 
 
 class PolicySettings(StrictModel):
@@ -462,7 +517,9 @@ class PolicySettings(StrictModel):
     check_modes: dict[str, Literal["enforce", "audit"]] = {}
     """Per check kind, `audit` makes its denials reported but not enforced in every policy (e.g. the
     sandbox runs `client_certificate` in audit mode in the bank profile: there is no mTLS ingress on a
-    laptop). Never for the checks the profile authenticates with (`ob_standard`: `client_certificate`)."""
+    laptop), `enforce` enforces them. The operator's override: it wins over a check's own `mode` in a policy,
+    both ways (docs/policies.md, "Which mode wins"). Never audit for the checks the profile authenticates
+    with (`ob_standard`: `client_certificate`)."""
     fact_headers: dict[str, str] = {
         "client_id": "X-DCR-Client-Id",
         "software_id": "X-DCR-Software-Id",
@@ -499,6 +556,12 @@ class PolicySettings(StrictModel):
     def ignored_check_modes(self) -> tuple[str, ...]:
         """Checks whose `check_modes` audit the profile overrode (they are enforced)."""
         return self._ignored_modes
+
+    def check_mode(self, check: str, policy: str | None = None) -> CheckMode:
+        """The mode check kind `check` runs in where its policy says `policy` (its `mode`, None: nothing), by
+        the one rule (`resolve_check_mode`): the profile's checks enforced, then `check_modes`, then the policy."""
+        configured = {**self.check_modes, **dict.fromkeys(self._ignored_modes, "audit")}  # as the file says
+        return resolve_check_mode(check, policy, configured, PROFILE_ENFORCED_CHECKS[self.profile])
 
 
 class AuditSettings(StrictModel):
