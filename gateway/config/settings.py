@@ -104,6 +104,10 @@ class ServerSettings(StrictModel):
     workers: PositiveInt = 1
     """Worker processes sharing the listening ports (SO_REUSEPORT); `serve --workers N` overrides it.
     More than one needs `state.backend: redis` (security state must be shared) and fixed ports."""
+    server_header: str = ""
+    """The `Server` field of every answer on every listener (public, admin, sandbox), errors included. Empty
+    (the default): none is sent — aiohttp's own names the Python and aiohttp versions. Else sent as is, e.g.
+    `dcr-gateway` (no version: it helps an attacker pick exploits, not a TPP)."""
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or CIDRs of the load balancers / ingresses in front of the gateway. When a request comes from
     one, its client address (`rate_limit` with `key: peer`) is the nearest X-Forwarded-For entry, right to
@@ -118,6 +122,14 @@ class ServerSettings(StrictModel):
     @classmethod
     def _proxies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return _cidrs(v)
+
+    @field_validator("server_header")
+    @classmethod
+    def _server_header(cls, v: str) -> str:
+        # RFC 9110 §10.2.4: product tokens and comments, visible ASCII and spaces (no CR/LF: header injection).
+        if len(v) > 256 or v != v.strip() or any(not (0x20 <= ord(c) < 0x7F) for c in v):
+            raise ValueError("expected visible ASCII characters and inner spaces (e.g. dcr-gateway), or \"\" for none")
+        return v
 
 
 class UpstreamTimeouts(StrictModel):
