@@ -13,7 +13,14 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 
-from .schema import NonNegativeSeconds, Port, PositiveInt, PositiveSeconds, StrictModel, format_errors
+from .schema import (
+    NonNegativeSeconds,
+    Port,
+    PositiveInt,
+    PositiveSeconds,
+    StrictModel,
+    located_errors,
+)
 from .yamlsource import YamlDocument, YamlSourceError, load_yaml
 
 ENV_PREFIX = "DCRGW_"
@@ -976,12 +983,26 @@ def _secrets_in_file(data: dict[str, Any], doc: YamlDocument, cfg_path: Path) ->
 
 
 def _attribute(exc: ValidationError, doc: YamlDocument, cfg_path: Path, env: Mapping[str, str]) -> list[str]:
-    """Name the env variable when the bad value came from one, else the file and line."""
+    """Name the environment variable when the bad value came from one (its own key, or a key under the one the
+    error is about: a mistyped `DCRGW_SERVR__PORT` is an unknown key `servr` the file does not have), else the
+    file and line."""
+    overrides: dict[tuple[str, ...], str] = {}
+    for name in env:
+        if name.startswith(ENV_PREFIX) and name != CONFIG_ENV:
+            path = tuple(p.lower() for p in name[len(ENV_PREFIX):].split("__") if p)
+            if path:
+                overrides[path] = name
     messages = []
-    for line in format_errors(exc, doc, source=str(cfg_path)):
-        dotted = line[len(str(cfg_path)) + 2 :].split(":", 1)[0]
-        env_name = ENV_PREFIX + dotted.upper().replace(".", "__")
-        if env_name in env:
-            line = f"environment {env_name}: " + line[len(str(cfg_path)) + 2 :].split(" (line ")[0]
-        messages.append(line)
+    for where, dotted, line, message in located_errors(exc, doc):
+        loc = tuple(str(p) for p in where)
+        names = [n for path, n in sorted(overrides.items()) if path[:len(loc)] == loc] if loc else []
+        if not names:
+            suffix = f" (line {line})" if line is not None else ""
+            messages.append(f"{cfg_path}: {dotted}: {message}{suffix}")
+            continue
+        exact = overrides.get(loc)
+        if exact is not None or not doc.has(list(loc)):
+            messages.append(f"environment {exact or ', '.join(names)}: {dotted}: {message}")
+        else:  # a value of the file's, with a part from the environment: name both
+            messages.append(f"environment {', '.join(names)}: {dotted}: {message} (with {cfg_path}, line {line or 1})")
     return messages
