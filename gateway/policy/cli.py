@@ -116,7 +116,9 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add the `policy` command tree."""
-    policy = sub.add_parser("policy", help="policy tools: lint, test, explain")
+    policy = sub.add_parser("policy", help="policy tools: lint, test, explain",
+                            description="The security team's tools. Each takes the policy directory as DIR or "
+                                        "--dir DIR (default: policies.dir of the config).")
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str, fn: Any) -> argparse.ArgumentParser:
