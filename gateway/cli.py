@@ -107,6 +107,12 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     configure_logging("auto", "warning")
     policy_set = compile_policies(read_source(directory), build_runtime(settings, None).services,
                                   unmatched_status=settings.policies.unmatched_status)
+    # The operator's check_modes overruling what a policy says for a check: allowed (it wins), and said.
+    for policy in policy_set.policies:
+        for policy_check, mode in zip(policy.checks, policy.modes, strict=True):
+            if mode.source == "config" and mode.policy is not None and mode.policy != mode.mode:
+                print(f"warning: {name}: policies.check_modes.{policy_check.name}: {mode.mode} overrides `mode: "
+                      f"{mode.policy}` of policy {policy.name} ({policy.source})", file=sys.stderr)
     print(f"{name}: ok; {directory}: {len(policy_set.policies)} policies ok")
     return 0
 

@@ -229,3 +229,20 @@ def test_openapi_leaves_out_a_check_the_policy_audits(tmp_path):
 
     assert post_security() == {OAUTH}
     assert post_security(check_modes={"client_certificate": "enforce"}) == {OAUTH, MTLS}
+
+
+def test_config_check_says_when_check_modes_overrules_a_policy(tmp_path, capsys, monkeypatch):
+    """`config check` warns (exit 0) for each policy whose check mode the config overrules."""
+    monkeypatch.setattr("gateway.cli.configure_logging", lambda *_: None)
+    policy_dir = shipped_copy(tmp_path, dcr=audit_client_id(DCR))
+    cfg = tmp_path / "config.yaml"
+    trust = "trust: {token_issuers: {bank: {issuer: 'https://as', jwks_uri: 'http://127.0.0.1:9/jwks'}}}\n"
+    cfg.write_text(trust + f"policies: {{dir: {policy_dir}, check_modes: {{client_id_header: enforce}}}}\n")
+    assert main(["config", "check", "--config", str(cfg)]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "overrides" in line]
+    assert len(warnings) == DCR.count("client_id_header: {}")
+    assert warnings[0].startswith(f"warning: {cfg}: policies.check_modes.client_id_header: enforce overrides "
+                                  "`mode: audit` of policy dcr_register_")
+    cfg.write_text(trust + f"policies: {{dir: {policy_dir}}}\n")
+    assert main(["config", "check", "--config", str(cfg)]) == 0
+    assert "overrides" not in capsys.readouterr().err
