@@ -115,6 +115,8 @@ def _assemble(
 ) -> Runtime:
     trust = settings.trust
     store = build_store(settings.state, _store_events(metrics))
+    if metrics is not None and settings.state.backend == "redis":
+        metrics.state_breaker_entered("closed", transition=False)  # the breaker starts closed
     revocations = Revocations(store, client_ttl_seconds=trust.revocation_ttl_seconds,
                               skew_seconds=trust.clock_skew_seconds, on_revoke=_on_revoke(metrics))
     tokens = TokenVerifier(keys, skew_seconds=trust.clock_skew_seconds, clock=clock)
@@ -128,10 +130,10 @@ def _store_events(metrics: Metrics | None) -> StoreEvents:
     """The store's breaker transitions and failed calls, counted."""
     if metrics is None:
         return StoreEvents()
-    breaker, errors = metrics.state_breaker, metrics.state_errors
+    errors = metrics.state_errors
 
     def on_breaker_change(state: BreakerState) -> None:
-        breaker.labels(state).inc()
+        metrics.state_breaker_entered(state)
 
     def on_error(kind: ErrorKind) -> None:
         errors.labels(kind).inc()

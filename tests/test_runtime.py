@@ -46,13 +46,17 @@ async def test_the_configured_backend_is_the_store_every_check_shares():
 
 
 async def test_the_store_reports_its_failures_and_breaker_to_the_metrics():
-    """A dead Redis: each failed call is counted by kind, and the breaker opening is counted once."""
+    """A dead Redis: each failed call is counted by kind, the breaker opening is counted once, and the breaker's
+    state gauge moves from closed (as built) to open. The memory store has no breaker and no state series."""
     metrics = Metrics()
     dead = f"redis://127.0.0.1:{free_port()}/0"
     settings = make_settings(UPSTREAM, state={"backend": "redis", "redis": {
         "url": dead, "timeout_seconds": 1, "breaker": {"failure_threshold": 1, "open_seconds": 60}}})
     runtime = build_runtime(settings, metrics)
     store = runtime.services.store
+    states = {state: sample(metrics, "dcr_gateway_state_store_breaker_state", {"state": state})
+              for state in ("closed", "open", "half_open")}
+    assert states == {"closed": 1, "open": 0, "half_open": 0}
     for _ in range(2):
         with pytest.raises(StoreUnavailable):
             await store.get("ns", "k")
@@ -60,6 +64,11 @@ async def test_the_store_reports_its_failures_and_breaker_to_the_metrics():
     assert sample(metrics, "dcr_gateway_state_store_errors_total", {"kind": "connection"}) == 1
     assert sample(metrics, "dcr_gateway_state_store_errors_total", {"kind": "circuit_open"}) == 1
     assert sample(metrics, "dcr_gateway_state_store_breaker_transitions_total", {"state": "open"}) == 1
+    assert sample(metrics, "dcr_gateway_state_store_breaker_state", {"state": "open"}) == 1
+    assert sample(metrics, "dcr_gateway_state_store_breaker_state", {"state": "closed"}) == 0
+    memory = Metrics()
+    await build_runtime(make_settings(UPSTREAM), memory).close()
+    assert memory.registry.get_sample_value("dcr_gateway_state_store_breaker_state", {"state": "closed"}) is None
 
 
 def test_fail_open_and_replay_hooks_count_into_the_metrics():

@@ -259,6 +259,13 @@ class Metrics:
             ["state"],
             registry=r,
         )
+        self.state_breaker_state = Gauge(
+            f"{PREFIX}_state_store_breaker_state",
+            "State store circuit breaker state: 1 for the state it is in (open, half_open, closed), per process; "
+            "summed over live worker processes. Only with a store that has a breaker (Redis).",
+            ["state"],
+            registry=r, multiprocess_mode="livesum",
+        )
         self.state_fail_open = Counter(
             f"{PREFIX}_state_fail_open_total",
             "Checks passed without a decision because the state store was unavailable and the policy says "
@@ -377,6 +384,17 @@ class Metrics:
     def cert_revocation_soft_failed(self) -> None:
         """One certificate let through with an unknown status (`RevocationEvents.on_soft_fail`)."""
         self.cert_revocation_soft_fail.inc()
+
+    def state_breaker_entered(self, state: str, *, transition: bool = True) -> None:
+        """The state store's circuit breaker is now in `state` (one of BREAKER_STATES): the transition is
+        counted (unless `transition=False`, the initial closed state of a new store) and the state gauge is
+        1 for `state`, 0 for the others."""
+        if state not in BREAKER_STATES:
+            raise ValueError(f"unknown breaker state {state!r}")
+        if transition:
+            self.state_breaker.labels(state).inc()
+        for value in BREAKER_STATES:
+            self.state_breaker_state.labels(value).set(1 if value == state else 0)
 
     def replay_rejected(self) -> None:
         """Count one replayed registration request jti (`Services.on_replay`)."""

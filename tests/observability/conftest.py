@@ -44,6 +44,24 @@ policies:
       - bearer_token: {issuers: [bank]}
 """
 
+# Beside gateway B's forwarding policies: a budget of one request, so the second is refused with 429.
+LIMITED_POLICY = """\
+policies:
+  - name: limited
+    match: {methods: [GET], path: /limited}
+    checks:
+      - rate_limit: {limit: 1, window_seconds: 3600, key: route}
+"""
+
+# Gateway C's policy: its Redis is down, and the budget is passed over (fail_open) rather than refused.
+SHARED_LIMIT_POLICY = """\
+policies:
+  - name: shared_limit
+    match: {methods: [GET], path: /shared}
+    checks:
+      - rate_limit: {limit: 100, key: route, on_store_error: fail_open}
+"""
+
 
 @pytest.fixture(scope="session")
 def promtool() -> str:
@@ -106,7 +124,9 @@ async def mixed_traffic(tmp_path: Path, start_server: StartServer) -> AsyncItera
     """Two in-process gateways wired as `serve()` wires them, sharing one Metrics; mixed traffic; a scrape.
 
     Gateway A fronts a real bank (JWKS + registration backend) with the shipped policies plus an audit-mode
-    policy; gateway B fronts a closed port (upstream down) and a JWKS URL nobody serves.
+    policy; gateway B fronts a closed port (upstream down) and a JWKS URL nobody serves, with a rate limit of
+    one request; gateway C keeps its state in a Redis that is down (a closed port): its circuit breaker opens
+    and its `fail_open` rate limit is passed over.
     """
     closers: list[Callable[[], Awaitable[None]]] = []
 
@@ -137,16 +157,33 @@ async def mixed_traffic(tmp_path: Path, start_server: StartServer) -> AsyncItera
         a = str(gw_a.make_url("")).rstrip("/")
 
         dead = f"http://127.0.0.1:{free_port()}"
-        settings_b = make_settings(dead, policies={"dir": str(OPEN_POLICIES), "reload_interval_seconds": 0},
+        policy_dir_b = tmp_path / "policies_b"
+        shutil.copytree(OPEN_POLICIES, policy_dir_b)
+        (policy_dir_b / "limited.yaml").write_text(LIMITED_POLICY)
+        settings_b = make_settings(dead, policies={"dir": str(policy_dir_b), "reload_interval_seconds": 0},
                                    trust={"token_issuers": {"nobody": {"issuer": "https://nobody.test",
                                                                        "jwks_uri": dead + "/jwks"}}})
         runtime_b = build_runtime(settings_b, metrics)
         services_b = runtime_b.services
         await runtime_b.start()
         closers.append(runtime_b.close)
-        holder_b = PolicyHolder(load_policies(OPEN_POLICIES, services_b, unmatched_status=404))
+        holder_b = PolicyHolder(load_policies(policy_dir_b, services_b, unmatched_status=404))
         gw_b = await start_server(build_public_app(settings_b, metrics, health, holder_b))
         b = str(gw_b.make_url("")).rstrip("/")
+
+        policy_dir_c = tmp_path / "policies_c"
+        policy_dir_c.mkdir()
+        (policy_dir_c / "shared.yaml").write_text(SHARED_LIMIT_POLICY)
+        redis_down = {"backend": "redis", "redis": {"url": f"redis://127.0.0.1:{free_port()}/0", "timeout_seconds": 1,
+                                                    "breaker": {"failure_threshold": 2, "open_seconds": 600}}}
+        settings_c = make_settings(base, policies={"dir": str(policy_dir_c), "reload_interval_seconds": 0},
+                                   state=redis_down)
+        runtime_c = build_runtime(settings_c, metrics)
+        await runtime_c.start()  # its ping fails: the first connection error
+        closers.append(runtime_c.close)
+        holder_c = PolicyHolder(load_policies(policy_dir_c, runtime_c.services, unmatched_status=404))
+        gw_c = await start_server(build_public_app(settings_c, metrics, health, holder_c))
+        c = str(gw_c.make_url("")).rstrip("/")
         admin = await start_server(build_admin_app(settings_b, metrics, health))
 
         token_a, token_b, token_z = bank.token(), bank.token("client-b"), bank.token("client-z")
@@ -166,6 +203,10 @@ async def mixed_traffic(tmp_path: Path, start_server: StartServer) -> AsyncItera
             assert await _get(s, "GET", f"{b}/echo") == 502  # upstream down
             assert await _get(s, "POST", f"{b}/sink", data=b"x") == 502
             assert await services_b.prefetch([dead + "/jwks"]) == [dead + "/jwks"]  # JWKS fetch fails
+            assert await _get(s, "GET", f"{b}/limited") == 502  # within the budget: forwarded (upstream down)
+            assert await _get(s, "GET", f"{b}/limited") == 429  # over it
+            for _ in range(3):  # Redis down: the ping and a connection error open the breaker, then circuit_open
+                assert await _get(s, "GET", f"{c}/shared") == 404  # fail_open: forwarded to the bank (no route)
 
             reloader = PolicyReloader(policy_dir, services, holder, metrics, unmatched_status=404, interval=0)
             (policy_dir / "broken.yaml").write_text("policies:\n  - name: broken\n    unknown_key: 1\n")
@@ -184,7 +225,7 @@ async def mixed_traffic(tmp_path: Path, start_server: StartServer) -> AsyncItera
             async with s.get(str(admin.make_url("/metrics"))) as resp:
                 assert resp.status == 200
                 scrape = await resp.text()
-        routes = {p.template for p in holder.current.policies} | {p.template for p in holder_b.current.policies}
+        routes = {p.template for h in (holder, holder_b, holder_c) for p in h.current.policies}
         return Observed(scrape, metrics, routes | {"unmatched"},
                         [token_a, token_b, token_z, stranger, nowhere, "client-a", "client-b", "client-z"])
 

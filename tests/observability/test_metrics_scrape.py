@@ -9,6 +9,8 @@ import re
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.checks import REGISTRY
+from gateway.reasons import REFUSALS, StoreRefusals
 from tests.observability.conftest import (
     ALERTS,
     DASHBOARD,
@@ -26,6 +28,85 @@ ALLOWED_LABELS = {"route", "method", "status_class", "decision", "policy", "mode
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
+_SELECTOR = re.compile(r"(dcr_gateway_[a-z_]+)\{([^}]*)\}")
+_MATCHER = re.compile(r'(\w+)\s*(?:=~|!~|!=|=)\s*"([^"]*)"')
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)")
+_WORDS = re.compile(r"\w+(?:\|\w+)*")
+TARGET_LABELS = {"job", "instance"}
+"""Added by Prometheus at scrape time, not by the gateway."""
+LAZY_CLOSED_SETS = {"status_class": {f"{n}xx" for n in range(1, 6)}, "decision": {"allow", "deny", "audit_deny", "error"},
+                    "mode": {"enforce", "audit"}, "method": METHODS | {"other"}}
+"""Closed label sets whose series appear with their first event (the others are created at zero up front)."""
+
+
+def queried_expressions() -> dict[str, list[str]]:
+    """The PromQL of the dashboard's panels and variables, of the alert rules and of docs/metrics.md, by source."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+    return {
+        "dashboard": exprs,
+        "alerts": [r["expr"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]],
+        "docs": [METRICS_DOC.read_text()],
+    }
+
+
+def exported_labels(scrape: str) -> dict[str, dict[str, set[str]]]:
+    """Family → label name → the values it has in the scrape (histogram series folded into their family)."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for family in text_string_to_metric_families(scrape):
+        for sample in family.samples:
+            labels = out.setdefault(strip_suffix(sample.name), {})
+            for name, value in sample.labels.items():
+                labels.setdefault(name, set()).add(value)
+    return out
+
+
+def reasons_by_check() -> dict[str, set[str]]:
+    """Every `check` label value the gateway can give, with the `reason`s of that check (from the code)."""
+    checks = {name: set(kind.reasons.by_name) for name, kind in REGISTRY.items()}
+    for table in REFUSALS:
+        if table.check:
+            checks[table.check] = set(table.by_name)
+    store = set(StoreRefusals.by_name)  # the engine's answer for any check whose store cannot answer
+    return {name: reasons | store for name, reasons in checks.items()}
+
+
+def label_problems(exprs: list[str], labels: dict[str, dict[str, set[str]]]) -> list[str]:
+    """What the queries get wrong about labels: a label name the metric does not have (or that no metric of the
+    query has, in `by`/`on`/…), or a literal value it never takes: for `check` and `reason`, the checks and
+    reasons of the code; for the other labels, their closed sets (as the scrape shows those created at zero)."""
+    checks = reasons_by_check()
+    all_reasons = set().union(*checks.values())
+    problems = []
+    for expr in exprs:
+        used = {label for name in _NAME.findall(expr) for label in labels.get(strip_suffix(name), {})}
+        for name, body in _SELECTOR.findall(expr):
+            have = labels.get(strip_suffix(name), {})
+            matchers = dict(_MATCHER.findall(body))
+            for label, value in _MATCHER.findall(body):
+                if label not in have and label not in TARGET_LABELS:
+                    problems.append(f"{name}: no label {label!r}")
+                    continue
+                if not value or not _WORDS.fullmatch(value) or label in TARGET_LABELS | {"policy"}:
+                    continue  # empty, a real regex, a Grafana variable, or a value from config (policy names)
+                for alternative in value.split("|"):
+                    if label == "check":
+                        known = set(checks)
+                    elif label == "reason":
+                        check = matchers.get("check")
+                        known = checks.get(check, set()) if check in checks else all_reasons
+                    else:
+                        known = LAZY_CLOSED_SETS.get(label, have[label])
+                    if alternative not in known:
+                        problems.append(f"{name}: {label}={alternative!r} is not a value it takes")
+        for group in _GROUPING.findall(expr):
+            for label in (x.strip() for x in group.split(",") if x.strip()):
+                if label not in used | TARGET_LABELS | {"le"}:
+                    problems.append(f"grouping by {label!r}, a label none of the metrics has: {expr[:80]}")
+    return problems
+
+
 def documented_metrics() -> set[str]:
     """Names in the first column of the tables of docs/metrics.md."""
     return set(re.findall(r"^\| `(dcr_gateway_[a-z_]+)`", METRICS_DOC.read_text(), re.MULTILINE))
@@ -33,15 +114,8 @@ def documented_metrics() -> set[str]:
 
 def queried_metrics() -> dict[str, set[str]]:
     """Every dcr_gateway_ metric the dashboard, the alert rules and docs/metrics.md query, by source."""
-    dashboard = json.loads(DASHBOARD.read_text())
-    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
-    exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
-    rules = [r["expr"] for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
-    return {
-        "dashboard": {strip_suffix(n) for e in exprs for n in _NAME.findall(e)},
-        "alerts": {strip_suffix(n) for e in rules for n in _NAME.findall(e)},
-        "docs": {strip_suffix(n) for n in _NAME.findall(METRICS_DOC.read_text())},
-    }
+    return {source: {strip_suffix(n) for e in exprs for n in _NAME.findall(e)}
+            for source, exprs in queried_expressions().items()}
 
 
 async def test_mixed_traffic_is_counted(mixed_traffic):
@@ -62,7 +136,7 @@ async def test_mixed_traffic_is_counted(mixed_traffic):
         assert o.value("dcr_gateway_revocations_total", {"cause": cause}) == 1, cause
     assert o.value("dcr_gateway_upstream_responses_total", {"route": read, "status_class": "4xx"}) == 1
     assert o.value("dcr_gateway_upstream_responses_total", {"route": read, "status_class": "2xx"}) == 3  # 2 GET, DELETE
-    assert o.value("dcr_gateway_upstream_errors_total", {"kind": "connect"}) == 2
+    assert o.value("dcr_gateway_upstream_errors_total", {"kind": "connect"}) == 3  # /echo, /sink, /limited
     assert o.value("dcr_gateway_requests_total", {"route": "/echo", "method": "GET", "status_class": "5xx",
                                                   "decision": "error"}) == 1
     assert o.value("dcr_gateway_jwks_fetches_total", {"result": "ok"}) == 1
@@ -79,6 +153,19 @@ async def test_mixed_traffic_is_counted(mixed_traffic):
     assert o.value("dcr_gateway_audit_events_total", {"result": "written"}) == 11
     assert o.value("dcr_gateway_audit_events_total", {"result": "failed"}) == 0
     assert o.value("dcr_gateway_requests_in_flight") == 0
+    # Gateway B's budget of one: the second request is refused with 429.
+    assert o.value("dcr_gateway_decisions_total", {"policy": "limited", "mode": "enforce", "decision": "deny",
+                                                   "check": "rate_limit", "reason": "rate_limited"}) == 1
+    assert o.value("dcr_gateway_requests_total", {"route": "/limited", "method": "GET", "status_class": "4xx",
+                                                  "decision": "deny"}) == 1
+    # Gateway C's Redis is down: its start-up ping and the first call fail to connect, the breaker opens after
+    # those two in a row and the next calls are refused at once; each rate_limit call is passed over (fail_open).
+    assert o.value("dcr_gateway_state_store_errors_total", {"kind": "connection"}) == 2
+    assert o.value("dcr_gateway_state_store_errors_total", {"kind": "circuit_open"}) == 2
+    assert o.value("dcr_gateway_state_store_breaker_transitions_total", {"state": "open"}) == 1
+    assert o.value("dcr_gateway_state_store_breaker_state", {"state": "open"}) == 1
+    assert o.value("dcr_gateway_state_store_breaker_state", {"state": "closed"}) == 0
+    assert o.value("dcr_gateway_state_fail_open_total", {"policy": "shared_limit", "check": "rate_limit"}) == 3
 
 
 async def test_scrape_passes_promtool_check_metrics(mixed_traffic, promtool):
@@ -107,7 +194,8 @@ async def test_every_exported_metric_is_documented(mixed_traffic):
 
 
 async def test_dashboard_rules_and_docs_query_only_exported_metrics(mixed_traffic):
-    """Every dcr_gateway_ name the dashboard, the alert rules and the docs query is exported, with samples."""
+    """Every dcr_gateway_ name the dashboard, the alert rules and the docs query is exported, with samples, and
+    every label they select or group by is one the metric has, with a value it takes."""
     o = await mixed_traffic()
     exported = set(exported_families(o.scrape))
     sampled = sampled_names(o.scrape)
@@ -115,10 +203,17 @@ async def test_dashboard_rules_and_docs_query_only_exported_metrics(mixed_traffi
     assert queried["dashboard"] and queried["alerts"]
     for source, names in queried.items():
         assert names - exported == set(), f"{source} queries metrics the gateway does not export"
-        # The store metrics move only with state.backend: redis (tests/state, tests/checks/test_rate_limit).
-        needs_shared_store = {"dcr_gateway_state_fail_open_total"} if source == "docs" else set()
-        assert names - sampled - needs_shared_store == set(), \
-            f"{source} queries metrics without a sample after mixed traffic"
+        assert names - sampled == set(), f"{source} queries metrics without a sample after mixed traffic"
+    labels = exported_labels(o.scrape)
+    for source, exprs in queried_expressions().items():
+        assert label_problems(exprs, labels) == [], f"{source} queries labels the metrics do not have"
+    # The check is not vacuous: a misspelt label, a value outside a closed set, a reason of another check.
+    assert len(label_problems([
+        'sum by (job, kinds) (rate(dcr_gateway_upstream_errors_total{kind="connect", result="ok"}[5m]))',
+        'dcr_gateway_state_store_errors_total{kind="circuit_opened"}',
+        'dcr_gateway_decisions_total{check="bearer_token", reason="directory_jwks_unavailable"}',
+        'dcr_gateway_decisions_total{check="rate_limits", reason=~"rate_limited|too_many"}',
+    ], labels)) == 6
 
 
 async def test_labels_come_from_closed_sets(mixed_traffic):

@@ -1,5 +1,5 @@
-"""monitoring/: the alert rules pass `promtool check rules` and their unit tests; the Grafana dashboard is
-well-formed, its PromQL parses, and the README lists its panels."""
+"""monitoring/: the alert rules pass `promtool check rules` and their unit tests and have runbook entries; the
+Grafana dashboard is well-formed, its PromQL parses, and the README lists its panels."""
 
 from __future__ import annotations
 
@@ -11,10 +11,15 @@ from typing import Any
 import yaml
 
 from tests.conftest import ROOT
-from tests.observability.conftest import ALERTS, ALERTS_TEST, DASHBOARD, run_promtool
+from tests.observability.conftest import ALERTS, ALERTS_TEST, DASHBOARD, METRICS_DOC, run_promtool
 
 REQUIRED_ALERTS = {"DcrGatewayDown", "DcrGatewayDenyRatioHigh", "DcrGatewayUpstreamErrorRatioHigh",
-                   "DcrGatewayLatencyP99High", "DcrGatewayJwksFetchFailing", "DcrGatewayPolicyReloadFailed"}
+                   "DcrGatewayLatencyP99High", "DcrGatewayJwksFetchFailing", "DcrGatewayPolicyReloadFailed",
+                   # every dependency: key sets, OCSP / CRL, the state store, rate limits
+                   "DcrGatewayTokenVerificationUnavailable", "DcrGatewayDirectoryKeysUnavailable",
+                   "DcrGatewayCertificateRevocationUnknown", "DcrGatewayCertificateRevocationFetchFailing",
+                   "DcrGatewayStateStoreErrors", "DcrGatewayStateStoreCircuitOpen", "DcrGatewayStateStoreFailOpen",
+                   "DcrGatewayRateLimitRefusalsHigh"}
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -71,6 +76,22 @@ def test_every_alert_is_required_documented_and_tested():
     assert quiet == names, "alerts without a test that keeps them quiet"
 
 
+def _doc_section(title: str) -> str:
+    return METRICS_DOC.read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_every_alert_has_a_runbook_entry_and_a_row_in_the_docs():
+    """Each rule's `runbook` annotation names its own entry of docs/metrics.md's Runbook (a `### <alert>` heading,
+    GitHub's anchor), the Runbook has no entry for an alert that does not exist, and the alert table lists each."""
+    names = [r["alert"] for r in alert_rules()]
+    for rule in alert_rules():
+        assert rule["annotations"].get("runbook") == f"docs/metrics.md#{rule['alert'].lower()}", rule["alert"]
+    entries = re.findall(r"^### (\w+)$", _doc_section("Runbook"), re.MULTILINE)
+    assert entries == names, "docs/metrics.md's Runbook: one entry per alert, in the order of alerts.yaml"
+    table = re.findall(r"^\| `(DcrGateway\w+)` \|", _doc_section("Dashboard and alerts"), re.MULTILINE)
+    assert table == names
+
+
 def test_dashboard_is_a_grafana_dashboard_on_a_datasource_variable():
     """schemaVersion >= 36, a Prometheus datasource variable used by every panel and query, unique ids, a grid."""
     d = dashboard()
@@ -117,6 +138,9 @@ def test_dashboard_has_the_panels_ops_asked_for():
     assert {"Request rate", "Error ratio", "Latency p50 / p95 / p99", "Decisions by policy and reason",
             "Audit-mode would-be denials", "JWKS health", "Policy reload failures", "Upstream errors",
             "In-flight requests", "Revocations"} <= titles
+    # Every dependency: key sets, OCSP / CRL, the state store, rate limits.
+    assert {"Key sets unavailable", "Certificate revocation answers", "OCSP / CRL fetches", "State store errors",
+            "State store circuit breaker", "Fail-open and fail-closed decisions", "Rate-limit refusals (429)"} <= titles
     quantiles = next(p for p in panels() if p["title"] == "Latency p50 / p95 / p99")
     assert [re.search(r"histogram_quantile\((0\.\d+)", t["expr"]).group(1) for t in quantiles["targets"]] == \
         ["0.5", "0.95", "0.99"]

@@ -488,6 +488,8 @@ async def test_redis_down_fails_closed_with_retry_after_then_recovers(
 
     await eventually(recovered)
     assert a.sample("dcr_gateway_state_store_breaker_transitions_total", {"state": "closed"}) >= 1
+    assert (a.sample("dcr_gateway_state_store_breaker_state", {"state": "closed"}),
+            a.sample("dcr_gateway_state_store_breaker_state", {"state": "open"})) == (1, 0)
 
 
 async def test_more_concurrent_calls_than_connections_queue_fairly(stores: Stores):
