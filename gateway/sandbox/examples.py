@@ -31,7 +31,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,11 +225,12 @@ class Served:
     profile: str
 
 
-def served_config(config: Path, state_dir: Path) -> tuple[dict[str, Any], Served]:
-    """The config file `config` on free 127.0.0.1 ports, with `state_dir` and its policy directory absolute."""
+def moved_config(config: Path, state_dir: Path, public: int, admin: int, sandbox: int) -> dict[str, Any]:
+    """The config file `config` with its listeners on 127.0.0.1 `public`, `admin` and `sandbox` (every URL naming
+    the old public or sandbox address too), `state_dir` as the sandbox's state and its policy directory absolute:
+    the product as `make run` starts it, on other ports."""
     settings = load_settings(str(config))
-    data = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    public, admin, sandbox = _free_port(), _free_port(), _free_port()
+    data: dict[str, Any] = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
     old = {f"{settings.server.public.host}:{settings.server.public.port}": f"127.0.0.1:{public}",
            f"{settings.sandbox.listen.host}:{settings.sandbox.listen.port}": f"127.0.0.1:{sandbox}"}
 
@@ -250,13 +251,12 @@ def served_config(config: Path, state_dir: Path) -> tuple[dict[str, Any], Served
     data.setdefault("sandbox", {})["listen"] = {"host": "127.0.0.1", "port": sandbox}
     data["sandbox"]["state_dir"] = str(state_dir)
     data.setdefault("policies", {})["dir"] = str(settings.resolve_path(settings.policies.dir).resolve())
-    data["logging"] = {"format": "json", "level": "warning"}
     data["shutdown"] = {"readiness_delay_seconds": 0, "drain_timeout_seconds": 5}
-    return data, Served(f"http://127.0.0.1:{public}", f"http://127.0.0.1:{sandbox}", f"http://127.0.0.1:{admin}",
-                        settings.policies.profile)
+    return data
 
 
-def _status(url: str) -> int:
+def status_of(url: str) -> int:
+    """The HTTP status of a GET of `url` (no proxy; 0 when nothing answers)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(url, timeout=2) as response:
@@ -268,32 +268,44 @@ def _status(url: str) -> int:
 
 
 @contextmanager
+def running(config: Path, log: Path, ready: Callable[[], bool], cwd: Path | None = None
+            ) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m gateway serve --config CONFIG` (output appended to `log`, no DCRGW_ variables) until `ready()`
+    (bounded: 60 s); SIGTERM at exit, then kill if it has not stopped within 30 s."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DCRGW_")}
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)],  # noqa: S603
+                                cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not ready():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start:\n" + log.read_text(errors="replace")[-4000:])
+            time.sleep(0.2)
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@contextmanager
 def serving(config: Path) -> Iterator[Served]:
-    """`python -m gateway serve` with `served_config(config)` until it is ready (60 s at most); stopped at exit."""
+    """The product with `config` on free 127.0.0.1 ports and a fresh state directory, until it is ready."""
     with tempfile.TemporaryDirectory(prefix="dcrgw-examples-") as tmp:
-        data, served = served_config(config, Path(tmp) / "state")
+        public, admin, sandbox = _free_port(), _free_port(), _free_port()
+        data = moved_config(config, Path(tmp) / "state", public, admin, sandbox)
+        data["logging"] = {"format": "json", "level": "warning"}
         path = Path(tmp) / "config.yaml"
         path.write_text(yaml.safe_dump(data), encoding="utf-8")
-        log = Path(tmp) / "serve.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DCRGW_")}
-        with log.open("ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(path)],  # noqa: S603
-                                    env=env, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            deadline = time.monotonic() + 60
-            while not (_status(served.admin + "/readyz") == 200
-                       and _status(served.sandbox + "/.well-known/openid-configuration") == 200):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the gateway did not start:\n" + log.read_text(errors="replace")[-4000:])
-                time.sleep(0.2)
+        served = Served(f"http://127.0.0.1:{public}", f"http://127.0.0.1:{sandbox}", f"http://127.0.0.1:{admin}",
+                        load_settings(str(path)).policies.profile)
+        with running(path, Path(tmp) / "serve.log", lambda: status_of(served.admin + "/readyz") == 200
+                     and status_of(served.sandbox + "/.well-known/openid-configuration") == 200):
             yield served
-        finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
 
 
 def record(config: Path) -> dict[str, Any]:
