@@ -16,7 +16,7 @@ from ..http.handler import interaction_id_of
 from ..http.inbound import INTERACTION_ID
 from ..http.listener import LIMITS, ListenerLimits
 from ..observability.logging import get_logger
-from . import discovery, openapi, portal, qtsp, registration, token_endpoint
+from . import apidocs, discovery, openapi, portal, qtsp, registration, token_endpoint
 from .service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH, Sandbox
 
 log = get_logger("sandbox.http")
@@ -91,6 +91,7 @@ def build_sandbox_app(settings: Settings, gateway_jwks: dict[str, Any] | None = 
     r.add_get(portal.TPP_JWKS_PATH + "/{jwks_id}", portal.serve_tpp_jwks)
     qtsp.add_routes(app)  # the test CA's CRL and OCSP responder
     openapi.add_routes(app, settings)  # the API's OpenAPI 3.1 document: /openapi.json, /openapi.yaml
+    apidocs.add_routes(app, settings)  # its documentation page (/docs) and Postman collection, from that document
     if settings.sandbox.playground:
         from .playground import add_routes as add_playground_routes
 

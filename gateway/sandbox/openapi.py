@@ -396,6 +396,10 @@ def document(settings: Settings) -> dict[str, Any]:
     }
 
 
+DOCUMENT = web.AppKey("dcr_openapi_document", dict)
+"""The document the sandbox serves (absent when its policies cannot be read): what the documentation page and
+the Postman collection are built from."""
+
 FORMATS: Final = {"json": "application/json", "yaml": "application/yaml"}
 """Serialisations of the document and their media types (application/yaml: RFC 9512)."""
 
@@ -417,6 +421,8 @@ def add_routes(app: web.Application, settings: Settings) -> None:
         log.warning("openapi_unavailable", error=str(exc))
         doc, problem = None, dumps({"error": "temporarily_unavailable",
                                     "error_description": f"the API's policies cannot be read: {exc}"})
+    if doc is not None:
+        app[DOCUMENT] = doc
     for fmt, media in FORMATS.items():
         if doc is None:
             body, media, status = problem, "application/json", 503

@@ -8,7 +8,9 @@ from typing import Any
 import helm_python as helm
 import pytest
 
-from .render import ci_values, render
+from gateway.config.settings import ShutdownSettings
+
+from .render import REPO, ci_values, render
 
 
 def test_pod_runs_restricted_by_default(chart: helm.Chart) -> None:
@@ -126,6 +128,22 @@ def test_prestop_can_use_the_kubelet_sleep_action(chart: helm.Chart) -> None:
     assert hook == {"sleep": {"seconds": 5}}
 
 
+def test_readme_and_deployment_guide_give_the_charts_shutdown_timing(chart: helm.Chart) -> None:
+    """One source of truth: the numbers README and docs/deployment.md give for the preStop sleep and the grace
+    period are what the chart renders by default, from the gateway's own shutdown defaults."""
+    sleep, delay, drain, grace = _shutdown(render(chart))
+    defaults = ShutdownSettings()
+    assert (delay, drain) == (defaults.readiness_delay_seconds, defaults.drain_timeout_seconds)
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"`shutdown.readiness_delay_seconds` (R, default {delay:g} s)" in readme
+    assert f"`shutdown.drain_timeout_seconds` (D, default {drain:g} s)" in readme
+    assert f"a preStop sleep of P = R ({sleep} s," in readme
+    assert f"`terminationGracePeriodSeconds` = P + R + D + 5 = {grace} s" in readme
+    assert "leave `preStop` empty" not in readme
+    guide = " ".join((REPO / "docs/deployment.md").read_text().split())
+    assert f"with the defaults P = {sleep}, R = {delay:g}, D = {drain:g}, margin 5, T = {grace}." in guide
+
+
 def test_a_grace_period_too_short_to_drain_fails_the_install(chart: helm.Chart) -> None:
     """An explicit terminationGracePeriodSeconds that would kill in-flight requests is refused."""
     with pytest.raises(helm.HelmError, match="terminationGracePeriodSeconds"):
@@ -146,8 +164,10 @@ def test_config_change_restarts_pods_policy_change_does_not(chart: helm.Chart) -
 
 
 def test_replicas_topology_and_rollout(chart: helm.Chart) -> None:
-    """Two replicas spread over nodes and zones; a rollout never removes a pod before its replacement is ready."""
-    r = render(chart)
+    """One replica by default (its in-memory security state is complete); several, with Redis, are spread over
+    nodes and zones; a rollout never removes a pod before its replacement is ready."""
+    assert render(chart).deployment["spec"]["replicas"] == 1
+    r = render(chart, {"replicaCount": 2, "redis": {"enabled": True, "existingSecret": "redis"}})
     spec = r.deployment["spec"]
     assert spec["replicas"] == 2
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0

@@ -108,20 +108,61 @@ def test_the_same_combinations_install_once_made_safe(chart: helm.Chart) -> None
                    "config": {"server": {"public_url": "https://demo.bank.example"}}})
 
 
-PER_POD = "without Redis: the replay cache, token and client"
+PER_POD = "without Redis: the replay cache,"
+ACCEPT = "I understand replays and revocations are per pod"
+DEMO: dict[str, Any] = {"sandbox": {"enabled": True}, "config": {"server": {"public_url": "https://demo.bank.example"}}}
 
 
-def test_notes_warn_when_replicas_share_no_state(chart: helm.Chart) -> None:
-    """Several pods (or an HPA) without Redis: a WARNING in NOTES, not a failure; none once Redis is on,
-    with one replica, or with the sandbox (one pod)."""
-    default = render(chart).notes  # replicaCount 2
-    assert "WARNING: 2 replicas " + PER_POD in default
-    assert "PER POD" in default
-    hpa = render(chart, {"replicaCount": 1, "autoscaling": {"enabled": True, "maxReplicas": 5}}).notes
-    assert "WARNING: up to 5 pods (autoscaling) " + PER_POD in hpa
-    for quiet in ({"replicaCount": 1}, {"redis": REDIS},
-                  {"sandbox": {"enabled": True}, "config": {"server": {"public_url": "https://demo.bank.example"}}}):
+def test_the_default_install_is_one_pod_with_complete_state(chart: helm.Chart) -> None:
+    """Safe by default: one replica, no HPA, the in-memory store, nothing to warn about."""
+    r = render(chart)
+    assert r.deployment["spec"]["replicas"] == 1
+    assert r.all("HorizontalPodAutoscaler") == []
+    assert r.config["state"]["backend"] == "memory"
+    assert PER_POD not in r.notes
+
+
+@pytest.mark.parametrize(("values", "cause"), [
+    pytest.param({"replicaCount": 2}, "replicaCount: 2", id="replicas"),
+    pytest.param({"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 5}}, "autoscaling.maxReplicas: 5",
+                 id="autoscaling"),
+    pytest.param({"autoscaling": {"enabled": True, "maxReplicas": 3}, "replicaCount": 1}, "autoscaling.maxReplicas: 3",
+                 id="autoscaling-over-one-replica"),
+    pytest.param({"replicaCount": 2, "acceptPerPodSecurityState": "yes"}, "replicaCount: 2", id="not-the-sentence"),
+])
+def test_several_pods_without_redis_fail_the_install(chart: helm.Chart, values: dict[str, Any], cause: str) -> None:
+    """More than one pod (replicas or the HPA's maximum) with per-pod security state: the render is refused, the
+    message names the cause, the risk and the three ways out, the acceptance among them word for word."""
+    with pytest.raises(helm.HelmError) as info:
+        render(chart, values)
+    message = str(info.value)
+    if "acceptPerPodSecurityState" in values:
+        assert 'acceptPerPodSecurityState: "yes" is not the acceptance' in message
+        assert f'exactly "{ACCEPT}"' in message
+        return
+    assert f"{cause} without redis.enabled" in message
+    assert "a registration replayed to another pod is accepted" in message
+    assert "redis.enabled" in message and "replicaCount: 1" in message
+    assert f'acceptPerPodSecurityState: "{ACCEPT}"' in message
+
+
+def test_several_pods_install_with_redis_or_the_risk_accepted(chart: helm.Chart) -> None:
+    """The refusal is specific: Redis, the acceptance by name, one pod or the sandbox (one pod) install. With the
+    acceptance NOTES still warns (the risk stays), saying that it was accepted; with Redis it says nothing."""
+    assert render(chart, {"replicaCount": 2, "redis": REDIS}).deployment["spec"]["replicas"] == 2
+    accepted = render(chart, {"replicaCount": 2, "acceptPerPodSecurityState": ACCEPT})
+    assert accepted.deployment["spec"]["replicas"] == 2
+    assert accepted.config["state"]["backend"] == "memory"
+    assert "WARNING (risk accepted in acceptPerPodSecurityState): 2 replicas " + PER_POD in accepted.notes
+    assert "PER POD" in accepted.notes
+    hpa = render(chart, {"autoscaling": {"enabled": True, "maxReplicas": 5}, "acceptPerPodSecurityState": ACCEPT})
+    assert "up to 5 pods (autoscaling) " + PER_POD in hpa.notes
+    for quiet in ({"replicaCount": 1}, {"replicaCount": 4, "redis": REDIS},
+                  {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 1}},
+                  {**DEMO, "replicaCount": 3, "autoscaling": {"enabled": True}}):
         assert PER_POD not in render(chart, quiet).notes, quiet
+    # Accepting with one pod is harmless and says nothing.
+    assert PER_POD not in render(chart, {"acceptPerPodSecurityState": ACCEPT}).notes
 
 
 def test_notes_warn_about_closed_redis_egress_and_a_cpu_limit_below_workers(chart: helm.Chart) -> None:

@@ -32,7 +32,7 @@ def _sandbox(profile: str) -> dict[str, Any]:
 def test_the_secret_is_mounted_read_only_as_the_key_file(chart: helm.Chart) -> None:
     """signedFacts.existingSecret: only its key, projected as key.pem (0440, read through fsGroup), in a read-only
     whole-secret volume whose file is config.yaml's key_file; the chart creates no Secret and renders no key."""
-    r = render(chart, {**ON, "replicaCount": 3, "signedFacts": {**SECRET, "secretKey": "tls.key"}})
+    r = render(chart, {**ON, "replicaCount": 3, "redis": REDIS, "signedFacts": {**SECRET, "secretKey": "tls.key"}})
     (volume,) = [v for v in r.pod["volumes"] if "secret" in v]
     assert volume["secret"] == {"secretName": "facts-key", "defaultMode": 0o440,
                                 "items": [{"key": "tls.key", "path": "key.pem"}]}
@@ -93,9 +93,9 @@ def test_published_keys_only_from_the_secret(chart: helm.Chart, values: dict[str
 
 
 ONE_KEY_EACH = [
-    pytest.param({**ON}, "replicaCount: 2", id="replicas"),
-    pytest.param({**ON, "replicaCount": 1, "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4}},
-                 "autoscaling.maxReplicas: 4", id="autoscaling"),
+    pytest.param({**ON, "replicaCount": 2, "redis": REDIS}, "replicaCount: 2", id="replicas"),
+    pytest.param({**ON, "replicaCount": 1, "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 4},
+                  "redis": REDIS}, "autoscaling.maxReplicas: 4", id="autoscaling"),
     pytest.param({**ON, "replicaCount": 1, "workers": 2, "redis": REDIS}, "workers: 2", id="workers"),
 ]
 
@@ -131,7 +131,7 @@ def test_one_process_renders_with_a_key_made_at_start(chart: helm.Chart, values:
 
 def test_signed_facts_off_need_nothing(chart: helm.Chart) -> None:
     """Off (the default), several replicas render without a Secret and NOTES says nothing of them."""
-    r = render(chart)
+    r = render(chart, {"replicaCount": 3, "redis": REDIS})
     assert r.config["upstream"]["signed_facts"] == {"enabled": False}
     assert "Signed facts" not in r.notes
 
@@ -151,7 +151,7 @@ def test_the_key_file_is_the_charts(chart: helm.Chart, values: dict[str, Any]) -
 def test_the_sandbox_signs_facts_in_the_ob_standard_profile(chart: helm.Chart, profile: str, enabled: bool) -> None:
     """With the in-pod sandbox, the chart turns signed facts on where the sandbox authenticates registrations by the
     certificate (ob_standard), with the key made at start (one pod, one worker, whatever replicaCount says)."""
-    r = render(chart, _sandbox(profile))  # replicaCount 2 in values: the sandbox runs one pod
+    r = render(chart, {**_sandbox(profile), "replicaCount": 2})  # the sandbox runs one pod whatever it says
     assert r.config["upstream"]["signed_facts"] == {"enabled": enabled}
     assert (EPHEMERAL in r.notes) is enabled
     bearer = _sandbox(profile)

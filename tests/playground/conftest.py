@@ -8,22 +8,27 @@ config.yaml, as `make run` starts it — what the browser test drives.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import functools
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import pytest
 import yaml
 
 from gateway.sandbox import examples
 from gateway.sandbox.examples import moved_config
+from gateway.sandbox.samples import LANGUAGES, Language
 from tests.conftest import ROOT, free_port
 from tests.sandbox.conftest import Bank, BankFactory, bank_factory, seeded_keys, tpp_jwks  # noqa: F401 (fixtures)
 
@@ -40,31 +45,110 @@ def require(available: bool, what: str) -> None:
     pytest.skip(f"{what} is missing")
 
 
+TOOLCHAINS: Final = {
+    "curl": ("curl", "curl"),
+    "ruby": ("ruby", "ruby"),
+    "python": (sys.executable, "python3"),
+    "php": ("php", "php-cli php-curl"),
+    "java": ("java", "default-jdk-headless"),
+    "node": ("node", "nodejs"),
+    "go": ("go", "golang-go"),
+}
+"""Per runnable language, its program and the Debian packages that bring it (.ci/run installs them). Swift has no
+Debian toolchain: its sample is checked structurally (tests/playground/test_snippets.py)."""
+RUNNABLE: Final = tuple(TOOLCHAINS)
+SAMPLE_TIMEOUT = 120  # seconds for one run: Java compiles the file in memory, Go builds it; not a measurement
+
+
+@functools.cache
+def _php_has_curl() -> bool:
+    done = subprocess.run(["php", "-r", 'exit(function_exists("curl_init") ? 0 : 1);'], capture_output=True,
+                          timeout=30, check=False)
+    return done.returncode == 0
+
+
+def require_toolchain(lang: str) -> None:
+    """Skip (fail in CI) when the program that runs `lang`'s samples is missing."""
+    program, packages = TOOLCHAINS[lang]
+    require(shutil.which(program) is not None, f"{program} (apt-get install {packages})")
+    if lang == "php":
+        require(_php_has_curl(), "PHP's curl extension (apt-get install php-curl)")
+
+
+@functools.cache
+def _go_dirs() -> Path:
+    """A writable GOCACHE and GOPATH for the whole test run (removed at exit): `go run` builds into them."""
+    root = Path(tempfile.mkdtemp(prefix="dcr-samples-go-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    return root
+
+
 def snippet_env() -> dict[str, str]:
-    """The environment snippets run in: no proxy variables, so loopback calls stay on loopback."""
-    return {k: v for k, v in os.environ.items() if k not in PROXY_VARIABLES and not k.startswith("DCRGW_")}
+    """The environment samples run in: no proxy variables, so loopback calls stay on loopback; Go builds in a
+    temporary cache with the local toolchain only and downloads nothing (GOTOOLCHAIN=local, GOPROXY=off)."""
+    env = {k: v for k, v in os.environ.items() if k not in PROXY_VARIABLES and not k.startswith("DCRGW_")}
+    go = _go_dirs()
+    env.update(GOCACHE=str(go / "cache"), GOPATH=str(go / "path"), GOTOOLCHAIN="local", GOPROXY="off",
+               GOFLAGS="", GOTELEMETRY="off")
+    return env
 
 
-def snippet_command(lang: str, code: str) -> list[str]:
-    """How a developer runs a snippet: curl lines in a POSIX shell, Python with this interpreter."""
-    return ["sh", "-c", code] if lang == "curl" else [sys.executable, "-c", code]
+def sample_language(lang: str) -> Language:
+    """The `LANGUAGES` entry of `lang`."""
+    return next(language for language in LANGUAGES if language.key == lang)
+
+
+def snippet_command(lang: str, code: str, workdir: Path) -> list[str]:
+    """How a developer runs a sample: curl lines in a POSIX shell; any other saved as `Language.file` in
+    `workdir` and run with `Language.run` (its `python3` being this interpreter)."""
+    if lang == "curl":
+        return ["sh", "-c", code]
+    language = sample_language(lang)
+    assert language.file is not None and language.run.endswith(language.file)
+    (workdir / language.file).write_text(code, encoding="utf-8")
+    argv = shlex.split(language.run)
+    return [sys.executable, *argv[1:]] if argv[0] == "python3" else argv
+
+
+def run_sample(lang: str, code: str) -> str:
+    """Run a sample as a developer would (blocking); asserts it exits 0 and returns its stdout."""
+    require_toolchain(lang)
+    with tempfile.TemporaryDirectory(prefix="dcr-sample-") as workdir:
+        done = subprocess.run(snippet_command(lang, code, Path(workdir)), cwd=workdir, env=snippet_env(),
+                              capture_output=True, timeout=SAMPLE_TIMEOUT, check=False)
+    assert done.returncode == 0, (lang, done.stderr.decode(errors="replace"))
+    return done.stdout.decode()
 
 
 async def run_snippet(lang: str, code: str) -> tuple[int, str]:
-    """Run a snippet as a subprocess (without blocking the servers' event loop); returns (exit code, stdout)."""
-    if lang == "curl":
-        require(shutil.which("curl") is not None, "curl")
-    proc = await asyncio.create_subprocess_exec(
-        *snippet_command(lang, code), env=snippet_env(), stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=60)
-    assert proc.returncode == 0, err.decode()
+    """Run a sample as a subprocess (without blocking the servers' event loop); returns (exit code, stdout)."""
+    require_toolchain(lang)
+    with tempfile.TemporaryDirectory(prefix="dcr-sample-") as workdir:
+        proc = await asyncio.create_subprocess_exec(
+            *snippet_command(lang, code, Path(workdir)), cwd=workdir, env=snippet_env(),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=SAMPLE_TIMEOUT)
+    assert proc.returncode == 0, (lang, err.decode(errors="replace"))
     return proc.returncode, out.decode()
 
 
+def sample_output(lang: str, stdout: str) -> tuple[int, Any]:
+    """(status, JSON body or text) from what any sample prints; curl's `-i` head is read for the status."""
+    if lang != "curl":
+        return python_output(stdout)
+    head, _, body = stdout.partition("\r\n\r\n")
+    while head.startswith("HTTP/1.1 100 "):  # an `Expect: 100-continue` curl sent with a large body
+        head, _, body = body.partition("\r\n\r\n")
+    status = int(head.split(" ", 2)[1])
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, body.strip()
+
+
 def python_output(stdout: str) -> tuple[int, Any]:
-    """(status, JSON body or text) from what a Python snippet prints: the status line, then the body."""
+    """(status, JSON body or text) from what a sample other than curl prints: the status line, then the body."""
     status, _, rest = stdout.partition("\n")
     try:
         return int(status), json.loads(rest)

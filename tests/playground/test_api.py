@@ -22,6 +22,7 @@ from structlog.testing import capture_logs
 
 from gateway.sandbox.crypto import PRIVATE_MEMBERS, KeySet
 from gateway.sandbox.playground.routes import _ASSETS
+from gateway.sandbox.samples import LANGUAGES, json_languages
 from tests.conftest import ROOT
 from tests.playground.conftest import JSON_HEADERS, PlaygroundClient, python_output, run_snippet
 from tests.sandbox.conftest import REDIRECT, REGISTER, BankFactory, unverified
@@ -308,7 +309,9 @@ async def test_the_page_and_its_files(playground: PlaygroundClient) -> None:
         html = await r.text()
     assert "default-src 'none'" in csp and "connect-src 'self'" in csp and "script-src 'self'" in csp
     references = re.findall(r'(?:src|href)="([^"]+)"', html)
-    assert references and all(ref.startswith("/playground/static/") for ref in references)
+    # Its own files, and links to the API's documentation page and document on this origin.
+    assert references and all(ref.startswith("/playground/static/") or ref in ("/docs", "/openapi.json")
+                              for ref in references)
     assert "://" not in html
     for name in set(_ASSETS) - {"index.html"}:  # the page itself is served at /playground only
         async with playground.bank.http.get(f"{playground.url}/playground/static/{name}") as r:
@@ -317,6 +320,22 @@ async def test_the_page_and_its_files(playground: PlaygroundClient) -> None:
         assert "://" not in text.replace('xmlns="http://www.w3.org/2000/svg"', ""), name
     async with playground.bank.http.get(playground.url + "/playground/static/../app.py") as r:
         assert r.status == 404
+
+
+async def test_the_page_offers_the_bank_pages_eight_languages(playground: PlaygroundClient) -> None:
+    """One list, samples.LANGUAGES: the config gives the page its keys, labels and run lines, `send` returns a
+    snippet for each in that order, and the page's text names them all."""
+    status, cfg, _ = await playground.api("GET", "/playground/api/config")
+    assert status == 200
+    assert cfg["languages"] == json_languages()
+    assert [lang["key"] for lang in cfg["languages"]] == ["curl", "ruby", "python", "php", "java", "node", "go",
+                                                          "swift"]
+    report = await playground.send("gateway", "GET", f"{REGISTER}/abc", {"Authorization": "Bearer t"}, send=False)
+    assert list(report.data["snippets"]) == [lang.key for lang in LANGUAGES]
+    html = (STATIC / "index.html").read_text()
+    assert "eight" in html and all(lang.label in html for lang in LANGUAGES)
+    script = (STATIC / "playground.js").read_text()
+    assert "state.config.languages" in script and '"python"' not in script  # no list of its own
 
 
 def test_every_static_file_is_served_and_shipped() -> None:

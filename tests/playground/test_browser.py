@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.playground.conftest import Served, python_output, require, snippet_command, snippet_env
+from tests.playground.conftest import Served, python_output, require, run_sample
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -33,21 +32,11 @@ def _playwright() -> Any:
     return sync_api
 
 
-def _run_snippet(lang: str, code: str) -> str:
-    if lang == "curl":
-        import shutil
-
-        require(shutil.which("curl") is not None, "curl")
-    done = subprocess.run(snippet_command(lang, code), env=snippet_env(), capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def test_the_whole_flow_in_chromium(served: Served) -> None:
     """Create app → token → key → SSA → two refused registrations (http redirect: invalid_redirect_uri; tampered
-    signature: invalid_client_metadata) → 201 → client token → GET 200 (and its snippets, run) → PUT 200 →
-    DELETE 204 → GET 401, as the page shows them; the browser talks to the sandbox origin only."""
+    signature: invalid_client_metadata) → 201 → client token → GET 200 (its Python and curl snippets run; its
+    Go tab shows the Go sample) → PUT 200 → DELETE 204 → GET 401, as the page shows them; the browser talks to
+    the sandbox origin only."""
     sync_api = _playwright()
     expect = sync_api.expect
     expect.set_options(timeout=STEP_TIMEOUT_MS)
@@ -110,11 +99,24 @@ def test_the_whole_flow_in_chromium(served: Served) -> None:
 
             read = run("read", "200 OK")
             # The page doubles as documentation: its snippets for this step work as they are.
-            status, body = python_output(_run_snippet(
+            status, body = python_output(run_sample(
                 "python", read.locator(".snippet[data-lang='python']").text_content()))
             assert status == 200 and body["client_id"] == client["client_id"]
-            assert _run_snippet("curl", read.locator(".snippet[data-lang='curl']").text_content()).startswith(
+            assert run_sample("curl", read.locator(".snippet[data-lang='curl']").text_content()).startswith(
                 "HTTP/1.1 200 OK")
+            # Eight languages; switching to Go shows the Go sample (and how to run it) instead of cURL.
+            code = read.locator("details.code")
+            expect(code.locator("summary")).to_have_text(
+                "The same call as code: cURL · Ruby · Python · PHP · Java · Node · Go · Swift")
+            code.locator("summary").click()
+            expect(code.locator(".snippet[data-lang='curl']")).to_be_visible()
+            code.locator(".tab[data-lang='go']").click()
+            expect(code.locator(".snippet[data-lang='go']")).to_be_visible()
+            expect(code.locator(".snippet[data-lang='curl']")).to_be_hidden()
+            expect(code.locator(".tab.active")).to_have_text("Go")
+            expect(code.locator(".run-hint")).to_have_text("Save as main.go, then run: go run main.go")
+            expect(code.locator(".snippet[data-lang='go']")).to_contain_text(
+                f'http.NewRequest("GET", "{served.gateway_url}/open-banking/v3.1/register/{client["client_id"]}", nil)')
 
             run("update", "200 OK")
             run("delete", "204 No Content")

@@ -12,6 +12,8 @@ from typing import Final, Literal
 
 Target = Literal["gateway", "sandbox"]
 
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a field value may hold SP and HTAB, no other CTL
+
 FORWARDED_HEADERS: Final = ("Authorization", "client_id", "Content-Type", "Accept", "x-fapi-interaction-id")
 """The request headers a developer may set (case-insensitive); anything else is refused, not dropped, so the
 request shown and its snippets are exactly what is sent."""
@@ -61,4 +63,13 @@ def canonical_header(name: str) -> str | None:
     for allowed in FORWARDED_HEADERS:
         if allowed.lower() == lowered:
             return allowed
+    return None
+
+
+def header_problem(name: str, value: object) -> str | None:
+    """Why the header `name: value` cannot be set from a sandbox page (None when it can)."""
+    if canonical_header(name) is None:
+        return f"header {name!r} cannot be set from the playground"
+    if not isinstance(value, str) or _CONTROL.search(value):
+        return f"header {name!r} must be a string without control characters (RFC 9110 §5.5)"
     return None

@@ -6,7 +6,8 @@ GET  /playground/api/config                       the URLs and defaults the page
 POST /playground/api/sessions                     a TPP key for this session; its public JWKS hosted here
 POST /playground/api/sessions/{session_id}/sign   a compact JWS over the given claims, with that key
 POST /playground/api/send                         make one allowed call (calls.py) and report request,
-                                                  response and the same call as curl and Python
+                                                  response and the same call as code in the bank page's
+                                                  eight languages (samples.py)
 
 The browser talks to this listener only: calls to the gateway (another origin) go through `send`, which
 forwards them to `server.public_url`, so they pass the gateway's policies like any TPP's.
@@ -15,11 +16,7 @@ forwards them to `server.public_url`, so they pass the gateway's policies like a
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Final
 from urllib.parse import urlsplit
 
@@ -29,15 +26,17 @@ from aiohttp import hdrs, web
 from ...config import Settings
 from ...errors import GatewayError
 from ...observability.logging import get_logger
-from ..bodies import json_object, json_response, read_limited
 from ..credentials import base62
 from ..crypto import ALLOWED_ALGS, CryptoError, decode_unverified, generate_key, jwks
 from ..crypto import sign as sign_jws
 from ..errors import bad_request, not_found
+from ..pages import Asset, Handler, add_page, load_assets
+from ..pages import api_response as _api_response
+from ..pages import json_body as _json_body
 from ..portal import TPP_JWKS_PATH
-from ..samples import Call, render_all
+from ..samples import Call, json_languages, render_all
 from ..service import REGISTRATION_PATH, SANDBOX, TOKEN_PATH
-from .calls import allowed_call, canonical_header
+from .calls import allowed_call, canonical_header, header_problem
 from .sessions import SessionStore
 
 log = get_logger("sandbox.playground")
@@ -53,34 +52,7 @@ _ASSETS: Final = {
 _LOOPBACK_NAMES: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 _WILDCARDS: Final = frozenset({"", "0.0.0.0", "::"})  # noqa: S104 (compared, not bound)
 _MAX_RESPONSE_BYTES: Final = 1 << 20
-_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # a field value may hold SP and HTAB, no other CTL
 _CALL_TIMEOUT: Final = aiohttp.ClientTimeout(total=30, connect=5)
-
-# SECURITY: the page runs nothing but its own files and talks to nothing but this origin: no CDN, no web
-# font, no inline script, no framing (the CSP makes a stray external reference fail instead of load).
-_PAGE_HEADERS: Final = {
-    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-cache",
-}
-_API_HEADERS: Final = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True, slots=True)
-class Asset:
-    """A static file of the page, read once at start."""
-
-    body: bytes
-    content_type: str
-
-
-def _load_assets() -> dict[str, Asset]:
-    folder = resources.files(__package__) / "static"
-    return {name: Asset((folder / name).read_bytes(), ctype) for name, ctype in _ASSETS.items()}
 
 
 def _host_of(value: str) -> str | None:
@@ -110,7 +82,7 @@ class Playground:
                 hosts.add(portal_host)
         self.allowed_hosts = frozenset(hosts)
         self.sessions = SessionStore()
-        self.assets = _load_assets()
+        self.assets: dict[str, Asset] = load_assets(__package__, _ASSETS)
 
     def sandbox_url(self, request: web.Request) -> str:
         """This listener's base URL: `sandbox.portal_url`, else the local address the request came in on.
@@ -153,45 +125,12 @@ def _guarded(handler: Handler) -> Handler:
     return guarded
 
 
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    """A JSON object body; `application/json` only, so no other site's page can post it without CORS."""
-    if request.content_type != "application/json":
-        raise bad_request("the body must be application/json")
-    limit = request.app[SANDBOX].config.max_body_bytes
-    body = await read_limited(request, limit)
-    if body is None:
-        raise bad_request(f"the body exceeds {limit} bytes")
-    return json_object(body)
-
-
-def _api_response(data: Any, *, status: int = 200) -> web.Response:
-    response = json_response(data, status=status, no_store=True)
-    response.headers.update(_API_HEADERS)
-    return response
-
-
-# The page --------------------------------------------------------------------------------------------
-
-
-async def page(request: web.Request) -> web.Response:
-    """GET /playground: the page."""
-    return _asset_response(request.app[PLAYGROUND].assets["index.html"])
-
-
-async def asset(request: web.Request) -> web.Response:
-    """GET /playground/static/{name}: the page's script, style sheet and icon."""
-    found = request.app[PLAYGROUND].assets.get(request.match_info["name"])
-    if found is None or request.match_info["name"] == "index.html":
-        raise not_found("no such playground file")
-    return _asset_response(found)
-
-
-def _asset_response(found: Asset) -> web.Response:
-    return web.Response(body=found.body, content_type=found.content_type, charset="utf-8", headers=_PAGE_HEADERS)
+# The page's API ---------------------------------------------------------------------------------------
 
 
 async def config(request: web.Request) -> web.Response:
-    """GET /playground/api/config: the URLs and defaults the page builds its requests from."""
+    """GET /playground/api/config: the URLs and defaults the page builds its requests from, and the languages
+    of the snippets `send` returns (key, label, file, how to run it; samples.LANGUAGES, in the page's order)."""
     pg = request.app[PLAYGROUND]
     return _api_response(
         {
@@ -203,6 +142,7 @@ async def config(request: web.Request) -> web.Response:
             "audience": pg.audience,
             "redirect_uri": DEFAULT_REDIRECT_URI,
             "algorithms": list(ALLOWED_ALGS),
+            "languages": json_languages(),
         }
     )
 
@@ -269,11 +209,11 @@ def _headers(value: Any) -> list[tuple[str, str]]:
         raise bad_request("headers must be a JSON object of strings")
     out: list[tuple[str, str]] = []
     for name, header_value in value.items():
+        problem = header_problem(name, header_value)
+        if problem is not None:
+            raise bad_request(problem)
         canonical = canonical_header(name)
-        if canonical is None:
-            raise bad_request(f"header {name!r} cannot be set from the playground")
-        if not isinstance(header_value, str) or _CONTROL.search(header_value):
-            raise bad_request(f"header {name!r} must be a string without control characters (RFC 9110 §5.5)")
+        assert canonical is not None and isinstance(header_value, str)  # header_problem said so
         out.append((canonical, header_value))
     return out
 
@@ -334,9 +274,7 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     """Mount the playground on the sandbox app."""
     app[PLAYGROUND] = Playground(settings)
     r = app.router
-    r.add_get(PAGE_PATH, _guarded(page))
-    r.add_get(PAGE_PATH + "/", _guarded(page))
-    r.add_get(PAGE_PATH + "/static/{name}", _guarded(asset))
+    add_page(r, PAGE_PATH, app[PLAYGROUND].assets, _guarded)  # the page and its files
     r.add_get(PAGE_PATH + "/api/config", _guarded(config))
     r.add_post(PAGE_PATH + "/api/sessions", _guarded(create_session))
     r.add_post(PAGE_PATH + "/api/sessions/{session_id}/sign", _guarded(sign))

@@ -273,6 +273,37 @@ would end up in values. Called by "dcr-gateway.config", so every template that r
 {{- if and .Values.redis.enabled (not .Values.redis.existingSecret) }}
 {{- fail "redis.enabled needs redis.existingSecret: the Secret (in the release namespace, managed outside the chart) whose key redis.urlKey holds the Redis URL; the URL may hold a password, so it never goes in values" }}
 {{- end }}
+{{- $accepted := .Values.acceptPerPodSecurityState | default "" | toString }}
+{{- $acceptance := include "dcr-gateway.perPodStateAcceptance" . }}
+{{- if and $accepted (ne $accepted $acceptance) }}
+{{- fail (printf "acceptPerPodSecurityState: %q is not the acceptance; it is either empty or exactly %q" $accepted $acceptance) }}
+{{- end }}
+{{- if and (include "dcr-gateway.perPodState" .) (not $accepted) }}
+{{- fail (printf "%s without redis.enabled: the replay cache, token and client revocations and rate limits would be PER POD, so a registration replayed to another pod is accepted and a token revoked on one pod keeps working on the others. Set redis.enabled with redis.existingSecret (docs/deployment.md, \"Scaling out\"), or run one pod (replicaCount: 1, no autoscaling), or accept the risk by name: acceptPerPodSecurityState: %q" (include "dcr-gateway.podsDescription" .) $acceptance) }}
+{{- end }}
+{{- end }}
+
+{{/* The exact value of acceptPerPodSecurityState that accepts per-pod security state. */}}
+{{- define "dcr-gateway.perPodStateAcceptance" -}}I understand replays and revocations are per pod{{- end }}
+
+{{/* The most pods the release can run: one with the sandbox, autoscaling.maxReplicas with the HPA, else replicaCount. */}}
+{{- define "dcr-gateway.maxPods" -}}
+{{- if .Values.sandbox.enabled }}1
+{{- else if .Values.autoscaling.enabled }}{{ int .Values.autoscaling.maxReplicas }}
+{{- else }}{{ int .Values.replicaCount }}
+{{- end }}
+{{- end }}
+
+{{/* `replicaCount: 3` or `autoscaling.maxReplicas: 6`: where the pod count comes from, for messages. */}}
+{{- define "dcr-gateway.podsDescription" -}}
+{{- if .Values.autoscaling.enabled }}autoscaling.maxReplicas: {{ int .Values.autoscaling.maxReplicas }}
+{{- else }}replicaCount: {{ int .Values.replicaCount }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when several pods would each keep their own security state (more than one pod, no Redis). */}}
+{{- define "dcr-gateway.perPodState" -}}
+{{- if and (gt (include "dcr-gateway.maxPods" . | int) 1) (not .Values.redis.enabled) }}true{{ end }}
 {{- end }}
 
 {{/* Replicas: one with the sandbox (its store is per pod). */}}
@@ -326,4 +357,41 @@ terminationGracePeriodSeconds counted from deletion, preStop included, so the gr
 {{- with .peers }}
 {{ toYaml . }}
 {{- end }}
+{{- end }}
+
+{{/*
+A value still to be replaced: a host on a name reserved for examples (RFC 2606: `.example`, `.invalid`,
+example.com/net/org), an address of a documentation range (RFC 5737, RFC 3849), or a value marked CHANGEME.
+*/}}
+{{- define "dcr-gateway.placeholderPattern" -}}
+(?i)((\.invalid|\.example|(^|[./@])example\.(com|net|org))([:/\]]|$))|^(192\.0\.2|198\.51\.100|203\.0\.113)\.|^2001:db8:|CHANGEME
+{{- end }}
+
+{{/* `path: value` lines (a trailing newline each) of every placeholder string under `.value`, from `.path`. */}}
+{{- define "dcr-gateway.placeholderWalk" -}}
+{{- $path := .path }}
+{{- if kindIs "map" .value }}
+{{- range $key, $child := .value }}
+{{- include "dcr-gateway.placeholderWalk" (dict "path" (ternary $key (printf "%s.%s" $path $key) (eq $path "")) "value" $child) }}
+{{- end }}
+{{- else if kindIs "slice" .value }}
+{{- range $i, $child := .value }}
+{{- include "dcr-gateway.placeholderWalk" (dict "path" (printf "%s[%d]" $path $i) "value" $child) }}
+{{- end }}
+{{- else if and (kindIs "string" .value) (regexMatch (include "dcr-gateway.placeholderPattern" .) .value) }}
+{{- printf "%s: %s\n" $path .value }}
+{{- end }}
+{{- end }}
+
+{{/*
+Every placeholder the release still carries, as `path: value` lines: in the config as the pod gets it (what the
+chart sets, e.g. the sandbox's URLs, is not reported) and in the other values, leaving out the Ingress and the
+NetworkPolicy when they are off.
+*/}}
+{{- define "dcr-gateway.placeholders" -}}
+{{- $values := omit .Values "config" }}
+{{- if not .Values.ingress.enabled }}{{ $values = omit $values "ingress" }}{{ end }}
+{{- if not .Values.networkPolicy.enabled }}{{ $values = omit $values "networkPolicy" }}{{ end }}
+{{- include "dcr-gateway.placeholderWalk" (dict "path" "config" "value" (include "dcr-gateway.config" . | fromYaml)) }}
+{{- include "dcr-gateway.placeholderWalk" (dict "path" "" "value" $values) }}
 {{- end }}

@@ -18,6 +18,7 @@
     requestJws: null,
     client: null, // the 201 body
     clientToken: null,
+    snippetLang: null, // the key of the snippet tab chosen last
   };
 
   // DOM helpers --------------------------------------------------------------------------------------
@@ -203,17 +204,32 @@
     return body;
   }
 
+  // How to run a saved sample, as the config's `languages` say (samples.LANGUAGES on the server).
+  function runHint(lang) {
+    return lang.file ? `Save as ${lang.file}, then run: ${lang.run}` : `To run: ${lang.run}`;
+  }
+
+  // The call as code in the languages the config lists (the bank page's eight, in its order); the tab chosen
+  // last is the one the next exchanges open with.
   function snippetsView(snippets) {
+    const languages = state.config.languages.filter((lang) => typeof snippets[lang.key] === "string");
+    if (!languages.some((lang) => lang.key === state.snippetLang)) state.snippetLang = languages[0].key;
     const tabs = el("div", { class: "tabs" });
+    const hint = el("p", { class: "run-hint fine" });
     const panes = [];
-    for (const [lang, label] of [["curl", "curl"], ["python", "Python (standard library)"]]) {
-      const pane = el("pre", { class: "snippet", "data-lang": lang, hidden: lang !== "curl" },
-        el("code", { text: snippets[lang] }));
-      const tab = el("button", { type: "button", class: lang === "curl" ? "tab active" : "tab", text: label });
+    for (const lang of languages) {
+      const chosen = lang.key === state.snippetLang;
+      const pane = el("pre", { class: "snippet", "data-lang": lang.key, hidden: !chosen },
+        el("code", { text: snippets[lang.key] }));
+      const tab = el("button", { type: "button", class: chosen ? "tab active" : "tab", "data-lang": lang.key,
+        text: lang.label });
       tab.addEventListener("click", () => {
         for (const p of panes) p.hidden = p !== pane;
         for (const t of tabs.querySelectorAll(".tab")) t.classList.toggle("active", t === tab);
+        hint.textContent = runHint(lang);
+        state.snippetLang = lang.key;
       });
+      if (chosen) hint.textContent = runHint(lang);
       tabs.append(tab);
       panes.push(pane);
     }
@@ -228,8 +244,8 @@
       }
     });
     tabs.append(copy);
-    return el("details", { class: "code" }, el("summary", { text: "The same call as code: curl · Python" }),
-      tabs, ...panes);
+    const title = `The same call as code: ${languages.map((lang) => lang.label).join(" · ")}`;
+    return el("details", { class: "code" }, el("summary", { text: title }), tabs, hint, ...panes);
   }
 
   function exchangeView(exchange, title) {
