@@ -24,6 +24,7 @@ from .openloop import OpenLoop
 from .procs import ProcessGroup, group_cpu_seconds, group_memory
 from .results import SOAK_WARMUP_SHARE, BenchResult, LoadResult, SoakSample, SoakTrace, TargetResult
 from .scenarios import SCENARIOS, RequestSpec, Scenario
+from .serving import DEFAULT_LIFETIME
 from .targets import ANCHORS, Endpoint, TargetSpec, Unavailable, start_target, start_upstream
 
 MODES = ("throughput", "latency", "soak")
@@ -34,6 +35,8 @@ SATURATION_BODIES = 2000
 goes round them again; the open loop then gets a file of exactly the bodies it sends)."""
 SOAK_REQUESTS = 1_000_000
 """Soak mode: requests per target unless `requests` says otherwise."""
+SOAK_SLOWEST_RATE = 100.0
+"""Soak mode: the upstream's own lifetime assumes at least this many requests/s (a soak outlasts the default)."""
 SETTLE_S = 2.0
 """Soak mode: at most this long after a chunk for the target's descriptor count to stop moving (closing the
 load generator's connections)."""
@@ -41,7 +44,7 @@ load generator's connections)."""
 
 @dataclass(frozen=True, slots=True)
 class BenchOptions:
-    """What to run and how long; the defaults are `make bench`'s (about 1.5 minutes on 2 cores)."""
+    """What to run and how long; the defaults are `make bench`'s (about 2.5 minutes on 2 cores)."""
 
     scenario: str = "get"
     targets: tuple[str, ...] = ()
@@ -134,11 +137,11 @@ class _Started:
 
 
 def _start(scenario: Scenario, specs: tuple[TargetSpec, ...], procs: ProcessGroup, workdir: Path,
-           body_count: int, progress: Callable[[str], None]) -> _Started:
-    """Start the upstream and every target, each answering the scenario's request (targets that cannot run
-    here are skipped); with distinct bodies, `body_count` of them are generated first."""
+           body_count: int, progress: Callable[[str], None], lifetime: float | None = None) -> _Started:
+    """Start the upstream (living `lifetime` seconds at most) and every target, each answering the scenario's
+    request (targets that cannot run here are skipped); with distinct bodies, `body_count` are generated first."""
     request = scenario.request
-    upstream = start_upstream(procs, workdir)
+    upstream = start_upstream(procs, workdir, lifetime)
     body_file = None
     if request.bodies is not None:
         body_file = bodies.prepare(request.bodies, body_count, workdir, upstream.url, progress)
@@ -272,7 +275,10 @@ def run_bench(options: BenchOptions, progress: Callable[[str], None] = _stderr) 
         workdir = Path(tmp)
         closed = loadgen.choose(options.loadgen, procs, workdir,
                                 counted=mode == "throughput" and options.requests is not None)
-        started = _start(scenario, specs, procs, workdir, _body_count(mode, options), progress)
+        lifetime = None
+        if mode == "soak":
+            lifetime = DEFAULT_LIFETIME + len(specs) * (options.requests or SOAK_REQUESTS) / SOAK_SLOWEST_RATE
+        started = _start(scenario, specs, procs, workdir, _body_count(mode, options), progress, lifetime)
         progress(f"{', '.join(e.name for e in started.endpoints)} ready; load generator: {closed.label}")
         if mode == "throughput":
             results = _rounds(closed, started, options, progress, options.requests)
