@@ -38,9 +38,12 @@ from .results import LoadResult
 from .scenarios import RequestSpec
 
 REQUEST_TIMEOUT = 5.0
-"""Seconds a request may take, waiting for a free connection included; later it is an error."""
+"""Seconds a request may wait for a free connection, and then seconds its exchange may take; later it is an
+error."""
+SLACK_S = 10.0
+"""Seconds a worker may run beyond its timetable and its last request's timeouts (a late timer, a busy machine)."""
 STARTUP_ALLOWANCE = 30.0
-"""Seconds a worker may take to start and to finish its last requests, beyond its timetable."""
+"""Seconds the bench gives a worker to start and write its results, on top of the worker's own bound."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,12 @@ class WorkerSpec:
     body_count: int = 0
     first_body: int = 0
     wrap: bool = False
+
+
+def _bound(count: int, rate: float) -> float:
+    """Seconds a worker may take for `count` requests at `rate`: its timetable, then its last request's wait for
+    a connection and exchange, and some slack."""
+    return count / rate + 2 * REQUEST_TIMEOUT + SLACK_S
 
 
 def _bodies(spec: WorkerSpec) -> list[bytes | None]:
@@ -116,7 +125,7 @@ async def _run(spec: WorkerSpec) -> dict[str, Any]:
 
     tasks: set[asyncio.Task[None]] = set()
     t0 = clock()
-    async with asyncio.timeout(spec.count / spec.rate + REQUEST_TIMEOUT + STARTUP_ALLOWANCE):
+    async with asyncio.timeout(_bound(spec.count, spec.rate)):
         for n, k in enumerate(range(spec.index, spec.count, spec.processes)):
             due = t0 + k / spec.rate
             delay = due - clock()
@@ -187,7 +196,7 @@ class OpenLoop:
             spec_path.write_text(json.dumps(asdict(spec)))
             jobs.append((name, [sys.executable, "-m", "bench.openloop", str(spec_path), str(out)]))
             outs.append(out)
-        logs = self.procs.run_all(jobs, count / self.rate + REQUEST_TIMEOUT + STARTUP_ALLOWANCE, cwd=REPO)
+        logs = self.procs.run_all(jobs, _bound(count, self.rate) + STARTUP_ALLOWANCE, cwd=REPO)
         latencies: list[float] = []
         lags: list[float] = []
         errors = 0

@@ -6,6 +6,9 @@ from typing import Any
 
 from .results import RSS_GROWTH_LIMIT, SOAK_WARMUP_SHARE, BenchResult, TargetResult
 
+FELL_BEHIND = 0.95
+"""Latency mode: a target answering less than this share of the offered rate was saturated (noted)."""
+
 
 def _or_dash(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
@@ -82,6 +85,10 @@ def render(result: BenchResult) -> str:
                      if o.get("saturation") else "given with --rate")
         lines += ["", f"open loop at {o['rate']:.0f} req/s, {came_from}; latency counted from when each request was "
                   "due; lag p99: how late the generator itself sent (in every latency, alike for every target)"]
+        behind = [t for t in result.targets if t.rps < FELL_BEHIND * o["rate"]]
+        for t in behind:
+            lines.append(f"NOTE: {t.name} answered {t.rps:.0f} of the {o['rate']:.0f} req/s offered: it was saturated, "
+                         "so its latencies are mostly its queue")
         if result.p99_over_bare_ms:
             rw = max(len(name) for name in result.p99_over_bare_ms) + 12
             lines += ["", "p99 over bare's (ms)"]

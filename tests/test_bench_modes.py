@@ -16,7 +16,7 @@ from bench.cli import build_parser
 from bench.openloop import OpenLoop, WorkerSpec, _bodies
 from bench.procs import ProcessGroup, group_memory
 from bench.report import render, to_json
-from bench.results import SoakSample, SoakTrace
+from bench.results import BenchResult, LoadResult, SoakSample, SoakTrace, TargetResult
 from bench.runner import OPEN_LOOP_SHARE, BenchOptions, run_bench
 from bench.scenarios import SCENARIOS, RequestSpec
 from tests.test_bench import _hard_deadline
@@ -142,3 +142,24 @@ def test_soak_mode_sends_the_requests_and_samples_after_the_warm_up() -> None:
     document = json.loads(json.dumps(to_json(result)))["targets"][0]["soak"]
     assert document["passed"] == soak.passed and document["warmup_requests"] == 30
     assert [s["requests"] for s in document["samples"]] == [0, 30, 300]
+
+
+def test_latency_report_gives_p99_over_bare_and_notes_a_target_that_fell_behind() -> None:
+    """At a fixed rate a target that answered fewer requests/s than offered was saturated: its row is queueing,
+    and the report says so; every gateway's p99 is shown against bare's."""
+
+    def target(name: str, kind: str, rps: float, p99: float) -> TargetResult:
+        return TargetResult(name, kind, [LoadResult(100, 0, 1.0, rps, 1.0, p99, p999_ms=p99 + 1, lag_p99_ms=0.5)])
+
+    result = BenchResult(
+        scenario="get", request="GET /x", settings={"connections": 8, "rounds": 1, "duration": 1, "warmup": 0},
+        machine={"nproc": 2, "cpu_model": "cpu", "python": "3.11", "aiohttp": "3", "uvloop": True,
+                 "load_generator": "open loop"},
+        targets=[target("bare", "bare", 500, 2.0), target("gw_open", "gateway", 499, 2.5),
+                 target("gw_token", "gateway", 300, 900.0)],
+        skipped={}, pids=[], mode="latency", open_loop={"rate": 500.0, "saturation": 1000.0, "share": 0.5,
+                                                        "processes": 1})
+    assert result.p99_over_bare_ms == {"gw_open": 0.5, "gw_token": 898.0}
+    text = render(result)
+    assert "NOTE: gw_token answered 300 of the 500 req/s offered" in text
+    assert "NOTE: gw_open" not in text and "gw_open - bare" in text and "+0.50" in text
