@@ -85,37 +85,32 @@ async def test_the_trust_is_judged_again(keys: TestKeys, work: dict[str, int]) -
     assert exc.value.reason == "typ_mismatch"
 
 
-async def test_a_key_gone_from_the_key_set_refuses_a_remembered_jws(keys: TestKeys) -> None:
+def _gone(keys: TestKeys) -> list[dict[str, Any]]:
+    return [keys.ec.public_jwk()]  # the directory rotated rsa-1 out
+
+
+def _replaced(keys: TestKeys) -> list[dict[str, Any]]:
+    return [keys.attacker_rsa.public_jwk()]  # the same kid names another key
+
+
+def _restricted(keys: TestKeys) -> list[dict[str, Any]]:
+    return [{**keys.rsa.public_jwk(), "alg": "RS256"}]  # the same key, now published for RS256 only
+
+
+@pytest.mark.parametrize(("published", "reason", "signatures"), [
+    (_gone, "unknown_kid", 1), (_replaced, "bad_signature", 2), (_restricted, "key_mismatch", 1)])
+async def test_the_key_is_judged_again(keys: TestKeys, work: dict[str, int], published: Any, reason: str,
+                                       signatures: int) -> None:
+    """After the key set changes, a remembered JWS meets the key its kid names now: gone, another key (full
+    verification again) or the same key with constraints that now exclude it."""
     verifier, served = _verifier(keys.jwks)
     token = sign_jwt(claims(), keys.rsa, "PS256")
     await verifier.verify(token, trust(), now=NOW)
-    served.serve(URI, JwkSet.from_dict({"keys": [keys.ec.public_jwk()]}))  # the directory rotated rsa-1 out
+    served.serve(URI, JwkSet.from_dict({"keys": published(keys)}))
     with pytest.raises(JoseError) as exc:
         await verifier.verify(token, trust(), now=NOW)
-    assert exc.value.reason == "unknown_kid"
-
-
-async def test_another_key_under_the_same_kid_verifies_again_and_refuses(keys: TestKeys,
-                                                                         work: dict[str, int]) -> None:
-    verifier, served = _verifier(keys.jwks)
-    token = sign_jwt(claims(), keys.rsa, "PS256")
-    await verifier.verify(token, trust(), now=NOW)
-    served.serve(URI, JwkSet.from_dict({"keys": [keys.attacker_rsa.public_jwk()]}))  # same kid, another key
-    with pytest.raises(JoseError) as exc:
-        await verifier.verify(token, trust(), now=NOW)
-    assert exc.value.reason == "bad_signature"
-    assert work["signature"] == 2
-
-
-async def test_the_keys_constraints_are_judged_again(keys: TestKeys) -> None:
-    verifier, served = _verifier(keys.jwks)
-    token = sign_jwt(claims(), keys.rsa, "PS256")
-    await verifier.verify(token, trust(), now=NOW)
-    restricted = {**keys.rsa.public_jwk(), "alg": "RS256"}  # the same key, now published for RS256 only
-    served.serve(URI, JwkSet.from_dict({"keys": [restricted]}))
-    with pytest.raises(JoseError) as exc:
-        await verifier.verify(token, trust(), now=NOW)
-    assert exc.value.reason == "key_mismatch"
+    assert exc.value.reason == reason
+    assert work["signature"] == signatures
 
 
 async def test_a_forged_signature_on_a_remembered_signing_input_is_refused(keys: TestKeys,
