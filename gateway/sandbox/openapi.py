@@ -32,7 +32,7 @@ from ..config import Settings
 from ..config.yamlsource import YamlSourceError, parse_yaml
 from ..jsonutil import dumps
 from ..observability.logging import get_logger
-from ..policy.engine import split_common
+from ..policy.engine import CommonCheckParams, split_common
 from ..policy.loader import PolicyError, read_source
 from ..policy.model import PolicyFile
 from .service import REGISTRATION_PATH, TOKEN_PATH
@@ -98,7 +98,7 @@ def _policy_checks(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
             policies = [(policy, _enforced_checks(policy.checks, settings)) for policy in spec.policies]
         except (YamlSourceError, ValidationError, KeyError) as exc:
             raise PolicyError([f"{path}: invalid policy file ({type(exc).__name__}: {exc}); "
-                               f"`dcr-gateway policy check` says where"]) from None
+                               f"`dcr-gateway policy lint` says where"]) from None
         for policy, checks in policies:
             if policy.mode == "audit":
                 continue  # nothing it checks is enforced
@@ -108,12 +108,13 @@ def _policy_checks(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def _enforced_checks(entries: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
-    """{check name: its validated parameters} for the checks of a policy that are not in audit mode."""
+    """{check name: its validated parameters} for the checks of a policy that are not in audit mode, by the
+    rule the policy compiler follows (`PolicySettings.check_mode`: the check's `mode` and `check_modes`)."""
     checks: dict[str, Any] = {}
     for entry in entries:
         (name, raw), = entry.items()
-        if settings.policies.check_modes.get(name) != "audit":
-            own, _ = split_common(raw if raw is not None else {})
+        own, common = split_common(raw if raw is not None else {})
+        if not settings.policies.check_mode(name, CommonCheckParams.model_validate(common).mode).audit:
             checks[name] = REGISTRY[name].Params.model_validate(own)
     return checks
 
