@@ -14,7 +14,7 @@ from gateway.state.redis import RedisStore
 from gateway.state.store import StoreUnavailable
 from gateway.state.tracking import LocalCache
 from tests.conftest import RedisServer
-from tests.state.test_redis import eventually
+from tests.state.test_redis import Clock, eventually
 
 NS = "revoked_jti"
 OTHER = "jti"
@@ -212,14 +212,6 @@ async def test_a_server_without_client_tracking_leaves_the_cache_off(own_redis, 
 
 
 # -- LocalCache's own rules (no Redis needed) ---------------------------------------------------------------
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
 
 def test_a_read_overtaken_by_an_invalidation_or_a_link_change_is_not_kept():
     """begin() → invalidate / link down+up → fill(): the answer may predate the change, so it is dropped."""
