@@ -270,3 +270,80 @@ async def test_lookups_racing_a_revocation_never_keep_the_old_answer(made: Made,
     await asyncio.gather(*tasks)
     for _ in range(50):
         assert await reader.get_many([(NS, "race")]) == ["1"]
+
+
+class HeldLink:
+    """A loopback TCP relay to Redis that can hold back what Redis sends to the subscriber connection (the one
+    that sent SUBSCRIBE): a slow invalidation link, as a lossy network would make it, with real Redis behind."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.release = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def close(self) -> None:
+        self.release.set()
+        for task in self.tasks:
+            task.cancel()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        subscriber = asyncio.Event()
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, to_client: bool) -> None:
+            while data := await src.read(65536):
+                if not to_client and b"SUBSCRIBE" in data:
+                    subscriber.set()
+                if to_client and subscriber.is_set() and b"message" in data:
+                    await self.release.wait()  # invalidations to the subscriber wait for the test
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        for task in (asyncio.create_task(pump(reader, up_writer, False)),
+                     asyncio.create_task(pump(up_reader, writer, True))):
+            self.tasks.add(task)
+
+
+async def test_a_write_through_the_store_is_read_back_even_before_its_invalidation_arrives(
+    made: Made, redis_server: RedisServer
+):
+    """Read your own writes without waiting for the link: with Redis's invalidation held back on the way, a put()
+    through the store still drops its cached value before returning; the held message is applied later."""
+    relay = HeldLink(redis_server.port)
+    try:
+        store = await made(await relay.start())
+        assert await store.get_many([(NS, "own")]) == [None]
+        await store.put(NS, "own", "1", 60)
+        assert await store.get_many([(NS, "own")]) == ["1"]
+        relay.release.set()
+    finally:
+        await relay.close()
+
+
+async def test_a_held_invalidation_is_what_another_replica_waits_for(made: Made, redis_server: RedisServer):
+    """The bound in normal operation is the invalidation's way to this replica: while it is held, a change made
+    elsewhere is not seen from the cache (max_age is 60 s); once delivered, it is."""
+    relay = HeldLink(redis_server.port)
+    try:
+        reader = await made(await relay.start())
+        writer = await made(redis_server.url, cache=False, start=False)
+        assert await reader.get_many([(NS, "far")]) == [None]
+        await writer.put(NS, "far", "1", 60)
+        assert await reader.get_many([(NS, "far")]) == [None]  # held: the cached answer stands, as documented
+        relay.release.set()
+
+        async def seen() -> bool:
+            return await reader.get_many([(NS, "far")]) == ["1"]
+
+        await eventually(seen)
+    finally:
+        await relay.close()
