@@ -39,14 +39,6 @@ async def stores(redis_server: RedisServer, redis_prefix: str) -> AsyncIterator[
         await store.close()
 
 
-@pytest.fixture
-async def raw(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    """A plain redis-py client to look at what the store wrote."""
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
 async def eventually(probe: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
     """Wait (bounded) until `probe()` is true."""
     deadline = time.monotonic() + timeout

@@ -60,13 +60,6 @@ async def made(redis_prefix: str) -> AsyncIterator[Made]:
         await store.close()
 
 
-@pytest.fixture
-async def raw(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
 async def mgets(raw: Redis) -> int:
     """MGET calls the server has served so far."""
     stats = await raw.info("commandstats")
