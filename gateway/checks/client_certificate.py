@@ -8,12 +8,13 @@ through the same reader: `Services.certificates`.)"""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from cryptography import x509
 from pydantic import Field, field_validator, model_validator
 
-from ..certificates import CertificateRefused, parse_dn, registered_dn, same_dn, subject_rdns
+from ..certificates import PARSED_CERTIFICATES, CertificateRefused, parse_dn, registered_dn, same_dn, subject_rdns
 from ..config.schema import StrictModel
 from ..jose import JoseError
 from ..jose.errors import quoted
@@ -188,6 +189,22 @@ _REFUSALS: Final = {r.name: r for r in (R.client_cert_untrusted_proxy, R.client_
 """The reasons `certificates.read_forwarded` refuses with, by name."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Described:
+    """What a client certificate says, read once (`ClientCertificate._describe`)."""
+
+    subject: str
+    """RFC 4514 subject DN."""
+    issuer: str
+    """RFC 4514 issuer DN."""
+    serial: str
+    """Serial number, hexadecimal."""
+    psd2: Psd2Certificate | None
+    """Its PSD2 statements and organizationIdentifier; None when they cannot be read."""
+    psd2_error: str | None
+    """Why they cannot be read (`client_cert_qc_malformed` when the policy reads them)."""
+
+
 class ClientCertificate(Check[ClientCertificateParams]):
     """Read, parse and vet the forwarded client certificate; record its thumbprint as `client_cert_s256`."""
 
@@ -196,7 +213,7 @@ class ClientCertificate(Check[ClientCertificateParams]):
     produces = (CLIENT_CERT_S256, CLIENT_CERT_SUBJECT, CLIENT_CERT_ISSUER, CLIENT_CERT_SERIAL, CLIENT_CERT_CHAIN,
                 CLIENT_CERT_PSD2, CLIENT_CERT_REVOCATION)
     reasons = ClientCertificateReasons
-    __slots__ = ("_anchors", "_answer", "_url_policy")
+    __slots__ = ("_anchors", "_answer", "_described", "_url_policy")
 
     def __init__(self, params: ClientCertificateParams, services: Services) -> None:
         super().__init__(params, services)
@@ -205,6 +222,26 @@ class ClientCertificate(Check[ClientCertificateParams]):
         error = params.error or ("invalid_token" if params.status == 401 else _METADATA)
         self._answer = Answer(params.status, error,
                               Challenge.BEARER_ERROR if error == "invalid_token" else Challenge.NONE)
+        # x5t#S256 -> what the certificate says (a TPP comes with the same certificate every time).
+        self._described: dict[str, _Described] = {}
+
+    def _describe(self, cert: x509.Certificate, thumbprint: str) -> _Described:
+        """What `cert` says (DNs, serial, PSD2 statements), read once per certificate: a pure function of its DER,
+        which `thumbprint` (SHA-256 of the DER) names. Only reading is remembered; every judgement is made anew."""
+        described = self._described.get(thumbprint)
+        if described is None:
+            info: Psd2Certificate | None = None
+            error: str | None = None
+            try:
+                info = psd2_certificate(cert)
+            except ParseError as exc:
+                error = str(exc)
+            described = _Described(cert.subject.rfc4514_string(), cert.issuer.rfc4514_string(),
+                                   format(cert.serial_number, "x"), info, error)
+            if len(self._described) >= PARSED_CERTIFICATES:
+                del self._described[next(iter(self._described))]  # the oldest
+            self._described[thumbprint] = described
+        return described
 
     def _fail(self, reason: Reason, description: str) -> Denial:
         return self.deny(reason, description, answer=self._answer)
@@ -220,24 +257,22 @@ class ClientCertificate(Check[ClientCertificateParams]):
                 return self._fail(R.client_cert_missing, "a TLS client certificate is required (mutual TLS)")
             return None
         der, cert, thumbprint = parsed
+        described = self._describe(cert, thumbprint)
         request.facts.set(CLIENT_CERT_S256, thumbprint)
-        request.facts.set(CLIENT_CERT_SUBJECT, cert.subject.rfc4514_string())
-        request.facts.set(CLIENT_CERT_ISSUER, cert.issuer.rfc4514_string())
-        request.facts.set(CLIENT_CERT_SERIAL, format(cert.serial_number, "x"))
+        request.facts.set(CLIENT_CERT_SUBJECT, described.subject)
+        request.facts.set(CLIENT_CERT_ISSUER, described.issuer)
+        request.facts.set(CLIENT_CERT_SERIAL, described.serial)
         if self._anchors:
             chain = self._chain(request, der, cert)
             if not isinstance(chain, ValidatedChain):
                 return chain
             request.facts.set(CLIENT_CERT_CHAIN, chain)
         psd2 = self.params.psd2
-        try:
-            info = psd2_certificate(cert)
-        except ParseError as exc:
-            if psd2.enabled:
-                return self._fail(R.client_cert_qc_malformed,
-                                  f"the TLS client certificate's QCStatements or organizationIdentifier cannot be "
-                                  f"read: {exc}")
-            info = None
+        info = described.psd2
+        if described.psd2_error is not None and psd2.enabled:
+            return self._fail(R.client_cert_qc_malformed,
+                              f"the TLS client certificate's QCStatements or organizationIdentifier cannot be "
+                              f"read: {described.psd2_error}")
         if info is not None and (info.statements is not None or info.organization_identifier is not None):
             request.facts.set(CLIENT_CERT_PSD2, _psd2_fact(info))
         if psd2.require == "qwac" and info is not None:

@@ -29,6 +29,9 @@ from .registration import (
 )
 from .services import CONFIGURED_URLS, Services
 
+REMEMBERED_SSAS: Final = 256
+"""Verified SSAs each `software_statement` check remembers (about one per TPP registering; at most
+`MAX_SSA_BYTES` each, a few MB in the worst case): the least recently seen is forgotten first."""
 ACTIVE = "Active"
 """The only `org_status` that may register (OB Directory: Active | Revoked | Withdrawn)."""
 
@@ -105,8 +108,11 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
         # the policy set still loads (e.g. `policy lint` with a config that has no trust anchors yet).
         self._directories = trusted
         # The one JWS path (gateway/jose/verifier.py). RFC 8725 §3.11 / OB Directory profile: typ JWT, the fixed
-        # typ checked right after the parse, before anything else costs a lookup.
-        self._verifier = JwsVerifier(locate=services_locator(services), max_bytes=MAX_SSA_BYTES, typ="JWT")
+        # typ checked right after the parse, before anything else costs a lookup. A TPP sends the same SSA in
+        # every registration request: the verifier remembers the SSAs it verified (their parse and signature;
+        # the key, its constraints and every claim are judged again on each request).
+        self._verifier = JwsVerifier(locate=services_locator(services), max_bytes=MAX_SSA_BYTES, typ="JWT",
+                                     remember=REMEMBERED_SSAS)
 
     def jwks_uris(self) -> tuple[str, ...]:
         """The trusted directories' key sets, for prefetching."""

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Final
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from jwcrypto.jwa import JWA
 
 
@@ -60,6 +63,29 @@ _ENGINES: Final[Mapping[str, Any]] = MappingProxyType({name: JWA.signing_alg(nam
 def engine(alg: str) -> Any:
     """The prebuilt jwcrypto signing engine for a supported alg (KeyError otherwise)."""
     return _ENGINES[alg]
+
+
+_HASHES: Final[Mapping[str, hashes.HashAlgorithm]] = MappingProxyType(
+    {"256": hashes.SHA256(), "384": hashes.SHA384(), "512": hashes.SHA512()})
+# RFC 7518 §3.3 / §3.5: PKCS#1 v1.5 for RS*, PSS with MGF1 of the same hash and a salt as long as the hash for PS*
+# (the parameters jwcrypto signs with); §3.4: ECDSA over the curve the key's `crv` names.
+_RSA_PADDING: Final[Mapping[str, padding.AsymmetricPadding]] = MappingProxyType(
+    {**{f"RS{n}": padding.PKCS1v15() for n in _HASHES},
+     **{f"PS{n}": padding.PSS(mgf=padding.MGF1(h), salt_length=h.digest_size) for n, h in _HASHES.items()}})
+_ECDSA: Final[Mapping[str, ec.ECDSA]] = MappingProxyType({f"ES{n}": ec.ECDSA(h) for n, h in _HASHES.items()})
+
+
+def verify_raw(alg: str, public_key: Any, signing_input: bytes, signature: bytes) -> None:
+    """Verify a JWS signature (RFC 7518 §3; ECDSA as R || S of the spec's length) with a parsed `cryptography`
+    public key; InvalidSignature (or ValueError / TypeError / KeyError) when it does not verify. The caller has
+    matched the key to the alg (`jws.verify_signature`)."""
+    ecdsa = _ECDSA.get(alg)
+    if ecdsa is not None:
+        half = len(signature) // 2
+        der = encode_dss_signature(int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big"))
+        public_key.verify(der, signing_input, ecdsa)
+        return
+    public_key.verify(signature, signing_input, _RSA_PADDING[alg], _HASHES[alg[2:]])
 
 
 def allow_list(algorithms: Iterable[str]) -> frozenset[str]:

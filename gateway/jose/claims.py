@@ -49,22 +49,33 @@ class ClaimType:
 
     def accepts(self, value: Any) -> bool:
         """True when `value` (as parsed from JSON) has this type and lies within its bounds."""
-        if self.shape == "number":
+        shape = self.shape
+        if shape == "number":
             # SECURITY: bool is an int in Python; NaN fails both comparisons; comparing before converting means a
             # 400-digit integer is refused here instead of raising OverflowError in float() (issue 13).
             return (isinstance(value, int | float) and not isinstance(value, bool)
                     and self.minimum <= value <= self.maximum)
-        if self.shape == "value":
-            return isinstance(value, str | list | dict) and bool(value) and (
-                not isinstance(value, str) or self._string(value))
+        if shape == "value":
+            if isinstance(value, str):
+                return bool(value) and self._string(value)
+            return isinstance(value, list | dict) and bool(value)
         if isinstance(value, str):
-            return self.shape != "strings" and self._string(value)
-        if isinstance(value, list) and self.shape != "string":
-            return self.min_items <= len(value) <= self.max_items and all(self._string(v) for v in value)
+            return shape != "strings" and self._string(value)
+        if isinstance(value, list) and shape != "string":
+            if not self.min_items <= len(value) <= self.max_items:
+                return False
+            string = self._string
+            for item in value:  # a loop, not all(genexpr): this runs for every item of every array claim
+                if not string(item):
+                    return False
+            return True
         return False
 
     def _string(self, value: Any) -> bool:
-        if not isinstance(value, str) or len(value) > self.max_length or not (self.blank or value.strip()):
+        if not isinstance(value, str) or len(value) > self.max_length:
+            return False
+        # Blank: empty or only whitespace (exactly when value.strip() is empty), without building the stripped copy.
+        if not self.blank and (not value or value.isspace()):
             return False
         if self.pattern is not None and self.pattern.fullmatch(value) is None:
             return False

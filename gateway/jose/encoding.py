@@ -9,7 +9,7 @@ import math
 import re
 from typing import Any, Final
 
-_B64URL_RE: Final = re.compile(r"[A-Za-z0-9_-]*")
+_NOT_B64URL: Final = "not base64url (only A-Z a-z 0-9 - _ without padding)"
 _FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
 _ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 # The characters a canonical segment may end with, by length % 4: after 2 characters only 4 of their 12 bits
@@ -41,10 +41,6 @@ def b64url_encode(data: bytes) -> str:
 
 def b64url_decode(segment: str) -> bytes:
     """Decode strict, canonical base64url without padding; ValueError on anything else."""
-    # SECURITY: no padding, no '+', '/', whitespace or other characters (RFC 7515 §2, §7.1); a
-    # permissive decoder lets several strings decode to the same bytes (token malleability).
-    if _B64URL_RE.fullmatch(segment) is None:
-        raise ValueError("not base64url (only A-Z a-z 0-9 - _ without padding)")
     rest = len(segment) % 4
     if rest == 1:
         raise ValueError("impossible base64url length")
@@ -52,11 +48,16 @@ def b64url_decode(segment: str) -> bytes:
     # Only the last character carries unused bits; checking it equals re-encoding the data and comparing.
     if segment and segment[-1] not in _CANONICAL_LAST[rest]:
         raise ValueError("non-canonical base64url (unused bits set)")
+    # SECURITY: no padding, no '+', '/', whitespace or other characters (RFC 7515 §2, §7.1); a
+    # permissive decoder lets several strings decode to the same bytes (token malleability). '+', '/' and '='
+    # are refused here; after '-' and '_' become '+' and '/', strict mode refuses every other character.
+    if "+" in segment or "/" in segment or "=" in segment:
+        raise ValueError(_NOT_B64URL)
     try:
-        # base64.urlsafe_b64decode without its layers: the regex has admitted only the alphabet.
-        return binascii.a2b_base64(segment.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-rest % 4))
-    except (binascii.Error, ValueError) as exc:  # pragma: no cover - the regex already excludes these
-        raise ValueError("not base64url") from exc
+        return binascii.a2b_base64(segment.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-rest % 4),
+                                   strict_mode=True)
+    except (binascii.Error, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        raise ValueError(_NOT_B64URL) from exc
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

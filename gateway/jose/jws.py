@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from .algorithms import SUPPORTED, engine
+from .algorithms import SUPPORTED, verify_raw
 from .encoding import DuplicateMemberError, JsonTextError, b64url_decode, json_loads_strict
 from .errors import JoseError, quoted
 from .keys import VerificationKey
@@ -148,17 +148,16 @@ def check_algorithm(jws: CompactJWS, algorithms: frozenset[str]) -> None:
 
 def _check_key(jws: CompactJWS, key: VerificationKey) -> None:
     spec = SUPPORTED[jws.alg]
-    kid = quoted(key.kid)
     # SECURITY: the key type must match the alg family (algorithm confusion, RFC 8725 §2.1 / §3.1).
     if key.kty != spec.kty or (spec.crv is not None and key.crv != spec.crv):
         shape = f"{key.kty} {key.crv}" if key.crv else key.kty
-        raise JoseError("key_mismatch", f"key {kid} ({shape}) cannot verify {jws.alg}")
+        raise JoseError("key_mismatch", f"key {quoted(key.kid)} ({shape}) cannot verify {jws.alg}")
     if key.alg is not None and key.alg != jws.alg:
-        raise JoseError("key_mismatch", f"key {kid} is restricted to alg {quoted(key.alg)} (RFC 7517 §4.4)")
+        raise JoseError("key_mismatch", f"key {quoted(key.kid)} is restricted to alg {quoted(key.alg)} (RFC 7517 §4.4)")
     if key.use is not None and key.use != "sig":
-        raise JoseError("key_mismatch", f"key {kid} has use {quoted(key.use)}, not sig (RFC 7517 §4.2)")
+        raise JoseError("key_mismatch", f"key {quoted(key.kid)} has use {quoted(key.use)}, not sig (RFC 7517 §4.2)")
     if key.key_ops is not None and "verify" not in key.key_ops:
-        raise JoseError("key_mismatch", f"key {kid} key_ops do not include verify (RFC 7517 §4.3)")
+        raise JoseError("key_mismatch", f"key {quoted(key.kid)} key_ops do not include verify (RFC 7517 §4.3)")
 
 
 def _check_ecdsa_shape(jws: CompactJWS) -> None:
@@ -176,12 +175,18 @@ def _check_ecdsa_shape(jws: CompactJWS) -> None:
         raise JoseError("bad_signature", "ECDSA signature values out of range")
 
 
-def verify_signature(jws: CompactJWS, key: VerificationKey, algorithms: frozenset[str]) -> None:
-    """Verify the signature with `key` under an explicit allow-list; JoseError on any failure."""
+def check_key(jws: CompactJWS, key: VerificationKey, algorithms: frozenset[str]) -> None:
+    """Everything `verify_signature` judges but the signature itself: the allow-list, the key's type, curve,
+    `alg`, `use` and `key_ops` against the alg, and the ECDSA signature's shape; JoseError on any failure."""
     check_algorithm(jws, algorithms)
     _check_key(jws, key)
     _check_ecdsa_shape(jws)
+
+
+def verify_signature(jws: CompactJWS, key: VerificationKey, algorithms: frozenset[str]) -> None:
+    """Verify the signature with `key` under an explicit allow-list; JoseError on any failure."""
+    check_key(jws, key, algorithms)
     try:
-        engine(jws.alg).verify(key.jwk, jws.signing_input, jws.signature)
-    except Exception as exc:  # cryptography InvalidSignature, jwcrypto errors, ValueError, TypeError
+        verify_raw(jws.alg, key.public, jws.signing_input, jws.signature)
+    except Exception as exc:  # cryptography InvalidSignature, ValueError, TypeError
         raise JoseError("bad_signature", "JWS signature verification failed") from exc

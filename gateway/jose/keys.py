@@ -32,14 +32,15 @@ def cert_thumbprint_s256(der: bytes) -> str:
 
 def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
     """RFC 7638 SHA-256 thumbprint of a JWK given as a dict (JoseError key_invalid if it is not a key)."""
-    return _public_jwk(jwk).thumbprint()  # type: ignore[no-any-return]
+    return _public_jwk(jwk)[0].thumbprint()  # type: ignore[no-any-return]
 
 
-def _public_jwk(data: Mapping[str, Any]) -> Any:
-    """A jwcrypto JWK carrying only the public members: never `use`/`key_ops`/`alg`/private parts.
+def _public_jwk(data: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A jwcrypto JWK carrying only the public members (never `use`/`key_ops`/`alg`/private parts), and its
+    parsed `cryptography` public key.
 
     Constraints (`use`, `key_ops`, `alg`) are enforced by us before verification, so the jwcrypto object is
-    a pure public key and its parsed cryptography key is built here, once.
+    a pure public key and its parsed cryptography key is built here, once: signatures are verified with it.
     """
     kty = data.get("kty")
     if kty == "oct":
@@ -64,7 +65,7 @@ def _public_jwk(data: Mapping[str, Any]) -> Any:
     if kty == "RSA" and pyca.key_size < MIN_RSA_BITS:
         # SECURITY: weak RSA keys (FAPI 1.0 Part 2 §8.6, RFC 7518 §3.3 requires >= 2048 bits).
         raise JoseError("key_invalid", f"RSA key of {pyca.key_size} bits is below {MIN_RSA_BITS}")
-    return jwk
+    return jwk, pyca
 
 
 def _optional_str(data: Mapping[str, Any], name: str) -> str | None:
@@ -104,6 +105,8 @@ class VerificationKey:
     """A public key parsed once from a JWK: the jwcrypto object plus its constraints and thumbprints."""
 
     jwk: Any = field(repr=False, compare=False)
+    public: Any = field(repr=False, compare=False)
+    """The parsed `cryptography` public key that verifies (built once, with the key set)."""
     kid: str | None
     kty: str
     crv: str | None
@@ -119,7 +122,7 @@ class VerificationKey:
         """Parse one JWK (RFC 7517 §4); JoseError key_invalid when unusable. Private members are dropped."""
         if not isinstance(data, Mapping):
             raise JoseError("key_invalid", "a JWK must be a JSON object")
-        jwk = _public_jwk(data)
+        jwk, public = _public_jwk(data)
         kid = _optional_str(data, "kid")
         alg = _optional_str(data, "alg")
         use = _optional_str(data, "use")
@@ -136,6 +139,7 @@ class VerificationKey:
             raise JoseError("key_invalid", "the first x5c certificate does not hold this key")
         return cls(
             jwk=jwk,
+            public=public,
             kid=kid,
             kty=str(data["kty"]),
             crv=data.get("crv") if data["kty"] == "EC" else None,

@@ -26,6 +26,13 @@ replaced, the checks' order kept exactly):
    iss, aud — read only once the signature is good. A `Trust` without rules leaves the verified claims to the
    caller's own judgement (the sandbox's RFC 7523 wording).
 
+A verifier built with `remember=N` keeps the last N JWSs it verified, by their exact text (a TPP sends the same
+SSA in every registration request): the same text again skips the parse (a pure function of the text and the
+verifier's limits) and, while the key its `kid` names now is the very key that verified it (same RFC 7638
+thumbprint), the signature computation of step 7. Every other step runs on every verification: the fixed typ,
+trust, allow-list, kid, typ rule, key lookup, the key's constraints and every claims rule at the current time.
+Only a JWS whose signature verified is remembered, so the memo holds nothing an attacker signed.
+
 Nothing outside `gateway/jose/` calls `verify_signature` or jwcrypto (tests/jose/test_one_door.py).
 """
 
@@ -33,13 +40,15 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from .claims import ClaimRules, check_typ, validate_claims
+from .encoding import b64url_encode
 from .errors import JoseError
-from .jws import DEFAULT_MAX_BYTES, CompactJWS, check_algorithm, parse_compact, verify_signature
+from .jws import DEFAULT_MAX_BYTES, CompactJWS, check_algorithm, check_key, parse_compact, verify_signature
 from .keys import JwkSet, VerificationKey
 from .url_guard import UrlPolicy, address_category
 
@@ -172,10 +181,20 @@ def _check_typ_rule(header: Mapping[str, Any], rule: str | tuple[str, ...]) -> N
         raise JoseError("typ_mismatch", f"typ header must be one of: {', '.join(rule)}")
 
 
+@dataclass(frozen=True, slots=True)
+class _Verified:
+    """A JWS whose signature verified (`JwsVerifier(remember=N)`): its parse, its signature segment as sent, and
+    the RFC 7638 thumbprint of the key that verified it."""
+
+    jws: CompactJWS
+    signature_b64: str
+    thumbprint: str
+
+
 class JwsVerifier:
     """Compiled once per caller; `parse` and `verify` run per JWS, always in the order of this module."""
 
-    __slots__ = ("_clock", "_locate", "max_bytes", "missing_kid", "typ", "understood_crit")
+    __slots__ = ("_clock", "_locate", "_remember", "_verified", "max_bytes", "missing_kid", "typ", "understood_crit")
 
     def __init__(
         self,
@@ -187,6 +206,7 @@ class JwsVerifier:
         understood_crit: frozenset[str] = frozenset(),
         missing_kid: str = "JWS header must contain a 'kid'",
         clock: Callable[[], float] = time.time,
+        remember: int = 0,
     ) -> None:
         if (keys is None) == (locate is None):
             raise ValueError("give exactly one of keys (a KeyProvider) or locate (a KeyLocator)")
@@ -199,10 +219,27 @@ class JwsVerifier:
         self.understood_crit = understood_crit
         self.missing_kid = missing_kid
         self._clock = clock
+        if remember < 0:
+            raise ValueError("remember must be >= 0")
+        self._remember = remember
+        # signing input (ASCII(header '.' payload)) -> the verified JWS; least recently verified first.
+        self._verified: OrderedDict[bytes, _Verified] = OrderedDict()
+
+    def _remembered(self, token: str) -> CompactJWS | None:
+        """The parse of `token` when this exact text verified before and is still remembered."""
+        dot = token.rfind(".")
+        if dot < 0 or len(token) > self.max_bytes or not token.isascii():
+            return None
+        seen = self._verified.get(token[:dot].encode("ascii"))
+        if seen is None or seen.signature_b64 != token[dot + 1:]:
+            return None
+        return seen.jws
 
     def parse(self, token: str) -> CompactJWS:
         """Step 1: the strict parse, then the fixed `typ`; the result is NOT verified."""
-        jws = parse_compact(token, max_bytes=self.max_bytes, understood_crit=self.understood_crit)
+        jws = self._remembered(token) if self._verified else None
+        if jws is None:
+            jws = parse_compact(token, max_bytes=self.max_bytes, understood_crit=self.understood_crit)
         if self.typ is not None:
             # RFC 8725 §3.11: checked before anything else costs a lookup.
             check_typ(jws.header, self.typ)
@@ -232,10 +269,30 @@ class JwsVerifier:
             _check_typ_rule(jws.header, trust.typ)
         # SECURITY: the key comes only from the key set the trust names, never from the token (RFC 8725 §3.10).
         key = await self.locate(trust, kid)
-        verify_signature(jws, key, trust.algorithms)
+        seen = self._verified.get(jws.signing_input) if self._verified else None
+        if seen is not None and seen.jws.signature == jws.signature and seen.thumbprint == key.thumbprint:
+            # This very signature was verified with this very key: its constraints are judged again, the
+            # signature computation (a pure function of key, alg, signing input and signature) is not.
+            check_key(jws, key, trust.algorithms)
+            self._verified.move_to_end(jws.signing_input)
+        else:
+            verify_signature(jws, key, trust.algorithms)
+            if self._remember:
+                self._keep(jws, key.thumbprint)
         if jws.claims is None:  # pragma: no cover - parse_compact(json_payload=True) always sets claims
             raise JoseError("payload_not_json", "JWS payload is not a JSON object")
         if trust.rules is not None:
             validate_claims(jws.claims, trust.rules, self._clock() if now is None else now)
         return VerifiedJwt(jws.header, jws.claims, jws.alg, kid, key.thumbprint, jws.signing_input)
+
+    def _keep(self, jws: CompactJWS, thumbprint: str) -> None:
+        """Remember a JWS whose signature `thumbprint`'s key verified, forgetting the oldest beyond `remember`."""
+        self._verified[jws.signing_input] = _Verified(jws, b64url_encode(jws.signature), thumbprint)
+        self._verified.move_to_end(jws.signing_input)
+        while len(self._verified) > self._remember:
+            self._verified.popitem(last=False)
+
+    def remembered(self) -> int:
+        """How many verified JWSs are remembered (`remember=N`; tests, diagnostics)."""
+        return len(self._verified)
 

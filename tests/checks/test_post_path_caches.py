@@ -10,7 +10,7 @@ import gateway.checks.registration as registration
 from gateway.checks.base import RequestView
 from gateway.checks.registration import RegistrationError, request_jws
 from gateway.jose.encoding import b64url_decode, b64url_encode
-from tests.checks.world import REGISTER
+from tests.checks.world import REGISTER, keys
 
 
 @pytest.fixture
@@ -90,6 +90,38 @@ async def test_a_tampered_body_is_refused_after_a_genuine_one(dcr_world) -> None
     assert w.registrations() == 1
 
 
+# -- software_statement: a TPP's SSA is verified once, judged on every request ------------------------------
+
+
+async def test_an_ssa_sent_again_is_not_verified_again(dcr_world, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two registrations with the same SSA: the SSA's signature is computed once, each request's own every time."""
+    import gateway.jose.jws as jws_module
+
+    computed: list[bytes] = []
+    real = jws_module.verify_raw
+
+    def counting(alg: str, key: object, signing_input: bytes, signature: bytes) -> None:
+        computed.append(signing_input)
+        real(alg, key, signing_input, signature)
+
+    monkeypatch.setattr(jws_module, "verify_raw", counting)
+    w = await dcr_world()
+    ssa = w.ssa()
+    ssa_input = ssa.rpartition(".")[0].encode()
+    for _ in range(2):
+        resp = await w.post(w.request(ssa=ssa))
+        assert resp.status == 201, await resp.text()
+    assert computed.count(ssa_input) == 1
+    assert len(computed) - computed.count(ssa_input) >= 2  # both request JWSs (and the tokens) verified
+    # The remembered SSA is still judged: the same SSA with a forged signature is refused.
+    head, payload, _ = ssa.split(".")
+    forged = w.ssa(key=keys().attacker_rsa).rpartition(".")[2]
+    resp = await w.post(w.request(ssa=f"{head}.{payload}.{forged}"))
+    assert resp.status == 400
+    assert w.denials("ssa_bad_signature") == 1
+    assert w.registrations() == 2
+
+
 # -- client_certificate: the parse of a forwarded certificate is remembered, never a verdict ---------------
 
 
@@ -138,6 +170,35 @@ async def test_certificate_memo_is_bounded(dcr_world, monkeypatch: pytest.Monkey
     malformed = await check.evaluate(_cert_view(w, time.time(), "not a certificate"))
     assert malformed is not None and malformed.reason == "client_cert_malformed"
     assert not reader.remembers("not a certificate")  # failures are not remembered
+
+
+async def test_what_a_certificate_says_is_read_once_and_its_dates_judged_each_time(
+        dcr_world, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    import gateway.checks.client_certificate as client_certificate
+
+    reads: list[object] = []
+    real = client_certificate.psd2_certificate
+
+    def counting(cert):  # type: ignore[no-untyped-def]
+        reads.append(cert)
+        return real(cert)
+
+    monkeypatch.setattr(client_certificate, "psd2_certificate", counting)
+    w = await dcr_world()
+    check = _check(w, "client_certificate")
+    views = [_cert_view(w, time.time()) for _ in range(2)]
+    for view in views:
+        await check.evaluate(view)
+    assert len(reads) == 1
+    subjects = {v.facts.get(client_certificate.CLIENT_CERT_SUBJECT) for v in views}
+    assert subjects == {"CN=AttackTableSoftware1,OU=0015800001041REAAY,O=OpenBanking,C=GB"}
+    later = await check.evaluate(_cert_view(w, time.time() + 400 * 86400))
+    assert later is not None and later.reason == "client_cert_expired"
+    other = _cert_view(w, time.time(), w.cert_header(keys().other_cert)["ssl-client-cert"])
+    await check.evaluate(other)
+    assert len(reads) == 2  # another certificate is read for itself
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "::1", "::", "::ffff:127.0.0.1", "0:0:0:0:0:0:0:1",
