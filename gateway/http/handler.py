@@ -140,26 +140,29 @@ def audit_fields(request: web.Request, ctx: RequestContext, status: int, elapsed
 
     The identities are the facts' own audit fields (`Fact.audit`), read from the request's facts rather than
     from the decision: a request that failed on its way (body too large, upstream down) still names them."""
-    first = ctx.denials[0] if ctx.denials else None
-    fields = {
-        "interaction_id": ctx.interaction_id,
-        "request_id": ctx.request_id,
-        "method": request.method,
-        "route": ctx.route,
-        "policy": ctx.policy or None,
-        "policy_version": ctx.policy_version,
-        "mode": ctx.policy_mode or None,
-        "decision": ctx.decision,
-        "check": first.check if first else None,
-        "reason": first.reason if first else ctx.error_reason,
-        "denials": [f"{d.check}:{d.reason}" for d in ctx.denials],
-        "status": status,
-        "peer": request.remote,
-        "upstream_status": ctx.upstream_status,
-        "upstream_ms": round(ctx.upstream_seconds * 1000, 3) if ctx.upstream_seconds is not None else None,
-        "duration_ms": round(elapsed * 1000, 3),
-    }
-    fields.update(ctx.facts.audit_fields())
+    denials = ctx.denials
+    first = denials[0] if denials else None
+    # One dict for the whole event: the facts' fields (a fresh copy), then ours (no name is in both), then the
+    # chain's, added by AuditLog.emit.
+    fields = ctx.facts.audit_fields()
+    fields.update(
+        interaction_id=ctx.interaction_id,
+        request_id=ctx.request_id,
+        method=request.method,
+        route=ctx.route,
+        policy=ctx.policy or None,
+        policy_version=ctx.policy_version,
+        mode=ctx.policy_mode or None,
+        decision=ctx.decision,
+        check=first.check if first else None,
+        reason=first.reason if first else ctx.error_reason,
+        denials=[f"{d.check}:{d.reason}" for d in denials] if denials else [],
+        status=status,
+        peer=request.remote,
+        upstream_status=ctx.upstream_status,
+        upstream_ms=round(ctx.upstream_seconds * 1000, 3) if ctx.upstream_seconds is not None else None,
+        duration_ms=round(elapsed * 1000, 3),
+    )
     return fields
 
 

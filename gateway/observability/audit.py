@@ -144,10 +144,12 @@ class AuditLog:
         self._flush_scheduled = False
         self._append("audit_start", {"pid": os.getpid()})
 
-    def _append(self, event_name: str, fields: dict[str, Any]) -> dict[str, Any]:
+    def _append(self, event_name: str, event: dict[str, Any]) -> dict[str, Any]:
+        """Chain `event` (the caller's fields, completed here in place) and queue its line."""
         self._seq += 1
-        event = {"kind": KIND, "v": SCHEMA_VERSION, "chain": self.chain, "seq": self._seq, "prev": self._prev,
-                 "time": _now(), "event": event_name, **fields}
+        # The chain's members win over a caller's field of the same name: no caller can bend the chain.
+        event.update(kind=KIND, v=SCHEMA_VERSION, chain=self.chain, seq=self._seq, prev=self._prev, time=_now(),
+                     event=event_name)
         body = _canonical(event)  # serialised once: hashed, then written with the hash appended
         digest = hashlib.sha256(body).hexdigest()
         event["hash"] = self._prev = digest
@@ -170,7 +172,8 @@ class AuditLog:
             self._writer.queue.put(batch)
 
     def emit(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """Append one decision event (the caller passes only non-secret fields)."""
+        """Append one decision event (the caller passes only non-secret fields). `fields` becomes the event: it is
+        completed in place with the chain's members and returned (one dict per event, not three)."""
         if self._closed:
             return {}
         return self._append("decision", fields)
