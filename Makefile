@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 RUN_STAMP := $(VENV)/.installed-run
 
-.PHONY: run test test-fast bench lint typecheck clean help
+.PHONY: run test test-fast bench lint typecheck clean help examples
 
 help:
 	@echo "make run    start the gateway (8080) and the sandbox bank (8081), admin on 9090"
@@ -13,6 +13,7 @@ help:
 	@echo "make test-fast  the fast tier (under a minute): no subprocess, redis-server, helm or browser"
 	@echo "make bench  measure the gateway against a bare proxy and direct upstream"
 	@echo "make lint   ruff + mypy + import contracts + policy lint"
+	@echo "make examples  record the OpenAPI document's examples from real exchanges (gateway/sandbox/reference)"
 
 $(BIN)/python:
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Debian: apt-get install python3.11 python3.11-venv)"; exit 1; }
@@ -38,6 +39,11 @@ test: $(STAMP)
 # The fast tier (tests/README.md): every package, in-process only; `make test` (CI) runs everything.
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The OpenAPI document's examples: the product started on other ports, the flow walked, every exchange written
+# to gateway/sandbox/reference/examples.json (tests/sandbox/test_examples.py fails when they drift).
+examples: $(RUN_STAMP)
+	$(BIN)/python -m gateway.sandbox.examples --config config.yaml
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(BENCH_ARGS)

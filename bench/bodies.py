@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Protocol
 
 RATE_CEILING = 2000.0
-"""Requests/s one target is assumed never to exceed with a fresh body each (closed loop): bodies are generated
-for this rate over the whole run of a target. A faster target runs out, and its extra requests are errors."""
+"""Requests/s one target is assumed never to exceed with a fresh body each in a closed loop bounded by time:
+bodies are generated for this rate over the whole run of a target. A faster target runs out, and its extra
+requests are errors. Runs bounded by request count (`--requests`, the tests) and open loops (a known rate)
+need no such guess: they get exactly the bodies they send."""
 MAX_BODIES = 100_000
 """Refuse runs needing more (signing takes about 1 ms of CPU a body; a body is about 3 kB)."""
 OUT_OF_BODIES_PATH = "/bench/out-of-bodies"
@@ -41,11 +43,14 @@ class BodySource(Protocol):
         ...
 
 
-def bodies_needed(warmup: int, rounds: int, duration: int, rate: float | None = None) -> int:
-    """Bodies one target may use in a run: its warm-up and every round at the rate ceiling (or at the fixed
-    open-loop `rate` if higher), plus one for the readiness probe."""
+def bodies_needed(warmup: int, rounds: int, duration: int, requests: int | None = None) -> int:
+    """Bodies one target may use in a closed-loop run, plus one for the readiness probe: with `requests` (each
+    measurement ends after that many), exactly the warm-up's and every round's, whatever the machine's speed;
+    else its warm-up and every round at `RATE_CEILING`."""
+    if requests is not None:
+        return ((warmup > 0) + rounds) * requests + 1
     seconds = max(0, warmup) + rounds * max(1, duration)
-    return math.ceil(max(RATE_CEILING, rate or 0.0) * seconds) + 1
+    return math.ceil(RATE_CEILING * seconds) + 1
 
 
 @dataclass(slots=True)
@@ -68,7 +73,7 @@ def prepare(source: BodySource, count: int, workdir: Path, upstream_url: str,
     """The run's body file for `source` with `count` bodies: generated on first use, then reused."""
     if count > MAX_BODIES:
         raise ValueError(f"this scenario needs {count} distinct bodies per target (more than {MAX_BODIES}); "
-                         "use a shorter --duration, fewer --rounds or a lower --rate")
+                         "use a shorter --duration, fewer --rounds, fewer --requests or a lower --rate")
     path = workdir / f"bodies-{source.name}-{count}.txt"
     if not path.exists():
         started = time.monotonic()

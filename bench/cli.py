@@ -12,7 +12,7 @@ from types import FrameType
 
 from .loadgen import CHOICES
 from .report import render, to_json
-from .runner import BenchOptions, run_bench
+from .runner import MODES, SOAK_REQUESTS, BenchOptions, run_bench
 from .scenarios import SCENARIOS
 
 
@@ -42,8 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"concurrent connections (default {d.connections})")
     p.add_argument("--loadgen", choices=CHOICES, default=d.loadgen,
                    help="auto: wrk when on PATH, else the Python client")
+    p.add_argument("--mode", choices=MODES, default=None,
+                   help="throughput (closed loop, saturated), latency (open loop at half of bare's saturation: "
+                        "p50/p99/p99.9) or soak (memory and descriptors over many requests); default: the "
+                        "scenario's (soak for --scenario soak, else throughput)")
     p.add_argument("--rate", type=_bounded(1, 100_000), default=None,
-                   help="open-loop load at this many requests/s (Python client): latency at a fixed load")
+                   help="latency mode at this many requests/s instead of half of bare's saturation (implies "
+                        "--mode latency)")
+    p.add_argument("--requests", type=_bounded(1, 100_000_000), default=None,
+                   help="throughput: end each measurement after N requests (Python client); soak: N requests per "
+                        f"target (default {SOAK_REQUESTS})")
+    p.add_argument("--open-loop-processes", type=_bounded(1, 16), default=d.open_loop_processes,
+                   help=f"latency: processes of the open-loop generator (default {d.open_loop_processes})")
     p.add_argument("--json", metavar="FILE", help="also write machine-readable results to FILE")
     return p
 
@@ -53,7 +63,8 @@ def _terminate(signum: int, _: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the bench, print the table; 1 on a failed run, 130 on Ctrl-C."""
+    """Run the bench, print the table; 1 on a failed run, 2 when a soak target failed its criterion, 130 on
+    Ctrl-C."""
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
     options = BenchOptions(
@@ -64,7 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=args.warmup,
         connections=args.connections,
         loadgen=args.loadgen,
+        mode=args.mode,
         rate=args.rate,
+        requests=args.requests,
+        open_loop_processes=args.open_loop_processes,
     )
     try:
         result = run_bench(options)
@@ -78,4 +92,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(to_json(result), indent=2) + "\n")
         print(f"results written to {args.json}")
-    return 0
+    soaked = [t.soak for t in result.targets if t.soak is not None]
+    return 2 if any(not soak.passed for soak in soaked) else 0

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -68,14 +68,23 @@ class ProcessGroup:
 
     def run(self, name: str, argv: Sequence[str], timeout: float) -> str:
         """Run `argv` to completion within `timeout` seconds and return its output (killed on timeout)."""
-        proc = self.spawn(name, argv)
+        return self.run_all([(name, argv)], timeout)[0]
+
+    def run_all(self, jobs: Sequence[tuple[str, Sequence[str]]], timeout: float, cwd: Path | None = None) -> list[str]:
+        """Run every `(name, argv)` at once (in `cwd`), all within `timeout` seconds; their outputs, in order (all
+        are killed when one is still running at the deadline)."""
+        started = [(name, self.spawn(name, argv, cwd=cwd)) for name, argv in jobs]
+        deadline = time.monotonic() + timeout
         try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"{name} still running after {timeout:.0f} s; killed") from None
+            for name, proc in started:
+                try:
+                    proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    raise RuntimeError(f"{name} still running after {timeout:.0f} s; killed") from None
         finally:
-            self.stop(name)
-        return self.log_path(name).read_text(errors="replace")
+            for name, _ in started:
+                self.stop(name)
+        return [self.log_path(name).read_text(errors="replace") for name, _ in started]
 
     def name_of(self, pid: int) -> str:
         """The name a child was started under."""
@@ -129,13 +138,8 @@ def _stop(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def group_cpu_seconds(pgid: int) -> float | None:
-    """CPU time (user + system) used so far by the live processes of process group `pgid` (a child started by
-    `ProcessGroup.spawn` leads its own group: with a multi-process server, the workers count too), from
-    /proc; None where there is no /proc."""
-    if not os.path.isdir("/proc"):
-        return None
-    ticks = 0
+def _group_members(pgid: int) -> Iterator[tuple[str, list[str]]]:
+    """(pid, /proc/<pid>/stat fields from `state` on) of every live process in group `pgid`."""
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -144,6 +148,35 @@ def group_cpu_seconds(pgid: int) -> float | None:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue  # gone meanwhile
-        if int(fields[2]) == pgid:  # fields from `state` on: pgrp is the 3rd, utime and stime the 12th and 13th
-            ticks += int(fields[11]) + int(fields[12])
+        if int(fields[2]) == pgid:  # pgrp is the 3rd field from `state` on
+            yield entry, fields
+
+
+def group_cpu_seconds(pgid: int) -> float | None:
+    """CPU time (user + system) used so far by the live processes of process group `pgid` (a child started by
+    `ProcessGroup.spawn` leads its own group: with a multi-process server, the workers count too), from
+    /proc; None where there is no /proc."""
+    if not os.path.isdir("/proc"):
+        return None
+    # utime and stime are the 12th and 13th fields from `state` on
+    ticks = sum(int(fields[11]) + int(fields[12]) for _, fields in _group_members(pgid))
     return ticks / _CLOCK_TICKS
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def group_memory(pgid: int) -> tuple[int, int] | None:
+    """(resident bytes, open file descriptors) summed over the live processes of group `pgid`, from
+    /proc/<pid>/statm and /proc/<pid>/fd; None where there is no /proc."""
+    if not os.path.isdir("/proc"):
+        return None
+    rss = fds = 0
+    for pid, _ in _group_members(pgid):
+        try:
+            with open(f"/proc/{pid}/statm") as f:
+                rss += int(f.read().split()[1]) * _PAGE_SIZE
+            fds += len(os.listdir(f"/proc/{pid}/fd"))
+        except OSError:
+            continue  # gone meanwhile
+    return rss, fds

@@ -1,4 +1,5 @@
-"""The Python load generator (when wrk is absent): aiohttp, fixed concurrency, fixed duration, bounded."""
+"""The Python load generator (when wrk is absent, or to bound a measurement by request count): aiohttp, fixed
+concurrency, closed loop, ending after a duration or a number of requests, whichever comes first."""
 
 from __future__ import annotations
 
@@ -58,8 +59,12 @@ async def _send(session: aiohttp.ClientSession, request: RequestSpec, headers: d
         return False
 
 
-def _result(latencies: list[float], errors: int, elapsed: float) -> LoadResult:
+def result(latencies: list[float], errors: int, elapsed: float, lags: list[float] | None = None) -> LoadResult:
+    """The measurement of `latencies` (seconds, any order; sorted here) with `errors` over `elapsed` seconds;
+    `lags`: an open loop's lateness of each send."""
     latencies.sort()
+    if lags is not None:
+        lags.sort()
     return LoadResult(
         requests=len(latencies),
         errors=errors,
@@ -67,12 +72,15 @@ def _result(latencies: list[float], errors: int, elapsed: float) -> LoadResult:
         rps=len(latencies) / elapsed if elapsed else 0.0,
         p50_ms=percentile(latencies, 50) * 1000,
         p99_ms=percentile(latencies, 99) * 1000,
+        p999_ms=percentile(latencies, 99.9) * 1000,
+        lag_p99_ms=percentile(lags, 99) * 1000 if lags is not None else None,
     )
 
 
-async def _measure(nxt: Next, request: RequestSpec, duration: float, connections: int) -> LoadResult:
+async def _measure(nxt: Next, request: RequestSpec, duration: float, connections: int, limit: int) -> LoadResult:
     latencies: list[float] = []
     errors = 0
+    started = 0
     headers = dict(request.headers)
     connector = aiohttp.TCPConnector(limit=connections)
     timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
@@ -82,8 +90,9 @@ async def _measure(nxt: Next, request: RequestSpec, duration: float, connections
         deadline = start + duration
 
         async def worker() -> None:
-            nonlocal errors
-            while clock() < deadline and len(latencies) < MAX_REQUESTS:
+            nonlocal errors, started
+            while clock() < deadline and started < limit:
+                started += 1
                 sent = time.perf_counter()
                 ok = await _send(session, request, headers, nxt)
                 latencies.append(time.perf_counter() - sent)
@@ -92,60 +101,19 @@ async def _measure(nxt: Next, request: RequestSpec, duration: float, connections
         async with asyncio.timeout(duration + REQUEST_TIMEOUT + 5):
             await asyncio.gather(*(worker() for _ in range(connections)))
         elapsed = clock() - start
-    return _result(latencies, errors, elapsed)
-
-
-async def _measure_rate(nxt: Next, request: RequestSpec, duration: float, connections: int,
-                        rate: float) -> LoadResult:
-    """Open loop: one request every 1/rate s whatever the answers, at most `connections` in flight.
-
-    Latency counts from the moment a request was due, not from when it could be sent, so a slow target
-    is not flattered by the load generator waiting for it (no coordinated omission).
-    """
-    latencies: list[float] = []
-    errors = 0
-    headers = dict(request.headers)
-    total = min(int(duration * rate), MAX_REQUESTS)
-    connector = aiohttp.TCPConnector(limit=connections)
-    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as session:
-        start = time.perf_counter()
-
-        async def one(due: float) -> None:
-            nonlocal errors
-            ok = await _send(session, request, headers, nxt)
-            latencies.append(time.perf_counter() - due)
-            errors += not ok
-
-        tasks = []
-        async with asyncio.timeout(duration + REQUEST_TIMEOUT + 5):
-            for i in range(total):
-                due = start + i / rate
-                delay = due - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                tasks.append(asyncio.create_task(one(due)))
-            await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
-    return _result(latencies, errors, elapsed)
+    return result(latencies, errors, elapsed)
 
 
 class PythonClient:
-    """`connections` concurrent aiohttp workers on one loop in the bench process, for `duration` seconds;
-    with `rate`, an open loop at that many requests/s instead (latency at a given load)."""
+    """`connections` concurrent aiohttp workers on one loop in the bench process, each sending its next request
+    when the last one is answered, for `duration` seconds or `max_requests` requests in all."""
 
     label = "python (aiohttp client)"
 
-    def __init__(self, rate: float | None = None) -> None:
-        self.rate = rate
-        if rate is not None:
-            self.label = f"python (aiohttp client, open loop at {rate:g} req/s)"
-
     def measure(self, url: str, request: RequestSpec, duration: float, connections: int,
-                bodies: BodyStream | None = None) -> LoadResult:
+                bodies: BodyStream | None = None, max_requests: int | None = None) -> LoadResult:
         """Load the target at base `url` with `request` (each time the next of `bodies`, if given) and return
         what was measured."""
         nxt = next_request(require_loopback(url), request, bodies)
-        if self.rate is not None:
-            return loop.run(_measure_rate(nxt, request, duration, connections, self.rate))
-        return loop.run(_measure(nxt, request, duration, connections))
+        limit = min(max_requests, MAX_REQUESTS) if max_requests is not None else MAX_REQUESTS
+        return loop.run(_measure(nxt, request, duration, connections, limit))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .results import BenchResult
+from .results import RSS_GROWTH_LIMIT, SOAK_WARMUP_SHARE, BenchResult, TargetResult
+
+FELL_BEHIND = 0.95
+"""Latency mode: a target answering less than this share of the offered rate was saturated (noted)."""
 
 
 def _or_dash(value: float | None, spec: str) -> str:
@@ -15,33 +18,90 @@ def _rounded(value: float | None, digits: int) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def render(result: BenchResult) -> str:
-    """The human-readable report: machine, settings, one row per target, then the ratios."""
+def _header(result: BenchResult) -> list[str]:
     m, s = result.machine, result.settings
-    w = max([12, *(len(t.name) + 1 for t in result.targets)])
-    rw = max([22, *(len(name) for name in result.ratios)])
-    lines = [
-        f"scenario {result.scenario}: {result.request}",
+    if result.mode == "soak":
+        shape = f"{s['requests'] or 'default'} requests per target in chunks of {s['duration']} s"
+    elif result.mode == "latency":
+        shape = f"{s['rounds']} round(s) x {s['duration']} s per target (median shown), warm-up {s['warmup']} s"
+    else:
+        bound = f"{s['requests']} requests or {s['duration']} s" if s["requests"] else f"{s['duration']} s"
+        shape = f"{s['rounds']} round(s) x {bound} per target (median shown), warm-up {s['warmup']} s"
+    return [
+        f"scenario {result.scenario} ({result.mode}): {result.request}",
         f"machine: nproc {m['nproc']}, {m['cpu_model']}, Python {m['python']}, aiohttp {m['aiohttp']}, "
         f"uvloop {'yes' if m['uvloop'] else 'no'}",
-        f"load: {m['load_generator']}, {s['connections']} connections, "
-        f"{s['rounds']} round(s) x {s['duration']} s per target (median shown), warm-up {s['warmup']} s",
+        f"load: {m['load_generator']}, {s['connections']} connections, {shape}",
         "",
-        f"{'target':<{w}} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'spread':>7} {'errors':>7} "
-        f"{'cpu %':>6} {'req/cpu-s':>10}",
     ]
+
+
+def _load_table(result: BenchResult) -> list[str]:
+    """One row per target: the closed loop's throughput, or the open loop's latency at its fixed rate."""
+    w = max([12, *(len(t.name) + 1 for t in result.targets)])
+    p999 = any(t.p999_ms is not None for t in result.targets)
+    lag = result.mode == "latency"
+    lines = [f"{'target':<{w}} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8}" + (f" {'p99.9 ms':>9}" if p999 else "")
+             + f" {'spread':>7} {'errors':>7} {'cpu %':>6} {'req/cpu-s':>10}" + (f" {'lag p99':>8}" if lag else "")]
     for t in result.targets:
         lines.append(
-            f"{t.name:<{w}} {t.rps:>11.0f} {t.p50_ms:>8.2f} {t.p99_ms:>8.2f} {t.spread:>7.1%} {t.errors:>7} "
-            f"{_or_dash(t.cpu_share, '.0%'):>6} {_or_dash(t.per_core, '.0f'):>10}"
+            f"{t.name:<{w}} {t.rps:>11.0f} {t.p50_ms:>8.2f} {t.p99_ms:>8.2f}"
+            + (f" {_or_dash(t.p999_ms, '.2f'):>9}" if p999 else "")
+            + f" {t.spread:>7.1%} {t.errors:>7} {_or_dash(t.cpu_share, '.0%'):>6} {_or_dash(t.per_core, '.0f'):>10}"
+            + (f" {_or_dash(t.lag_p99_ms, '.2f'):>8}" if lag else "")
         )
-    if result.ratios:
+    return lines
+
+
+def _soak_table(result: BenchResult) -> list[str]:
+    """One row per target: requests sent, memory and descriptors after the warm-up and at the end, the verdict."""
+    w = max([12, *(len(t.name) + 1 for t in result.targets)])
+    lines = [f"{'target':<{w}} {'requests':>10} {'requests/s':>11} {'errors':>7} {'rss warm MiB':>13} "
+             f"{'rss end MiB':>12} {'growth':>7} {'fds warm':>9} {'fds end':>8}  verdict"]
+    for t in result.targets:
+        soak = t.soak
+        if soak is None:
+            continue
+        lines.append(
+            f"{t.name:<{w}} {soak.end.requests:>10} {t.rps:>11.0f} {t.errors:>7} "
+            f"{soak.warm.rss_bytes / 2**20:>13.1f} {soak.end.rss_bytes / 2**20:>12.1f} {soak.rss_growth:>+7.1%} "
+            f"{soak.warm.fds:>9} {soak.end.fds:>8}  {'pass' if soak.passed else 'FAIL'}"
+        )
+    lines.append(f"growth is from the sample after the warm-up (the first {SOAK_WARMUP_SHARE:.0%} of the requests) to "
+                 f"the last; pass: resident memory grew by less than {RSS_GROWTH_LIMIT:.0%} and no descriptor more")
+    return lines
+
+
+def render(result: BenchResult) -> str:
+    """The human-readable report: machine, settings, one row per target, then the ratios or the verdicts."""
+    lines = _header(result)
+    if result.mode == "soak":
+        lines += _soak_table(result)
+    else:
+        lines += _load_table(result)
+    if result.mode == "latency":
+        o = result.open_loop
+        came_from = (f"{o['share']:.0%} of bare's closed-loop saturation ({o['saturation']:.0f} req/s)"
+                     if o.get("saturation") else "given with --rate")
+        lines += ["", f"open loop at {o['rate']:.0f} req/s, {came_from}; latency counted from when each request was "
+                  "due; lag p99: how late the generator itself sent (in every latency, alike for every target)"]
+        behind = [t for t in result.targets if t.rps < FELL_BEHIND * o["rate"]]
+        for t in behind:
+            lines.append(f"NOTE: {t.name} answered {t.rps:.0f} of the {o['rate']:.0f} req/s offered: it was saturated, "
+                         "so its latencies are mostly its queue")
+        if result.p99_over_bare_ms:
+            rw = max(len(name) for name in result.p99_over_bare_ms) + 12
+            lines += ["", "p99 over bare's (ms)"]
+            lines += [f"  {name + ' - bare':<{rw}} {value:+.2f}" for name, value in result.p99_over_bare_ms.items()]
+    elif result.mode == "throughput" and result.ratios:
+        rw = max([22, *(len(name) for name in result.ratios)])
         lines += ["", "ratios (requests/s)"]
         lines += [f"  {name:<{rw}} {value:.2f}" for name, value in result.ratios.items()]
     for name, reason in result.skipped.items():
         lines.append(f"skipped {name}: {reason}")
-    lines.append("cpu %: CPU the target's own processes used (100 % = one core); req/cpu-s: responses per CPU-second "
-                 "of them, i.e. requests/s per core of the target")
+    if result.mode != "soak":
+        lines.append("cpu %: CPU the target's own processes used (100 % = one core); req/cpu-s: responses per "
+                     "CPU-second of them, i.e. requests/s per core of the target")
     if any(t.errors for t in result.targets):
         lines.append("WARNING: some requests failed or got an unexpected status; those figures are suspect")
     return "\n".join(lines)
@@ -51,6 +111,7 @@ def to_json(result: BenchResult) -> dict[str, Any]:
     """Machine-readable results (everything in the table, plus every round)."""
     return {
         "scenario": result.scenario,
+        "mode": result.mode,
         "request": result.request,
         "settings": result.settings,
         "machine": result.machine,
@@ -64,15 +125,35 @@ def to_json(result: BenchResult) -> dict[str, Any]:
                 "spread": round(t.spread, 4),
                 "errors": t.errors,
                 "requests_per_cpu_second": _rounded(t.per_core, 1),
+                "p999_ms": _rounded(t.p999_ms, 3),
+                "lag_p99_ms": _rounded(t.lag_p99_ms, 3),
                 "rounds": [
                     {"requests": r.requests, "errors": r.errors, "seconds": round(r.seconds, 3),
                      "requests_per_second": round(r.rps, 1), "p50_ms": round(r.p50_ms, 3),
-                     "p99_ms": round(r.p99_ms, 3), "cpu_seconds": _rounded(r.cpu_seconds, 3)}
+                     "p99_ms": round(r.p99_ms, 3), "p999_ms": _rounded(r.p999_ms, 3),
+                     "lag_p99_ms": _rounded(r.lag_p99_ms, 3), "cpu_seconds": _rounded(r.cpu_seconds, 3)}
                     for r in t.runs
                 ],
+                **({"soak": _soak_json(t)} if t.soak is not None else {}),
             }
             for t in result.targets
         ],
         "ratios": {name: round(value, 4) for name, value in result.ratios.items()},
+        "open_loop": result.open_loop,
+        "p99_over_bare_ms": {name: round(value, 3) for name, value in result.p99_over_bare_ms.items()},
         "skipped": result.skipped,
+    }
+
+
+def _soak_json(target: TargetResult) -> dict[str, Any]:
+    soak = target.soak
+    assert soak is not None
+    return {
+        "passed": soak.passed,
+        "rss_growth": round(soak.rss_growth, 5),
+        "fd_growth": soak.fd_growth,
+        "rss_growth_limit": RSS_GROWTH_LIMIT,
+        "warmup_requests": soak.warm.requests,
+        "samples": [{"requests": x.requests, "seconds": round(x.seconds, 3), "rss_bytes": x.rss_bytes, "fds": x.fds}
+                    for x in soak.samples],
     }

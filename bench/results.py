@@ -24,6 +24,11 @@ class LoadResult:
     cpu_seconds: float | None = None
     """CPU time the target's own processes used meanwhile (not the upstream's, unless it is the target);
     None when not measured."""
+    p999_ms: float | None = None
+    """The 99.9th percentile (the Python load generators; wrk prints none)."""
+    lag_p99_ms: float | None = None
+    """Open loop: 99th percentile of how late the generator itself sent a request after it was due (its own
+    timer granularity and load; not the target's doing)."""
 
     @property
     def per_core(self) -> float | None:
@@ -38,6 +43,8 @@ class TargetResult:
     name: str
     kind: str
     runs: list[LoadResult] = field(default_factory=list)
+    soak: SoakTrace | None = None
+    """Soak mode: the target's memory and file descriptors over the run (its runs are the soak's chunks)."""
 
     @property
     def rps(self) -> float:
@@ -53,6 +60,17 @@ class TargetResult:
     def p99_ms(self) -> float:
         """Median over the rounds of the round's 99th percentile latency."""
         return statistics.median(r.p99_ms for r in self.runs)
+
+    @property
+    def p999_ms(self) -> float | None:
+        """Median over the rounds of the round's 99.9th percentile latency (None when not measured)."""
+        return _median_or_none([r.p999_ms for r in self.runs])
+
+    @property
+    def lag_p99_ms(self) -> float | None:
+        """Open loop: the worst round's 99th percentile of the generator's own lateness (None: closed loop)."""
+        lags = [r.lag_p99_ms for r in self.runs if r.lag_p99_ms is not None]
+        return max(lags) if lags else None
 
     @property
     def per_core(self) -> float | None:
@@ -75,6 +93,59 @@ class TargetResult:
         """(max - min) / median of requests/s over the rounds: how noisy the figure is."""
         values = [r.rps for r in self.runs]
         return (max(values) - min(values)) / self.rps if self.rps else 0.0
+
+
+SOAK_WARMUP_SHARE = 0.1
+"""Soak: the first tenth of the requests is warm-up; growth is measured from the sample after it."""
+RSS_GROWTH_LIMIT = 0.05
+"""Soak: resident memory may grow by less than this fraction between the end of the warm-up and the end."""
+
+
+@dataclass(frozen=True, slots=True)
+class SoakSample:
+    """The target's processes at one point of a soak, read from /proc between two load chunks."""
+
+    requests: int
+    """Requests sent to the target so far."""
+    seconds: float
+    """Since the soak of this target began."""
+    rss_bytes: int
+    """Resident memory of the target's processes (sum over its process group)."""
+    fds: int
+    """Open file descriptors of the target's processes (sum over its process group)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SoakTrace:
+    """A target's samples over a soak; `baseline` indexes the first sample after the warm-up."""
+
+    samples: tuple[SoakSample, ...]
+    baseline: int
+
+    @property
+    def warm(self) -> SoakSample:
+        """The sample the growth is measured from: the end of the warm-up."""
+        return self.samples[self.baseline]
+
+    @property
+    def end(self) -> SoakSample:
+        """The last sample, after the last request."""
+        return self.samples[-1]
+
+    @property
+    def rss_growth(self) -> float:
+        """Resident memory at the end over that at the end of the warm-up, minus 1 (0.01: grew by 1 %)."""
+        return self.end.rss_bytes / self.warm.rss_bytes - 1 if self.warm.rss_bytes else 0.0
+
+    @property
+    def fd_growth(self) -> int:
+        """Open file descriptors at the end minus those at the end of the warm-up."""
+        return self.end.fds - self.warm.fds
+
+    @property
+    def passed(self) -> bool:
+        """Memory flat (growth under `RSS_GROWTH_LIMIT`) and no more file descriptors than after the warm-up."""
+        return self.rss_growth < RSS_GROWTH_LIMIT and self.fd_growth <= 0
 
 
 def _median_or_none(values: list[float | None]) -> float | None:
@@ -108,8 +179,21 @@ class BenchResult:
     skipped: dict[str, str]
     pids: list[int]
     """Every child process the run started (all gone when `run_bench` returns)."""
+    mode: str = "throughput"
+    """throughput (closed loop, saturated), latency (open loop at a fixed rate) or soak (memory over a long run)."""
+    open_loop: dict[str, Any] = field(default_factory=dict)
+    """Latency mode: `rate` (offered requests/s), `saturation` (bare's closed-loop requests/s it came from, or
+    None when given with --rate), `share` of it, and the generator's `processes`."""
+
+    @property
+    def p99_over_bare_ms(self) -> dict[str, float]:
+        """Latency mode: each gateway target's p99 minus bare's, in ms (issue 19 asks for at most 1 ms)."""
+        bare = next((t for t in self.targets if t.kind == "bare"), None)
+        if self.mode != "latency" or bare is None:
+            return {}
+        return {t.name: t.p99_ms - bare.p99_ms for t in self.targets if t.kind == GATEWAY}
 
     @property
     def ratios(self) -> dict[str, float]:
-        """See `ratios`."""
-        return ratios(self.targets)
+        """See `ratios` (throughput mode only: at a fixed rate every target serves the same requests/s)."""
+        return ratios(self.targets) if self.mode == "throughput" else {}

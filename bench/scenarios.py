@@ -49,6 +49,8 @@ class Scenario:
     description: str
     request: RequestSpec
     targets: tuple[TargetSpec, ...]
+    mode: str = "throughput"
+    """How it is measured unless `--mode` says otherwise (bench/runner.py: throughput, latency, soak)."""
 
 
 def _anchors_and(*gateways: TargetSpec) -> tuple[TargetSpec, ...]:
@@ -151,9 +153,22 @@ def post_scenario() -> Scenario:
     )
 
 
+def soak_scenario() -> Scenario:
+    """A million GETs through the full token policy: resident memory and open descriptors must stay flat."""
+    return Scenario(
+        name="soak",
+        description="GET /register/{id} through the shipped token policy, 1 000 000 requests per target, memory "
+                    "and file descriptors sampled (memory and Redis state)",
+        request=_token_request(),
+        targets=(TOKEN, TOKEN_REDIS),
+        mode="soak",
+    )
+
+
 SCENARIOS: dict[str, Callable[[], Scenario]] = {
     "get": get_scenario,
     "policies": policies_scenario,
     "post": post_scenario,
+    "soak": soak_scenario,
 }
 """Scenario name (`--scenario`) → the function building it."""

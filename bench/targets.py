@@ -47,9 +47,10 @@ def _python_server(procs: ProcessGroup, name: str, module: str, *args: str) -> t
     return f"http://{LOOPBACK}:{port}", proc.pid
 
 
-def start_upstream(procs: ProcessGroup, workdir: Path) -> Endpoint:
+def start_upstream(procs: ProcessGroup, workdir: Path, lifetime: float | None = None) -> Endpoint:
     """Start the shared upstream (bench/upstream.py) every target forwards to; it also serves the key sets of
-    the bench's token issuer, software directory and TPP."""
+    the bench's token issuer, software directory and TPP. It exits by itself after `lifetime` seconds (default:
+    `serving.DEFAULT_LIFETIME`)."""
     from . import registration, tokens
 
     args = []
@@ -59,6 +60,8 @@ def start_upstream(procs: ProcessGroup, workdir: Path) -> Endpoint:
         path = workdir / f"{route.strip('/').replace('/', '-')}.json"
         path.write_text(content)
         args += ["--serve", f"{route}={path}"]
+    if lifetime is not None:
+        args += ["--lifetime", str(lifetime)]
     url, pid = _python_server(procs, "upstream", "bench.upstream", *args)
     return Endpoint("upstream", "upstream", url, pid)
 

@@ -143,9 +143,11 @@ class Wrk:
         return ["-s", str(path)]
 
     def measure(self, url: str, request: RequestSpec, duration: float, connections: int,
-                bodies: BodyStream | None = None) -> LoadResult:
+                bodies: BodyStream | None = None, max_requests: int | None = None) -> LoadResult:
         """Load the target at base `url` for `duration` (whole seconds, >= 1); parse wrk's output. With
-        `bodies`, each request takes the next body of the stream, which then moves past every body taken."""
+        `bodies`, each request takes the next body of the stream, which then moves past every body taken.
+        `max_requests` is not honoured: wrk cannot stop after a number of requests (its `thread:stop()` ends the
+        thread, but wrk still waits out the whole duration)."""
         seconds = max(1, round(duration))
         argv = [self.binary, f"-t{self.threads}", f"-c{max(connections, self.threads)}", f"-d{seconds}s",
                 f"--timeout={REQUEST_TIMEOUT_S}s", "--latency"]

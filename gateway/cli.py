@@ -1,8 +1,11 @@
-"""`dcr-gateway` entry point: serve, config check, and the subcommands later modules register."""
+"""`dcr-gateway` entry point: the command tree (`serve`, `config`, `audit`, then the policy tools and the sandbox's,
+which register their own subcommands), and `main`, which turns errors into one line and an exit status."""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -104,6 +107,12 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
     configure_logging("auto", "warning")
     policy_set = compile_policies(read_source(directory), build_runtime(settings, None).services,
                                   unmatched_status=settings.policies.unmatched_status)
+    # The operator's check_modes overruling what a policy says for a check: allowed (it wins), and said.
+    for policy in policy_set.policies:
+        for policy_check, mode in zip(policy.checks, policy.modes, strict=True):
+            if mode.source == "config" and mode.policy is not None and mode.policy != mode.mode:
+                print(f"warning: {name}: policies.check_modes.{policy_check.name}: {mode.mode} overrides `mode: "
+                      f"{mode.policy}` of policy {policy.name} ({policy.source})", file=sys.stderr)
     print(f"{name}: ok; {directory}: {len(policy_set.policies)} policies ok")
     return 0
 
@@ -115,9 +124,27 @@ def _positive(text: str) -> int:
     return value
 
 
+DESCRIPTION = """\
+A security gateway for UK Open Banking Dynamic Client Registration: it checks every request to the bank's DCR
+API (tokens, software statements, signed registration requests, client certificates) against the bank's
+YAML policies and forwards only what they allow."""
+
+EPILOG = """\
+examples:
+  dcr-gateway serve --config config.yaml        run the gateway (and the sandbox bank, when sandbox.enabled)
+  dcr-gateway config check                      validate config.yaml (and the policies it names)
+  dcr-gateway policy test policies/             run the policies' *_test.yaml cases
+  dcr-gateway policy explain --method POST --path /open-banking/v3.1/register
+  dcr-gateway audit verify audit.log            check the audit trail's hash chain
+
+The config file is --config, else $DCRGW_CONFIG, else ./config.yaml; DCRGW_<SECTION>__<KEY> variables override
+it. `dcr-gateway COMMAND --help` for each command. Docs: README.md, docs/configuration.md, docs/policies.md."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(prog="dcr-gateway", description=__doc__)
+    parser = argparse.ArgumentParser(prog="dcr-gateway", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"dcr-gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -131,12 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_positive, metavar="N",
                        help="worker processes sharing the ports (default: server.workers, 1)")
     serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)  # set by the parent for its workers
-    config = sub.add_parser("config", help="configuration tools")
+    config = sub.add_parser("config", help="configuration tools: check")
     config_sub = config.add_subparsers(dest="config_command", required=True, metavar="COMMAND")
     check = config_sub.add_parser("check", help="validate the configuration and exit")
     check.add_argument("--config", help="config file (default: $DCRGW_CONFIG or ./config.yaml)")
     check.set_defaults(func=_cmd_config_check)
-    audit = sub.add_parser("audit", help="audit trail tools")
+    audit = sub.add_parser("audit", help="audit trail tools: verify")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="COMMAND")
     verify = audit_sub.add_parser("verify", help="check an audit file's hash chain; report the first broken, "
                                   "missing or reordered event")
@@ -158,8 +185,28 @@ def _register_optional(sub: Any) -> None:
     register_sandbox(sub)
 
 
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+"""The exit status of a command whose output pipe closed (`dcr-gateway … | head`): that of a process ended by
+SIGPIPE, as shells report it (141)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse arguments and run; configuration errors exit 2 with one clear message, no traceback."""
+    """Parse arguments and run; configuration errors exit 2 with one clear message, no traceback. A closed
+    output pipe ends the command quietly (EXIT_BROKEN_PIPE)."""
+    try:
+        code = _run(argv)
+        sys.stdout.flush()  # buffered output meets a closed pipe here, not in the interpreter's exit
+    except BrokenPipeError:
+        # As the Python documentation advises (signal module, "Note on SIGPIPE"): stdout to /dev/null, so that
+        # the interpreter's own last flush does not fail again and print "Exception ignored".
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _run(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
@@ -168,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in exc.messages:
             print(f"error: {line}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # main's: not an error to report
     except OSError as exc:
         print(f"error: {exc.strerror or exc}{f': {exc.filename}' if exc.filename else ''}", file=sys.stderr)
         return 1

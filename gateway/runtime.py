@@ -121,7 +121,8 @@ def _assemble(
                               skew_seconds=trust.clock_skew_seconds, on_revoke=_on_revoke(metrics))
     tokens = TokenVerifier(keys, skew_seconds=trust.clock_skew_seconds, clock=clock)
     services = Services(trust=trust, keys=keys, store=store, revocations=revocations, tokens=tokens, clock=clock,
-                        check_modes=dict(settings.policies.check_modes), on_replay=_on_replay(metrics),
+                        check_modes=dict(settings.policies.check_modes),
+                        modes=settings.policies.check_mode, on_replay=_on_replay(metrics),
                         on_fail_open=_on_fail_open(metrics), revocation=revocation)
     return Runtime(services, (*owned, store, tokens))
 

@@ -149,25 +149,32 @@ def test_get_scenario_smoke_run_measures_each_target_and_leaves_no_process() -> 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_open_loop_rate_sends_exactly_rate_times_duration() -> None:
-    """`--rate R` sends R requests per second of measurement, whatever the answers (open loop)."""
+    """`--rate R` (latency mode) sends R requests per second of measurement on a timetable, whatever the answers,
+    from the open-loop generator's own process, and reports p99.9 and the generator's lag."""
     options = BenchOptions(scenario="get", targets=("direct",), duration=2, rounds=1, warmup=0, connections=8,
                            loadgen="python", rate=40)
     with _hard_deadline(40):
         result = run_bench(options, progress=lambda line: None)
     (target,) = result.targets
+    assert result.mode == "latency" and result.open_loop["rate"] == 40 and result.open_loop["saturation"] is None
     assert target.runs[0].requests == 80
     assert target.errors == 0
+    assert target.p999_ms is not None and target.lag_p99_ms is not None
     assert "open loop at 40 req/s" in render(result)
+    assert result.ratios == {}  # at one fixed rate every target serves the same requests/s
+    assert len(result.pids) == 2  # the upstream (direct) and the generator's one worker process
 
 
-def run_one_target(scenario: str, target: str, deadline: float = 40) -> BenchResult:
-    """A 1 s run of one target of `scenario` (Python client, 4 connections); it must serve without an error."""
-    options = BenchOptions(scenario=scenario, targets=(target,), duration=1, rounds=1, warmup=0, connections=4,
-                           loadgen="python")
+def run_one_target(scenario: str, target: str, deadline: float = 40, requests: int = 200) -> BenchResult:
+    """One round of `requests` requests to one target of `scenario` (Python client, 4 connections); it must serve
+    every one without an error. Bounded by count, not time, so the run does the same work on any machine (a
+    scenario with distinct bodies gets exactly the bodies it sends)."""
+    options = BenchOptions(scenario=scenario, targets=(target,), duration=deadline, rounds=1, warmup=0,
+                           connections=4, loadgen="python", requests=requests)
     with _hard_deadline(deadline):
         result = run_bench(options, progress=lambda line: None)
     (measured,) = result.targets
-    assert measured.rps > 0 and measured.errors == 0
+    assert measured.runs[0].requests == requests and measured.errors == 0
     return result
 
 

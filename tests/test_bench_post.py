@@ -39,7 +39,13 @@ def test_bodies_cover_warmup_and_every_round_at_the_ceiling_plus_the_probe() -> 
     """Defaults: (2 s + 3 x 5 s) at 2000 req/s, and one more for the readiness probe."""
     assert bodies_needed(warmup=2, rounds=3, duration=5) == 17 * RATE_CEILING + 1 == 34_001
     assert bodies_needed(warmup=0, rounds=1, duration=1) == RATE_CEILING + 1
-    assert bodies_needed(warmup=0, rounds=2, duration=3, rate=5000) == 30_001  # an open loop above the ceiling
+
+
+def test_a_run_bounded_by_count_gets_exactly_its_bodies_whatever_the_duration() -> None:
+    """With --requests every measurement (the warm-up too) ends after that many: the bodies do not depend on
+    how fast the machine is, or on the duration, which is then only a bound."""
+    assert bodies_needed(warmup=2, rounds=3, duration=600, requests=500) == 4 * 500 + 1
+    assert bodies_needed(warmup=0, rounds=1, duration=1, requests=5000) == 5001
 
 
 def test_registration_bodies_are_distinct_and_verify_with_the_served_keys() -> None:
@@ -168,7 +174,7 @@ def test_wrk_threads_never_send_the_same_body_and_the_stream_moves_past_them(
         first = wrk.measure(url, RequestSpec("POST", "/r"), 1, 4, stream)
         after_first = stream.next
         second = wrk.measure(url, RequestSpec("POST", "/r"), 1, 4, stream)
-    assert first.requests > 100 and second.requests > 100 and first.errors == second.errors == 0
+    assert first.requests > 0 and second.requests > 0 and first.errors == second.errors == 0
     assert len(seen) == len(set(seen)) >= first.requests + second.requests
     indices = sorted(int(body.removeprefix(b"body-")) for body in seen)
     assert indices[-1] < stream.next
@@ -180,10 +186,10 @@ def test_wrk_out_of_bodies_shows_as_errors(tmp_path: Path, recorder: tuple[str, 
     url, seen = recorder
     with ProcessGroup(tmp_path) as procs:
         result = Wrk(find_wrk() or "wrk", procs, tmp_path, threads=2).measure(
-            url, RequestSpec("POST", "/r"), 1, 2, BodyStream(_body_file(tmp_path, 30)))
+            url, RequestSpec("POST", "/r"), 1, 2, BodyStream(_body_file(tmp_path, 6)))
     # wrk calls request() once before the run to check the script: that body (thread 0's first) is never sent.
-    assert sorted(seen) == sorted(f"body-{i}".encode() for i in range(1, 30))
-    assert result.errors == result.requests - 29 > 0  # every other request went to the 404 path
+    assert sorted(seen) == sorted(f"body-{i}".encode() for i in range(1, 6))
+    assert result.errors == result.requests - 5 > 0  # every other request went to the 404 path
 
 
 # -- CPU per target and the post scenario end to end --------------------------------------------------------
@@ -199,7 +205,9 @@ def test_group_cpu_seconds_counts_this_process_group() -> None:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_post_scenario_smoke_run_passes_every_check_and_reports_cpu() -> None:
-    """A 1 s `post` run through the shipped policies: every request verified and answered 201."""
+    """200 POSTs through the shipped policies, each with its own body: every one verified and answered 201. The
+    run is bounded by count, so it gets exactly the bodies it sends: on a fast machine it cannot run out of them
+    (a 1 s run once did, with bodies for 2000 req/s), on a slow one it just takes longer."""
     result = run_one_target("post", "gw_post", deadline=60)
     (target,) = result.targets
     assert target.per_core is not None and target.per_core > 0
@@ -218,9 +226,9 @@ def test_the_gateway_refuses_every_body_a_second_time(tmp_path: Path) -> None:
         upstream = start_upstream(procs, tmp_path)
         file = prepare(request.bodies, 300, tmp_path, upstream.url, lambda line: None)
         gateway = start_target(post, procs, tmp_path, upstream)
-        client = PythonClient(rate=100)
-        fresh = client.measure(gateway.url, request, 1, 4, BodyStream(file))
-        replayed = client.measure(gateway.url, request, 1, 4, BodyStream(file))
+        client = PythonClient()
+        fresh = client.measure(gateway.url, request, 50, 4, BodyStream(file), max_requests=100)
+        replayed = client.measure(gateway.url, request, 50, 4, BodyStream(file), max_requests=100)
     assert fresh.requests == replayed.requests == 100
     assert fresh.errors == 0
     assert replayed.errors == 100

@@ -97,6 +97,9 @@ PROCESS_TESTS: dict[str, frozenset[str]] = {
         "test_sign_request_options",
         "test_tpp_key",
     }),
+    "sandbox/test_examples.py": frozenset({
+        "test_committed_examples_are_what_the_servers_answer",
+    }),
     "sandbox/test_process.py": frozenset({
         "test_kill_9_then_restart_keeps_registration",
     }),

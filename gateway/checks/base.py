@@ -99,8 +99,9 @@ class Check(ABC, Generic[P]):
     def __init__(self, params: P, services: Services) -> None:
         self.params = params
         self.services = services
-        self.audit_only = services.check_modes.get(self.name) == "audit"
-        """Denials are reported (audit_deny) but not enforced: config `policies.check_modes`."""
+        self.audit_only = services.check_mode(self.name).audit
+        """Denials are reported (audit_deny) but not enforced: config `policies.check_modes`, or the check's
+        `mode` in its policy (the policy compiler sets it from `Services.check_mode`, the one rule)."""
 
     @abstractmethod
     async def evaluate(self, request: RequestView) -> Denial | None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ..certificates import ForwardedCertificateReader
-from ..config import TrustSettings
+from ..config import CheckMode, TrustSettings, resolve_check_mode
 from ..jose import KeyProvider
 from ..pki.chain import ChainValidator, TrustAnchors
 from ..pki.revocation import IssuerLookup, RevocationChecker
@@ -37,6 +37,9 @@ class Services:
     clock: Callable[[], float]
     check_modes: Mapping[str, str] = field(default_factory=dict)
     """Check kind → "audit" to report its denials without enforcing them (config policies.check_modes)."""
+    modes: Callable[[str, str | None], CheckMode] | None = None
+    """(check kind, the policy's `mode` for it) → the mode it runs in: config `PolicySettings.check_mode`, the
+    one rule (profile, then `check_modes`, then the policy). None: `check_modes`, then the policy."""
     on_replay: Callable[[], None] = _no_hook
     """Called once per replayed registration request jti (dcr_gateway_replay_rejections_total)."""
     on_fail_open: Callable[[str, str], None] | None = None
@@ -64,6 +67,12 @@ class Services:
                                      clock_skew_seconds=self.trust.clock_skew_seconds)
         if self.issuers is None:
             self.issuers = self.chains  # revocation asks for the issuer a validated chain found
+
+    def check_mode(self, check: str, policy: str | None = None) -> CheckMode:
+        """The mode check kind `check` runs in where its policy says `policy` (None: the policy says nothing)."""
+        if self.modes is not None:
+            return self.modes(check, policy)
+        return resolve_check_mode(check, policy, self.check_modes)
 
     async def prefetch(self, uris: Iterable[str]) -> list[str]:
         """Warm configured key sets; return the URIs that failed."""

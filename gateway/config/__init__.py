@@ -10,6 +10,7 @@ from .settings import (
     ENV_PREFIX,
     FACTS_JWKS_PATH,
     CertificateRevocationSettings,
+    CheckMode,
     ClientCertificateSettings,
     ConfigError,
     Directory,
@@ -22,12 +23,14 @@ from .settings import (
     check_workers,
     config_path,
     load_settings,
+    resolve_check_mode,
 )
 
 __all__ = [
     "ENV_PREFIX",
     "FACTS_JWKS_PATH",
     "CertificateRevocationSettings",
+    "CheckMode",
     "ClientCertificateSettings",
     "ConfigError",
     "Directory",
@@ -40,4 +43,5 @@ __all__ = [
     "check_workers",
     "config_path",
     "load_settings",
+    "resolve_check_mode",
 ]

@@ -101,11 +101,17 @@ def iter_errors(
     exc: ValidationError, doc: YamlDocument | None, *, base_loc: Sequence[str | int] = ()
 ) -> Iterator[tuple[str, int | None, str]]:
     """Yield (key path, line, message) for each validation error, in document order."""
+    for _, dotted, line, message in located_errors(exc, doc, base_loc=base_loc):
+        yield dotted, line, message
+
+
+def located_errors(
+    exc: ValidationError, doc: YamlDocument | None, *, base_loc: Sequence[str | int] = ()
+) -> Iterator[tuple[list[str | int], str, int | None, str]]:
+    """Yield (location, key path, line, message) for each validation error, in document order."""
     for err in exc.errors():
         loc = [*base_loc, *[p for p in err["loc"] if not _is_union_tag(p)]]
-        dotted = key_path(loc)
-        line = doc.line_of(loc) if doc is not None else None
-        yield dotted, line, _message(err)
+        yield loc, key_path(loc), doc.line_of(loc) if doc is not None else None, _message(err)
 
 
 def key_path(loc: Sequence[str | int]) -> str:

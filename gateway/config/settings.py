@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -12,7 +13,14 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, field_validator, model_validator
 
-from .schema import NonNegativeSeconds, Port, PositiveInt, PositiveSeconds, StrictModel, format_errors
+from .schema import (
+    NonNegativeSeconds,
+    Port,
+    PositiveInt,
+    PositiveSeconds,
+    StrictModel,
+    located_errors,
+)
 from .yamlsource import YamlDocument, YamlSourceError, load_yaml
 
 ENV_PREFIX = "DCRGW_"
@@ -103,6 +111,10 @@ class ServerSettings(StrictModel):
     workers: PositiveInt = 1
     """Worker processes sharing the listening ports (SO_REUSEPORT); `serve --workers N` overrides it.
     More than one needs `state.backend: redis` (security state must be shared) and fixed ports."""
+    server_header: str = ""
+    """The `Server` field of every answer on every listener (public, admin, sandbox), errors included. Empty
+    (the default): none is sent — aiohttp's own names the Python and aiohttp versions. Else sent as is, e.g.
+    `dcr-gateway` (no version: it helps an attacker pick exploits, not a TPP)."""
     trusted_proxies: tuple[str, ...] = ()
     """Addresses or CIDRs of the load balancers / ingresses in front of the gateway. When a request comes from
     one, its client address (`rate_limit` with `key: peer`) is the nearest X-Forwarded-For entry, right to
@@ -117,6 +129,14 @@ class ServerSettings(StrictModel):
     @classmethod
     def _proxies(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return _cidrs(v)
+
+    @field_validator("server_header")
+    @classmethod
+    def _server_header(cls, v: str) -> str:
+        # RFC 9110 §10.2.4: product tokens and comments, visible ASCII and spaces (no CR/LF: header injection).
+        if len(v) > 256 or v != v.strip() or any(not (0x20 <= ord(c) < 0x7F) for c in v):
+            raise ValueError("expected visible ASCII characters and inner spaces (e.g. dcr-gateway), or \"\" for none")
+        return v
 
 
 class UpstreamTimeouts(StrictModel):
@@ -440,7 +460,61 @@ PROFILE_DIRS = {"bank": "policies", "ob_standard": "policies/ob_standard"}
 """The shipped policy directory of each profile (relative to the config file)."""
 
 PROFILE_ENFORCED_CHECKS = {"bank": (), "ob_standard": ("client_certificate",)}
-"""Checks a profile authenticates requests with: never put in audit by `check_modes`."""
+"""Checks a profile authenticates requests with: never put in audit by `check_modes` or a policy."""
+
+CheckModeName = Literal["enforce", "audit"]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckMode:
+    """The mode one check of one policy runs in, and where it comes from (`resolve_check_mode`)."""
+
+    mode: CheckModeName
+    source: Literal["default", "policy", "config", "profile"]
+    """default: neither the policy nor the config says; policy: the check's `mode` in the policy file;
+    config: `policies.check_modes` (the operator's override, which wins); profile: the profile always
+    enforces this check (`PROFILE_ENFORCED_CHECKS`)."""
+    policy: CheckModeName | None = None
+    """What the policy file says for this check (its `mode` parameter), None when it says nothing."""
+    config: CheckModeName | None = None
+    """What config `policies.check_modes` says for this check kind, None when it says nothing."""
+
+    @property
+    def audit(self) -> bool:
+        """Denials are reported (audit_deny) but not enforced."""
+        return self.mode == "audit"
+
+    def describe(self) -> str:
+        """`audit (check_modes in the config; policy says enforce)`: the mode and both sources."""
+        if self.source == "default":
+            return self.mode
+        if self.source == "policy":
+            return f"{self.mode} (policy)"
+        if self.source == "profile":
+            overruled = [f"{w} says audit" for w, m in (("check_modes", self.config), ("policy", self.policy))
+                         if m == "audit"]
+            return f"{self.mode} (the profile always enforces it{'; ' if overruled else ''}{', '.join(overruled)})"
+        policy = f"; policy says {self.policy}" if self.policy is not None else ""
+        return f"{self.mode} (policies.check_modes in the config{policy})"
+
+
+def resolve_check_mode(check: str, policy: str | None, check_modes: Mapping[str, str],
+                       pinned: Iterable[str] = ()) -> CheckMode:
+    """The mode a check runs in, the one rule every consumer uses (the policy compiler, `policy explain`, the
+    OpenAPI document): a check the profile authenticates with (`pinned`) is always enforced; otherwise config
+    `policies.check_modes` wins when it names the check kind (the operator's override: forcing audit fleet-wide
+    during an incident, or enforcement over a policy's audit), then the check's own `mode` in the policy file,
+    then enforce. A policy whose own `mode` is audit dry-runs every check whatever this says (the engine)."""
+    said = policy if policy in ("enforce", "audit") else None
+    configured = check_modes.get(check)
+    config = configured if configured in ("enforce", "audit") else None
+    if check in pinned:
+        return CheckMode("enforce", "profile", said, config)  # type: ignore[arg-type]
+    if config is not None:
+        return CheckMode(config, "config", said, config)  # type: ignore[arg-type]
+    if said is not None:
+        return CheckMode(said, "policy", said)  # type: ignore[arg-type]
+    return CheckMode("enforce", "default")
 
 
 class PolicySettings(StrictModel):
@@ -462,7 +536,9 @@ class PolicySettings(StrictModel):
     check_modes: dict[str, Literal["enforce", "audit"]] = {}
     """Per check kind, `audit` makes its denials reported but not enforced in every policy (e.g. the
     sandbox runs `client_certificate` in audit mode in the bank profile: there is no mTLS ingress on a
-    laptop). Never for the checks the profile authenticates with (`ob_standard`: `client_certificate`)."""
+    laptop), `enforce` enforces them. The operator's override: it wins over a check's own `mode` in a policy,
+    both ways (docs/policies.md, "Which mode wins"). Never audit for the checks the profile authenticates
+    with (`ob_standard`: `client_certificate`)."""
     fact_headers: dict[str, str] = {
         "client_id": "X-DCR-Client-Id",
         "software_id": "X-DCR-Software-Id",
@@ -499,6 +575,12 @@ class PolicySettings(StrictModel):
     def ignored_check_modes(self) -> tuple[str, ...]:
         """Checks whose `check_modes` audit the profile overrode (they are enforced)."""
         return self._ignored_modes
+
+    def check_mode(self, check: str, policy: str | None = None) -> CheckMode:
+        """The mode check kind `check` runs in where its policy says `policy` (its `mode`, None: nothing), by
+        the one rule (`resolve_check_mode`): the profile's checks enforced, then `check_modes`, then the policy."""
+        configured = {**self.check_modes, **dict.fromkeys(self._ignored_modes, "audit")}  # as the file says
+        return resolve_check_mode(check, policy, configured, PROFILE_ENFORCED_CHECKS[self.profile])
 
 
 class AuditSettings(StrictModel):
@@ -901,12 +983,26 @@ def _secrets_in_file(data: dict[str, Any], doc: YamlDocument, cfg_path: Path) ->
 
 
 def _attribute(exc: ValidationError, doc: YamlDocument, cfg_path: Path, env: Mapping[str, str]) -> list[str]:
-    """Name the env variable when the bad value came from one, else the file and line."""
+    """Name the environment variable when the bad value came from one (its own key, or a key under the one the
+    error is about: a mistyped `DCRGW_SERVR__PORT` is an unknown key `servr` the file does not have), else the
+    file and line."""
+    overrides: dict[tuple[str, ...], str] = {}
+    for name in env:
+        if name.startswith(ENV_PREFIX) and name != CONFIG_ENV:
+            path = tuple(p.lower() for p in name[len(ENV_PREFIX):].split("__") if p)
+            if path:
+                overrides[path] = name
     messages = []
-    for line in format_errors(exc, doc, source=str(cfg_path)):
-        dotted = line[len(str(cfg_path)) + 2 :].split(":", 1)[0]
-        env_name = ENV_PREFIX + dotted.upper().replace(".", "__")
-        if env_name in env:
-            line = f"environment {env_name}: " + line[len(str(cfg_path)) + 2 :].split(" (line ")[0]
-        messages.append(line)
+    for where, dotted, line, message in located_errors(exc, doc):
+        loc = tuple(str(p) for p in where)
+        names = [n for path, n in sorted(overrides.items()) if path[:len(loc)] == loc] if loc else []
+        if not names:
+            suffix = f" (line {line})" if line is not None else ""
+            messages.append(f"{cfg_path}: {dotted}: {message}{suffix}")
+            continue
+        exact = overrides.get(loc)
+        if exact is not None or not doc.has(list(loc)):
+            messages.append(f"environment {exact or ', '.join(names)}: {dotted}: {message}")
+        else:  # a value of the file's, with a part from the environment: name both
+            messages.append(f"environment {', '.join(names)}: {dotted}: {message} (with {cfg_path}, line {line or 1})")
     return messages

@@ -24,6 +24,19 @@ class YamlDocument:
     data: Any
     root: yaml.Node | None
 
+    def has(self, loc: Loc) -> bool:
+        """True when the file itself holds a value at `loc` (not only a parent of it)."""
+        node = self.root
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                node = next((v for k, v in node.value if isinstance(k, yaml.ScalarNode) and k.value == str(part)),
+                            None)
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+            else:
+                return False
+        return node is not None
+
     def line_of(self, loc: Loc) -> int | None:
         """1-based line of the value at `loc` (or of its closest existing parent)."""
         node = self.root

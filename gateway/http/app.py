@@ -121,7 +121,9 @@ def build_public_app(
     app.on_response_prepare.append(echo_interaction_id)
     # Expect: 100-continue is answered when the body is first read (proxy.read_body), so a request refused for
     # its token is never invited to send its body; any other expectation is refused by inbound.screen (417).
-    app.router.add_route("*", "/{tail:.*}", gateway_handler, expect_handler=no_early_continue)
+    # Every path reaches the handler, where the policy router decides (and the decision is audited): `.` would not
+    # match a percent-encoded line break (/register/%0A), which aiohttp's router then answered 404 on its own.
+    app.router.add_route("*", r"/{tail:[\s\S]*}", gateway_handler, expect_handler=no_early_continue)
     return app
 
 

@@ -22,12 +22,13 @@ from http import HTTPStatus
 from typing import Any, Final
 
 import httptools
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError, LineTooLong
 from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import EMPTY_PAYLOAD
 from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from aiohttp.web_request import BaseRequest
+from multidict import CIMultiDict
 
 from ..addresses import ProxyTrust
 from ..config import ServerSettings
@@ -72,7 +73,7 @@ class ClientSlots:
 class ListenerLimits:
     """The connection-level limits of one listener (config `server.timeouts`, `server.max_connections_per_client`)."""
 
-    __slots__ = ("body_idle", "body_total", "connections", "header_timeout", "keepalive", "proxies")
+    __slots__ = ("body_idle", "body_total", "connections", "header_timeout", "keepalive", "proxies", "server_header")
 
     def __init__(self, server: ServerSettings, proxies: ProxyTrust) -> None:
         timeouts = server.timeouts
@@ -83,6 +84,21 @@ class ListenerLimits:
         self.body_total = timeouts.body_total_seconds
         self.connections = ClientSlots(server.max_connections_per_client)
         self.proxies = proxies
+        self.server_header = server.server_header
+        """The `Server` field of every answer (`server.server_header`); empty: none (aiohttp would name itself
+        and the Python version)."""
+
+    def set_server_header(self, headers: CIMultiDict[str]) -> None:
+        """Put the configured `Server` field in `headers`, or remove it: after aiohttp added its own."""
+        if self.server_header:
+            headers[hdrs.SERVER] = self.server_header
+        else:
+            headers.popall(hdrs.SERVER, None)
+
+    async def on_response_prepare(self, _: web.Request, response: web.StreamResponse) -> None:
+        """The app's signal (aiohttp sends it once the response's default headers are set, before they are
+        written): every answer an app gives, its errors included."""
+        self.set_server_header(response.headers)
 
     def handler_args(self) -> dict[str, Any]:
         """aiohttp `RequestHandler` settings: keep-alive, how long an unread body is drained before closing, and
@@ -240,10 +256,24 @@ class GatewayRequestHandler(RequestHandler):
         description = {400: "malformed HTTP request", 405: "CONNECT is not served",
                        431: "request line or header field too large",
                        505: "only HTTP/1.0 and HTTP/1.1 are served"}.get(status, HTTPStatus(status).phrase.lower())
-        response = web.Response(status=status, body=dumps({"error": error, "error_description": description}),
-                                content_type="application/json", headers={"Cache-Control": "no-store"})
+        response = _Refusal(self._limits, status=status,
+                            body=dumps({"error": error, "error_description": description}),
+                            content_type="application/json", headers={"Cache-Control": "no-store"})
         response.force_close()
         return response
+
+
+class _Refusal(web.Response):
+    """The answer to a request refused before any app saw it (no app signal runs for it): its `Server` field
+    is set as the apps' are (`ListenerLimits.set_server_header`)."""
+
+    def __init__(self, limits: ListenerLimits, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._limits = limits
+
+    async def _prepare_headers(self) -> None:
+        await super()._prepare_headers()
+        self._limits.set_server_header(self.headers)
 
 
 class _GatewayServer(web.Server):
@@ -262,7 +292,10 @@ class ListenerRunner(web.AppRunner):
     """`AppRunner` for an app carrying `LIMITS`: its connections get `GatewayRequestHandler`."""
 
     def __init__(self, app: web.Application, **kwargs: Any) -> None:
-        super().__init__(app, **{**kwargs, **app[LIMITS].handler_args()})
+        limits = app[LIMITS]
+        super().__init__(app, **{**kwargs, **limits.handler_args()})
+        if limits.on_response_prepare not in app.on_response_prepare:
+            app.on_response_prepare.append(limits.on_response_prepare)  # the `Server` field of its answers
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

@@ -235,7 +235,8 @@ def verify_lines(lines: Iterable[str]) -> VerifyResult:
     """Check every chain in a stream of lines (other log lines are skipped)."""
     state: dict[str, tuple[int, str]] = {}  # chain -> (last seq, last hash)
     count = 0
-    for number, event in _audit_lines(lines):
+    events = _audit_lines(lines)
+    for number, event in events:
         if event is None:
             return VerifyResult(False, count, len(state), "unparseable audit line (edited?)", number)
         chain, seq, prev, digest = event.get("chain"), event.get("seq"), event.get("prev"), event.get("hash")
@@ -248,6 +249,12 @@ def verify_lines(lines: Iterable[str]) -> VerifyResult:
             return VerifyResult(False, count, len(state),
                                 f"event seq {seq} out of order (after seq {last_seq})", number)
         if seq != last_seq + 1:
+            later = _first_later(events, chain, range(last_seq + 1, seq))
+            if later is not None:  # not missing: further down the file (swapped, or moved)
+                found, found_line = later
+                return VerifyResult(False, count, len(state),
+                                    f"events out of order: seq {seq} of chain {chain[:8]} comes before seq "
+                                    f"{found} (line {found_line})", number)
             return VerifyResult(False, count, len(state),
                                 f"events missing: seq {last_seq + 1}..{seq - 1} of chain {chain[:8]}", number)
         if prev != last_hash:
@@ -255,6 +262,15 @@ def verify_lines(lines: Iterable[str]) -> VerifyResult:
         state[chain] = (seq, digest)
         count += 1
     return VerifyResult(True, count, len(state))
+
+
+def _first_later(events: Iterator[tuple[int, dict[str, Any] | None]], chain: str,
+                 wanted: range) -> tuple[int, int] | None:
+    """(seq, line) of the first event of `chain` with a seq in `wanted` among the rest of `events`, or None."""
+    for number, event in events:
+        if event is not None and event.get("chain") == chain and event.get("seq") in wanted:
+            return event["seq"], number
+    return None
 
 
 def verify_file(path: Path) -> VerifyResult:

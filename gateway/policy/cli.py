@@ -10,7 +10,7 @@ from typing import Any
 
 from ..checks.facts import FactHeaders
 from ..checks.services import Services
-from ..config import Settings, load_settings
+from ..config import CheckMode, Settings, load_settings
 from ..observability.logging import configure_logging
 from ..runtime import build_runtime
 from .loader import PolicyError, compile_policies, read_source
@@ -23,7 +23,11 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def _directory(args: argparse.Namespace, settings: Settings) -> Path:
-    return Path(args.dir) if args.dir else settings.resolve_path(settings.policies.dir)
+    if args.dir and args.dir_option and args.dir != args.dir_option:
+        print(f"error: two policy directories ({args.dir} and --dir {args.dir_option}); give one", file=sys.stderr)
+        raise SystemExit(2)
+    given = args.dir_option or args.dir
+    return Path(given) if given else settings.resolve_path(settings.policies.dir)
 
 
 def _offline_services(settings: Settings) -> Services:
@@ -79,10 +83,12 @@ def cmd_explain(args: argparse.Namespace) -> int:
     if policy.description:
         print(f"           {policy.description}")
     print(f"  route:   {policy.template}  {' '.join(f'{k}={v}' for k, v in match.params.items())}".rstrip())
-    print(f"  mode:    {policy.mode}")
+    print(f"  mode:    {policy.mode}" + ("  (dry run: every check's denials are reported, none enforced)"
+                                             if policy.mode == "audit" else ""))
     print("  checks:  (in the order they run)" if policy.checks else "  checks:  (none: forwarded as is)")
     declared = policy.declared or tuple(range(len(policy.checks)))
-    for i, (check, position) in enumerate(zip(policy.checks, declared, strict=True), 1):
+    modes: tuple[CheckMode | None, ...] = policy.modes or (None,) * len(policy.checks)
+    for i, (check, position, mode) in enumerate(zip(policy.checks, declared, modes, strict=True), 1):
         params = check.params.model_dump(mode="json", exclude_defaults=True)
         shown = ", ".join(f"{k}={json.dumps(v)}" for k, v in params.items())
         line = f"    {i}. {check.name}" + (f"  ({shown})" if shown else "")
@@ -90,6 +96,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             moved = f", listed {position + 1}." if position + 1 != i else ""
             line += f"  [records state: runs after the verifying checks{moved}]"
         print(line)
+        print(f"       mode: {mode.describe() if mode is not None else ('audit' if check.audit_only else 'enforce')}")
     if policy.produces:
         headers = settings.policies.fact_headers
         produced = [f"{f.name} -> {headers[f.name]}" if f.name in headers and f.header is not None else f.name
@@ -109,21 +116,24 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add the `policy` command tree."""
-    policy = sub.add_parser("policy", help="policy tools: lint, test, explain")
+    policy = sub.add_parser("policy", help="policy tools: lint, test, explain",
+                            description="The security team's tools. Each takes the policy directory as DIR or "
+                                        "--dir DIR (default: policies.dir of the config).")
     psub = policy.add_subparsers(dest="policy_command", required=True, metavar="COMMAND")
 
     def add(name: str, help_: str, fn: Any) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = psub.add_parser(name, help=help_, description=help_)
         p.add_argument("--config", help="config file (trust anchors; default: $DCRGW_CONFIG or ./config.yaml)")
+        # The directory, the same way for the three commands: `policy lint DIR` or `policy lint --dir DIR`.
+        p.add_argument("dir", nargs="?", help="policy directory (default: policies.dir from config)")
+        p.add_argument("--dir", dest="dir_option", metavar="DIR", help="the same as the positional DIR")
         p.set_defaults(func=fn)
         return p
 
-    lint = add("lint", "validate a policy directory", cmd_lint)
-    lint.add_argument("dir", nargs="?", help="policy directory (default: policies.dir from config)")
+    add("lint", "validate a policy directory", cmd_lint)
     test = add("test", "run the policy test cases (*_test.yaml)", cmd_test)
-    test.add_argument("dir", nargs="?", help="policy directory (default: policies.dir from config)")
     test.add_argument("-v", "--verbose", action="store_true", help="print every case")
-    explain = add("explain", "show the policy and checks a request would meet", cmd_explain)
+    explain = add("explain", "show the policy and checks a request would meet, and the mode of each check",
+                  cmd_explain)
     explain.add_argument("--method", required=True)
     explain.add_argument("--path", required=True)
-    explain.add_argument("--dir", help="policy directory (default: policies.dir from config)")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from ..checks.base import Check, Denial, RequestView, denial_for
 from ..checks.facts import Fact, FactHeaders, Facts, response_headers
+from ..config import CheckMode
 from ..config.schema import StrictModel
 from ..observability.logging import get_logger
 from ..reasons import RouterRefusals, StoreRefusals
@@ -29,6 +30,11 @@ class CommonCheckParams(StrictModel):
     """When the shared state store (Redis) cannot answer: `fail_closed` refuses the request with 503
     `temporarily_unavailable` and `Retry-After`; `fail_open` passes over the check (logged and counted in
     `dcr_gateway_state_fail_open_total`). Only checks that allow it accept `fail_open` (e.g. `rate_limit`)."""
+    mode: Literal["enforce", "audit"] | None = None
+    """`audit`: this check's denials are reported (`audit_deny`, `audit_would_deny`) and the request goes on, as
+    config `policies.check_modes` does for a check kind everywhere; `enforce` (the default): a denial refuses
+    the request. Config `policies.check_modes` wins when it names the check kind (the operator's override),
+    and a profile's authenticating check (`ob_standard`: `client_certificate`) is always enforced."""
 
 
 COMMON_PARAMS = frozenset(CommonCheckParams.model_fields)
@@ -124,6 +130,9 @@ class CompiledPolicy:
     source: str
     on_store_error: tuple[StoreErrorMode, ...] = ()
     """Per check (same order as `checks`); empty means every check fails closed."""
+    modes: tuple[CheckMode, ...] = ()
+    """Per check (same order as `checks`), the mode it runs in and where that comes from (`check.audit_only`
+    is its `audit`); empty: each check's own `audit_only`."""
     declared: tuple[int, ...] = ()
     """Per check (same order as `checks`), its 0-based position in the policy file: the compiler moves checks
     that record state after the verifying ones (`Check.records_state`); empty means the file's order."""

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from ..checks import REGISTRY, ParamError
 from ..checks.base import Check
 from ..checks.services import Services
+from ..config import CheckMode
 from ..config.schema import iter_errors, key_path
 from ..config.yamlsource import YamlDocument, YamlSourceError, parse_yaml
 from .engine import BodyLimits, CommonCheckParams, CompiledPolicy, PolicySet, StoreErrorMode, split_common
@@ -72,9 +73,16 @@ def _err(doc: YamlDocument, loc: Sequence[str | int], message: str) -> str:
     return f"{doc.path}:{line or 1}: {key_path(loc)}: {message}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Built:
+    check: Check  # type: ignore[type-arg]
+    on_store_error: StoreErrorMode
+    mode: CheckMode
+
+
 def _build_check(
     doc: YamlDocument, loc: list[str | int], entry: Any, services: Services, errors: list[str]
-) -> tuple[Check, StoreErrorMode] | None:  # type: ignore[type-arg]
+) -> _Built | None:
     if not isinstance(entry, dict) or len(entry) != 1:
         errors.append(_err(doc, loc, "expected a one-key mapping `check_name: {parameters}`"))
         return None
@@ -97,11 +105,19 @@ def _build_check(
                            f"fail_open is not allowed for {name}: a store failure there must refuse the request "
                            f"(checks that allow fail_open: {allowed})"))
         return None
+    mode = services.check_mode(name, common.mode)
+    if mode.source == "profile" and common.mode == "audit":
+        errors.append(_err(doc, [*loc, name, "mode"],
+                           f"{name} cannot run in audit mode in this profile: it authenticates the requests "
+                           "(config policies.profile; docs/policies.md#profiles)"))
+        return None
     try:
-        return cls(params, services), common.on_store_error
+        check = cls(params, services)
     except ParamError as exc:
         errors.append(_err(doc, [*loc, name, *exc.loc], exc.message))
         return None
+    check.audit_only = mode.audit  # the one audit-mode switch the engine reads (as config check_modes sets it)
+    return _Built(check, common.on_store_error, mode)
 
 
 def run_order(checks: Sequence[Check]) -> list[int]:  # type: ignore[type-arg]
@@ -151,11 +167,11 @@ def compile_policies(source: PolicySource, services: Services, *, unmatched_stat
             if len(checks) != len(built):
                 continue
             stream = policy.stream_body
-            if stream is not None and any(c.needs_body for c, _ in checks):
+            if stream is not None and any(b.check.needs_body for b in checks):
                 errors.append(_err(doc, [*ploc, "stream_body"],
                                    "a policy that streams its body cannot have a check that reads the body"))
                 continue
-            order = run_order([c for c, _ in checks])
+            order = run_order([b.check for b in checks])
             checks = [checks[j] for j in order]
             try:
                 template = Template.parse(policy.match.path)
@@ -168,9 +184,10 @@ def compile_policies(source: PolicySource, services: Services, *, unmatched_stat
                 mode=policy.mode,
                 template=template.text,
                 methods=tuple(policy.match.methods),
-                checks=tuple(c for c, _ in checks),
+                checks=tuple(b.check for b in checks),
                 source=where,
-                on_store_error=tuple(mode for _, mode in checks),
+                on_store_error=tuple(b.on_store_error for b in checks),
+                modes=tuple(b.mode for b in checks),
                 declared=tuple(order),
                 stream_body=None if stream is None else BodyLimits(stream.max_bytes, stream.idle_seconds,
                                                                    stream.total_seconds),

@@ -130,7 +130,10 @@ class TestRequest(StrictModel):
     client_cert: ClientCertSpec | None = None
     """A client certificate in the configured forwarding header."""
     body: str | None = None
-    peer: str = "127.0.0.1"
+    peer: str | None = None
+    """The address the request comes from. Not set: the configured ingress — the first address of config
+    `trust.client_certificate.trusted_proxies` (so a forwarded certificate is believed, as behind the real
+    ingress), or 127.0.0.1 when that list is empty."""
     revoked: bool = False
     """Revoke the token before sending (tests the revocation path)."""
 
@@ -144,7 +147,10 @@ class TestRequest(StrictModel):
 class TestExpect(StrictModel):
     """The expected decision of a policy test case."""
 
-    decision: Literal["allow", "deny", "audit_deny"]
+    decision: Literal["allow", "deny", "audit_deny", "refused"]
+    """`refused`: the check refuses, enforced or not — `deny` where it is enforced, `audit_deny` where it runs
+    in audit mode (its policy's `mode` or config `policies.check_modes`); for a case that must hold under a
+    laptop's config and a production one alike."""
     status: int | None = None
     error: str | None = None
     reason: str | None = None

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 from cryptography import x509
@@ -310,19 +311,20 @@ async def _evaluate_case(case: TestCase, settings: Settings, source: PolicySourc
         name, value = _client_cert(req.client_cert, settings, run.tpp)
         headers[name] = value
     path = req.path.split("?", 1)[0]
+    peer = req.peer if req.peer is not None else ingress_address(settings)
     if raw is not None and req.revoked:
-        probe = RequestView(req.method, path, headers, peer=req.peer, body=body, now=now)
+        probe = RequestView(req.method, path, headers, peer=peer, body=body, now=now)
         await _decide(policy_set, probe)
         token = probe.facts.get(TOKEN)
         if token is None:
             return False, "revoked: true, but the token does not verify"
         await services.revocations.revoke_token(token, now)
     if req.registration is not None and req.registration.replayed:
-        probe = RequestView(req.method, path, headers, peer=req.peer, body=body, now=now)
+        probe = RequestView(req.method, path, headers, peer=peer, body=body, now=now)
         await _decide(policy_set, probe)
         if REGISTRATION_CLAIMS not in probe.facts:
             return False, "replayed: true, but the registration request does not verify"
-    view = RequestView(req.method, path, headers, peer=req.peer, body=body, now=now)
+    view = RequestView(req.method, path, headers, peer=peer, body=body, now=now)
     decision = await _decide(policy_set, view)
     denial = decision.denial
     got = {
@@ -334,8 +336,24 @@ async def _evaluate_case(case: TestCase, settings: Settings, source: PolicySourc
         "policy": decision.policy,
     }
     want = case.expect.model_dump(exclude_none=True)
+    if want["decision"] == "refused" and got["decision"] in REFUSALS:
+        want["decision"] = got["decision"]  # enforced or in audit mode, as the config resolves the check's mode
     diffs = [f"{k}: expected {v!r}, got {got[k]!r}" for k, v in want.items() if got[k] != v]
     return (not diffs), "; ".join(diffs) or _summary(got)
+
+
+REFUSALS: Final = frozenset({"deny", "audit_deny"})
+"""The outcomes an `expect: {decision: refused}` accepts."""
+
+
+def ingress_address(settings: Settings) -> str:
+    """Where a test request comes from when its case names no `peer`: the configured ingress (the first address
+    of `trust.client_certificate.trusted_proxies`), else 127.0.0.1."""
+    proxies = settings.trust.client_certificate.trusted_proxies
+    if not proxies:
+        return "127.0.0.1"
+    network = ipaddress.ip_network(proxies[0], strict=False)
+    return str(next(iter(network.hosts()), network.network_address))  # a /32 or /128: its one address
 
 
 def _summary(got: dict[str, Any]) -> str:

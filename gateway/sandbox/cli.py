@@ -64,7 +64,7 @@ from .crypto import (
 )
 from .directory import DEFAULT_ORG_NAME, new_org_id, new_software_id, ssa_claims
 from .keyring import KeyRing, ensure_state_dir, write_private_file
-from .metadata import AUTH_METHODS, GRANT_TYPES
+from .metadata import AUTH_METHODS, GRANT_TYPES, ROLE_SCOPES
 from .openapi import FORMATS, document, render
 from .portal import TPP_JWKS_PATH
 from .qtsp import REASONS, parse_serial_or_pem, record_issued, revoke, with_revocation_pointers
@@ -211,7 +211,8 @@ def register(subparsers: Any) -> None:
         "--redirect-uri", action="append", help="redirect_uris entry (default: the SSA's, repeatable)"
     )
     p.add_argument(
-        "--scope", help='space-separated scope, e.g. "accounts payments" (default: from the SSA roles)'
+        "--scope", help='space-separated scope, e.g. "accounts payments" (default: the scopes the SSA\'s '
+        "software_roles permit: AISP accounts, PISP payments, CBPII fundsconfirmations)",
     )
     p.add_argument("--token-endpoint-auth-method", choices=AUTH_METHODS, default="private_key_jwt")
     p.add_argument("--grant-type", action="append", choices=GRANT_TYPES, help="default: client_credentials")
@@ -535,42 +536,74 @@ def _read_ssa(value: str) -> str:
     return value.strip()
 
 
+def roles_scope(ssa_payload: dict[str, Any]) -> str | None:
+    """The scope an SSA's software_roles permit (AISP → accounts, PISP → payments, CBPII → fundsconfirmations),
+    space-separated in role order; None when it names no known role."""
+    roles = ssa_payload.get("software_roles")
+    if not isinstance(roles, list):
+        return None
+    scopes = [ROLE_SCOPES[r] for r in roles if isinstance(r, str) and r in ROLE_SCOPES]
+    return " ".join(dict.fromkeys(scopes)) or None
+
+
+def registration_claims(
+    key: SigningKey,
+    ssa: str,
+    *,
+    aud: str,
+    redirect_uris: list[str] | None = None,
+    scope: str | None = None,
+    method: str = "private_key_jwt",
+    grant_types: list[str] | None = None,
+    application_type: str = "web",
+    subject_dn: str | None = None,
+    lifetime: int = 300,
+) -> dict[str, Any]:
+    """The claims of an OBClientRegistrationRequest1 for `ssa` signed by `key` (what `sign-request` signs).
+
+    Without `redirect_uris` the SSA's; without `scope` the one its software_roles permit (`roles_scope`)."""
+    _, ssa_payload = decode_unverified(ssa)
+    software_id = ssa_payload.get("software_id")
+    if not isinstance(software_id, str):
+        raise CliError("the SSA has no software_id")
+    now = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": software_id,
+        "iat": now,
+        "exp": now + lifetime,
+        "aud": aud,
+        "jti": str(uuid.uuid4()),
+        "software_id": software_id,
+        "redirect_uris": redirect_uris or ssa_payload.get("software_redirect_uris") or [],
+        "token_endpoint_auth_method": method,
+        "grant_types": grant_types or ["client_credentials"],
+        "software_statement": ssa,
+        "application_type": application_type,
+        "id_token_signed_response_alg": alg_for(key),
+        "request_object_signing_alg": alg_for(key),
+    }
+    scope = scope or roles_scope(ssa_payload)
+    if scope:
+        claims["scope"] = scope
+    if method == "private_key_jwt":
+        claims["token_endpoint_auth_signing_alg"] = alg_for(key)
+    if method == "tls_client_auth":
+        if not subject_dn:
+            raise CliError("tls_client_auth needs --tls-client-auth-subject-dn")
+        claims["tls_client_auth_subject_dn"] = subject_dn
+    return claims
+
+
 @_guarded
 def _cmd_sign_request(args: argparse.Namespace) -> int:
     """Build and sign an OBClientRegistrationRequest1 from an SSA and a TPP key."""
     settings = _settings(args)
     key = _load_key(args.key, args.kid)
-    ssa = _read_ssa(args.ssa)
-    _, ssa_payload = decode_unverified(ssa)
-    software_id = ssa_payload.get("software_id")
-    if not isinstance(software_id, str):
-        raise CliError("the SSA has no software_id")
-    redirect_uris = args.redirect_uri or ssa_payload.get("software_redirect_uris") or []
-    method = args.token_endpoint_auth_method
-    now = int(time.time())
-    claims: dict[str, Any] = {
-        "iss": software_id,
-        "iat": now,
-        "exp": now + args.lifetime,
-        "aud": args.aud or settings.sandbox.issuer or settings.server.public_url,
-        "jti": str(uuid.uuid4()),
-        "software_id": software_id,
-        "redirect_uris": redirect_uris,
-        "token_endpoint_auth_method": method,
-        "grant_types": args.grant_type or ["client_credentials"],
-        "software_statement": ssa,
-        "application_type": args.application_type,
-        "id_token_signed_response_alg": alg_for(key),
-        "request_object_signing_alg": alg_for(key),
-    }
-    if args.scope:
-        claims["scope"] = args.scope
-    if method == "private_key_jwt":
-        claims["token_endpoint_auth_signing_alg"] = alg_for(key)
-    if method == "tls_client_auth":
-        if not args.tls_client_auth_subject_dn:
-            raise CliError("tls_client_auth needs --tls-client-auth-subject-dn")
-        claims["tls_client_auth_subject_dn"] = args.tls_client_auth_subject_dn
+    claims = registration_claims(
+        key, _read_ssa(args.ssa), aud=args.aud or settings.sandbox.issuer or settings.server.public_url,
+        redirect_uris=args.redirect_uri, scope=args.scope, method=args.token_endpoint_auth_method,
+        grant_types=args.grant_type, application_type=args.application_type,
+        subject_dn=args.tls_client_auth_subject_dn, lifetime=args.lifetime)
     print(sign(key, claims, typ="JWT"))
     return 0
 

@@ -7,7 +7,11 @@ Built from three sources so it cannot drift from what runs:
   `client_id` header or a TLS client certificate (`client_certificate` required and not in audit mode); the
   accepted content types, JWS algorithms and registration metadata (`content_type`, `registration_request`,
   `registration_metadata`), read through each check's own parameter model so defaults apply as at run time;
-- the bank's page (`dcr-psd2-api.txt`): the four operations and their status codes (`PAGE_STATUSES`).
+- the bank's page (`dcr-psd2-api.txt`): the four operations and their status codes (`PAGE_STATUSES`);
+- the gateway's own refusals, which it can answer on any operation before a policy decides (`GATEWAY_REFUSALS`:
+  413, 415, 429, 502, 503, 504), as shared `components/responses` every operation refers to;
+- real exchanges recorded by `python -m gateway.sandbox.examples` (`reference/examples.json`): the request and
+  response examples, embedded when the document's profile is the one they were recorded with.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from ..config import Settings
 from ..config.yamlsource import YamlSourceError, parse_yaml
 from ..jsonutil import dumps
 from ..observability.logging import get_logger
-from ..policy.engine import split_common
+from ..policy.engine import CommonCheckParams, split_common
 from ..policy.loader import PolicyError, read_source
 from ..policy.model import PolicyFile
 from .service import REGISTRATION_PATH, TOKEN_PATH
@@ -40,6 +44,8 @@ from .service import REGISTRATION_PATH, TOKEN_PATH
 log = get_logger("sandbox.openapi")
 
 REFERENCE_DIR: Final = Path(__file__).parent / "reference"
+EXAMPLES_FILE: Final = REFERENCE_DIR / "examples.json"
+"""Real exchanges recorded by `python -m gateway.sandbox.examples` (gateway/sandbox/examples.py)."""
 OB_CURRENT: Final = "ob-dcr-v3.3-openapi.yaml"
 """The OB specification whose schemas the document reuses (claim names of 3.2+: tls_client_auth_subject_dn)."""
 OB_LEGACY: Final = "ob-dcr-v3.1.1-openapi.yaml"
@@ -54,6 +60,24 @@ PAGE_STATUSES: Final[Mapping[str, tuple[int, ...]]] = {
     "delete": (204, 401, 403, 405),
 }
 """The responses the bank's page lists for each operation: the contract."""
+GATEWAY_REFUSALS: Final[Mapping[int, tuple[str, str]]] = {
+    413: ("RequestTooLarge", "The body exceeds the gateway's limit (server.max_body_bytes) or the policy's "
+                             "body_size (request_too_large)"),
+    415: ("UnsupportedMediaType", "A content-coded body (Content-Encoding) the policy does not accept: the gateway "
+                                  "inspects plain bodies only (invalid_request)"),
+    429: ("TooManyRequests", "Too many requests: a rate_limit policy's budget is spent, or too many concurrent "
+                             "requests from one client (too_many_requests; Retry-After)"),
+    502: ("BadGateway", "The bank's registration backend cannot be reached (bad_gateway)"),
+    503: ("ServiceUnavailable", "A dependency the decision needs is unavailable: token keys, shared state "
+                                "(temporarily_unavailable; the gateway fails closed, Retry-After when known)"),
+    504: ("GatewayTimeout", "The bank's registration backend did not answer in time (gateway_timeout)"),
+}
+"""The gateway's own refusals on any operation, whatever the policy (docs/sandbox.md, "OpenAPI document"): shared
+responses with the `GatewayError` body, so a response the gateway can give is always documented."""
+UNMATCHED: Final = ("NoSuchEndpoint", "No policy matches the path (policies.unmatched_status): a ClientId that "
+                                      "is a dot segment, holds an encoded `/` or `\\`, or is not UTF-8 is never "
+                                      "routed, so no upstream can read it as another resource (not_found)")
+"""The gateway's answer to a path no policy's template matches, on the operations with a path parameter."""
 OAUTH: Final = "TPPOAuth2Security"
 MTLS: Final = "TPPMutualTLS"
 
@@ -77,7 +101,8 @@ _DESCRIPTIONS: Final = {
     400: "The request is invalid (RFC 7591 §3.2.2 error)",
     401: "Missing, invalid or revoked access token, client_id header or client certificate, or an unknown "
          "ClientId (the token is then revoked) (RFC 6750 §3 error)",
-    403: "The access token belongs to another client (RFC 7592 §2)",
+    403: "The access token belongs to another client (RFC 7592 §2). The shipped policies answer it at the "
+         "gateway with 401 (client_ownership's status, the token revoked); 403 with `status: 403` there",
     405: "Method not allowed for this client (a developer-portal app cannot be deleted through DCR)",
 }
 
@@ -85,6 +110,15 @@ _DESCRIPTIONS: Final = {
 def _load(name: str) -> dict[str, Any]:
     data = yaml.safe_load((REFERENCE_DIR / name).read_text(encoding="utf-8"))
     assert isinstance(data, dict)
+    return data
+
+
+def load_examples(path: Path = EXAMPLES_FILE) -> dict[str, Any] | None:
+    """The recorded examples, or None when the file is absent."""
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
     return data
 
 
@@ -98,7 +132,7 @@ def _policy_checks(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
             policies = [(policy, _enforced_checks(policy.checks, settings)) for policy in spec.policies]
         except (YamlSourceError, ValidationError, KeyError) as exc:
             raise PolicyError([f"{path}: invalid policy file ({type(exc).__name__}: {exc}); "
-                               f"`dcr-gateway policy check` says where"]) from None
+                               f"`dcr-gateway policy lint` says where"]) from None
         for policy, checks in policies:
             if policy.mode == "audit":
                 continue  # nothing it checks is enforced
@@ -108,12 +142,13 @@ def _policy_checks(settings: Settings) -> dict[tuple[str, str], dict[str, Any]]:
 
 
 def _enforced_checks(entries: list[dict[str, Any]], settings: Settings) -> dict[str, Any]:
-    """{check name: its validated parameters} for the checks of a policy that are not in audit mode."""
+    """{check name: its validated parameters} for the checks of a policy that are not in audit mode, by the
+    rule the policy compiler follows (`PolicySettings.check_mode`: the check's `mode` and `check_modes`)."""
     checks: dict[str, Any] = {}
     for entry in entries:
         (name, raw), = entry.items()
-        if settings.policies.check_modes.get(name) != "audit":
-            own, _ = split_common(raw if raw is not None else {})
+        own, common = split_common(raw if raw is not None else {})
+        if not settings.policies.check_mode(name, CommonCheckParams.model_validate(common).mode).audit:
             checks[name] = REGISTRY[name].Params.model_validate(own)
     return checks
 
@@ -136,8 +171,15 @@ def _enums(props: dict[str, Any], meta: RegistrationMetadataParams) -> None:
     props["application_type"]["enum"] = list(meta.application_types)
 
 
-def _schemas(ob: dict[str, Any], legacy: dict[str, Any], meta: RegistrationMetadataParams) -> dict[str, Any]:
+def _schemas(ob: dict[str, Any], legacy: dict[str, Any], meta: RegistrationMetadataParams,
+             audiences: tuple[str, ...]) -> dict[str, Any]:
     schemas: dict[str, Any] = copy.deepcopy(ob["components"]["schemas"])
+    # OB's aud is the ASPSP's directory id (Base62, 18 characters); the gateway accepts what
+    # trust.registration_audiences names (by default its public URL): a URL does not match OB's pattern.
+    claims = schemas["OBClientRegistration1"]["allOf"][0]["properties"]
+    claims["aud"] = {"description": "The audience for the request: one of the bank's registration audiences "
+                                    f"(trust.registration_audiences; here {', '.join(audiences)})",
+                     "type": "string", "minLength": 1, "examples": list(audiences)}
     schemas["SupportedAlgorithms"]["enum"] = list(meta.signing_algorithms)
     props_schema = schemas["OBRegistrationProperties1"]
     props = props_schema["properties"]
@@ -148,8 +190,7 @@ def _schemas(ob: dict[str, Any], legacy: dict[str, Any], meta: RegistrationMetad
     }
     _enums(props, meta)
     props_schema["required"] = list(dict.fromkeys(("redirect_uris", "software_statement", *meta.required_claims)))
-    response_props = copy.deepcopy(props)
-    response_props.pop("software_statement")  # the sandbox keeps the SSA; it does not echo it
+    response_props = copy.deepcopy(props)  # the sandbox echoes the registered SSA too (software_statement)
     schemas["ClientRegistrationResponse"] = {
         "description": "The registered client (RFC 7591 §3.2.1): client_id, on creation client_secret, and the "
                        "registered metadata.",
@@ -166,10 +207,21 @@ def _schemas(ob: dict[str, Any], legacy: dict[str, Any], meta: RegistrationMetad
             "error_description": {"type": "string"},
         },
     }
+    schemas["GatewayError"] = {
+        "description": "A refusal of the gateway itself, before any policy decides (RFC 6749 §5.2 style)",
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {"type": "string", "examples": ["request_too_large", "invalid_request", "too_many_requests",
+                                                      "temporarily_unavailable", "bad_gateway", "gateway_timeout"]},
+            "error_description": {"type": "string"},
+        },
+    }
     return schemas
 
 
-def _request_body(content_types: ContentTypeParams, request: RegistrationRequestParams) -> dict[str, Any]:
+def _request_body(content_types: ContentTypeParams, request: RegistrationRequestParams,
+                  examples: list[dict[str, Any]]) -> dict[str, Any]:
     schema = {
         "type": "string",
         "description": f"A compact JWS signed with {' or '.join(request.algorithms)} by a key of the SSA's "
@@ -178,11 +230,35 @@ def _request_body(content_types: ContentTypeParams, request: RegistrationRequest
         "contentMediaType": "application/jwt",
         "contentSchema": {"$ref": "#/components/schemas/OBClientRegistration1"},
     }
+    content: dict[str, Any] = {media: {"schema": schema} for media in content_types.allowed}
+    shown = {_example_key(x): {"summary": x["summary"], "value": x["request"]["body"]} for x in examples
+             if isinstance(x["request"].get("body"), str) and x["response"]["status"] in (200, 201, 400)}
+    media_type = next((x["request"]["headers"].get("Content-Type") for x in examples), None)
+    if shown and media_type in content:
+        content[media_type]["examples"] = shown
     return {
         "description": "A request to register a Software Statement Assertion with the bank",
         "required": True,
-        "content": {media: {"schema": schema} for media in content_types.allowed},
+        "content": content,
     }
+
+
+def _example_key(exchange: Mapping[str, Any]) -> str:
+    return f"{exchange['response']['status']}-{exchange['name']}"
+
+
+def _with_examples(response: dict[str, Any], recorded: list[dict[str, Any]]) -> dict[str, Any]:
+    """`response` with the recorded exchanges' bodies as its examples and their headers as its headers' example."""
+    media = response.get("content", {}).get("application/json")
+    if media is not None and recorded:
+        media.pop("example", None)
+        media["examples"] = {x["name"]: {"summary": x["summary"], "value": x["response"]["body"]} for x in recorded}
+    for name, header in response.get("headers", {}).items():
+        value = next((v for x in recorded for k, v in x["response"]["headers"].items() if k.lower() == name.lower()),
+                     None)
+        if value is not None:
+            header["example"] = value
+    return response
 
 
 def _json(schema: str, example: dict[str, str] | None = None) -> dict[str, Any]:
@@ -192,7 +268,8 @@ def _json(schema: str, example: dict[str, str] | None = None) -> dict[str, Any]:
     return {"application/json": media}
 
 
-def _responses(method: str, checks: Mapping[str, Any]) -> dict[str, Any]:
+def _responses(method: str, checks: Mapping[str, Any], examples: list[dict[str, Any]], unmatched: int
+               ) -> dict[str, Any]:
     statuses = set(PAGE_STATUSES[method])
     if "bearer_token" in checks or "client_id_header" in checks:
         statuses.add(401)
@@ -213,7 +290,24 @@ def _responses(method: str, checks: Mapping[str, Any]) -> dict[str, Any]:
             elif status == 405:
                 response["headers"] = {"Allow": {"description": "The methods allowed", "schema": {"type": "string"}}}
             response["content"] = _json("BearerError", {"error": error, "error_description": _DESCRIPTIONS[status]})
-        out[str(status)] = response
+        out[str(status)] = _with_examples(response, [x for x in examples if x["response"]["status"] == status])
+    for status, (name, _) in GATEWAY_REFUSALS.items():
+        out.setdefault(str(status), {"$ref": f"#/components/responses/{name}"})
+    if method != "post":
+        out.setdefault(str(unmatched), {"$ref": f"#/components/responses/{UNMATCHED[0]}"})
+    return dict(sorted(out.items()))
+
+
+def _gateway_responses(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shared responses of `GATEWAY_REFUSALS`, with the recorded examples of each status."""
+    out: dict[str, Any] = {}
+    for status, (name, description) in GATEWAY_REFUSALS.items():
+        response: dict[str, Any] = {"description": description, "content": _json("GatewayError")}
+        if status in (429, 503):
+            response["headers"] = {"Retry-After": {"description": "Seconds to wait before retrying, when known",
+                                                   "schema": {"type": "string"}}}
+        out[name] = _with_examples(response, [x for x in examples if x["response"]["status"] == status])
+    out[UNMATCHED[0]] = {"description": UNMATCHED[1], "content": _json("GatewayError")}
     return out
 
 
@@ -237,6 +331,9 @@ def document(settings: Settings) -> dict[str, Any]:
     policies = _policy_checks(settings)
     public = settings.server.public_url
     meta = RegistrationMetadataParams()
+    recorded = load_examples()
+    exchanges: list[dict[str, Any]] = (
+        list(recorded["exchanges"]) if recorded and recorded.get("profile") == settings.policies.profile else [])
     paths: dict[str, dict[str, Any]] = {}
     for method, path in OPERATIONS:
         checks = policies.get((method, path))
@@ -244,6 +341,8 @@ def document(settings: Settings) -> dict[str, Any]:
             continue  # the profile has no policy for it: the gateway answers policies.unmatched_status
         meta = checks.get("registration_metadata", meta)
         op_id, summary, description = _SUMMARIES[method]
+        examples = [x for x in exchanges if (x["method"], x["path"]) == (method, path)
+                    and x["response"]["status"] not in GATEWAY_REFUSALS]
         operation: dict[str, Any] = {
             "operationId": op_id,
             "summary": summary,
@@ -251,12 +350,12 @@ def document(settings: Settings) -> dict[str, Any]:
             "tags": ["Client Registration"],
             "parameters": _parameters(method, checks),
             "security": _security(checks),
-            "responses": _responses(method, checks),
+            "responses": _responses(method, checks, examples, settings.policies.unmatched_status),
         }
         if method in ("post", "put"):
             operation["requestBody"] = _request_body(
                 checks.get("content_type", ContentTypeParams(allowed=("application/jose",))),
-                checks.get("registration_request", RegistrationRequestParams()))
+                checks.get("registration_request", RegistrationRequestParams()), examples)
         paths.setdefault(path, {})[method] = operation
     ob_params = ob["components"]["parameters"]
     return {
@@ -279,7 +378,8 @@ def document(settings: Settings) -> dict[str, Any]:
                 "Authorization": ob_params["Authorization"],
                 "ClientId": ob_params["ClientId"],
             },
-            "schemas": _schemas(ob, legacy, meta),
+            "responses": _gateway_responses(exchanges),
+            "schemas": _schemas(ob, legacy, meta, settings.trust.registration_audiences),
             "securitySchemes": {
                 OAUTH: {
                     "type": "oauth2",

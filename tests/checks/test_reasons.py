@@ -11,6 +11,7 @@ import yaml
 
 from gateway.checks import REGISTRY
 from gateway.checks.body_size import BodySize, BodySizeParams
+from gateway.config import resolve_check_mode
 from gateway.reasons import (
     JOSE_CODES,
     REFUSALS,
@@ -164,7 +165,7 @@ def test_only_the_registries_build_denials() -> None:
 
 
 def _check() -> BodySize:
-    services = type("S", (), {"check_modes": {}})()
+    services = type("S", (), {"check_mode": lambda self, check, policy=None: resolve_check_mode(check, policy, {})})()
     return BodySize(BodySizeParams(max_bytes=10), services)  # type: ignore[arg-type]
 
 

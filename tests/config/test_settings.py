@@ -113,6 +113,30 @@ def test_environment_error_names_the_variable(tmp_path):
     assert messages[0].startswith("environment DCRGW_UPSTREAM__TIMEOUTS__READ: upstream.timeouts.read: expected")
 
 
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"DCRGW_SERVR__PORT": "1"}, "environment DCRGW_SERVR__PORT: servr: unknown key"),
+        ({"DCRGW_SERVER__PUBLC__PORT": "1"}, "environment DCRGW_SERVER__PUBLC__PORT: server.publc: unknown key"),
+        ({"DCRGW_UPSTREAM__TIMEOUT__READ": "2"},
+         "environment DCRGW_UPSTREAM__TIMEOUT__READ: upstream.timeout: unknown key"),
+    ],
+)
+def test_a_mistyped_variable_is_named_not_a_file_line(tmp_path, env, expected):
+    """A misspelt DCRGW_ name is an unknown key the file does not hold: the variable is named, no line of the file."""
+    text = "server:\n  public: {port: 8111}\nupstream:\n  url: http://127.0.0.1:1\n"
+    assert errors_of(write(tmp_path, text), env=env) == [expected]
+
+
+def test_a_variable_inside_a_file_section_is_named_with_the_file(tmp_path):
+    """A check over a whole entry (here a token issuer) that fails for the part the environment set names the
+    variable first, and the file's line of the entry."""
+    text = "trust:\n  token_issuers:\n    bank: {issuer: https://as, jwks_uri: https://as/jwks}\n"
+    [message] = errors_of(write(tmp_path, text), env={"DCRGW_TRUST__TOKEN_ISSUERS__BANK__JWKS_URI": "ftp://x"})
+    assert message.startswith("environment DCRGW_TRUST__TOKEN_ISSUERS__BANK__JWKS_URI: trust.token_issuers.bank: ")
+    assert message.endswith(f"(with {tmp_path / 'config.yaml'}, line 3)")
+
+
 def test_config_env_var_selects_file(tmp_path):
     """DCRGW_CONFIG names the file when no path is given."""
     path = write(tmp_path, "server:\n  public: {port: 8111}\n")

@@ -18,16 +18,6 @@ from .render import REPO, ci_values, gateway_cli, pod_env, render, write_mounts
 OB_PRODUCTION_KEYSTORE = "https://keystore.openbanking.org.uk/keystore/openbanking.jwks"
 OB_SANDBOX_KEYSTORE = "https://keystore.openbankingtest.org.uk/keystore/openbanking.jwks"
 
-SHIPPED_CASES_ASSUME = {
-    "DCRGW_POLICIES__CHECK_MODES__CLIENT_CERTIFICATE": "audit",
-    "DCRGW_TRUST__CLIENT_CERTIFICATE__TRUSTED_PROXIES": "[127.0.0.1/32]",
-}
-"""What the shipped policies/*_test.yaml assume of the config beyond its trust anchors (their header comments):
-the certificate cases expect `audit_deny` (config.yaml's `check_modes: {client_certificate: audit}`), and the
-cases' requests come from `policy test`'s default peer 127.0.0.1, the trusted proxy of config.yaml. Everything
-else (issuers, directories, audiences, TPP key-set hosts, certificate header and format) is the rendered
-production config's own."""
-
 PLACEHOLDER = re.compile(r"(?i)((\.invalid|\.example|(^|[./@])example\.(com|net|org))([:/\]]|$))"
                          r"|^(192\.0\.2|198\.51\.100|203\.0\.113)\.|^2001:db8:|CHANGEME")
 """The chart's placeholder rule (_helpers.tpl "dcr-gateway.placeholderPattern"), as the test's oracle."""
@@ -65,8 +55,9 @@ def test_the_example_trusts_the_open_banking_directory_behind_ingress_nginx(char
 @pytest.mark.process
 def test_rendered_example_passes_config_check_policy_lint_and_policy_test(chart: helm.Chart, tmp_path: Path) -> None:
     """The real CLI on the rendered ConfigMaps in the pod's environment: `config check` with no warning, `policy
-    lint`, and the shipped test cases (`policy test`) against the production trust anchors, with what those cases
-    state they assume of the rest (SHIPPED_CASES_ASSUME). Keys are generated for the run; nothing is fetched."""
+    lint`, and the shipped test cases (`policy test`) against the production config as rendered — its trust
+    anchors, its enforced client certificate (the cases' `refused`), its ingress as the cases' peer. Keys are
+    generated for the run; nothing is fetched."""
     r = render(chart, ci_values("production-values"))
     config, policies = write_mounts(r, tmp_path)
     env = pod_env(r)
@@ -74,22 +65,14 @@ def test_rendered_example_passes_config_check_policy_lint_and_policy_test(chart:
     assert check.returncode == 0 and check.stderr == "", check.stderr
     lint = gateway_cli("policy", "lint", str(policies), "--config", str(config), env=env)
     assert lint.returncode == 0, lint.stderr
-    test = gateway_cli("policy", "test", str(REPO / "policies"), "--config", str(config),
-                       env={**env, **SHIPPED_CASES_ASSUME})
+    test = gateway_cli("policy", "test", str(REPO / "policies"), "--config", str(config), env=env)
     assert test.returncode == 0, test.stdout + test.stderr
     assert test.stdout.strip().endswith(" passed, 0 failed")
-    # The assumptions are the cases', not the production config's: without them only the cases that forward a
-    # certificate or expect an audit decision differ (the certificate is enforced, the peer is not the ingress).
-    enforced = gateway_cli("policy", "test", str(REPO / "policies"), "--config", str(config), env=env)
-    assert enforced.returncode == 1
-    failed = {line.split(": ")[1] for line in enforced.stdout.splitlines() if line.startswith("FAIL ")}
-    assert failed and failed <= _certificate_cases(), failed - _certificate_cases()
-
-
-def _certificate_cases() -> set[str]:
-    """Names of the shipped cases that send a client certificate or expect `audit_deny`."""
-    cases = [c for f in sorted((REPO / "policies").glob("*_test.yaml")) for c in yaml.safe_load(f.read_text())["cases"]]
-    return {c["name"] for c in cases if "client_cert" in c["request"] or c["expect"]["decision"] == "audit_deny"}
+    # The certificate is enforced there: the cases that expect `refused` got `deny`, none `audit_deny`.
+    explain = gateway_cli("policy", "explain", str(REPO / "policies"), "--config", str(config), "--method", "POST",
+                          "--path", "/open-banking/v3.1/register", env=env)
+    assert explain.returncode == 0, explain.stderr
+    assert "client_certificate" in explain.stdout and "mode: audit" not in explain.stdout, explain.stdout
 
 
 def test_notes_name_every_placeholder_of_the_example(chart: helm.Chart) -> None:

@@ -94,7 +94,7 @@ def test_verify_accepts_an_intact_file_with_interleaved_log_lines(tmp_path):
     [
         (lambda ls: [*ls[:3], ls[3].replace('"decision":"allow"', '"decision":"deny"'), *ls[4:]], "altered"),
         (lambda ls: ls[:3] + ls[4:], "events missing: seq 4..4"),
-        (lambda ls: [*ls[:2], ls[3], ls[2], *ls[4:]], "events missing"),
+        (lambda ls: [*ls[:2], ls[3], ls[2], *ls[4:]], "events out of order: seq 4 of chain"),
         (lambda ls: [*ls[:4], ls[2], *ls[4:]], "out of order"),
         (lambda ls: ls[1:], "events missing: seq 1..1"),
         (lambda ls: [*ls[:3], "{not json " + "dcr_gateway_audit\n", *ls[3:]], "unparseable"),
@@ -110,6 +110,27 @@ def test_verify_finds_the_first_tampered_event(tmp_path, tamper, problem):
     assert not result.ok
     assert problem in (result.problem or "")
     assert result.line is not None
+
+
+@pytest.mark.parametrize(
+    ("tamper", "problem", "line"),
+    [
+        (lambda ls: [*ls[:2], ls[3], ls[2], *ls[4:]], "seq 4 of chain {chain} comes before seq 3 (line 4)", 3),
+        (lambda ls: [*ls[:2], *ls[4:], ls[2], ls[3]], "seq 5 of chain {chain} comes before seq 3 (line 7)", 3),
+        (lambda ls: [ls[1], ls[0], *ls[2:]], "seq 2 of chain {chain} comes before seq 1 (line 2)", 1),
+    ],
+    ids=["swapped", "moved-to-the-end", "first-two-swapped"],
+)
+def test_swapped_events_are_reported_as_out_of_order_not_missing(tmp_path, tamper, problem, line):
+    """Events that are all there, in another order, are said to be out of order, with both lines."""
+    lines = write_chain(tmp_path / "a.log")
+    chain = json.loads(lines[0])["chain"][:8]
+    bad = tmp_path / "bad.log"
+    bad.write_text("".join(tamper(lines)))
+    result = verify_file(bad)
+    assert not result.ok
+    assert result.problem == "events out of order: " + problem.format(chain=chain)
+    assert result.line == line
 
 
 def test_recomputed_hash_still_breaks_the_chain(tmp_path):

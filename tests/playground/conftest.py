@@ -14,13 +14,9 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +26,8 @@ from typing import Any, Final
 import pytest
 import yaml
 
+from gateway.sandbox import examples
+from gateway.sandbox.examples import moved_config
 from gateway.sandbox.samples import LANGUAGES, Language
 from tests.conftest import ROOT, free_port
 from tests.sandbox.conftest import Bank, BankFactory, bank_factory, seeded_keys, tpp_jwks  # noqa: F401 (fixtures)
@@ -238,28 +236,9 @@ class Served:
 
 def served_config(state_dir: Path, public: int, admin: int, sandbox: int) -> dict[str, Any]:
     """The shipped config.yaml on other loopback ports, with a fresh state directory and the shipped policies."""
-    data = yaml.safe_load((ROOT / "config.yaml").read_text())
-    moved = {"127.0.0.1:8080": f"127.0.0.1:{public}", "127.0.0.1:8081": f"127.0.0.1:{sandbox}"}
-
-    def rewrite(value: Any) -> Any:
-        if isinstance(value, str):
-            for old, new in moved.items():
-                value = value.replace(old, new)
-            return value
-        if isinstance(value, list):
-            return [rewrite(v) for v in value]
-        if isinstance(value, dict):
-            return {k: rewrite(v) for k, v in value.items()}
-        return value
-
-    data = rewrite(data)
-    data["server"]["public"]["port"] = public
-    data["server"]["admin"]["port"] = admin
-    data["sandbox"]["listen"]["port"] = sandbox
-    data["sandbox"]["state_dir"] = str(state_dir)
+    data = moved_config(ROOT / "config.yaml", state_dir, public, admin, sandbox)
     data["policies"]["dir"] = str(ROOT / "policies")
     data["logging"] = {"format": "json", "level": "info"}
-    data["shutdown"] = {"readiness_delay_seconds": 0, "drain_timeout_seconds": 5}
     assert data["sandbox"]["enabled"] is True and data["sandbox"].get("playground", True) is True
     assert ":8080" not in json.dumps(data) and ":8081" not in json.dumps(data)
     return data
@@ -267,38 +246,15 @@ def served_config(state_dir: Path, public: int, admin: int, sandbox: int) -> dic
 
 def status_of(url: str) -> int:
     """The HTTP status of a GET of `url` (no proxy; 0 when nothing answers)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(url, timeout=2) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as error:
-        return int(error.code)
-    except (urllib.error.URLError, OSError):
-        return 0
+    return examples.status_of(url)
 
 
 @contextmanager
 def serving(config: Path, log: Path, ready: Callable[[], bool]) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m gateway serve --config CONFIG` (output appended to `log`, no DCRGW_ variables) until `ready()`
     (bounded: 60 s); SIGTERM at exit, then kill if it has not stopped within 30 s."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DCRGW_")}
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--config", str(config)], cwd=ROOT,
-                                env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while not ready():
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, "the gateway did not become ready:\n" + log.read_text()
-            time.sleep(0.2)
+    with examples.running(config, log, ready, cwd=ROOT) as proc:
         yield proc
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")

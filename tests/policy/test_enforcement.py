@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from yarl import URL
 
 from gateway.checks.services import CONFIGURED_URLS
 from gateway.jose import JwksCache, JwksCacheSettings, SigningKey, generate_signing_key, sign_jwt
@@ -218,6 +219,21 @@ async def test_unmatched_and_wrong_method(bank_gw):
     resp = await gw.client.patch(f"{REGISTER}/client-a", headers=auth(bank.token()))
     assert resp.status == 405
     assert resp.headers["Allow"] == "DELETE, GET, PUT"
+    assert bank.upstream_hits == 0
+
+
+@pytest.mark.parametrize("client_id", ["%0A", "a%0Ab", "%0D%0A", "%E2%80%A8"])
+async def test_a_line_break_in_a_path_parameter_reaches_the_policy(bank_gw, client_id):
+    """Every path reaches the policy router (and its audited decision): a percent-encoded line break in ClientId
+    is another client's id to `client_ownership` (401), not a 404 from aiohttp's router, whose catch-all `.*`
+    did not match a newline (found by the live conformance test, tests/sandbox/test_conformance_live.py)."""
+    bank, gw = await bank_gw()
+    path = URL(f"{REGISTER}/{client_id}", encoded=True)
+    resp = await gw.client.get(path)
+    assert resp.status == 401 and (await resp.json())["error"] == "invalid_token"
+    resp = await gw.client.get(path, headers=auth(bank.token()))
+    assert resp.status == 401
+    assert (await resp.json())["error_description"] == "the access token was not issued to this client"
     assert bank.upstream_hits == 0
 
 

@@ -82,3 +82,41 @@ async def test_policy_test_stays_offline_when_the_config_names_redis():
                                                         "DCRGW_STATE__REDIS__URL": "redis://127.0.0.1:1/0"})
     results = await run_cases(settings, SHIPPED_POLICIES)
     assert results and [(r.name, r.detail) for r in results if not r.ok] == []
+
+
+def _enforced(settings: Settings, proxies: tuple[str, ...] | None = None) -> Settings:
+    """`settings` with client_certificate enforced (no check_modes), and other trusted proxies if given."""
+    policies = settings.policies.model_copy(update={"check_modes": {}})
+    update: dict[str, object] = {"policies": policies}
+    if proxies is not None:
+        cert = settings.trust.client_certificate.model_copy(update={"trusted_proxies": proxies})
+        update["trust"] = settings.trust.model_copy(update={"client_certificate": cert})
+    return settings.model_copy(update=update)
+
+
+async def test_refused_is_deny_where_enforced_and_audit_deny_in_audit_mode_never_allow(tmp_path):
+    """`decision: refused` holds under the sandbox's audit mode and an enforcing config, and fails an allow."""
+    missing = "{decision: refused, reason: client_cert_missing}"
+    d = _dir(tmp_path, "no certificate", "      registration: {}", missing)
+    for settings, outcome in ((_settings(), "audit_deny"), (_enforced(_settings()), "deny")):
+        (result,) = await run_cases(settings, d)
+        assert result.ok and f"decision={outcome}" in result.detail, result.detail
+    (tmp_path / "allowed").mkdir()
+    allowed = _dir(tmp_path / "allowed", "allowed", "      registration: {}\n      client_cert: {}", "{decision: refused}")
+    (result,) = await run_cases(_enforced(_settings()), allowed)
+    assert not result.ok and "decision: expected 'refused', got 'allow'" in result.detail
+
+
+async def test_a_case_without_peer_comes_from_the_configured_ingress(tmp_path):
+    """The forwarded certificate is believed from the first trusted proxy (here not 127.0.0.1), and refused from
+    a peer the case names outside it."""
+    settings = _enforced(_settings(), ("10.244.0.0/16",))
+    d = _dir(tmp_path, "from the ingress", "      registration: {}\n      client_cert: {}", "{decision: allow}")
+    (result,) = await run_cases(settings, d)
+    assert result.ok, result.detail
+    (tmp_path / "elsewhere").mkdir()
+    e = _dir(tmp_path / "elsewhere", "from elsewhere",
+             "      registration: {}\n      client_cert: {}\n      peer: 127.0.0.1",
+             "{decision: deny, reason: client_cert_untrusted_proxy}")
+    (result,) = await run_cases(settings, e)
+    assert result.ok, result.detail

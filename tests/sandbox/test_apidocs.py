@@ -56,7 +56,9 @@ async def test_the_page_and_its_files_with_the_pages_headers(bank_factory: BankF
     assert '<script src="/docs/static/apidocs.js" defer></script>' in page and "<script>" not in page
     for missing in ("/docs/static/index.html", "/docs/static/nope.js", "/docs/static/../app.py"):
         assert (await _get(bank, missing))[0] == 404, missing
-    # The playground links to the page.
+    # The portal root lands on the page; the playground links to it.
+    async with bank.http.get(bank.sandbox_url + "/", allow_redirects=False) as r:
+        assert (r.status, r.headers["Location"]) == (302, "/docs")
     assert b'href="/docs"' in (await _get(bank, "/playground"))[1]
 
 

@@ -163,9 +163,12 @@ async def test_cli_walkthrough_private_key_jwt(bank: Bank, config: Path, tmp_pat
     assert claims["token_endpoint_auth_method"] == "private_key_jwt"
     assert claims["token_endpoint_auth_signing_alg"] == "PS256"
     assert claims["redirect_uris"] == ["https://tpp.example.com/cb"]
+    # No --scope: the scopes the SSA's software_roles permit (the sandbox SSA's default roles AISP, PISP, CBPII).
+    assert claims["scope"] == "accounts payments fundsconfirmations"
 
     status, created, _ = await bank.register(await bank.app_token(), request_jws.strip())
     assert status == 201, created
+    assert created["scope"] == "accounts payments fundsconfirmations"
 
     code, assertion, _ = await run_cli(
         "sandbox",
@@ -292,3 +295,25 @@ def test_sandbox_and_sandbox_serve_both_serve(argv, config) -> None:
     args = build_parser().parse_args(argv)
     assert args.func.__doc__ == "Run the sandbox alone until SIGTERM/SIGINT."
     assert args.config == config
+
+
+@pytest.mark.parametrize("roles, scope", [
+    (["AISP"], "accounts"),
+    (["PISP", "AISP", "PISP"], "payments accounts"),
+    (["CBPII", "XYZ"], "fundsconfirmations"),
+    (["XYZ"], None),
+    (None, None),
+])
+def test_sign_request_scope_defaults_to_the_ssa_roles(roles: list[str] | None, scope: str | None) -> None:
+    """Without --scope, sign-request asks for what the SSA's software_roles permit (its help says so); an SSA
+    naming no known role gets no scope claim (the bank then derives its default)."""
+    from gateway.sandbox.cli import registration_claims
+    from gateway.sandbox.crypto import generate_key, sign
+
+    key = generate_key("ES256")
+    ssa_claims: dict[str, Any] = {"software_id": "abc", "software_redirect_uris": ["https://tpp.example.com/cb"]}
+    if roles is not None:
+        ssa_claims["software_roles"] = roles
+    claims = registration_claims(key, sign(key, ssa_claims, typ="JWT"), aud="x")
+    assert claims.get("scope") == scope
+    assert registration_claims(key, sign(key, ssa_claims, typ="JWT"), aud="x", scope="accounts")["scope"] == "accounts"

@@ -16,7 +16,7 @@ from openapi_spec_validator import validate
 from gateway.checks.registration_metadata import RegistrationMetadataParams
 from gateway.config import Settings
 from gateway.sandbox import build_sandbox_app
-from gateway.sandbox.openapi import document
+from gateway.sandbox.openapi import GATEWAY_REFUSALS, document
 from tests.conftest import SHIPPED_POLICIES, make_settings
 from tests.sandbox.conftest import REGISTER, Bank, _seeded_state_dir
 from tests.sandbox.test_cli import run_cli
@@ -92,9 +92,17 @@ def test_the_page_operations_and_status_codes(profile: str) -> None:
     operations = {(m, p) for p, item in doc["paths"].items() for m in item}
     assert operations == set(PAGE)
     for (method, path), statuses in PAGE.items():
-        documented = {int(code) for code in operation(doc, method, path)["responses"]}
+        responses = operation(doc, method, path)["responses"]
+        documented = {int(code) for code in responses}
         assert statuses <= documented, (method, path)
-        assert documented - statuses <= {401}, "only the policies' own 401 is added to the page's codes"
+        # Added to the page's codes: the policies' own 401 and the gateway's own refusals, shared responses.
+        assert documented - statuses - set(GATEWAY_REFUSALS) <= {401, 404}, (method, path)
+        if method != "post":  # a path no policy matches (an encoded `/` in ClientId): policies.unmatched_status
+            assert responses["404"] == {"$ref": "#/components/responses/NoSuchEndpoint"}
+        for status, (name, _) in GATEWAY_REFUSALS.items():
+            assert responses[str(status)] == {"$ref": f"#/components/responses/{name}"}
+            assert doc["components"]["responses"][name]["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/GatewayError"}
     for method in ("post", "put"):
         body = operation(doc, method, {"post": REGISTER, "put": ITEM}[method])["requestBody"]
         assert "application/jose" in body["content"]

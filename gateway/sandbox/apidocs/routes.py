@@ -1,5 +1,6 @@
 """The API documentation page on the sandbox listener.
 
+GET  /                                   the portal root: a redirect to /docs, the page a TPP developer lands on
 GET  /docs (and /docs/)                  the page (plain HTML, JS and CSS from package files, like the playground)
 GET  /docs/static/{name}                 its script and style sheet
 GET  /docs/api/config                    the URLs the page links to, the sample languages, the variables
@@ -155,6 +156,12 @@ async def filled_samples(request: web.Request) -> web.Response:
     return api_response(request.app[APIDOCS].samples(values))
 
 
+async def root(request: web.Request) -> web.Response:
+    """GET /: the sandbox's root is the documentation page (a relative redirect, so any host and port work)."""
+    return web.Response(status=302, headers={"Location": PAGE_PATH})  # returned: the app's error middleware
+    # turns raised HTTP exceptions into JSON errors
+
+
 async def download(request: web.Request) -> web.Response:
     """GET /docs/postman/{name}: the Postman collection or environment, as an attachment."""
     name = request.match_info["name"]
@@ -174,6 +181,7 @@ def add_routes(app: web.Application, settings: Settings) -> None:
     """Mount the documentation page on the sandbox app (after `openapi.add_routes`, whose document it reads)."""
     app[APIDOCS] = ApiDocs(app.get(DOCUMENT), settings.sandbox.playground)
     r = app.router
+    r.add_get("/", root)  # the portal root lands on the page
     add_page(r, PAGE_PATH, app[APIDOCS].assets)  # the page and its files
     r.add_get(PAGE_PATH + "/api/config", config)
     r.add_get(PAGE_PATH + "/api/samples", samples)
