@@ -139,7 +139,8 @@ def _store_events(metrics: Metrics | None) -> StoreEvents:
     def on_error(kind: ErrorKind) -> None:
         errors.labels(kind).inc()
 
-    return StoreEvents(on_breaker_change=on_breaker_change, on_error=on_error)
+    return StoreEvents(on_breaker_change=on_breaker_change, on_error=on_error,
+                       on_cache_link=metrics.state_cache_link_changed)
 
 
 def _revocation_events(metrics: Metrics | None) -> RevocationEvents:

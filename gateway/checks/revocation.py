@@ -33,6 +33,7 @@ class Revocations:
         self, store: StateStore, *, client_ttl_seconds: float, skew_seconds: float, on_revoke: OnRevoke | None = None
     ) -> None:
         self._store = store
+        store.read_mostly(_JTI_NS, _CLIENT_NS)  # looked up on every request, written on a revocation only
         self._client_ttl = client_ttl_seconds
         self._skew = skew_seconds
         self._on_revoke = on_revoke

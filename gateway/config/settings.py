@@ -680,6 +680,22 @@ class BreakerSettings(StrictModel):
     probe call is let through (half-open): success closes the circuit, failure opens it again."""
 
 
+class LocalCacheSettings(StrictModel):
+    """A local copy of the revocation marks, so the lookup made on every request does not go to Redis each time.
+
+    Kept correct by Redis (server-assisted invalidation: `CLIENT TRACKING … BCAST`, Redis 6 or later) and
+    used only while that link is up; see docs/scaling.md for what it costs in staleness."""
+
+    enabled: bool = True
+    """Off: every revocation lookup is a Redis round trip, as before."""
+    max_age_seconds: PositiveSeconds = Field(default=1.0, le=60)
+    """The staleness bound if the invalidation link fails silently: an entry is re-read from Redis at least this
+    often, and the cache is bypassed when the link has not been heard from for this long (it is pinged every
+    quarter of it). In normal operation a revocation anywhere is seen at the next invalidation, well under it."""
+    max_entries: PositiveInt = 100_000
+    """Entries kept per process (about 200 bytes each); the oldest go first."""
+
+
 class RedisSettings(StrictModel):
     """The Redis server holding shared security state (`state.backend: redis`)."""
 
@@ -699,6 +715,7 @@ class RedisSettings(StrictModel):
     timeout_seconds: PositiveSeconds = 0.25
     """Bound on each store call (connect, pool wait, command); past it the call fails as unavailable."""
     breaker: BreakerSettings = BreakerSettings()
+    local_cache: LocalCacheSettings = LocalCacheSettings()
 
     @field_validator("url")
     @classmethod

@@ -53,6 +53,7 @@ REVOCATION_CAUSES: Final = ("client_not_owned", "upstream_401", "client_deleted"
 AUDIT_RESULTS: Final = ("written", "failed")
 STATE_ERROR_KINDS: Final = ("timeout", "connection", "response", "circuit_open")
 BREAKER_STATES: Final = ("open", "half_open", "closed")
+CACHE_LINK_STATES: Final = ("up", "down")
 CERT_REVOCATION_METHODS: Final = ("ocsp", "crl")
 CERT_REVOCATION_OUTCOMES: Final = ("good", "revoked", "unknown", "error")
 CERT_REVOCATION_FETCH_RESULTS: Final = JWKS_FETCH_RESULTS
@@ -273,6 +274,13 @@ class Metrics:
             ["policy", "check"],
             registry=r,
         )
+        self.state_cache_link = Counter(
+            f"{PREFIX}_state_cache_link_transitions_total",
+            "The revocation cache's invalidation link to Redis going up or down (state: up, down); while down the "
+            "cache is bypassed and every revocation lookup goes to Redis.",
+            ["state"],
+            registry=r,
+        )
         # -- audit trail and build -----------------------------------------------------------------
         self.audit_events = Counter(
             f"{PREFIX}_audit_events_total",
@@ -295,6 +303,7 @@ class Metrics:
             (self.audit_events, AUDIT_RESULTS),
             (self.state_errors, STATE_ERROR_KINDS),
             (self.state_breaker, BREAKER_STATES),
+            (self.state_cache_link, CACHE_LINK_STATES),
         ):
             for value in closed:
                 counter.labels(value)
@@ -384,6 +393,10 @@ class Metrics:
     def cert_revocation_soft_failed(self) -> None:
         """One certificate let through with an unknown status (`RevocationEvents.on_soft_fail`)."""
         self.cert_revocation_soft_fail.inc()
+
+    def state_cache_link_changed(self, up: bool) -> None:
+        """The local cache's invalidation link went up or down (`StoreEvents.on_cache_link`)."""
+        self.state_cache_link.labels("up" if up else "down").inc()
 
     def state_breaker_entered(self, state: str, *, transition: bool = True) -> None:
         """The state store's circuit breaker is now in `state` (one of BREAKER_STATES): the transition is

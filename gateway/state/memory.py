@@ -112,6 +112,9 @@ class MemoryStore:
         return cls(max_entries=MAX_ENTRIES, on_full="refuse")
 
     # -- StateStore ------------------------------------------------------------------------------------
+    def read_mostly(self, *namespaces: str) -> None:
+        """Nothing to do: every read is already local."""
+
     async def start(self, sweep_interval_seconds: float = 30.0) -> None:
         """Sweep expired entries every `sweep_interval_seconds` in the background until close()."""
         if self._sweeper is None:

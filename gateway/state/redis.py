@@ -33,6 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..config.settings import StateSettings
 from ..observability.logging import get_logger
 from .store import BreakerState, ErrorKind, StoreEvents, StoreUnavailable
+from .tracking import InvalidationLink, LocalCache
 
 _log = structlog.get_logger(__name__)
 _state_log = get_logger("state")
@@ -137,7 +138,8 @@ def _kind(exc: BaseException) -> ErrorKind:
 class RedisStore:
     """A StateStore on Redis; build it with `RedisStore.from_url` (or around a client, for tests)."""
 
-    __slots__ = ("_breaker", "_client", "_closed", "_incr", "_on_error", "_prefix", "_slots", "_timeout")
+    __slots__ = ("_breaker", "_cache", "_client", "_closed", "_incr", "_link", "_on_cache_link", "_on_error",
+                 "_prefix", "_read_mostly", "_slots", "_timeout")
 
     def __init__(
         self,
@@ -148,6 +150,8 @@ class RedisStore:
         breaker: CircuitBreaker | None = None,
         on_error: Callable[[ErrorKind], None] | None = None,
         max_concurrency: int = 32,
+        local_cache: LocalCache | None = None,
+        on_cache_link: Callable[[bool], None] | None = None,
     ) -> None:
         self._client = client
         # Callers queue here, first come first served, for one of the pool's connections. redis-py's blocking
@@ -162,6 +166,11 @@ class RedisStore:
         self._on_error = on_error
         self._closed = False
         self._incr = client.register_script(_INCR_LUA)
+        self._cache = local_cache
+        """Read-mostly namespaces' values as last read; used only while `_link` keeps it correct (tracking.py)."""
+        self._on_cache_link = on_cache_link
+        self._link: InvalidationLink | None = None
+        self._read_mostly: frozenset[str] = frozenset()
 
     @classmethod
     def from_url(
@@ -173,10 +182,13 @@ class RedisStore:
         timeout_seconds: float = 0.25,
         breaker: CircuitBreaker | None = None,
         on_error: Callable[[ErrorKind], None] | None = None,
+        local_cache: LocalCache | None = None,
+        on_cache_link: Callable[[bool], None] | None = None,
     ) -> RedisStore:
         """Connect lazily to `redis://`, `rediss://` (TLS), `unix://` or `redis+sentinel://h1:p,h2:p/name[/db]`."""
         return cls(_client(url, pool_size, timeout_seconds), key_prefix=key_prefix,
-                   timeout_seconds=timeout_seconds, breaker=breaker, on_error=on_error, max_concurrency=pool_size)
+                   timeout_seconds=timeout_seconds, breaker=breaker, on_error=on_error, max_concurrency=pool_size,
+                   local_cache=local_cache, on_cache_link=on_cache_link)
 
     @classmethod
     def from_settings(cls, settings: StateSettings, events: StoreEvents) -> RedisStore:
@@ -184,29 +196,61 @@ class RedisStore:
         cfg = settings.redis
         breaker = CircuitBreaker(cfg.breaker.failure_threshold, cfg.breaker.open_seconds,
                                  on_change=events.on_breaker_change)
+        lc = cfg.local_cache
+        cache = LocalCache(max_age_seconds=lc.max_age_seconds, max_entries=lc.max_entries) if lc.enabled else None
         return cls.from_url(cfg.resolve_url(), key_prefix=cfg.key_prefix, pool_size=cfg.pool_size,
-                            timeout_seconds=cfg.timeout_seconds, breaker=breaker, on_error=events.on_error)
+                            timeout_seconds=cfg.timeout_seconds, breaker=breaker, on_error=events.on_error,
+                            local_cache=cache, on_cache_link=events.on_cache_link)
 
     @property
     def breaker(self) -> CircuitBreaker:
         """The circuit breaker guarding this store."""
         return self._breaker
 
+    @property
+    def local_cache(self) -> LocalCache | None:
+        """The local copy of the read-mostly namespaces, when configured."""
+        return self._cache
+
+    @property
+    def invalidation_link(self) -> InvalidationLink | None:
+        """The link keeping `local_cache` correct, once started."""
+        return self._link
+
     # -- StateStore ------------------------------------------------------------------------------------
+    def read_mostly(self, *namespaces: str) -> None:
+        """`get_many` of only these namespaces may be answered from the local cache (if configured), which the
+        invalidation link started by `start()` keeps correct."""
+        if self._link is not None:
+            raise RuntimeError("read_mostly() must be called before start()")
+        self._read_mostly = self._read_mostly.union(namespaces)
+
     async def start(self) -> None:
         """Log whether Redis answers now. Not a start condition: while Redis is away the checks fail closed
-        (or open, as configured) and the breaker keeps its timeout off the requests."""
+        (or open, as configured) and the breaker keeps its timeout off the requests. Starts the invalidation
+        link when there is a local cache and something to cache."""
+        if self._cache is not None and self._read_mostly and self._link is None:
+            prefixes = sorted(f"{self._prefix}{ns}:" for ns in self._read_mostly)
+            self._link = InvalidationLink(self._client, self._cache, prefixes, timeout_seconds=self._timeout,
+                                          on_change=self._on_cache_link)
+            self._link.start()
         _state_log.info("state_store", backend="redis", reachable=await self.ping())
 
     async def add_if_absent(self, namespace: str, key: str, ttl_seconds: float) -> bool:
         """Record `key` unless present (SET NX PX); True when newly added (False means a replay)."""
         k, ms = self._key(namespace, key), _ms(ttl_seconds)
-        return bool(await self._call(lambda: self._client.set(k, b"1", nx=True, px=ms)))
+        try:
+            return bool(await self._call(lambda: self._client.set(k, b"1", nx=True, px=ms)))
+        finally:
+            self._wrote(namespace, k)
 
     async def put(self, namespace: str, key: str, value: str, ttl_seconds: float) -> None:
         """Set `key` to `value` with a fresh TTL (SET PX), replacing any previous entry."""
         k, ms = self._key(namespace, key), _ms(ttl_seconds)
-        await self._call(lambda: self._client.set(k, value.encode(), px=ms))
+        try:
+            await self._call(lambda: self._client.set(k, value.encode(), px=ms))
+        finally:  # read your own writes at once, not when the invalidation comes back (a failed SET may have landed)
+            self._wrote(namespace, k)
 
     async def get(self, namespace: str, key: str) -> str | None:
         """The unexpired value of `key`, or None."""
@@ -219,8 +263,15 @@ class RedisStore:
         if not items:
             return []
         keys = [self._key(namespace, key) for namespace, key in items]
-        raw: list[bytes | None] = await self._call(lambda: self._client.mget(keys))
-        return [None if v is None else v.decode() for v in raw]
+        cache = self._cache
+        if cache is None or not all(namespace in self._read_mostly for namespace, _ in items):
+            return await self._mget(keys)
+        values = cache.lookup(keys)  # None while the link is down: then Redis answers, as without a cache
+        if values is None:
+            started = cache.begin()
+            values = await self._mget(keys)
+            cache.fill(started, keys, values)
+        return values
 
     async def exists(self, namespace: str, key: str) -> bool:
         """True when `key` is present and unexpired."""
@@ -230,12 +281,17 @@ class RedisStore:
     async def incr(self, namespace: str, key: str, amount: int, ttl_seconds: float) -> int:
         """Add `amount` to a counter atomically; a new counter expires `ttl_seconds` later (a fixed window)."""
         k, ms = self._key(namespace, key), _ms(ttl_seconds)
-        return int(await self._call(lambda: self._incr(keys=[k], args=[amount, ms])))
+        try:
+            return int(await self._call(lambda: self._incr(keys=[k], args=[amount, ms])))
+        finally:
+            self._wrote(namespace, k)
 
     async def close(self) -> None:
-        """Close the pool; later calls raise StoreUnavailable."""
+        """Stop the invalidation link and close the pool; later calls raise StoreUnavailable."""
         if not self._closed:
             self._closed = True
+            if self._link is not None:
+                await self._link.close()
             await self._client.aclose()
 
     # -- extras ----------------------------------------------------------------------------------------
@@ -247,6 +303,14 @@ class RedisStore:
             return False
 
     # -- internals -------------------------------------------------------------------------------------
+    async def _mget(self, keys: list[str]) -> list[str | None]:
+        raw: list[bytes | None] = await self._call(lambda: self._client.mget(keys))
+        return [None if v is None else v.decode() for v in raw]
+
+    def _wrote(self, namespace: str, key: str) -> None:
+        if self._cache is not None and namespace in self._read_mostly:
+            self._cache.invalidate([key])
+
     def _key(self, namespace: str, key: str) -> str:
         if len(key) > _MAX_RAW_KEY:
             key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()

@@ -34,11 +34,20 @@ class StoreEvents:
     """The circuit breaker changed state (dcr_gateway_state_store_breaker_transitions_total)."""
     on_error: Callable[[ErrorKind], None] | None = None
     """A call failed, by kind (dcr_gateway_state_store_errors_total)."""
+    on_cache_link: Callable[[bool], None] | None = None
+    """The invalidation link of the local cache went up (True) or down (False)
+    (dcr_gateway_state_cache_link_transitions_total)."""
 
 
 @runtime_checkable
 class StateStore(Protocol):
     """Async key/value state with a TTL on every entry: built, started once, used, closed."""
+
+    def read_mostly(self, *namespaces: str) -> None:
+        """Declare namespaces read on (nearly) every request and written rarely, before `start()`: the store may
+        answer `get_many` of them from a local copy it keeps correct (Redis: invalidated by the server on every
+        change, bypassed whenever that cannot be ensured). A hint; correctness never depends on it."""
+        ...
 
     async def start(self) -> None:
         """Begin background work (e.g. an expiry sweep); called once, before the first request."""

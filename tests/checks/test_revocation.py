@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from gateway.checks.revocation import Revocations
 from gateway.checks.token import VerifiedToken
 from gateway.state import MemoryStore, RedisStore, StateStore
+from gateway.state.tracking import LocalCache
 
 ISS = "https://bank.example/as"
 NOW = 1_700_000_000.0
@@ -21,9 +24,11 @@ def token(jti: str = "j1", client_id: str = "client-a", iat: float = NOW, iss: s
                          scopes=frozenset(), kid=None, claims={})
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.process)])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.process),
+                        pytest.param("redis-cached", marks=pytest.mark.process)])
 async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
-    """Two Revocations as two gateway instances would hold them: one memory store shared, or two RedisStores."""
+    """Two Revocations as two gateway instances would hold them: one memory store shared, or two RedisStores
+    (redis-cached: started, each with its local cache of revocation marks and that cache's invalidation link up)."""
     stores: list[StateStore]
     if request.param == "memory":
         memory = MemoryStore()
@@ -31,9 +36,23 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[Pair]:
     else:
         url = request.getfixturevalue("redis_server").url
         prefix = request.getfixturevalue("redis_prefix")
-        stores = [RedisStore.from_url(url, key_prefix=prefix, timeout_seconds=1.0) for _ in range(2)]
-    yield (Revocations(stores[0], client_ttl_seconds=3600, skew_seconds=30),
-           Revocations(stores[1], client_ttl_seconds=3600, skew_seconds=30))
+        cached = request.param == "redis-cached"
+        stores = [RedisStore.from_url(url, key_prefix=prefix, timeout_seconds=1.0,
+                                      local_cache=LocalCache(max_age_seconds=60, max_entries=100) if cached else None)
+                  for _ in range(2)]
+    pair = (Revocations(stores[0], client_ttl_seconds=3600, skew_seconds=30),
+            Revocations(stores[1], client_ttl_seconds=3600, skew_seconds=30))
+    if request.param == "redis-cached":
+        for store in stores:
+            assert isinstance(store, RedisStore)
+            await store.start()
+            cache = store.local_cache
+            assert cache is not None
+            deadline = time.monotonic() + 10
+            while not cache.trusted:
+                assert time.monotonic() < deadline, "invalidation link not up"
+                await asyncio.sleep(0.02)
+    yield pair
     for store in stores:
         await store.close()
 
@@ -47,6 +66,7 @@ async def test_nothing_revoked(pair: Pair):
 async def test_a_revoked_token_is_refused_by_the_other_instance_and_only_that_token(pair: Pair):
     """revoke_token through one instance: the other refuses that jti, not other tokens of the client."""
     a, b = pair
+    assert await b.is_revoked(token("j1")) is False  # with a cache: b now holds "not revoked"
     await a.revoke_token(token("j1"), NOW)
     assert await b.is_revoked(token("j1")) is True
     assert await b.is_revoked(token("j2")) is False
@@ -56,6 +76,7 @@ async def test_a_revoked_token_is_refused_by_the_other_instance_and_only_that_to
 async def test_a_client_watermark_revokes_tokens_issued_at_or_before_it(pair: Pair):
     """revoke_client at `at`: tokens with iat < at and iat == at are refused, later ones and other clients pass."""
     a, b = pair
+    assert await b.is_revoked(token(iat=NOW - 10)) is False
     await a.revoke_client(ISS, "client-a", NOW)
     assert await b.is_revoked(token(iat=NOW - 10)) is True
     assert await b.is_revoked(token(iat=NOW)) is True

@@ -76,6 +76,11 @@ def test_the_documentation_page_in_chromium(served: Served) -> None:
             expect(claims.locator("table.props").first).to_be_visible()
             expect(claims.locator("table.props").first).to_contain_text("software_statement")
             expect(claims.locator("table.props").first).to_contain_text("token_endpoint_auth_method")
+            # A response's schema comes with the example recorded from a real exchange (examples.json).
+            created = post.locator(".response[data-status='201'] details.schema-toggle").first
+            created.locator("summary").click()
+            expect(created.locator("h5.example").first).to_contain_text("Example: A signed registration request")
+            expect(created.locator("pre").first).to_contain_text('"client_id"')
 
             # Each language in turn, as the sandbox rendered it.
             for language in LANGUAGES:

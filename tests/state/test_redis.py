@@ -39,14 +39,6 @@ async def stores(redis_server: RedisServer, redis_prefix: str) -> AsyncIterator[
         await store.close()
 
 
-@pytest.fixture
-async def raw(redis_server: RedisServer) -> AsyncIterator[Redis]:
-    """A plain redis-py client to look at what the store wrote."""
-    client = Redis.from_url(redis_server.url)
-    yield client
-    await client.aclose()
-
-
 async def eventually(probe: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
     """Wait (bounded) until `probe()` is true."""
     deadline = time.monotonic() + timeout
@@ -402,12 +394,35 @@ async def _two_gateways(start_server: StartServer, running_gateway: Starter, red
     return bank, a, b
 
 
+async def _cached(gateway: RunningGateway) -> RedisStore:
+    """The gateway's store once its revocation cache's invalidation link is up and trusted."""
+    store = gateway.services.store
+    assert isinstance(store, RedisStore)
+    link, cache = store.invalidation_link, store.local_cache
+    assert link is not None and cache is not None
+
+    async def up() -> bool:
+        return cache.trusted
+
+    await eventually(up)
+    return store
+
+
+@pytest.mark.parametrize("local_cache", [True, False], ids=["cached", "uncached"])
 async def test_revocation_through_one_gateway_is_honoured_by_the_other(
-    start_server: StartServer, running_gateway: Starter, redis_server: RedisServer, redis_prefix: str
+    start_server: StartServer, running_gateway: Starter, redis_server: RedisServer, redis_prefix: str,
+    local_cache: bool,
 ):
-    """A token revoked by gateway A (ClientId mismatch) is refused by gateway B, which never saw it misused."""
-    bank, a, b = await _two_gateways(start_server, running_gateway, redis_server.url, redis_prefix)
+    """A token revoked by gateway A (ClientId mismatch) is refused by gateway B, which never saw it misused —
+    also when B holds the token's "not revoked" in its local cache (Redis's invalidation reaches B before it
+    acknowledges A's write)."""
+    bank, a, b = await _two_gateways(start_server, running_gateway, redis_server.url, redis_prefix,
+                                     local_cache={"enabled": local_cache})
     token = bank.token()
+    if local_cache:
+        store = await _cached(b)
+        assert (await b.client.get(f"{REGISTER}/client-a", headers=auth(token))).status == 200
+        assert store.local_cache is not None and len(store.local_cache) == 2  # the jti's and the client's marks
     assert (await b.client.get(f"{REGISTER}/client-a", headers=auth(token))).status == 200
     resp = await a.client.get(f"{REGISTER}/client-b", headers=auth(token))
     assert resp.status == 401
@@ -435,26 +450,43 @@ async def _commandstats(raw: Redis) -> dict[str, int]:
     return {name: n for name, n in calls.items() if not name.startswith(("info", "config"))}
 
 
-async def test_a_token_request_makes_exactly_one_redis_round_trip(
-    start_server: StartServer, running_gateway: Starter, own_redis, redis_prefix: str
+@pytest.mark.parametrize("local_cache", [True, False], ids=["cached", "uncached"])
+async def test_a_token_request_makes_one_redis_round_trip_at_most(
+    start_server: StartServer, running_gateway: Starter, own_redis, redis_prefix: str, local_cache: bool
 ):
-    """Through the shipped read policy, one GET costs one Redis command — one MGET of both revocation marks,
-    no EXISTS or GET — whether the token is valid or revoked (the server's own INFO commandstats count)."""
+    """Through the shipped read policy, a GET costs at most one Redis command — one MGET of both revocation marks,
+    no EXISTS or GET — whether the token is valid or revoked; none while the local cache holds both marks, one
+    each time without it (the server's own INFO commandstats count; the cache link's PINGs left out)."""
     server: RedisServer = own_redis()
-    bank, a, _ = await _two_gateways(start_server, running_gateway, server.url, redis_prefix)
+    bank, a, _ = await _two_gateways(start_server, running_gateway, server.url, redis_prefix,
+                                     local_cache={"enabled": local_cache})
+    if local_cache:
+        await _cached(a)
     raw = Redis.from_url(server.url)
+
+    async def commands() -> dict[str, int]:
+        return {k: v for k, v in (await _commandstats(raw)).items() if k != "ping"}
+
     try:
         token = bank.token()
         assert (await a.client.get(f"{REGISTER}/client-a", headers=auth(token))).status == 200  # warm: JWKS, pool
         await raw.config_resetstat()
-        assert (await a.client.get(f"{REGISTER}/client-a", headers=auth(token))).status == 200
-        assert await _commandstats(raw) == {"mget": 1}
+        assert (await a.client.get(f"{REGISTER}/client-a", headers=auth(bank.token()))).status == 200
+        assert await commands() == {"mget": 1}  # a new token: its jti's mark is not cached yet
+        await raw.config_resetstat()
+        for _ in range(3):
+            assert (await a.client.get(f"{REGISTER}/client-a", headers=auth(token))).status == 200
+        assert await commands() == ({} if local_cache else {"mget": 3})
 
         assert (await a.client.get(f"{REGISTER}/client-b", headers=auth(token))).status == 401  # revokes
         await raw.config_resetstat()
-        resp = await a.client.get(f"{REGISTER}/client-a", headers=auth(token))
-        assert (await resp.json())["error_description"] == "the access token has been revoked"
-        assert await _commandstats(raw) == {"mget": 1}
+        for _ in range(2):
+            resp = await a.client.get(f"{REGISTER}/client-a", headers=auth(token))
+            assert (await resp.json())["error_description"] == "the access token has been revoked"
+        # cached: the write dropped the token's mark, read once more, then the revoked mark is cached
+        assert await commands() == {"mget": 1 if local_cache else 2}
+        subscribers = [c for c in await raw.client_list() if "P" in c.get("flags", "")]
+        assert len(subscribers) == (2 if local_cache else 0)  # one invalidation link per gateway, with a cache
     finally:
         await raw.aclose()
 

@@ -211,6 +211,16 @@
     return el("div", { class: "params" }, el("h4", { text: title }), el("table", { class: "props" }, el("tbody", {}, ...rows)));
   }
 
+  // A media type's example (`example`) or named examples (`examples`: recorded from real sandbox exchanges).
+  function examplesView(content) {
+    const shown = (value) => (typeof value === "string" ? value : JSON.stringify(value, null, 2));
+    if (content.example !== undefined) return [el("h5", { text: "Example" }), el("pre", { text: shown(content.example) })];
+    return Object.entries(content.examples || {}).flatMap(([name, example]) => {
+      const item = deref(example) || {};
+      return [el("h5", { class: "example", text: `Example: ${item.summary || name}` }), el("pre", { text: shown(item.value) })];
+    });
+  }
+
   function bodyView(requestBody) {
     if (!requestBody) return null;
     const body = deref(requestBody);
@@ -221,8 +231,10 @@
       const schema = flatten(content.schema) || {};
       box.append(el("p", {}, el("code", { text: media }), " — ", el("code", { text: typeOf(content.schema) }),
         schema.description ? ` — ${schema.description}` : ""));
-      box.append(showSchema(schema.contentSchema || content.schema,
-        schema.contentSchema ? "Show schema (the claims of the signed request)" : "Show schema"));
+      const details = showSchema(schema.contentSchema || content.schema,
+        schema.contentSchema ? "Show schema (the claims of the signed request)" : "Show schema");
+      details.append(...examplesView(content));
+      box.append(details);
     }
     return box;
   }
@@ -237,9 +249,7 @@
       if (headers.length) item.append(el("div", { class: "fine", text: `headers: ${headers.join(", ")}` }));
       for (const [media, content] of Object.entries(response.content || {})) {
         const details = showSchema(content.schema, `Show schema (${media}: ${typeOf(content.schema)})`);
-        if (content.example !== undefined) {
-          details.append(el("h5", { text: "Example" }), el("pre", { text: JSON.stringify(content.example, null, 2) }));
-        }
+        details.append(...examplesView(content));
         item.append(details);
       }
       if (!response.content) item.append(el("div", { class: "fine", text: "This operation returns no content." }));
