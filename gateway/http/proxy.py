@@ -32,13 +32,18 @@ _HOST: Final = re.compile(
 _RESPONSE_SKIP: Final = frozenset({"server", "date", "content-length"})
 
 
+def _has_body(request: web.Request, limits: BodyLimits) -> bool:
+    """Whether a body follows the head: 413 at once when its declared length is past `max_bytes`."""
+    if request.content_length is not None and request.content_length > limits.max_bytes:
+        raise payload_too_large(limits.max_bytes)
+    return request.body_exists
+
+
 async def body_chunks(request: web.Request, limits: BodyLimits) -> AsyncIterator[bytes]:
     """The request body as the client framed it, chunk by chunk as it arrives: 413 past `max_bytes`, 408 when
     it stalls or is too slow, 400 when it breaks off. Nothing is decoded (the public listener does not
     decompress). `Expect: 100-continue` is answered here: now, and only now, the body is wanted."""
-    if request.content_length is not None and request.content_length > limits.max_bytes:
-        raise payload_too_large(limits.max_bytes)
-    if not request.body_exists:
+    if not _has_body(request, limits):
         return
     if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
         await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -64,6 +69,8 @@ async def body_chunks(request: web.Request, limits: BodyLimits) -> AsyncIterator
 
 async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
     """The whole request body (request buffering), under the rules of `body_chunks`."""
+    if not _has_body(request, limits):  # most requests (a GET): no generator to start and finish
+        return b""
     return b"".join([chunk async for chunk in body_chunks(request, limits)])
 
 

@@ -142,12 +142,14 @@ class AuditLog:
         self._closed = False
         self._pending: list[str] = []
         self._flush_scheduled = False
-        self._append({"event": "audit_start", "pid": os.getpid()})
+        self._append("audit_start", {"pid": os.getpid()})
 
-    def _append(self, fields: dict[str, Any]) -> dict[str, Any]:
+    def _append(self, event_name: str, event: dict[str, Any]) -> dict[str, Any]:
+        """Chain `event` (the caller's fields, completed here in place) and queue its line."""
         self._seq += 1
-        event = {"kind": KIND, "v": SCHEMA_VERSION, "chain": self.chain, "seq": self._seq, "prev": self._prev,
-                 "time": _now(), **fields}
+        # The chain's members win over a caller's field of the same name: no caller can bend the chain.
+        event.update(kind=KIND, v=SCHEMA_VERSION, chain=self.chain, seq=self._seq, prev=self._prev, time=_now(),
+                     event=event_name)
         body = _canonical(event)  # serialised once: hashed, then written with the hash appended
         digest = hashlib.sha256(body).hexdigest()
         event["hash"] = self._prev = digest
@@ -170,16 +172,17 @@ class AuditLog:
             self._writer.queue.put(batch)
 
     def emit(self, fields: dict[str, Any]) -> dict[str, Any]:
-        """Append one decision event (the caller passes only non-secret fields)."""
+        """Append one decision event (the caller passes only non-secret fields). `fields` becomes the event: it is
+        completed in place with the chain's members and returned (one dict per event, not three)."""
         if self._closed:
             return {}
-        return self._append({"event": "decision", **fields})
+        return self._append("decision", fields)
 
     def close(self) -> None:
         """Write everything queued, then stop the writer."""
         if self._closed:
             return
-        self._append({"event": "audit_stop", "events": self._seq})
+        self._append("audit_stop", {"events": self._seq})
         self._closed = True
         self.flush()
         self._writer.queue.put(None)
@@ -188,9 +191,17 @@ class AuditLog:
             self._own_stream.close()
 
 
+_second: list[Any] = [None, ""]
+"""The last whole second `_now` formatted, and its text: strftime once a second, not once an event."""
+
+
 def _now() -> str:
     t = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1_000_000):06d}Z"
+    second = int(t)
+    if _second[0] != second:
+        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
+        _second[0] = second
+    return f"{_second[1]}.{int(t % 1 * 1_000_000):06d}Z"
 
 
 @dataclass(frozen=True, slots=True)
