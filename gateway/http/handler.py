@@ -207,20 +207,21 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
     # SECURITY: the framing rule (inbound.py, docs/security.md) before any policy: nothing ambiguous is guessed.
     refusal = app[INBOUND].screen(request.headers)
     if refusal is not None:
-        return _refuse(app[METRICS], ctx, refusal)
+        return _refuse(app[METRICS], ctx, refusal, request)
     match = policies.match(request.method, request.rel_url.raw_path)
     if match is None or match.value is None:
         ctx.route = match.template if match is not None and match.template else "unmatched"
-        return _refuse(app[METRICS], ctx, policies.unmatched(request.method, match))
+        return _refuse(app[METRICS], ctx, policies.unmatched(request.method, match), request)
     policy = match.value
     ctx.route = policy.template
     ctx.policy = policy.name
     if request.body_exists and request.method in NO_BODY_METHODS and request.method not in policy.allow_body_on:
         return _refuse(app[METRICS], ctx, denial_for(HttpRefusals.body_not_allowed,
-                                                  f"a {request.method} request has no body", HttpRefusals.check))
+                                                  f"a {request.method} request has no body", HttpRefusals.check),
+                       request)
     codings = content_codings(request.headers)
     if codings and (refusal := encoding_refusal(codings, policy.content_codings)) is not None:
-        return _refuse(app[METRICS], ctx, refusal)
+        return _refuse(app[METRICS], ctx, refusal, request)
     peer = request.remote
     proxies = app[PROXIES]
     if proxies and proxies.trusts(peer):
@@ -228,7 +229,7 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
         slots = app[CLIENT_REQUESTS]
         if client is None or not slots.acquire(client):
             return _refuse(app[METRICS], ctx, denial_for(HttpRefusals.client_concurrency, "too many requests in flight",
-                                                      HttpRefusals.check))
+                                                      HttpRefusals.check), request)
         try:
             return await _decide_and_forward(request, ctx, policy, match.params, peer, client, bool(codings))
         finally:
@@ -236,10 +237,16 @@ async def gateway_handler(request: web.Request) -> web.StreamResponse:
     return await _decide_and_forward(request, ctx, policy, match.params, peer, peer, bool(codings))
 
 
-def _refuse(metrics: Metrics, ctx: RequestContext, denial: Denial) -> web.Response:
-    """A request refused before (or instead of) its policy: recorded and audited like any denial."""
+def _refuse(metrics: Metrics, ctx: RequestContext, denial: Denial, request: web.Request) -> web.Response:
+    """A request refused before (or instead of) its policy: recorded and audited like any denial.
+
+    SECURITY: a refused request whose body was not read closes the connection: its unread bytes are never
+    drained and parsed for the next request on it (the framing rule: nothing read past a refusal is guessed)."""
     _record(metrics, ctx, Decision("deny", ctx.policy, "enforce", (denial,), ctx.facts))
-    return denial_response(denial)
+    response = denial_response(denial)
+    if request.body_exists and not request.content.is_eof():
+        response.force_close()
+    return response
 
 
 async def _decide_and_forward(

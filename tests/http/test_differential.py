@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -520,6 +521,37 @@ async def test_fragmented_requests(harness: Harness):
                  max_size=3),
         st.lists(st.integers(1, 100_000), min_size=1, max_size=4))
     await drive(harness, strategy, 300, run=run_fragmented)
+
+
+# Found by test_fragmented_requests (issue 19's session): a refused chunked PUT (`gzip, chunked`, 501) whose body
+# was never read, with HTTP/1.0 requests pipelined behind it, written in pieces. The unread body was drained and
+# the DELETE then answered 400 "malformed HTTP request". A refusal with an unread body now closes the connection.
+REFUSED_BODY_THEN_PIPELINED = [
+    Case(raw=b"PUT /echo/a?x=%2F HTTP/1.1\r\nHost: gateway.test\r\nX-Marker: m2b86b3dd592147f0\r\n"
+             b"Transfer-Encoding: gzip, chunked\r\n\r\n004;a=1\r\n5\x81F\xb7\r\n04;a=1\r\n\xdb\x94<\xe0\r\n1\r\n\xe0\r\n"
+             b"0;last\r\n\r\n",
+         marker="m2b86b3dd592147f0", method="PUT", target="/echo/a?x=%2F", outcome="either",
+         body=b"5\x81F\xb7\xdb\x94<\xe0\xe0", mutation="te-gzip-chunked", script="ok", closes=False, clean=False,
+         stops=False, forbidden=[]),
+    Case(raw=b"DELETE /echo HTTP/1.0\r\nHost: gateway.test\r\nX-Marker: m134607a16d7e457b\r\n\r\n",
+         marker="m134607a16d7e457b", method="DELETE", target="/echo", outcome="forward", body=b"", mutation="http10",
+         script="ok", closes=True, clean=True, stops=False, forbidden=[]),
+    Case(raw=b"GET /echo HTTP/1.0\r\nHost: gateway.test\r\nX-Marker: mc68e4cbec7b44716\r\nContent-Length: 0\r\n"
+             b"Connection: keep-alive\r\n\r\n",
+         marker="mc68e4cbec7b44716", method="GET", target="/echo", outcome="forward", body=b"",
+         mutation="http10-keepalive", script="ok", closes=False, clean=True, stops=False, forbidden=[]),
+]
+
+
+@pytest.mark.parametrize("cuts", [[17, 152, 253], [152, 599, 17], [1, 2, 3], [100_000]])
+async def test_a_refused_unread_body_is_never_parsed_as_the_next_request(harness: Harness, cuts: list[int]):
+    """The example above, at the cuts that broke it and others: the PUT is refused and the DELETE is either
+    forwarded or unanswered (the connection closed), never refused as malformed."""
+    up, gw = await harness(server=server_overrides(max_body_bytes=65536), upstream={"pool": {"max_connections": 4}},
+                           policy_dir=POLICIES)
+    assert gw.client.port is not None
+    for _ in range(5):
+        await run_fragmented(up, gw.client.port, (REFUSED_BODY_THEN_PIPELINED, cuts))
 
 
 async def test_body_reading_policy_route(harness: Harness):
