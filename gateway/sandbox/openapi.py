@@ -88,7 +88,8 @@ _SUMMARIES: Final = {
              "here) and the registered metadata; 400 with an RFC 7591 error otherwise."),
     "get": ("getClient", "Returns the client details for a given Client ID",
             "The registration of the caller's own client. An unknown ClientId answers 401 and revokes the access "
-            "token; another client's answers 403."),
+            "token; so does another client's with the shipped policies (403 where client_ownership has "
+            "`status: 403`)."),
     "put": ("updateClient", "Modify one or more attributes related to an existing TPP client",
             "Replace the registration with a new signed request carrying every claim. An unknown ClientId answers "
             "401 and revokes the access token."),
