@@ -41,10 +41,18 @@ class Asset:
     content_type: str
 
 
+SHARED: Final = {"pages.js": "text/javascript", "pages.css": "text/css"}
+"""The files every page serves beside its own (from this package's `static/`): the DOM and copy-button helpers
+and the colours, fonts and body style."""
+
+
 def load_assets(package: str, names: Mapping[str, str]) -> dict[str, Asset]:
-    """{file name: Asset} for `names` (file name → media type) in `package`'s `static/` folder."""
+    """{file name: Asset} for `names` (file name → media type) in `package`'s `static/` folder, and the shared
+    files (SHARED)."""
+    shared = resources.files(__package__) / "static"
     folder = resources.files(package) / "static"
-    return {name: Asset((folder / name).read_bytes(), ctype) for name, ctype in names.items()}
+    return {**{name: Asset((shared / name).read_bytes(), ctype) for name, ctype in SHARED.items()},
+            **{name: Asset((folder / name).read_bytes(), ctype) for name, ctype in names.items()}}
 
 
 def asset_response(found: Asset) -> web.Response:

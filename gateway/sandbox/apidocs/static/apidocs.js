@@ -8,33 +8,7 @@
   const MAX_DEPTH = 8;
   const state = { config: null, doc: null, samples: {}, language: null, values: {} };
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (name === "text") node.textContent = value;
-      else node.setAttribute(name, value === true ? "" : value);
-    }
-    for (const child of children) {
-      if (child !== null && child !== undefined) node.append(child);
-    }
-    return node;
-  }
-
-  async function getJson(path, options) {
-    const response = await fetch(path, options);
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (_) {
-      data = null;
-    }
-    if (!response.ok) {
-      const why = data && data.error_description ? data.error_description : `HTTP ${response.status}`;
-      throw new Error(why);
-    }
-    return data;
-  }
+  const { el, copyButton, getJson } = window.DcrPages; // static/pages.js, loaded first
 
   // Schemas -------------------------------------------------------------------------------------------
 
@@ -153,18 +127,7 @@
       tab.addEventListener("click", () => selectLanguage(language.key));
       tabs.append(tab);
     }
-    const copy = el("button", { type: "button", class: "copy", text: "Copy" });
-    copy.addEventListener("click", async () => {
-      const visible = box.querySelector(".sample:not([hidden])");
-      try {
-        await navigator.clipboard.writeText(visible.textContent);
-        copy.textContent = "Copied";
-      } catch (_) {
-        copy.textContent = "Select and copy";
-      }
-      setTimeout(() => { copy.textContent = "Copy"; }, 2000);
-    });
-    tabs.append(copy);
+    tabs.append(copyButton(() => box.querySelector(".sample:not([hidden])")));
     box.append(tabs);
     for (const language of state.config.languages) {
       box.append(el("pre", { class: "sample", "data-lang": language.key }, el("code", { text: "…" })));

@@ -23,18 +23,7 @@
 
   // DOM helpers --------------------------------------------------------------------------------------
 
-  function el(tag, attrs, ...children) {
-    const node = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value === null || value === undefined || value === false) continue;
-      if (name === "text") node.textContent = value;
-      else node.setAttribute(name, value === true ? "" : value);
-    }
-    for (const child of children) {
-      if (child !== null && child !== undefined) node.append(child);
-    }
-    return node;
-  }
+  const { el, copyButton, getJson } = window.DcrPages; // static/pages.js, loaded first
 
   const stepNode = (name) => document.querySelector(`[data-step="${name}"]`);
 
@@ -83,20 +72,7 @@
 
   // Talking to the sandbox ---------------------------------------------------------------------------
 
-  async function playgroundApi(path, options) {
-    const response = await fetch(path, options);
-    let data = null;
-    try {
-      data = await response.json();
-    } catch (_) {
-      data = null;
-    }
-    if (!response.ok) {
-      const why = data && data.error_description ? data.error_description : `HTTP ${response.status}`;
-      throw new Error(`the playground refused: ${why}`);
-    }
-    return data;
-  }
+  const playgroundApi = (path, options) => getJson(path, options, "the playground refused: ");
 
   // One call through the playground's proxy: returns {request, response, snippets}.
   async function send(target, method, path, headers, body) {
@@ -233,17 +209,7 @@
       tabs.append(tab);
       panes.push(pane);
     }
-    const copy = el("button", { type: "button", class: "copy", text: "Copy" });
-    copy.addEventListener("click", async () => {
-      const visible = panes.find((p) => !p.hidden);
-      try {
-        await navigator.clipboard.writeText(visible.textContent);
-        copy.textContent = "Copied";
-      } catch (_) {
-        copy.textContent = "Select and copy";
-      }
-    });
-    tabs.append(copy);
+    tabs.append(copyButton(() => panes.find((p) => !p.hidden)));
     const title = `The same call as code: ${languages.map((lang) => lang.label).join(" · ")}`;
     return el("details", { class: "code" }, el("summary", { text: title }), tabs, hint, ...panes);
   }
