@@ -71,9 +71,9 @@ def new_uuid4(random: bytes | None = None) -> str:
 
 class PublicHandler:
     """The public listener's one entry: every request, whatever its target, served by aiohttp's low-level server
-    (`listener.ListenerRunner` serves an app carrying `PUBLIC` through it): no router, middleware chain or response
-    signals in between. Ids bound to logs, timing, metrics, the canonical log line and the decision event; errors
-    become JSON; every answer carries the interaction id."""
+    (`listener.ListenerRunner` serves an app carrying `listener.ENTRY` through it): no router, middleware chain or
+    response signals in between. Ids bound to logs, timing, metrics, the canonical log line and the decision
+    event; errors become JSON; every answer carries the interaction id."""
 
     __slots__ = ("assertion", "audit", "body_limits", "client_requests", "fact_headers", "forwarder", "inbound",
                  "metrics", "policies", "proxies")
