@@ -498,7 +498,7 @@ class _Connection(asyncio.Protocol):
                     close = (reply is None or reply.close or not complete or not request.keep_alive
                              or (self._closing and not self._queue and self._refusal is None))
                     if reply is not None:
-                        self._send(request, reply, close)
+                        close = self._send(request, reply, close)
                 if close:
                     self._end(lingering=not complete)
                     return
@@ -547,15 +547,30 @@ class _Connection(asyncio.Protocol):
         elif not version11:
             fields.append("Connection: keep-alive\r\n")
         fields.append("\r\n")
-        return "".join(fields).encode("utf-8", "surrogateescape"), chunked, close
+        text = "".join(fields)
+        head = text.encode("utf-8", "surrogateescape")
+        if head.count(b"\n") != text.count("\r\n") or b"\r" in head.replace(b"\r\n", b""):
+            # SECURITY: a line break inside a field would split the answer (never from llhttp-parsed upstream
+            # fields or the gateway's own): refused whole rather than sent.
+            raise ValueError("a response header field holds a line break")
+        return head, chunked, close
 
-    def _send(self, request: PublicRequest | None, reply: Reply, close: bool) -> None:
+    def _send(self, request: PublicRequest | None, reply: Reply, close: bool) -> bool:
+        """Write a whole answer; whether the connection ends after it."""
         body = reply.body
         bodiless = request is not None and request.method == "HEAD"
         if reply.status in _EMPTY_BODY_STATUS or 100 <= reply.status < 200:
             body, bodiless = b"", True
-        head, _, _ = self._head(request, reply.status, reply.reason, reply.headers, len(body), close, bodiless)
+        try:
+            head, _, close = self._head(request, reply.status, reply.reason, reply.headers, len(body), close, bodiless)
+        except ValueError:
+            log.error("response_refused", status=reply.status, reason="line break in a header field")
+            reply = Reply.json(502, {"error": "bad_gateway", "error_description": "upstream answer not relayable"},
+                               close=True)
+            head, _, close = self._head(request, 502, None, reply.headers, len(reply.body), True, bodiless)
+            body = reply.body
         self.write(head if bodiless else head + body)
+        return close
 
     async def stream(self, request: PublicRequest, status: int, reason: str | None, headers: CIMultiDict[str],
                      length: int | None, chunks: Callable[[], Awaitable[bytes]], send_timeout: float) -> None:
