@@ -77,6 +77,26 @@ def configure_logging(fmt: Literal["json", "console", "auto"] = "auto", level: s
     logging.getLogger("aiohttp.access").disabled = True
 
 
+class _Logger:
+    """structlog's lazy logger for one component (`structlog.get_logger(component=name)`), with one shortcut.
+
+    Once structlog caches the logger it assembles (`cache_logger_on_first_use`, as configure_logging sets it), a
+    method looked up on the proxy is the cached logger's for good; it is kept here, so later calls find it as an
+    attribute instead of going through the proxy's `__getattr__` and `bind()` every time (about 10k instructions
+    a call, filtered levels included: one request line per request). Before configuration (or with caching off)
+    nothing is kept and every call asks the proxy, as structlog does, so a later configuration applies."""
+
+    def __init__(self, name: str) -> None:
+        self._proxy = structlog.get_logger(component=name)
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._proxy, name)
+        # `bind` itself is the proxy's own method until its first use replaces it: never kept.
+        if name != "bind" and structlog.get_config()["cache_logger_on_first_use"]:
+            setattr(self, name, value)
+        return value
+
+
 def get_logger(name: str) -> Any:
     """A structlog logger bound to a component name."""
-    return structlog.get_logger(component=name)  # stays lazy: configuration may come later
+    return _Logger(name)  # stays lazy: configuration may come later

@@ -1,0 +1,44 @@
+"""The structlog setup: get_logger's loggers keep their methods once structlog caches the assembled logger, and
+only then (a logger used before configuration follows the configuration that comes later)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+import structlog
+
+from gateway.observability.logging import configure_logging, get_logger
+
+
+@pytest.fixture(autouse=True)
+def _structlog_defaults() -> Iterator[None]:
+    structlog.reset_defaults()
+    yield
+    structlog.reset_defaults()
+
+
+def _lines(out: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def test_a_logger_used_before_configuration_follows_the_configuration(capsys):
+    log = get_logger("early")
+    log.info("before")  # structlog's defaults: a console line, not JSON
+    configure_logging("json", "info")
+    log.info("after", n=1)
+    lines = _lines(capsys.readouterr().out)
+    assert [(line["event"], line["component"], line["n"]) for line in lines] == [("after", "early", 1)]
+
+
+def test_a_configured_logger_keeps_its_methods_and_writes_the_same_lines(capsys):
+    configure_logging("json", "info")
+    log = get_logger("server")
+    log.info("request", method="GET", status=200)
+    assert "info" in vars(log)  # looked up once: no proxy __getattr__ on later calls
+    log.info("request", method="POST", status=201)
+    log.debug("filtered")
+    lines = _lines(capsys.readouterr().out)
+    assert [(line["event"], line["component"], line["method"], line["status"], line["level"]) for line in lines] == [
+        ("request", "server", "GET", 200, "info"), ("request", "server", "POST", 201, "info")]
