@@ -101,24 +101,39 @@ def method_label(method: str) -> str:
 
 
 Add = Callable[[float], None]
-"""A series' locked add (prometheus-client's value object: its own lock, or its mmap file in multiprocess mode)."""
+"""An add to one series' value."""
+
+
+def _loop_add(value: Any) -> Add:
+    """The add of a prometheus-client value object (a series' `_value`, a histogram's `_sum` or bucket) that only
+    the event loop's thread changes: every per-request series here (the handler, the forwarder and the decision
+    record all run on it). In one process the value is a float that thread alone adds to, so the add needs none of
+    the library's per-add lock: a scrape reads the float whole (one attribute, under the GIL), and the additions
+    are the library's own (`_value += amount`, same order, same floats), so the exposition is the same to the bit.
+    In multiprocess mode the value is an entry of this process's mmap file: its own `inc`, under the library's lock,
+    as before. Relies on prometheus-client's value objects (tests/observability/test_metrics.py pins the result
+    against the public API). Never for a series another thread adds to (the audit writer's)."""
+    if value._multiprocess:
+        return cast(Add, value.inc)
+
+    def add(amount: float) -> None:
+        value._value += amount
+
+    return add
 
 
 def _add(child: Any) -> Add:
-    """A counter or gauge series' `inc`, resolved to its value object: the per-request path skips `Counter.inc`'s
-    checks (a labelled child is always observable; every amount here is 1 or -1, or an event count), and nothing
-    else changes: the same value object takes the same amount under the same lock, so the exposition is the same
-    in either mode. Relies on prometheus-client's `_value` (tests/observability/test_metrics.py pins the result
-    against the public API)."""
-    return cast(Add, child._value.inc)
+    """A counter or gauge series' `inc` (see `_loop_add`), without `Counter.inc`'s per-call checks: a labelled
+    child is always observable, and every amount here is 1 or -1."""
+    return _loop_add(child._value)
 
 
 def _observer(child: Any) -> Add:
     """A histogram series' `observe`, resolved the same way: the sum's add, then the first bucket whose bound
     holds the amount (prometheus-client's own order, and its non-cumulative buckets)."""
-    add_sum: Add = child._sum.inc
+    add_sum = _loop_add(child._sum)
     buckets: tuple[tuple[float, Add], ...] = tuple(
-        zip(child._upper_bounds, [bucket.inc for bucket in child._buckets], strict=True))
+        zip(child._upper_bounds, [_loop_add(bucket) for bucket in child._buckets], strict=True))
 
     def observe(amount: float) -> None:
         add_sum(amount)
@@ -376,7 +391,8 @@ class Metrics:
         self._done: dict[tuple[str, str, int, str, int | None], _Done] = {}
         """request_done's series by (route, method label, status class, decision, upstream status class): one
         lookup per request, bounded as the labels are."""
-        self._audit_events = {result: _add(self.audit_events.labels(result)) for result in AUDIT_RESULTS}
+        # From the audit writer's thread: the public, locked inc.
+        self._audit_events = {result: self.audit_events.labels(result).inc for result in AUDIT_RESULTS}
         # The JWKS cache reports a closed set of events, three per verified POST: each resolves to its
         # child's `inc` once, here (as _Series does lazily), so a hit costs one dict lookup and a call.
         jwks: dict[tuple[str, str], Any] = {("fetch", r): self.jwks_fetches.labels(r).inc for r in JWKS_FETCH_RESULTS}

@@ -167,9 +167,10 @@ _AMOUNTS = (0.005, 0.0049, 0.1 + 0.2, 1e-9, 31.0, 0.0, 2.5, 0.3, 0.005000001, 7.
 
 
 def test_per_request_recording_exposes_what_the_public_api_would():
-    """request_done, upstream_answered, decided and in_flight go straight to prometheus-client's value objects
-    (metrics._add, _observer): the exposition is byte for byte what the public calls produce (bucket bounds
-    included, sums added in the same order), first series and cached series alike."""
+    """request_done, upstream_answered, decided and in_flight go straight to prometheus-client's value objects,
+    without the library's lock (metrics._loop_add, _observer): the exposition is byte for byte what the public
+    calls produce (bucket bounds included, sums added in the same order), first series and cached series alike.
+    (Multiprocess mode keeps the library's locked mmap writes: tests/observability/test_multiprocess.py.)"""
     fast, public = Metrics(), Metrics()
     route, other = "/open-banking/v3.1/register/{ClientId}", "/open-banking/v3.1/register"
     for i, amount in enumerate(_AMOUNTS * 2):
