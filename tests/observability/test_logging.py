@@ -42,3 +42,17 @@ def test_a_configured_logger_keeps_its_methods_and_writes_the_same_lines(capsys)
     lines = _lines(capsys.readouterr().out)
     assert [(line["event"], line["component"], line["method"], line["status"], line["level"]) for line in lines] == [
         ("request", "server", "GET", 200, "info"), ("request", "server", "POST", 201, "info")]
+
+
+def test_secret_names_private_keys_and_jws_are_masked_in_every_line(capsys):
+    configure_logging("json", "info")
+    jws = "eyJhbGciOiJQUzI1NiJ9.eyJzdWIiOiJ0cHAifQ.c2lnbmF0dXJl"
+    get_logger("t").info(
+        "event", token="abc", Authorization="Bearer abc", note=f"before {jws} after",
+        key="x\n-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n",
+        cert="-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----", plain="nothing here", n=3)
+    (line,) = _lines(capsys.readouterr().out)
+    assert {k: line[k] for k in ("token", "Authorization", "note", "key", "cert", "plain", "n")} == {
+        "token": "[redacted]", "Authorization": "[redacted]", "note": "before [redacted: jws] after",
+        "key": "[redacted: private key]", "cert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
+        "plain": "nothing here", "n": 3}
