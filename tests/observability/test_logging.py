@@ -3,12 +3,14 @@ only then (a logger used before configuration follows the configuration that com
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Iterator
 
 import pytest
 import structlog
 
+from gateway.observability import clock
 from gateway.observability.logging import configure_logging, get_logger
 
 
@@ -56,3 +58,14 @@ def test_secret_names_private_keys_and_jws_are_masked_in_every_line(capsys):
         "token": "[redacted]", "Authorization": "[redacted]", "note": "before [redacted: jws] after",
         "key": "[redacted: private key]", "cert": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
         "plain": "nothing here", "n": 3}
+
+
+@pytest.mark.parametrize("ns", [1765032846572268123, 1765032846000000999, 1765032846999999999])
+def test_the_timestamp_is_written_as_structlogs_iso_utc_stamper_writes_it(capsys, monkeypatch, ns):
+    """`datetime.isoformat()` with `Z`: microseconds truncated, no fraction at all in a whole second."""
+    monkeypatch.setattr(clock.time, "time_ns", lambda: ns)
+    configure_logging("json", "info")
+    get_logger("t").info("event")
+    (line,) = _lines(capsys.readouterr().out)
+    expected = (datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC) + datetime.timedelta(microseconds=ns // 1000))
+    assert line["timestamp"] == expected.isoformat().replace("+00:00", "Z")
