@@ -54,9 +54,9 @@ class Scenario:
 
 
 def _anchors_and(*gateways: TargetSpec) -> tuple[TargetSpec, ...]:
-    """The standard line-up: direct upstream, bare proxy, the given gateway targets, nginx."""
-    direct, bare, nginx = (TargetSpec(kind, kind) for kind in ("direct", "bare", "nginx"))
-    return (direct, bare, *gateways, nginx)
+    """The standard line-up: direct upstream, the floor, bare proxy, the given gateway targets, nginx."""
+    direct, floor, bare, nginx = (TargetSpec(kind, kind) for kind in ("direct", "floor", "bare", "nginx"))
+    return (direct, floor, bare, *gateways, nginx)
 
 
 _OPEN_POLICY = """policies:

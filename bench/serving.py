@@ -23,14 +23,19 @@ async def serve(app: web.Application, host: str, port: int, lifetime: float) -> 
     await runner.setup()
     try:
         await web.TCPSite(runner, host, port, backlog=1024).start()
-        stop = asyncio.Event()
-        running = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            running.add_signal_handler(sig, stop.set)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), lifetime)
+        await until_stopped(lifetime)
     finally:
         await runner.cleanup()
+
+
+async def until_stopped(lifetime: float) -> None:
+    """Return on SIGTERM/SIGINT or once `lifetime` seconds have passed."""
+    stop = asyncio.Event()
+    running = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        running.add_signal_handler(sig, stop.set)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), lifetime)
 
 
 def server_main(

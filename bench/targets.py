@@ -14,7 +14,7 @@ from .procs import ProcessGroup
 from .redis import shared_redis
 
 GATEWAY = "gateway"
-ANCHORS = ("bare", "direct", "nginx")
+ANCHORS = ("bare", "floor", "direct", "nginx")
 """Kinds the gateway is compared with, in the order the ratios are printed."""
 
 
@@ -92,6 +92,9 @@ STARTERS: dict[str, Starter] = {
     "direct": lambda spec, procs, workdir, upstream: (upstream.url, upstream.pid),
     "bare": lambda spec, procs, workdir, upstream: _python_server(
         procs, spec.name, "bench.bare_proxy", "--upstream", upstream.url
+    ),
+    "floor": lambda spec, procs, workdir, upstream: _python_server(
+        procs, spec.name, "bench.floor_proxy", "--upstream", upstream.url
     ),
     GATEWAY: _gateway,
     "nginx": _nginx,

@@ -20,7 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.checks.services import Services
 from gateway.config import Settings
 from gateway.http.app import Health, build_public_app
-from gateway.http.listener import ListenerRunner
+from gateway.http.listener import LIMITS, ListenerRunner
 from gateway.jose import JwksCache
 from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
@@ -158,7 +158,8 @@ async def start_server() -> AsyncIterator[StartServer]:
     servers: list[TestServer] = []
 
     async def start(app: web.Application) -> TestServer:
-        server = TestServer(app, host="127.0.0.1")
+        # An app with listener limits is served as `serve` serves it (the public app has no other way in).
+        server = GatewayTestServer(app, host="127.0.0.1") if LIMITS in app else TestServer(app, host="127.0.0.1")
         await server.start_server()
         servers.append(server)
         return server

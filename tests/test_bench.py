@@ -126,21 +126,21 @@ def _children_of(pid: int) -> list[int]:
 def test_get_scenario_smoke_run_measures_each_target_and_leaves_no_process() -> None:
     """A 1 s `get` run (Python client) measures each target with a real token, then leaves no process behind."""
     before = set(_children_of(os.getpid()))
-    options = BenchOptions(scenario="get", targets=("direct", "bare", "gw_open", "gw_token"), duration=1,
+    options = BenchOptions(scenario="get", targets=("direct", "floor", "bare", "gw_open", "gw_token"), duration=1,
                            rounds=1, warmup=0, connections=8, loadgen="python")
     with _hard_deadline(40):
         result = run_bench(options, progress=lambda line: None)
 
-    assert [t.name for t in result.targets] == ["direct", "bare", "gw_open", "gw_token"]
+    assert [t.name for t in result.targets] == ["direct", "floor", "bare", "gw_open", "gw_token"]
     for target in result.targets:
         assert target.rps > 0, target
         assert target.errors == 0, target  # the token policy accepted every request: 200, not 401
-    assert set(result.ratios) == {"gw_open/bare", "gw_open/direct", "gw_token/gw_open", "gw_token/bare",
-                                  "gw_token/direct"}
+    assert set(result.ratios) == {"gw_open/bare", "gw_open/floor", "gw_open/direct", "gw_token/gw_open",
+                                  "gw_token/bare", "gw_token/floor", "gw_token/direct"}
     assert "gw_token/gw_open" in render(result)
     json.dumps(to_json(result))
 
-    assert len(result.pids) == 4  # upstream, bare proxy, two gateways
+    assert len(result.pids) == 5  # upstream, floor, bare proxy, two gateways
     for pid in result.pids:
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)  # neither the process nor anything in its group is left
@@ -176,6 +176,12 @@ def run_one_target(scenario: str, target: str, deadline: float = 40, requests: i
     (measured,) = result.targets
     assert measured.runs[0].requests == requests and measured.errors == 0
     return result
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_floor_forwards_bodies_and_answers_as_the_upstream_did() -> None:
+    """The floor proxy (bench/floor_proxy.py) sends each POST's body upstream: every registration answered 201."""
+    run_one_target("post", "floor")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

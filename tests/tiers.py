@@ -105,6 +105,7 @@ PROCESS_TESTS: dict[str, frozenset[str]] = {
     }),
     "test_bench.py": frozenset({
         "test_get_scenario_smoke_run_measures_each_target_and_leaves_no_process",
+        "test_the_floor_forwards_bodies_and_answers_as_the_upstream_did",
         "test_open_loop_rate_sends_exactly_rate_times_duration",
         "test_policies_scenario_loads_107_policies_and_serves",
     }),

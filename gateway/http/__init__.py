@@ -2,7 +2,7 @@
 
 `listener` owns connections (header and keep-alive timeouts, connections per client, what the HTTP
 parser refuses); `inbound` states the framing rule and header hygiene; `app` builds the public and
-admin apps and runs their lifecycle; `handler` is the middleware and the handler that hands each
+admin apps and runs their lifecycle; `handler` is the public listener's one entry, which hands each
 request to the engine and applies its decision; `proxy` buffers the body and relays; `upstream` is
 the pooled HTTP/1.1 client for the one backend; `context` is the per-request context (which peers are
 trusted proxies, and who the client behind them is, is `gateway.addresses`: the certificate check needs

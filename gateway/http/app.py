@@ -28,24 +28,9 @@ from ..policy import (
     load_policies,
 )
 from ..runtime import build_runtime
-from .handler import (
-    ASSERTION,
-    AUDIT,
-    BODY_LIMITS,
-    CLIENT_REQUESTS,
-    FACT_HEADERS,
-    FORWARDER,
-    INBOUND,
-    METRICS,
-    POLICIES,
-    PROXIES,
-    echo_interaction_id,
-    gateway_handler,
-    no_early_continue,
-    request_context,
-)
+from .handler import PublicHandler
 from .inbound import InboundRules
-from .listener import LIMITS, ClientSlots, ListenerLimits, ListenerRunner
+from .listener import ENTRY, LIMITS, ClientSlots, Entry, ListenerLimits, ListenerRunner
 from .proxy import Forwarder
 
 log = get_logger("server")
@@ -73,6 +58,7 @@ class Health:
 
 SETTINGS = web.AppKey("settings", Settings)
 HEALTH = web.AppKey("health", Health)
+METRICS = web.AppKey("metrics", Metrics)
 
 
 def build_public_app(
@@ -83,34 +69,36 @@ def build_public_app(
     audit: AuditLog | None = None,
     assertion: FactAssertion | None = None,
 ) -> web.Application:
-    """The TPP-facing app: middleware, catch-all handler, pooled forwarder. `assertion` signs the facts for the
-    backend; it is required when `upstream.signed_facts` is enabled (the admin app publishes its key)."""
+    """The TPP-facing app: one handler for every request (`PublicHandler`, served through aiohttp's low-level server
+    by `ListenerRunner`), the pooled forwarder started and closed with the app. `assertion` signs the facts for
+    the backend; it is required when `upstream.signed_facts` is enabled (the admin app publishes its key)."""
     if settings.upstream.signed_facts.enabled and assertion is None:
         raise ValueError("upstream.signed_facts is enabled: pass its FactAssertion (FactAssertion.from_settings)")
     server = settings.server
     timeouts = server.timeouts
-    app = web.Application(middlewares=[request_context], client_max_size=server.max_body_bytes)
+    app = web.Application()
     app[SETTINGS] = settings
-    app[METRICS] = metrics
     app[HEALTH] = health
-    app[POLICIES] = policies
-    proxies = app[PROXIES] = ProxyTrust(server.trusted_proxies)
+    proxies = ProxyTrust(server.trusted_proxies)
     app[LIMITS] = ListenerLimits(server, proxies)  # served by listener.ListenerRunner: no decompression
-    app[CLIENT_REQUESTS] = ClientSlots(server.max_connections_per_client)
-    app[BODY_LIMITS] = BodyLimits(server.max_body_bytes, timeouts.body_idle_seconds, timeouts.body_total_seconds)
-    app[FACT_HEADERS] = FactHeaders(settings.policies.fact_headers)
-    if audit is not None:
-        app[AUDIT] = audit
-    if assertion is not None:
-        app[ASSERTION] = assertion
     # SECURITY: the backend gets verified facts only: the fact headers and the signed facts header are the
     # gateway's (an incoming copy is dropped, signed facts on or off), and the raw client certificate header
     # (the ingress's) stays at the gateway, whose check vetted its sender and its binding.
     cert_header = settings.trust.client_certificate.header
     own = [*settings.policies.fact_headers.values(), settings.upstream.signed_facts.header, cert_header]
-    rules = app[INBOUND] = InboundRules([*own, *server.drop_request_headers], [cert_header])
+    rules = InboundRules([*own, *server.drop_request_headers], [cert_header])
     forwarder = Forwarder(settings.upstream, metrics, rules, proxies, timeouts.send_seconds)
-    app[FORWARDER] = forwarder
+    # Every request, whatever its target, goes to the one handler, where the policy router decides (and the
+    # decision is audited); Expect: 100-continue is answered when the body is first read (proxy.read_body), so a
+    # request refused for its token is never invited to send its body; any other expectation is refused by
+    # inbound.screen (417).
+    entry: Entry = PublicHandler(
+        metrics=metrics, policies=policies, forwarder=forwarder, inbound=rules, proxies=proxies,
+        body_limits=BodyLimits(server.max_body_bytes, timeouts.body_idle_seconds, timeouts.body_total_seconds),
+        fact_headers=FactHeaders(settings.policies.fact_headers),
+        client_requests=ClientSlots(server.max_connections_per_client), audit=audit,
+        assertion=assertion)
+    app[ENTRY] = entry
 
     async def forwarder_ctx(_: web.Application) -> AsyncIterator[None]:
         await forwarder.start()
@@ -118,12 +106,6 @@ def build_public_app(
         await forwarder.close()
 
     app.cleanup_ctx.append(forwarder_ctx)
-    app.on_response_prepare.append(echo_interaction_id)
-    # Expect: 100-continue is answered when the body is first read (proxy.read_body), so a request refused for
-    # its token is never invited to send its body; any other expectation is refused by inbound.screen (417).
-    # Every path reaches the handler, where the policy router decides (and the decision is audited): `.` would not
-    # match a percent-encoded line break (/register/%0A), which aiohttp's router then answered 404 on its own.
-    app.router.add_route("*", r"/{tail:[\s\S]*}", gateway_handler, expect_handler=no_early_continue)
     return app
 
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from aiohttp import web
-
 from ..policy import Denial, Facts
 
 
@@ -30,5 +28,3 @@ class RequestContext:
     """The checks' verified facts, shared with the engine's `RequestView`: a request that fails after some checks
     (its body too large, say) still has its decision event name what they verified."""
 
-
-CTX = web.RequestKey("dcr_gateway_ctx", RequestContext)

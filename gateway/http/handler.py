@@ -1,5 +1,6 @@
-"""One request on the public listener: the request_context middleware, then the handler that asks the policy
-engine for a decision and applies it (deny with a spec-shaped answer, or forward with what the decision says).
+"""One request on the public listener: `PublicHandler`, its one entry (ids, timing, metrics, the decision event,
+errors as JSON), asks the policy engine for a decision and applies it (deny with a spec-shaped answer, or forward
+with what the decision says).
 
 The handler knows no check and no fact by name: the `Decision` carries the headers to forward, the fields to add
 to the response and (through the request's facts) the decision event's fields.
@@ -11,14 +12,14 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from ..addresses import ProxyTrust
-from ..errors import GatewayError, error_response, http_exception_response, refused, server_error_response
+from ..errors import GatewayError, error_response, refused, server_error_response
 from ..jsonutil import dumps
 from ..observability.audit import AuditLog
 from ..observability.logging import get_logger
@@ -35,31 +36,18 @@ from ..policy import (
     denial_for,
 )
 from ..reasons import BodyRefusals, HttpRefusals
-from .context import CTX, RequestContext
+from .context import RequestContext
 from .inbound import InboundRules, content_codings, encoding_refusal
 from .listener import ClientSlots
 from .proxy import INTERACTION_ID, Forwarder, body_chunks, read_body
 
 log = get_logger("server")
 
-METRICS = web.AppKey("metrics", Metrics)
-FORWARDER = web.AppKey("forwarder", Forwarder)
-POLICIES = web.AppKey("policies", PolicyHolder)
-AUDIT = web.AppKey("audit", AuditLog)
-PROXIES = web.AppKey("proxies", ProxyTrust)
-INBOUND = web.AppKey("inbound", InboundRules)
-BODY_LIMITS = web.AppKey("body_limits", BodyLimits)
-FACT_HEADERS = web.AppKey("fact_headers", FactHeaders)
-"""Config `policies.fact_headers`, bound to the declared facts once per app."""
-ASSERTION = web.AppKey("fact_assertion", FactAssertion)
-"""Config `upstream.signed_facts`, when enabled: signs the facts of each allowed request for the backend."""
-CLIENT_REQUESTS = web.AppKey("client_requests", ClientSlots)
-"""Requests in flight per client address behind a trusted proxy (its connections are shared by clients)."""
 NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 """Methods whose requests carry no body unless their policy's `allow_body_on` names them."""
 
 
-def interaction_id_of(request: web.Request, random: bytes | None = None) -> str:
+def interaction_id_of(request: web.BaseRequest, random: bytes | None = None) -> str:
     """Keep the TPP's x-fapi-interaction-id when it is a UUID (FAPI 1.0 Part 1 §6.2.1), else make one (from the
     16 bytes `random` when given, else from fresh ones)."""
     raw = request.headers.get(INTERACTION_ID)
@@ -81,61 +69,199 @@ def new_uuid4(random: bytes | None = None) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-@web.middleware
-async def request_context(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Interaction/request ids bound to logs, timing, metrics, canonical log line, errors → JSON."""
-    metrics = request.app[METRICS]
-    started = time.perf_counter()
-    random = os.urandom(32)  # one system call for both ids
-    interaction_id = interaction_id_of(request, random[16:])
-    request_id = random[:16].hex()
-    ctx = RequestContext(interaction_id=interaction_id, request_id=request_id)
-    request[CTX] = ctx
-    # Reset (not cleared) at the end: the connection's task runs its next request in the same context, and
-    # these two are the only context variables bound; clear_contextvars would walk the whole context.
-    bound = structlog.contextvars.bind_contextvars(interaction_id=interaction_id, request_id=request_id)
-    metrics.in_flight.inc()
-    status = 500
-    try:
+class PublicHandler:
+    """The public listener's one entry: every request, whatever its target, served by aiohttp's low-level server
+    (`listener.ListenerRunner` serves an app carrying `listener.ENTRY` through it): no router, middleware chain or
+    response signals in between. Ids bound to logs, timing, metrics, the canonical log line and the decision
+    event; errors become JSON; every answer carries the interaction id."""
+
+    __slots__ = ("assertion", "audit", "body_limits", "client_requests", "fact_headers", "forwarder", "inbound",
+                 "metrics", "policies", "proxies")
+
+    def __init__(self, *, metrics: Metrics, policies: PolicyHolder, forwarder: Forwarder, inbound: InboundRules,
+                 proxies: ProxyTrust, body_limits: BodyLimits, fact_headers: FactHeaders,
+                 client_requests: ClientSlots, audit: AuditLog | None = None,
+                 assertion: FactAssertion | None = None) -> None:
+        self.metrics = metrics
+        self.policies = policies
+        self.forwarder = forwarder
+        self.inbound = inbound
+        self.proxies = proxies
+        self.body_limits = body_limits
+        self.fact_headers = fact_headers
+        self.client_requests = client_requests
+        self.audit = audit
+        self.assertion = assertion
+        """Config `upstream.signed_facts`, when enabled: signs the facts of each allowed request for the backend."""
+
+    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+        metrics = self.metrics
+        started = time.perf_counter()
+        random = os.urandom(32)  # one system call for both ids
+        interaction_id = interaction_id_of(request, random[16:])
+        request_id = random[:16].hex()
+        ctx = RequestContext(interaction_id=interaction_id, request_id=request_id)
+        # Reset (not cleared) at the end: the connection's task runs its next request in the same context, and
+        # these two are the only context variables bound; clear_contextvars would walk the whole context.
+        bound = structlog.contextvars.bind_contextvars(interaction_id=interaction_id, request_id=request_id)
+        metrics.in_flight.inc()
+        status = 500
         try:
-            response = await handler(request)
-        except GatewayError as err:
-            if ctx.decision == "allow":
-                ctx.decision = "error"
-                ctx.error_reason = err.reason
-            response = error_response(err)
-        except web.HTTPException as exc:
-            response = http_exception_response(exc)
-        except asyncio.CancelledError:
-            status = 499
-            raise
-        except Exception:
-            log.exception("unhandled_error", method=request.method)
-            response = server_error_response()
-        status = response.status
+            try:
+                response = await self._handle(request, ctx)
+            except GatewayError as err:
+                if ctx.decision == "allow":
+                    ctx.decision = "error"
+                    ctx.error_reason = err.reason
+                response = error_response(err)
+            except asyncio.CancelledError:
+                status = 499
+                raise
+            except Exception:
+                log.exception("unhandled_error", method=request.method)
+                response = server_error_response()
+            if not response.prepared:  # a relayed stream set its own before sending its head
+                self.own_headers(response, ctx)
+            status = response.status
+            return response
+        finally:
+            elapsed = time.perf_counter() - started
+            route = ctx.route
+            metrics.in_flight.dec()
+            metrics.request_done(route, request.method, status, ctx.decision, elapsed, ctx.upstream_status)
+            if self.audit is not None and ctx.policy_version:
+                self.audit.emit(audit_fields(request, ctx, status, elapsed))
+            log.info(
+                "request",
+                method=request.method,
+                route=route,
+                status=status,
+                upstream_status=ctx.upstream_status,
+                duration_ms=round(elapsed * 1000, 3),
+            )
+            structlog.contextvars.reset_contextvars(**bound)
+
+    @staticmethod
+    def own_headers(response: web.StreamResponse, ctx: RequestContext) -> None:
+        """What the gateway puts in every answer: the interaction id (the `Server` field is the listener's)."""
+        response.headers[INTERACTION_ID] = ctx.interaction_id
+
+    async def _handle(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
+        """Route to a policy, evaluate it, then deny or forward (response hooks run before the relay)."""
+        policies = self.policies.current
+        ctx.policy_version = policies.version
+        # SECURITY: the framing rule (inbound.py, docs/security.md) before any policy: nothing ambiguous is guessed.
+        refusal = self.inbound.screen(request.headers)
+        if refusal is not None:
+            return self._refuse(ctx, refusal, request)
+        # Every target reaches the policy router, which decides (and the decision is audited): an asterisk- or
+        # authority-form target, or a percent-encoded line break, is unmatched like any unknown path.
+        match = policies.match(request.method, request.rel_url.raw_path)
+        if match is None or match.value is None:
+            ctx.route = match.template if match is not None and match.template else "unmatched"
+            return self._refuse(ctx, policies.unmatched(request.method, match), request)
+        policy = match.value
+        ctx.route = policy.template
+        ctx.policy = policy.name
+        if request.body_exists and request.method in NO_BODY_METHODS and request.method not in policy.allow_body_on:
+            refusal = denial_for(HttpRefusals.body_not_allowed, f"a {request.method} request has no body",
+                                 HttpRefusals.check)
+            return self._refuse(ctx, refusal, request)
+        codings = content_codings(request.headers)
+        if codings and (refusal := encoding_refusal(codings, policy.content_codings)) is not None:
+            return self._refuse(ctx, refusal, request)
+        peer = request.remote
+        proxies = self.proxies
+        if proxies and proxies.trusts(peer):
+            client = proxies.client_address(peer, request.headers.getall("X-Forwarded-For", ()))
+            slots = self.client_requests
+            if client is None or not slots.acquire(client):
+                return self._refuse(ctx, denial_for(HttpRefusals.client_concurrency, "too many requests in flight",
+                                                    HttpRefusals.check), request)
+            try:
+                return await self._decide_and_forward(request, ctx, policy, match.params, peer, client, bool(codings))
+            finally:
+                slots.release(client)
+        return await self._decide_and_forward(request, ctx, policy, match.params, peer, peer, bool(codings))
+
+    def _refuse(self, ctx: RequestContext, denial: Denial, request: web.BaseRequest) -> web.Response:
+        """A request refused before (or instead of) its policy: recorded and audited like any denial.
+
+        SECURITY: a refused request whose body was not read closes the connection: its unread bytes are never
+        drained and parsed for the next request on it (the framing rule: nothing read past a refusal is guessed)."""
+        _record(self.metrics, ctx, Decision("deny", ctx.policy, "enforce", (denial,), ctx.facts))
+        response = denial_response(denial)
+        if request.body_exists and not request.content.is_eof():
+            response.force_close()
         return response
-    finally:
-        elapsed = time.perf_counter() - started
-        route = ctx.route
-        metrics.in_flight.dec()
-        metrics.request_done(route, request.method, status, ctx.decision, elapsed, ctx.upstream_status)
-        audit = request.app.get(AUDIT)
-        if audit is not None and ctx.policy_version:
-            audit.emit(audit_fields(request, ctx, status, elapsed))
-        log.info(
-            "request",
+
+    async def _decide_and_forward(
+        self,
+        request: web.BaseRequest,
+        ctx: RequestContext,
+        policy: CompiledPolicy,
+        params: Mapping[str, str],
+        peer: str | None,
+        client: str | None,
+        coded: bool,
+    ) -> web.StreamResponse:
+        """`coded`: the body carries a content coding the route accepts (screened by the caller)."""
+        view = RequestView(
             method=request.method,
-            route=route,
-            status=status,
-            upstream_status=ctx.upstream_status,
-            duration_ms=round(elapsed * 1000, 3),
+            path=request.rel_url.raw_path,
+            headers=request.headers,
+            params=params,
+            peer=peer,
+            client_address=client,
+            facts=ctx.facts,
+            dry_run=policy.mode == "audit",
         )
-        structlog.contextvars.reset_contextvars(**bound)
+        limits = self.body_limits
+
+        async def load_body() -> bytes:
+            if coded:
+                # An accepted coded body: the gateway does not decode it, so no check can read its plaintext.
+                raise refused(BodyRefusals.plaintext_needed, "this route's checks read the body: send it unencoded")
+            return await read_body(request, limits)
+
+        decision = await policy.evaluate(view, load_body, self.fact_headers)
+        _record(self.metrics, ctx, decision)
+        if not decision.forward:
+            assert decision.denial is not None
+            return denial_response(decision.denial)
+        if decision.denials:
+            log.warning("audit_would_deny", policy=policy.name, check=decision.denials[0].check,
+                        reason=decision.denials[0].reason)
+
+        async def before_relay(status: int, seconds: float) -> None:
+            ctx.upstream_status = status
+            ctx.upstream_seconds = seconds
+            await policy.after_response(view, status)
+
+        body: bytes | AsyncIterator[bytes]
+        if view.body is not None:
+            body = view.body
+        elif policy.stream_body is not None:  # an explicit per-route choice; no check of the policy reads the body
+            body = body_chunks(request, policy.stream_body)
+        else:
+            body = await read_body(request, limits)
+        # SECURITY: facts only on allow (`Decision.forward_headers` is None once any check denied, audit mode
+        # included): a request some check refused still goes upstream in audit mode, but nothing it claimed goes
+        # as verified — neither in the plain fact headers nor signed.
+        extra = decision.forward_headers
+        assertion = self.assertion
+        if assertion is not None and extra is not None:
+            signed = assertion.sign(decision.facts, policy=policy.name, method=request.method,
+                                    path=request.rel_url.raw_path_qs, interaction_id=ctx.interaction_id)
+            extra = {**extra, assertion.header: signed}
+        return await self.forwarder.forward(
+            request, interaction_id=ctx.interaction_id, request_id=ctx.request_id, route=ctx.route, body=body,
+            before_relay=before_relay, extra_headers=extra, response_headers=decision.response_headers,
+            own_headers=lambda response: PublicHandler.own_headers(response, ctx))
 
 
-def audit_fields(request: web.Request, ctx: RequestContext, status: int, elapsed: float) -> dict[str, Any]:
+
+def audit_fields(request: web.BaseRequest, ctx: RequestContext, status: int, elapsed: float) -> dict[str, Any]:
     """The decision event: ids, route, policy, outcome, verified identities — never a token or a body.
 
     The identities are the facts' own audit fields (`Fact.audit`), read from the request's facts rather than
@@ -166,17 +292,6 @@ def audit_fields(request: web.Request, ctx: RequestContext, status: int, elapsed
     return fields
 
 
-async def echo_interaction_id(request: web.Request, response: web.StreamResponse) -> None:
-    """Every response, errors included, carries the interaction id."""
-    ctx = request.get(CTX)
-    if ctx is not None:
-        response.headers[INTERACTION_ID] = ctx.interaction_id
-
-
-async def no_early_continue(_: web.Request) -> None:
-    """aiohttp's expect handler, replaced: nothing is sent before the checks have run."""
-
-
 def denial_response(denial: Denial) -> web.Response:
     """The client's answer to a denial: spec-shaped JSON, never cached, with WWW-Authenticate etc."""
     headers = {"Cache-Control": "no-store", "Pragma": "no-cache", **dict(denial.headers)}
@@ -198,116 +313,3 @@ def _record(metrics: Metrics, ctx: RequestContext, decision: Decision) -> None:
         metrics.decided(decision.policy or "", decision.mode, decision.outcome, d.check, d.reason)
 
 
-async def gateway_handler(request: web.Request) -> web.StreamResponse:
-    """Route to a policy, evaluate it, then deny or forward (response hooks run before the relay)."""
-    ctx = request[CTX]
-    app = request.app
-    policies = app[POLICIES].current
-    ctx.policy_version = policies.version
-    # SECURITY: the framing rule (inbound.py, docs/security.md) before any policy: nothing ambiguous is guessed.
-    refusal = app[INBOUND].screen(request.headers)
-    if refusal is not None:
-        return _refuse(app[METRICS], ctx, refusal, request)
-    match = policies.match(request.method, request.rel_url.raw_path)
-    if match is None or match.value is None:
-        ctx.route = match.template if match is not None and match.template else "unmatched"
-        return _refuse(app[METRICS], ctx, policies.unmatched(request.method, match), request)
-    policy = match.value
-    ctx.route = policy.template
-    ctx.policy = policy.name
-    if request.body_exists and request.method in NO_BODY_METHODS and request.method not in policy.allow_body_on:
-        return _refuse(app[METRICS], ctx, denial_for(HttpRefusals.body_not_allowed,
-                                                  f"a {request.method} request has no body", HttpRefusals.check),
-                       request)
-    codings = content_codings(request.headers)
-    if codings and (refusal := encoding_refusal(codings, policy.content_codings)) is not None:
-        return _refuse(app[METRICS], ctx, refusal, request)
-    peer = request.remote
-    proxies = app[PROXIES]
-    if proxies and proxies.trusts(peer):
-        client = proxies.client_address(peer, request.headers.getall("X-Forwarded-For", ()))
-        slots = app[CLIENT_REQUESTS]
-        if client is None or not slots.acquire(client):
-            return _refuse(app[METRICS], ctx, denial_for(HttpRefusals.client_concurrency, "too many requests in flight",
-                                                      HttpRefusals.check), request)
-        try:
-            return await _decide_and_forward(request, ctx, policy, match.params, peer, client, bool(codings))
-        finally:
-            slots.release(client)
-    return await _decide_and_forward(request, ctx, policy, match.params, peer, peer, bool(codings))
-
-
-def _refuse(metrics: Metrics, ctx: RequestContext, denial: Denial, request: web.Request) -> web.Response:
-    """A request refused before (or instead of) its policy: recorded and audited like any denial.
-
-    SECURITY: a refused request whose body was not read closes the connection: its unread bytes are never
-    drained and parsed for the next request on it (the framing rule: nothing read past a refusal is guessed)."""
-    _record(metrics, ctx, Decision("deny", ctx.policy, "enforce", (denial,), ctx.facts))
-    response = denial_response(denial)
-    if request.body_exists and not request.content.is_eof():
-        response.force_close()
-    return response
-
-
-async def _decide_and_forward(
-    request: web.Request,
-    ctx: RequestContext,
-    policy: CompiledPolicy,
-    params: Mapping[str, str],
-    peer: str | None,
-    client: str | None,
-    coded: bool,
-) -> web.StreamResponse:
-    """`coded`: the body carries a content coding the route accepts (screened by the caller)."""
-    app = request.app
-    view = RequestView(
-        method=request.method,
-        path=request.rel_url.raw_path,
-        headers=request.headers,
-        params=params,
-        peer=peer,
-        client_address=client,
-        facts=ctx.facts,
-        dry_run=policy.mode == "audit",
-    )
-    limits = app[BODY_LIMITS]
-
-    async def load_body() -> bytes:
-        if coded:
-            # An accepted coded body: the gateway does not decode it, so no check can read its plaintext.
-            raise refused(BodyRefusals.plaintext_needed, "this route's checks read the body: send it unencoded")
-        return await read_body(request, limits)
-
-    decision = await policy.evaluate(view, load_body, app[FACT_HEADERS])
-    _record(app[METRICS], ctx, decision)
-    if not decision.forward:
-        assert decision.denial is not None
-        return denial_response(decision.denial)
-    if decision.denials:
-        log.warning("audit_would_deny", policy=policy.name, check=decision.denials[0].check,
-                    reason=decision.denials[0].reason)
-
-    async def before_relay(status: int, seconds: float) -> None:
-        ctx.upstream_status = status
-        ctx.upstream_seconds = seconds
-        await policy.after_response(view, status)
-
-    body: bytes | AsyncIterator[bytes]
-    if view.body is not None:
-        body = view.body
-    elif policy.stream_body is not None:  # an explicit per-route choice; no check of the policy reads the body
-        body = body_chunks(request, policy.stream_body)
-    else:
-        body = await read_body(request, limits)
-    # SECURITY: facts only on allow (`Decision.forward_headers` is None once any check denied, audit mode
-    # included): a request some check refused still goes upstream in audit mode, but nothing it claimed goes
-    # as verified — neither in the plain fact headers nor signed.
-    extra = decision.forward_headers
-    assertion = app.get(ASSERTION)
-    if assertion is not None and extra is not None:
-        signed = assertion.sign(decision.facts, policy=policy.name, method=request.method,
-                                path=request.rel_url.raw_path_qs, interaction_id=ctx.interaction_id)
-        extra = {**extra, assertion.header: signed}
-    return await app[FORWARDER].forward(
-        request, interaction_id=ctx.interaction_id, request_id=ctx.request_id, route=ctx.route, body=body,
-        before_relay=before_relay, extra_headers=extra, response_headers=decision.response_headers)

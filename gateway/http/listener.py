@@ -11,13 +11,15 @@ internet, this module adds at the connection level, in one aiohttp `RequestHandl
   is answered with the gateway's JSON error and logged as one line, never a plain-text body or a traceback.
 
 `ListenerRunner` is aiohttp's `AppRunner` serving through this handler, with the keep-alive timeout and no
-request decompression; every listener (public, admin, sandbox) and the tests' in-process gateways use it.
+request decompression; every listener (public, admin, sandbox) and the tests' in-process gateways use it. An app
+carrying `ENTRY` (the public app) is served by its one handler through aiohttp's low-level server.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -109,6 +111,11 @@ class ListenerLimits:
 
 
 LIMITS = web.AppKey("listener_limits", ListenerLimits)
+Entry = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+ENTRY: web.AppKey[Entry] = web.AppKey("listener_entry")
+"""An app's one handler for every request, whatever its target (the public app's): `ListenerRunner` serves it
+through aiohttp's low-level server (no router, middleware chain or response signals; the handler sets its own
+headers and answers every target itself)."""
 
 
 class _Heads:
@@ -276,13 +283,36 @@ class _Refusal(web.Response):
         self._limits.set_server_header(self.headers)
 
 
-class _GatewayServer(web.Server):
-    """aiohttp's Server making `GatewayRequestHandler`s."""
+class _EntryRequest(BaseRequest):
+    """A request for an app's `ENTRY`: with no app signal to run, its answer's `Server` field is set here, at the
+    same point of `prepare` (after aiohttp added its own)."""
 
-    def __init__(self, server: web.Server, limits: ListenerLimits) -> None:
-        super().__init__(server.request_handler, request_factory=server.request_factory,
-                         handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
+    ATTRS = BaseRequest.ATTRS | frozenset({"_limits"})
+
+    def __init__(self, *args: Any, limits: ListenerLimits) -> None:
+        super().__init__(*args)
         self._limits = limits
+
+    async def _prepare_hook(self, response: web.StreamResponse) -> None:
+        self._limits.set_server_header(response.headers)
+
+
+class _GatewayServer(web.Server):
+    """aiohttp's Server making `GatewayRequestHandler`s; with an `entry`, every request goes to it (aiohttp's
+    low-level server) instead of through the app's router."""
+
+    def __init__(self, server: web.Server, limits: ListenerLimits, entry: Entry | None = None) -> None:
+        if entry is None:
+            super().__init__(server.request_handler, request_factory=server.request_factory,
+                             handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
+        else:
+            super().__init__(entry, request_factory=self._entry_request,
+                             handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
+        self._limits = limits
+
+    def _entry_request(self, message: RawRequestMessage, payload: Any, protocol: RequestHandler, writer: Any,
+                       task: asyncio.Task[None]) -> BaseRequest:
+        return _EntryRequest(message, payload, protocol, writer, task, self._loop, limits=self._limits)
 
     def __call__(self) -> RequestHandler:
         return GatewayRequestHandler(self, loop=self._loop, limits=self._limits, **self._kwargs)
@@ -298,5 +328,5 @@ class ListenerRunner(web.AppRunner):
             app.on_response_prepare.append(limits.on_response_prepare)  # the `Server` field of its answers
 
     async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        return _GatewayServer(server, self.app[LIMITS])
+        server = await super()._make_server()  # the app started (its startup and cleanup contexts run as ever)
+        return _GatewayServer(server, self.app[LIMITS], self.app.get(ENTRY))

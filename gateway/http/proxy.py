@@ -32,14 +32,14 @@ _HOST: Final = re.compile(
 _RESPONSE_SKIP: Final = frozenset({"server", "date", "content-length"})
 
 
-def _has_body(request: web.Request, limits: BodyLimits) -> bool:
+def _has_body(request: web.BaseRequest, limits: BodyLimits) -> bool:
     """Whether a body follows the head: 413 at once when its declared length is past `max_bytes`."""
     if request.content_length is not None and request.content_length > limits.max_bytes:
         raise payload_too_large(limits.max_bytes)
     return request.body_exists
 
 
-async def body_chunks(request: web.Request, limits: BodyLimits) -> AsyncIterator[bytes]:
+async def body_chunks(request: web.BaseRequest, limits: BodyLimits) -> AsyncIterator[bytes]:
     """The request body as the client framed it, chunk by chunk as it arrives: 413 past `max_bytes`, 408 when
     it stalls or is too slow, 400 when it breaks off. Nothing is decoded (the public listener does not
     decompress). `Expect: 100-continue` is answered here: now, and only now, the body is wanted."""
@@ -67,7 +67,7 @@ async def body_chunks(request: web.Request, limits: BodyLimits) -> AsyncIterator
         yield chunk
 
 
-async def read_body(request: web.Request, limits: BodyLimits) -> bytes:
+async def read_body(request: web.BaseRequest, limits: BodyLimits) -> bytes:
     """The whole request body (request buffering), under the rules of `body_chunks`."""
     if not _has_body(request, limits):  # most requests (a GET): no generator to start and finish
         return b""
@@ -109,7 +109,7 @@ class Forwarder:
             self._pool = None
 
     def upstream_headers(
-        self, request: web.Request, interaction_id: str, request_id: str, extra: Mapping[str, str] | None
+        self, request: web.BaseRequest, interaction_id: str, request_id: str, extra: Mapping[str, str] | None
     ) -> str:
         """The request's header lines for the upstream: cleaned (inbound.InboundRules), with X-Forwarded-* and
         ids set by us. X-Forwarded-For keeps the client's entries only when its peer is a trusted proxy."""
@@ -128,7 +128,7 @@ class Forwarder:
 
     async def forward(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         *,
         interaction_id: str,
         request_id: str,
@@ -137,6 +137,7 @@ class Forwarder:
         before_relay: Callable[[int, float], Awaitable[None]],
         extra_headers: Mapping[str, str] | None = None,
         response_headers: Sequence[tuple[str, str]] | None = None,
+        own_headers: Callable[[web.StreamResponse], None] | None = None,
     ) -> web.StreamResponse:
         """Forward `request` with `body` and stream the response back, with `response_headers` (the gateway's
         own, e.g. RateLimit fields) added to the upstream's.
@@ -144,7 +145,9 @@ class Forwarder:
         `body` is the whole body (`read_body`: sent with its exact Content-Length), or, on a route that streams,
         `body_chunks` (sent as it arrives under the client's own framing: its Content-Length, else chunked).
         `before_relay(status, seconds)` gets the upstream's status and its time to the response headers as soon
-        as they are in, before anything is relayed (the caller's record and its response hooks)."""
+        as they are in, before anything is relayed (the caller's record and its response hooks). `own_headers`
+        adds the caller's own fields to a streamed answer before its head is sent (a whole answer is returned
+        unsent: the caller adds them)."""
         streamed = not isinstance(body, bytes)
         pool = self._pool
         assert pool is not None, "Forwarder.start() not awaited"
@@ -169,12 +172,13 @@ class Forwarder:
         self._metrics.upstream_answered(route, method, seconds)
         try:
             await before_relay(upstream.status, seconds)
-            return await self._relay(request, upstream, response_headers)
+            return await self._relay(request, upstream, response_headers, own_headers)
         finally:
             upstream.release()
 
     async def _relay(
-        self, request: web.Request, upstream: UpstreamResponse, extra: Sequence[tuple[str, str]] | None
+        self, request: web.BaseRequest, upstream: UpstreamResponse, extra: Sequence[tuple[str, str]] | None,
+        own_headers: Callable[[web.StreamResponse], None] | None,
     ) -> web.StreamResponse:
         """Send the upstream response to the client: in one write when it is all in, else streamed."""
         headers = []
@@ -200,6 +204,8 @@ class Forwarder:
                                       headers=CIMultiDict(headers))
         if length is not None and length.isdigit():
             response.content_length = int(length)
+        if own_headers is not None:
+            own_headers(response)
         loop = asyncio.get_running_loop()
         try:
             await response.prepare(request)

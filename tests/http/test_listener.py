@@ -392,3 +392,32 @@ async def test_x_forwarded_host_is_a_host_the_client_named_in_host(running_gatew
     raw = await _exchange(gw.client.port, request_line + b" HTTP/1.1\r\nHost: " + host + b"\r\nConnection: close\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 200")
     assert got == [forwarded]
+
+
+@pytest.mark.parametrize("target", [b"*", b"http://gateway.test/nowhere", b"/%0A"])
+async def test_every_target_reaches_the_policy_router_and_is_audited(recorder, running_gateway, tmp_path,
+                                                                      target: bytes) -> None:
+    """The public listener has no router of its own: whatever the target (asterisk form, an
+    absolute form naming no policy's path, a percent-encoded line break), the gateway's one handler answers it —
+    a JSON refusal carrying the interaction id — and the decision is audited; nothing reaches the upstream."""
+    seen, url = recorder
+    audit = tmp_path / "audit.log"
+    gw = await running_gateway(url, audit_path=audit)
+    raw = await _exchange(gw.client.port, b"OPTIONS " + target + b" HTTP/1.1\r\nHost: gateway.test\r\n"
+                          b"Connection: close\r\n\r\n")
+    status, body = _status_and_json(raw)
+    assert status == 404 and body["error"] == "not_found", raw
+    head = raw.partition(b"\r\n\r\n")[0].lower()
+    assert b"\r\nx-fapi-interaction-id: " in head and b"\r\nserver:" not in head, raw
+    assert gw.audit is not None
+    gw.audit.flush()
+
+    def decided() -> list[dict[str, object]]:
+        events = [json.loads(line) for line in audit.read_text().splitlines()] if audit.exists() else []
+        return [e for e in events if e.get("event") == "decision"]
+
+    await eventually(lambda: bool(decided()), "the decision event")
+    events = decided()
+    assert [(e["method"], e["route"], e["decision"], e["status"]) for e in events] == [
+        ("OPTIONS", "unmatched", "deny", 404)]
+    assert seen == []
