@@ -247,7 +247,7 @@ def test_soak_mode_sends_the_requests_and_samples_after_the_warm_up() -> None:
     idle upstream connections (it holds some while loaded); Redis connections within the configured pool (32 + the
     invalidation link); resident memory, descriptors and the verdict reported."""
     options = BenchOptions(scenario="soak", duration=50, connections=4, loadgen="python", requests=300)
-    with _hard_deadline(200):  # the last sample waits for the upstream pool's keep-alive (30 s) sweep: 30-60 s
+    with _hard_deadline(300):  # the last sample waits for the upstream pool's keep-alive (30 s) sweep: 30-60 s
         result = run_bench(options, progress=lambda line: None)
     assert [t.name for t in result.targets] + list(result.skipped) == ["gw_token", "gw_token_redis"]
     for target in result.targets:
