@@ -78,6 +78,17 @@ def base_config(upstream_url: str, public_port: int, admin_port: int) -> dict[st
     }
 
 
+def config_path(workdir: Path, name: str) -> Path:
+    """Where `start_gateway` writes the config of the gateway target `name`."""
+    return workdir / name / "config.yaml"
+
+
+def gateway_env() -> dict[str, str]:
+    """The gateway's environment: this one without DCRGW_* (inherited overrides would silently change what is
+    measured: the config file is the whole truth)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DCRGW_")}
+
+
 def write_config(directory: Path, config: Mapping[str, Any], variant: GatewayVariant) -> Path:
     """Write the variant's files and the config (JSON, which is YAML) into `directory`; return its path."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -101,11 +112,9 @@ def start_gateway(
         base["state"] = {"backend": "redis", "redis": {"url": redis_url, "key_prefix": f"bench:{name}:"}}
     if variant.workers > 1:
         base["server"]["workers"] = variant.workers
-    config = write_config(workdir / name, base, variant)
-    # Inherited DCRGW_* overrides would silently change what is measured: the config file is the whole truth.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DCRGW_")}
+    config = write_config(config_path(workdir, name).parent, base, variant)
     argv = [sys.executable, "-m", "gateway", "serve", "--config", str(config)]
-    proc = procs.spawn(name, argv, cwd=REPO, env=env)
+    proc = procs.spawn(name, argv, cwd=REPO, env=gateway_env())
     try:
         wait_until(f"http://{LOOPBACK}:{admin_port}/readyz", alive=lambda: proc.poll() is None)
     except RuntimeError as exc:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
@@ -166,17 +167,75 @@ def group_cpu_seconds(pgid: int) -> float | None:
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def group_memory(pgid: int) -> tuple[int, int] | None:
-    """(resident bytes, open file descriptors) summed over the live processes of group `pgid`, from
-    /proc/<pid>/statm and /proc/<pid>/fd; None where there is no /proc."""
+@dataclass(frozen=True, slots=True)
+class GroupMemory:
+    """A process group's resident memory and descriptors at one moment, read from /proc."""
+
+    rss_bytes: int
+    fds: int
+    """Open file descriptors, every kind (files, pipes, sockets, epoll…), summed over the group."""
+    peers: Mapping[int, int] = field(default_factory=dict)
+    """Remote port → the group's outgoing TCP connections to it (descriptors of sockets it connected, in any
+    state: a connection the peer closed and the group did not is still a descriptor)."""
+    accepted: int = 0
+    """TCP connections on a port the group listens on: clients' connections it has not closed yet."""
+
+
+_LISTEN = "0A"
+
+
+def _tcp_sockets(pid: str) -> dict[str, tuple[int, int, str]]:
+    """Socket inode → (local port, remote port, state) of the TCP sockets of `pid`'s network namespace."""
+    table: dict[str, tuple[int, int, str]] = {}
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                lines = f.read().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote = (int(a.rsplit(":", 1)[1], 16) for a in fields[1:3])
+            table[fields[9]] = (local, remote, fields[3])
+    return table
+
+
+def group_memory(pgid: int) -> GroupMemory | None:
+    """Resident memory and open descriptors summed over the live processes of group `pgid` (/proc/<pid>/statm,
+    /proc/<pid>/fd), with its TCP connections by remote port (/proc/<pid>/net/tcp*); None where there is no
+    /proc."""
     if not os.path.isdir("/proc"):
         return None
     rss = fds = 0
+    sockets: dict[str, tuple[int, int, str]] | None = None
+    connections: list[tuple[int, int]] = []
+    listening: set[int] = set()
     for pid, _ in _group_members(pgid):
         try:
             with open(f"/proc/{pid}/statm") as f:
                 rss += int(f.read().split()[1]) * _PAGE_SIZE
-            fds += len(os.listdir(f"/proc/{pid}/fd"))
+            if sockets is None:
+                sockets = _tcp_sockets(pid)
+            for name in os.listdir(f"/proc/{pid}/fd"):
+                try:
+                    target = os.readlink(f"/proc/{pid}/fd/{name}")
+                except OSError:
+                    continue  # closed meanwhile
+                fds += 1
+                # A socket missing from the table (created or reset after it was read) is an own descriptor.
+                if target.startswith("socket:[") and target[8:-1] in sockets:
+                    local, remote, state = sockets[target[8:-1]]
+                    if state == _LISTEN:
+                        listening.add(local)
+                    else:
+                        connections.append((local, remote))
         except OSError:
             continue  # gone meanwhile
-    return rss, fds
+    peers: dict[int, int] = {}
+    accepted = 0
+    for local, remote in connections:
+        if local in listening:
+            accepted += 1
+        else:
+            peers[remote] = peers.get(remote, 0) + 1
+    return GroupMemory(rss, fds, peers, accepted)

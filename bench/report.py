@@ -54,22 +54,30 @@ def _load_table(result: BenchResult) -> list[str]:
 
 
 def _soak_table(result: BenchResult) -> list[str]:
-    """One row per target: requests sent, memory and descriptors after the warm-up and at the end, the verdict."""
+    """One row per target: requests sent, memory and the target's own descriptors after the warm-up and at the end,
+    its connections to its pooled peers at the end, the verdict; then what failed."""
     w = max([12, *(len(t.name) + 1 for t in result.targets)])
     lines = [f"{'target':<{w}} {'requests':>10} {'requests/s':>11} {'errors':>7} {'rss warm MiB':>13} "
-             f"{'rss end MiB':>12} {'growth':>7} {'fds warm':>9} {'fds end':>8}  verdict"]
+             f"{'rss end MiB':>12} {'growth':>7} {'fds warm':>9} {'fds end':>8}  {'pools at end':<22} verdict"]
+    notes = []
     for t in result.targets:
         soak = t.soak
         if soak is None:
             continue
+        pools = ", ".join(f"{p.name} {soak.end.peers.get(p.name, 0)}" + (f"/{p.bound}" if p.bound is not None else "")
+                          for p in soak.peers) or "-"
         lines.append(
             f"{t.name:<{w}} {soak.end.requests:>10} {t.rps:>11.0f} {t.errors:>7} "
             f"{soak.warm.rss_bytes / 2**20:>13.1f} {soak.end.rss_bytes / 2**20:>12.1f} {soak.rss_growth:>+7.1%} "
-            f"{soak.warm.fds:>9} {soak.end.fds:>8}  {'pass' if soak.passed else 'FAIL'}"
+            f"{soak.warm.own_fds:>9} {soak.end.own_fds:>8}  {pools:<22} {'pass' if soak.passed else 'FAIL'}"
         )
+        notes += [f"FAIL {t.name}: {fault}" for fault in soak.peer_faults]
     lines.append(f"growth is from the sample after the warm-up (the first {SOAK_WARMUP_SHARE:.0%} of the requests) to "
-                 f"the last; pass: resident memory grew by less than {RSS_GROWTH_LIMIT:.0%} and no descriptor more")
-    return lines
+                 f"the last, each read once the target had closed its clients' connections; pass: resident memory "
+                 f"grew by less than {RSS_GROWTH_LIMIT:.0%}, no own descriptor more (fds: all but the connections to "
+                 f"the pools), no pool above its bound (n/bound) in any sample, and no upstream connection left "
+                 f"open once the target was idle")
+    return lines + notes
 
 
 def render(result: BenchResult) -> str:
@@ -152,8 +160,13 @@ def _soak_json(target: TargetResult) -> dict[str, Any]:
         "passed": soak.passed,
         "rss_growth": round(soak.rss_growth, 5),
         "fd_growth": soak.fd_growth,
+        "fd_growth_of": "own descriptors: all but the connections to the peers",
         "rss_growth_limit": RSS_GROWTH_LIMIT,
         "warmup_requests": soak.warm.requests,
-        "samples": [{"requests": x.requests, "seconds": round(x.seconds, 3), "rss_bytes": x.rss_bytes, "fds": x.fds}
+        "peers": [{"name": p.name, "port": p.port, "bound": p.bound, "idle_close_s": p.idle_close_s}
+                  for p in soak.peers],
+        "peer_faults": soak.peer_faults,
+        "samples": [{"requests": x.requests, "seconds": round(x.seconds, 3), "rss_bytes": x.rss_bytes, "fds": x.fds,
+                     "own_fds": x.own_fds, "peers": dict(x.peers)}
                     for x in soak.samples],
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,6 +103,23 @@ RSS_GROWTH_LIMIT = 0.05
 
 
 @dataclass(frozen=True, slots=True)
+class Peer:
+    """A server the target keeps pooled connections to (the upstream, Redis), and how a soak judges them: those
+    connections come and go with the load, so they are checked against what the target's config allows instead of
+    against the count after the warm-up."""
+
+    name: str
+    port: int
+    """The server's port on 127.0.0.1: the target's connections to it are the ones with this remote port."""
+    bound: int | None = None
+    """For a pool that keeps its connections however long they are idle (Redis): the most connections the target's
+    config allows to this server at once, never to be exceeded in any sample."""
+    idle_close_s: float | None = None
+    """For connections the target closes once idle (the upstream pool's keep-alive): within how many seconds of
+    the load's end they are all closed; the last sample waits for that, and any connection still open fails."""
+
+
+@dataclass(frozen=True, slots=True)
 class SoakSample:
     """The target's processes at one point of a soak, read from /proc between two load chunks."""
 
@@ -112,15 +130,24 @@ class SoakSample:
     rss_bytes: int
     """Resident memory of the target's processes (sum over its process group)."""
     fds: int
-    """Open file descriptors of the target's processes (sum over its process group)."""
+    """Open file descriptors of the target's processes (sum over its process group), every kind."""
+    peers: Mapping[str, int] = field(default_factory=dict)
+    """The target's connections to each of its `Peer`s (by name), counted within `fds`."""
+
+    @property
+    def own_fds(self) -> int:
+        """`fds` but the connections to the peers: files, pipes, listeners, client connections, anything else."""
+        return self.fds - sum(self.peers.values())
 
 
 @dataclass(frozen=True, slots=True)
 class SoakTrace:
-    """A target's samples over a soak; `baseline` indexes the first sample after the warm-up."""
+    """A target's samples over a soak; `baseline` indexes the first sample after the warm-up; the last sample is
+    taken once the target is idle (`Peer.idle_close_s`)."""
 
     samples: tuple[SoakSample, ...]
     baseline: int
+    peers: tuple[Peer, ...] = ()
 
     @property
     def warm(self) -> SoakSample:
@@ -139,13 +166,29 @@ class SoakTrace:
 
     @property
     def fd_growth(self) -> int:
-        """Open file descriptors at the end minus those at the end of the warm-up."""
-        return self.end.fds - self.warm.fds
+        """The target's own descriptors (all but its connections to the peers) at the end minus those at the end
+        of the warm-up."""
+        return self.end.own_fds - self.warm.own_fds
+
+    @property
+    def peer_faults(self) -> list[str]:
+        """What the connections to the peers did wrong: more than a pool's bound in any sample, or connections the
+        target should have closed still open once it was idle."""
+        faults = []
+        for peer in self.peers:
+            most = max(s.peers.get(peer.name, 0) for s in self.samples)
+            if peer.bound is not None and most > peer.bound:
+                faults.append(f"{most} connections to {peer.name}, above its bound of {peer.bound}")
+            left = self.end.peers.get(peer.name, 0)
+            if peer.idle_close_s is not None and left:
+                faults.append(f"{left} connections to {peer.name} still open {peer.idle_close_s:g} s after the load")
+        return faults
 
     @property
     def passed(self) -> bool:
-        """Memory flat (growth under `RSS_GROWTH_LIMIT`) and no more file descriptors than after the warm-up."""
-        return self.rss_growth < RSS_GROWTH_LIMIT and self.fd_growth <= 0
+        """Memory flat (growth under `RSS_GROWTH_LIMIT`), no more own descriptors than after the warm-up, and the
+        connections to the peers within their rules."""
+        return self.rss_growth < RSS_GROWTH_LIMIT and self.fd_growth <= 0 and not self.peer_faults
 
 
 def _median_or_none(values: list[float | None]) -> float | None:

@@ -11,6 +11,7 @@ Modes (`BenchOptions.mode`, or the scenario's own):
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import tempfile
@@ -18,11 +19,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from gateway.config.settings import load_settings
 
 from . import bodies, loadgen, machine
+from .gateway import gateway_env
 from .openloop import OpenLoop
-from .procs import ProcessGroup, group_cpu_seconds, group_memory
-from .results import SOAK_WARMUP_SHARE, BenchResult, LoadResult, SoakSample, SoakTrace, TargetResult
+from .procs import GroupMemory, ProcessGroup, group_cpu_seconds, group_memory
+from .results import SOAK_WARMUP_SHARE, BenchResult, LoadResult, Peer, SoakSample, SoakTrace, TargetResult
 from .scenarios import SCENARIOS, RequestSpec, Scenario
 from .serving import DEFAULT_LIFETIME
 from .targets import ANCHORS, Endpoint, TargetSpec, Unavailable, start_target, start_upstream
@@ -37,9 +42,14 @@ SOAK_REQUESTS = 1_000_000
 """Soak mode: requests per target unless `requests` says otherwise."""
 SOAK_SLOWEST_RATE = 100.0
 """Soak mode: the upstream's own lifetime assumes at least this many requests/s (a soak outlasts the default)."""
-SETTLE_S = 2.0
-"""Soak mode: at most this long after a chunk for the target's descriptor count to stop moving (closing the
-load generator's connections)."""
+SETTLE_S = 5.0
+"""Soak mode: at most this long after a chunk for the target to settle (`settle`): no client connection left
+open (the load generator's are closing) and its descriptor count unchanged for `SETTLE_STABLE_S`."""
+SETTLE_STABLE_S = 0.5
+KEY_FETCH_KEEPALIVE_S = 15.0
+"""aiohttp's default keep-alive (`TCPConnector`), the gateway's key-fetch session's (gateway/jose/guarded_fetch.py):
+the bench upstream also serves the key sets, so a key-set refetch (every `trust.jwks.ttl_seconds`) leaves one more
+connection to it, closed once idle this long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,31 +214,88 @@ def _saturation(generator: loadgen.LoadGenerator, started: _Started, options: Be
     return run.rps
 
 
-def _settled_memory(pgid: int) -> tuple[int, int]:
-    """The group's (resident bytes, descriptors) once its descriptor count stops moving (at most `SETTLE_S`)."""
-    deadline = time.monotonic() + SETTLE_S
-    last = group_memory(pgid)
+def settle(read: Callable[[], GroupMemory | None], idle: Callable[[GroupMemory], bool], limit_s: float, *,
+           clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep,
+           poll_s: float = 0.1) -> GroupMemory:
+    """Read a target's processes until they are `idle` (no client connection left open, and for the last sample
+    no idle connection left to close) and their descriptors (count, and connections by peer) have not moved for
+    `SETTLE_STABLE_S`; at most `limit_s`, then the last reading as it is (nothing is excluded: a target that never
+    settles is judged as read)."""
+    deadline = clock() + limit_s
+    last = read()
+    stable_since = clock()
     while True:
         if last is None:
             raise RuntimeError("soak mode reads /proc: Linux only")
-        time.sleep(0.1)
-        now = group_memory(pgid)
-        if now is not None and (now[1] == last[1] or time.monotonic() > deadline):
-            return now
-        last = now
+        now = clock()
+        if (idle(last) and now - stable_since >= SETTLE_STABLE_S) or now >= deadline:
+            return last
+        sleep(poll_s)
+        reading = read()
+        if reading is None or _shape(reading) != _shape(last):
+            stable_since = clock()
+        last = reading
+
+
+def _shape(reading: GroupMemory) -> tuple[int, int, dict[int, int]]:
+    """What must not move for a reading to count as settled: the descriptors, by kind of connection."""
+    return reading.fds, reading.accepted, dict(reading.peers)
+
+
+def soak_peers(endpoint: Endpoint, upstream: Endpoint) -> tuple[Peer, ...]:
+    """The servers a gateway target keeps pooled connections to, with the rules its own config gives them (read
+    as the gateway reads it): the upstream, whose idle connections it closes (`upstream.pool.keepalive_seconds`;
+    the key-fetch session's keep-alive, since the bench upstream serves the key sets), and Redis, whose pool of
+    `state.redis.pool_size` per worker, plus each worker's invalidation link, it keeps open. Other targets have
+    none: every descriptor of theirs is held to the strict rule."""
+    if endpoint.config is None:
+        return ()
+    settings = load_settings(endpoint.config, gateway_env())
+    keepalive = max(settings.upstream.pool.keepalive_seconds, KEY_FETCH_KEEPALIVE_S)
+    # An idle connection is closed by the first sweep at least `keepalive` after its last use: sweeps run every
+    # `keepalive`, so within twice that.
+    peers = [Peer("upstream", _port(upstream.url), idle_close_s=2 * keepalive + SETTLE_S)]
+    if settings.state.backend == "redis":
+        redis = settings.state.redis
+        peers.append(Peer("redis", _port(redis.resolve_url(gateway_env())),
+                          bound=settings.server.workers * (redis.pool_size + 1)))
+    return tuple(peers)
+
+
+def _port(url: str) -> int:
+    port = urlsplit(url).port
+    if port is None:
+        raise ValueError(f"no port in {url!r}")
+    return port
+
+
+def _idle(closing_ports: tuple[int, ...], reading: GroupMemory) -> bool:
+    """No client connection open, nor any connection to `closing_ports`."""
+    return reading.accepted == 0 and not any(reading.peers.get(port) for port in closing_ports)
+
+
+def _sample(reading: GroupMemory, peers: tuple[Peer, ...], requests: int, seconds: float) -> SoakSample:
+    return SoakSample(requests, seconds, reading.rss_bytes, reading.fds,
+                      {p.name: reading.peers.get(p.port, 0) for p in peers})
 
 
 def _soak(generator: loadgen.LoadGenerator, started: _Started, options: BenchOptions,
           progress: Callable[[str], None]) -> dict[str, TargetResult]:
     """Each target in turn: `requests` requests in chunks of `duration` seconds (or fewer requests, where the
-    generator can count), its memory and descriptors read after every chunk; growth from the end of the warm-up."""
+    generator can count), its memory and descriptors read after every chunk once it has settled, the last time once
+    it has also closed its idle connections; growth from the end of the warm-up."""
     total = options.requests or SOAK_REQUESTS
     warm = max(1, math.ceil(total * SOAK_WARMUP_SHARE))
     results = {}
     for endpoint in started.endpoints:
         result = TargetResult(endpoint.name, endpoint.kind)
+        peers = soak_peers(endpoint, started.upstream)
+        closing = [p for p in peers if p.idle_close_s is not None]
+        read = functools.partial(group_memory, endpoint.pid)
+        no_clients = functools.partial(_idle, ())
+        all_closed = functools.partial(_idle, tuple(p.port for p in closing))
         began = time.monotonic()
-        samples = [SoakSample(0, 0.0, *_settled_memory(endpoint.pid))]
+        samples = [_sample(settle(read, no_clients, SETTLE_S), peers, 0, 0.0)]
         baseline = None
         sent = 0
         while sent < total:
@@ -239,13 +306,20 @@ def _soak(generator: loadgen.LoadGenerator, started: _Started, options: BenchOpt
                 raise RuntimeError(f"{endpoint.name}: no request answered in a soak chunk")
             result.runs.append(run)
             sent += run.requests
-            samples.append(SoakSample(sent, time.monotonic() - began, *_settled_memory(endpoint.pid)))
+            if sent < total:
+                reading = settle(read, no_clients, SETTLE_S)
+            else:
+                limit = max([SETTLE_S, *(p.idle_close_s or 0.0 for p in closing)])
+                progress(f"soak {endpoint.name:<14} waiting up to {limit:.0f} s for its idle connections to close")
+                reading = settle(read, all_closed, limit)
+            samples.append(_sample(reading, peers, sent, time.monotonic() - began))
             if baseline is None and sent >= warm:
                 baseline = len(samples) - 1
             s = samples[-1]
+            pools = "".join(f" {name} {count}" for name, count in s.peers.items())
             progress(f"soak {endpoint.name:<14} {sent:>9}/{total} requests {run.rps:>7.0f} req/s "
-                     f"rss {s.rss_bytes / 2**20:.1f} MiB fds {s.fds} errors {run.errors}")
-        result.soak = SoakTrace(tuple(samples), baseline or len(samples) - 1)
+                     f"rss {s.rss_bytes / 2**20:.1f} MiB fds {s.fds} (own {s.own_fds}{pools}) errors {run.errors}")
+        result.soak = SoakTrace(tuple(samples), baseline or len(samples) - 1, peers)
         results[endpoint.name] = result
     return results
 

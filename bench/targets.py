@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .gateway import REPO, GatewayVariant, start_gateway
+from .gateway import REPO, GatewayVariant, config_path, start_gateway
 from .net import LOOPBACK, free_ports
 from .nginx import start_nginx
 from .procs import ProcessGroup
@@ -35,6 +35,8 @@ class Endpoint:
     kind: str
     url: str
     pid: int
+    config: Path | None = None
+    """A gateway's config file, as it reads it."""
 
 
 class Unavailable(Exception):
@@ -103,4 +105,4 @@ STARTERS: dict[str, Starter] = {
 def start_target(spec: TargetSpec, procs: ProcessGroup, workdir: Path, upstream: Endpoint) -> Endpoint:
     """Start one target in front of `upstream` (readiness is checked by the caller)."""
     url, pid = STARTERS[spec.kind](spec, procs, workdir, upstream)
-    return Endpoint(spec.name, spec.kind, url, pid)
+    return Endpoint(spec.name, spec.kind, url, pid, config_path(workdir, spec.name) if spec.kind == GATEWAY else None)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -14,13 +15,14 @@ import pytest
 from bench.bodies import BodyStream
 from bench.cli import build_parser
 from bench.openloop import OpenLoop, WorkerSpec, _bodies
-from bench.procs import ProcessGroup, group_memory
+from bench.procs import GroupMemory, ProcessGroup, group_memory
 from bench.report import render, to_json
-from bench.results import BenchResult, LoadResult, SoakSample, SoakTrace, TargetResult
-from bench.runner import OPEN_LOOP_SHARE, BenchOptions, run_bench
+from bench.results import BenchResult, LoadResult, Peer, SoakSample, SoakTrace, TargetResult
+from bench.runner import OPEN_LOOP_SHARE, SETTLE_STABLE_S, BenchOptions, run_bench, settle
 from bench.scenarios import SCENARIOS, RequestSpec
 from tests.test_bench import _hard_deadline
 from tests.test_bench_post import _body_file, recorder  # noqa: F401  (the fixture)
+from tests.waiting import Clock
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
@@ -118,30 +120,151 @@ def test_soak_verdict_is_under_5_percent_rss_and_no_more_descriptors(end_rss: fl
     assert trace.fd_growth == end_fds - 40
 
 
+UPSTREAM = Peer("upstream", 8080, idle_close_s=65.0)
+REDIS = Peer("redis", 6379, bound=33)
+
+
+def _pooled(requests: int, own: int, upstream: int, redis: int) -> SoakSample:
+    return SoakSample(requests, float(requests), 100 * 2**20, own + upstream + redis,
+                      {"upstream": upstream, "redis": redis})
+
+
+@pytest.mark.parametrize(
+    ("end", "faults"),
+    [
+        # The recorded false FAIL: one connection more than after the warm-up, to the upstream, closed once idle.
+        (_pooled(1000, 15, 0, 33), []),
+        # A pool filling up to its bound after the warm-up (gw_token_redis went 87 -> 97) is not growth.
+        (_pooled(1000, 15, 0, 22), []),
+        (_pooled(1000, 16, 0, 33), []),  # one own descriptor more: fd_growth, below
+        (_pooled(1000, 15, 1, 33), ["1 connections to upstream still open 65 s after the load"]),
+        (_pooled(1000, 15, 0, 34), ["34 connections to redis, above its bound of 33"]),
+    ],
+)
+def test_soak_verdict_judges_pooled_connections_by_their_rules_and_the_rest_strictly(
+        end: SoakSample, faults: list[str]) -> None:
+    """Connections to the upstream and to Redis are judged by the target's config (closed once idle; at most the
+    pool's bound), everything else by the strict rule (no descriptor more than after the warm-up), whatever the
+    totals say: more descriptors in all can pass, fewer in all can fail."""
+    warm = _pooled(100, 15, 52, 22)
+    trace = SoakTrace((_pooled(0, 15, 1, 1), warm, _pooled(500, 15, 51, 30), end), baseline=1, peers=(UPSTREAM, REDIS))
+    assert trace.peer_faults == faults
+    assert trace.fd_growth == end.own_fds - 15
+    assert trace.passed is (not faults and end.own_fds <= 15)
+    over = SoakTrace((warm, _pooled(500, 15, 50, 34), _pooled(1000, 15, 0, 33)), baseline=0, peers=(UPSTREAM, REDIS))
+    assert over.peer_faults == ["34 connections to redis, above its bound of 33"]  # in any sample, not only the last
+    filling = SoakTrace((_pooled(100, 15, 0, 22), _pooled(1000, 15, 0, 33)), baseline=0, peers=(UPSTREAM, REDIS))
+    assert filling.end.fds > filling.warm.fds and filling.passed
+    leaking = SoakTrace((_pooled(100, 15, 0, 33), _pooled(1000, 16, 0, 22)), baseline=0, peers=(UPSTREAM, REDIS))
+    assert leaking.end.fds < leaking.warm.fds and not leaking.passed
+
+
+def test_soak_of_a_target_without_pooled_peers_counts_every_descriptor() -> None:
+    """An anchor (bare, nginx) has no peers: its connections to the upstream are its own descriptors."""
+    trace = SoakTrace((SoakSample(100, 1.0, 2**20, 65, {}), SoakSample(1000, 2.0, 2**20, 66, {})), baseline=0)
+    assert trace.fd_growth == 1 and not trace.passed and trace.peer_faults == []
+
+
+class _Clock(Clock):
+    """Time that moves only when the code under test sleeps: settle's logic, not this machine's speed."""
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def _reader(clock: _Clock, script: list[tuple[float, GroupMemory]]):  # type: ignore[no-untyped-def]
+    """Readings by time: from each `(t, reading)` on, that reading."""
+    def read() -> GroupMemory:
+        return [reading for t, reading in script if t <= clock.now + 1e-9][-1]
+    return read
+
+
+def test_settle_waits_for_the_clients_to_go_and_the_descriptors_to_stop_moving() -> None:
+    """The load generator's connections still closing at first; then the count stops moving: the reading taken
+    is the settled one, `SETTLE_STABLE_S` after the last change."""
+    clock = _Clock(0.0)
+    script = [(0.0, GroupMemory(1, 70, {8080: 50}, accepted=5)), (0.3, GroupMemory(1, 66, {8080: 51}, accepted=1)),
+              (0.6, GroupMemory(1, 65, {8080: 50}, accepted=0))]
+    reading = settle(_reader(clock, script), lambda r: r.accepted == 0, 5.0, clock=clock, sleep=clock.sleep)
+    assert reading == script[-1][1]
+    assert 0.6 + SETTLE_STABLE_S <= clock.now < 0.6 + SETTLE_STABLE_S + 0.2
+
+
+def test_settle_restarts_when_connections_change_under_the_same_count() -> None:
+    """A reading taken as pooled connections are reset (out of the kernel's table, descriptors not yet closed)
+    has the same count of descriptors as the one before but not the same connections: not settled until the
+    descriptors are closed and stay so."""
+    clock = _Clock(0.0)
+    idle = lambda r: r.accepted == 0 and not r.peers.get(8080)  # noqa: E731
+    script = [(0.0, GroupMemory(1, 65, {8080: 50})), (1.0, GroupMemory(1, 65, {})), (1.05, GroupMemory(1, 15, {}))]
+    reading = settle(_reader(clock, script), idle, 70.0, clock=clock, sleep=clock.sleep)
+    assert reading.fds == 15 and clock.now >= 1.05 + SETTLE_STABLE_S
+
+
+def test_settle_gives_the_last_reading_at_its_bound() -> None:
+    """A target that never goes idle is judged as it is at the bound: nothing is left out."""
+    clock = _Clock(0.0)
+    busy = GroupMemory(1, 66, {8080: 1}, accepted=1)
+    reading = settle(lambda: busy, lambda r: r.accepted == 0, 5.0, clock=clock, sleep=clock.sleep)
+    assert reading == busy and 5.0 <= clock.now < 5.2
+
+
 @linux
 def test_group_memory_reads_this_process_group() -> None:
-    rss, fds = group_memory(os.getpgrp()) or (0, 0)
-    assert rss > 0 and fds >= 3
+    reading = group_memory(os.getpgrp())
+    assert reading is not None and reading.rss_bytes > 0 and reading.fds >= 3
+
+
+@linux
+def test_group_memory_tells_connections_by_peer_and_clients_connections() -> None:
+    """Real sockets on 127.0.0.1 in this process: a connection out counts under its remote port (also once the
+    peer has closed it: its descriptor is still open), one accepted on a listening port counts as a client's."""
+    def read() -> GroupMemory:
+        reading = group_memory(os.getpgrp())
+        assert reading is not None
+        return reading
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        before = read()
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = server.accept()
+        during = read()
+        assert during.peers.get(port) == 1 and during.accepted == before.accepted + 1
+        assert during.fds == before.fds + 2
+        accepted.close()  # the peer closes: this side is in CLOSE_WAIT, still a descriptor of ours
+        half = read()
+        assert half.peers.get(port) == 1 and half.accepted == before.accepted
+        client.close()
+        assert port not in read().peers
 
 
 @linux
 @pytest.mark.process
 def test_soak_mode_sends_the_requests_and_samples_after_the_warm_up() -> None:
-    """A small soak (300 requests, Python client, bounded by count): exactly 300 sent, a sample at the start,
-    after the warm-up (the first 30) and at the end; resident memory, descriptors and the verdict reported."""
-    options = BenchOptions(scenario="soak", targets=("gw_token",), duration=50, connections=4, loadgen="python",
-                           requests=300)
-    with _hard_deadline(60):
+    """A small soak of both soak targets (300 requests each, Python client, bounded by count): exactly 300 sent, a
+    sample at the start, after the warm-up (the first 30) and at the end, the last once the gateway has closed its
+    idle upstream connections (it holds some while loaded); Redis connections within the configured pool (32 + the
+    invalidation link); resident memory, descriptors and the verdict reported."""
+    options = BenchOptions(scenario="soak", duration=50, connections=4, loadgen="python", requests=300)
+    with _hard_deadline(300):  # the last sample waits for the upstream pool's keep-alive (30 s) sweep: 30-60 s
         result = run_bench(options, progress=lambda line: None)
-    (target,) = result.targets
-    soak = target.soak
-    assert soak is not None and target.errors == 0
-    assert [s.requests for s in soak.samples] == [0, 30, 300] and soak.baseline == 1
-    assert all(s.rss_bytes > 0 and s.fds > 0 for s in soak.samples)
+    assert [t.name for t in result.targets] + list(result.skipped) == ["gw_token", "gw_token_redis"]
+    for target in result.targets:
+        soak = target.soak
+        assert soak is not None and target.errors == 0
+        assert [s.requests for s in soak.samples] == [0, 30, 300] and soak.baseline == 1
+        assert all(s.rss_bytes > 0 and s.own_fds > 0 for s in soak.samples)
+        assert soak.samples[1].peers["upstream"] > 0 and soak.end.peers["upstream"] == 0
+        assert soak.passed, (soak, soak.peer_faults)
+        document = json.loads(json.dumps(to_json(result)))["targets"][result.targets.index(target)]["soak"]
+        assert document["passed"] and document["warmup_requests"] == 30 and document["peer_faults"] == []
+        assert [s["requests"] for s in document["samples"]] == [0, 30, 300]
+    redis = [t.soak for t in result.targets if t.name == "gw_token_redis" and t.soak is not None]
+    for soak in redis:
+        assert [(p.name, p.bound) for p in soak.peers] == [("upstream", None), ("redis", 33)]
+        assert 0 < max(s.peers["redis"] for s in soak.samples) <= 33
     assert "verdict" in render(result)
-    document = json.loads(json.dumps(to_json(result)))["targets"][0]["soak"]
-    assert document["passed"] == soak.passed and document["warmup_requests"] == 30
-    assert [s["requests"] for s in document["samples"]] == [0, 30, 300]
 
 
 def test_latency_report_gives_p99_over_bare_and_notes_a_target_that_fell_behind() -> None:

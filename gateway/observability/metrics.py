@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -99,22 +100,88 @@ def method_label(method: str) -> str:
     return method if method in METHODS else "other"
 
 
-class _Children:
-    """A labelled metric's children, cached by label values: the per-request path skips `labels()` (its
-    validation, string conversion and lock) after the first request of each series. The values cached
-    here are bounded (route templates, policy names, fixed enums), as every label value must be."""
+Add = Callable[[float], None]
+"""An add to one series' value."""
 
-    __slots__ = ("_children", "_metric")
 
-    def __init__(self, metric: Any) -> None:
+def _loop_add(value: Any) -> Add:
+    """The add of a prometheus-client value object (a series' `_value`, a histogram's `_sum` or bucket) that only
+    the event loop's thread changes: every per-request series here (the handler, the forwarder and the decision
+    record all run on it). In one process the value is a float that thread alone adds to, so the add needs none of
+    the library's per-add lock: a scrape reads the float whole (one attribute, under the GIL), and the additions
+    are the library's own (`_value += amount`, same order, same floats), so the exposition is the same to the bit.
+    In multiprocess mode the value is an entry of this process's mmap file: its own `inc`, under the library's lock,
+    as before. Relies on prometheus-client's value objects (tests/observability/test_metrics.py pins the result
+    against the public API). Never for a series another thread adds to (the audit writer's)."""
+    if value._multiprocess:
+        return cast(Add, value.inc)
+
+    def add(amount: float) -> None:
+        value._value += amount
+
+    return add
+
+
+def _add(child: Any) -> Add:
+    """A counter or gauge series' `inc` (see `_loop_add`), without `Counter.inc`'s per-call checks: a labelled
+    child is always observable, and every amount here is 1 or -1."""
+    return _loop_add(child._value)
+
+
+def _observer(child: Any) -> Add:
+    """A histogram series' `observe`, resolved the same way: the sum's add, then the first bucket whose bound
+    holds the amount (prometheus-client's own order, and its non-cumulative buckets)."""
+    add_sum = _loop_add(child._sum)
+    buckets: tuple[tuple[float, Add], ...] = tuple(
+        zip(child._upper_bounds, [_loop_add(bucket) for bucket in child._buckets], strict=True))
+
+    def observe(amount: float) -> None:
+        add_sum(amount)
+        for bound, add in buckets:
+            if amount <= bound:
+                add(1)
+                break
+
+    return observe
+
+
+class _Series:
+    """A labelled metric's series, resolved once per label set to its add (or observe): the per-request path skips
+    `labels()` (its validation, string conversion and lock) and the metric's own checks after the first request of
+    each series. The label sets cached here are bounded (route templates, policy names, fixed enums), as every
+    label value must be."""
+
+    __slots__ = ("_metric", "_resolve", "_series")
+
+    def __init__(self, metric: Any, resolve: Callable[[Any], Add] = _add) -> None:
         self._metric = metric
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._resolve = resolve
+        self._series: dict[tuple[str, ...], Add] = {}
 
-    def __call__(self, *values: str) -> Any:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._metric.labels(*values)
-        return child
+    def get(self, *values: str) -> Add:
+        add = self._series.get(values)
+        if add is None:
+            add = self._series[values] = self._resolve(self._metric.labels(*values))
+        return add
+
+
+class _InFlight:
+    """`Metrics.in_flight`: the gauge's inc/dec through its value object (see `_add`)."""
+
+    __slots__ = ("_add",)
+
+    def __init__(self, gauge: Any) -> None:
+        self._add = _add(gauge)
+
+    def inc(self) -> None:
+        self._add(1)
+
+    def dec(self) -> None:
+        self._add(-1)
+
+
+_Done = tuple[Add, Add, Add | None]
+"""One kind of answered request: its requests_total add, its duration observe, its upstream_responses add."""
 
 
 class Metrics:
@@ -141,10 +208,12 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.in_flight = Gauge(
+        self.in_flight_gauge = Gauge(
             f"{PREFIX}_requests_in_flight", "Requests being handled on the public listener.",
             registry=r, multiprocess_mode="livesum",
         )
+        self.in_flight = _InFlight(self.in_flight_gauge)
+        """Per request: `in_flight.inc()` when it arrives, `in_flight.dec()` when it is answered."""
         # -- policy decisions ------------------------------------------------------------------------
         self.decisions = Counter(
             f"{PREFIX}_decisions_total",
@@ -314,13 +383,18 @@ class Metrics:
             for result in CERT_REVOCATION_FETCH_RESULTS:
                 self.cert_revocation_fetches.labels(method, result)
 
-        self._requests = _Children(self.requests)
-        self._request_duration = _Children(self.request_duration)
-        self._upstream_responses = _Children(self.upstream_responses)
-        self._upstream_duration = _Children(self.upstream_duration)
-        self._decisions = _Children(self.decisions)
+        self._requests = _Series(self.requests)
+        self._request_duration = _Series(self.request_duration, _observer)
+        self._upstream_responses = _Series(self.upstream_responses)
+        self._upstream_duration = _Series(self.upstream_duration, _observer)
+        self._decisions = _Series(self.decisions)
+        self._done: dict[tuple[str, str, int, str, int | None], _Done] = {}
+        """request_done's series by (route, method label, status class, decision, upstream status class): one
+        lookup per request, bounded as the labels are."""
+        # From the audit writer's thread: the public, locked inc.
+        self._audit_events = {result: self.audit_events.labels(result).inc for result in AUDIT_RESULTS}
         # The JWKS cache reports a closed set of events, three per verified POST: each resolves to its
-        # child's `inc` once, here (as _Children does lazily), so a hit costs one dict lookup and a call.
+        # child's `inc` once, here (as _Series does lazily), so a hit costs one dict lookup and a call.
         jwks: dict[tuple[str, str], Any] = {("fetch", r): self.jwks_fetches.labels(r).inc for r in JWKS_FETCH_RESULTS}
         jwks.update({("cache", r): self.jwks_cache_lookups.labels(r).inc for r in JWKS_CACHE_RESULTS})
         jwks[("cache", "stale")] = self.jwks_stale_served.inc
@@ -332,19 +406,30 @@ class Metrics:
     def request_done(self, route: str, method: str, status: int, decision: str, elapsed: float,
                      upstream_status: int | None) -> None:
         """One answered request on the public listener."""
-        method = method_label(method)
-        self._requests(route, method, f"{status // 100}xx", decision).inc()
-        self._request_duration(route, method).observe(elapsed)
-        if upstream_status is not None:
-            self._upstream_responses(route, f"{upstream_status // 100}xx").inc()
+        key = (route, method_label(method), status // 100, decision,
+               upstream_status // 100 if upstream_status is not None else None)
+        done = self._done.get(key)
+        if done is None:
+            done = self._done[key] = self._resolve_done(*key)
+        requests, observe, upstream = done
+        requests(1)
+        observe(elapsed)
+        if upstream is not None:
+            upstream(1)
+
+    def _resolve_done(self, route: str, method: str, status_class: int, decision: str,
+                      upstream_class: int | None) -> _Done:
+        upstream = self._upstream_responses.get(route, f"{upstream_class}xx") if upstream_class is not None else None
+        return (self._requests.get(route, method, f"{status_class}xx", decision),
+                self._request_duration.get(route, method), upstream)
 
     def upstream_answered(self, route: str, method: str, seconds: float) -> None:
         """Time until the upstream's response headers."""
-        self._upstream_duration(route, method_label(method)).observe(seconds)
+        self._upstream_duration.get(route, method_label(method))(seconds)
 
     def decided(self, policy: str, mode: str, decision: str, check: str = "", reason: str = "") -> None:
         """One policy decision (check and reason empty for allow)."""
-        self._decisions(policy, mode, decision, check, reason).inc()
+        self._decisions.get(policy, mode, decision, check, reason)(1)
 
     # -- recording helpers: the callbacks other components are given -------------------------------
     def set_policy_version(self, version: str, count: int) -> None:
@@ -415,9 +500,10 @@ class Metrics:
 
     def audit_written(self, result: str, events: int) -> None:
         """The audit writer's `on_write(result, events)` hook: written or failed (lost) events."""
-        if result not in AUDIT_RESULTS:
+        add = self._audit_events.get(result)
+        if add is None:
             raise ValueError(f"unknown audit write result {result!r}")
-        self.audit_events.labels(result).inc(events)
+        add(events)
 
     def render(self) -> bytes:
         """The Prometheus text exposition: this registry, or every process's files in multiprocess mode."""

@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from gateway.observability import clock
 from gateway.observability.audit import AuditLog, verify_file
 from tests.conftest import ROOT, SHIPPED_POLICIES
 from tests.policy.test_enforcement import REGISTER, auth
@@ -173,3 +174,15 @@ async def test_a_failure_after_the_decision_names_its_reason(bank_gw_audit):
     jsonschema.validate(event, SCHEMA)
     assert (event["decision"], event["check"], event["reason"]) == ("error", None, "body_too_large")
     assert body["error"] == "request_too_large"
+
+
+@pytest.mark.parametrize(("ns", "text"), [(1765032846572268123, "2025-12-06T14:54:06.572268Z"),
+                                          (1765032846000000999, "2025-12-06T14:54:06.000000Z")])
+def test_event_time_is_utc_with_six_fraction_digits(tmp_path, monkeypatch, ns, text):
+    """Always six digits, a whole second included (the log lines' timestamp drops them there; events do not)."""
+    monkeypatch.setattr(clock.time, "time_ns", lambda: ns)
+    log = AuditLog("file", str(tmp_path / "audit.log"))
+    event = log.emit({"request_id": "1"})
+    log.close()
+    assert event["time"] == text
+    assert audit_events(tmp_path / "audit.log")[1]["time"] == text

@@ -159,3 +159,39 @@ def test_audit_sink_failure_is_counted_and_the_writer_survives(tmp_path: Path, c
     assert sample(metrics, "dcr_gateway_audit_events_total", result="failed") == 4
     assert sample(metrics, "dcr_gateway_audit_events_total", result="written") == 0
     assert "audit write failed" in capfd.readouterr().err
+
+
+# Amounts on, between and beyond the latency buckets' bounds (0.005 is one), with sums whose float rounding
+# depends on the order of the additions.
+_AMOUNTS = (0.005, 0.0049, 0.1 + 0.2, 1e-9, 31.0, 0.0, 2.5, 0.3, 0.005000001, 7.0)
+
+
+def test_per_request_recording_exposes_what_the_public_api_would():
+    """request_done, upstream_answered, decided and in_flight go straight to prometheus-client's value objects,
+    without the library's lock (metrics._loop_add, _observer): the exposition is byte for byte what the public
+    calls produce (bucket bounds included, sums added in the same order), first series and cached series alike.
+    (Multiprocess mode keeps the library's locked mmap writes: tests/observability/test_multiprocess.py.)"""
+    fast, public = Metrics(), Metrics()
+    route, other = "/open-banking/v3.1/register/{ClientId}", "/open-banking/v3.1/register"
+    for i, amount in enumerate(_AMOUNTS * 2):
+        method, status = "GET" if i % 4 else "BREW", (200, 404, 201)[i % 3]
+        upstream = None if i % 4 == 0 else 200 + 100 * (i % 3)
+        fast.in_flight.inc()
+        fast.decided("open_read", "enforce", "deny" if i % 5 == 0 else "allow", "c" * (i % 2), "")
+        fast.upstream_answered(route if i % 2 else other, method, amount / 2)
+        if i % 7:  # i = 0, 7, 14: still in flight
+            fast.in_flight.dec()
+        fast.request_done(route if i % 2 else other, method, status, "allow", amount, upstream)
+
+        label = m.method_label(method)
+        public.in_flight_gauge.inc()
+        public.decisions.labels("open_read", "enforce", "deny" if i % 5 == 0 else "allow", "c" * (i % 2), "").inc()
+        public.upstream_duration.labels(route if i % 2 else other, label).observe(amount / 2)
+        if i % 7:
+            public.in_flight_gauge.dec()
+        public.requests.labels(route if i % 2 else other, label, f"{status // 100}xx", "allow").inc()
+        public.request_duration.labels(route if i % 2 else other, label).observe(amount)
+        if upstream is not None:
+            public.upstream_responses.labels(route if i % 2 else other, f"{upstream // 100}xx").inc()
+    assert fast.render() == public.render()
+    assert sample(fast, "dcr_gateway_requests_in_flight") == 3

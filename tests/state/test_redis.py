@@ -524,23 +524,40 @@ async def test_redis_down_fails_closed_with_retry_after_then_recovers(
             a.sample("dcr_gateway_state_store_breaker_state", {"state": "open"})) == (1, 0)
 
 
-async def test_more_concurrent_calls_than_connections_queue_fairly(stores: Stores):
-    """50 callers, 60 calls each, on a pool of 4 with a 0.25 s timeout: every call answered, none starved past
-    the timeout, the breaker closed. (redis-py's blocking pool alone lets newcomers overtake waiters: under
-    sustained load some waited past the timeout, and the breaker opened while Redis was healthy.)"""
-    store = stores(pool_size=4, timeout_seconds=0.25)
-    await store.put("ns", "k", "v", 60)
-    failures: list[BaseException] = []
+async def test_callers_waiting_for_the_pool_are_served_before_a_caller_that_comes_back(
+    stores: Stores, raw: Redis, redis_prefix: str
+):
+    """Sustained load, made deterministic: 8 callers, 5 calls each, on a pool of one connection. The server holds
+    the first call (CLIENT PAUSE WRITE) while the other 7 queue one after another; once it answers, every caller
+    comes straight back for its next call. Waiters are served first come first served and a caller coming back
+    joins the end of the queue: service is strictly round-robin, nobody starves, the breaker stays closed.
+    (redis-py's blocking pool alone lets the caller that just released the connection take it again ahead of
+    the waiters — it served each caller's 5 calls in a row; under real load some waiters waited past the
+    timeout and the breaker opened while Redis was healthy.) The subject is order, not speed: the timeout is
+    far above any call's latency, and the server's own INCR count says in which order the calls ran."""
+    callers, rounds = 8, 5
+    store = stores(pool_size=1, timeout_seconds=30.0)
+    assert await store.incr("order", "n", 1, 60) == 1  # the pool's connection is open, the INCR script loaded
+    served: list[tuple[int, int]] = []  # (caller, the counter's value its call set): the order Redis ran them in
 
-    async def caller() -> None:
-        for _ in range(60):
-            try:
-                assert await store.get_many([("ns", "k"), ("ns", "absent")]) == ["v", None]
-            except StoreUnavailable as exc:
-                failures.append(exc)
+    async def caller(me: int) -> None:
+        for _ in range(rounds):
+            served.append((me, await store.incr("order", "n", 1, 60)))
 
-    await asyncio.gather(*(caller() for _ in range(50)))
-    assert not failures, f"{len(failures)} of 3000 calls failed: {failures[0]!r}"
+    tasks: list[asyncio.Task[None]] = []
+    await raw.client_pause(30_000, all=False)  # WRITE: holds the store's EVALSHA, not our CLIENT UNPAUSE
+    try:
+        for me in range(callers):
+            tasks.append(asyncio.create_task(caller(me)))
+            for _ in range(10):  # no I/O can finish meanwhile (the server holds it): each caller in turn reaches
+                await asyncio.sleep(0)  # the connection (caller 0) or the queue (the others), in creation order
+        assert served == []  # nothing answered yet: the queue is in a known order
+    finally:
+        await raw.client_unpause()
+    async with asyncio.timeout(30):  # stops a hang only
+        await asyncio.gather(*tasks)
+    expected = [(me, 2 + r * callers + me) for r in range(rounds) for me in range(callers)]
+    assert served == expected, f"served in this order (caller, server's count): {served}"
     assert store.breaker.state == "closed"
 
 
