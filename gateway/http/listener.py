@@ -76,7 +76,8 @@ class ClientSlots:
 class ListenerLimits:
     """The connection-level limits of one listener (config `server.timeouts`, `server.max_connections_per_client`)."""
 
-    __slots__ = ("body_idle", "body_total", "connections", "header_timeout", "keepalive", "proxies", "server_header")
+    __slots__ = ("body_idle", "body_total", "connections", "header_timeout", "keepalive", "proxies", "send",
+                 "server_header")
 
     def __init__(self, server: ServerSettings, proxies: ProxyTrust) -> None:
         timeouts = server.timeouts
@@ -85,6 +86,8 @@ class ListenerLimits:
         self.body_idle = timeouts.body_idle_seconds
         """For the apps' own body reads (`proxy.read_body`): the longest pause, and the whole body's deadline."""
         self.body_total = timeouts.body_total_seconds
+        self.send = timeouts.send_seconds
+        """How long an answer may wait for the client to take it (the public listener's server)."""
         self.connections = ClientSlots(server.max_connections_per_client)
         self.proxies = proxies
         self.server_header = server.server_header

@@ -4,19 +4,26 @@ client side.
 One parse of every byte, and the rules of a server facing the internet stated here rather than inherited:
 
 - a request head is parsed by llhttp (strict) within limits: the request target at most 8 190 bytes and each
-  header field (name and value) at most 8 190 bytes (431 beyond), at most 128 header fields, no NUL in a value,
-  no second copy of a field a server reads once (Host, Content-Length, Transfer-Encoding, Content-Type…), Host
-  required in HTTP/1.1, HTTP/1.0 and 1.1 only (505), CONNECT refused (405: llhttp ignores its framing), a target
-  in origin, absolute or asterisk form only; anything else is answered 400 in JSON and the connection closed;
+  header field (name and value) at most 8 190 bytes (431 beyond; an unfinished head may grow by at most 64 KiB
+  after the read in which it began, since llhttp's binding buffers a field whole), at most 128 header fields,
+  no NUL in a value, no second copy of a field a server reads once (Host, Content-Length, Transfer-Encoding,
+  Content-Type…), Host required in HTTP/1.1, HTTP/1.0 and 1.1 only (505), CONNECT refused (405: llhttp ignores
+  its framing), a target in origin, absolute or asterisk form only; anything else is answered 400 in JSON and the
+  connection closed;
 - the header read timeout runs from a head's first byte to its end (nginx's client_header_timeout), a new
-  connection owing its first head at once; an idle connection is closed after the keep-alive timeout;
+  connection owing its first head at once; an idle connection is closed after the keep-alive timeout (bytes that
+  begin no head, such as empty lines, do not extend it);
 - the connections one peer address holds are capped (a trusted proxy's are not: behind it the handler counts
   requests in flight per client);
 - requests on a connection are answered one at a time, in order; a request whose body was not wholly received
   when its answer is sent ends the connection (its remaining bytes are never parsed as another request): the
   answer is sent, the sending side shut, and what still arrives is read and dropped for a short while before the
-  connection is closed (a lingering close, so that the client reads its answer rather than a reset); a request
-  asking to switch protocols (llhttp stops there) is answered and the connection closed;
+  connection is closed (a lingering close, so that the client reads its answer rather than a reset); a head
+  asking to switch protocols is answered as an ordinary request (llhttp stops after it: its body, framed as
+  declared, and what follows are parsed on as HTTP), since the gateway never switches;
+- an answer must be taken by the client: the next request waits while the answers are not, and a client that
+  takes nothing for `server.timeouts.send_seconds` is cut off; a graceful stop finishes the answer in progress
+  and serves nothing after it;
 - an answer carries `Date`, the configured `Server` field (none by default) and `Connection` as its framing
   needs; a body the length of which is unknown goes chunked (HTTP/1.1) or until the close (HTTP/1.0).
 
@@ -51,8 +58,9 @@ log = get_logger("listener")
 MAX_TARGET: Final = 8190
 MAX_FIELD: Final = 8190
 MAX_FIELDS: Final = 128
-MAX_HEAD: Final = 64 * 1024
-"""A whole request head (request line and header fields) at most this long: 431 beyond."""
+MAX_PENDING_HEAD: Final = 64 * 1024
+"""An unfinished head may grow by at most this much after the read in which it began (431 beyond): the bound on
+what llhttp's binding buffers of a field before the field limit (`MAX_FIELD`) can judge it."""
 _PAUSE_AT: Final = 256 * 1024
 """Bytes of a request body buffered unread before the connection stops reading."""
 _MAX_QUEUED: Final = 16
@@ -136,6 +144,11 @@ class BodyReader:
         """The whole body has been received (it may still be buffered here)."""
         return self._eof
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not yet read."""
+        return self._size
+
     async def readany(self) -> bytes:
         """The next part of the body; b"" at its end. Raises ConnectionError once the body is known to be broken
         (malformed, or the client went away mid-body), even with parts of it still buffered: none of a broken
@@ -154,8 +167,7 @@ class BodyReader:
             raise self._error
         chunk = self._chunks.popleft()
         self._size -= len(chunk)
-        if self._size < _PAUSE_AT:
-            self._conn.resume_reading()
+        self._conn.resume_reading()
         return chunk
 
     def _wake(self) -> None:
@@ -232,9 +244,9 @@ Handler = Callable[[PublicRequest], Awaitable["Reply | None"]]
 class _Connection(asyncio.Protocol):
     """One client connection."""
 
-    __slots__ = ("_body", "_closing", "_current", "_drain", "_head_bytes", "_header_timer", "_headers", "_in_head",
-                 "_keepalive_timer", "_lingering", "_paused", "_queue", "_raw_url", "_refusal", "_server", "_slot",
-                 "_stopped", "_synthetic", "_task", "_upgrade_framing", "loop", "parser", "peer", "transport")
+    __slots__ = ("_begun", "_body", "_closing", "_current", "_drain", "_head_bytes", "_header_timer", "_headers",
+                 "_in_head", "_keepalive_timer", "_lingering", "_paused", "_queue", "_raw_url", "_refusal", "_server",
+                 "_slot", "_stopped", "_synthetic", "_task", "_upgrade_framing", "loop", "parser", "peer", "transport")
 
     def __init__(self, server: PublicServer) -> None:
         self._server = server
@@ -246,8 +258,9 @@ class _Connection(asyncio.Protocol):
         self._raw_url = b""
         self._headers: list[tuple[str, str]] = []
         self._head_bytes = 0
-        """Bytes received while a head was incomplete: llhttp's binding buffers a field whole before handing it
-        over, so the head is bounded here, before it is buffered (`MAX_HEAD`)."""
+        """Bytes received in reads wholly inside the unfinished head (`MAX_PENDING_HEAD`)."""
+        self._begun = False
+        """A head began in the read being parsed."""
         self._in_head = False
         self._refusal: Reply | None = None
         """A head refused behind pipelined requests: answered after them, then the connection closes."""
@@ -314,9 +327,8 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering or self._stopped or self.transport is None:
             return  # bytes after the last request served on this connection: read and dropped
-        if self._keepalive_timer is not None:
-            self._keepalive_timer.cancel()
-            self._keepalive_timer = None
+        was_in_head = self._in_head
+        self._begun = False
         while True:
             try:
                 self.parser.feed_data(data)
@@ -341,11 +353,12 @@ class _Connection(asyncio.Protocol):
                 else:
                     self._refuse_head(400, type(exc).__name__)
             else:
-                if self._in_head:
-                    # A head still incomplete after this read: llhttp's binding buffers its fields, so its size is
-                    # bounded here (to within one read).
+                if self._in_head and was_in_head and not self._begun:
+                    # A read that began inside a head and did not finish it: llhttp's binding buffers an unfinished
+                    # field whole before the field limit can see it, so a head that keeps arriving is bounded here
+                    # (the read in which it began is not counted: at most one read more is buffered).
                     self._head_bytes += len(data)
-                    if self._head_bytes > MAX_HEAD:
+                    if self._head_bytes > MAX_PENDING_HEAD:
                         self._refuse_head(431, "LineTooLong")
             return
 
@@ -373,7 +386,10 @@ class _Connection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
-        if self._paused and self.transport is not None and len(self._queue) < _MAX_QUEUED:
+        """Read again once neither reason to pause holds: fewer than `_MAX_QUEUED` requests waiting, and the body
+        being received (if any) under `_PAUSE_AT` buffered."""
+        if (self._paused and self.transport is not None and len(self._queue) < _MAX_QUEUED
+                and (self._body is None or self._body.buffered < _PAUSE_AT)):
             self._paused = False
             self.transport.resume_reading()
 
@@ -382,6 +398,12 @@ class _Connection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         if self._synthetic:
             return
+        # A head begins: the keep-alive timer gives way to the header timer (bytes that begin no head, such as
+        # the empty lines llhttp skips between requests, leave the keep-alive timer running).
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
+        self._begun = True
         self._in_head = True
         self._raw_url = b""
         self._headers = []
@@ -439,7 +461,12 @@ class _Connection(asyncio.Protocol):
         raw_length = headers.get("Content-Length")
         if raw_length is not None:
             length = int(raw_length)  # llhttp accepted it: digits only
-        chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
+        codings = [c.strip().lower() for c in headers.get("Transfer-Encoding", "").split(",")]
+        chunked = codings[-1] == "chunked"
+        if parser.should_upgrade() and "transfer-encoding" in seen and (not chunked or length is not None):
+            # llhttp does not judge the framing of a head that asks to switch protocols: what it refuses in any
+            # other head (a body coding that does not end in chunked, or both framings) is refused here.
+            raise HeadRefused(400, "BadHttpMessage")
         request = PublicRequest(self, method, (1, 1) if version == "1.1" else (1, 0), target, headers, length, chunked,
                                 parser.should_keep_alive())
         self._body = request.content if request.body_exists else None
@@ -481,8 +508,7 @@ class _Connection(asyncio.Protocol):
                     await asyncio.sleep(0)
                 first = False
                 request = self._current = self._queue.popleft()
-                if self._paused and self._body is None and len(self._queue) < _MAX_QUEUED:
-                    self.resume_reading()
+                self.resume_reading()
                 self._server.requests_count += 1
                 try:
                     reply = await handler(request)
@@ -502,6 +528,16 @@ class _Connection(asyncio.Protocol):
                 if close:
                     self._end(lingering=not complete)
                     return
+                try:
+                    # A client that does not take its answers stops getting more (its requests wait, then reading
+                    # pauses: TCP pushes back), and one that takes none for `send` seconds is cut off.
+                    await self._drained(self._server.limits.send)
+                except TimeoutError:
+                    log.info("send_timeout", peer=self.peer)
+                    self.abort()
+                    return
+                except ConnectionError:
+                    return
             if self._refusal is not None:
                 self._send(None, self._refusal, True)
                 self._end(lingering=True)
@@ -513,7 +549,12 @@ class _Connection(asyncio.Protocol):
             return
         if self._closing:
             self._end(lingering=False)
-        elif not self._in_head:
+            return
+        if self.transport.get_write_buffer_size():
+            # Answers the client has not taken yet: it gets `send` seconds to take some, as for every write.
+            self.loop.call_later(self._server.limits.send, self._watch_sending,
+                                 self.transport.get_write_buffer_size())
+        if not self._in_head:
             self._keepalive_timer = self.loop.call_later(self._server.limits.keepalive, self._idle_too_long)
 
     def _head(self, request: PublicRequest | None, status: int, reason: str | None, headers: CIMultiDict[str],
@@ -601,9 +642,14 @@ class _Connection(asyncio.Protocol):
             self.transport.write(data)
 
     def close(self) -> None:
-        """Stop after the request being answered (a graceful stop): an idle connection closes now."""
+        """A graceful stop: the request being answered is finished (its answer says `Connection: close`); nothing
+        after it is parsed or served, and an idle connection closes now."""
         self._closing = True
-        if self._task is None and not self._queue and not self._in_head and self.transport is not None:
+        self._stopped = True
+        self._queue.clear()
+        self._refusal = None
+        if self._task is None and self.transport is not None:
+            self._stop_timers()
             self.transport.close()
 
     def abort(self) -> None:
@@ -624,11 +670,17 @@ class _Connection(asyncio.Protocol):
         transport = self.transport
         if transport is None:
             return
+        if transport.get_write_buffer_size():
+            # What is still to send gets `send` seconds to be taken, as every answer does; then the connection is
+            # cut.
+            self.loop.call_later(self._server.limits.send, self._watch_sending, transport.get_write_buffer_size())
         if not lingering or not transport.can_write_eof():
             transport.close()
             return
         self._lingering = True
-        self.resume_reading()
+        if self._paused:
+            self._paused = False
+            transport.resume_reading()  # what still arrives is read and dropped
         try:
             transport.write_eof()
         except OSError:
@@ -681,8 +733,22 @@ class _Connection(asyncio.Protocol):
     def _idle_too_long(self) -> None:
         self._keepalive_timer = None
         if self._task is None and not self._in_head and self.transport is not None:
-            self._closing = True
-            self.transport.close()
+            self._end(lingering=False)
+
+    def _watch_sending(self, pending: int) -> None:
+        """Answers still unsent (`pending` bytes past the kernel's buffer) `send` seconds after the last one was
+        written: cut off unless the client took some of them meanwhile."""
+        transport = self.transport
+        if transport is None:
+            return
+        left = transport.get_write_buffer_size()
+        if not left:
+            return
+        if left >= pending:
+            log.info("send_timeout", peer=self.peer)
+            self.abort()
+            return
+        self.loop.call_later(self._server.limits.send, self._watch_sending, left)
 
     def _stop_timers(self) -> None:
         for timer in (self._header_timer, self._keepalive_timer):
