@@ -1,7 +1,8 @@
 """The HTTP side: everything between a socket and the policy engine's decision.
 
-`listener` owns connections (header and keep-alive timeouts, connections per client, what the HTTP
-parser refuses); `inbound` states the framing rule and header hygiene; `app` builds the public and
+`server` is the public listener's own HTTP/1.1 server (llhttp) and `listener` every listener's connection limits
+(header and keep-alive timeouts, connections per client, what the HTTP parser refuses) and runner; `inbound`
+states the framing rule and header hygiene; `app` builds the public and
 admin apps and runs their lifecycle; `handler` is the public listener's one entry, which hands each
 request to the engine and applies its decision; `proxy` buffers the body and relays; `upstream` is
 the pooled HTTP/1.1 client for the one backend; `context` is the per-request context (which peers are

@@ -30,8 +30,9 @@ from ..policy import (
 from ..runtime import build_runtime
 from .handler import PublicHandler
 from .inbound import InboundRules
-from .listener import ENTRY, LIMITS, ClientSlots, Entry, ListenerLimits, ListenerRunner
+from .listener import ENTRY, LIMITS, ClientSlots, ListenerLimits, ListenerRunner
 from .proxy import Forwarder
+from .server import Handler
 
 log = get_logger("server")
 
@@ -92,7 +93,7 @@ def build_public_app(
     # decision is audited); Expect: 100-continue is answered when the body is first read (proxy.read_body), so a
     # request refused for its token is never invited to send its body; any other expectation is refused by
     # inbound.screen (417).
-    entry: Entry = PublicHandler(
+    entry: Handler = PublicHandler(
         metrics=metrics, policies=policies, forwarder=forwarder, inbound=rules, proxies=proxies,
         body_limits=BodyLimits(server.max_body_bytes, timeouts.body_idle_seconds, timeouts.body_total_seconds),
         fact_headers=FactHeaders(settings.policies.fact_headers),

@@ -20,7 +20,6 @@ from aiohttp import web
 
 from ..addresses import ProxyTrust
 from ..errors import GatewayError, error_response, refused, server_error_response
-from ..jsonutil import dumps
 from ..observability.audit import AuditLog
 from ..observability.logging import get_logger
 from ..observability.metrics import Metrics
@@ -40,6 +39,7 @@ from .context import RequestContext
 from .inbound import InboundRules, content_codings, encoding_refusal
 from .listener import ClientSlots
 from .proxy import INTERACTION_ID, Forwarder, body_chunks, read_body
+from .server import PublicRequest, Reply
 
 log = get_logger("server")
 
@@ -47,7 +47,7 @@ NO_BODY_METHODS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 """Methods whose requests carry no body unless their policy's `allow_body_on` names them."""
 
 
-def interaction_id_of(request: web.BaseRequest, random: bytes | None = None) -> str:
+def interaction_id_of(request: web.BaseRequest | PublicRequest, random: bytes | None = None) -> str:
     """Keep the TPP's x-fapi-interaction-id when it is a UUID (FAPI 1.0 Part 1 §6.2.1), else make one (from the
     16 bytes `random` when given, else from fresh ones)."""
     raw = request.headers.get(INTERACTION_ID)
@@ -70,10 +70,10 @@ def new_uuid4(random: bytes | None = None) -> str:
 
 
 class PublicHandler:
-    """The public listener's one entry: every request, whatever its target, served by aiohttp's low-level server
-    (`listener.ListenerRunner` serves an app carrying `listener.ENTRY` through it): no router, middleware chain or
-    response signals in between. Ids bound to logs, timing, metrics, the canonical log line and the decision
-    event; errors become JSON; every answer carries the interaction id."""
+    """The public listener's one entry: every request, whatever its target, served by the gateway's own server
+    (`server.PublicServer`, for an app carrying `listener.ENTRY`): no router, middleware chain or framework response
+    objects in between. Ids bound to logs, timing, metrics, the canonical log line and the decision event; errors
+    become JSON; every answer carries the interaction id."""
 
     __slots__ = ("assertion", "audit", "body_limits", "client_requests", "fact_headers", "forwarder", "inbound",
                  "metrics", "policies", "proxies")
@@ -94,7 +94,7 @@ class PublicHandler:
         self.assertion = assertion
         """Config `upstream.signed_facts`, when enabled: signs the facts of each allowed request for the backend."""
 
-    async def __call__(self, request: web.BaseRequest) -> web.StreamResponse:
+    async def __call__(self, request: PublicRequest) -> Reply | None:
         metrics = self.metrics
         started = time.perf_counter()
         random = os.urandom(32)  # one system call for both ids
@@ -113,15 +113,21 @@ class PublicHandler:
                 if ctx.decision == "allow":
                     ctx.decision = "error"
                     ctx.error_reason = err.reason
-                response = error_response(err)
+                if request.streamed:  # the answer's head is out: the only honest signal left is the close
+                    raise
+                response = Reply.of(error_response(err))
             except asyncio.CancelledError:
                 status = 499
                 raise
             except Exception:
                 log.exception("unhandled_error", method=request.method)
-                response = server_error_response()
-            if not response.prepared:  # a relayed stream set its own before sending its head
-                self.own_headers(response, ctx)
+                if request.streamed:
+                    raise
+                response = Reply.of(server_error_response())
+            if response is None:  # streamed by the relay, which set its own fields before the head
+                status = request.streamed
+                return None
+            response.headers[INTERACTION_ID] = ctx.interaction_id
             status = response.status
             return response
         finally:
@@ -141,12 +147,8 @@ class PublicHandler:
             )
             structlog.contextvars.reset_contextvars(**bound)
 
-    @staticmethod
-    def own_headers(response: web.StreamResponse, ctx: RequestContext) -> None:
-        """What the gateway puts in every answer: the interaction id (the `Server` field is the listener's)."""
-        response.headers[INTERACTION_ID] = ctx.interaction_id
 
-    async def _handle(self, request: web.BaseRequest, ctx: RequestContext) -> web.StreamResponse:
+    async def _handle(self, request: PublicRequest, ctx: RequestContext) -> Reply | None:
         """Route to a policy, evaluate it, then deny or forward (response hooks run before the relay)."""
         policies = self.policies.current
         ctx.policy_version = policies.version
@@ -184,27 +186,25 @@ class PublicHandler:
                 slots.release(client)
         return await self._decide_and_forward(request, ctx, policy, match.params, peer, peer, bool(codings))
 
-    def _refuse(self, ctx: RequestContext, denial: Denial, request: web.BaseRequest) -> web.Response:
+    def _refuse(self, ctx: RequestContext, denial: Denial, request: PublicRequest) -> Reply:
         """A request refused before (or instead of) its policy: recorded and audited like any denial.
 
-        SECURITY: a refused request whose body was not read closes the connection: its unread bytes are never
-        drained and parsed for the next request on it (the framing rule: nothing read past a refusal is guessed)."""
+        SECURITY: a refused request whose body was not wholly received closes the connection (server.py: no byte
+        after an unfinished body is parsed as a request; the framing rule: nothing read past a refusal is
+        guessed)."""
         _record(self.metrics, ctx, Decision("deny", ctx.policy, "enforce", (denial,), ctx.facts))
-        response = denial_response(denial)
-        if request.body_exists and not request.content.is_eof():
-            response.force_close()
-        return response
+        return denial_response(denial)
 
     async def _decide_and_forward(
         self,
-        request: web.BaseRequest,
+        request: PublicRequest,
         ctx: RequestContext,
         policy: CompiledPolicy,
         params: Mapping[str, str],
         peer: str | None,
         client: str | None,
         coded: bool,
-    ) -> web.StreamResponse:
+    ) -> Reply | None:
         """`coded`: the body carries a content coding the route accepts (screened by the caller)."""
         view = RequestView(
             method=request.method,
@@ -256,12 +256,11 @@ class PublicHandler:
             extra = {**extra, assertion.header: signed}
         return await self.forwarder.forward(
             request, interaction_id=ctx.interaction_id, request_id=ctx.request_id, route=ctx.route, body=body,
-            before_relay=before_relay, extra_headers=extra, response_headers=decision.response_headers,
-            own_headers=lambda response: PublicHandler.own_headers(response, ctx))
+            before_relay=before_relay, extra_headers=extra, response_headers=decision.response_headers)
 
 
 
-def audit_fields(request: web.BaseRequest, ctx: RequestContext, status: int, elapsed: float) -> dict[str, Any]:
+def audit_fields(request: PublicRequest, ctx: RequestContext, status: int, elapsed: float) -> dict[str, Any]:
     """The decision event: ids, route, policy, outcome, verified identities — never a token or a body.
 
     The identities are the facts' own audit fields (`Fact.audit`), read from the request's facts rather than
@@ -292,15 +291,10 @@ def audit_fields(request: web.BaseRequest, ctx: RequestContext, status: int, ela
     return fields
 
 
-def denial_response(denial: Denial) -> web.Response:
+def denial_response(denial: Denial) -> Reply:
     """The client's answer to a denial: spec-shaped JSON, never cached, with WWW-Authenticate etc."""
-    headers = {"Cache-Control": "no-store", "Pragma": "no-cache", **dict(denial.headers)}
-    return web.Response(
-        status=denial.status,
-        body=dumps({"error": denial.error, "error_description": denial.description}),
-        content_type="application/json",
-        headers=headers,
-    )
+    return Reply.json(denial.status, {"error": denial.error, "error_description": denial.description},
+                      [("Cache-Control", "no-store"), ("Pragma", "no-cache"), *denial.headers])
 
 
 def _record(metrics: Metrics, ctx: RequestContext, decision: Decision) -> None:

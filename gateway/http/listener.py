@@ -12,16 +12,16 @@ internet, this module adds at the connection level, in one aiohttp `RequestHandl
 
 `ListenerRunner` is aiohttp's `AppRunner` serving through this handler, with the keep-alive timeout and no
 request decompression; every listener (public, admin, sandbox) and the tests' in-process gateways use it. An app
-carrying `ENTRY` (the public app) is served by its one handler through aiohttp's low-level server.
+carrying `ENTRY` (the public app) is served by the gateway's own server (`server.PublicServer`), which keeps the
+same limits (`ListenerLimits`) itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from http import HTTPStatus
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import httptools
 from aiohttp import hdrs, web
@@ -36,6 +36,7 @@ from ..addresses import ProxyTrust
 from ..config import ServerSettings
 from ..jsonutil import dumps
 from ..observability.logging import get_logger
+from .server import Handler, PublicServer
 
 log = get_logger("listener")
 
@@ -75,7 +76,8 @@ class ClientSlots:
 class ListenerLimits:
     """The connection-level limits of one listener (config `server.timeouts`, `server.max_connections_per_client`)."""
 
-    __slots__ = ("body_idle", "body_total", "connections", "header_timeout", "keepalive", "proxies", "server_header")
+    __slots__ = ("body_idle", "body_total", "connections", "header_timeout", "keepalive", "proxies", "send",
+                 "server_header")
 
     def __init__(self, server: ServerSettings, proxies: ProxyTrust) -> None:
         timeouts = server.timeouts
@@ -84,6 +86,8 @@ class ListenerLimits:
         self.body_idle = timeouts.body_idle_seconds
         """For the apps' own body reads (`proxy.read_body`): the longest pause, and the whole body's deadline."""
         self.body_total = timeouts.body_total_seconds
+        self.send = timeouts.send_seconds
+        """How long an answer may wait for the client to take it (the public listener's server)."""
         self.connections = ClientSlots(server.max_connections_per_client)
         self.proxies = proxies
         self.server_header = server.server_header
@@ -111,11 +115,9 @@ class ListenerLimits:
 
 
 LIMITS = web.AppKey("listener_limits", ListenerLimits)
-Entry = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
-ENTRY: web.AppKey[Entry] = web.AppKey("listener_entry")
+ENTRY: web.AppKey[Handler] = web.AppKey("listener_entry")
 """An app's one handler for every request, whatever its target (the public app's): `ListenerRunner` serves it
-through aiohttp's low-level server (no router, middleware chain or response signals; the handler sets its own
-headers and answers every target itself)."""
+with the gateway's own HTTP/1.1 server (`server.PublicServer`) instead of aiohttp's."""
 
 
 class _Heads:
@@ -283,36 +285,13 @@ class _Refusal(web.Response):
         self._limits.set_server_header(self.headers)
 
 
-class _EntryRequest(BaseRequest):
-    """A request for an app's `ENTRY`: with no app signal to run, its answer's `Server` field is set here, at the
-    same point of `prepare` (after aiohttp added its own)."""
-
-    ATTRS = BaseRequest.ATTRS | frozenset({"_limits"})
-
-    def __init__(self, *args: Any, limits: ListenerLimits) -> None:
-        super().__init__(*args)
-        self._limits = limits
-
-    async def _prepare_hook(self, response: web.StreamResponse) -> None:
-        self._limits.set_server_header(response.headers)
-
-
 class _GatewayServer(web.Server):
-    """aiohttp's Server making `GatewayRequestHandler`s; with an `entry`, every request goes to it (aiohttp's
-    low-level server) instead of through the app's router."""
+    """aiohttp's Server making `GatewayRequestHandler`s."""
 
-    def __init__(self, server: web.Server, limits: ListenerLimits, entry: Entry | None = None) -> None:
-        if entry is None:
-            super().__init__(server.request_handler, request_factory=server.request_factory,
-                             handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
-        else:
-            super().__init__(entry, request_factory=self._entry_request,
-                             handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
+    def __init__(self, server: web.Server, limits: ListenerLimits) -> None:
+        super().__init__(server.request_handler, request_factory=server.request_factory,
+                         handler_cancellation=server.handler_cancellation, loop=server._loop, **server._kwargs)
         self._limits = limits
-
-    def _entry_request(self, message: RawRequestMessage, payload: Any, protocol: RequestHandler, writer: Any,
-                       task: asyncio.Task[None]) -> BaseRequest:
-        return _EntryRequest(message, payload, protocol, writer, task, self._loop, limits=self._limits)
 
     def __call__(self) -> RequestHandler:
         return GatewayRequestHandler(self, loop=self._loop, limits=self._limits, **self._kwargs)
@@ -329,4 +308,8 @@ class ListenerRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()  # the app started (its startup and cleanup contexts run as ever)
-        return _GatewayServer(server, self.app[LIMITS], self.app.get(ENTRY))
+        entry = self.app.get(ENTRY)
+        if entry is not None:
+            # The public listener: the gateway's own server (server.py), with aiohttp's runner and sites around it.
+            return cast(web.Server, PublicServer(entry, self.app[LIMITS], server._loop))
+        return _GatewayServer(server, self.app[LIMITS])

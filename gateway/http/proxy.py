@@ -11,9 +11,8 @@ import asyncio
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from typing import Final
+from typing import Final, Protocol
 
-from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict
 
@@ -22,6 +21,7 @@ from ..config import UpstreamSettings
 from ..errors import GatewayError, bad_gateway, body_incomplete, body_timeout, gateway_timeout, payload_too_large
 from ..observability.metrics import Metrics
 from .inbound import HOP_BY_HOP, INTERACTION_ID, BodyLimits, InboundRules, connection_tokens
+from .server import PublicRequest, Reply
 from .upstream import UpstreamError, UpstreamPool, UpstreamResponse, header_lines
 
 __all__ = ["INTERACTION_ID", "Forwarder", "body_chunks", "read_body"]
@@ -32,14 +32,40 @@ _HOST: Final = re.compile(
 _RESPONSE_SKIP: Final = frozenset({"server", "date", "content-length"})
 
 
-def _has_body(request: web.BaseRequest, limits: BodyLimits) -> bool:
+class _Content(Protocol):
+    async def readany(self) -> bytes: ...
+
+
+class _Interim(Protocol):
+    async def write(self, data: bytes, /) -> None: ...
+
+
+class BodySource(Protocol):
+    """What reading a request body needs of a request: the public listener's (`server.PublicRequest`) or an
+    aiohttp request (the sandbox's)."""
+
+    @property
+    def content_length(self) -> int | None: ...
+    @property
+    def body_exists(self) -> bool: ...
+    @property
+    def version(self) -> tuple[int, int]: ...
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+    @property
+    def content(self) -> _Content: ...
+    @property
+    def writer(self) -> _Interim: ...
+
+
+def _has_body(request: BodySource, limits: BodyLimits) -> bool:
     """Whether a body follows the head: 413 at once when its declared length is past `max_bytes`."""
     if request.content_length is not None and request.content_length > limits.max_bytes:
         raise payload_too_large(limits.max_bytes)
     return request.body_exists
 
 
-async def body_chunks(request: web.BaseRequest, limits: BodyLimits) -> AsyncIterator[bytes]:
+async def body_chunks(request: BodySource, limits: BodyLimits) -> AsyncIterator[bytes]:
     """The request body as the client framed it, chunk by chunk as it arrives: 413 past `max_bytes`, 408 when
     it stalls or is too slow, 400 when it breaks off. Nothing is decoded (the public listener does not
     decompress). `Expect: 100-continue` is answered here: now, and only now, the body is wanted."""
@@ -67,7 +93,20 @@ async def body_chunks(request: web.BaseRequest, limits: BodyLimits) -> AsyncIter
         yield chunk
 
 
-async def read_body(request: web.BaseRequest, limits: BodyLimits) -> bytes:
+async def _started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """`chunks` with its first part already received (its errors raised now)."""
+    first = await anext(chunks, b"")
+
+    async def rest() -> AsyncIterator[bytes]:
+        if first:
+            yield first
+        async for chunk in chunks:
+            yield chunk
+
+    return rest()
+
+
+async def read_body(request: BodySource, limits: BodyLimits) -> bytes:
     """The whole request body (request buffering), under the rules of `body_chunks`."""
     if not _has_body(request, limits):  # most requests (a GET): no generator to start and finish
         return b""
@@ -109,7 +148,7 @@ class Forwarder:
             self._pool = None
 
     def upstream_headers(
-        self, request: web.BaseRequest, interaction_id: str, request_id: str, extra: Mapping[str, str] | None
+        self, request: PublicRequest, interaction_id: str, request_id: str, extra: Mapping[str, str] | None
     ) -> str:
         """The request's header lines for the upstream: cleaned (inbound.InboundRules), with X-Forwarded-* and
         ids set by us. X-Forwarded-For keeps the client's entries only when its peer is a trusted proxy."""
@@ -128,7 +167,7 @@ class Forwarder:
 
     async def forward(
         self,
-        request: web.BaseRequest,
+        request: PublicRequest,
         *,
         interaction_id: str,
         request_id: str,
@@ -137,23 +176,25 @@ class Forwarder:
         before_relay: Callable[[int, float], Awaitable[None]],
         extra_headers: Mapping[str, str] | None = None,
         response_headers: Sequence[tuple[str, str]] | None = None,
-        own_headers: Callable[[web.StreamResponse], None] | None = None,
-    ) -> web.StreamResponse:
-        """Forward `request` with `body` and stream the response back, with `response_headers` (the gateway's
-        own, e.g. RateLimit fields) added to the upstream's.
+    ) -> Reply | None:
+        """Forward `request` with `body` and return the upstream's answer, with `response_headers` (the gateway's
+        own, e.g. RateLimit fields) added to the upstream's and the interaction id set: whole when it is all in,
+        else streamed to the client here (None is returned).
 
         `body` is the whole body (`read_body`: sent with its exact Content-Length), or, on a route that streams,
         `body_chunks` (sent as it arrives under the client's own framing: its Content-Length, else chunked).
         `before_relay(status, seconds)` gets the upstream's status and its time to the response headers as soon
-        as they are in, before anything is relayed (the caller's record and its response hooks). `own_headers`
-        adds the caller's own fields to a streamed answer before its head is sent (a whole answer is returned
-        unsent: the caller adds them)."""
+        as they are in, before anything is relayed (the caller's record and its response hooks)."""
         streamed = not isinstance(body, bytes)
         pool = self._pool
         assert pool is not None, "Forwarder.start() not awaited"
         method = request.method
         started = time.perf_counter()
         try:
+            if not isinstance(body, bytes):
+                # The first part of a streamed body arrives before an upstream connection is taken: a body already
+                # known to be broken (or stalled from the start) never opens a request upstream.
+                body = await _started(body)
             header_block = self.upstream_headers(request, interaction_id, request_id, extra_headers)
             upstream = await pool.request(method, request.rel_url.raw_path_qs, header_block, body,
                                           content_length=request.content_length if streamed else None)
@@ -172,16 +213,16 @@ class Forwarder:
         self._metrics.upstream_answered(route, method, seconds)
         try:
             await before_relay(upstream.status, seconds)
-            return await self._relay(request, upstream, response_headers, own_headers)
+            return await self._relay(request, upstream, response_headers, interaction_id)
         finally:
             upstream.release()
 
     async def _relay(
-        self, request: web.BaseRequest, upstream: UpstreamResponse, extra: Sequence[tuple[str, str]] | None,
-        own_headers: Callable[[web.StreamResponse], None] | None,
-    ) -> web.StreamResponse:
-        """Send the upstream response to the client: in one write when it is all in, else streamed."""
-        headers = []
+        self, request: PublicRequest, upstream: UpstreamResponse, extra: Sequence[tuple[str, str]] | None,
+        interaction_id: str,
+    ) -> Reply | None:
+        """The upstream's answer for the client: whole when it is all in, else streamed (None)."""
+        headers: CIMultiDict[str] = CIMultiDict()
         length = None
         connection = []
         for name, value in upstream.raw_headers:
@@ -191,39 +232,27 @@ class Forwarder:
             elif low == "connection":
                 connection.append(value)
             elif low not in _RESPONSE_SKIP and low not in HOP_BY_HOP:
-                headers.append((name, value))
+                headers.add(name, value)
         if connection:  # fields the upstream named in Connection are hop-by-hop too
-            named = connection_tokens(connection)
-            headers = [(name, value) for name, value in headers if name.lower() not in named]
+            for name in connection_tokens(connection):
+                headers.popall(name, None)
         if extra:
             headers.extend(extra)
+        headers[INTERACTION_ID] = interaction_id
         if upstream.complete and not upstream.bodiless:
-            return web.Response(status=upstream.status, reason=upstream.reason or None,
-                                body=upstream.take_body(), headers=CIMultiDict(headers))
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason or None,
-                                      headers=CIMultiDict(headers))
-        if length is not None and length.isdigit():
-            response.content_length = int(length)
-        if own_headers is not None:
-            own_headers(response)
-        loop = asyncio.get_running_loop()
+            return Reply(upstream.status, headers, upstream.take_body(), reason=upstream.reason or None)
         try:
-            await response.prepare(request)
-            while chunk := await upstream.read():
-                # A client that stops reading holds nothing for long: each write has `send_seconds`.
-                async with asyncio.timeout_at(loop.time() + self._send_timeout):
-                    await response.write(chunk)
-        except TimeoutError:
+            await request.stream(upstream.status, upstream.reason or None, headers,
+                                 int(length) if length is not None and length.isdigit() else None, upstream.read,
+                                 self._send_timeout)
+        except (TimeoutError, UpstreamError) as exc:
+            # A client that stops reading holds nothing for long (each write has `send_seconds`); an upstream that
+            # fails mid-body: the head is out, so the only honest signal left is to cut the connection.
+            if isinstance(exc, UpstreamError):
+                self._metrics.upstream_errors.labels(exc.kind).inc()
+            request.close = True
             if request.transport is not None:
                 request.transport.close()
-            return response
-        except UpstreamError as exc:
-            # Headers are already sent: the only honest signal left is to cut the connection.
-            self._metrics.upstream_errors.labels(exc.kind).inc()
-            if request.transport is not None:
-                request.transport.close()
-            return response
         except ConnectionError:
-            return response  # the client went away mid-response; the upstream connection is dropped
-        await response.write_eof()
-        return response
+            request.close = True  # the client went away mid-response; the upstream connection is dropped
+        return None

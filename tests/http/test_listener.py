@@ -421,3 +421,30 @@ async def test_every_target_reaches_the_policy_router_and_is_audited(recorder, r
     assert [(e["method"], e["route"], e["decision"], e["status"]) for e in events] == [
         ("OPTIONS", "unmatched", "deny", 404)]
     assert seen == []
+
+
+async def test_a_head_growing_past_its_bound_is_refused_before_it_is_buffered(recorder, running_gateway) -> None:
+    """One header field sent in many pieces and never finished: llhttp's binding would buffer it whole before the
+    field limit could see it, so the server bounds the head as it arrives (64 KiB): 431 in JSON and a close, well
+    before the header timeout, with nothing upstream."""
+    seen, url = recorder
+    gw = await running_gateway(url, server={"timeouts": {"header_read_seconds": 30}})
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.client.port)
+    try:
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: ")
+        got = b""
+        async with asyncio.timeout(10):  # far below the 30 s header timeout
+            for _ in range(200):  # up to 400 KiB, in 2 KiB writes; the gateway answers once it has 64 KiB
+                try:
+                    writer.write(b"v" * 2048)
+                    await writer.drain()
+                except ConnectionError:
+                    break
+                await asyncio.sleep(0)
+            while chunk := await reader.read(65536):
+                got += chunk
+    finally:
+        writer.close()
+    status, error = _status_and_json(got)
+    assert status == 431 and error["error"] == "invalid_request", got
+    assert seen == []
