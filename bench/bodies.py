@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-RATE_CEILING = 2000.0
+RATE_CEILING = 4000.0
 """Requests/s one target is assumed never to exceed with a fresh body each in a closed loop bounded by time:
 bodies are generated for this rate over the whole run of a target. A faster target runs out, and its extra
 requests are errors. Runs bounded by request count (`--requests`, the tests) and open loops (a known rate)

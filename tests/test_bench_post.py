@@ -36,8 +36,8 @@ PS256 = frozenset({"PS256"})
 
 
 def test_bodies_cover_warmup_and_every_round_at_the_ceiling_plus_the_probe() -> None:
-    """Defaults: (2 s + 3 x 5 s) at 2000 req/s, and one more for the readiness probe."""
-    assert bodies_needed(warmup=2, rounds=3, duration=5) == 17 * RATE_CEILING + 1 == 34_001
+    """Defaults: (2 s + 3 x 5 s) at 4000 req/s, and one more for the readiness probe."""
+    assert bodies_needed(warmup=2, rounds=3, duration=5) == 17 * RATE_CEILING + 1 == 68_001
     assert bodies_needed(warmup=0, rounds=1, duration=1) == RATE_CEILING + 1
 
 
