@@ -513,9 +513,15 @@ class _Connection(asyncio.Protocol):
                 try:
                     reply = await handler(request)
                 except Exception:
-                    log.exception("unhandled_error", method=request.method)
-                    reply = None if request.streamed else Reply.json(
-                        500, {"error": "server_error", "error_description": "internal error"}, close=True)
+                    if request.streamed:
+                        # Failed after its head went out (the handler logged it): the answer's framing is broken, so
+                        # the only honest signal left is to end the connection.
+                        reply = None
+                        request.close = True
+                    else:
+                        log.exception("unhandled_error", method=request.method)
+                        reply = Reply.json(500, {"error": "server_error", "error_description": "internal error"},
+                                           close=True)
                 self._current = None
                 complete = request.content.is_eof()
                 if request.streamed:
