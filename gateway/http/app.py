@@ -88,7 +88,7 @@ def build_public_app(
     cert_header = settings.trust.client_certificate.header
     own = [*settings.policies.fact_headers.values(), settings.upstream.signed_facts.header, cert_header]
     rules = InboundRules([*own, *server.drop_request_headers], [cert_header])
-    forwarder = Forwarder(settings.upstream, metrics, rules, proxies, timeouts.send_seconds)
+    forwarder = Forwarder(settings.upstream, metrics, rules, proxies)
     # Every request, whatever its target, goes to the one handler, where the policy router decides (and the
     # decision is audited); Expect: 100-continue is answered when the body is first read (proxy.read_body), so a
     # request refused for its token is never invited to send its body; any other expectation is refused by

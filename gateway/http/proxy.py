@@ -116,13 +116,8 @@ async def read_body(request: BodySource, limits: BodyLimits) -> bytes:
 class Forwarder:
     """Sends a request upstream over the pooled `UpstreamPool` and streams the answer back."""
 
-    def __init__(
-        self, settings: UpstreamSettings, metrics: Metrics, rules: InboundRules, proxies: ProxyTrust,
-        send_timeout: float = 30.0,
-    ) -> None:
+    def __init__(self, settings: UpstreamSettings, metrics: Metrics, rules: InboundRules, proxies: ProxyTrust) -> None:
         self._settings = settings
-        self._send_timeout = send_timeout
-        """`server.timeouts.send_seconds`: how long one write to the client may wait."""
         self._rules = rules
         self._proxies = proxies
         self._metrics = metrics
@@ -243,8 +238,7 @@ class Forwarder:
             return Reply(upstream.status, headers, upstream.take_body(), reason=upstream.reason or None)
         try:
             await request.stream(upstream.status, upstream.reason or None, headers,
-                                 int(length) if length is not None and length.isdigit() else None, upstream.read,
-                                 self._send_timeout)
+                                 int(length) if length is not None and length.isdigit() else None, upstream.read)
         except (TimeoutError, UpstreamError) as exc:
             # A client that stops reading holds nothing for long (each write has `send_seconds`); an upstream that
             # fails mid-body: the head is out, so the only honest signal left is to cut the connection.

@@ -230,12 +230,12 @@ class PublicRequest:
         return self._conn.transport
 
     async def stream(self, status: int, reason: str | None, headers: CIMultiDict[str], length: int | None,
-                     chunks: Callable[[], Awaitable[bytes]], send_timeout: float) -> None:
+                     chunks: Callable[[], Awaitable[bytes]]) -> None:
         """Send an answer whose body comes in parts (`chunks()` until b""): with `Content-Length` when `length` is
-        known, else chunked (HTTP/1.1) or until the close (HTTP/1.0). Each write waits at most `send_timeout`
-        for the client to take it (TimeoutError: the connection is closed)."""
+        known, else chunked (HTTP/1.1) or until the close (HTTP/1.0). Each write waits at most
+        `server.timeouts.send_seconds` for the client to take it (TimeoutError: the caller closes the connection)."""
         self.streamed = status
-        await self._conn.stream(self, status, reason, headers, length, chunks, send_timeout)
+        await self._conn.stream(self, status, reason, headers, length, chunks)
 
 
 Handler = Callable[[PublicRequest], Awaitable["Reply | None"]]
@@ -573,7 +573,7 @@ class _Connection(asyncio.Protocol):
         for name, value in headers.items():
             if name.lower() not in _SET_BY_SERVER:
                 fields.append(f"{name}: {value}\r\n")
-        if status in _EMPTY_BODY_STATUS or 100 <= status < 200:
+        if _no_body(status):
             pass
         elif length is not None:
             fields.append(f"Content-Length: {length}\r\n")
@@ -606,7 +606,7 @@ class _Connection(asyncio.Protocol):
         """Write a whole answer; whether the connection ends after it."""
         body = reply.body
         bodiless = request is not None and request.method == "HEAD"
-        if reply.status in _EMPTY_BODY_STATUS or 100 <= reply.status < 200:
+        if _no_body(reply.status):
             body, bodiless = b"", True
         try:
             head, _, close = self._head(request, reply.status, reply.reason, reply.headers, len(body), close, bodiless)
@@ -620,8 +620,9 @@ class _Connection(asyncio.Protocol):
         return close
 
     async def stream(self, request: PublicRequest, status: int, reason: str | None, headers: CIMultiDict[str],
-                     length: int | None, chunks: Callable[[], Awaitable[bytes]], send_timeout: float) -> None:
-        bodiless = request.method == "HEAD" or status in _EMPTY_BODY_STATUS or 100 <= status < 200
+                     length: int | None, chunks: Callable[[], Awaitable[bytes]]) -> None:
+        send_timeout = self._server.limits.send
+        bodiless = request.method == "HEAD" or _no_body(status)
         close = not request.keep_alive or not request.content.is_eof() or (self._closing and not self._queue)
         head, chunked, request.close = self._head(request, status, reason, headers, length, close, bodiless)
         self.write(head)
@@ -761,6 +762,11 @@ class _Connection(asyncio.Protocol):
             if timer is not None:
                 timer.cancel()
         self._header_timer = self._keepalive_timer = None
+
+
+def _no_body(status: int) -> bool:
+    """An answer with this status has no body, whatever is sent with it (RFC 9110 §6.4.1: 1xx, 204, 304)."""
+    return status in _EMPTY_BODY_STATUS or 100 <= status < 200
 
 
 def _parse_target(raw: bytes) -> _Target:
