@@ -50,6 +50,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..jsonutil import dumps
 from ..observability.logging import get_logger
+from .fields import breaks_only_at_line_ends
 
 if TYPE_CHECKING:
     from .listener import ListenerLimits
@@ -249,7 +250,8 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = ("_begun", "_body", "_closing", "_current", "_drain", "_head_bytes", "_head_deadline", "_headers",
                  "_idle_deadline", "_in_head", "_lingering", "_paused", "_queue", "_raw_url", "_refusal", "_server",
-                 "_slot", "_stopped", "_synthetic", "_task", "_timer", "_upgrade_framing", "loop", "parser", "peer", "transport")
+                 "_slot", "_stopped", "_synthetic", "_task", "_timer", "_upgrade_framing", "loop", "parser", "peer",
+                 "transport")
 
     def __init__(self, server: PublicServer) -> None:
         self._server = server
@@ -602,9 +604,10 @@ class _Connection(asyncio.Protocol):
         fields.append("\r\n")
         text = "".join(fields)
         head = text.encode("utf-8", "surrogateescape")
-        if head.count(b"\n") != text.count("\r\n") or b"\r" in head.replace(b"\r\n", b""):
-            # SECURITY: a line break inside a field would split the answer (never from llhttp-parsed upstream
-            # fields or the gateway's own): refused whole rather than sent.
+        if not breaks_only_at_line_ends(text, len(fields)):
+            # SECURITY: a line break inside a field (a lone CR or LF, or a whole CRLF that would begin a field of
+            # its own) would split the answer — never from llhttp-parsed upstream fields or the gateway's own, so
+            # this is the last guard: the answer is refused whole rather than sent.
             raise ValueError("a response header field holds a line break")
         return head, chunked, close
 

@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from .fields import breaks_only_at_line_ends, safe_field
+
 ErrorKind = Literal["connect", "timeout", "protocol"]
 
 _PAUSE_AT: Final = 256 * 1024
@@ -529,10 +531,10 @@ class UpstreamPool:
         else:
             framing = "Transfer-Encoding: chunked\r\n"
         head = f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n{header_block}{framing}\r\n"
-        raw = head.encode("utf-8", "surrogateescape")
-        if raw.count(b"\n") != head.count("\r\n") or b"\r" in raw.replace(b"\r\n", b""):
+        if not breaks_only_at_line_ends(head):
             self.put_back(conn)
             raise UpstreamError("protocol", "refused to send a header containing a line break")
+        raw = head.encode("utf-8", "surrogateescape")
         response = UpstreamResponse(self, conn, head_only=method == "HEAD")
         response.with_body = body is not None and body != b""
         conn.response = response
@@ -571,19 +573,12 @@ class UpstreamPool:
         response.request_sent = True
 
 
-_UNSAFE: Final = ("\r", "\n", "\x00")
-
-
-def safe_field(text: str) -> bool:
-    """True when `text` can be a header name or value: no CR, LF or NUL (RFC 9110 §5.5)."""
-    return not any(c in text for c in _UNSAFE)
-
-
 def header_lines(headers: Iterable[tuple[str, str]]) -> str:
     """`Name: value\\r\\n` lines for `UpstreamPool.request`; a CR, LF or NUL anywhere is refused."""
-    lines = []
-    for name, value in headers:
-        if not (safe_field(name) and safe_field(value)):
-            raise UpstreamError("protocol", f"refused to send header {name!r}: it contains a line break")
-        lines.append(f"{name}: {value}\r\n")
-    return "".join(lines)
+    fields = list(headers)
+    block = "".join([f"{name}: {value}\r\n" for name, value in fields])
+    if not breaks_only_at_line_ends(block, len(fields)) or "\x00" in block:
+        for name, value in fields:  # which one, for the message
+            if not (safe_field(name) and safe_field(value)):
+                raise UpstreamError("protocol", f"refused to send header {name!r}: it contains a line break")
+    return block

@@ -116,3 +116,41 @@ async def test_a_switch_protocol_head_with_a_framing_llhttp_does_not_judge_is_re
         assert ex.responses and ex.responses[0].status == 400, (framing, ex)
         assert len(ex.responses) == 1 and ex.closed, (framing, ex)
     assert up.requests == []
+
+
+async def test_an_answer_with_a_line_break_in_a_field_is_never_sent() -> None:
+    """The last check before a head is written: a field holding a CR, an LF or a CRLF (which would split the answer
+    into one the client reads as another) is refused whole, and the client gets a 502 in its place. Upstream fields
+    are parsed by llhttp and cannot hold one, so the server is driven here by a handler of its own."""
+    from multidict import CIMultiDict
+
+    from gateway.addresses import ProxyTrust
+    from gateway.config import ServerSettings
+    from gateway.http.listener import ListenerLimits
+    from gateway.http.server import PublicRequest, PublicServer, Reply
+
+    values = {"/crlf": "a\r\nSet-Cookie: injected=1", "/lf": "a\nSet-Cookie: injected=1", "/cr": "a\rb",
+              "/fine": "a b"}
+
+    async def handler(request: PublicRequest) -> Reply:
+        return Reply(200, CIMultiDict({"X-Value": values[request.rel_url.raw_path]}), b"ok")
+
+    loop = asyncio.get_running_loop()
+    settings = ServerSettings()
+    server = await loop.create_server(PublicServer(handler, ListenerLimits(settings, ProxyTrust(())), loop),
+                                      "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        for path in values:
+            ex = await exchange(port, request("GET", path), timeout=BOUND)
+            assert len(ex.responses) == 1, (path, ex)
+            answer = ex.responses[0]
+            if path == "/fine":
+                assert answer.status == 200, ex
+                continue
+            assert answer.status == 502, (path, ex)
+            assert answer.header("X-Value") is None and answer.header("Set-Cookie") is None, (path, ex)
+            assert b"injected" not in answer.body + ex.trailing, (path, ex)
+    finally:
+        server.close()
+        await server.wait_closed()
