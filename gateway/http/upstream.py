@@ -7,7 +7,8 @@ reverse proxy needs, with llhttp (the parser of Node.js, through `httptools`) do
 
 - a LIFO pool of at most `max_connections` connections; idle ones are closed after `keepalive` seconds, and a
   connection is reused only when its response was read to the end and both sides allow keep-alive;
-- one timer per exchange enforces the read timeout (between two reads) and the total timeout;
+- one timer per connection (not one per exchange) enforces the read timeout (between two reads) and the total
+  timeout of the exchange in progress;
 - request bodies go out as they arrive (Content-Length when known, else chunked); response bodies come back
   as they arrive, with reading paused while the client is slower than the upstream;
 - 1xx interim responses are skipped, HEAD/204/304 responses have no body, a close-delimited body ends at EOF.
@@ -58,7 +59,6 @@ class UpstreamResponse:
         "_headers_waiter",
         "_pool",
         "_reading",
-        "_timer",
         "_waiter",
         "chunks",
         "complete",
@@ -103,8 +103,7 @@ class UpstreamResponse:
         now = loop.time()
         self.last_read = now
         self.deadline = now + pool.total_timeout
-        self._timer: asyncio.TimerHandle | None = loop.call_at(min(self.deadline, now + pool.read_timeout),
-                                                               self._check_time)
+        conn.watch(loop, min(self.deadline, now + pool.read_timeout), min(pool.read_timeout, pool.total_timeout))
 
     @property
     def bodiless(self) -> bool:
@@ -198,14 +197,12 @@ class UpstreamResponse:
 
     def _finish(self) -> None:
         self.complete = True
-        self._cancel_timer()
         self._wake()
         self._conn.wake_drain()  # an upload blocked on a full send buffer stops: the answer is in
 
     def _fail(self, error: UpstreamError) -> None:
         if self._error is None and not self.complete:
             self._error = error
-            self._cancel_timer()
             if not self._headers_waiter.done():
                 self._headers_waiter.set_exception(error)
                 self._headers_waiter.exception()  # retrieved: only awaited when the request was fully sent
@@ -221,26 +218,20 @@ class UpstreamResponse:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _check_time(self) -> None:
-        loop = self._pool.loop
-        now = loop.time()
+    def check_time(self, now: float) -> float | None:
+        """Fail the exchange if a timeout has run out; else when to look again (None: nothing left to time)."""
+        if self.complete or self._error is not None:
+            return None
         if now >= self.deadline:
-            self._timer = None
             self._fail(UpstreamError("timeout", "upstream exceeded the total timeout"))
-            return
+            return None
         if not self._reading:
             self.last_read = now  # paused by us for a slow client: not the upstream's delay
         idle_until = self.last_read + self._pool.read_timeout
         if now >= idle_until:
-            self._timer = None
             self._fail(UpstreamError("timeout", "upstream sent nothing within the read timeout"))
-            return
-        self._timer = loop.call_at(min(self.deadline, idle_until), self._check_time)
+            return None
+        return min(self.deadline, idle_until)
 
     # --- the forwarder's side ------------------------------------------------------------------------------------
 
@@ -278,7 +269,6 @@ class UpstreamResponse:
 
     def release(self) -> None:
         """Give the connection back: to the pool when the exchange ended cleanly, else closed."""
-        self._cancel_timer()
         conn = self._conn
         if conn.response is not self:
             return
@@ -295,7 +285,7 @@ class UpstreamResponse:
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection to the upstream; feeds the current exchange's parser."""
 
-    __slots__ = ("_drain", "_paused", "closed", "idle_since", "response", "transport")
+    __slots__ = ("_drain", "_paused", "_timer", "closed", "idle_since", "response", "transport")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -304,6 +294,27 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        """The one timer of the exchanges on this connection (`watch`)."""
+
+    def watch(self, loop: asyncio.AbstractEventLoop, when: float, cap: float) -> None:
+        """Have the current exchange's timeouts looked at by `when`.
+
+        One timer per connection, not one set and cancelled per exchange: it is never armed more than `cap` (the
+        shorter timeout) ahead, so an exchange begun later is never due before it; when it fires it looks at the
+        exchange in progress then (`UpstreamResponse.check_time`) and re-arms for it, or stops when there is
+        none."""
+        if self._timer is None and not self.closed:
+            self._timer = loop.call_at(min(when, loop.time() + cap), self._on_timer, loop)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        response = self.response
+        if response is None or self.closed:
+            return
+        when = response.check_time(loop.time())
+        if when is not None and not self.closed:
+            self._timer = loop.call_at(when, self._on_timer, loop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not registered subclasses
@@ -320,6 +331,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.wake_drain()
         if self.response is not None:
             self.response.connection_lost()

@@ -230,6 +230,56 @@ async def test_trickling_upstream_hits_the_total_timeout(raw_upstream, gateway: 
     assert metrics.registry.get_sample_value("dcr_gateway_upstream_errors_total", {"kind": "timeout"}) == 1
 
 
+async def test_timeouts_hold_on_a_reused_connection(raw_upstream):
+    """The exchanges of one connection share its timer: an exchange that stalls on a connection reused after a
+    pause still ends at the read timeout, and one that trickles after quick ones still ends at the total timeout."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        k = len(up.requests)  # counted over both connections
+        if k == 4:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe")  # then nothing
+        elif k < 8:
+            writer.write(OK)
+        else:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 40:  # a byte every 0.1 s
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.1)
+        await writer.drain()
+
+    up = await raw_upstream(script)
+    pool = UpstreamPool(up.url, max_connections=1, keepalive_seconds=5, connect_timeout=1, read_timeout=0.3,
+                        total_timeout=0.8)
+    pool.start()
+    loop = asyncio.get_running_loop()
+    try:
+        for _ in range(3):
+            response = await pool.request("GET", "/x", "", None)
+            assert await response.read() == b"hello" and await response.read() == b""
+            response.release()
+        await asyncio.sleep(0.4)  # idle past the read timeout: the connection's timer has nothing left to time
+        response = await pool.request("GET", "/x", "", None)  # the same connection, stalling mid-body
+        started = loop.time()
+        with pytest.raises(UpstreamError) as stalled:
+            async with asyncio.timeout(5):
+                while await response.read():
+                    pass
+        assert stalled.value.kind == "timeout" and "read timeout" in stalled.value.detail
+        assert loop.time() - started < 0.8
+        response.release()
+        assert up.connections == 1
+        for _ in range(3):  # a fresh connection: quick ones, then one trickling past the total timeout
+            response = await pool.request("GET", "/x", "", None)
+            assert await response.read() == b"hello" and await response.read() == b""
+            response.release()
+        with pytest.raises(UpstreamError) as trickled:
+            async with asyncio.timeout(5):
+                await pool.request("GET", "/x", "", None)
+        assert trickled.value.kind == "timeout" and "total timeout" in trickled.value.detail
+        assert up.connections == 2
+    finally:
+        await pool.close()
+
+
 async def test_pool_never_opens_more_than_max_connections(raw_upstream, gateway: GatewayFactory):
     async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
         await asyncio.sleep(0.1)
