@@ -571,12 +571,10 @@ class UpstreamPool:
         response.request_sent = True
 
 
-_UNSAFE: Final = ("\r", "\n", "\x00")
-
-
 def safe_field(text: str) -> bool:
     """True when `text` can be a header name or value: no CR, LF or NUL (RFC 9110 §5.5)."""
-    return not any(c in text for c in _UNSAFE)
+    # Three plain searches, not any() over a generator: this runs for the name and value of every header we add.
+    return "\r" not in text and "\n" not in text and "\x00" not in text
 
 
 def header_lines(headers: Iterable[tuple[str, str]]) -> str:
