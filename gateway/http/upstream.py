@@ -530,7 +530,9 @@ class UpstreamPool:
             framing = "Transfer-Encoding: chunked\r\n"
         head = f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n{header_block}{framing}\r\n"
         raw = head.encode("utf-8", "surrogateescape")
-        if raw.count(b"\n") != head.count("\r\n") or b"\r" in raw.replace(b"\r\n", b""):
+        # Every CR and every LF is one of the CRLFs that end the lines: no bare CR or LF splits a header.
+        crlf = raw.count(b"\r\n")
+        if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
             self.put_back(conn)
             raise UpstreamError("protocol", "refused to send a header containing a line break")
         response = UpstreamResponse(self, conn, head_only=method == "HEAD")
