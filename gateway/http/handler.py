@@ -68,29 +68,6 @@ def new_uuid4(random: bytes | None = None) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-class RandomBlock:
-    """Random bytes for ids, read from the OS a block at a time: one system call per 128 requests instead of one
-    each. The ids it makes are unique and unguessable in advance, not secrets (they are logged and sent back), so
-    holding the next few in memory gives nothing away; each process draws its own (workers are started by exec,
-    never forked from a process that drew some)."""
-
-    __slots__ = ("_at", "_block")
-
-    SIZE = 4096
-
-    def __init__(self) -> None:
-        self._block = b""
-        self._at = 0
-
-    def take(self, n: int) -> bytes:
-        at = self._at
-        if at + n > len(self._block):
-            self._block = os.urandom(self.SIZE)
-            at = 0
-        self._at = at + n
-        return self._block[at:at + n]
-
-
 class PublicHandler:
     """The public listener's one entry: every request, whatever its target, served by the gateway's own server
     (`server.PublicServer`, for an app carrying `listener.ENTRY`): no router, middleware chain or framework response
@@ -98,7 +75,7 @@ class PublicHandler:
     become JSON; every answer carries the interaction id."""
 
     __slots__ = ("assertion", "audit", "body_limits", "client_requests", "fact_headers", "forwarder", "inbound",
-                 "metrics", "policies", "proxies", "random")
+                 "metrics", "policies", "proxies")
 
     def __init__(self, *, metrics: Metrics, policies: PolicyHolder, forwarder: Forwarder, inbound: InboundRules,
                  proxies: ProxyTrust, body_limits: BodyLimits, fact_headers: FactHeaders,
@@ -115,12 +92,11 @@ class PublicHandler:
         self.audit = audit
         self.assertion = assertion
         """Config `upstream.signed_facts`, when enabled: signs the facts of each allowed request for the backend."""
-        self.random = RandomBlock()
 
     async def __call__(self, request: PublicRequest) -> Reply | None:
         metrics = self.metrics
         started = time.perf_counter()
-        random = self.random.take(32)  # both ids
+        random = os.urandom(32)  # one system call for both ids
         interaction_id = interaction_id_of(request, random[16:])
         request_id = random[:16].hex()
         ctx = RequestContext(interaction_id=interaction_id, request_id=request_id)

@@ -361,19 +361,6 @@ def test_generated_interaction_ids_are_version_4_uuids():
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
-def test_ids_drawn_from_a_random_block_never_repeat_across_blocks():
-    """The handler draws 32 bytes per request from a block of OS randomness: every draw is fresh, across several
-    blocks (a draw that straddles a block's end takes a new block, never the old one's tail again)."""
-    from gateway.http.handler import RandomBlock
-
-    block = RandomBlock()
-    draws = [block.take(32) for _ in range(3 * RandomBlock.SIZE // 32 + 7)]
-    assert all(len(d) == 32 for d in draws)
-    assert len(set(draws)) == len(draws)
-    odd = [block.take(24) for _ in range(2 * RandomBlock.SIZE // 24 + 3)]  # draws that do not divide the block
-    assert all(len(d) == 24 for d in odd) and len(set(odd)) == len(odd)
-
-
 async def test_client_certificate_header_stays_at_the_gateway(upstream, gateway: GatewayFactory):
     """The ingress's certificate header is for the gateway's check: the backend sees only verified facts."""
     _, url = upstream
