@@ -10,6 +10,7 @@ import socket
 
 from tests.http.rawclient import exchange, request
 from tests.http.rawupstream import MARKER
+from tests.waiting import eventually
 
 BOUND = 10.0
 """Far above what any of these takes when the rule holds; a broken rule shows as this bound running out."""
@@ -236,9 +237,7 @@ async def test_a_head_trickled_behind_a_slow_request_is_timed_once_that_one_is_a
             closed, data, _ = await _closed_within(reader, 6.0)  # the trickle lasts 20 s
             assert data.startswith(b"HTTP/1.1 200") and data.count(b"HTTP/1.1") == 1, data
             assert closed, "a head trickled behind a busy connection held it open"
-            async with asyncio.timeout(BOUND):
-                while listener.held():
-                    await asyncio.sleep(0.01)
+            await eventually(lambda: listener.held() == 0, "the client's slot freed")
         finally:
             trickle.cancel()
             writer.close()
@@ -299,10 +298,7 @@ async def test_empty_lines_before_the_first_request_do_not_hold_a_new_connection
         try:
             closed, data, _ = await _closed_within(reader, 6.0)
             assert closed and data == b"", data
-            async with asyncio.timeout(BOUND):
-                while listener.held():
-                    await asyncio.sleep(0.01)
+            await eventually(lambda: listener.held() == 0, "the client's slot freed")
         finally:
             trickle.cancel()
             writer.close()
-
