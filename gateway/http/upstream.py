@@ -19,6 +19,7 @@ Errors are `UpstreamError`s with a `kind` (connect, timeout, protocol) the forwa
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
 from collections.abc import AsyncIterable, Iterable
@@ -38,6 +39,9 @@ _MAX_HEADER_BYTES: Final = 64 * 1024
 """Largest response header section accepted from the upstream (llhttp sets no limit of its own)."""
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 _FRAMING_FIELDS: Final = frozenset({"content-length", "transfer-encoding"})
+_NOT_IN_REASON: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+"""Bytes a reason phrase cannot hold (RFC 9112 §4: HTAB, SP, VCHAR, obs-text) and llhttp lets through there: it
+stops only at CR and LF, while it refuses the same bytes in a header value."""
 
 
 class UpstreamError(Exception):
@@ -117,9 +121,14 @@ class UpstreamResponse:
             # A second response on one request: parsing stops here, nothing of it is read or handed to anyone.
             self._out_of_step()
             raise UpstreamError("protocol", "upstream sent a second response")
+        self.reason = ""  # an interim response's is not the final one's
 
     def on_status(self, reason: bytes) -> None:
-        self.reason = reason.decode("latin-1")
+        # SECURITY: the reason is relayed on the client's status line, where a NUL or another control character
+        # must not go; llhttp hands it over in parts when it spans reads.
+        if _NOT_IN_REASON.search(reason):
+            raise UpstreamError("protocol", "upstream reason phrase holds a control character")
+        self.reason += reason.decode("latin-1")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value)

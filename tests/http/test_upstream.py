@@ -512,3 +512,47 @@ async def test_a_client_that_stops_reading_does_not_hold_the_pool(raw_upstream, 
         assert statuses[-1] == 200, statuses
     finally:
         stalled.close()
+
+
+async def test_a_control_character_in_the_upstream_reason_phrase_never_reaches_the_client(raw_upstream,
+                                                                                             gateway: GatewayFactory):
+    """llhttp takes any byte but CR and LF in a response's reason phrase (it refuses the same bytes in a header
+    value): a NUL or another control character there must not be relayed onto the client's status line (RFC 9112
+    §4: reason-phrase is HTAB, SP, VCHAR and obs-text only), whole answer (Content-Length) or streamed (chunked)."""
+    for framing in (b"Content-Length: 5\r\n\r\nhello", b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"):
+        for reason in (b"O\x00K", b"O\x01K", b"O\x1bK", b"O\x7fK"):
+            up = await raw_upstream(answer(b"HTTP/1.1 200 " + reason + b"\r\n" + framing))
+            client = await gateway(up.url)
+            reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+            try:
+                writer.write(b"GET /x HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n")
+                async with asyncio.timeout(5):
+                    received = await reader.read(-1)
+            finally:
+                writer.close()
+            head = received.split(b"\r\n\r\n", 1)[0]
+            assert head.startswith(b"HTTP/1.1 "), received
+            bad = [b for b in head.replace(b"\r\n", b"") if (b < 0x20 and b != 0x09) or b == 0x7F]
+            assert not bad, (reason, framing, head)
+
+
+async def test_a_reason_phrase_split_across_reads_is_relayed_whole(raw_upstream, gateway: GatewayFactory):
+    """llhttp hands a reason phrase over in parts when it spans two reads (an interim response's too): the client
+    gets the final response's whole reason, not its last part nor the interim one's."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        for part in (b"HTTP/1.1 100 Cont", b"inue\r\n\r\nHTTP/1.1 299 Quite ", b"Fine\r\nContent-Length: 5\r\n\r\nhello"):
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    up = await raw_upstream(script)
+    client = await gateway(up.url)
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    try:
+        writer.write(b"GET /x HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(5):
+            received = await reader.read(-1)
+    finally:
+        writer.close()
+    assert received.startswith(b"HTTP/1.1 299 Quite Fine\r\n"), received
