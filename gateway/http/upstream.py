@@ -554,10 +554,13 @@ class UpstreamPool:
         else:
             framing = "Transfer-Encoding: chunked\r\n"
         head = f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n{header_block}{framing}\r\n"
-        if not breaks_only_at_line_ends(head):
+        try:
+            raw = head.encode("utf-8", "surrogateescape") if breaks_only_at_line_ends(head) else None
+        except UnicodeEncodeError:  # a lone surrogate (a verified claim's JSON may hold one): not bytes at all
+            raw = None
+        if raw is None:
             self.put_back(conn)
-            raise UpstreamError("protocol", "refused to send a header containing a line break")
-        raw = head.encode("utf-8", "surrogateescape")
+            raise UpstreamError("protocol", "refused to send a header containing a line break or no text")
         response = UpstreamResponse(self, conn, head_only=method == "HEAD")
         response.with_body = body is not None and body != b""
         conn.response = response

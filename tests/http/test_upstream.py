@@ -556,3 +556,25 @@ async def test_a_reason_phrase_split_across_reads_is_relayed_whole(raw_upstream,
     finally:
         writer.close()
     assert received.startswith(b"HTTP/1.1 299 Quite Fine\r\n"), received
+
+
+async def test_a_header_that_is_not_text_is_refused_and_frees_its_connection(raw_upstream):
+    """A fact header's value comes from a verified claim, whose JSON may hold a lone surrogate ("\\ud800"): such a
+    value has no UTF-8 bytes. The request is refused as an upstream protocol error (a 502, not an unhandled error)
+    and the connection it had taken goes back: with one connection allowed, the next request still gets it (a
+    leaked slot would leave it waiting for the connect timeout, then refused)."""
+    up = await raw_upstream(answer(OK))
+    pool = UpstreamPool(up.url, max_connections=1, keepalive_seconds=5, connect_timeout=1, read_timeout=1,
+                        total_timeout=2)
+    pool.start()
+    try:
+        for value in ("a\ud800b", "\udfff"):
+            with pytest.raises(UpstreamError) as refused:
+                await pool.request("GET", "/x", header_lines([("X-Client-Id", value)]), None)
+            assert refused.value.kind == "protocol"
+            response = await pool.request("GET", "/x", "", None)
+            assert await response.read() == b"hello"
+            response.release()
+        assert pool.open_count == 1
+    finally:
+        await pool.close()
