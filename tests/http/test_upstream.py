@@ -89,6 +89,8 @@ def answer(raw: bytes) -> Script:
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
+BOUND = 10.0
+"""Far above what a timed exchange takes when its timeout holds; a timeout that does not shows as this running out."""
 
 
 async def test_interim_responses_are_skipped(raw_upstream, gateway: GatewayFactory):
@@ -576,5 +578,106 @@ async def test_a_header_that_is_not_text_is_refused_and_frees_its_connection(raw
             assert await response.read() == b"hello"
             response.release()
         assert pool.open_count == 1
+    finally:
+        await pool.close()
+
+
+async def test_an_upload_the_upstream_stops_reading_is_timed_on_a_reused_connection(raw_upstream):
+    """A streamed request body that the upstream stops taking (the send buffers fill, the upload waits to drain) on a
+    connection reused after an idle pause: the read timeout still ends the exchange, and its slot is free again."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        if n == 0:
+            writer.write(OK)
+            await writer.drain()
+        else:
+            await asyncio.sleep(BOUND)  # reads nothing of the upload, answers nothing
+
+    async def upload() -> AsyncIterator[bytes]:
+        for _ in range(400):  # 100 MiB: far more than the loopback buffers hold
+            yield b"u" * 262_144
+
+    up = await raw_upstream(script)
+    pool = UpstreamPool(up.url, max_connections=1, keepalive_seconds=5, connect_timeout=1, read_timeout=0.3,
+                        total_timeout=BOUND)
+    pool.start()
+    loop = asyncio.get_running_loop()
+    try:
+        response = await pool.request("GET", "/x", "", None)
+        assert await response.read() == b"hello"
+        response.release()
+        await asyncio.sleep(0.5)  # idle past the read timeout: the connection's timer has stopped
+        started = loop.time()
+        with pytest.raises(UpstreamError) as stalled:
+            async with asyncio.timeout(BOUND):
+                await pool.request("POST", "/x", "", upload())
+        assert stalled.value.kind == "timeout", stalled.value
+        assert loop.time() - started < BOUND / 2
+        assert up.connections == 1 and pool.open_count == 0
+    finally:
+        await pool.close()
+
+
+async def test_a_response_paused_for_a_slow_client_is_still_ended_by_the_total_timeout(raw_upstream):
+    """A response whose reading the pool paused (its reader, the client, takes nothing) is not the upstream's
+    delay, so the read timeout does not run — but the total timeout does, on a connection reused after a pause:
+    the exchange fails and its connection slot is freed, not held as long as the client dawdles."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        if n == 0:
+            writer.write(OK)
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"b" * 1_048_576)
+        await writer.drain()
+
+    up = await raw_upstream(script)
+    pool = UpstreamPool(up.url, max_connections=1, keepalive_seconds=5, connect_timeout=1, read_timeout=0.2,
+                        total_timeout=1.0)
+    pool.start()
+    try:
+        response = await pool.request("GET", "/x", "", None)
+        assert await response.read() == b"hello"
+        response.release()
+        await asyncio.sleep(0.4)
+        response = await pool.request("GET", "/x", "", None)
+        await eventually(lambda: pool.open_count == 0, "the paused exchange's slot freed by the total timeout",
+                         bound=BOUND)
+        with pytest.raises(UpstreamError) as ended:
+            async with asyncio.timeout(BOUND):
+                while await response.read():
+                    pass
+        assert ended.value.kind == "timeout" and "total timeout" in ended.value.detail
+        response.release()
+    finally:
+        await pool.close()
+
+
+async def test_a_total_timeout_shorter_than_the_read_timeout_holds_on_a_reused_connection(raw_upstream):
+    """total 0.4 s, read 30 s: after quick exchanges (the connection's timer still armed for an earlier one), an
+    exchange whose upstream answers nothing ends at the total timeout, not the read timeout."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        if n < 3:
+            writer.write(OK)
+            await writer.drain()
+
+    up = await raw_upstream(script)
+    pool = UpstreamPool(up.url, max_connections=1, keepalive_seconds=5, connect_timeout=1, read_timeout=30,
+                        total_timeout=0.4)
+    pool.start()
+    loop = asyncio.get_running_loop()
+    try:
+        for _ in range(3):
+            response = await pool.request("GET", "/x", "", None)
+            assert await response.read() == b"hello"
+            response.release()
+            await asyncio.sleep(0.1)  # the stalled exchange begins well after the timer was armed, before it fires
+        started = loop.time()
+        with pytest.raises(UpstreamError) as stalled:
+            async with asyncio.timeout(BOUND):
+                await pool.request("GET", "/x", "", None)
+        assert stalled.value.kind == "timeout" and "total timeout" in stalled.value.detail
+        assert loop.time() - started < 3.0
+        assert up.connections == 1
     finally:
         await pool.close()
