@@ -128,13 +128,14 @@ class UpstreamResponse:
         # must not go; llhttp hands it over in parts when it spans reads.
         if _NOT_IN_REASON.search(reason):
             raise UpstreamError("protocol", "upstream reason phrase holds a control character")
-        self.reason += reason.decode("latin-1")
+        self.reason += reason.decode("utf-8", "surrogateescape")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > _MAX_HEADER_BYTES:
             raise UpstreamError("protocol", "upstream response headers too large")
-        self.raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        # Decoded as the client side decodes (and the server encodes): every byte goes back out as it came in.
+        self.raw_headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()

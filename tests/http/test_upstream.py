@@ -681,3 +681,21 @@ async def test_a_total_timeout_shorter_than_the_read_timeout_holds_on_a_reused_c
         assert up.connections == 1
     finally:
         await pool.close()
+
+
+async def test_bytes_above_ascii_in_upstream_fields_reach_the_client_unchanged(raw_upstream, gateway: GatewayFactory):
+    """obs-text (bytes 0x80-0xFF) in an upstream header value or reason phrase is relayed byte for byte, whole
+    answer or streamed: not decoded one way and encoded another (each byte above 0x7F would become two)."""
+    value = b"caf\xc3\xa9 \xe9\xff"
+    for framing in (b"Content-Length: 5\r\n\r\nhello", b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"):
+        up = await raw_upstream(answer(b"HTTP/1.1 200 Tr\xe8s bien\r\nX-Name: " + value + b"\r\n" + framing))
+        client = await gateway(up.url)
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        try:
+            writer.write(b"GET /x HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n")
+            async with asyncio.timeout(5):
+                received = await reader.read(-1)
+        finally:
+            writer.close()
+        assert received.startswith(b"HTTP/1.1 200 Tr\xe8s bien\r\n"), received
+        assert b"\r\nX-Name: " + value + b"\r\n" in received, received
