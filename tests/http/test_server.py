@@ -168,6 +168,7 @@ class _Listener:
         self.header, self.keepalive, self.slow = header, keepalive, slow
         self.server: asyncio.Server | None = None
         self.limits = None
+        self.public = None
 
     async def __aenter__(self) -> _Listener:
         from multidict import CIMultiDict
@@ -186,7 +187,8 @@ class _Listener:
                                             "send_seconds": 30})
         self.limits = ListenerLimits(settings, ProxyTrust(()))
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(PublicServer(handler, self.limits, loop), "127.0.0.1", 0)
+        self.public = PublicServer(handler, self.limits, loop)
+        self.server = await loop.create_server(self.public, "127.0.0.1", 0)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -302,3 +304,39 @@ async def test_empty_lines_before_the_first_request_do_not_hold_a_new_connection
         finally:
             trickle.cancel()
             writer.close()
+
+
+async def test_a_graceful_stop_ends_idle_half_headed_and_busy_connections_without_their_timers() -> None:
+    """Timeouts far beyond the test (30 s): only the graceful stop can end these. An idle keep-alive connection and
+    one inside its first head close at once; a busy one (a 1 s answer, a head trickling behind it) gets its answer,
+    saying Connection: close, nothing for the head behind it, and closes; every slot is freed."""
+    async with _Listener(header=30, keepalive=30, slow=1.0) as listener:
+        assert listener.public is not None
+        port = listener.port
+        idle_r, idle_w = await asyncio.open_connection("127.0.0.1", port)
+        half_r, half_w = await asyncio.open_connection("127.0.0.1", port)
+        busy_r, busy_w = await asyncio.open_connection("127.0.0.1", port)
+        trickle = None
+        try:
+            idle_w.write(request("GET", "/fast"))
+            async with asyncio.timeout(BOUND):
+                await idle_r.readuntil(b"ok")
+            half_w.write(b"GET /fast HTTP/1.1\r\nHost: gateway.test\r\nX-A: ")
+            busy_w.write(request("GET", "/slow") + b"GET /fast HTTP/1.1\r\n")
+            await asyncio.sleep(0.2)
+            trickle = asyncio.create_task(_trickle(busy_w, b"X-Slow: " + b"a" * 100, 0.1))
+            listener.public.pre_shutdown()
+            for reader in (idle_r, half_r):
+                closed, data, _ = await _closed_within(reader, 2.0)
+                assert closed and data == b"", data
+            await listener.public.shutdown(BOUND)
+            closed, data, _ = await _closed_within(busy_r, BOUND)
+            assert closed, data
+            assert data.startswith(b"HTTP/1.1 200") and data.count(b"HTTP/1.1") == 1, data
+            assert b"\r\nConnection: close\r\n" in data, data
+            await eventually(lambda: listener.held() == 0, "every slot freed")
+        finally:
+            if trickle is not None:
+                trickle.cancel()
+            for writer in (idle_w, half_w, busy_w):
+                writer.close()
