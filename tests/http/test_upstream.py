@@ -93,6 +93,35 @@ BOUND = 10.0
 """Far above what a timed exchange takes when its timeout holds; a timeout that does not shows as this running out."""
 
 
+def one_connection_pool(up: RawUpstream, *, read: float, total: float) -> UpstreamPool:
+    """A started pool of one connection to `up`, with these read and total timeouts."""
+    pool = UpstreamPool(up.url, max_connections=1, keepalive_seconds=5, connect_timeout=1, read_timeout=read,
+                        total_timeout=total)
+    pool.start()
+    return pool
+
+
+async def quick_exchanges(pool: UpstreamPool, count: int, pause: float = 0.0) -> None:
+    """`count` GETs answered `OK` at once, read to the end and released, `pause` seconds after each."""
+    for _ in range(count):
+        response = await pool.request("GET", "/x", "", None)
+        assert await response.read() == b"hello" and await response.read() == b""
+        response.release()
+        if pause:
+            await asyncio.sleep(pause)
+
+
+async def raw_get(port: int) -> bytes:
+    """Every byte the gateway on `port` answers to one GET /x (the connection closes after it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /x HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(5):
+            return await reader.read(-1)
+    finally:
+        writer.close()
+
+
 async def test_interim_responses_are_skipped(raw_upstream, gateway: GatewayFactory):
     """103 Early Hints and 100 Continue come before the final response; only the final one is relayed."""
     up = await raw_upstream(answer(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
@@ -249,15 +278,10 @@ async def test_timeouts_hold_on_a_reused_connection(raw_upstream):
         await writer.drain()
 
     up = await raw_upstream(script)
-    pool = UpstreamPool(up.url, max_connections=1, keepalive_seconds=5, connect_timeout=1, read_timeout=0.3,
-                        total_timeout=0.8)
-    pool.start()
+    pool = one_connection_pool(up, read=0.3, total=0.8)
     loop = asyncio.get_running_loop()
     try:
-        for _ in range(3):
-            response = await pool.request("GET", "/x", "", None)
-            assert await response.read() == b"hello" and await response.read() == b""
-            response.release()
+        await quick_exchanges(pool, 3)
         await asyncio.sleep(0.4)  # idle past the read timeout: the connection's timer has nothing left to time
         response = await pool.request("GET", "/x", "", None)  # the same connection, stalling mid-body
         started = loop.time()
@@ -269,10 +293,7 @@ async def test_timeouts_hold_on_a_reused_connection(raw_upstream):
         assert loop.time() - started < 0.8
         response.release()
         assert up.connections == 1
-        for _ in range(3):  # a fresh connection: quick ones, then one trickling past the total timeout
-            response = await pool.request("GET", "/x", "", None)
-            assert await response.read() == b"hello" and await response.read() == b""
-            response.release()
+        await quick_exchanges(pool, 3)  # a fresh connection: quick ones, then one trickling past the total timeout
         with pytest.raises(UpstreamError) as trickled:
             async with asyncio.timeout(5):
                 await pool.request("GET", "/x", "", None)
@@ -525,13 +546,7 @@ async def test_a_control_character_in_the_upstream_reason_phrase_never_reaches_t
         for reason in (b"O\x00K", b"O\x01K", b"O\x1bK", b"O\x7fK"):
             up = await raw_upstream(answer(b"HTTP/1.1 200 " + reason + b"\r\n" + framing))
             client = await gateway(up.url)
-            reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-            try:
-                writer.write(b"GET /x HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n")
-                async with asyncio.timeout(5):
-                    received = await reader.read(-1)
-            finally:
-                writer.close()
+            received = await raw_get(client.port)
             head = received.split(b"\r\n\r\n", 1)[0]
             assert head.startswith(b"HTTP/1.1 "), received
             bad = [b for b in head.replace(b"\r\n", b"") if (b < 0x20 and b != 0x09) or b == 0x7F]
@@ -550,13 +565,7 @@ async def test_a_reason_phrase_split_across_reads_is_relayed_whole(raw_upstream,
 
     up = await raw_upstream(script)
     client = await gateway(up.url)
-    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-    try:
-        writer.write(b"GET /x HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n")
-        async with asyncio.timeout(5):
-            received = await reader.read(-1)
-    finally:
-        writer.close()
+    received = await raw_get(client.port)
     assert received.startswith(b"HTTP/1.1 299 Quite Fine\r\n"), received
 
 
@@ -566,9 +575,7 @@ async def test_a_header_that_is_not_text_is_refused_and_frees_its_connection(raw
     and the connection it had taken goes back: with one connection allowed, the next request still gets it (a
     leaked slot would leave it waiting for the connect timeout, then refused)."""
     up = await raw_upstream(answer(OK))
-    pool = UpstreamPool(up.url, max_connections=1, keepalive_seconds=5, connect_timeout=1, read_timeout=1,
-                        total_timeout=2)
-    pool.start()
+    pool = one_connection_pool(up, read=1, total=2)
     try:
         for value in ("a\ud800b", "\udfff"):
             with pytest.raises(UpstreamError) as refused:
@@ -598,14 +605,10 @@ async def test_an_upload_the_upstream_stops_reading_is_timed_on_a_reused_connect
             yield b"u" * 262_144
 
     up = await raw_upstream(script)
-    pool = UpstreamPool(up.url, max_connections=1, keepalive_seconds=5, connect_timeout=1, read_timeout=0.3,
-                        total_timeout=BOUND)
-    pool.start()
+    pool = one_connection_pool(up, read=0.3, total=BOUND)
     loop = asyncio.get_running_loop()
     try:
-        response = await pool.request("GET", "/x", "", None)
-        assert await response.read() == b"hello"
-        response.release()
+        await quick_exchanges(pool, 1)
         await asyncio.sleep(0.5)  # idle past the read timeout: the connection's timer has stopped
         started = loop.time()
         with pytest.raises(UpstreamError) as stalled:
@@ -631,13 +634,9 @@ async def test_a_response_paused_for_a_slow_client_is_still_ended_by_the_total_t
         await writer.drain()
 
     up = await raw_upstream(script)
-    pool = UpstreamPool(up.url, max_connections=1, keepalive_seconds=5, connect_timeout=1, read_timeout=0.2,
-                        total_timeout=1.0)
-    pool.start()
+    pool = one_connection_pool(up, read=0.2, total=1.0)
     try:
-        response = await pool.request("GET", "/x", "", None)
-        assert await response.read() == b"hello"
-        response.release()
+        await quick_exchanges(pool, 1)
         await asyncio.sleep(0.4)
         response = await pool.request("GET", "/x", "", None)
         await eventually(lambda: pool.open_count == 0, "the paused exchange's slot freed by the total timeout",
@@ -662,16 +661,11 @@ async def test_a_total_timeout_shorter_than_the_read_timeout_holds_on_a_reused_c
             await writer.drain()
 
     up = await raw_upstream(script)
-    pool = UpstreamPool(up.url, max_connections=1, keepalive_seconds=5, connect_timeout=1, read_timeout=30,
-                        total_timeout=0.4)
-    pool.start()
+    pool = one_connection_pool(up, read=30, total=0.4)
     loop = asyncio.get_running_loop()
     try:
-        for _ in range(3):
-            response = await pool.request("GET", "/x", "", None)
-            assert await response.read() == b"hello"
-            response.release()
-            await asyncio.sleep(0.1)  # the stalled exchange begins well after the timer was armed, before it fires
+        # the stalled exchange begins well after the timer was armed, before it fires
+        await quick_exchanges(pool, 3, pause=0.1)
         started = loop.time()
         with pytest.raises(UpstreamError) as stalled:
             async with asyncio.timeout(BOUND):
@@ -690,12 +684,6 @@ async def test_bytes_above_ascii_in_upstream_fields_reach_the_client_unchanged(r
     for framing in (b"Content-Length: 5\r\n\r\nhello", b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"):
         up = await raw_upstream(answer(b"HTTP/1.1 200 Tr\xe8s bien\r\nX-Name: " + value + b"\r\n" + framing))
         client = await gateway(up.url)
-        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-        try:
-            writer.write(b"GET /x HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n")
-            async with asyncio.timeout(5):
-                received = await reader.read(-1)
-        finally:
-            writer.close()
+        received = await raw_get(client.port)
         assert received.startswith(b"HTTP/1.1 200 Tr\xe8s bien\r\n"), received
         assert b"\r\nX-Name: " + value + b"\r\n" in received, received
