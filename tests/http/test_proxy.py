@@ -374,6 +374,24 @@ def test_ids_drawn_from_a_random_block_never_repeat_across_blocks():
     assert all(len(d) == 24 for d in odd) and len(set(odd)) == len(odd)
 
 
+
+async def test_every_request_gets_ids_of_its_own_across_random_blocks(upstream, gateway: GatewayFactory):
+    """Through the gateway, 300 requests (more than two blocks of randomness): every interaction id and request id
+    the backend sees is new, and no request's two ids come from the same random bytes."""
+    _, url = upstream
+    client = await gateway(url)
+    interaction_ids, request_ids = set(), set()
+    for _ in range(300):
+        resp = await client.get("/echo")
+        headers = {k.lower(): v for k, v in (await resp.json())["headers"].items()}
+        interaction, request_id = headers["x-fapi-interaction-id"], headers["x-request-id"]
+        assert resp.headers["x-fapi-interaction-id"] == interaction
+        interaction_ids.add(interaction)
+        request_ids.add(request_id)
+        # a version 4 UUID keeps its first six bytes as drawn: they never equal the request id's
+        assert uuid.UUID(interaction).bytes[:6] != bytes.fromhex(request_id)[:6]
+    assert len(interaction_ids) == 300 and len(request_ids) == 300
+
 async def test_client_certificate_header_stays_at_the_gateway(upstream, gateway: GatewayFactory):
     """The ingress's certificate header is for the gateway's check: the backend sees only verified facts."""
     _, url = upstream
