@@ -19,6 +19,7 @@ Errors are `UpstreamError`s with a `kind` (connect, timeout, protocol) the forwa
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
 from collections.abc import AsyncIterable, Iterable
@@ -38,6 +39,9 @@ _MAX_HEADER_BYTES: Final = 64 * 1024
 """Largest response header section accepted from the upstream (llhttp sets no limit of its own)."""
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 _FRAMING_FIELDS: Final = frozenset({"content-length", "transfer-encoding"})
+_NOT_IN_REASON: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+"""Bytes a reason phrase cannot hold (RFC 9112 §4: HTAB, SP, VCHAR, obs-text) and llhttp lets through there: it
+stops only at CR and LF, while it refuses the same bytes in a header value."""
 
 
 class UpstreamError(Exception):
@@ -117,15 +121,21 @@ class UpstreamResponse:
             # A second response on one request: parsing stops here, nothing of it is read or handed to anyone.
             self._out_of_step()
             raise UpstreamError("protocol", "upstream sent a second response")
+        self.reason = ""  # an interim response's is not the final one's
 
     def on_status(self, reason: bytes) -> None:
-        self.reason = reason.decode("latin-1")
+        # SECURITY: the reason is relayed on the client's status line, where a NUL or another control character
+        # must not go; llhttp hands it over in parts when it spans reads.
+        if _NOT_IN_REASON.search(reason):
+            raise UpstreamError("protocol", "upstream reason phrase holds a control character")
+        self.reason += reason.decode("utf-8", "surrogateescape")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > _MAX_HEADER_BYTES:
             raise UpstreamError("protocol", "upstream response headers too large")
-        self.raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        # Decoded as the client side decodes (and the server encodes): every byte goes back out as it came in.
+        self.raw_headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -545,10 +555,13 @@ class UpstreamPool:
         else:
             framing = "Transfer-Encoding: chunked\r\n"
         head = f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n{header_block}{framing}\r\n"
-        if not breaks_only_at_line_ends(head):
+        try:
+            raw = head.encode("utf-8", "surrogateescape") if breaks_only_at_line_ends(head) else None
+        except UnicodeEncodeError:  # a lone surrogate (a verified claim's JSON may hold one): not bytes at all
+            raw = None
+        if raw is None:
             self.put_back(conn)
-            raise UpstreamError("protocol", "refused to send a header containing a line break")
-        raw = head.encode("utf-8", "surrogateescape")
+            raise UpstreamError("protocol", "refused to send a header containing a line break or no text")
         response = UpstreamResponse(self, conn, head_only=method == "HEAD")
         response.with_body = body is not None and body != b""
         conn.response = response
