@@ -92,5 +92,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(to_json(result), indent=2) + "\n")
         print(f"results written to {args.json}")
-    soaked = [t.soak for t in result.targets if t.soak is not None]
-    return 2 if any(not soak.passed for soak in soaked) else 0
+    return 2 if any(t.soak is not None and not t.soak_passed for t in result.targets) else 0

@@ -69,14 +69,16 @@ def _soak_table(result: BenchResult) -> list[str]:
         lines.append(
             f"{t.name:<{w}} {soak.end.requests:>10} {t.rps:>11.0f} {t.errors:>7} "
             f"{soak.warm.rss_bytes / 2**20:>13.1f} {soak.end.rss_bytes / 2**20:>12.1f} {soak.rss_growth:>+7.1%} "
-            f"{soak.warm.own_fds:>9} {soak.end.own_fds:>8}  {pools:<22} {'pass' if soak.passed else 'FAIL'}"
+            f"{soak.warm.own_fds:>9} {soak.end.own_fds:>8}  {pools:<22} {'pass' if t.soak_passed else 'FAIL'}"
         )
         notes += [f"FAIL {t.name}: {fault}" for fault in soak.peer_faults]
+        if t.errors:
+            notes.append(f"FAIL {t.name}: {t.errors} requests failed (a soak judges the memory of a path that answers)")
     lines.append(f"growth is from the sample after the warm-up (the first {SOAK_WARMUP_SHARE:.0%} of the requests) to "
                  f"the last, each read once the target had closed its clients' connections; pass: resident memory "
                  f"grew by less than {RSS_GROWTH_LIMIT:.0%}, no own descriptor more (fds: all but the connections to "
-                 f"the pools), no pool above its bound (n/bound) in any sample, and no upstream connection left "
-                 f"open once the target was idle")
+                 f"the pools), no pool above its bound (n/bound) in any sample, no upstream connection left "
+                 f"open once the target was idle, and no request failed")
     return lines + notes
 
 
@@ -157,7 +159,8 @@ def _soak_json(target: TargetResult) -> dict[str, Any]:
     soak = target.soak
     assert soak is not None
     return {
-        "passed": soak.passed,
+        "passed": target.soak_passed,
+        "errors": target.errors,
         "rss_growth": round(soak.rss_growth, 5),
         "fd_growth": soak.fd_growth,
         "fd_growth_of": "own descriptors: all but the connections to the peers",

@@ -90,6 +90,12 @@ class TargetResult:
         return sum(r.errors for r in self.runs)
 
     @property
+    def soak_passed(self) -> bool:
+        """Soak mode: the trace's verdict (`SoakTrace.passed`), and every request answered as expected — memory
+        judged over requests that failed is not the memory of the path the soak is for."""
+        return self.soak is not None and self.soak.passed and self.errors == 0
+
+    @property
     def spread(self) -> float:
         """(max - min) / median of requests/s over the rounds: how noisy the figure is."""
         values = [r.rps for r in self.runs]

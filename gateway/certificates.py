@@ -352,12 +352,19 @@ def _unescape(raw: str) -> str:
         raise ValueError("escaped bytes are not UTF-8") from None
 
 
-def _strip_unescaped(raw: str) -> str:
-    """The value without surrounding spaces, keeping an escaped trailing one (RFC 4514 §2.4 escapes a value's
+_SPACE: Final = " "
+"""The only whitespace a DN string may carry around `,` `+` `=` (RFC 2253 §4: SPACE, ASCII 32, ignored when
+parsing; RFC 4514 §3 lets readers accept such older forms). Any other whitespace belongs to the type or value:
+rfc4514_string() writes a value's leading tab or NBSP unescaped (RFC 4514 §2.4 escapes only a leading SPACE or
+`#`), and stripping it would read the text "<TAB>#0c0161" as the `#`-hex value "a"."""
+
+
+def _strip_spaces(raw: str) -> str:
+    """The value without surrounding SPACEs, keeping an escaped trailing one (RFC 4514 §2.4 escapes a value's
     last space: `CN=x\\ ` is "x " — what cryptography's rfc4514_string() writes)."""
-    value = raw.strip()
+    value = raw.strip(_SPACE)
     backslashes = len(value) - len(value.rstrip("\\"))
-    return value + " " if backslashes % 2 == 1 and len(value) < len(raw.lstrip()) else value
+    return value + _SPACE if backslashes % 2 == 1 and len(value) < len(raw.lstrip(_SPACE)) else value
 
 
 def _split_unescaped(text: str, sep: str) -> list[str]:
@@ -376,23 +383,23 @@ def _split_unescaped(text: str, sep: str) -> list[str]:
 
 def parse_dn(text: str) -> list[Rdn]:
     """An RFC 4514 DN string as normalised RDNs, most specific first (the order of the string)."""
-    if not text.strip() or len(text) > 1024:
+    if not text.strip(_SPACE) or len(text) > 1024:
         raise ValueError("empty or too long")
     rdns: list[Rdn] = []
     for rdn_text in _split_unescaped(text, ","):
         attrs: set[tuple[str, str]] = set()
         for ava in _split_unescaped(rdn_text, "+"):
             name, sep, raw = ava.partition("=")
-            key = name.strip().lower()
+            key = name.strip(_SPACE).lower()
             if not sep or not key:
                 raise ValueError(f"{quoted(ava)} is not type=value")
             oid = _ATTRIBUTE_OIDS.get(key)
             if oid is None:
                 m = _OID.match(key)
                 if m is None:
-                    raise ValueError(f"unknown attribute type {quoted(name.strip())}")
+                    raise ValueError(f"unknown attribute type {quoted(name.strip(_SPACE))}")
                 oid = m.group(1)
-            value = _strip_unescaped(raw)
+            value = _strip_spaces(raw)
             text = _ber_text(value) if value.startswith("#") else _unescape(value)
             attrs.add((oid, _norm(text)))
         rdns.append(frozenset(attrs))

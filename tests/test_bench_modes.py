@@ -267,6 +267,29 @@ def test_soak_mode_sends_the_requests_and_samples_after_the_warm_up() -> None:
     assert "verdict" in render(result)
 
 
+def test_a_soak_with_failed_requests_fails_whatever_its_memory() -> None:
+    """Flat memory over requests that failed (an expired token answered 401 a million times) is not the memory of
+    the path the soak is for: the verdict, the report and the JSON say FAIL, with the count."""
+    flat = SoakTrace((_sample(0, 50.0, 20), _sample(100, 100.0, 40), _sample(1000, 100.5, 40)), baseline=1)
+    assert flat.passed
+
+    def target(errors: int) -> TargetResult:
+        return TargetResult("gw_token", "gateway", [LoadResult(1000, errors, 1.0, 1000.0, 1.0, 2.0)], soak=flat)
+
+    def run(errors: int) -> BenchResult:
+        return BenchResult(
+            scenario="soak", request="GET /x",
+            settings={"connections": 8, "rounds": 1, "duration": 1, "warmup": 0, "requests": 1000},
+            machine={"nproc": 2, "cpu_model": "cpu", "python": "3.11", "aiohttp": "3", "uvloop": True,
+                     "load_generator": "wrk"},
+            targets=[target(errors)], skipped={}, pids=[], mode="soak")
+
+    assert target(0).soak_passed and not target(3).soak_passed
+    assert "FAIL gw_token: 3 requests failed" in render(run(3)) and "FAIL" not in render(run(0))
+    assert to_json(run(3))["targets"][0]["soak"]["passed"] is False
+    assert to_json(run(0))["targets"][0]["soak"]["passed"] is True
+
+
 def test_latency_report_gives_p99_over_bare_and_notes_a_target_that_fell_behind() -> None:
     """At a fixed rate a target that answered fewer requests/s than offered was saturated: its row is queueing,
     and the report says so; every gateway's p99 is shown against bare's."""

@@ -80,6 +80,62 @@ def test_hex_values_that_are_not_a_character_string_are_refused_with_a_reason(dn
         parse_dn(dn)
 
 
+def _cn(value: str) -> x509.Name:
+    return x509.Name([x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, value)])])
+
+
+# Found by the property tests below: RFC 4514 §2.4 escapes only a leading SPACE or `#`, so rfc4514_string() writes
+# a value that begins with a tab, an NBSP or another Unicode space unescaped, and the parser stripped that
+# whitespace (str.strip) and read the rest as a `#`-hex value. Only SPACE (U+0020) around the separators is
+# insignificant (RFC 2253 §4); any other whitespace is part of the value.
+LEADING_WHITESPACE_THEN_HASH = ["\t#", "\n#", "\u00a0#", "\u2002#", "\u3000#", "\u2028#", "\t#0c0161",
+                                "\u00a0#13024742"]
+
+
+@pytest.mark.parametrize("value", LEADING_WHITESPACE_THEN_HASH, ids=ascii)
+def test_a_value_beginning_with_other_whitespace_then_hash_is_text(value):
+    dn = _cn(value).rfc4514_string()
+    assert dn == "CN=" + value  # written unescaped: the case this is about
+    assert same_dn(parse_dn(dn), subject_rdns(certificate(_cn(value))))
+
+
+@pytest.mark.parametrize("dn, not_named", [
+    ("CN=\t#0c0161", "a"),  # was read as the UTF8String "a"
+    ("CN=\u00a0#13024742", "GB"),  # was read as the PrintableString "GB"
+    ("CN=\t#", "\t"),  # the property's counterexample: was refused instead of compared
+    ("CN=\u2003#", " "),
+])
+def test_other_whitespace_then_hash_names_no_other_subject(dn, not_named):
+    wanted = parse_dn(dn)
+    assert not same_dn(wanted, name_rdns(_cn(not_named)))
+    assert same_dn(wanted, name_rdns(_cn(dn[3:])))
+
+
+@pytest.mark.parametrize("dn, value", [
+    (r"CN=\ #", " #"),  # what rfc4514_string() writes for " #": the escaped space stays in the value
+    (r"CN=\20#", " #"),
+    (r"CN=\ #0c0161", " #0c0161"),  # text, never a #-value
+    (r"CN= \ #0c0161", " #0c0161"),  # the SPACE after `=` is insignificant, the escaped one is not
+    (r"CN=\#0c0161", "#0c0161"),
+])
+def test_an_escaped_leading_space_or_hash_is_text(dn, value):
+    assert _cn(value).rfc4514_string() in (dn, dn.replace(r"\20", "\\ "), dn.replace("= ", "="))
+    wanted = parse_dn(dn)
+    assert same_dn(wanted, subject_rdns(certificate(_cn(value))))
+    assert not same_dn(wanted, name_rdns(_cn("a")))
+
+
+@pytest.mark.parametrize("dn", ["CN= #0c0161", "CN =  #0c0161 ", "CN=#0c0161 , O = x"])
+def test_spaces_around_a_hash_value_are_still_insignificant(dn):
+    assert parse_dn(dn)[0] == name_rdns(_cn("a"))[0]
+
+
+@pytest.mark.parametrize("dn", ["\tCN=a", "CN\t=a", "CN=a,\nO=b", "\u00a0CN=a"])
+def test_whitespace_other_than_space_around_a_type_is_refused(dn):
+    with pytest.raises(ValueError, match="unknown attribute type"):
+        parse_dn(dn)
+
+
 # -- Hypothesis -------------------------------------------------------------------------------------------------
 
 _TYPES = {  # OID → names a TPP may write for it
@@ -92,8 +148,13 @@ _TYPES = {  # OID → names a TPP may write for it
     NameOID.TITLE: ["title"],
 }
 _SPECIAL = ',+"\\<>;=# '
-values = st.text(st.one_of(st.sampled_from(list(_SPECIAL)), st.characters(exclude_categories=("Cs", "Cc"))),
-                 min_size=1, max_size=10)
+_WHITESPACE = "\t\n\u00a0\u2003\u3000"
+"""Whitespace other than SPACE: part of the value, written unescaped by rfc4514_string() (RFC 4514 §2.4)."""
+# A list of characters, not st.text(one_of(...)): text() merges its alphabet into one character set, and the
+# special characters and whitespace would be drawn no more often than any other (a third of the draws here).
+values = st.lists(st.one_of(st.sampled_from(list(_SPECIAL)), st.sampled_from(list(_WHITESPACE)),
+                            st.characters(exclude_categories=("Cs", "Cc"))),
+                  min_size=1, max_size=10).map("".join)
 
 
 @st.composite

@@ -137,6 +137,26 @@ async def test_sigterm_drains_in_flight_requests_and_exits_zero(gateway_process:
     assert '"event":"shutdown_complete"' in out
 
 
+async def test_lines_logged_while_a_request_is_handled_carry_its_ids(gateway_process: GatewayProcess):
+    """The request's interaction id (the client's, when a UUID) and request id are on every line logged while it is
+    handled — the request line included — and on no line logged after it."""
+    gp = gateway_process
+    interaction = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(gp.public + "/slow", headers={"x-fapi-interaction-id": interaction}) as r:
+            assert r.status == 200 and r.headers["x-fapi-interaction-id"] == interaction
+    gp.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(gp.proc.wait, 15) == 0
+    lines = [json.loads(line) for line in gp.out.read_text().splitlines() if line.startswith('{"')]
+    logs = [line for line in lines if line.get("kind") != "dcr_gateway_audit"]
+    (request,) = [line for line in logs if line["event"] == "request"]
+    assert request["interaction_id"] == interaction and len(request["request_id"]) == 32
+    (decision,) = [line for line in lines if line.get("event") == "decision"]
+    assert decision["request_id"] == request["request_id"]
+    after = [line for line in logs if line["event"] in ("shutdown_started", "shutdown_complete")]
+    assert after and not any("interaction_id" in line or "request_id" in line for line in after)
+
+
 async def test_listener_closes_after_readiness_delay(gateway_process: GatewayProcess):
     """New connections are refused once the readiness delay has passed and the listener stopped."""
     gp = gateway_process

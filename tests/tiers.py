@@ -118,6 +118,7 @@ PROCESS_TESTS: dict[str, frozenset[str]] = {
     }),
     "test_lifecycle.py": frozenset({
         "test_admin_endpoints",
+        "test_lines_logged_while_a_request_is_handled_carry_its_ids",
         "test_listener_closes_after_readiness_delay",
         "test_port_in_use_is_a_clear_error",
         "test_serve_logs_config_check_warnings_at_start",

@@ -27,7 +27,7 @@ from ..policy import (
     Services,
     load_policies,
 )
-from ..runtime import build_runtime
+from ..runtime import build_runtime, settle_heap
 from .handler import PublicHandler
 from .inbound import InboundRules
 from .listener import ENTRY, LIMITS, ClientSlots, ListenerLimits, ListenerRunner
@@ -269,6 +269,7 @@ async def serve(
         health.unblock("starting")
         background.append(loop.create_task(_warm_keys(services, holder, health)))
         background.append(loop.create_task(reloader.run()))
+        settle_heap()
         log.info("listening", policy_version=holder.current.version, worker=worker_index,
                  **{f"{name}_port": port for name, port in ports.items()})
         await stop.wait()

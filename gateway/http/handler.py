@@ -15,13 +15,12 @@ import uuid
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import structlog
 from aiohttp import web
 
 from ..addresses import ProxyTrust
 from ..errors import GatewayError, error_response, refused, server_error_response
 from ..observability.audit import AuditLog
-from ..observability.logging import get_logger
+from ..observability.logging import REQUEST_IDS, get_logger
 from ..observability.metrics import Metrics
 from ..policy import (
     BodyLimits,
@@ -101,9 +100,8 @@ class PublicHandler:
         interaction_id = interaction_id_of(request, random[16:])
         request_id = random[:16].hex()
         ctx = RequestContext(interaction_id=interaction_id, request_id=request_id)
-        # Reset (not cleared) at the end: the connection's task runs its next request in the same context, and
-        # these two are the only context variables bound; clear_contextvars would walk the whole context.
-        bound = structlog.contextvars.bind_contextvars(interaction_id=interaction_id, request_id=request_id)
+        # Reset (not cleared) at the end: the connection's task runs its next request in the same context.
+        bound = REQUEST_IDS.set((interaction_id, request_id))
         metrics.in_flight.inc()
         status = 500
         try:
@@ -145,7 +143,7 @@ class PublicHandler:
                 upstream_status=ctx.upstream_status,
                 duration_ms=round(elapsed * 1000, 3),
             )
-            structlog.contextvars.reset_contextvars(**bound)
+            REQUEST_IDS.reset(bound)
 
 
     async def _handle(self, request: PublicRequest, ctx: RequestContext) -> Reply | None:

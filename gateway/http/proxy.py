@@ -33,6 +33,7 @@ _RESPONSE_SKIP: Final = frozenset({"server", "date", "content-length"})
 
 
 class _Content(Protocol):
+    def is_eof(self) -> bool: ...
     async def readany(self) -> bytes: ...
 
 
@@ -78,9 +79,14 @@ async def body_chunks(request: BodySource, limits: BodyLimits) -> AsyncIterator[
     content = request.content
     size = 0
     while True:
-        try:  # the timer covers the read only, never the consumer's work between two chunks
-            async with asyncio.timeout_at(min(deadline, loop.time() + limits.idle)):
+        try:
+            if content.is_eof():
+                # The rest of the body is already here (most bodies arrive with their head): no read can wait, so
+                # none needs a timer.
                 chunk = await content.readany()
+            else:  # the timer covers the read only, never the consumer's work between two chunks
+                async with asyncio.timeout_at(min(deadline, loop.time() + limits.idle)):
+                    chunk = await content.readany()
         except TimeoutError:
             raise body_timeout() from None
         except (ConnectionError, HttpProcessingError):

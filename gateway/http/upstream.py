@@ -7,7 +7,8 @@ reverse proxy needs, with llhttp (the parser of Node.js, through `httptools`) do
 
 - a LIFO pool of at most `max_connections` connections; idle ones are closed after `keepalive` seconds, and a
   connection is reused only when its response was read to the end and both sides allow keep-alive;
-- one timer per exchange enforces the read timeout (between two reads) and the total timeout;
+- one timer per connection (not one per exchange) enforces the read timeout (between two reads) and the total
+  timeout of the exchange in progress;
 - request bodies go out as they arrive (Content-Length when known, else chunked); response bodies come back
   as they arrive, with reading paused while the client is slower than the upstream;
 - 1xx interim responses are skipped, HEAD/204/304 responses have no body, a close-delimited body ends at EOF.
@@ -18,6 +19,7 @@ Errors are `UpstreamError`s with a `kind` (connect, timeout, protocol) the forwa
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
 from collections.abc import AsyncIterable, Iterable
@@ -25,6 +27,8 @@ from typing import Final, Literal, cast
 from urllib.parse import urlsplit
 
 import httptools
+
+from .fields import breaks_only_at_line_ends, safe_field
 
 ErrorKind = Literal["connect", "timeout", "protocol"]
 
@@ -35,6 +39,9 @@ _MAX_HEADER_BYTES: Final = 64 * 1024
 """Largest response header section accepted from the upstream (llhttp sets no limit of its own)."""
 _NO_BODY_STATUS: Final = frozenset({204, 304})
 _FRAMING_FIELDS: Final = frozenset({"content-length", "transfer-encoding"})
+_NOT_IN_REASON: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+"""Bytes a reason phrase cannot hold (RFC 9112 §4: HTAB, SP, VCHAR, obs-text) and llhttp lets through there: it
+stops only at CR and LF, while it refuses the same bytes in a header value."""
 
 
 class UpstreamError(Exception):
@@ -56,7 +63,6 @@ class UpstreamResponse:
         "_headers_waiter",
         "_pool",
         "_reading",
-        "_timer",
         "_waiter",
         "chunks",
         "complete",
@@ -101,8 +107,7 @@ class UpstreamResponse:
         now = loop.time()
         self.last_read = now
         self.deadline = now + pool.total_timeout
-        self._timer: asyncio.TimerHandle | None = loop.call_at(min(self.deadline, now + pool.read_timeout),
-                                                               self._check_time)
+        conn.watch(loop, min(self.deadline, now + pool.read_timeout), min(pool.read_timeout, pool.total_timeout))
 
     @property
     def bodiless(self) -> bool:
@@ -116,15 +121,21 @@ class UpstreamResponse:
             # A second response on one request: parsing stops here, nothing of it is read or handed to anyone.
             self._out_of_step()
             raise UpstreamError("protocol", "upstream sent a second response")
+        self.reason = ""  # an interim response's is not the final one's
 
     def on_status(self, reason: bytes) -> None:
-        self.reason = reason.decode("latin-1")
+        # SECURITY: the reason is relayed on the client's status line, where a NUL or another control character
+        # must not go; llhttp hands it over in parts when it spans reads.
+        if _NOT_IN_REASON.search(reason):
+            raise UpstreamError("protocol", "upstream reason phrase holds a control character")
+        self.reason += reason.decode("utf-8", "surrogateescape")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > _MAX_HEADER_BYTES:
             raise UpstreamError("protocol", "upstream response headers too large")
-        self.raw_headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        # Decoded as the client side decodes (and the server encodes): every byte goes back out as it came in.
+        self.raw_headers.append((name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape")))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
@@ -196,14 +207,12 @@ class UpstreamResponse:
 
     def _finish(self) -> None:
         self.complete = True
-        self._cancel_timer()
         self._wake()
         self._conn.wake_drain()  # an upload blocked on a full send buffer stops: the answer is in
 
     def _fail(self, error: UpstreamError) -> None:
         if self._error is None and not self.complete:
             self._error = error
-            self._cancel_timer()
             if not self._headers_waiter.done():
                 self._headers_waiter.set_exception(error)
                 self._headers_waiter.exception()  # retrieved: only awaited when the request was fully sent
@@ -219,26 +228,20 @@ class UpstreamResponse:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _check_time(self) -> None:
-        loop = self._pool.loop
-        now = loop.time()
+    def check_time(self, now: float) -> float | None:
+        """Fail the exchange if a timeout has run out; else when to look again (None: nothing left to time)."""
+        if self.complete or self._error is not None:
+            return None
         if now >= self.deadline:
-            self._timer = None
             self._fail(UpstreamError("timeout", "upstream exceeded the total timeout"))
-            return
+            return None
         if not self._reading:
             self.last_read = now  # paused by us for a slow client: not the upstream's delay
         idle_until = self.last_read + self._pool.read_timeout
         if now >= idle_until:
-            self._timer = None
             self._fail(UpstreamError("timeout", "upstream sent nothing within the read timeout"))
-            return
-        self._timer = loop.call_at(min(self.deadline, idle_until), self._check_time)
+            return None
+        return min(self.deadline, idle_until)
 
     # --- the forwarder's side ------------------------------------------------------------------------------------
 
@@ -276,7 +279,6 @@ class UpstreamResponse:
 
     def release(self) -> None:
         """Give the connection back: to the pool when the exchange ended cleanly, else closed."""
-        self._cancel_timer()
         conn = self._conn
         if conn.response is not self:
             return
@@ -293,7 +295,7 @@ class UpstreamResponse:
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection to the upstream; feeds the current exchange's parser."""
 
-    __slots__ = ("_drain", "_paused", "closed", "idle_since", "response", "transport")
+    __slots__ = ("_drain", "_paused", "_timer", "closed", "idle_since", "response", "transport")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -302,6 +304,27 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        """The one timer of the exchanges on this connection (`watch`)."""
+
+    def watch(self, loop: asyncio.AbstractEventLoop, when: float, cap: float) -> None:
+        """Have the current exchange's timeouts looked at by `when`.
+
+        One timer per connection, not one set and cancelled per exchange: it is never armed more than `cap` (the
+        shorter timeout) ahead, so an exchange begun later is never due before it; when it fires it looks at the
+        exchange in progress then (`UpstreamResponse.check_time`) and re-arms for it, or stops when there is
+        none."""
+        if self._timer is None and not self.closed:
+            self._timer = loop.call_at(min(when, loop.time() + cap), self._on_timer, loop)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        response = self.response
+        if response is None or self.closed:
+            return
+        when = response.check_time(loop.time())
+        if when is not None and not self.closed:
+            self._timer = loop.call_at(when, self._on_timer, loop)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not registered subclasses
@@ -318,6 +341,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self.wake_drain()
         if self.response is not None:
             self.response.connection_lost()
@@ -529,10 +555,13 @@ class UpstreamPool:
         else:
             framing = "Transfer-Encoding: chunked\r\n"
         head = f"{method} {target} HTTP/1.1\r\nHost: {self.host_header}\r\n{header_block}{framing}\r\n"
-        raw = head.encode("utf-8", "surrogateescape")
-        if raw.count(b"\n") != head.count("\r\n") or b"\r" in raw.replace(b"\r\n", b""):
+        try:
+            raw = head.encode("utf-8", "surrogateescape") if breaks_only_at_line_ends(head) else None
+        except UnicodeEncodeError:  # a lone surrogate (a verified claim's JSON may hold one): not bytes at all
+            raw = None
+        if raw is None:
             self.put_back(conn)
-            raise UpstreamError("protocol", "refused to send a header containing a line break")
+            raise UpstreamError("protocol", "refused to send a header containing a line break or no text")
         response = UpstreamResponse(self, conn, head_only=method == "HEAD")
         response.with_body = body is not None and body != b""
         conn.response = response
@@ -571,19 +600,12 @@ class UpstreamPool:
         response.request_sent = True
 
 
-_UNSAFE: Final = ("\r", "\n", "\x00")
-
-
-def safe_field(text: str) -> bool:
-    """True when `text` can be a header name or value: no CR, LF or NUL (RFC 9110 §5.5)."""
-    return not any(c in text for c in _UNSAFE)
-
-
 def header_lines(headers: Iterable[tuple[str, str]]) -> str:
     """`Name: value\\r\\n` lines for `UpstreamPool.request`; a CR, LF or NUL anywhere is refused."""
-    lines = []
-    for name, value in headers:
-        if not (safe_field(name) and safe_field(value)):
-            raise UpstreamError("protocol", f"refused to send header {name!r}: it contains a line break")
-        lines.append(f"{name}: {value}\r\n")
-    return "".join(lines)
+    fields = list(headers)
+    block = "".join([f"{name}: {value}\r\n" for name, value in fields])
+    if not breaks_only_at_line_ends(block, len(fields)) or "\x00" in block:
+        for name, value in fields:  # which one, for the message
+            if not (safe_field(name) and safe_field(value)):
+                raise UpstreamError("protocol", f"refused to send header {name!r}: it contains a line break")
+    return block

@@ -6,6 +6,7 @@ import logging
 import re
 import sys
 from collections.abc import MutableMapping
+from contextvars import ContextVar
 from typing import Any, Literal
 
 import structlog
@@ -61,6 +62,21 @@ def add_timestamp(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Muta
     return event_dict
 
 
+REQUEST_IDS: ContextVar[tuple[str, str] | None] = ContextVar("dcr_gateway_request_ids", default=None)
+"""The (interaction_id, request_id) of the request being handled: set by the public handler for the request's
+duration, added to every line logged meanwhile (`merge_request_ids`). One variable set and reset per request, where
+structlog's `bind_contextvars` would set and reset one per key; structlog's own context variables still work."""
+
+
+def merge_request_ids(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """`interaction_id` and `request_id` of the request being handled, unless the line names its own."""
+    ids = REQUEST_IDS.get()
+    if ids is not None:
+        event_dict.setdefault("interaction_id", ids[0])
+        event_dict.setdefault("request_id", ids[1])
+    return event_dict
+
+
 def configure_logging(fmt: Literal["json", "console", "auto"] = "auto", level: str = "info") -> None:
     """Configure structlog (and route stdlib logging through the same output) once per process."""
     if fmt == "auto":
@@ -73,6 +89,7 @@ def configure_logging(fmt: Literal["json", "console", "auto"] = "auto", level: s
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
+            merge_request_ids,
             structlog.processors.add_log_level,
             add_timestamp,
             structlog.processors.format_exc_info,

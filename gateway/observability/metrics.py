@@ -393,13 +393,14 @@ class Metrics:
         lookup per request, bounded as the labels are."""
         # From the audit writer's thread: the public, locked inc.
         self._audit_events = {result: self.audit_events.labels(result).inc for result in AUDIT_RESULTS}
-        # The JWKS cache reports a closed set of events, three per verified POST: each resolves to its
-        # child's `inc` once, here (as _Series does lazily), so a hit costs one dict lookup and a call.
-        jwks: dict[tuple[str, str], Any] = {("fetch", r): self.jwks_fetches.labels(r).inc for r in JWKS_FETCH_RESULTS}
-        jwks.update({("cache", r): self.jwks_cache_lookups.labels(r).inc for r in JWKS_CACHE_RESULTS})
-        jwks[("cache", "stale")] = self.jwks_stale_served.inc
-        jwks[("refetch", "unknown_kid")] = self.jwks_unknown_kid.labels("refetch").inc
-        jwks[("refetch", "rate_limited")] = self.jwks_unknown_kid.labels("rate_limited").inc
+        # The JWKS cache reports a closed set of events (one per GET with a token, three per verified POST), all from
+        # the event loop's thread (lookups and fetches run on it): each resolves to its series' add once, here, so a
+        # hit costs one dict lookup and a float add (`_add`, without the library's lock).
+        jwks: dict[tuple[str, str], Add] = {("fetch", r): _add(self.jwks_fetches.labels(r)) for r in JWKS_FETCH_RESULTS}
+        jwks.update({("cache", r): _add(self.jwks_cache_lookups.labels(r)) for r in JWKS_CACHE_RESULTS})
+        jwks[("cache", "stale")] = _add(self.jwks_stale_served)
+        jwks[("refetch", "unknown_kid")] = _add(self.jwks_unknown_kid.labels("refetch"))
+        jwks[("refetch", "rate_limited")] = _add(self.jwks_unknown_kid.labels("rate_limited"))
         self._jwks_events = jwks
 
     # -- per-request recording (cached children) ---------------------------------------------------
@@ -445,10 +446,10 @@ class Metrics:
 
     def jwks_event(self, kind: str, result: str) -> None:
         """The JWKS cache's `on_event(kind, result)` hook (see gateway.jose.jwks_cache)."""
-        inc = self._jwks_events.get((kind, result))
-        if inc is None:  # bounded labels: an unforeseen event is a bug, reported by the cache's hook guard
+        add = self._jwks_events.get((kind, result))
+        if add is None:  # bounded labels: an unforeseen event is a bug, reported by the cache's hook guard
             raise ValueError(f"unknown JWKS cache event {kind}:{result}")
-        inc()
+        add(1)
 
     def revoked(self, cause: str) -> None:
         """Count one revocation (`Revocations(on_revoke=...)`); `cause` is one of REVOCATION_CAUSES."""

@@ -146,11 +146,16 @@ class CompiledPolicy:
     """Every fact the policy's checks declare (`Check.produces`), collected when the policy is compiled."""
     _responding: tuple[Fact[Any], ...] = field(init=False, repr=False, compare=False)
     """Those of `produces` that add fields to the forwarded response."""
+    _hooked: tuple[Check, ...] = field(init=False, repr=False, compare=False)  # type: ignore[type-arg]
+    """The checks with a response hook of their own (`Check.after_response` overridden), in policy order: only
+    they are called once the upstream answered (the base hook does nothing)."""
 
     def __post_init__(self) -> None:
         produces = tuple(dict.fromkeys(f for c in self.checks for f in c.produces))
         object.__setattr__(self, "produces", produces)
         object.__setattr__(self, "_responding", tuple(f for f in produces if f.response_headers is not None))
+        object.__setattr__(self, "_hooked", tuple(c for c in self.checks
+                                                  if type(c).after_response is not Check.after_response))
 
     @property
     def needs_body(self) -> bool:
@@ -209,7 +214,7 @@ class CompiledPolicy:
         """Response hooks of every check (enforce mode only: audit mode has no side effects)."""
         if self.mode != "enforce":
             return
-        for check in self.checks:
+        for check in self._hooked:
             try:
                 await check.after_response(request, status)
             except StoreUnavailable:

@@ -361,6 +361,24 @@ def test_generated_interaction_ids_are_version_4_uuids():
         assert str(parsed) == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
 
 
+async def test_every_request_gets_ids_of_its_own(upstream, gateway: GatewayFactory):
+    """Through the gateway, 300 requests: every interaction id and request id the backend sees is new, and no
+    request's two ids come from the same random bytes."""
+    _, url = upstream
+    client = await gateway(url)
+    interaction_ids, request_ids = set(), set()
+    for _ in range(300):
+        resp = await client.get("/echo")
+        headers = {k.lower(): v for k, v in (await resp.json())["headers"].items()}
+        interaction, request_id = headers["x-fapi-interaction-id"], headers["x-request-id"]
+        assert resp.headers["x-fapi-interaction-id"] == interaction
+        interaction_ids.add(interaction)
+        request_ids.add(request_id)
+        # a version 4 UUID keeps its first six bytes as drawn: they never equal the request id's
+        assert uuid.UUID(interaction).bytes[:6] != bytes.fromhex(request_id)[:6]
+    assert len(interaction_ids) == 300 and len(request_ids) == 300
+
+
 async def test_client_certificate_header_stays_at_the_gateway(upstream, gateway: GatewayFactory):
     """The ingress's certificate header is for the gateway's check: the backend sees only verified facts."""
     _, url = upstream

@@ -89,6 +89,37 @@ def answer(raw: bytes) -> Script:
 
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello"
+BOUND = 10.0
+"""Far above what a timed exchange takes when its timeout holds; a timeout that does not shows as this running out."""
+
+
+def one_connection_pool(up: RawUpstream, *, read: float, total: float) -> UpstreamPool:
+    """A started pool of one connection to `up`, with these read and total timeouts."""
+    pool = UpstreamPool(up.url, max_connections=1, keepalive_seconds=5, connect_timeout=1, read_timeout=read,
+                        total_timeout=total)
+    pool.start()
+    return pool
+
+
+async def quick_exchanges(pool: UpstreamPool, count: int, pause: float = 0.0) -> None:
+    """`count` GETs answered `OK` at once, read to the end and released, `pause` seconds after each."""
+    for _ in range(count):
+        response = await pool.request("GET", "/x", "", None)
+        assert await response.read() == b"hello" and await response.read() == b""
+        response.release()
+        if pause:
+            await asyncio.sleep(pause)
+
+
+async def raw_get(port: int) -> bytes:
+    """Every byte the gateway on `port` answers to one GET /x (the connection closes after it)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"GET /x HTTP/1.1\r\nHost: gateway.test\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(5):
+            return await reader.read(-1)
+    finally:
+        writer.close()
 
 
 async def test_interim_responses_are_skipped(raw_upstream, gateway: GatewayFactory):
@@ -228,6 +259,48 @@ async def test_trickling_upstream_hits_the_total_timeout(raw_upstream, gateway: 
     assert resp.status == 504
     assert loop.time() - started > 0.5  # the total timeout (0.6 s) ended it, not the read timeout (0.3 s)
     assert metrics.registry.get_sample_value("dcr_gateway_upstream_errors_total", {"kind": "timeout"}) == 1
+
+
+async def test_timeouts_hold_on_a_reused_connection(raw_upstream):
+    """The exchanges of one connection share its timer: an exchange that stalls on a connection reused after a
+    pause still ends at the read timeout, and one that trickles after quick ones still ends at the total timeout."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        k = len(up.requests)  # counted over both connections
+        if k == 4:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhe")  # then nothing
+        elif k < 8:
+            writer.write(OK)
+        else:
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"y" * 40:  # a byte every 0.1 s
+                writer.write(bytes([byte]))
+                await asyncio.sleep(0.1)
+        await writer.drain()
+
+    up = await raw_upstream(script)
+    pool = one_connection_pool(up, read=0.3, total=0.8)
+    loop = asyncio.get_running_loop()
+    try:
+        await quick_exchanges(pool, 3)
+        await asyncio.sleep(0.4)  # idle past the read timeout: the connection's timer has nothing left to time
+        response = await pool.request("GET", "/x", "", None)  # the same connection, stalling mid-body
+        started = loop.time()
+        with pytest.raises(UpstreamError) as stalled:
+            async with asyncio.timeout(5):
+                while await response.read():
+                    pass
+        assert stalled.value.kind == "timeout" and "read timeout" in stalled.value.detail
+        assert loop.time() - started < 0.8
+        response.release()
+        assert up.connections == 1
+        await quick_exchanges(pool, 3)  # a fresh connection: quick ones, then one trickling past the total timeout
+        with pytest.raises(UpstreamError) as trickled:
+            async with asyncio.timeout(5):
+                await pool.request("GET", "/x", "", None)
+        assert trickled.value.kind == "timeout" and "total timeout" in trickled.value.detail
+        assert up.connections == 2
+    finally:
+        await pool.close()
 
 
 async def test_pool_never_opens_more_than_max_connections(raw_upstream, gateway: GatewayFactory):
@@ -462,3 +535,155 @@ async def test_a_client_that_stops_reading_does_not_hold_the_pool(raw_upstream, 
         assert statuses[-1] == 200, statuses
     finally:
         stalled.close()
+
+
+async def test_a_control_character_in_the_upstream_reason_phrase_never_reaches_the_client(raw_upstream,
+                                                                                             gateway: GatewayFactory):
+    """llhttp takes any byte but CR and LF in a response's reason phrase (it refuses the same bytes in a header
+    value): a NUL or another control character there must not be relayed onto the client's status line (RFC 9112
+    §4: reason-phrase is HTAB, SP, VCHAR and obs-text only), whole answer (Content-Length) or streamed (chunked)."""
+    for framing in (b"Content-Length: 5\r\n\r\nhello", b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"):
+        for reason in (b"O\x00K", b"O\x01K", b"O\x1bK", b"O\x7fK"):
+            up = await raw_upstream(answer(b"HTTP/1.1 200 " + reason + b"\r\n" + framing))
+            client = await gateway(up.url)
+            received = await raw_get(client.port)
+            head = received.split(b"\r\n\r\n", 1)[0]
+            assert head.startswith(b"HTTP/1.1 "), received
+            bad = [b for b in head.replace(b"\r\n", b"") if (b < 0x20 and b != 0x09) or b == 0x7F]
+            assert not bad, (reason, framing, head)
+
+
+async def test_a_reason_phrase_split_across_reads_is_relayed_whole(raw_upstream, gateway: GatewayFactory):
+    """llhttp hands a reason phrase over in parts when it spans two reads (an interim response's too): the client
+    gets the final response's whole reason, not its last part nor the interim one's."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        for part in (b"HTTP/1.1 100 Cont", b"inue\r\n\r\nHTTP/1.1 299 Quite ", b"Fine\r\nContent-Length: 5\r\n\r\nhello"):
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.05)
+
+    up = await raw_upstream(script)
+    client = await gateway(up.url)
+    received = await raw_get(client.port)
+    assert received.startswith(b"HTTP/1.1 299 Quite Fine\r\n"), received
+
+
+async def test_a_header_that_is_not_text_is_refused_and_frees_its_connection(raw_upstream):
+    """A fact header's value comes from a verified claim, whose JSON may hold a lone surrogate ("\\ud800"): such a
+    value has no UTF-8 bytes. The request is refused as an upstream protocol error (a 502, not an unhandled error)
+    and the connection it had taken goes back: with one connection allowed, the next request still gets it (a
+    leaked slot would leave it waiting for the connect timeout, then refused)."""
+    up = await raw_upstream(answer(OK))
+    pool = one_connection_pool(up, read=1, total=2)
+    try:
+        for value in ("a\ud800b", "\udfff"):
+            with pytest.raises(UpstreamError) as refused:
+                await pool.request("GET", "/x", header_lines([("X-Client-Id", value)]), None)
+            assert refused.value.kind == "protocol"
+            response = await pool.request("GET", "/x", "", None)
+            assert await response.read() == b"hello"
+            response.release()
+        assert pool.open_count == 1
+    finally:
+        await pool.close()
+
+
+async def test_an_upload_the_upstream_stops_reading_is_timed_on_a_reused_connection(raw_upstream):
+    """A streamed request body that the upstream stops taking (the send buffers fill, the upload waits to drain) on a
+    connection reused after an idle pause: the read timeout still ends the exchange, and its slot is free again."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        if n == 0:
+            writer.write(OK)
+            await writer.drain()
+        else:
+            await asyncio.sleep(BOUND)  # reads nothing of the upload, answers nothing
+
+    async def upload() -> AsyncIterator[bytes]:
+        for _ in range(400):  # 100 MiB: far more than the loopback buffers hold
+            yield b"u" * 262_144
+
+    up = await raw_upstream(script)
+    pool = one_connection_pool(up, read=0.3, total=BOUND)
+    loop = asyncio.get_running_loop()
+    try:
+        await quick_exchanges(pool, 1)
+        await asyncio.sleep(0.5)  # idle past the read timeout: the connection's timer has stopped
+        started = loop.time()
+        with pytest.raises(UpstreamError) as stalled:
+            async with asyncio.timeout(BOUND):
+                await pool.request("POST", "/x", "", upload())
+        assert stalled.value.kind == "timeout", stalled.value
+        assert loop.time() - started < BOUND / 2
+        assert up.connections == 1 and pool.open_count == 0
+    finally:
+        await pool.close()
+
+
+async def test_a_response_paused_for_a_slow_client_is_still_ended_by_the_total_timeout(raw_upstream):
+    """A response whose reading the pool paused (its reader, the client, takes nothing) is not the upstream's
+    delay, so the read timeout does not run — but the total timeout does, on a connection reused after a pause:
+    the exchange fails and its connection slot is freed, not held as long as the client dawdles."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        if n == 0:
+            writer.write(OK)
+        else:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + b"b" * 1_048_576)
+        await writer.drain()
+
+    up = await raw_upstream(script)
+    pool = one_connection_pool(up, read=0.2, total=1.0)
+    try:
+        await quick_exchanges(pool, 1)
+        await asyncio.sleep(0.4)
+        response = await pool.request("GET", "/x", "", None)
+        await eventually(lambda: pool.open_count == 0, "the paused exchange's slot freed by the total timeout",
+                         bound=BOUND)
+        with pytest.raises(UpstreamError) as ended:
+            async with asyncio.timeout(BOUND):
+                while await response.read():
+                    pass
+        assert ended.value.kind == "timeout" and "total timeout" in ended.value.detail
+        response.release()
+    finally:
+        await pool.close()
+
+
+async def test_a_total_timeout_shorter_than_the_read_timeout_holds_on_a_reused_connection(raw_upstream):
+    """total 0.4 s, read 30 s: after quick exchanges (the connection's timer still armed for an earlier one), an
+    exchange whose upstream answers nothing ends at the total timeout, not the read timeout."""
+
+    async def script(up: RawUpstream, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+        if n < 3:
+            writer.write(OK)
+            await writer.drain()
+
+    up = await raw_upstream(script)
+    pool = one_connection_pool(up, read=30, total=0.4)
+    loop = asyncio.get_running_loop()
+    try:
+        # the stalled exchange begins well after the timer was armed, before it fires
+        await quick_exchanges(pool, 3, pause=0.1)
+        started = loop.time()
+        with pytest.raises(UpstreamError) as stalled:
+            async with asyncio.timeout(BOUND):
+                await pool.request("GET", "/x", "", None)
+        assert stalled.value.kind == "timeout" and "total timeout" in stalled.value.detail
+        assert loop.time() - started < 3.0
+        assert up.connections == 1
+    finally:
+        await pool.close()
+
+
+async def test_bytes_above_ascii_in_upstream_fields_reach_the_client_unchanged(raw_upstream, gateway: GatewayFactory):
+    """obs-text (bytes 0x80-0xFF) in an upstream header value or reason phrase is relayed byte for byte, whole
+    answer or streamed: not decoded one way and encoded another (each byte above 0x7F would become two)."""
+    value = b"caf\xc3\xa9 \xe9\xff"
+    for framing in (b"Content-Length: 5\r\n\r\nhello", b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"):
+        up = await raw_upstream(answer(b"HTTP/1.1 200 Tr\xe8s bien\r\nX-Name: " + value + b"\r\n" + framing))
+        client = await gateway(up.url)
+        received = await raw_get(client.port)
+        assert received.startswith(b"HTTP/1.1 200 Tr\xe8s bien\r\n"), received
+        assert b"\r\nX-Name: " + value + b"\r\n" in received, received
