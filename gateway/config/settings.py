@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -377,13 +377,13 @@ class CertificateRevocationSettings(StrictModel):
 class ClientCertificateSettings(StrictModel):
     """Where the TPP's mTLS certificate comes from: the ingress that terminated TLS forwards it in a header."""
 
-    header: str = Field(default="ssl-client-cert", min_length=1)
+    header: str = Field(default="ssl-client-cert", pattern=HEADER_NAME)
     """Header carrying the certificate (ingress-nginx: `ssl-client-cert`; Envoy: `x-forwarded-client-cert`;
     RFC 9440: `Client-Cert`)."""
     format: Literal["nginx", "xfcc", "rfc9440"] = "nginx"
     """nginx: URL-encoded PEM (`$ssl_client_escaped_cert`); xfcc: Envoy `Cert="<URL-encoded PEM>"` element;
     rfc9440: `:<base64 DER>:` (an RFC 8941 byte sequence)."""
-    chain_header: str | None = None
+    chain_header: str | None = Field(default=None, pattern=HEADER_NAME)
     """rfc9440 only: the header with the rest of the client's chain (RFC 9440 §2.3). Not set:
     `Client-Cert-Chain`. (xfcc carries the chain in the `Chain=` key of its element; nginx's
     `$ssl_client_escaped_cert` is the leaf alone.) Used when a check validates the chain; the ingress must set
@@ -539,15 +539,16 @@ class PolicySettings(StrictModel):
     laptop), `enforce` enforces them. The operator's override: it wins over a check's own `mode` in a policy,
     both ways (docs/policies.md, "Which mode wins"). Never audit for the checks the profile authenticates
     with (`ob_standard`: `client_certificate`)."""
-    fact_headers: dict[str, str] = {
+    fact_headers: dict[str, Annotated[str, Field(pattern=HEADER_NAME)]] = {
         "client_id": "X-DCR-Client-Id",
         "software_id": "X-DCR-Software-Id",
         "org_id": "X-DCR-Org-Id",
         "software_roles": "X-DCR-Software-Roles",
         "client_cert_s256": "X-DCR-Client-Cert-S256",
     }
-    """Verified facts sent to the backend, fact name → header the gateway sets itself. Incoming copies of
-    these headers are always stripped, so the backend can trust them."""
+    """Verified facts sent to the backend, fact name → header the gateway sets itself (an HTTP field name: an RFC
+    9110 token, no space or colon). Incoming copies of these headers are always stripped, so the backend can trust
+    them."""
 
     _ignored_modes: tuple[str, ...] = PrivateAttr(default=())
 

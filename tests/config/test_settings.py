@@ -64,6 +64,18 @@ def test_invalid_values_are_named_with_file_key_and_line(tmp_path, text, expecte
     assert any(m.startswith(f"{path}: ") and expected in m for m in messages), messages
 
 
+@pytest.mark.parametrize("name", ["X-DCR Client-Id", "X-DCR-Client-Id:", "X-DCR-Client-Id\\r\\nX-Evil", ""])
+@pytest.mark.parametrize("key", ["policies.fact_headers.client_id", "trust.client_certificate.header",
+                                 "trust.client_certificate.chain_header"])
+def test_header_names_the_gateway_sets_or_reads_are_http_tokens(tmp_path, key, name):
+    """A configured header name with a space, a colon or a line break would put a malformed field on the backend's
+    head (or never match a real one): refused when the configuration loads, naming the key."""
+    section, sub, field = key.split(".")
+    path = write(tmp_path, f'{section}:\n  {sub}:\n    {field}: "{name}"\n')
+    messages = errors_of(path)
+    assert any(key in m and "match pattern" in m for m in messages), messages
+
+
 def test_all_errors_reported_at_once(tmp_path):
     """Several mistakes are all reported, not just the first."""
     messages = errors_of(write(tmp_path, "upstream:\n  url: nope\nserver:\n  max_body_bytes: 0\n"))
