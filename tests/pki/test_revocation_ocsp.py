@@ -1,21 +1,26 @@
-"""gateway.pki.revocation's OCSP client against a REAL responder: Debian's `openssl ocsp`, started here on a free
-loopback port and answering from an `openssl ca` index the test writes, with a clock the test moves."""
+"""gateway.pki.revocation's OCSP client against a REAL responder: Debian's `openssl ocsp`, answering from an
+`openssl ca` index the test writes, with a clock the test moves. `openssl ocsp -port` would listen on every
+interface (it takes no address), so the responder's HTTP side is a small aiohttp server on 127.0.0.1 that hands
+each request's DER to `openssl ocsp -reqin … -respout …` and returns openssl's answer unchanged."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import shutil
-import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
+from aiohttp import web
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.jose.url_guard import UrlPolicy
 from gateway.pki.revocation import RevocationChecker, RevocationSettings, refuses
-from tests.waiting import Clock, eventually
+from tests.waiting import Clock
 
 from ..conftest import free_port
 from .ca import Issued, TestCa, pem
@@ -30,30 +35,52 @@ DAY = 86400.0
 
 @dataclass
 class World:
-    """A CA, its responder (URL and process), and three leaves: good, revoked, unknown to the responder."""
+    """A CA, its responder (URL, and how to take it away), and three leaves: good, revoked, unknown to it."""
 
     ca: TestCa
     url: str
-    process: subprocess.Popen[bytes]
+    stop: Callable[[], Awaitable[None]]
     good: Issued
     revoked: Issued
     unknown: Issued
 
 
-def _listening(log: Path) -> bool:
-    """openssl prints `ACCEPT` once bound and listening. (A probe connection would not do: `openssl ocsp` serves
-    one connection at a time and waits forever on one that sends nothing.)"""
-    return log.exists() and b"ACCEPT" in log.read_bytes()
+def _responder(directory: Path) -> web.Application:
+    """The HTTP side of an OCSP responder (RFC 6960 appendix A: POST of the DER request, or GET with it in the
+    path, base64): `openssl ocsp` answers each request from the index and keys in `directory`."""
+    count = 0
+
+    async def answer(request: web.Request) -> web.Response:
+        nonlocal count
+        count += 1
+        if request.method == "POST":
+            der = await request.read()
+        else:
+            der = base64.b64decode(unquote(request.match_info["encoded"]))
+        reqin, respout = directory / f"req-{count}.der", directory / f"resp-{count}.der"
+        reqin.write_bytes(der)
+        process = await asyncio.create_subprocess_exec(
+            "openssl", "ocsp", "-index", "index.txt", "-CA", "ca.pem", "-rsigner", "signer.pem",
+            "-rkey", "signer-key.pem", "-ndays", "1", "-reqin", reqin.name, "-respout", respout.name,
+            cwd=directory, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        output, _ = await process.communicate()
+        assert process.returncode == 0 and respout.exists(), output.decode(errors="replace")
+        return web.Response(body=respout.read_bytes(), content_type="application/ocsp-response")
+
+    app = web.Application()
+    app.router.add_post("/", answer)
+    app.router.add_get("/{encoded:.+}", answer)
+    return app
 
 
 MakeWorld = Callable[..., Awaitable[World]]
 
 
 @pytest.fixture
-def make_world(tmp_path: Path) -> Iterator[MakeWorld]:
-    """A CA and its `openssl ocsp` responder, signing as the CA or as a delegated responder certificate it issues
-    (`delegated`: the keyword arguments of that certificate); the process is killed at teardown."""
-    started: list[subprocess.Popen[bytes]] = []
+async def make_world(tmp_path: Path) -> AsyncIterator[MakeWorld]:
+    """A CA and its `openssl ocsp` responder on 127.0.0.1, signing as the CA or as a delegated responder
+    certificate it issues (`delegated`: the keyword arguments of that certificate); stopped at teardown."""
+    runners: list[web.AppRunner] = []
 
     async def make(*, delegated: dict[str, object] | None = None, signer_ca: TestCa | None = None) -> World:
         ca = TestCa()
@@ -65,23 +92,15 @@ def make_world(tmp_path: Path) -> Iterator[MakeWorld]:
         (tmp_path / "ca.pem").write_bytes(pem(ca.cert))
         (tmp_path / "signer.pem").write_bytes(pem(signer.cert if signer else ca.cert))
         (tmp_path / "signer-key.pem").write_bytes(pem(signer.key if signer else ca.key))
-        with (tmp_path / "openssl.log").open("wb") as log:
-            process = subprocess.Popen(
-                ["openssl", "ocsp", "-index", "index.txt", "-port", str(port), "-CA", "ca.pem",
-                 "-rsigner", "signer.pem", "-rkey", "signer-key.pem", "-ndays", "1", "-nrequest", "1000",
-                 "-ignore_err"],
-                cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-            )
-        started.append(process)
-        await eventually(lambda: _listening(tmp_path / "openssl.log") or process.poll() is not None,
-                         "openssl ocsp listening")
-        assert process.poll() is None, (tmp_path / "openssl.log").read_text()
-        return World(ca, url, process, good, revoked, unknown)
+        runner = web.AppRunner(_responder(tmp_path))
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        runners.append(runner)
+        return World(ca, url, runner.cleanup, good, revoked, unknown)
 
     yield make
-    for process in started:
-        process.kill()
-        process.wait()
+    for runner in runners:
+        await runner.cleanup()
 
 
 @pytest.fixture
@@ -129,8 +148,7 @@ async def test_a_cached_answer_is_used_until_next_update(make_world: MakeWorld, 
     unreachable responder then leaves the status unknown (hard_fail refuses, soft_fail lets through)."""
     w = await make_world()
     assert (await checker.check(w.good.cert, w.ca.cert, ["ocsp"])).status == "good"
-    w.process.kill()
-    w.process.wait()
+    await w.stop()
     assert (await checker.check(w.good.cert, w.ca.cert, ["ocsp"])).status == "good"
     clock.now += DAY + 60  # past nextUpdate (-ndays 1)
     down = await checker.check(w.good.cert, w.ca.cert, ["ocsp"])
