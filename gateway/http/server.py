@@ -620,20 +620,31 @@ class _Connection(asyncio.Protocol):
         try:
             head, _, close = self._head(request, reply.status, reply.reason, reply.headers, len(body), close, bodiless)
         except ValueError:
-            log.error("response_refused", status=reply.status, reason="line break in a header field")
-            reply = Reply.json(502, {"error": "bad_gateway", "error_description": "upstream answer not relayable"},
-                               close=True)
-            head, _, close = self._head(request, 502, None, reply.headers, len(reply.body), True, bodiless)
-            body = reply.body
+            return self._send_unrelayable(request, reply.status, bodiless)
         self.write(head if bodiless else head + body)
         return close
+
+    def _send_unrelayable(self, request: PublicRequest | None, status: int, bodiless: bool) -> bool:
+        """An answer whose head the server refused to write (a line break or a non-text character in a field):
+        a 502 in its place, and the connection ends after it."""
+        log.error("response_refused", status=status, reason="a header field holds a line break or is not text")
+        reply = Reply.json(502, {"error": "bad_gateway", "error_description": "upstream answer not relayable"},
+                           close=True)
+        head, _, _ = self._head(request, 502, None, reply.headers, len(reply.body), True, bodiless)
+        self.write(head if bodiless else head + reply.body)
+        return True
 
     async def stream(self, request: PublicRequest, status: int, reason: str | None, headers: CIMultiDict[str],
                      length: int | None, chunks: Callable[[], Awaitable[bytes]]) -> None:
         send_timeout = self._server.limits.send
         bodiless = request.method == "HEAD" or _no_body(status)
         close = not request.keep_alive or not request.content.is_eof() or (self._closing and not self._queue)
-        head, chunked, request.close = self._head(request, status, reason, headers, length, close, bodiless)
+        try:
+            head, chunked, request.close = self._head(request, status, reason, headers, length, close, bodiless)
+        except ValueError:  # nothing of this answer is written: the same 502 as for a whole answer (`_send`)
+            request.streamed = 502
+            request.close = self._send_unrelayable(request, status, request.method == "HEAD")
+            return
         self.write(head)
         await self._drained(send_timeout)
         while chunk := await chunks():

@@ -121,7 +121,8 @@ async def test_a_switch_protocol_head_with_a_framing_llhttp_does_not_judge_is_re
 
 async def test_an_answer_with_a_line_break_in_a_field_is_never_sent() -> None:
     """The last check before a head is written: a field holding a CR, an LF or a CRLF (which would split the answer
-    into one the client reads as another) is refused whole, and the client gets a 502 in its place. Upstream fields
+    into one the client reads as another), or no text at all, is refused whole, and the client gets a 502 in its
+    place — a whole answer and one whose body comes in parts alike. Upstream fields
     are parsed by llhttp and cannot hold one, so the server is driven here by a handler of its own."""
     from multidict import CIMultiDict
 
@@ -131,10 +132,20 @@ async def test_an_answer_with_a_line_break_in_a_field_is_never_sent() -> None:
     from gateway.http.server import PublicRequest, PublicServer, Reply
 
     values = {"/crlf": "a\r\nSet-Cookie: injected=1", "/lf": "a\nSet-Cookie: injected=1", "/cr": "a\rb",
-              "/fine": "a b"}
+              "/surrogate": "a\ud800b", "/fine": "a b"}
 
-    async def handler(request: PublicRequest) -> Reply:
-        return Reply(200, CIMultiDict({"X-Value": values[request.rel_url.raw_path]}), b"ok")
+    async def handler(request: PublicRequest) -> Reply | None:
+        path = request.rel_url.raw_path
+        headers = CIMultiDict({"X-Value": values[path.removeprefix("/stream")]})
+        if not path.startswith("/stream"):
+            return Reply(200, headers, b"ok")
+        parts = [b"o", b"k", b""]
+
+        async def chunks() -> bytes:
+            return parts.pop(0)
+
+        await request.stream(200, None, headers, None, chunks)  # an answer whose body comes in parts
+        return None
 
     loop = asyncio.get_running_loop()
     settings = ServerSettings()
@@ -142,12 +153,12 @@ async def test_an_answer_with_a_line_break_in_a_field_is_never_sent() -> None:
                                       "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
-        for path in values:
+        for path in [*values, *(f"/stream{p}" for p in values)]:
             ex = await exchange(port, request("GET", path), timeout=BOUND)
             assert len(ex.responses) == 1, (path, ex)
             answer = ex.responses[0]
-            if path == "/fine":
-                assert answer.status == 200, ex
+            if path.endswith("/fine"):
+                assert answer.status == 200 and answer.body == b"ok", ex
                 continue
             assert answer.status == 502, (path, ex)
             assert answer.header("X-Value") is None and answer.header("Set-Cookie") is None, (path, ex)
