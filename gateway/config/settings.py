@@ -161,6 +161,8 @@ class UpstreamPool(StrictModel):
 
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"
 """An HTTP field name (RFC 9110 §5.1 token)."""
+HeaderName = Annotated[str, Field(pattern=HEADER_NAME)]
+"""A configured header name: every header the gateway sets or reads by configuration is one."""
 
 FACTS_JWKS_PATH = "/facts/jwks.json"
 """Where the admin listener publishes the public key of `upstream.signed_facts`."""
@@ -175,7 +177,7 @@ class SignedFactsSettings(StrictModel):
 
     enabled: bool = False
     """Send the signed facts header on every allowed request."""
-    header: str = Field(default="X-DCR-Assertion", pattern=HEADER_NAME)
+    header: HeaderName = "X-DCR-Assertion"
     """The request header that carries the JWS (an incoming copy is always stripped)."""
     audience: str | None = None
     """`aud` of the JWS: the backend. Not set: upstream.url."""
@@ -377,13 +379,13 @@ class CertificateRevocationSettings(StrictModel):
 class ClientCertificateSettings(StrictModel):
     """Where the TPP's mTLS certificate comes from: the ingress that terminated TLS forwards it in a header."""
 
-    header: str = Field(default="ssl-client-cert", pattern=HEADER_NAME)
+    header: HeaderName = "ssl-client-cert"
     """Header carrying the certificate (ingress-nginx: `ssl-client-cert`; Envoy: `x-forwarded-client-cert`;
     RFC 9440: `Client-Cert`)."""
     format: Literal["nginx", "xfcc", "rfc9440"] = "nginx"
     """nginx: URL-encoded PEM (`$ssl_client_escaped_cert`); xfcc: Envoy `Cert="<URL-encoded PEM>"` element;
     rfc9440: `:<base64 DER>:` (an RFC 8941 byte sequence)."""
-    chain_header: str | None = Field(default=None, pattern=HEADER_NAME)
+    chain_header: HeaderName | None = None
     """rfc9440 only: the header with the rest of the client's chain (RFC 9440 §2.3). Not set:
     `Client-Cert-Chain`. (xfcc carries the chain in the `Chain=` key of its element; nginx's
     `$ssl_client_escaped_cert` is the leaf alone.) Used when a check validates the chain; the ingress must set
@@ -539,7 +541,7 @@ class PolicySettings(StrictModel):
     laptop), `enforce` enforces them. The operator's override: it wins over a check's own `mode` in a policy,
     both ways (docs/policies.md, "Which mode wins"). Never audit for the checks the profile authenticates
     with (`ob_standard`: `client_certificate`)."""
-    fact_headers: dict[str, Annotated[str, Field(pattern=HEADER_NAME)]] = {
+    fact_headers: dict[str, HeaderName] = {
         "client_id": "X-DCR-Client-Id",
         "software_id": "X-DCR-Software-Id",
         "org_id": "X-DCR-Org-Id",
