@@ -51,6 +51,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from ..jsonutil import dumps
 from ..observability.logging import get_logger
 from .fields import breaks_only_at_line_ends
+from .timer import LazyTimer
 
 if TYPE_CHECKING:
     from .listener import ListenerLimits
@@ -289,8 +290,9 @@ class _Connection(asyncio.Protocol):
         """When the head being received (or owed: a new connection's first) is too late (the header timeout)."""
         self._idle_deadline = math.inf
         """When the connection, idle between requests, is closed (the keep-alive timeout)."""
-        self._timer: asyncio.TimerHandle | None = None
-        """The connection's one timer, for both deadlines (see `_arm`)."""
+        limits = server.limits
+        self._timer = LazyTimer(self.loop, min(limits.header_timeout, limits.keepalive), self._on_timer)
+        """The connection's one timer, for both deadlines."""
 
     # --- connection events --------------------------------------------------------------------------------------
 
@@ -302,7 +304,7 @@ class _Connection(asyncio.Protocol):
         self._server.connections[self] = None
         # A new connection owes its first request head within the timeout (nginx's client_header_timeout).
         self._head_deadline = self.loop.time() + limits.header_timeout
-        self._arm(self._head_deadline)
+        self._timer.arm(self._head_deadline)
         address = self.peer
         if address is None or limits.proxies.trusts(address):
             return
@@ -418,7 +420,7 @@ class _Connection(asyncio.Protocol):
         self._head_bytes = 0
         if self._head_deadline == math.inf:
             self._head_deadline = self.loop.time() + self._server.limits.header_timeout
-            self._arm(self._head_deadline)
+            self._timer.arm(self._head_deadline)
 
     def on_url(self, url: bytes) -> None:
         if self._synthetic:
@@ -569,7 +571,7 @@ class _Connection(asyncio.Protocol):
                                  self.transport.get_write_buffer_size())
         if not self._in_head:
             self._idle_deadline = self.loop.time() + self._server.limits.keepalive
-            self._arm(self._idle_deadline)
+            self._timer.arm(self._idle_deadline)
 
     def _head(self, request: PublicRequest | None, status: int, reason: str | None, headers: CIMultiDict[str],
               length: int | None, close: bool, bodiless: bool) -> tuple[bytes, bool, bool]:
@@ -743,32 +745,21 @@ class _Connection(asyncio.Protocol):
 
     # --- timers -------------------------------------------------------------------------------------------------
 
-    def _arm(self, deadline: float) -> None:
-        """Have the connection's timer fire by `deadline`.
-
-        One timer serves both deadlines and is not moved with each request (a timer set and cancelled costs about
-        1.7 us on uvloop, and there were two per request): it is armed at most `min(header timeout,
-        keep-alive timeout)` ahead, so no deadline set later can fall before it, and when it fires it acts on a
-        deadline that has passed, else re-arms for the next one (`_on_timer`)."""
-        if self._timer is None:
-            limits = self._server.limits
-            now = self.loop.time()
-            self._timer = self.loop.call_at(min(deadline, now + min(limits.header_timeout, limits.keepalive)),
-                                            self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
+    def _on_timer(self, now: float) -> float | None:
+        """The timer's look: act on a deadline that has passed; the next one to look at."""
         if self.transport is None:
-            return
-        now = self.loop.time() + _TIMER_SLACK
+            return None
+        now += _TIMER_SLACK
         if now >= self._head_deadline:
             self._head_deadline = math.inf
             self._headers_too_slow()
         elif now >= self._idle_deadline:
             self._idle_deadline = math.inf
             self._idle_too_long()
-        if self.transport is not None and (next_deadline := min(self._head_deadline, self._idle_deadline)) < math.inf:
-            self._arm(next_deadline)
+        if self.transport is None:
+            return None
+        next_deadline = min(self._head_deadline, self._idle_deadline)
+        return next_deadline if next_deadline < math.inf else None
 
     def _headers_too_slow(self) -> None:
         if self.transport is None or (self._closing and not self._in_head):
@@ -802,9 +793,7 @@ class _Connection(asyncio.Protocol):
 
     def _stop_timers(self) -> None:
         self._head_deadline = self._idle_deadline = math.inf
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.cancel()
 
 
 def _no_body(status: int) -> bool:

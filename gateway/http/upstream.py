@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from .fields import breaks_only_at_line_ends, safe_field
+from .timer import LazyTimer
 
 ErrorKind = Literal["connect", "timeout", "protocol"]
 
@@ -304,27 +305,24 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._paused = False
         self._drain: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        """The one timer of the exchanges on this connection (`watch`)."""
+        self._timer: LazyTimer | None = None
+        """The one timer of the exchanges on this connection (`watch`), made with the first."""
 
     def watch(self, loop: asyncio.AbstractEventLoop, when: float, cap: float) -> None:
-        """Have the current exchange's timeouts looked at by `when`.
+        """Have the current exchange's timeouts looked at by `when` (`cap`: the shorter of the two): the
+        connection's one timer, which looks at whichever exchange is in progress when it fires."""
+        if self.closed:
+            return
+        if self._timer is None:
+            self._timer = LazyTimer(loop, cap, self._on_timer)
+        self._timer.arm(when)
 
-        One timer per connection, not one set and cancelled per exchange: it is never armed more than `cap` (the
-        shorter timeout) ahead, so an exchange begun later is never due before it; when it fires it looks at the
-        exchange in progress then (`UpstreamResponse.check_time`) and re-arms for it, or stops when there is
-        none."""
-        if self._timer is None and not self.closed:
-            self._timer = loop.call_at(min(when, loop.time() + cap), self._on_timer, loop)
-
-    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
+    def _on_timer(self, now: float) -> float | None:
         response = self.response
         if response is None or self.closed:
-            return
-        when = response.check_time(loop.time())
-        if when is not None and not self.closed:
-            self._timer = loop.call_at(when, self._on_timer, loop)
+            return None
+        when = response.check_time(now)
+        return None if self.closed else when
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not registered subclasses
@@ -343,7 +341,6 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         self.wake_drain()
         if self.response is not None:
             self.response.connection_lost()
