@@ -54,6 +54,9 @@ PROCESS_TESTS: dict[str, frozenset[str]] = {
     "helm/test_scaling.py": frozenset({
         "test_rendered_production_config_passes_config_check_only_with_the_pod_env",
     }),
+    "state/test_resp.py": frozenset({
+        "test_tls_redis_through_the_taken_over_transport",
+    }),
     "observability/test_audit.py": frozenset({
         "test_audit_verify_cli",
     }),

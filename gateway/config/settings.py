@@ -714,9 +714,11 @@ class RedisSettings(StrictModel):
     key_prefix: str = Field(default="dcrgw:", min_length=1, max_length=64)
     """Prepended to every key, so several gateways (or other users) can share one Redis."""
     pool_size: PositiveInt = 32
-    """Connections per process; calls beyond it queue first come, first served, within `timeout_seconds`."""
+    """Commands in flight per process, at most (they are pipelined over one connection per process); calls beyond
+    it queue first come, first served, within `timeout_seconds`."""
     timeout_seconds: PositiveSeconds = 0.25
-    """Bound on each store call (connect, pool wait, command); past it the call fails as unavailable."""
+    """Bound on each store call (waiting its turn, connecting, the command); past it the call fails as unavailable,
+    and a connection whose oldest command is unanswered past it is dropped."""
     breaker: BreakerSettings = BreakerSettings()
     local_cache: LocalCacheSettings = LocalCacheSettings()
 

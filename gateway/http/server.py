@@ -50,8 +50,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from ..jsonutil import dumps
 from ..observability.logging import get_logger
+from ..timer import LazyTimer
 from .fields import breaks_only_at_line_ends
-from .timer import LazyTimer
 
 if TYPE_CHECKING:
     from .listener import ListenerLimits

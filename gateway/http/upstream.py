@@ -28,8 +28,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from ..timer import LazyTimer
 from .fields import breaks_only_at_line_ends, safe_field
-from .timer import LazyTimer
 
 ErrorKind = Literal["connect", "timeout", "protocol"]
 

@@ -1,11 +1,12 @@
-"""StateStore on Redis (redis-py asyncio): security state shared by every replica and worker process.
+"""StateStore on Redis: security state shared by every replica and worker process.
 
 Every operation is one atomic Redis command (SET NX PX, SET PX, GET, MGET, EXISTS) or one Lua script (INCRBY with
 an expiry set when the counter is created), every key is `<key_prefix><namespace>:<key>` and every key has a
-TTL. Each call is bounded by `timeout_seconds` (connect, waiting for a pooled connection, the command), and
-a circuit breaker stops calling a Redis that keeps failing: while it is open calls fail at once with
-`StoreUnavailable`, so a dead Redis does not add its timeout to every request; after `open_seconds` one
-probe call goes through (half-open) and its result closes or re-opens the circuit.
+TTL. Commands are pipelined over one kept connection per process (resp.py; redis-py connects it). Each call is
+bounded by `timeout_seconds` (waiting for a slot, connecting, the command), and a circuit breaker stops calling
+a Redis that keeps failing: while it is open calls fail at once with `StoreUnavailable`, so a dead Redis does
+not add its timeout to every request; after `open_seconds` one probe call goes through (half-open) and its
+result closes or re-opens the circuit.
 
 The connection URL may hold a password: it is never logged, never put in an exception message, and errors
 are reported by kind only.
@@ -17,12 +18,12 @@ import asyncio
 import hashlib
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import structlog
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
@@ -32,6 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..config.settings import StateSettings
 from ..observability.logging import get_logger
+from .resp import Pipeline, ReplyError, pack
 from .store import BreakerState, ErrorKind, StoreEvents, StoreUnavailable
 from .tracking import InvalidationLink, LocalCache
 
@@ -42,11 +44,13 @@ T = TypeVar("T")
 
 # INCRBY, and PEXPIRE when the counter has no expiry yet (it was just created, or lost its TTL somehow):
 # one atomic step, so a counter can never be left without a TTL between two commands.
-_INCR_LUA = """
+_INCR_LUA = b"""
 local v = redis.call('INCRBY', KEYS[1], ARGV[1])
 if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return v
 """
+_INCR_SHA = hashlib.sha1(_INCR_LUA).hexdigest().encode()  # noqa: S324  # the script's name in Redis, not a secret
+_PING = pack(b"PING")
 _MAX_RAW_KEY = 200
 """Longer keys (e.g. an unusually long jti) are stored as their SHA-256, so key size stays bounded."""
 
@@ -130,7 +134,7 @@ def _ms(ttl_seconds: float) -> int:
 def _kind(exc: BaseException) -> ErrorKind:
     if isinstance(exc, TimeoutError | RedisTimeoutError):
         return "timeout"
-    if isinstance(exc, RedisConnectionError | OSError):
+    if isinstance(exc, RedisConnectionError | OSError):  # resp.LinkError is a ConnectionError
         return "connection"
     return "response"
 
@@ -138,7 +142,7 @@ def _kind(exc: BaseException) -> ErrorKind:
 class RedisStore:
     """A StateStore on Redis; build it with `RedisStore.from_url` (or around a client, for tests)."""
 
-    __slots__ = ("_breaker", "_cache", "_client", "_closed", "_incr", "_link", "_on_cache_link", "_on_error",
+    __slots__ = ("_breaker", "_cache", "_client", "_closed", "_link", "_on_cache_link", "_on_error", "_pipe",
                  "_prefix", "_read_mostly", "_slots", "_timeout")
 
     def __init__(
@@ -154,18 +158,16 @@ class RedisStore:
         on_cache_link: Callable[[bool], None] | None = None,
     ) -> None:
         self._client = client
-        # Callers queue here, first come first served, for one of the pool's connections. redis-py's blocking
-        # pool lets a newcomer take a connection ahead of callers already waiting (it wakes a waiter, which may
-        # find the connection gone and wait again), so above `max_connections` concurrent calls some waited
-        # past the timeout: 503s and an open breaker while Redis was healthy. With this FIFO gate the pool
-        # never has to make anyone wait; the timeout still bounds the whole call, queueing included.
+        """redis-py's client: its pool connects (the pipeline's connection, the invalidation link's)."""
+        self._pipe = Pipeline(client.connection_pool, timeout_seconds)
+        # At most `max_concurrency` commands in flight; callers beyond it queue here, first come first served,
+        # within their timeout.
         self._slots = asyncio.Semaphore(max_concurrency)
         self._prefix = key_prefix
         self._timeout = timeout_seconds
         self._breaker = breaker if breaker is not None else CircuitBreaker()
         self._on_error = on_error
         self._closed = False
-        self._incr = client.register_script(_INCR_LUA)
         self._cache = local_cache
         """Read-mostly namespaces' values as last read; used only while `_link` keeps it correct (tracking.py)."""
         self._on_cache_link = on_cache_link
@@ -240,7 +242,7 @@ class RedisStore:
         """Record `key` unless present (SET NX PX); True when newly added (False means a replay)."""
         k, ms = self._key(namespace, key), _ms(ttl_seconds)
         try:
-            return bool(await self._call(lambda: self._client.set(k, b"1", nx=True, px=ms)))
+            return await self._call(pack(b"SET", k.encode(), b"1", b"NX", b"PX", b"%d" % ms)) is not None
         finally:
             self._wrote(namespace, k)
 
@@ -248,14 +250,14 @@ class RedisStore:
         """Set `key` to `value` with a fresh TTL (SET PX), replacing any previous entry."""
         k, ms = self._key(namespace, key), _ms(ttl_seconds)
         try:
-            await self._call(lambda: self._client.set(k, value.encode(), px=ms))
+            await self._call(pack(b"SET", k.encode(), value.encode(), b"PX", b"%d" % ms))
         finally:  # read your own writes at once, not when the invalidation comes back (a failed SET may have landed)
             self._wrote(namespace, k)
 
     async def get(self, namespace: str, key: str) -> str | None:
         """The unexpired value of `key`, or None."""
         k = self._key(namespace, key)
-        raw: bytes | None = await self._call(lambda: self._client.get(k))
+        raw: bytes | None = await self._call(pack(b"GET", k.encode()))
         return None if raw is None else raw.decode()
 
     async def get_many(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
@@ -276,35 +278,37 @@ class RedisStore:
     async def exists(self, namespace: str, key: str) -> bool:
         """True when `key` is present and unexpired."""
         k = self._key(namespace, key)
-        return bool(await self._call(lambda: self._client.exists(k)))
+        return bool(await self._call(pack(b"EXISTS", k.encode())))
 
     async def incr(self, namespace: str, key: str, amount: int, ttl_seconds: float) -> int:
         """Add `amount` to a counter atomically; a new counter expires `ttl_seconds` later (a fixed window)."""
         k, ms = self._key(namespace, key), _ms(ttl_seconds)
         try:
-            return int(await self._call(lambda: self._incr(keys=[k], args=[amount, ms])))
+            args = (b"1", k.encode(), b"%d" % amount, b"%d" % ms)
+            return int(await self._call(pack(b"EVALSHA", _INCR_SHA, *args), pack(b"EVAL", _INCR_LUA, *args)))
         finally:
             self._wrote(namespace, k)
 
     async def close(self) -> None:
-        """Stop the invalidation link and close the pool; later calls raise StoreUnavailable."""
+        """Stop the invalidation link and drop the connection; later calls raise StoreUnavailable."""
         if not self._closed:
             self._closed = True
             if self._link is not None:
                 await self._link.close()
+            await self._pipe.close()
             await self._client.aclose()
 
     # -- extras ----------------------------------------------------------------------------------------
     async def ping(self) -> bool:
         """True when Redis answers now (start-up log line); never raises."""
         try:
-            return bool(await self._call(lambda: self._client.ping()))
+            return bool(await self._call(_PING))
         except StoreUnavailable:
             return False
 
     # -- internals -------------------------------------------------------------------------------------
     async def _mget(self, keys: list[str]) -> list[str | None]:
-        raw: list[bytes | None] = await self._call(lambda: self._client.mget(keys))
+        raw: list[bytes | None] = await self._call(pack(b"MGET", *(k.encode() for k in keys)))
         return [None if v is None else v.decode() for v in raw]
 
     def _wrote(self, namespace: str, key: str) -> None:
@@ -316,7 +320,9 @@ class RedisStore:
             key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
         return f"{self._prefix}{namespace}:{key}"
 
-    async def _call(self, command: Callable[[], Awaitable[Any]]) -> Any:
+    async def _call(self, command: bytes, fallback: bytes | None = None) -> Any:
+        """The reply to a packed command, within the timeout and under the breaker; `fallback` is sent instead
+        when Redis does not know the script `command` names (NOSCRIPT: it restarted or was flushed)."""
         if self._closed:
             raise StoreUnavailable("state store is closed")
         breaker = self._breaker
@@ -325,10 +331,23 @@ class RedisStore:
         except StoreUnavailable:
             self._report("circuit_open")
             raise
+        pipe, slots = self._pipe, self._slots
+        deadline = pipe.loop_time() + self._timeout
         try:
-            async with asyncio.timeout(self._timeout), self._slots:
-                result = await command()
-        except (RedisError, OSError, TimeoutError) as exc:
+            if slots.locked():  # wait for a slot, first come first served, within the call's bound
+                async with asyncio.timeout_at(deadline):
+                    await slots.acquire()
+            else:
+                await slots.acquire()  # free: returns at once
+            try:
+                result = await pipe.call(command, deadline)
+            except ReplyError as exc:
+                if fallback is None or not str(exc).startswith("NOSCRIPT"):
+                    raise
+                result = await pipe.call(fallback, deadline)
+            finally:
+                slots.release()
+        except (RedisError, OSError, TimeoutError, ReplyError) as exc:
             breaker.failure()
             kind = _kind(exc)
             self._report(kind)
@@ -349,11 +368,9 @@ class RedisStore:
 
 
 def _client(url: str, pool_size: int, timeout: float) -> Redis:
-    # One immediate retry on a fresh connection (a pooled connection may be stale after a Redis restart);
-    # never redis-py 6's default of 3 retries with up to 10 s back-off: every call stays bounded.
-    # No socket or pool-wait timeout of redis-py's own: RedisStore._call bounds every call as a whole (queueing,
-    # connect, send, read) with one timer, and a cancelled call drops its connection. redis-py's timeouts
-    # were three more timers per call, about a fifth of its CPU cost. Connect keeps its own bound.
+    # redis-py only connects (resp.Pipeline carries the commands): one immediate retry of a failed connect, never
+    # redis-py 6's default of 3 retries with up to 10 s back-off. No socket timeout of redis-py's own: the
+    # pipeline bounds the handshake and every command; connect keeps its own bound.
     options: dict[str, Any] = {
         "socket_timeout": None,
         "socket_connect_timeout": timeout,
@@ -372,7 +389,7 @@ def _client(url: str, pool_size: int, timeout: float) -> Redis:
             password=unquote(parts.password) if parts.password else None,
         )
         return master
-    pool = BlockingConnectionPool.from_url(url, max_connections=pool_size, timeout=None, **options)  # see _slots
+    pool = ConnectionPool.from_url(url, max_connections=pool_size, **options)
     return Redis.from_pool(pool)
 
 

@@ -24,7 +24,7 @@ Stores = Callable[..., RedisStore]
 
 @pytest.fixture
 async def stores(redis_server: RedisServer, redis_prefix: str) -> AsyncIterator[Stores]:
-    """RedisStore instances on the session server (each one its own pool, like separate gateways)."""
+    """RedisStore instances on the session server (each one its own connection, like separate gateways)."""
     made: list[RedisStore] = []
 
     def make(url: str | None = None, **kwargs: Any) -> RedisStore:
@@ -524,20 +524,21 @@ async def test_redis_down_fails_closed_with_retry_after_then_recovers(
             a.sample("dcr_gateway_state_store_breaker_state", {"state": "open"})) == (1, 0)
 
 
-async def test_callers_waiting_for_the_pool_are_served_before_a_caller_that_comes_back(
+async def test_callers_waiting_for_a_slot_are_served_before_a_caller_that_comes_back(
     stores: Stores, raw: Redis, redis_prefix: str
 ):
-    """Sustained load, made deterministic: 8 callers, 5 calls each, on a pool of one connection. The server holds
-    the first call (CLIENT PAUSE WRITE) while the other 7 queue one after another; once it answers, every caller
-    comes straight back for its next call. Waiters are served first come first served and a caller coming back
-    joins the end of the queue: service is strictly round-robin, nobody starves, the breaker stays closed.
-    (redis-py's blocking pool alone lets the caller that just released the connection take it again ahead of
-    the waiters — it served each caller's 5 calls in a row; under real load some waiters waited past the
-    timeout and the breaker opened while Redis was healthy.) The subject is order, not speed: the timeout is
-    far above any call's latency, and the server's own INCR count says in which order the calls ran."""
+    """Sustained load, made deterministic: 8 callers, 5 calls each, one command in flight at most (pool_size 1).
+    The server holds the first call (CLIENT PAUSE WRITE) while the other 7 queue one after another; once it
+    answers, every caller comes straight back for its next call. Waiters are served first come first served and a
+    caller coming back joins the end of the queue: service is strictly round-robin, nobody starves, the breaker
+    stays closed. (redis-py's blocking pool, which the store once used, let the caller that just released the
+    connection take it again ahead of the waiters — it served each caller's 5 calls in a row; under real load
+    some waiters waited past the timeout and the breaker opened while Redis was healthy.) The subject is order,
+    not speed: the timeout is far above any call's latency, and the server's own INCR count says in which order
+    the calls ran."""
     callers, rounds = 8, 5
     store = stores(pool_size=1, timeout_seconds=30.0)
-    assert await store.incr("order", "n", 1, 60) == 1  # the pool's connection is open, the INCR script loaded
+    assert await store.incr("order", "n", 1, 60) == 1  # the connection is open, the INCR script loaded
     served: list[tuple[int, int]] = []  # (caller, the counter's value its call set): the order Redis ran them in
 
     async def caller(me: int) -> None:
@@ -563,7 +564,7 @@ async def test_callers_waiting_for_the_pool_are_served_before_a_caller_that_come
 
 async def test_a_timed_out_call_never_leaves_its_reply_for_the_next(stores: Stores, raw: Redis, redis_prefix: str):
     """Redis answers after the store gave up: that late reply must not be read as the next call's answer."""
-    store = stores(pool_size=1, timeout_seconds=0.25)  # one connection: the next call would reuse it
+    store = stores(pool_size=1, timeout_seconds=0.25)
     await store.put("ns", "first", "1", 60)
     await store.put("ns", "second", "2", 60)
     await raw.execute_command("CLIENT", "PAUSE", "600", "ALL")  # the server holds every command for 0.6 s

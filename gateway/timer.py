@@ -1,10 +1,11 @@
-"""One timer for deadlines that move with every request, on either side of the proxy.
+"""One timer for deadlines that move with every request, on every connection the gateway keeps.
 
 A timer set and cancelled costs about 1.7 us on uvloop, and a connection's deadlines move with every request it
 carries (the header and keep-alive deadlines of a client connection, the read and total timeouts of an upstream
-exchange). `LazyTimer` is never moved: it is armed at most `cap` seconds ahead — the shortest of the timeouts
-it serves — so no deadline set later can fall before it; when it fires, its owner acts on whatever has run out
-and says when to look next (`on_due`), and it re-arms for that, or stops until armed again.
+exchange, the deadline of the oldest command on the Redis pipeline). `LazyTimer` is never moved: it is armed at
+most `cap` seconds ahead — the shortest of the timeouts it serves — so no deadline set later can fall before it;
+when it fires, its owner acts on whatever has run out and says when to look next (`on_due`), and it re-arms for
+that, or stops until armed again.
 """
 
 from __future__ import annotations
