@@ -17,6 +17,10 @@ they go through this instead (what ioredis and StackExchange.Redis call auto-pip
   command is never sent twice (a retried `SET NX` could report a replay that was not one);
 - `-READONLY` (a Sentinel-managed master that was demoted) fails the command as a connection failure and
   closes the connection: the next one asks the sentinels for the master again.
+- a reply its command never gets from Redis (not RESP, a negative length other than -1, or a type or count
+  the command does not answer with: `SET NX` answered with an integer, `MGET` with fewer values) fails the
+  command as a connection failure and closes the connection: it is never read as an answer, and what else
+  comes on that connection is no longer trusted.
 
 Connecting stays redis-py's: the URL as redis-py reads it (TLS and its `ssl_*` parameters, AUTH, the database,
 unix sockets, Sentinel discovery), its handshake, then the connection's transport is taken over by `_Link`.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -41,7 +46,8 @@ class ReplyError(Exception):
 
 
 class LinkError(ConnectionError):
-    """The connection broke, or the peer sent what is not RESP, or a demoted master refused a write."""
+    """The connection broke, or the peer sent what is not RESP or not an answer to the command, or a demoted
+    master refused a write."""
 
 
 class _Incomplete(Exception):
@@ -66,6 +72,7 @@ def _parse(buf: bytes, pos: int, nested: bool = False) -> tuple[Any, int]:
     if kind == 36:  # $ bulk string
         n = int(buf[pos + 1:end])
         if n < 0:
+            _nil(n)
             return None, end + 2
         stop = end + 2 + n
         if len(buf) < stop + 2:
@@ -82,6 +89,7 @@ def _parse(buf: bytes, pos: int, nested: bool = False) -> tuple[Any, int]:
     if kind == 42 and not nested:  # * array
         n = int(buf[pos + 1:end])
         if n < 0:
+            _nil(n)
             return None, end + 2
         items = []
         pos = end + 2
@@ -90,6 +98,13 @@ def _parse(buf: bytes, pos: int, nested: bool = False) -> tuple[Any, int]:
             items.append(item)
         return items, pos
     raise LinkError("unexpected reply type")
+
+
+def _nil(n: int) -> None:
+    """A negative length: -1 is the nil reply; any other is a broken peer (read as nil it would be an answer:
+    "absent" for a revoked token, "seen" for a fresh jti)."""
+    if n != -1:
+        raise LinkError("malformed length")
 
 
 class _Link(asyncio.Protocol):
@@ -203,13 +218,19 @@ class Pipeline:
         self._link: _Link | None = None
         self._connecting: asyncio.Task[_Link] | None = None
 
-    async def call(self, command: bytes, deadline: float) -> Any:
+    async def call(self, command: bytes, deadline: float, shape: Callable[[Any], bool]) -> Any:
         """Send a packed command and return its reply (bytes, int, None or a list of them); raises ReplyError,
-        LinkError (the connection failed) or TimeoutError (no reply by `deadline`, on the loop's clock)."""
+        LinkError (the connection failed, or the reply is not of a `shape` the command answers with: the
+        connection's replies are no longer trusted and it is dropped) or TimeoutError (no reply by `deadline`,
+        on the loop's clock)."""
         link = self._link
         if link is None or not link.alive:
             link = await self._connect(deadline)
-        return await link.send(command, deadline)
+        reply = await link.send(command, deadline)
+        if not shape(reply):
+            link.close()
+            raise LinkError("a reply the command does not answer with")
+        return reply
 
     @staticmethod
     def loop_time() -> float:
@@ -226,14 +247,20 @@ class Pipeline:
             self._link = None
 
     async def _connect(self, deadline: float) -> _Link:
+        remaining = deadline - self.loop_time()
+        if remaining <= 0:  # before any connect is started: one nobody waits for would be left to run
+            raise TimeoutError("no time left to connect")
         task = self._connecting
         if task is None or task.done():
             task = self._connecting = asyncio.get_running_loop().create_task(self._open())
-        remaining = deadline - self.loop_time()
-        if remaining <= 0:
-            raise TimeoutError("no time left to connect")
-        # shielded: a caller that gives up does not cancel the connect other callers wait for
-        link = await asyncio.wait_for(asyncio.shield(task), remaining)
+        try:
+            # shielded: a caller that gives up does not cancel the connect other callers wait for
+            link = await asyncio.wait_for(asyncio.shield(task), remaining)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if task.cancelled() and me is not None and not me.cancelling():  # close() ended the connect
+                raise LinkError("connection closed") from None
+            raise
         if not link.alive:
             raise LinkError("connection lost")
         return link

@@ -1,0 +1,333 @@
+"""Attacks on the store's pipelined Redis connection (gateway/state/resp.py, RedisStore._call): what a caller may
+see when connects are cut short, replies come in a shape the command does not answer with, callers give up at
+random, or Redis dies under load. Real sockets on 127.0.0.1: RESP servers of the test's own (FakeRedis) where
+the peer's misbehaviour is the subject, a real redis-server otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import ConnectionPool, Redis
+
+from gateway.state.redis import CircuitBreaker, RedisStore
+from gateway.state.resp import LinkError, Pipeline, _parse, pack
+from gateway.state.store import StoreUnavailable
+from tests.conftest import RedisServer
+from tests.state.test_resp import FakeRedis
+
+
+class SilentServer:
+    """Accepts TCP and reads, never answers: a Redis whose handshake stalls."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+        self._writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writers.append(writer)
+        while await reader.read(65536):
+            pass
+        writer.close()
+
+    async def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+        if self.server is not None:
+            self.server.close()
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """What reaches the loop's exception handler ("Task exception was never retrieved" and the like)."""
+    seen: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    yield seen
+    gc.collect()
+    loop.set_exception_handler(previous)
+
+
+# -- the connect path --------------------------------------------------------------------------------------
+
+
+async def test_close_while_connecting_fails_the_waiting_callers_with_store_unavailable(loop_errors):
+    """close() while the handshake is in flight: every caller waiting for that connect gets StoreUnavailable
+    (kind `connection`), never a CancelledError it did not ask for (that would end the request with a 500)."""
+    server = SilentServer()
+    kinds: list[str] = []
+    store = RedisStore.from_url(await server.start(), timeout_seconds=2.0, breaker=CircuitBreaker(100, 1.0),
+                                on_error=kinds.append)
+    try:
+        calls = [asyncio.create_task(store.add_if_absent("jti", f"j{i}", 60)) for i in range(3)]
+        await _until(lambda: server.connections >= 1)
+        await asyncio.sleep(0.05)
+        await store.close()
+        async with asyncio.timeout(3):
+            results = await asyncio.gather(*calls, return_exceptions=True)
+        assert [type(r) for r in results] == [StoreUnavailable] * 3, results
+        assert kinds == ["connection"] * 3
+    finally:
+        await store.close()
+        await server.close()
+    gc.collect()
+    assert loop_errors == []
+
+
+async def test_a_stalled_handshake_fails_within_the_bound_as_a_timeout(loop_errors):
+    """A Redis that accepts TCP but never answers the handshake costs each caller its bound, kind `timeout`."""
+    server = SilentServer()
+    kinds: list[str] = []
+    store = RedisStore.from_url(await server.start(), timeout_seconds=0.3, breaker=CircuitBreaker(100, 1.0),
+                                on_error=kinds.append)
+    try:
+        started = time.monotonic()
+        async with asyncio.timeout(5):
+            results = await asyncio.gather(*(store.get("ns", "k") for _ in range(4)), return_exceptions=True)
+        assert [type(r) for r in results] == [StoreUnavailable] * 4
+        assert time.monotonic() - started < 1.5
+        assert kinds == ["timeout"] * 4
+    finally:
+        await store.close()
+        await server.close()
+    await asyncio.sleep(0.1)
+    gc.collect()
+    assert loop_errors == []
+
+
+async def test_a_call_with_no_time_left_opens_no_connection(loop_errors):
+    """A call whose deadline has passed before it connects fails at once and starts no connect nobody waits for
+    (a connect task left running would open a connection, or fail with an exception never retrieved)."""
+    server = FakeRedis(lambda args, conn: b"+PONG\r\n")
+    pool = ConnectionPool.from_url(await server.start())
+    pipe = Pipeline(pool, 1.0)
+    try:
+        with pytest.raises(TimeoutError):
+            await pipe.call(pack(b"PING"), pipe.loop_time() - 1, lambda reply: True)
+        await asyncio.sleep(0.2)
+        assert server.connections == 0
+    finally:
+        await pipe.close()
+        await pool.aclose()
+        await server.close()
+
+
+# -- replies in a shape the command does not answer with ---------------------------------------------------
+
+
+def _answer_with(bad: bytes) -> Callable[[list[bytes], int], bytes]:
+    return lambda args, conn: bad
+
+
+async def _call(store: RedisStore, method: str) -> Any:
+    if method == "add_if_absent":
+        return await store.add_if_absent("jti", "j", 60)
+    if method == "put":
+        return await store.put("rev", "t", "1", 60)
+    if method == "get":
+        return await store.get("rev", "t")
+    if method == "get_many":
+        return await store.get_many([("rev", "a"), ("rev", "b")])
+    if method == "exists":
+        return await store.exists("rev", "t")
+    assert method == "incr"
+    return await store.incr("rate", "c", 1, 60)
+
+
+@pytest.mark.parametrize(("method", "bad"), [
+    ("get", b"$-2\r\n"),  # a negative length other than -1: not "absent" (a revocation read as none)
+    ("add_if_absent", b"*-3\r\n"),  # likewise for an array: not a nil (a fresh jti read as a replay)
+    ("add_if_absent", b":0\r\n"),  # SET NX answers +OK or nil: anything else is not "newly added"
+    ("add_if_absent", b"+QUEUED\r\n"),
+    ("put", b"$-1\r\n"),
+    ("get", b":1\r\n"),
+    ("get", b"*1\r\n$1\r\nx\r\n"),
+    ("get_many", b"*-1\r\n"),
+    ("get_many", b"*1\r\n$1\r\nx\r\n"),  # one value for two keys
+    ("get_many", b"*2\r\n-ERR x\r\n$-1\r\n"),
+    ("get_many", b"*2\r\n:1\r\n$-1\r\n"),
+    ("exists", b"$1\r\n0\r\n"),
+    ("incr", b"$3\r\nabc\r\n"),
+    ("incr", b"$-1\r\n"),
+])
+async def test_a_reply_of_the_wrong_shape_is_never_an_answer(method: str, bad: bytes, loop_errors):
+    """Every store call fails closed (StoreUnavailable, kind `connection`: the connection's replies can no longer
+    be trusted, it is dropped) on a reply its command never gets from Redis: never a value read from it, never
+    an AttributeError/TypeError/ValueError reaching the caller."""
+    server = FakeRedis(lambda args, conn: bad if conn == 1 else b"+OK\r\n")
+    kinds: list[str] = []
+    store = RedisStore.from_url(await server.start(), timeout_seconds=2.0, breaker=CircuitBreaker(100, 1.0),
+                                on_error=kinds.append)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await _call(store, method)
+        assert kinds == ["connection"]
+        await store.put("rev", "t", "1", 60)  # a fresh connection
+        assert server.connections == 2
+    finally:
+        await store.close()
+        await server.close()
+
+
+@pytest.mark.parametrize("data", [b"$-2\r\n", b"*-2\r\n", b"$-100\r\n"])
+def test_only_minus_one_is_a_nil(data: bytes):
+    with pytest.raises(LinkError):
+        _parse(data, 0)
+
+
+# -- against a real redis-server ---------------------------------------------------------------------------
+
+
+async def _until(probe: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.005)
+
+
+@pytest.fixture
+async def store_on(redis_server: RedisServer, redis_prefix: str) -> AsyncIterator[RedisStore]:
+    store = RedisStore.from_url(redis_server.url, key_prefix=redis_prefix, timeout_seconds=5.0, pool_size=16,
+                                breaker=CircuitBreaker(1000, 1.0))
+    yield store
+    await store.close()
+
+
+async def test_callers_cancelled_at_random_never_shift_another_callers_answer(store_on: RedisStore, loop_errors):
+    """Hundreds of SET NX (half of them on keys already there) and GETs, a third of the callers cancelled at a
+    random point (waiting for a slot, queued, written, answered): every caller that returns has its own key's
+    answer — a fresh jti is never reported replayed, a replay never reported fresh, a GET never another's value."""
+    rng = random.Random(7)
+    store = store_on
+    taken = [f"old{i}" for i in range(150)]
+    await asyncio.gather(*(store.put("ns", k, k, 60) for k in taken))
+    await asyncio.gather(*(store.add_if_absent("jti", k, 60) for k in taken))  # seen once: replays from now on
+
+    async def one(i: int) -> None:
+        if i % 3 == 0:
+            key = taken[i % len(taken)] if i % 2 else f"fresh{i}"
+            added = await store.add_if_absent("jti", key, 60)
+            assert added is (not i % 2), (key, added)
+        elif i % 3 == 1:
+            key = taken[i % len(taken)]
+            assert await store.get("ns", key) == key
+        else:
+            assert await store.get("ns", f"none{i}") is None
+
+    for _round in range(3):
+        tasks = [asyncio.create_task(one(i + 1000 * _round)) for i in range(300)]
+        for _ in range(100):
+            await asyncio.sleep(0) if rng.random() < 0.7 else None
+            rng.choice(tasks).cancel()
+        done = await asyncio.gather(*tasks, return_exceptions=True)
+        failures = [r for r in done if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError)]
+        assert failures == []
+    # the connection is still in step: one more call of each kind gets its own answer
+    assert await store.add_if_absent("jti", "last-fresh", 60) is True
+    assert await store.add_if_absent("jti", "last-fresh", 60) is False
+    assert await store.get("ns", taken[0]) == taken[0]
+    gc.collect()
+    assert loop_errors == []
+
+
+async def test_redis_killed_and_restarted_under_load(own_redis, redis_prefix: str, loop_errors):
+    """Redis crashes and comes back on the same port while callers keep calling: every failure is
+    StoreUnavailable of a reported kind, nothing hangs past the bound, and the store serves again after it."""
+    server: RedisServer = own_redis()
+    kinds: list[str] = []
+    store = RedisStore.from_url(server.url, key_prefix=redis_prefix, timeout_seconds=0.3,
+                                breaker=CircuitBreaker(3, 0.2), on_error=kinds.append)
+    stop = asyncio.Event()
+    other: list[BaseException] = []
+    longest = 0.0
+
+    async def caller(n: int) -> None:
+        nonlocal longest
+        i = 0
+        while not stop.is_set():
+            i += 1
+            started = time.monotonic()
+            try:
+                assert await store.add_if_absent("jti", f"c{n}-{i}", 60) is True
+            except StoreUnavailable:
+                await asyncio.sleep(0.01)
+            except BaseException as exc:  # what the test is looking for
+                other.append(exc)
+            longest = max(longest, time.monotonic() - started)
+            await asyncio.sleep(0)
+
+    try:
+        callers = [asyncio.create_task(caller(n)) for n in range(20)]
+        await asyncio.sleep(0.2)
+        await asyncio.to_thread(server.stop)
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(server.start)
+        await asyncio.sleep(0.2)
+
+        async def serves() -> bool:
+            try:
+                return await store.add_if_absent("jti", f"probe-{time.monotonic()}", 60)
+            except StoreUnavailable:
+                return False
+
+        deadline = time.monotonic() + 5
+        while not await serves():
+            assert time.monotonic() < deadline, "the store did not recover"
+            await asyncio.sleep(0.05)
+        stop.set()
+        async with asyncio.timeout(5):
+            await asyncio.gather(*callers)
+        assert other == []
+        assert longest < 1.5  # bound 0.3 s (slot wait, connect, command); generous
+        assert set(kinds) <= {"timeout", "connection", "circuit_open"} and kinds
+    finally:
+        stop.set()
+        await store.close()
+    gc.collect()
+    assert loop_errors == []
+
+
+async def test_a_wrong_password_fails_closed_and_is_never_shown(own_redis, redis_prefix: str, caplog):
+    """AUTH refused: StoreUnavailable of kind `connection`, the password in no message or log line."""
+    server: RedisServer = own_redis("--requirepass", "right-pw")
+    kinds: list[str] = []
+    store = RedisStore.from_url(f"redis://:wr0ng-s3cret@127.0.0.1:{server.port}/0", key_prefix=redis_prefix,
+                                timeout_seconds=1.0, breaker=CircuitBreaker(100, 1.0), on_error=kinds.append)
+    try:
+        with pytest.raises(StoreUnavailable) as caught:
+            await store.add_if_absent("jti", "j", 60)
+        assert "wr0ng-s3cret" not in str(caught.value) and caught.value.__cause__ is None
+        assert kinds == ["connection"]
+    finally:
+        await store.close()
+    assert "wr0ng-s3cret" not in caplog.text
+
+
+async def test_a_unix_socket_url(own_redis, tmp_path, redis_prefix: str):
+    """unix:// connects through redis-py and is taken over like TCP."""
+    sock = tmp_path / "redis.sock"
+    own_redis("--unixsocket", str(sock), "--unixsocketperm", "700")
+    store = RedisStore.from_url(f"unix://{sock}?db=0", key_prefix=redis_prefix, timeout_seconds=2.0)
+    try:
+        assert await store.add_if_absent("jti", "u", 60) is True
+        assert await store.add_if_absent("jti", "u", 60) is False
+        raw = Redis(unix_socket_path=str(sock))
+        try:
+            assert await raw.exists(f"{redis_prefix}jti:u") == 1
+        finally:
+            await raw.aclose()
+    finally:
+        await store.close()
