@@ -12,7 +12,8 @@ they go through this instead (what ioredis and StackExchange.Redis call auto-pip
 - every command carries its caller's deadline. One lazy timer per connection watches the oldest command still
   unanswered: when its deadline passes the connection is treated as stalled, every command on it fails
   (`timeout`) and it is closed, so a silent Redis costs each caller at most its bound and the next call
-  connects afresh;
+  connects afresh. A command sent behind one with a later deadline (a NOSCRIPT fallback, callers that waited
+  for the connect) is also timed by its caller, so that it is not held to the later deadline;
 - a connection that breaks fails every command on it (`connection`), and the next call connects afresh; a
   command is never sent twice (a retried `SET NX` could report a replay that was not one);
 - `-READONLY` (a Sentinel-managed master that was demoted) fails the command as a connection failure and
@@ -110,7 +111,7 @@ def _nil(n: int) -> None:
 class _Link(asyncio.Protocol):
     """One connection's pipeline: commands out in order, replies back to their callers in the same order."""
 
-    __slots__ = ("_buf", "_loop", "_out", "_owner", "_pending", "_timer", "_transport", "alive")
+    __slots__ = ("_buf", "_loop", "_out", "_owner", "_pending", "_timer", "_transport", "alive", "latest")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter, cap: float) -> None:
         self._loop = loop
@@ -122,11 +123,15 @@ class _Link(asyncio.Protocol):
         self._buf = b""
         self._timer = LazyTimer(loop, cap, self._on_due)
         self.alive = True
+        self.latest = 0.0
+        """The latest deadline of a command sent: the timer fails a command no later than that."""
 
     def send(self, command: bytes, deadline: float) -> asyncio.Future[Any]:
         """Queue `command` for this loop turn's write; its reply (or failure) arrives on the returned future."""
         future = self._loop.create_future()
         self._pending.append((future, deadline))
+        if deadline > self.latest:
+            self.latest = deadline
         out = self._out
         if out is None:
             self._out = [command]
@@ -210,13 +215,14 @@ class _Link(asyncio.Protocol):
 class Pipeline:
     """Commands to one Redis, pipelined over one kept connection (see the module's docstring)."""
 
-    __slots__ = ("_connecting", "_link", "_pool", "_timeout")
+    __slots__ = ("_closed", "_connecting", "_link", "_pool", "_timeout")
 
     def __init__(self, pool: ConnectionPool, timeout_seconds: float) -> None:
         self._pool = pool
         self._timeout = timeout_seconds
         self._link: _Link | None = None
         self._connecting: asyncio.Task[_Link] | None = None
+        self._closed = False
 
     async def call(self, command: bytes, deadline: float, shape: Callable[[Any], bool]) -> Any:
         """Send a packed command and return its reply (bytes, int, None or a list of them); raises ReplyError,
@@ -225,8 +231,15 @@ class Pipeline:
         on the loop's clock)."""
         link = self._link
         if link is None or not link.alive:
+            if self._closed:  # not connected again behind close(): a connection nobody would close
+                raise LinkError("connection closed")
             link = await self._connect(deadline)
-        reply = await link.send(command, deadline)
+        if deadline < link.latest:  # the timer watches the oldest command: one ahead would hold this one longer
+            future = link.send(command, deadline)
+            async with asyncio.timeout_at(deadline):  # on expiry: cancelled, its reply read and dropped
+                reply = await future
+        else:
+            reply = await link.send(command, deadline)
         if not shape(reply):
             link.close()
             raise LinkError("a reply the command does not answer with")
@@ -238,7 +251,9 @@ class Pipeline:
         return asyncio.get_running_loop().time()
 
     async def close(self) -> None:
-        """Drop the connection (and any connect in progress); calls in flight fail with LinkError."""
+        """Drop the connection (and any connect in progress) for good; calls in flight and later ones fail with
+        LinkError."""
+        self._closed = True
         if self._connecting is not None:
             self._connecting.cancel()
             self._connecting = None

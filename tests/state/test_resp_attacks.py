@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import random
 import time
 from collections.abc import AsyncIterator, Callable
@@ -331,3 +332,82 @@ async def test_a_unix_socket_url(own_redis, tmp_path, redis_prefix: str):
             await raw.aclose()
     finally:
         await store.close()
+
+
+# -- deadlines, close, descriptors -------------------------------------------------------------------------
+
+
+async def test_a_command_behind_one_with_a_later_deadline_still_fails_by_its_own():
+    """Deadlines on a connection are not always in the order sent (a NOSCRIPT fallback goes out behind later
+    callers' commands; callers arriving as a connect completes go out before those that waited for it): on a
+    connection that goes silent, each command still fails by its own deadline, not by the one ahead of it."""
+    server = FakeRedis(lambda args, conn: b"")  # the handshake is answered, no command ever is
+    pool = ConnectionPool.from_url(await server.start())
+    pipe = Pipeline(pool, 5.0)
+    try:
+        now = pipe.loop_time()
+        ahead = asyncio.create_task(pipe.call(pack(b"GET", b"a"), now + 4.0, lambda reply: True))
+        await asyncio.sleep(0.1)
+        started = time.monotonic()
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(5):  # only stops a hang
+                await pipe.call(pack(b"GET", b"b"), now + 0.4, lambda reply: True)
+        assert time.monotonic() - started < 2.0  # its bound is 0.3 s from here; the one ahead 3.9 s
+        ahead.cancel()
+    finally:
+        await pipe.close()
+        await pool.aclose()
+        await server.close()
+
+
+async def test_close_with_callers_waiting_for_a_slot_opens_no_new_connection(loop_errors):
+    """close() while commands are in flight and more callers wait for a slot: the slots freed by the failed
+    commands do not let the waiting callers connect again behind the closed store (a connection nobody would
+    ever close); every caller fails at once with StoreUnavailable."""
+    server = FakeRedis(lambda args, conn: b"")  # commands are never answered: they stay in flight
+    store = RedisStore.from_url(await server.start(), timeout_seconds=3.0, pool_size=2,
+                                breaker=CircuitBreaker(100, 1.0))
+    calls = [asyncio.create_task(store.get("ns", f"k{i}")) for i in range(6)]
+    await _until(lambda: server.connections == 1)
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    await store.close()
+    async with asyncio.timeout(5):
+        results = await asyncio.gather(*calls, return_exceptions=True)
+    took = time.monotonic() - started
+    await asyncio.sleep(0.1)
+    assert server.connections == 1
+    assert [type(r) for r in results] == [StoreUnavailable] * 6, results
+    assert took < 1.0  # at once, not at the 3 s bound
+    await server.close()
+    gc.collect()
+    assert loop_errors == []
+
+
+def _open_descriptors() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def test_connections_broken_by_the_peer_leave_no_descriptor_behind(loop_errors):
+    """Fifty connections each ended by a reply Redis would not send: the process holds no more descriptors
+    after than before (each taken-over transport is closed, the redis-py connection object owns nothing)."""
+    server = FakeRedis(lambda args, conn: b"?garbage\r\n")
+    store = RedisStore.from_url(await server.start(), timeout_seconds=2.0, breaker=CircuitBreaker(1000, 1.0))
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.get("ns", "k")
+        await asyncio.sleep(0.05)
+        gc.collect()
+        before = _open_descriptors()
+        for _ in range(50):
+            with pytest.raises(StoreUnavailable):
+                await store.get("ns", "k")
+        await asyncio.sleep(0.1)
+        gc.collect()
+        assert _open_descriptors() <= before + 2
+        assert server.connections == 51
+    finally:
+        await store.close()
+        await server.close()
+    gc.collect()
+    assert loop_errors == []
