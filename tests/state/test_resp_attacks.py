@@ -21,6 +21,8 @@ from gateway.state.redis import CircuitBreaker, RedisStore
 from gateway.state.resp import LinkError, Pipeline, _parse, pack
 from gateway.state.store import StoreUnavailable
 from tests.conftest import RedisServer
+from tests.policy.test_enforcement import REGISTER, auth
+from tests.state.test_redis import _two_gateways
 from tests.state.test_resp import FakeRedis
 
 
@@ -411,3 +413,74 @@ async def test_connections_broken_by_the_peer_leave_no_descriptor_behind(loop_er
         await server.close()
     gc.collect()
     assert loop_errors == []
+
+
+async def test_two_stores_racing_on_the_same_jtis_admit_each_exactly_once(
+    redis_server: RedisServer, redis_prefix: str
+):
+    """Two gateways' stores (two connections) send SET NX for the same jtis concurrently, some callers cancelled
+    at random: no jti is ever admitted twice, and every jti no cancelled caller reports admitted was admitted by
+    a cancelled one (its SET was written) — never lost to a misrouted reply."""
+    rng = random.Random(11)
+    a, b = (RedisStore.from_url(redis_server.url, key_prefix=redis_prefix, timeout_seconds=5.0, pool_size=8,
+                                breaker=CircuitBreaker(1000, 1.0)) for _ in range(2))
+    try:
+        jtis = [f"jti-{i}" for i in range(200)]
+        tasks = {(jti, s): asyncio.create_task(store.add_if_absent("jti", jti, 60))
+                 for jti in jtis for s, store in (("a", a), ("b", b))}
+        for _ in range(80):
+            await asyncio.sleep(0) if rng.random() < 0.5 else None
+            rng.choice(list(tasks.values())).cancel()
+        await asyncio.gather(*tasks.values(), return_exceptions=True)
+        for jti in jtis:
+            got = [t.result() for s in "ab" if not (t := tasks[(jti, s)]).cancelled()]
+            assert got.count(True) <= 1, (jti, got)
+            if got and True not in got:  # the one that added it was cancelled after its SET went out
+                assert any(tasks[(jti, s)].cancelled() for s in "ab"), (jti, got)
+        assert await a.add_if_absent("jti", "after", 60) is True
+        assert await b.add_if_absent("jti", "after", 60) is False
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_redis_killed_under_concurrent_gateway_load_is_503_never_500(
+    start_server: Any, running_gateway: Any, own_redis: Any, redis_prefix: str
+):
+    """Two gateways on one Redis, twenty requests at a time through each (token revocation lookups): Redis
+    killed, then restarted on the same port. Every answer is 200 or 503 with Retry-After (never a 500, never a
+    hang), and both gateways serve again."""
+    server: RedisServer = own_redis()
+    bank, a, b = await _two_gateways(start_server, running_gateway, server.url, redis_prefix,
+                                     timeout_seconds=0.3, breaker={"failure_threshold": 3, "open_seconds": 0.3})
+    statuses: list[int] = []
+    stop = asyncio.Event()
+
+    async def load(gateway: Any) -> None:
+        while not stop.is_set():
+            async with asyncio.timeout(5):
+                resp = await gateway.client.get(f"{REGISTER}/client-a", headers=auth(bank.token()))
+                await resp.read()
+            statuses.append(resp.status)
+            if resp.status == 503:
+                assert int(resp.headers["Retry-After"]) >= 1
+                await asyncio.sleep(0.01)
+
+    tasks = [asyncio.create_task(load(g)) for g in (a, b) for _ in range(20)]
+    try:
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(server.stop)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(server.start)
+        deadline = time.monotonic() + 8
+        while True:
+            mark = len(statuses)
+            await asyncio.sleep(0.3)
+            if statuses[mark:] and all(s == 200 for s in statuses[mark:]):
+                break
+            assert time.monotonic() < deadline, "the gateways did not recover"
+    finally:
+        stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [r for r in results if r is not None] == []
+    assert set(statuses) == {200, 503}, sorted(set(statuses))
