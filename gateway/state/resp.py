@@ -71,7 +71,7 @@ def _parse(buf: bytes, pos: int, nested: bool = False) -> tuple[Any, int]:
         raise _Incomplete
     kind = buf[pos]
     if kind == 36:  # $ bulk string
-        n = int(buf[pos + 1:end])
+        n = _int(buf[pos + 1:end])
         if n < 0:
             _nil(n)
             return None, end + 2
@@ -84,11 +84,11 @@ def _parse(buf: bytes, pos: int, nested: bool = False) -> tuple[Any, int]:
     if kind == 43:  # + simple string
         return buf[pos + 1:end], end + 2
     if kind == 58:  # : integer
-        return int(buf[pos + 1:end]), end + 2
+        return _int(buf[pos + 1:end]), end + 2
     if kind == 45:  # - error
         return ReplyError(buf[pos + 1:end].decode("utf-8", "replace")), end + 2
     if kind == 42 and not nested:  # * array
-        n = int(buf[pos + 1:end])
+        n = _int(buf[pos + 1:end])
         if n < 0:
             _nil(n)
             return None, end + 2
@@ -99,6 +99,14 @@ def _parse(buf: bytes, pos: int, nested: bool = False) -> tuple[Any, int]:
             items.append(item)
         return items, pos
     raise LinkError("unexpected reply type")
+
+
+def _int(raw: bytes) -> int:
+    """A RESP integer or length: ASCII digits after an optional minus. int() alone would also read spaces, a
+    plus sign and underscores ("1_0" as 10): a broken peer, not a number."""
+    if not (raw[1:] if raw[:1] == b"-" else raw).isdigit():
+        raise LinkError("malformed integer")
+    return int(raw)
 
 
 def _nil(n: int) -> None:

@@ -23,7 +23,7 @@ from gateway.state.store import StoreUnavailable
 from tests.conftest import RedisServer
 from tests.policy.test_enforcement import REGISTER, auth
 from tests.state.test_redis import _two_gateways
-from tests.state.test_resp import FakeRedis
+from tests.state.test_resp import FakeRedis, _command
 
 
 class SilentServer:
@@ -484,3 +484,153 @@ async def test_redis_killed_under_concurrent_gateway_load_is_503_never_500(
         results = await asyncio.gather(*tasks, return_exceptions=True)
     assert [r for r in results if r is not None] == []
     assert set(statuses) == {200, 503}, sorted(set(statuses))
+
+
+# -- a hostile or broken peer ------------------------------------------------------------------------------
+
+
+class ByteByByte:
+    """A RESP server that answers GET k<n> with the bulk string "v<n>" (MGET likewise) and writes its replies
+    one byte per write, with a loop turn between bytes, so the client reads them in pieces cut anywhere."""
+
+    def __init__(self) -> None:
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        def value(key: bytes) -> bytes:
+            v = b"v" + key.rpartition(b":k")[2]
+            return b"$%d\r\n%b\r\n" % (len(v), v)
+
+        try:
+            while True:
+                args = await _command(reader)
+                name = args[0].upper()
+                if name == b"CLIENT":
+                    reply = b"+OK\r\n"
+                elif name == b"MGET":
+                    reply = b"*%d\r\n" % (len(args) - 1) + b"".join(value(k) for k in args[1:])
+                else:
+                    reply = value(args[1])
+                for i in range(len(reply)):
+                    writer.write(reply[i:i + 1])
+                    await writer.drain()
+                    await asyncio.sleep(0)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_replies_cut_at_every_byte_reach_their_callers_whole():
+    """Replies arriving a byte at a time, many callers in flight: every caller gets its own value, whole."""
+    server = ByteByByte()
+    store = RedisStore.from_url(await server.start(), timeout_seconds=5.0, pool_size=8)
+    try:
+        async with asyncio.timeout(10):
+            values = await asyncio.gather(*(store.get("ns", f"k{i}") for i in range(30)))
+            many = await store.get_many([("ns", "k7"), ("ns", "k123456")])
+        assert values == [f"v{i}" for i in range(30)]
+        assert many == ["v7", "v123456"]
+    finally:
+        await store.close()
+        await server.close()
+
+
+@pytest.mark.parametrize("bad", [
+    b":1_0\r\n",  # int() reads "1_0" as 10
+    b": 1\r\n",
+    b":+1\r\n",
+    b"$+1\r\nx\r\n",
+    b"$ 1\r\nx\r\n",
+    b"*+1\r\n$1\r\nx\r\n",
+])
+def test_integers_and_lengths_with_junk_are_refused(bad: bytes):
+    """A RESP integer or length is ASCII digits after an optional minus: what Python's int() also accepts
+    (spaces, '+', '_') is a broken peer, not a number."""
+    with pytest.raises(LinkError):
+        _parse(bad, 0)
+
+
+@pytest.mark.parametrize("cut", [b"$5\r\nab", b"*2\r\n$1\r\na\r\n", b"$5", b":12"])
+async def test_eof_inside_a_reply_is_a_connection_failure(cut: bytes):
+    """The peer closes the connection in the middle of a reply: kind `connection`, the next call connects afresh."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        try:
+            while True:
+                args = await _command(reader)
+                if args[0].upper() == b"CLIENT":
+                    writer.write(b"+OK\r\n")
+                elif connections == 1:
+                    writer.write(cut)
+                    await writer.drain()
+                    break
+                else:
+                    writer.write(b"$2\r\nok\r\n")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        writer.close()
+
+    connections = 0
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    kinds: list[str] = []
+    store = RedisStore.from_url(f"redis://127.0.0.1:{server.sockets[0].getsockname()[1]}/0", timeout_seconds=2.0,
+                                breaker=CircuitBreaker(100, 1.0), on_error=kinds.append)
+    try:
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.get("ns", "k")
+        assert time.monotonic() - started < 1.0  # at the EOF, not at the 2 s bound
+        assert kinds == ["connection"]
+        assert await store.get("ns", "k") == "ok"
+        assert connections == 2
+    finally:
+        await store.close()
+        server.close()
+
+
+@pytest.mark.parametrize("error", [
+    b"-LOADING Redis is loading the dataset in memory\r\n",
+    b"-BUSY Redis is busy running a script.\r\n",
+    b"-MASTERDOWN Link with MASTER is down\r\n",
+    b"-NOSCRIPT No matching script.\r\n",  # to a GET: only EVALSHA falls back
+])
+async def test_error_replies_fail_their_command_only(error: bytes):
+    """Redis refusing commands for a while: those fail (`response`, StoreUnavailable), their neighbours in the same
+    write get their own answers, and the connection is kept."""
+    server = FakeRedis(lambda args, conn: error if args[1].endswith(b"bad") else b"$2\r\nok\r\n")
+    kinds: list[str] = []
+    store = RedisStore.from_url(await server.start(), timeout_seconds=2.0, breaker=CircuitBreaker(100, 1.0),
+                                on_error=kinds.append)
+    try:
+        results = await asyncio.gather(store.get("ns", "good1"), store.get("ns", "bad"), store.get("ns", "good2"),
+                                       return_exceptions=True)
+        assert results[0] == "ok" and isinstance(results[1], StoreUnavailable) and results[2] == "ok"
+        assert kinds == ["response"] and server.connections == 1
+    finally:
+        await store.close()
+        await server.close()
+
+
+async def test_an_idle_connection_keeps_no_timer(redis_server: RedisServer, redis_prefix: str):
+    """Once every command is answered, the connection's timer stops within one bound: an idle process holds no
+    timer per connection (nor closes the connection)."""
+    store = RedisStore.from_url(redis_server.url, key_prefix=redis_prefix, timeout_seconds=0.2)
+    try:
+        await store.put("ns", "k", "v", 60)
+        link = store._pipe._link
+        assert link is not None
+        await asyncio.sleep(0.5)
+        assert link._timer._handle is None and link.alive
+        assert await store.get("ns", "k") == "v" and store._pipe._link is link
+    finally:
+        await store.close()
