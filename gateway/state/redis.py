@@ -417,6 +417,9 @@ def _client(url: str, pool_size: int, timeout: float) -> Redis:
         )
         return master
     pool = ConnectionPool.from_url(url, max_connections=pool_size, **options)
+    # The pipeline reads RESP2 only (and the invalidation link takes RESP2 pub/sub delivery): a `?protocol=3`
+    # in the URL (which from_url lets win over the options) would have every call fail as a malformed reply.
+    pool.connection_kwargs["protocol"] = 2
     return Redis.from_pool(pool)
 
 

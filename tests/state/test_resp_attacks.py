@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+import structlog
 from redis.asyncio import ConnectionPool, Redis
 
 from gateway.state.redis import CircuitBreaker, RedisStore
@@ -310,13 +311,17 @@ async def test_a_wrong_password_fails_closed_and_is_never_shown(own_redis, redis
     store = RedisStore.from_url(f"redis://:wr0ng-s3cret@127.0.0.1:{server.port}/0", key_prefix=redis_prefix,
                                 timeout_seconds=1.0, breaker=CircuitBreaker(100, 1.0), on_error=kinds.append)
     try:
-        with pytest.raises(StoreUnavailable) as caught:
-            await store.add_if_absent("jti", "j", 60)
+        with structlog.testing.capture_logs() as logs:
+            with pytest.raises(StoreUnavailable) as caught:
+                await store.add_if_absent("jti", "j", 60)
+            assert await store.ping() is False
         assert "wr0ng-s3cret" not in str(caught.value) and caught.value.__cause__ is None
-        assert kinds == ["connection"]
+        assert caught.value.__context__ is None or "wr0ng-s3cret" not in repr(caught.value.__context__)
+        assert kinds == ["connection"] * 2
+        assert [e["event"] for e in logs] == ["state_store_error"] * 2
     finally:
         await store.close()
-    assert "wr0ng-s3cret" not in caplog.text
+    assert "wr0ng-s3cret" not in repr(logs) and "wr0ng-s3cret" not in caplog.text
 
 
 async def test_a_unix_socket_url(own_redis, tmp_path, redis_prefix: str):
@@ -632,5 +637,18 @@ async def test_an_idle_connection_keeps_no_timer(redis_server: RedisServer, redi
         await asyncio.sleep(0.5)
         assert link._timer._handle is None and link.alive
         assert await store.get("ns", "k") == "v" and store._pipe._link is link
+    finally:
+        await store.close()
+
+
+async def test_a_url_asking_for_resp3_still_serves(redis_server: RedisServer, redis_prefix: str):
+    """`?protocol=3` in the URL (redis-py would then say HELLO 3): the store's connection speaks RESP2, which is
+    all the pipeline reads — not a store that fails every call as a `connection` error."""
+    url = redis_server.url + "?protocol=3"
+    store = RedisStore.from_url(url, key_prefix=redis_prefix, timeout_seconds=2.0, breaker=CircuitBreaker(100, 1.0))
+    try:
+        assert await store.add_if_absent("jti", "r3", 60) is True
+        assert await store.add_if_absent("jti", "r3", 60) is False
+        assert await store.get("ns", "absent") is None
     finally:
         await store.close()
