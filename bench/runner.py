@@ -242,12 +242,16 @@ def _shape(reading: GroupMemory) -> tuple[int, int, dict[int, int]]:
     return reading.fds, reading.accepted, dict(reading.peers)
 
 
+REDIS_CONNECTIONS_PER_WORKER = 2
+"""The store's pipelined connection (gateway/state/resp.py) and the revocation cache's invalidation link."""
+
+
 def soak_peers(endpoint: Endpoint, upstream: Endpoint) -> tuple[Peer, ...]:
     """The servers a gateway target keeps pooled connections to, with the rules its own config gives them (read
     as the gateway reads it): the upstream, whose idle connections it closes (`upstream.pool.keepalive_seconds`;
-    the key-fetch session's keep-alive, since the bench upstream serves the key sets), and Redis, whose pool of
-    `state.redis.pool_size` per worker, plus each worker's invalidation link, it keeps open. Other targets have
-    none: every descriptor of theirs is held to the strict rule."""
+    the key-fetch session's keep-alive, since the bench upstream serves the key sets), and Redis, where each worker
+    keeps its one pipelined connection and its invalidation link open. Other targets have none: every descriptor
+    of theirs is held to the strict rule."""
     if endpoint.config is None:
         return ()
     settings = load_settings(endpoint.config, gateway_env())
@@ -256,9 +260,8 @@ def soak_peers(endpoint: Endpoint, upstream: Endpoint) -> tuple[Peer, ...]:
     # `keepalive`, so within twice that.
     peers = [Peer("upstream", _port(upstream.url), idle_close_s=2 * keepalive + SETTLE_S)]
     if settings.state.backend == "redis":
-        redis = settings.state.redis
-        peers.append(Peer("redis", _port(redis.resolve_url(gateway_env())),
-                          bound=settings.server.workers * (redis.pool_size + 1)))
+        url = settings.state.redis.resolve_url(gateway_env())
+        peers.append(Peer("redis", _port(url), bound=settings.server.workers * REDIS_CONNECTIONS_PER_WORKER))
     return tuple(peers)
 
 

@@ -262,7 +262,7 @@ def test_soak_mode_sends_the_requests_and_samples_after_the_warm_up() -> None:
         assert [s["requests"] for s in document["samples"]] == [0, 30, 300]
     redis = [t.soak for t in result.targets if t.name == "gw_token_redis" and t.soak is not None]
     for soak in redis:
-        assert [(p.name, p.bound) for p in soak.peers] == [("upstream", None), ("redis", 33)]
+        assert [(p.name, p.bound) for p in soak.peers] == [("upstream", None), ("redis", 2)]
         assert 0 < max(s.peers["redis"] for s in soak.samples) <= 33
     assert "verdict" in render(result)
 
