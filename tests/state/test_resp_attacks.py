@@ -494,49 +494,20 @@ async def test_redis_killed_under_concurrent_gateway_load_is_503_never_500(
 # -- a hostile or broken peer ------------------------------------------------------------------------------
 
 
-class ByteByByte:
-    """A RESP server that answers GET k<n> with the bulk string "v<n>" (MGET likewise) and writes its replies
-    one byte per write, with a loop turn between bytes, so the client reads them in pieces cut anywhere."""
+def _values(args: list[bytes], conn: int) -> bytes:
+    """GET <prefix>k<n> is answered with the bulk string "v<n>", MGET likewise."""
+    def value(key: bytes) -> bytes:
+        v = b"v" + key.rpartition(b":k")[2]
+        return b"$%d\r\n%b\r\n" % (len(v), v)
 
-    def __init__(self) -> None:
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return f"redis://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/0"
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        def value(key: bytes) -> bytes:
-            v = b"v" + key.rpartition(b":k")[2]
-            return b"$%d\r\n%b\r\n" % (len(v), v)
-
-        try:
-            while True:
-                args = await _command(reader)
-                name = args[0].upper()
-                if name == b"CLIENT":
-                    reply = b"+OK\r\n"
-                elif name == b"MGET":
-                    reply = b"*%d\r\n" % (len(args) - 1) + b"".join(value(k) for k in args[1:])
-                else:
-                    reply = value(args[1])
-                for i in range(len(reply)):
-                    writer.write(reply[i:i + 1])
-                    await writer.drain()
-                    await asyncio.sleep(0)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
+    if args[0].upper() == b"MGET":
+        return b"*%d\r\n" % (len(args) - 1) + b"".join(value(k) for k in args[1:])
+    return value(args[1])
 
 
 async def test_replies_cut_at_every_byte_reach_their_callers_whole():
     """Replies arriving a byte at a time, many callers in flight: every caller gets its own value, whole."""
-    server = ByteByByte()
+    server = FakeRedis(_values, byte_by_byte=True)
     store = RedisStore.from_url(await server.start(), timeout_seconds=5.0, pool_size=8)
     try:
         async with asyncio.timeout(10):
