@@ -104,6 +104,7 @@ async def test_a_stalled_handshake_fails_within_the_bound_as_a_timeout(loop_erro
         assert [type(r) for r in results] == [StoreUnavailable] * 4
         assert time.monotonic() - started < 1.5
         assert kinds == ["timeout"] * 4
+        assert server.connections == 1  # the callers waited for one connect, not one each
     finally:
         await store.close()
         await server.close()
@@ -396,8 +397,9 @@ def _open_descriptors() -> int:
 
 
 async def test_connections_broken_by_the_peer_leave_no_descriptor_behind(loop_errors):
-    """Fifty connections each ended by a reply Redis would not send: the process holds no more descriptors
-    after than before (each taken-over transport is closed, the redis-py connection object owns nothing)."""
+    """Fifty connections each ended by a reply Redis would not send: the process holds no more descriptors or
+    tasks after than before (each taken-over transport is closed, the redis-py connection object owns nothing,
+    no connect task is left)."""
     server = FakeRedis(lambda args, conn: b"?garbage\r\n")
     store = RedisStore.from_url(await server.start(), timeout_seconds=2.0, breaker=CircuitBreaker(1000, 1.0))
     try:
@@ -405,13 +407,14 @@ async def test_connections_broken_by_the_peer_leave_no_descriptor_behind(loop_er
             await store.get("ns", "k")
         await asyncio.sleep(0.05)
         gc.collect()
-        before = _open_descriptors()
+        before, tasks = _open_descriptors(), len(asyncio.all_tasks())
         for _ in range(50):
             with pytest.raises(StoreUnavailable):
                 await store.get("ns", "k")
         await asyncio.sleep(0.1)
         gc.collect()
         assert _open_descriptors() <= before + 2
+        assert len(asyncio.all_tasks()) <= tasks
         assert server.connections == 51
     finally:
         await store.close()
