@@ -21,6 +21,7 @@ from redis.asyncio import ConnectionPool, Redis
 from gateway.state.redis import CircuitBreaker, RedisStore
 from gateway.state.resp import LinkError, Pipeline, _parse, pack
 from gateway.state.store import StoreUnavailable
+from tests.checks.world import make_world
 from tests.conftest import RedisServer
 from tests.policy.test_enforcement import REGISTER, auth
 from tests.state.test_redis import _two_gateways
@@ -626,3 +627,39 @@ async def test_a_url_asking_for_resp3_still_serves(redis_server: RedisServer, re
         assert await store.get("ns", "absent") is None
     finally:
         await store.close()
+
+
+async def test_registration_replays_across_two_gateways_under_concurrency(
+    start_server: Any, running_gateway: Any, redis_server: RedisServer, redis_prefix: str
+):
+    """Two gateways on one Redis; each of ten signed registration requests is sent six times at once, three
+    through each gateway: exactly one of the six is registered, the other five refused as replays (400
+    `jti_replayed`), whichever gateway they reached."""
+    state = {"backend": "redis", "redis": {"url": redis_server.url, "key_prefix": redis_prefix}}
+    a = await make_world(start_server, running_gateway, state=state)
+    b = await make_world(start_server, running_gateway, state=state)
+    try:
+        await _replays(a, b)
+    finally:
+        await a.session.close()
+        await b.session.close()
+
+
+async def _replays(a: Any, b: Any) -> None:
+    bodies = [a.request() for _ in range(10)]
+    sends = [(body, world) for body in bodies for world in (a, b, a, b, a, b)]
+
+    async def send(body: str, world: Any) -> tuple[str, int, str]:
+        resp = await world.post(body)
+        text = await resp.text()
+        return body, resp.status, text
+
+    async with asyncio.timeout(20):
+        results = await asyncio.gather(*(send(body, world) for body, world in sends))
+    for body in bodies:
+        statuses = sorted(status for sent, status, _ in results if sent == body)
+        assert statuses == [201] + [400] * 5, statuses
+    refused = [text for _, status, text in results if status == 400]
+    assert all("already used" in text for text in refused), refused[:1]
+    assert a.denials("jti_replayed") + b.denials("jti_replayed") == 50
+    assert a.registrations() + b.registrations() == 10
