@@ -55,6 +55,26 @@ _MAX_RAW_KEY = 200
 """Longer keys (e.g. an unusually long jti) are stored as their SHA-256, so key size stays bounded."""
 
 
+def _ok(reply: Any) -> bool:
+    return type(reply) is bytes and reply == b"OK"
+
+
+def _ok_or_nil(reply: Any) -> bool:
+    return reply is None or reply == b"OK"
+
+
+def _bulk_or_nil(reply: Any) -> bool:
+    return reply is None or type(reply) is bytes
+
+
+def _integer(reply: Any) -> bool:
+    return type(reply) is int
+
+
+def _pong(reply: Any) -> bool:
+    return type(reply) is bytes and reply == b"PONG"
+
+
 class CircuitBreaker:
     """Consecutive-failure breaker: closed → open (fail fast) → half-open (one probe) → closed or open."""
 
@@ -242,7 +262,8 @@ class RedisStore:
         """Record `key` unless present (SET NX PX); True when newly added (False means a replay)."""
         k, ms = self._key(namespace, key), _ms(ttl_seconds)
         try:
-            return await self._call(pack(b"SET", k.encode(), b"1", b"NX", b"PX", b"%d" % ms)) is not None
+            command = pack(b"SET", k.encode(), b"1", b"NX", b"PX", b"%d" % ms)
+            return await self._call(command, _ok_or_nil) is not None
         finally:
             self._wrote(namespace, k)
 
@@ -250,14 +271,14 @@ class RedisStore:
         """Set `key` to `value` with a fresh TTL (SET PX), replacing any previous entry."""
         k, ms = self._key(namespace, key), _ms(ttl_seconds)
         try:
-            await self._call(pack(b"SET", k.encode(), value.encode(), b"PX", b"%d" % ms))
+            await self._call(pack(b"SET", k.encode(), value.encode(), b"PX", b"%d" % ms), _ok)
         finally:  # read your own writes at once, not when the invalidation comes back (a failed SET may have landed)
             self._wrote(namespace, k)
 
     async def get(self, namespace: str, key: str) -> str | None:
         """The unexpired value of `key`, or None."""
         k = self._key(namespace, key)
-        raw: bytes | None = await self._call(pack(b"GET", k.encode()))
+        raw: bytes | None = await self._call(pack(b"GET", k.encode()), _bulk_or_nil)
         return None if raw is None else raw.decode()
 
     async def get_many(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
@@ -278,14 +299,15 @@ class RedisStore:
     async def exists(self, namespace: str, key: str) -> bool:
         """True when `key` is present and unexpired."""
         k = self._key(namespace, key)
-        return bool(await self._call(pack(b"EXISTS", k.encode())))
+        return bool(await self._call(pack(b"EXISTS", k.encode()), _integer))
 
     async def incr(self, namespace: str, key: str, amount: int, ttl_seconds: float) -> int:
         """Add `amount` to a counter atomically; a new counter expires `ttl_seconds` later (a fixed window)."""
         k, ms = self._key(namespace, key), _ms(ttl_seconds)
         try:
             args = (b"1", k.encode(), b"%d" % amount, b"%d" % ms)
-            return int(await self._call(pack(b"EVALSHA", _INCR_SHA, *args), pack(b"EVAL", _INCR_LUA, *args)))
+            return int(await self._call(pack(b"EVALSHA", _INCR_SHA, *args), _integer,
+                                        pack(b"EVAL", _INCR_LUA, *args)))
         finally:
             self._wrote(namespace, k)
 
@@ -302,13 +324,17 @@ class RedisStore:
     async def ping(self) -> bool:
         """True when Redis answers now (start-up log line); never raises."""
         try:
-            return bool(await self._call(_PING))
+            return bool(await self._call(_PING, _pong))
         except StoreUnavailable:
             return False
 
     # -- internals -------------------------------------------------------------------------------------
     async def _mget(self, keys: list[str]) -> list[str | None]:
-        raw: list[bytes | None] = await self._call(pack(b"MGET", *(k.encode() for k in keys)))
+        n = len(keys)
+        raw: list[bytes | None] = await self._call(
+            pack(b"MGET", *(k.encode() for k in keys)),
+            lambda r: type(r) is list and len(r) == n and all(v is None or type(v) is bytes for v in r),
+        )
         return [None if v is None else v.decode() for v in raw]
 
     def _wrote(self, namespace: str, key: str) -> None:
@@ -320,9 +346,10 @@ class RedisStore:
             key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
         return f"{self._prefix}{namespace}:{key}"
 
-    async def _call(self, command: bytes, fallback: bytes | None = None) -> Any:
-        """The reply to a packed command, within the timeout and under the breaker; `fallback` is sent instead
-        when Redis does not know the script `command` names (NOSCRIPT: it restarted or was flushed)."""
+    async def _call(self, command: bytes, shape: Callable[[Any], bool], fallback: bytes | None = None) -> Any:
+        """The reply to a packed command, within the timeout and under the breaker; `shape`: the replies the
+        command answers with (any other fails the call, kind `connection`); `fallback` is sent instead when
+        Redis does not know the script `command` names (NOSCRIPT: it restarted or was flushed)."""
         if self._closed:
             raise StoreUnavailable("state store is closed")
         breaker = self._breaker
@@ -340,11 +367,11 @@ class RedisStore:
             else:
                 await slots.acquire()  # free: returns at once
             try:
-                result = await pipe.call(command, deadline)
+                result = await pipe.call(command, deadline, shape)
             except ReplyError as exc:
                 if fallback is None or not str(exc).startswith("NOSCRIPT"):
                     raise
-                result = await pipe.call(fallback, deadline)
+                result = await pipe.call(fallback, deadline, shape)
             finally:
                 slots.release()
         except (RedisError, OSError, TimeoutError, ReplyError) as exc:
@@ -390,6 +417,9 @@ def _client(url: str, pool_size: int, timeout: float) -> Redis:
         )
         return master
     pool = ConnectionPool.from_url(url, max_connections=pool_size, **options)
+    # The pipeline reads RESP2 only (and the invalidation link takes RESP2 pub/sub delivery): a `?protocol=3`
+    # in the URL (which from_url lets win over the options) would have every call fail as a malformed reply.
+    pool.connection_kwargs["protocol"] = 2
     return Redis.from_pool(pool)
 
 

@@ -12,11 +12,16 @@ they go through this instead (what ioredis and StackExchange.Redis call auto-pip
 - every command carries its caller's deadline. One lazy timer per connection watches the oldest command still
   unanswered: when its deadline passes the connection is treated as stalled, every command on it fails
   (`timeout`) and it is closed, so a silent Redis costs each caller at most its bound and the next call
-  connects afresh;
+  connects afresh. A command sent behind one with a later deadline (a NOSCRIPT fallback, callers that waited
+  for the connect) is also timed by its caller, so that it is not held to the later deadline;
 - a connection that breaks fails every command on it (`connection`), and the next call connects afresh; a
   command is never sent twice (a retried `SET NX` could report a replay that was not one);
 - `-READONLY` (a Sentinel-managed master that was demoted) fails the command as a connection failure and
   closes the connection: the next one asks the sentinels for the master again.
+- a reply its command never gets from Redis (not RESP, a negative length other than -1, or a type or count
+  the command does not answer with: `SET NX` answered with an integer, `MGET` with fewer values) fails the
+  command as a connection failure and closes the connection: it is never read as an answer, and what else
+  comes on that connection is no longer trusted.
 
 Connecting stays redis-py's: the URL as redis-py reads it (TLS and its `ssl_*` parameters, AUTH, the database,
 unix sockets, Sentinel discovery), its handshake, then the connection's transport is taken over by `_Link`.
@@ -26,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
@@ -41,7 +47,8 @@ class ReplyError(Exception):
 
 
 class LinkError(ConnectionError):
-    """The connection broke, or the peer sent what is not RESP, or a demoted master refused a write."""
+    """The connection broke, or the peer sent what is not RESP or not an answer to the command, or a demoted
+    master refused a write."""
 
 
 class _Incomplete(Exception):
@@ -64,8 +71,9 @@ def _parse(buf: bytes, pos: int, nested: bool = False) -> tuple[Any, int]:
         raise _Incomplete
     kind = buf[pos]
     if kind == 36:  # $ bulk string
-        n = int(buf[pos + 1:end])
+        n = _int(buf[pos + 1:end])
         if n < 0:
+            _nil(n)
             return None, end + 2
         stop = end + 2 + n
         if len(buf) < stop + 2:
@@ -76,12 +84,13 @@ def _parse(buf: bytes, pos: int, nested: bool = False) -> tuple[Any, int]:
     if kind == 43:  # + simple string
         return buf[pos + 1:end], end + 2
     if kind == 58:  # : integer
-        return int(buf[pos + 1:end]), end + 2
+        return _int(buf[pos + 1:end]), end + 2
     if kind == 45:  # - error
         return ReplyError(buf[pos + 1:end].decode("utf-8", "replace")), end + 2
     if kind == 42 and not nested:  # * array
-        n = int(buf[pos + 1:end])
+        n = _int(buf[pos + 1:end])
         if n < 0:
+            _nil(n)
             return None, end + 2
         items = []
         pos = end + 2
@@ -92,10 +101,25 @@ def _parse(buf: bytes, pos: int, nested: bool = False) -> tuple[Any, int]:
     raise LinkError("unexpected reply type")
 
 
+def _int(raw: bytes) -> int:
+    """A RESP integer or length: ASCII digits after an optional minus. int() alone would also read spaces, a
+    plus sign and underscores ("1_0" as 10): a broken peer, not a number."""
+    if not (raw[1:] if raw[:1] == b"-" else raw).isdigit():
+        raise LinkError("malformed integer")
+    return int(raw)
+
+
+def _nil(n: int) -> None:
+    """A negative length: -1 is the nil reply; any other is a broken peer (read as nil it would be an answer:
+    "absent" for a revoked token, "seen" for a fresh jti)."""
+    if n != -1:
+        raise LinkError("malformed length")
+
+
 class _Link(asyncio.Protocol):
     """One connection's pipeline: commands out in order, replies back to their callers in the same order."""
 
-    __slots__ = ("_buf", "_loop", "_out", "_owner", "_pending", "_timer", "_transport", "alive")
+    __slots__ = ("_buf", "_loop", "_out", "_owner", "_pending", "_timer", "_transport", "alive", "latest")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter, cap: float) -> None:
         self._loop = loop
@@ -107,11 +131,15 @@ class _Link(asyncio.Protocol):
         self._buf = b""
         self._timer = LazyTimer(loop, cap, self._on_due)
         self.alive = True
+        self.latest = 0.0
+        """The latest deadline of a command sent: the timer fails a command no later than that."""
 
     def send(self, command: bytes, deadline: float) -> asyncio.Future[Any]:
         """Queue `command` for this loop turn's write; its reply (or failure) arrives on the returned future."""
         future = self._loop.create_future()
         self._pending.append((future, deadline))
+        if deadline > self.latest:
+            self.latest = deadline
         out = self._out
         if out is None:
             self._out = [command]
@@ -195,21 +223,35 @@ class _Link(asyncio.Protocol):
 class Pipeline:
     """Commands to one Redis, pipelined over one kept connection (see the module's docstring)."""
 
-    __slots__ = ("_connecting", "_link", "_pool", "_timeout")
+    __slots__ = ("_closed", "_connecting", "_link", "_pool", "_timeout")
 
     def __init__(self, pool: ConnectionPool, timeout_seconds: float) -> None:
         self._pool = pool
         self._timeout = timeout_seconds
         self._link: _Link | None = None
         self._connecting: asyncio.Task[_Link] | None = None
+        self._closed = False
 
-    async def call(self, command: bytes, deadline: float) -> Any:
+    async def call(self, command: bytes, deadline: float, shape: Callable[[Any], bool]) -> Any:
         """Send a packed command and return its reply (bytes, int, None or a list of them); raises ReplyError,
-        LinkError (the connection failed) or TimeoutError (no reply by `deadline`, on the loop's clock)."""
+        LinkError (the connection failed, or the reply is not of a `shape` the command answers with: the
+        connection's replies are no longer trusted and it is dropped) or TimeoutError (no reply by `deadline`,
+        on the loop's clock)."""
         link = self._link
         if link is None or not link.alive:
+            if self._closed:  # not connected again behind close(): a connection nobody would close
+                raise LinkError("connection closed")
             link = await self._connect(deadline)
-        return await link.send(command, deadline)
+        if deadline < link.latest:  # the timer watches the oldest command: one ahead would hold this one longer
+            future = link.send(command, deadline)
+            async with asyncio.timeout_at(deadline):  # on expiry: cancelled, its reply read and dropped
+                reply = await future
+        else:
+            reply = await link.send(command, deadline)
+        if not shape(reply):
+            link.close()
+            raise LinkError("a reply the command does not answer with")
+        return reply
 
     @staticmethod
     def loop_time() -> float:
@@ -217,7 +259,9 @@ class Pipeline:
         return asyncio.get_running_loop().time()
 
     async def close(self) -> None:
-        """Drop the connection (and any connect in progress); calls in flight fail with LinkError."""
+        """Drop the connection (and any connect in progress) for good; calls in flight and later ones fail with
+        LinkError."""
+        self._closed = True
         if self._connecting is not None:
             self._connecting.cancel()
             self._connecting = None
@@ -226,14 +270,20 @@ class Pipeline:
             self._link = None
 
     async def _connect(self, deadline: float) -> _Link:
+        remaining = deadline - self.loop_time()
+        if remaining <= 0:  # before any connect is started: one nobody waits for would be left to run
+            raise TimeoutError("no time left to connect")
         task = self._connecting
         if task is None or task.done():
             task = self._connecting = asyncio.get_running_loop().create_task(self._open())
-        remaining = deadline - self.loop_time()
-        if remaining <= 0:
-            raise TimeoutError("no time left to connect")
-        # shielded: a caller that gives up does not cancel the connect other callers wait for
-        link = await asyncio.wait_for(asyncio.shield(task), remaining)
+        try:
+            # shielded: a caller that gives up does not cancel the connect other callers wait for
+            link = await asyncio.wait_for(asyncio.shield(task), remaining)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if task.cancelled() and me is not None and not me.cancelling():  # close() ended the connect
+                raise LinkError("connection closed") from None
+            raise
         if not link.alive:
             raise LinkError("connection lost")
         return link

@@ -127,10 +127,12 @@ async def _command(reader: asyncio.StreamReader) -> list[bytes]:
 
 
 class FakeRedis:
-    """Answers redis-py's handshake (CLIENT ...) with +OK and every other command with what `answer` returns."""
+    """Answers redis-py's handshake (CLIENT ...) with +OK and every other command with what `answer` returns
+    (`byte_by_byte`: written one byte per write, a loop turn between bytes)."""
 
-    def __init__(self, answer: Callable[[list[bytes], int], bytes]) -> None:
+    def __init__(self, answer: Callable[[list[bytes], int], bytes], *, byte_by_byte: bool = False) -> None:
         self.answer = answer
+        self.byte_by_byte = byte_by_byte
         self.connections = 0
         self.server: asyncio.Server | None = None
 
@@ -144,8 +146,12 @@ class FakeRedis:
         try:
             while True:
                 args = await _command(reader)
-                writer.write(b"+OK\r\n" if args[0].upper() == b"CLIENT" else self.answer(args, me))
-                await writer.drain()
+                reply = b"+OK\r\n" if args[0].upper() == b"CLIENT" else self.answer(args, me)
+                for piece in [reply[i:i + 1] for i in range(len(reply))] if self.byte_by_byte else [reply]:
+                    writer.write(piece)
+                    await writer.drain()
+                    if self.byte_by_byte:
+                        await asyncio.sleep(0)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
