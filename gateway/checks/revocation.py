@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Literal
@@ -66,4 +67,10 @@ class Revocations:
         )
         if token_mark is not None:
             return True
-        return client_mark is not None and token.iat <= float(client_mark)
+        if client_mark is None:
+            return False
+        try:
+            watermark = float(client_mark)
+        except ValueError:
+            return True  # a watermark nobody can read (the gateway writes a float's repr) revokes: fail closed
+        return not math.isfinite(watermark) or token.iat <= watermark

@@ -55,24 +55,49 @@ _MAX_RAW_KEY = 200
 """Longer keys (e.g. an unusually long jti) are stored as their SHA-256, so key size stays bounded."""
 
 
-def _ok(reply: Any) -> bool:
-    return type(reply) is bytes and reply == b"OK"
+# What each command answers with, read into the store's value; ValueError (or TypeError) for any other reply,
+# which fails the call and drops the connection (resp.Pipeline.call): a reply Redis never sends for the command is
+# never read as an answer, and a value the store did not write (not UTF-8 text) is no answer either.
 
 
-def _ok_or_nil(reply: Any) -> bool:
-    return reply is None or reply == b"OK"
+def _ok(reply: Any) -> None:
+    if not (type(reply) is bytes and reply == b"OK"):
+        raise ValueError("not +OK")
 
 
-def _bulk_or_nil(reply: Any) -> bool:
-    return reply is None or type(reply) is bytes
+def _added(reply: Any) -> bool:
+    """SET NX: +OK when set, nil when the key was there."""
+    if reply is None:
+        return False
+    _ok(reply)
+    return True
 
 
-def _integer(reply: Any) -> bool:
-    return type(reply) is int
+def _text_or_nil(reply: Any) -> str | None:
+    if reply is None:
+        return None
+    if type(reply) is not bytes:
+        raise ValueError("not a bulk string")
+    return reply.decode()
+
+
+def _integer(reply: Any) -> int:
+    if type(reply) is not int:
+        raise ValueError("not an integer")
+    return reply
 
 
 def _pong(reply: Any) -> bool:
-    return type(reply) is bytes and reply == b"PONG"
+    if not (type(reply) is bytes and reply == b"PONG"):
+        raise ValueError("not +PONG")
+    return True
+
+
+def _texts(reply: Any, count: int) -> list[str | None]:
+    """MGET: one bulk string or nil per key asked for."""
+    if type(reply) is not list or len(reply) != count:
+        raise ValueError("not one value per key")
+    return [_text_or_nil(value) for value in reply]
 
 
 class CircuitBreaker:
@@ -262,8 +287,7 @@ class RedisStore:
         """Record `key` unless present (SET NX PX); True when newly added (False means a replay)."""
         k, ms = self._key(namespace, key), _ms(ttl_seconds)
         try:
-            command = pack(b"SET", k.encode(), b"1", b"NX", b"PX", b"%d" % ms)
-            return await self._call(command, _ok_or_nil) is not None
+            return await self._call(pack(b"SET", k.encode(), b"1", b"NX", b"PX", b"%d" % ms), _added)
         finally:
             self._wrote(namespace, k)
 
@@ -278,8 +302,7 @@ class RedisStore:
     async def get(self, namespace: str, key: str) -> str | None:
         """The unexpired value of `key`, or None."""
         k = self._key(namespace, key)
-        raw: bytes | None = await self._call(pack(b"GET", k.encode()), _bulk_or_nil)
-        return None if raw is None else raw.decode()
+        return await self._call(pack(b"GET", k.encode()), _text_or_nil)
 
     async def get_many(self, items: Sequence[tuple[str, str]]) -> list[str | None]:
         """The unexpired values of several `(namespace, key)` entries, in order (None where absent): one MGET."""
@@ -299,15 +322,14 @@ class RedisStore:
     async def exists(self, namespace: str, key: str) -> bool:
         """True when `key` is present and unexpired."""
         k = self._key(namespace, key)
-        return bool(await self._call(pack(b"EXISTS", k.encode()), _integer))
+        return await self._call(pack(b"EXISTS", k.encode()), _integer) > 0
 
     async def incr(self, namespace: str, key: str, amount: int, ttl_seconds: float) -> int:
         """Add `amount` to a counter atomically; a new counter expires `ttl_seconds` later (a fixed window)."""
         k, ms = self._key(namespace, key), _ms(ttl_seconds)
         try:
             args = (b"1", k.encode(), b"%d" % amount, b"%d" % ms)
-            return int(await self._call(pack(b"EVALSHA", _INCR_SHA, *args), _integer,
-                                        pack(b"EVAL", _INCR_LUA, *args)))
+            return await self._call(pack(b"EVALSHA", _INCR_SHA, *args), _integer, pack(b"EVAL", _INCR_LUA, *args))
         finally:
             self._wrote(namespace, k)
 
@@ -324,18 +346,14 @@ class RedisStore:
     async def ping(self) -> bool:
         """True when Redis answers now (start-up log line); never raises."""
         try:
-            return bool(await self._call(_PING, _pong))
+            return await self._call(_PING, _pong)
         except StoreUnavailable:
             return False
 
     # -- internals -------------------------------------------------------------------------------------
     async def _mget(self, keys: list[str]) -> list[str | None]:
-        n = len(keys)
-        raw: list[bytes | None] = await self._call(
-            pack(b"MGET", *(k.encode() for k in keys)),
-            lambda r: type(r) is list and len(r) == n and all(v is None or type(v) is bytes for v in r),
-        )
-        return [None if v is None else v.decode() for v in raw]
+        count = len(keys)
+        return await self._call(pack(b"MGET", *(k.encode() for k in keys)), lambda reply: _texts(reply, count))
 
     def _wrote(self, namespace: str, key: str) -> None:
         if self._cache is not None and namespace in self._read_mostly:
@@ -346,10 +364,10 @@ class RedisStore:
             key = "sha256:" + hashlib.sha256(key.encode()).hexdigest()
         return f"{self._prefix}{namespace}:{key}"
 
-    async def _call(self, command: bytes, shape: Callable[[Any], bool], fallback: bytes | None = None) -> Any:
-        """The reply to a packed command, within the timeout and under the breaker; `shape`: the replies the
-        command answers with (any other fails the call, kind `connection`); `fallback` is sent instead when
-        Redis does not know the script `command` names (NOSCRIPT: it restarted or was flushed)."""
+    async def _call(self, command: bytes, read: Callable[[Any], T], fallback: bytes | None = None) -> T:
+        """The reply to a packed command, within the timeout and under the breaker, as `read` reads it (a reply
+        it refuses fails the call, kind `connection`); `fallback` is sent instead when Redis does not know the
+        script `command` names (NOSCRIPT: it restarted or was flushed)."""
         if self._closed:
             raise StoreUnavailable("state store is closed")
         breaker = self._breaker
@@ -367,11 +385,11 @@ class RedisStore:
             else:
                 await slots.acquire()  # free: returns at once
             try:
-                result = await pipe.call(command, deadline, shape)
+                result = await pipe.call(command, deadline, read)
             except ReplyError as exc:
                 if fallback is None or not str(exc).startswith("NOSCRIPT"):
                     raise
-                result = await pipe.call(fallback, deadline, shape)
+                result = await pipe.call(fallback, deadline, read)
             finally:
                 slots.release()
         except (RedisError, OSError, TimeoutError, ReplyError) as exc:

@@ -32,11 +32,13 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 
 from ..timer import LazyTimer
+
+T = TypeVar("T")
 
 MAX_REPLY_BYTES = 1 << 20
 """Unread reply data a connection may hold: the store's replies are a few dozen bytes; more is a broken peer."""
@@ -232,11 +234,11 @@ class Pipeline:
         self._connecting: asyncio.Task[_Link] | None = None
         self._closed = False
 
-    async def call(self, command: bytes, deadline: float, shape: Callable[[Any], bool]) -> Any:
-        """Send a packed command and return its reply (bytes, int, None or a list of them); raises ReplyError,
-        LinkError (the connection failed, or the reply is not of a `shape` the command answers with: the
-        connection's replies are no longer trusted and it is dropped) or TimeoutError (no reply by `deadline`,
-        on the loop's clock)."""
+    async def call(self, command: bytes, deadline: float, read: Callable[[Any], T]) -> T:
+        """Send a packed command and return its reply as `read` reads it (from bytes, int, None or a list of
+        them); raises ReplyError, LinkError (the connection failed, or `read` refused the reply — ValueError or
+        TypeError — as one the command does not answer with: the connection's replies are no longer trusted and
+        it is dropped) or TimeoutError (no reply by `deadline`, on the loop's clock)."""
         link = self._link
         if link is None or not link.alive:
             if self._closed:  # not connected again behind close(): a connection nobody would close
@@ -248,10 +250,11 @@ class Pipeline:
                 reply = await future
         else:
             reply = await link.send(command, deadline)
-        if not shape(reply):
+        try:
+            return read(reply)
+        except (ValueError, TypeError):  # UnicodeDecodeError is a ValueError
             link.close()
-            raise LinkError("a reply the command does not answer with")
-        return reply
+            raise LinkError("a reply the command does not answer with") from None
 
     @staticmethod
     def loop_time() -> float:

@@ -92,3 +92,17 @@ async def test_both_marks_together(pair: Pair):
     await a.revoke_token(token("late", iat=NOW + 60), NOW + 60)
     assert await b.is_revoked(token("late", iat=NOW + 60)) is True
     assert await b.is_revoked(token("other", iat=NOW + 60)) is False
+
+
+@pytest.mark.parametrize("mark", ["not-a-number", "nan", "inf", ""])
+async def test_a_watermark_the_gateway_did_not_write_revokes(mark: str):
+    """The gateway writes a client's watermark as a float's repr; anything else under that key (someone else
+    writing under the prefix) revokes every token of the client — fail closed, never a 500 or a pass ("nan"
+    compares false with every iat)."""
+    from gateway.checks.revocation import _CLIENT_NS, _key
+
+    store = MemoryStore()
+    revocations = Revocations(store, client_ttl_seconds=3600, skew_seconds=30)
+    await store.put(_CLIENT_NS, _key(ISS, "client-a"), mark, 60)
+    assert await revocations.is_revoked(token(iat=NOW)) is True
+    assert await revocations.is_revoked(token(client_id="client-b")) is False

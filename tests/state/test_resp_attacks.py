@@ -168,6 +168,8 @@ async def _call(store: RedisStore, method: str) -> Any:
     ("exists", b"$1\r\n0\r\n"),
     ("incr", b"$3\r\nabc\r\n"),
     ("incr", b"$-1\r\n"),
+    ("get", b"$1\r\n\xff\r\n"),  # a value the store did not write (not UTF-8 text): no UnicodeDecodeError
+    ("get_many", b"*2\r\n$-1\r\n$2\r\n\xc3\x28\r\n"),
 ])
 async def test_a_reply_of_the_wrong_shape_is_never_an_answer(method: str, bad: bytes, loop_errors):
     """Every store call fails closed (StoreUnavailable, kind `connection`: the connection's replies can no longer
