@@ -217,8 +217,8 @@ class _Link(asyncio.Protocol):
         self._timer.cancel()
         pending, self._pending = self._pending, deque()
         for future, _ in pending:
-            if not future.done():
-                future.set_exception(exc)
+            if not future.done():  # one exception each: a shared one would gather every caller's traceback
+                future.set_exception(type(exc)(*exc.args))
         self._transport.abort()
 
 
