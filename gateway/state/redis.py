@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import structlog
+from redis._parsers import _AsyncRESP2Parser
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
@@ -421,6 +422,9 @@ def _client(url: str, pool_size: int, timeout: float) -> Redis:
         "socket_connect_timeout": timeout,
         "retry": Retry(NoBackoff(), 1),
         "client_name": "dcr-gateway",
+        # The pure-Python parser reads exactly each handshake reply (readexactly/readline); hiredis's, when
+        # installed, reads ahead into its own buffer, where bytes would be lost when resp.py takes the transport.
+        "parser_class": _AsyncRESP2Parser,
     }
     parts = urlsplit(url)
     if parts.scheme == "redis+sentinel":

@@ -541,3 +541,15 @@ async def _is_master(client: Redis) -> bool:
 
 async def _is_replica(client: Redis) -> bool:
     return bool((await client.execute_command("ROLE"))[0] == b"slave")
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "redis+sentinel://127.0.0.1:1/mymaster/0"])
+def test_connections_are_handshaken_by_the_parser_that_reads_no_further_than_each_reply(url: str):
+    """The transport is taken over after redis-py's handshake: its parser must not have read past the last reply
+    (hiredis's, if installed, buffers ahead). Pinned to redis-py's pure-Python RESP2 parser, for Sentinel too."""
+    from redis.asyncio.connection import _AsyncRESP2Parser
+
+    store = RedisStore.from_url(url)
+    kwargs = store._client.connection_pool.connection_kwargs
+    assert kwargs["parser_class"] is _AsyncRESP2Parser
+    assert kwargs.get("protocol", 2) == 2  # RESP2 (redis-py's default when not set)
