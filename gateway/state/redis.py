@@ -234,7 +234,7 @@ class RedisStore:
         on_cache_link: Callable[[bool], None] | None = None,
     ) -> RedisStore:
         """Connect lazily to `redis://`, `rediss://` (TLS), `unix://` or `redis+sentinel://h1:p,h2:p/name[/db]`."""
-        return cls(_client(url, pool_size, timeout_seconds), key_prefix=key_prefix,
+        return cls(_client(url, timeout_seconds), key_prefix=key_prefix,
                    timeout_seconds=timeout_seconds, breaker=breaker, on_error=on_error, max_concurrency=pool_size,
                    local_cache=local_cache, on_cache_link=on_cache_link)
 
@@ -413,10 +413,11 @@ class RedisStore:
             self._on_error(kind)
 
 
-def _client(url: str, pool_size: int, timeout: float) -> Redis:
-    # redis-py only connects (resp.Pipeline carries the commands): one immediate retry of a failed connect, never
-    # redis-py 6's default of 3 retries with up to 10 s back-off. No socket timeout of redis-py's own: the
-    # pipeline bounds the handshake and every command; connect keeps its own bound.
+def _client(url: str, timeout: float) -> Redis:
+    # redis-py only connects (resp.Pipeline carries the commands; its pool is asked for new connections only, so
+    # it has no size to bound): one immediate retry of a failed connect, never redis-py 6's default of 3 retries
+    # with up to 10 s back-off. No socket timeout of redis-py's own: the pipeline bounds the handshake and every
+    # command; connect keeps its own bound.
     options: dict[str, Any] = {
         "socket_timeout": None,
         "socket_connect_timeout": timeout,
@@ -433,12 +434,12 @@ def _client(url: str, pool_size: int, timeout: float) -> Redis:
             hosts, sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout}, **options
         )
         master: Redis = sentinel.master_for(
-            service, db=db, max_connections=pool_size,
+            service, db=db,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
         )
         return master
-    pool = ConnectionPool.from_url(url, max_connections=pool_size, **options)
+    pool = ConnectionPool.from_url(url, **options)
     # The pipeline reads RESP2 only (and the invalidation link takes RESP2 pub/sub delivery): a `?protocol=3`
     # in the URL (which from_url lets win over the options) would have every call fail as a malformed reply.
     pool.connection_kwargs["protocol"] = 2

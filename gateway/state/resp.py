@@ -180,7 +180,7 @@ class _Link(asyncio.Protocol):
                         future.set_result(reply)
         except _Incomplete:
             pass
-        except (LinkError, ValueError, IndexError) as exc:  # ValueError: a length or integer that is not one
+        except (LinkError, ValueError) as exc:  # ValueError: an integer past int()'s 4300-digit limit
             self._fail(exc if isinstance(exc, LinkError) else LinkError("malformed reply"))
             return
         self._buf = buf[pos:] if pos < size else b""

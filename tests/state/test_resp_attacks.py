@@ -25,7 +25,7 @@ from tests.checks.world import make_world
 from tests.conftest import RedisServer
 from tests.policy.test_enforcement import REGISTER, auth
 from tests.state.test_redis import _two_gateways
-from tests.state.test_resp import FakeRedis, _command
+from tests.state.test_resp import FakeRedis, _command, _until
 
 
 class SilentServer:
@@ -197,13 +197,6 @@ def test_only_minus_one_is_a_nil(data: bytes):
 
 
 # -- against a real redis-server ---------------------------------------------------------------------------
-
-
-async def _until(probe: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
