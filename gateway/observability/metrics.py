@@ -52,7 +52,7 @@ JWKS_UNKNOWN_KID_RESULTS: Final = ("refetch", "rate_limited")
 RELOAD_RESULTS: Final = ("success", "failure")
 REVOCATION_CAUSES: Final = ("client_not_owned", "upstream_401", "client_deleted")
 AUDIT_RESULTS: Final = ("written", "failed")
-STATE_ERROR_KINDS: Final = ("timeout", "connection", "response", "circuit_open")
+STATE_ERROR_KINDS: Final = ("timeout", "connection", "auth", "response", "circuit_open")
 BREAKER_STATES: Final = ("open", "half_open", "closed")
 CACHE_LINK_STATES: Final = ("up", "down")
 CERT_REVOCATION_METHODS: Final = ("ocsp", "crl")
@@ -319,7 +319,7 @@ class Metrics:
         # -- shared state store (Redis) --------------------------------------------------------------
         self.state_errors = Counter(
             f"{PREFIX}_state_store_errors_total",
-            "Failed calls to the shared state store by kind (timeout, connection, response, circuit_open).",
+            "Failed calls to the shared state store by kind (timeout, connection, auth, response, circuit_open).",
             ["kind"],
             registry=r,
         )

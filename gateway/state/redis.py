@@ -19,7 +19,7 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import structlog
@@ -28,8 +28,8 @@ from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.exceptions import AuthenticationError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..config.settings import StateSettings
@@ -177,9 +177,17 @@ def _ms(ttl_seconds: float) -> int:
     return max(1, math.ceil(ttl_seconds * 1000))
 
 
+_AUTH_REPLIES: Final = ("NOAUTH", "WRONGPASS")
+"""Error replies of a Redis that refuses the connection's credentials (a command before AUTH, a wrong password)."""
+
+
 def _kind(exc: BaseException) -> ErrorKind:
     if isinstance(exc, TimeoutError | RedisTimeoutError):
         return "timeout"
+    # Checked before `connection`: redis-py's AuthenticationError is a ConnectionError, but credentials are the
+    # operator's to fix, not the network's (the metric's kind and the log line say which).
+    if isinstance(exc, AuthenticationError) or (isinstance(exc, ReplyError) and str(exc).startswith(_AUTH_REPLIES)):
+        return "auth"
     if isinstance(exc, RedisConnectionError | OSError):  # resp.LinkError is a ConnectionError
         return "connection"
     return "response"

@@ -13,8 +13,9 @@ from typing import Literal, Protocol, runtime_checkable
 
 BreakerState = Literal["closed", "open", "half_open"]
 """A circuit breaker's state (a store that has one, like Redis's)."""
-ErrorKind = Literal["timeout", "connection", "response", "circuit_open"]
-"""Why a call to a remote store failed, by kind only (never its message: it may name the URL)."""
+ErrorKind = Literal["timeout", "connection", "auth", "response", "circuit_open"]
+"""Why a call to a remote store failed, by kind only (never its message: it may name the URL). `auth`: the store
+refused our credentials (a wrong or missing password), which no retry mends."""
 
 
 class StoreUnavailable(Exception):

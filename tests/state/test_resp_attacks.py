@@ -302,7 +302,8 @@ async def test_redis_killed_and_restarted_under_load(own_redis, redis_prefix: st
 
 
 async def test_a_wrong_password_fails_closed_and_is_never_shown(own_redis, redis_prefix: str, caplog):
-    """AUTH refused: StoreUnavailable of kind `connection`, the password in no message or log line."""
+    """AUTH refused: StoreUnavailable of kind `auth` (not `connection`: the operator's to fix), the password in no
+    message or log line."""
     server: RedisServer = own_redis("--requirepass", "right-pw")
     kinds: list[str] = []
     store = RedisStore.from_url(f"redis://:wr0ng-s3cret@127.0.0.1:{server.port}/0", key_prefix=redis_prefix,
@@ -314,11 +315,27 @@ async def test_a_wrong_password_fails_closed_and_is_never_shown(own_redis, redis
             assert await store.ping() is False
         assert "wr0ng-s3cret" not in str(caught.value) and caught.value.__cause__ is None
         assert caught.value.__context__ is None or "wr0ng-s3cret" not in repr(caught.value.__context__)
-        assert kinds == ["connection"] * 2
-        assert [e["event"] for e in logs] == ["state_store_error"] * 2
+        assert kinds == ["auth"] * 2
+        assert [(e["event"], e["kind"]) for e in logs] == [("state_store_error", "auth")] * 2
     finally:
         await store.close()
     assert "wr0ng-s3cret" not in repr(logs) and "wr0ng-s3cret" not in caplog.text
+
+
+async def test_a_missing_password_is_an_auth_failure(own_redis, redis_prefix: str):
+    """A Redis that requires a password, reached without one: every call fails closed, kind `auth`."""
+    server: RedisServer = own_redis("--requirepass", "right-pw")
+    kinds: list[str] = []
+    store = RedisStore.from_url(f"redis://127.0.0.1:{server.port}/0", key_prefix=redis_prefix,
+                                timeout_seconds=1.0, breaker=CircuitBreaker(100, 1.0), on_error=kinds.append)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.add_if_absent("jti", "j", 60)
+        with pytest.raises(StoreUnavailable):
+            await store.get("jti", "j")
+        assert kinds == ["auth"] * 2
+    finally:
+        await store.close()
 
 
 async def test_a_unix_socket_url(own_redis, tmp_path, redis_prefix: str):
