@@ -265,10 +265,13 @@ class Pipeline:
         """Drop the connection (and any connect in progress) for good; calls in flight and later ones fail with
         LinkError."""
         self._closed = True
-        if self._connecting is not None:
-            self._connecting.cancel()
-            self._connecting = None
-        if self._link is not None:
+        connecting, self._connecting = self._connecting, None
+        if connecting is not None:
+            connecting.cancel()
+            # Returns once the connect has undone itself (its socket closed): nothing of ours is left running
+            # after close(). asyncio.wait raises nothing for the task, but does for our own cancellation.
+            await asyncio.wait([connecting])
+        if self._link is not None:  # a connect that finished before the cancel reached it left its link here
             self._link.close()
             self._link = None
 

@@ -92,6 +92,24 @@ async def test_close_while_connecting_fails_the_waiting_callers_with_store_unava
     assert loop_errors == []
 
 
+async def test_close_while_connecting_returns_once_the_connect_is_undone(loop_errors):
+    """close() waits for the connect it cancels to close its socket: no task of the store outlives close()."""
+    server = SilentServer()
+    store = RedisStore.from_url(await server.start(), timeout_seconds=2.0, breaker=CircuitBreaker(100, 1.0))
+    try:
+        call = asyncio.create_task(store.add_if_absent("jti", "j", 60))
+        await _until(lambda: server.connections >= 1)
+        await store.close()
+        assert [t for t in asyncio.all_tasks() if "Pipeline._open" in repr(t.get_coro())] == []
+        with pytest.raises(StoreUnavailable):
+            await call
+    finally:
+        await store.close()
+        await server.close()
+    gc.collect()
+    assert loop_errors == []
+
+
 async def test_a_stalled_handshake_fails_within_the_bound_as_a_timeout(loop_errors):
     """A Redis that accepts TCP but never answers the handshake costs each caller its bound, kind `timeout`."""
     server = SilentServer()
