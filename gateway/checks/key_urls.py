@@ -6,4 +6,4 @@ from ..jose import UrlPolicy
 
 # Key-set URLs written by the operator in config are trusted as given (loopback and private networks
 # included); URLs taken from documents signed by others (SSAs) get a strict UrlPolicy instead.
-CONFIGURED_URLS = UrlPolicy.build(allow_http=True, allow_private=True, allow_loopback=True)
+CONFIGURED_URLS = UrlPolicy.build(allow_http=True, allow_private=True, allow_loopback=True, origin="configured")

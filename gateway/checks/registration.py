@@ -217,7 +217,7 @@ def software_jwks_policy(trust: TrustSettings) -> UrlPolicy:
     """The SSRF policy for TPP key sets named by SSAs (config `trust.software_jwks`)."""
     p = trust.software_jwks
     return UrlPolicy.build(allow_http=p.allow_http, allowed_hosts=p.allowed_hosts, allow_private=p.allow_private,
-                           allow_loopback=p.allow_loopback)
+                           allow_loopback=p.allow_loopback, origin="software")
 
 
 def software_jwks_failure(exc: JoseError) -> tuple[Reason, str]:

@@ -10,10 +10,12 @@
 - every fetch goes through the SSRF guard, connects only to the vetted addresses, never follows a redirect,
   and is bounded in time and bytes.
 
-Events reported through `on_event(kind, result)` (a closed set, for metrics labels):
+Events reported through `on_event(kind, result, origin)` (a closed set, for metrics labels):
   fetch:   ok | error | timeout | too_large | refused
   cache:   hit | miss | stale
   refetch: unknown_kid | rate_limited
+`origin` is the `UrlPolicy.origin` of the lookup: `configured` (a key set of the operator's config) or `software`
+(a TPP's, named by its SSA).
 """
 
 from __future__ import annotations
@@ -34,11 +36,11 @@ import structlog
 from .errors import JoseError, JoseReason, quoted, quoted_url
 from .guarded_fetch import FetchFailed, FetchLimits, guarded_fetch, guarded_session
 from .keys import JwkSet, VerificationKey
-from .url_guard import HostResolver, UrlGuard, UrlPolicy
+from .url_guard import HostResolver, KeyOrigin, UrlGuard, UrlPolicy
 
 _log = structlog.get_logger(__name__)
 
-OnEvent = Callable[[str, str], None]
+OnEvent = Callable[[str, str, KeyOrigin], None]
 EVENTS: Final[dict[str, frozenset[str]]] = {
     "fetch": frozenset({"ok", "error", "timeout", "too_large", "refused"}),
     "cache": frozenset({"hit", "miss", "stale"}),
@@ -164,9 +166,9 @@ class JwksCache:
         if entry.inflight is None:
             # SECURITY: random kids must not cause fetch storms against the key server (and us).
             if self._clock() - entry.attempted_at < self.settings.min_refetch_interval_seconds:
-                self._event("refetch", "rate_limited")
+                self._event("refetch", "rate_limited", policy)
                 raise JoseError("unknown_kid", f"no key with kid {quoted(kid)} in the key set")
-            self._event("refetch", "unknown_kid")
+            self._event("refetch", "unknown_kid", policy)
         keyset = await self._refresh(uri, entry, policy)
         key = keyset.get(kid)
         if key is None:
@@ -178,9 +180,9 @@ class JwksCache:
         self._check_syntax(uri, policy)
         entry = self._entry(uri)
         if entry.keyset is not None and self._clock() - entry.fetched_at < self.settings.ttl_seconds:
-            self._event("cache", "hit")
+            self._event("cache", "hit", policy)
             return entry.keyset
-        self._event("cache", "miss")
+        self._event("cache", "miss", policy)
         return await self._refresh(uri, entry, policy)
 
     async def prefetch(
@@ -206,11 +208,11 @@ class JwksCache:
         return list(self._entries)
 
     # -- internals -------------------------------------------------------------------------------------
-    def _event(self, kind: str, result: str) -> None:
+    def _event(self, kind: str, result: str, policy: UrlPolicy | None) -> None:
         if self._on_event is None:
             return
         try:
-            self._on_event(kind, result)
+            self._on_event(kind, result, (policy or self._guard.policy).origin)
         except Exception:  # a metrics hook must never break key lookup
             _log.exception("jwks_event_hook_failed", kind=kind, result=result)
 
@@ -242,7 +244,7 @@ class JwksCache:
             now = self._clock()
             recently_failed = now - entry.attempted_at < self.settings.failed_refetch_interval_seconds
             if entry.error is not None and recently_failed:
-                return self._stale_or_raise(uri, entry, entry.error)
+                return self._stale_or_raise(uri, entry, entry.error, policy)
             entry.attempted_at = now
             task = asyncio.get_running_loop().create_task(self._fetch_and_store(uri, entry, policy))
             task.add_done_callback(_consume)
@@ -260,15 +262,15 @@ class JwksCache:
                 _log.exception("jwks_fetch_crashed", jwks_uri=quoted_url(uri))
                 raise FetchFailed("error", f"unexpected {type(exc).__name__}") from exc
         except FetchFailed as failure:
-            self._event("fetch", failure.result)
+            self._event("fetch", failure.result, policy)
             shown = quoted_url(uri)
             _log.warning("jwks_fetch_failed", jwks_uri=shown, result=failure.result, why=failure.description)
             reason: JoseReason = "jwks_url_refused" if failure.result == "refused" else "jwks_unavailable"
             entry.error = JoseError(reason, f"key set {shown} unavailable: {failure.description}")
-            return self._stale_or_raise(uri, entry, entry.error)
+            return self._stale_or_raise(uri, entry, entry.error, policy)
         finally:
             entry.inflight = None
-        self._event("fetch", "ok")
+        self._event("fetch", "ok", policy)
         entry.keyset = keyset
         entry.fetched_at = self._clock()
         entry.error = None
@@ -276,10 +278,10 @@ class JwksCache:
                   skipped=keyset.skipped)
         return keyset
 
-    def _stale_or_raise(self, uri: str, entry: _Entry, error: JoseError) -> JwkSet:
+    def _stale_or_raise(self, uri: str, entry: _Entry, error: JoseError, policy: UrlPolicy | None) -> JwkSet:
         limit = self.settings.ttl_seconds + self.settings.stale_max_seconds
         if entry.keyset is not None and self._clock() - entry.fetched_at < limit:
-            self._event("cache", "stale")
+            self._event("cache", "stale", policy)
             age = round(self._clock() - entry.fetched_at, 1)
             _log.info("jwks_serving_stale", jwks_uri=quoted_url(uri), age_seconds=age)
             return entry.keyset

@@ -13,6 +13,9 @@ from yarl import URL
 
 from .errors import JoseError, quoted
 
+KeyOrigin = Literal["configured", "software"]
+"""Whose key-set URL a fetch is for (`UrlPolicy.origin`): the operator's config, or a TPP's signed document."""
+
 HostResolver = Callable[[str, int], Awaitable[list[str]]]
 """Async `(host, port) -> [ip address strings]`; injectable so tests never touch real DNS."""
 
@@ -113,6 +116,11 @@ class UrlPolicy:
     allowed_hosts: frozenset[str] = frozenset()  # exact names or "*.suffix"; empty: any host
     allow_private: bool = False  # RFC 1918, CGNAT 100.64/10, fc00::/7
     allow_loopback: bool = False  # 127/8, ::1 (tests and the loopback sandbox)
+    origin: KeyOrigin = "software"
+    """Whose URLs these are: `configured` (written by the operator in config: token issuers, directories) or
+    `software` (taken from documents others signed: a TPP's software_jwks_endpoint). It allows nothing by itself;
+    it is the `origin` label of the key-set fetch metrics, so an alert can tell the bank's trust anchors from a
+    TPP's key set."""
 
     def __post_init__(self) -> None:
         normalised = frozenset(h.strip().lower().rstrip(".") for h in self.allowed_hosts)
@@ -126,9 +134,10 @@ class UrlPolicy:
         allowed_hosts: Iterable[str] = (),
         allow_private: bool = False,
         allow_loopback: bool = False,
+        origin: KeyOrigin = "software",
     ) -> UrlPolicy:
         """Construct from any iterable of host patterns (normalised: lower case, no trailing dot)."""
-        return cls(allow_http, frozenset(allowed_hosts), allow_private, allow_loopback)
+        return cls(allow_http, frozenset(allowed_hosts), allow_private, allow_loopback, origin)
 
     def check_syntax(self, url: str | URL, noun: str = "key set") -> URL:
         """Refuse a URL by its text alone: scheme, userinfo, host allow-list (JoseError jwks_url_refused); `noun`

@@ -47,6 +47,9 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
 # event and dashboards show a flat zero instead of "no data".
 UPSTREAM_ERROR_KINDS: Final = ("connect", "timeout", "protocol", "body_too_large")
 JWKS_FETCH_RESULTS: Final = ("ok", "error", "timeout", "too_large", "refused")
+JWKS_ORIGINS: Final = ("configured", "software")
+"""Whose key set a fetch was for (`UrlPolicy.origin`): the operator's config (token issuers, directories), or a
+TPP's named by its SSA."""
 JWKS_CACHE_RESULTS: Final = ("hit", "miss")
 JWKS_UNKNOWN_KID_RESULTS: Final = ("refetch", "rate_limited")
 RELOAD_RESULTS: Final = ("success", "failure")
@@ -257,8 +260,9 @@ class Metrics:
         # -- JWKS ----------------------------------------------------------------------------------
         self.jwks_fetches = Counter(
             f"{PREFIX}_jwks_fetches_total",
-            "JWKS fetches by result (ok, error, timeout, too_large, refused).",
-            ["result"],
+            "JWKS fetches by key-set origin (configured, software) and result (ok, error, timeout, too_large, "
+            "refused).",
+            ["origin", "result"],
             registry=r,
         )
         self.jwks_cache_lookups = Counter(
@@ -364,7 +368,6 @@ class Metrics:
         self.build_info.labels(__version__).set(1)
         for counter, closed in (
             (self.upstream_errors, UPSTREAM_ERROR_KINDS),
-            (self.jwks_fetches, JWKS_FETCH_RESULTS),
             (self.jwks_cache_lookups, JWKS_CACHE_RESULTS),
             (self.jwks_unknown_kid, JWKS_UNKNOWN_KID_RESULTS),
             (self.policy_reloads, RELOAD_RESULTS),
@@ -396,11 +399,14 @@ class Metrics:
         # The JWKS cache reports a closed set of events (one per GET with a token, three per verified POST), all from
         # the event loop's thread (lookups and fetches run on it): each resolves to its series' add once, here, so a
         # hit costs one dict lookup and a float add (`_add`, without the library's lock).
-        jwks: dict[tuple[str, str], Add] = {("fetch", r): _add(self.jwks_fetches.labels(r)) for r in JWKS_FETCH_RESULTS}
-        jwks.update({("cache", r): _add(self.jwks_cache_lookups.labels(r)) for r in JWKS_CACHE_RESULTS})
-        jwks[("cache", "stale")] = _add(self.jwks_stale_served)
-        jwks[("refetch", "unknown_kid")] = _add(self.jwks_unknown_kid.labels("refetch"))
-        jwks[("refetch", "rate_limited")] = _add(self.jwks_unknown_kid.labels("rate_limited"))
+        # Only fetches are told apart by origin; the other series count both origins together.
+        jwks: dict[tuple[str, str, str], Add] = {}
+        for origin in JWKS_ORIGINS:
+            jwks.update({("fetch", r, origin): _add(self.jwks_fetches.labels(origin, r)) for r in JWKS_FETCH_RESULTS})
+            jwks.update({("cache", r, origin): _add(self.jwks_cache_lookups.labels(r)) for r in JWKS_CACHE_RESULTS})
+            jwks[("cache", "stale", origin)] = _add(self.jwks_stale_served)
+            jwks[("refetch", "unknown_kid", origin)] = _add(self.jwks_unknown_kid.labels("refetch"))
+            jwks[("refetch", "rate_limited", origin)] = _add(self.jwks_unknown_kid.labels("rate_limited"))
         self._jwks_events = jwks
 
     # -- per-request recording (cached children) ---------------------------------------------------
@@ -444,11 +450,11 @@ class Metrics:
         self.policy_set.labels(version).set(1)
         self.policies_loaded.set(count)
 
-    def jwks_event(self, kind: str, result: str) -> None:
-        """The JWKS cache's `on_event(kind, result)` hook (see gateway.jose.jwks_cache)."""
-        add = self._jwks_events.get((kind, result))
+    def jwks_event(self, kind: str, result: str, origin: str) -> None:
+        """The JWKS cache's `on_event(kind, result, origin)` hook (see gateway.jose.jwks_cache)."""
+        add = self._jwks_events.get((kind, result, origin))
         if add is None:  # bounded labels: an unforeseen event is a bug, reported by the cache's hook guard
-            raise ValueError(f"unknown JWKS cache event {kind}:{result}")
+            raise ValueError(f"unknown JWKS cache event {kind}:{result} ({origin})")
         add(1)
 
     def revoked(self, cause: str) -> None:

@@ -134,7 +134,7 @@ async def make_cache() -> AsyncIterator[MakeCache]:
             policy=LOOPBACK,
             settings=JwksCacheSettings(**{**defaults, **settings}),
             clock=clock,
-            on_event=lambda kind, result: events.append((kind, result)),
+            on_event=lambda kind, result, origin: events.append((kind, result)),
         )
         await cache.start()
         caches.append(cache)
@@ -327,11 +327,28 @@ async def test_lru_bound_on_uris(jwks_server: JwksServer, make_cache: MakeCache)
 async def test_event_hook_failure_does_not_break_lookup(jwks_server: JwksServer) -> None:
     """A failing metrics hook is logged, never raised into key lookup."""
 
-    def broken(kind: str, result: str) -> None:
+    def broken(kind: str, result: str, origin: str) -> None:
         raise RuntimeError("metrics down")
 
     async with JwksCache(policy=LOOPBACK, on_event=broken) as cache:
         assert (await cache.get_key(jwks_server.url, "ec-1")).kid == "ec-1"
+
+
+async def test_events_carry_the_origin_of_the_lookups_policy(jwks_server: JwksServer) -> None:
+    """A key set looked up under a `configured` policy (the operator's config) is reported as such; one looked up
+    under a `software` policy (a TPP's, named by its SSA) as `software`, whether it is fetched or refused."""
+    events: list[tuple[str, str, str]] = []
+    configured = UrlPolicy(allow_http=True, allow_loopback=True, origin="configured")
+    software = UrlPolicy(allow_http=True, allow_loopback=True, origin="software")
+    strict = UrlPolicy(origin="software")  # https only, public addresses only
+    async with JwksCache(policy=configured, on_event=lambda *event: events.append(event)) as cache:
+        await cache.get_keyset(jwks_server.url)
+        await cache.get_keyset(jwks_server.url + "?tpp=1", policy=software)
+        with pytest.raises(JoseError):
+            await cache.get_keyset(jwks_server.url + "?tpp=2", policy=strict)
+    fetches = [e for e in events if e[0] == "fetch"]
+    assert fetches == [("fetch", "ok", "configured"), ("fetch", "ok", "software")]
+    assert ("cache", "miss", "software") in events and ("cache", "miss", "configured") in events
 
 
 async def test_verifier_end_to_end(jwks_server: JwksServer, make_cache: MakeCache, keys: TestKeys) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from gateway.checks.revocation import RevocationCause
 from gateway.jose.jwks_cache import EVENTS
+from gateway.jose.url_guard import KeyOrigin
 from gateway.observability import metrics as m
 from gateway.observability.audit import AuditLog
 from gateway.observability.metrics import Metrics
@@ -40,41 +41,52 @@ def test_closed_label_sets_match_their_sources():
 
 
 @pytest.mark.parametrize(
-    ("kind", "result", "name", "labels"),
+    ("kind", "result", "origin", "name", "labels"),
     [
-        ("fetch", "ok", "dcr_gateway_jwks_fetches_total", {"result": "ok"}),
-        ("fetch", "timeout", "dcr_gateway_jwks_fetches_total", {"result": "timeout"}),
-        ("cache", "hit", "dcr_gateway_jwks_cache_lookups_total", {"result": "hit"}),
-        ("cache", "miss", "dcr_gateway_jwks_cache_lookups_total", {"result": "miss"}),
-        ("cache", "stale", "dcr_gateway_jwks_stale_served_total", {}),
-        ("refetch", "unknown_kid", "dcr_gateway_jwks_unknown_kid_total", {"result": "refetch"}),
-        ("refetch", "rate_limited", "dcr_gateway_jwks_unknown_kid_total", {"result": "rate_limited"}),
+        ("fetch", "ok", "configured", "dcr_gateway_jwks_fetches_total", {"origin": "configured", "result": "ok"}),
+        ("fetch", "timeout", "software", "dcr_gateway_jwks_fetches_total", {"origin": "software", "result": "timeout"}),
+        ("cache", "hit", "configured", "dcr_gateway_jwks_cache_lookups_total", {"result": "hit"}),
+        ("cache", "miss", "software", "dcr_gateway_jwks_cache_lookups_total", {"result": "miss"}),
+        ("cache", "stale", "configured", "dcr_gateway_jwks_stale_served_total", {}),
+        ("refetch", "unknown_kid", "software", "dcr_gateway_jwks_unknown_kid_total", {"result": "refetch"}),
+        ("refetch", "rate_limited", "configured", "dcr_gateway_jwks_unknown_kid_total", {"result": "rate_limited"}),
     ],
 )
-def test_jwks_events_map_to_their_metric(kind, result, name, labels):
-    """Each JWKS cache event increments exactly one series."""
+def test_jwks_events_map_to_their_metric(kind, result, origin, name, labels):
+    """Each JWKS cache event increments exactly one series; only fetches are told apart by origin."""
     metrics = Metrics()
-    metrics.jwks_event(kind, result)
+    metrics.jwks_event(kind, result, origin)
     assert metrics.registry.get_sample_value(name, labels) == 1
+    if kind == "fetch":
+        other = "software" if origin == "configured" else "configured"
+        assert metrics.registry.get_sample_value(name, {**labels, "origin": other}) == 0
+
+
+def test_the_origins_are_the_url_policies_origins():
+    """The metric's closed set of origins is the one UrlPolicy.origin may take."""
+    assert m.JWKS_ORIGINS == get_args(KeyOrigin)
 
 
 def test_every_jwks_cache_event_counts_once():
     """Every event the cache can report is accepted and adds exactly 1 to the JWKS series."""
     metrics = Metrics()
-    events = [(kind, result) for kind, results in sorted(EVENTS.items()) for result in sorted(results)]
-    for kind, result in events:
-        metrics.jwks_event(kind, result)
+    events = [(kind, result, origin) for kind, results in sorted(EVENTS.items()) for result in sorted(results)
+              for origin in m.JWKS_ORIGINS]
+    for kind, result, origin in events:
+        metrics.jwks_event(kind, result, origin)
     total = sum(s.value for metric in metrics.registry.collect() if metric.name.startswith("dcr_gateway_jwks_")
                 for s in metric.samples)
     assert total == len(events)
 
 
-@pytest.mark.parametrize(("kind", "result"), [("fetch", "https://evil.test/jwks"), ("lookup", "hit"), ("cache", "")])
-def test_unknown_jwks_events_are_refused(kind, result):
+@pytest.mark.parametrize(("kind", "result", "origin"), [("fetch", "https://evil.test/jwks", "configured"),
+                                                         ("lookup", "hit", "configured"), ("cache", "", "software"),
+                                                         ("fetch", "ok", "https://evil.test/jwks")])
+def test_unknown_jwks_events_are_refused(kind, result, origin):
     """An event outside the closed set never becomes a label value."""
     metrics = Metrics()
     with pytest.raises(ValueError, match="unknown JWKS cache event"):
-        metrics.jwks_event(kind, result)
+        metrics.jwks_event(kind, result, origin)
     assert "evil" not in metrics.render().decode()
 
 

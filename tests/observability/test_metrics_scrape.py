@@ -24,7 +24,7 @@ from tests.observability.conftest import (
 _NAME = re.compile(r"dcr_gateway_[a-z_]+")
 # The label names a gateway series may carry: closed sets only (`le` is the histogram bucket bound).
 ALLOWED_LABELS = {"route", "method", "status_class", "decision", "policy", "mode", "check", "reason", "kind",
-                  "result", "cause", "version", "state", "source", "le"}
+                  "result", "cause", "version", "state", "source", "origin", "le"}
 METHODS = {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 
 
@@ -139,8 +139,10 @@ async def test_mixed_traffic_is_counted(mixed_traffic):
     assert o.value("dcr_gateway_upstream_errors_total", {"kind": "connect"}) == 3  # /echo, /sink, /limited
     assert o.value("dcr_gateway_requests_total", {"route": "/echo", "method": "GET", "status_class": "5xx",
                                                   "decision": "error"}) == 1
-    assert o.value("dcr_gateway_jwks_fetches_total", {"result": "ok"}) == 1
-    assert o.value("dcr_gateway_jwks_fetches_total", {"result": "error"}) == 1
+    # Both are the token issuers' key sets (config trust.token_issuers): no TPP key set was fetched.
+    assert o.value("dcr_gateway_jwks_fetches_total", {"origin": "configured", "result": "ok"}) == 1
+    assert o.value("dcr_gateway_jwks_fetches_total", {"origin": "configured", "result": "error"}) == 1
+    assert o.value("dcr_gateway_jwks_fetches_total", {"origin": "software", "result": "ok"}) == 0
     assert o.value("dcr_gateway_jwks_cache_lookups_total", {"result": "hit"}) >= 1
     assert o.value("dcr_gateway_jwks_unknown_kid_total", {"result": "rate_limited"}) == 1
     assert o.value("dcr_gateway_policy_reloads_total", {"result": "failure"}) == 1
@@ -229,6 +231,8 @@ async def test_labels_come_from_closed_sets(mixed_traffic):
                 assert labels["method"] in METHODS, sample
             if "source" in labels:
                 assert labels["source"] in {"ocsp", "crl"}, sample
+            if "origin" in labels:
+                assert labels["origin"] in {"configured", "software"}, sample
             if "status_class" in labels:
                 assert re.fullmatch(r"[1-5]xx", labels["status_class"]), sample
             for value in labels.values():
