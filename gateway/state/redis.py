@@ -34,7 +34,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..config.settings import StateSettings
 from ..observability.logging import get_logger
-from .resp import Pipeline, ReplyError, pack
+from .resp import MAX_ARRAY_ITEMS, Pipeline, ReplyError, pack
 from .store import BreakerState, ErrorKind, StoreEvents, StoreUnavailable
 from .tracking import InvalidationLink, LocalCache
 
@@ -317,6 +317,8 @@ class RedisStore:
         """The unexpired values of several `(namespace, key)` entries, in order (None where absent): one MGET."""
         if not items:
             return []
+        if len(items) > MAX_ARRAY_ITEMS:  # the reply would be refused as a broken peer's
+            raise ValueError(f"get_many asks for at most {MAX_ARRAY_ITEMS} entries")
         keys = [self._key(namespace, key) for namespace, key in items]
         cache = self._cache
         if cache is None or not all(namespace in self._read_mostly for namespace, _ in items):

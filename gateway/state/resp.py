@@ -42,6 +42,10 @@ T = TypeVar("T")
 
 MAX_REPLY_BYTES = 1 << 20
 """Unread reply data a connection may hold: the store's replies are a few dozen bytes; more is a broken peer."""
+MAX_ARRAY_ITEMS = 1024
+"""Most items an array reply may announce: the store's only array is MGET's, one item per key asked for (two for
+a revocation lookup; `RedisStore.get_many` asks for no more than this). It also bounds the work of parsing an
+incomplete array again each time more of it arrives (a peer that drips a long array in small pieces)."""
 
 
 class ReplyError(Exception):
@@ -94,6 +98,8 @@ def _parse(buf: bytes, pos: int, nested: bool = False) -> tuple[Any, int]:
         if n < 0:
             _nil(n)
             return None, end + 2
+        if n > MAX_ARRAY_ITEMS:
+            raise LinkError("array reply too long")
         items = []
         pos = end + 2
         for _ in range(n):

@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.state.redis import CircuitBreaker, RedisStore
-from gateway.state.resp import MAX_REPLY_BYTES, ReplyError, _Incomplete, _parse, pack
+from gateway.state.resp import MAX_ARRAY_ITEMS, MAX_REPLY_BYTES, ReplyError, _Incomplete, _parse, pack
 from gateway.state.store import StoreUnavailable
 from tests.conftest import RedisServer, free_port
 
@@ -97,6 +97,7 @@ def test_replies_parse_whole_from_any_prefix_and_never_early(replies: list[Any],
     b"$abc\r\nxyz\r\n",  # a length that is not a number
     b"$3\r\nabcde\r\n",  # a bulk string longer than it said
     b"*1\r\n*1\r\n$1\r\na\r\n",  # an array in an array: no command of the store's answers with one
+    b"*1025\r\n",  # more items than any MGET of the store's asks for: refused before one is read
 ])
 def test_malformed_replies_are_refused(data: bytes):
     with pytest.raises((ValueError, ConnectionError)):
@@ -210,6 +211,23 @@ async def test_an_error_reply_is_a_response_error_and_keeps_the_connection(fake)
         await store.get("ns", "bad")
     assert await store.get("ns", "good") is None
     assert kinds == ["response"] and server.connections == 1
+
+
+def test_an_array_of_the_most_items_parses_and_one_more_is_refused():
+    """MAX_ARRAY_ITEMS nils parse (an MGET of that many keys); an array announcing one more is a broken peer's,
+    refused from its header alone: a peer dripping a long array never makes each piece re-parse it all."""
+    items, _ = _parse(b"*%d\r\n" % MAX_ARRAY_ITEMS + b"$-1\r\n" * MAX_ARRAY_ITEMS, 0)
+    assert items == [None] * MAX_ARRAY_ITEMS
+    with pytest.raises(ConnectionError, match="too long"):
+        _parse(b"*%d\r\n$-1\r\n" % (MAX_ARRAY_ITEMS + 1), 0)
+
+
+async def test_get_many_of_more_than_an_array_reply_may_hold_is_a_programming_error(fake):
+    """The store never sends an MGET whose reply its parser would refuse."""
+    server, store, _kinds = await fake(lambda args, conn: b"*0\r\n")
+    with pytest.raises(ValueError, match="at most"):
+        await store.get_many([("ns", str(i)) for i in range(MAX_ARRAY_ITEMS + 1)])
+    assert server.connections == 0
 
 
 async def test_a_reply_larger_than_the_bound_fails_before_it_is_read_whole(fake):
