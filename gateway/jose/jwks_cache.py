@@ -264,7 +264,8 @@ class JwksCache:
         except FetchFailed as failure:
             self._event("fetch", failure.result, policy)
             shown = quoted_url(uri)
-            _log.warning("jwks_fetch_failed", jwks_uri=shown, result=failure.result, why=failure.description)
+            _log.warning("jwks_fetch_failed", jwks_uri=shown, origin=(policy or self._guard.policy).origin,
+                         result=failure.result, why=failure.description)
             reason: JoseReason = "jwks_url_refused" if failure.result == "refused" else "jwks_unavailable"
             entry.error = JoseError(reason, f"key set {shown} unavailable: {failure.description}")
             return self._stale_or_raise(uri, entry, entry.error, policy)

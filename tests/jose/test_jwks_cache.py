@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import structlog.testing
 from aiohttp import web
 
 from gateway.jose import (
@@ -24,7 +25,7 @@ from gateway.jose import (
     sign_jwt,
 )
 
-from ..conftest import StartServer
+from ..conftest import StartServer, free_port
 from ..waiting import eventually
 from .conftest import TestKeys
 
@@ -349,6 +350,20 @@ async def test_events_carry_the_origin_of_the_lookups_policy(jwks_server: JwksSe
     fetches = [e for e in events if e[0] == "fetch"]
     assert fetches == [("fetch", "ok", "configured"), ("fetch", "ok", "software")]
     assert ("cache", "miss", "software") in events and ("cache", "miss", "configured") in events
+
+
+async def test_a_failed_fetch_is_logged_with_its_origin() -> None:
+    """The `jwks_fetch_failed` line says whose key set it was, as the metric does."""
+    events: list[tuple[str, str, str]] = []
+    software = UrlPolicy(allow_http=True, allow_loopback=True, origin="software")
+    closed = f"http://127.0.0.1:{free_port()}/jwks"  # nothing listens there
+    async with JwksCache(policy=LOOPBACK, on_event=lambda *event: events.append(event)) as cache:
+        with structlog.testing.capture_logs() as logs:
+            with pytest.raises(JoseError):
+                await cache.get_keyset(closed, policy=software)
+    failed = [e for e in logs if e["event"] == "jwks_fetch_failed"]
+    assert [(e["origin"], e["result"]) for e in failed] == [("software", "error")]
+    assert ("fetch", "error", "software") in events
 
 
 async def test_verifier_end_to_end(jwks_server: JwksServer, make_cache: MakeCache, keys: TestKeys) -> None:
