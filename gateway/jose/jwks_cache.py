@@ -1,6 +1,9 @@
-"""One JWKS cache shared by every check, keyed by URI (after Envoy jwt_authn's jwks_cache / async fetcher).
+"""One JWKS cache shared by every check, keyed by URI and origin (after Envoy jwt_authn's jwks_cache / async fetcher).
 
-- single fetch in flight per URI: concurrent callers await the same task;
+- one entry per URI and `UrlPolicy.origin`: a key set fetched for the config (token issuers, directories, under a
+  policy that allows private addresses) is never served to a lookup under a TPP's policy, which fetches the URI
+  itself under its own rules;
+- single fetch in flight per entry: concurrent callers await the same task;
 - keys are fresh for `ttl_seconds`, then refetched;
 - an unknown `kid` triggers a refetch at most once per `min_refetch_interval_seconds` per URI, so random
   kids cannot cause fetch storms; after that it is `unknown_kid`;
@@ -124,7 +127,9 @@ class JwksCache:
         self._owns_session = session is None
         self._clock = clock
         self._on_event = on_event
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        # Keyed by (origin, URI): a key set fetched under the config's policy (private addresses allowed) is never
+        # handed to a lookup under a TPP's (`software`) policy, which fetches it itself, under its own rules.
+        self._entries: OrderedDict[tuple[KeyOrigin, str], _Entry] = OrderedDict()
         self._syntax_ok: set[tuple[UrlPolicy, str]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -162,7 +167,7 @@ class JwksCache:
         key = keyset.get(kid)
         if key is not None:
             return key
-        entry = self._entry(uri)
+        entry = self._entry(uri, policy)
         if entry.inflight is None:
             # SECURITY: random kids must not cause fetch storms against the key server (and us).
             if self._clock() - entry.attempted_at < self.settings.min_refetch_interval_seconds:
@@ -178,7 +183,7 @@ class JwksCache:
     async def get_keyset(self, uri: str, *, policy: UrlPolicy | None = None) -> JwkSet:
         """The key set at `uri`, fetched if absent or older than the TTL (stale within bounds on error)."""
         self._check_syntax(uri, policy)
-        entry = self._entry(uri)
+        entry = self._entry(uri, policy)
         if entry.keyset is not None and self._clock() - entry.fetched_at < self.settings.ttl_seconds:
             self._event("cache", "hit", policy)
             return entry.keyset
@@ -205,7 +210,7 @@ class JwksCache:
 
     def cached_uris(self) -> list[str]:
         """URIs currently cached, least recently used first."""
-        return list(self._entries)
+        return list(dict.fromkeys(uri for _, uri in self._entries))
 
     # -- internals -------------------------------------------------------------------------------------
     def _event(self, kind: str, result: str, policy: UrlPolicy | None) -> None:
@@ -226,17 +231,18 @@ class JwksCache:
             self._syntax_ok.clear()
         self._syntax_ok.add(memo)
 
-    def _entry(self, uri: str) -> _Entry:
-        entry = self._entries.get(uri)
+    def _entry(self, uri: str, policy: UrlPolicy | None) -> _Entry:
+        key = ((policy or self._guard.policy).origin, uri)
+        entry = self._entries.get(key)
         if entry is None:
-            entry = self._entries[uri] = _Entry()
+            entry = self._entries[key] = _Entry()
             while len(self._entries) > self.settings.max_uris:
-                oldest_uri, oldest = next(iter(self._entries.items()))
-                if oldest.inflight is not None or oldest_uri == uri:
+                oldest_key, oldest = next(iter(self._entries.items()))
+                if oldest.inflight is not None or oldest_key == key:
                     break
-                del self._entries[oldest_uri]
+                del self._entries[oldest_key]
         else:
-            self._entries.move_to_end(uri)
+            self._entries.move_to_end(key)
         return entry
 
     async def _refresh(self, uri: str, entry: _Entry, policy: UrlPolicy | None) -> JwkSet:

@@ -352,6 +352,24 @@ async def test_events_carry_the_origin_of_the_lookups_policy(jwks_server: JwksSe
     assert ("cache", "miss", "software") in events and ("cache", "miss", "configured") in events
 
 
+async def test_a_key_set_cached_for_the_config_is_not_handed_to_a_tpp_lookup(jwks_server: JwksServer) -> None:
+    """A URI the operator configured (fetched under a policy that allows loopback) and named again by a TPP's SSA is
+    judged under the TPP's policy: here it refuses loopback addresses, so the lookup is refused at the address
+    check, no connection made, instead of being served the configured fetch's keys."""
+    events: list[tuple[str, str, str]] = []
+    configured = UrlPolicy(allow_http=True, allow_loopback=True, origin="configured")
+    software = UrlPolicy(allow_http=True, origin="software")  # public addresses only
+    async with JwksCache(policy=configured, on_event=lambda *event: events.append(event)) as cache:
+        assert (await cache.get_keyset(jwks_server.url)).get("ec-1") is not None
+        served = jwks_server.hits
+        with pytest.raises(JoseError) as refused:
+            await cache.get_keyset(jwks_server.url, policy=software)
+        assert refused.value.reason == "jwks_url_refused"
+        assert jwks_server.hits == served  # the guard refused before any connection
+        assert (await cache.get_keyset(jwks_server.url)).get("ec-1") is not None  # the config's entry is intact
+    assert ("fetch", "refused", "software") in events
+
+
 async def test_a_failed_fetch_is_logged_with_its_origin() -> None:
     """The `jwks_fetch_failed` line says whose key set it was, as the metric does."""
     events: list[tuple[str, str, str]] = []
