@@ -163,6 +163,7 @@ class JwksCache:
     # -- public API ------------------------------------------------------------------------------------
     async def get_key(self, uri: str, kid: str, *, policy: UrlPolicy | None = None) -> VerificationKey:
         """The signing key `kid` from the JWKS at `uri`; JoseError unknown_kid / jwks_unavailable / ..."""
+        policy = policy or self._guard.policy
         keyset = await self.get_keyset(uri, policy=policy)
         key = keyset.get(kid)
         if key is not None:
@@ -182,6 +183,7 @@ class JwksCache:
 
     async def get_keyset(self, uri: str, *, policy: UrlPolicy | None = None) -> JwkSet:
         """The key set at `uri`, fetched if absent or older than the TTL (stale within bounds on error)."""
+        policy = policy or self._guard.policy  # the cache's own when the caller names none: resolved here, once
         self._check_syntax(uri, policy)
         entry = self._entry(uri, policy)
         if entry.keyset is not None and self._clock() - entry.fetched_at < self.settings.ttl_seconds:
@@ -213,26 +215,25 @@ class JwksCache:
         return list(dict.fromkeys(uri for _, uri in self._entries))
 
     # -- internals -------------------------------------------------------------------------------------
-    def _event(self, kind: str, result: str, policy: UrlPolicy | None) -> None:
+    def _event(self, kind: str, result: str, policy: UrlPolicy) -> None:
         if self._on_event is None:
             return
         try:
-            self._on_event(kind, result, (policy or self._guard.policy).origin)
+            self._on_event(kind, result, policy.origin)
         except Exception:  # a metrics hook must never break key lookup
             _log.exception("jwks_event_hook_failed", kind=kind, result=result)
 
-    def _check_syntax(self, uri: str, policy: UrlPolicy | None) -> None:
-        effective = policy or self._guard.policy
-        memo = (effective, uri)
+    def _check_syntax(self, uri: str, policy: UrlPolicy) -> None:
+        memo = (policy, uri)
         if memo in self._syntax_ok:
             return
-        effective.check_syntax(uri)  # a cached URI must still pass the caller's policy
+        policy.check_syntax(uri)  # a cached URI must still pass the caller's policy
         if len(self._syntax_ok) >= 4 * self.settings.max_uris:
             self._syntax_ok.clear()
         self._syntax_ok.add(memo)
 
-    def _entry(self, uri: str, policy: UrlPolicy | None) -> _Entry:
-        key = ((policy or self._guard.policy).origin, uri)
+    def _entry(self, uri: str, policy: UrlPolicy) -> _Entry:
+        key = (policy.origin, uri)
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry()
@@ -245,7 +246,7 @@ class JwksCache:
             self._entries.move_to_end(key)
         return entry
 
-    async def _refresh(self, uri: str, entry: _Entry, policy: UrlPolicy | None) -> JwkSet:
+    async def _refresh(self, uri: str, entry: _Entry, policy: UrlPolicy) -> JwkSet:
         if entry.inflight is None:
             now = self._clock()
             recently_failed = now - entry.attempted_at < self.settings.failed_refetch_interval_seconds
@@ -258,7 +259,7 @@ class JwksCache:
         # shield: a cancelled caller must not cancel the fetch the other callers are waiting for
         return await asyncio.shield(entry.inflight)
 
-    async def _fetch_and_store(self, uri: str, entry: _Entry, policy: UrlPolicy | None) -> JwkSet:
+    async def _fetch_and_store(self, uri: str, entry: _Entry, policy: UrlPolicy) -> JwkSet:
         try:
             try:
                 keyset = await self._fetch(uri, policy)
@@ -270,7 +271,7 @@ class JwksCache:
         except FetchFailed as failure:
             self._event("fetch", failure.result, policy)
             shown = quoted_url(uri)
-            _log.warning("jwks_fetch_failed", jwks_uri=shown, origin=(policy or self._guard.policy).origin,
+            _log.warning("jwks_fetch_failed", jwks_uri=shown, origin=policy.origin,
                          result=failure.result, why=failure.description)
             reason: JoseReason = "jwks_url_refused" if failure.result == "refused" else "jwks_unavailable"
             entry.error = JoseError(reason, f"key set {shown} unavailable: {failure.description}")
@@ -285,7 +286,7 @@ class JwksCache:
                   skipped=keyset.skipped)
         return keyset
 
-    def _stale_or_raise(self, uri: str, entry: _Entry, error: JoseError, policy: UrlPolicy | None) -> JwkSet:
+    def _stale_or_raise(self, uri: str, entry: _Entry, error: JoseError, policy: UrlPolicy) -> JwkSet:
         limit = self.settings.ttl_seconds + self.settings.stale_max_seconds
         if entry.keyset is not None and self._clock() - entry.fetched_at < limit:
             self._event("cache", "stale", policy)
@@ -295,8 +296,8 @@ class JwksCache:
         # SECURITY: fail closed once the last good keys are too old (DESIGN: "Fail closed").
         raise JoseError(error.reason, error.description)
 
-    async def _fetch(self, uri: str, policy: UrlPolicy | None) -> JwkSet:
-        guard = self._guard if policy is None else UrlGuard(policy, self._guard.resolver)
+    async def _fetch(self, uri: str, policy: UrlPolicy) -> JwkSet:
+        guard = self._guard if policy is self._guard.policy else UrlGuard(policy, self._guard.resolver)
         limits = FetchLimits(self.settings.fetch_timeout_seconds, self.settings.max_bytes)
         body = await guarded_fetch(self._ensure_session(), guard, uri, limits, accept=_ACCEPT, ssl_context=self._ssl)
         try:
