@@ -400,13 +400,14 @@ class Metrics:
         # the event loop's thread (lookups and fetches run on it): each resolves to its series' add once, here, so a
         # hit costs one dict lookup and a float add (`_add`, without the library's lock).
         # Only fetches are told apart by origin; the other series count both origins together.
-        jwks: dict[tuple[str, str, str], Add] = {}
-        for origin in JWKS_ORIGINS:
-            jwks.update({("fetch", r, origin): _add(self.jwks_fetches.labels(origin, r)) for r in JWKS_FETCH_RESULTS})
-            jwks.update({("cache", r, origin): _add(self.jwks_cache_lookups.labels(r)) for r in JWKS_CACHE_RESULTS})
-            jwks[("cache", "stale", origin)] = _add(self.jwks_stale_served)
-            jwks[("refetch", "unknown_kid", origin)] = _add(self.jwks_unknown_kid.labels("refetch"))
-            jwks[("refetch", "rate_limited", origin)] = _add(self.jwks_unknown_kid.labels("rate_limited"))
+        either: dict[tuple[str, str], Add] = {("cache", r): _add(self.jwks_cache_lookups.labels(r))
+                                              for r in JWKS_CACHE_RESULTS}
+        either[("cache", "stale")] = _add(self.jwks_stale_served)
+        either[("refetch", "unknown_kid")] = _add(self.jwks_unknown_kid.labels("refetch"))
+        either[("refetch", "rate_limited")] = _add(self.jwks_unknown_kid.labels("rate_limited"))
+        jwks = {(kind, result, origin): add for (kind, result), add in either.items() for origin in JWKS_ORIGINS}
+        jwks.update({("fetch", r, origin): _add(self.jwks_fetches.labels(origin, r))
+                     for origin in JWKS_ORIGINS for r in JWKS_FETCH_RESULTS})
         self._jwks_events = jwks
 
     # -- per-request recording (cached children) ---------------------------------------------------
