@@ -9,8 +9,9 @@ import math
 import re
 from typing import Any, Final
 
+import pybase64
+
 _NOT_B64URL: Final = "not base64url (only A-Z a-z 0-9 - _ without padding)"
-_FROM_URLSAFE: Final = bytes.maketrans(b"-_", b"+/")
 _ALPHABET: Final = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 # The characters a canonical segment may end with, by length % 4: after 2 characters only 4 of their 12 bits
 # are data (the last character's low 4 bits must be zero), after 3 characters 16 of 18 (low 2 bits zero).
@@ -19,6 +20,7 @@ _CANONICAL_LAST: Final = {
     2: frozenset(c for i, c in enumerate(_ALPHABET) if i & 0x0F == 0),
     3: frozenset(c for i, c in enumerate(_ALPHABET) if i & 0x03 == 0),
 }
+_PADDING: Final = {0: "", 2: "==", 3: "="}
 _COMPACT: Final = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -50,13 +52,13 @@ def b64url_decode(segment: str) -> bytes:
         raise ValueError("non-canonical base64url (unused bits set)")
     # SECURITY: no padding, no '+', '/', whitespace or other characters (RFC 7515 §2, §7.1); a
     # permissive decoder lets several strings decode to the same bytes (token malleability). '+', '/' and '='
-    # are refused here; after '-' and '_' become '+' and '/', strict mode refuses every other character.
+    # are refused here (pybase64 with altchars still takes '+' and '/'); validate=True refuses every other
+    # character, non-ASCII text included (the padding is ours, so it is always exact).
     if "+" in segment or "/" in segment or "=" in segment:
         raise ValueError(_NOT_B64URL)
     try:
-        return binascii.a2b_base64(segment.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-rest % 4),
-                                   strict_mode=True)
-    except (binascii.Error, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+        return pybase64.b64decode(segment + _PADDING[rest], altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError, TypeError) as exc:  # binascii.Error is a ValueError
         raise ValueError(_NOT_B64URL) from exc
 
 
