@@ -66,36 +66,53 @@ def _has_body(request: BodySource, limits: BodyLimits) -> bool:
     return request.body_exists
 
 
-async def body_chunks(request: BodySource, limits: BodyLimits) -> AsyncIterator[bytes]:
-    """The request body as the client framed it, chunk by chunk as it arrives: 413 past `max_bytes`, 408 when
-    it stalls or is too slow, 400 when it breaks off. Nothing is decoded (the public listener does not
-    decompress). `Expect: 100-continue` is answered here: now, and only now, the body is wanted."""
-    if not _has_body(request, limits):
-        return
-    if request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue":
-        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limits.total
-    content = request.content
-    size = 0
-    while True:
+class _BodyRead:
+    """One read of a request body under `limits`, part by part: 413 past `max_bytes`, 408 when it stalls or is
+    too slow, 400 when it breaks off. `Expect: 100-continue` is answered at the first part wanted: now, and only
+    now, the body is wanted. Nothing is decoded (the public listener does not decompress)."""
+
+    __slots__ = ("_content", "_continue", "_deadline", "_limits", "_loop", "_size", "_writer")
+
+    def __init__(self, request: BodySource, limits: BodyLimits) -> None:
+        self._continue = request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue"
+        self._loop = asyncio.get_running_loop()
+        self._deadline = self._loop.time() + limits.total
+        self._limits = limits
+        self._content = request.content
+        self._size = 0
+        if self._continue:
+            self._writer = request.writer
+
+    async def next(self) -> bytes:
+        """The next part of the body as the client framed it; b"" at its end."""
+        if self._continue:
+            self._continue = False
+            await self._writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        content, limits = self._content, self._limits
         try:
             if content.is_eof():
                 # The rest of the body is already here (most bodies arrive with their head): no read can wait, so
                 # none needs a timer.
                 chunk = await content.readany()
-            else:  # the timer covers the read only, never the consumer's work between two chunks
-                async with asyncio.timeout_at(min(deadline, loop.time() + limits.idle)):
+            else:  # the timer covers the read only, never the consumer's work between two parts
+                async with asyncio.timeout_at(min(self._deadline, self._loop.time() + limits.idle)):
                     chunk = await content.readany()
         except TimeoutError:
             raise body_timeout() from None
         except (ConnectionError, HttpProcessingError):
             raise body_incomplete() from None
-        if not chunk:
-            return
-        size += len(chunk)
-        if size > limits.max_bytes:
+        self._size += len(chunk)
+        if self._size > limits.max_bytes:
             raise payload_too_large(limits.max_bytes)
+        return chunk
+
+
+async def body_chunks(request: BodySource, limits: BodyLimits) -> AsyncIterator[bytes]:
+    """The request body as the client framed it, chunk by chunk as it arrives, under the rules of `_BodyRead`."""
+    if not _has_body(request, limits):
+        return
+    read = _BodyRead(request, limits)
+    while chunk := await read.next():
         yield chunk
 
 
@@ -113,10 +130,15 @@ async def _started(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
 
 
 async def read_body(request: BodySource, limits: BodyLimits) -> bytes:
-    """The whole request body (request buffering), under the rules of `body_chunks`."""
-    if not _has_body(request, limits):  # most requests (a GET): no generator to start and finish
+    """The whole request body (request buffering), under the rules of `_BodyRead` (read in a loop, not through
+    `body_chunks`: an async generator per request costs the loop's generator hooks for nothing)."""
+    if not _has_body(request, limits):  # most requests (a GET): nothing to read
         return b""
-    return b"".join([chunk async for chunk in body_chunks(request, limits)])
+    read = _BodyRead(request, limits)
+    parts = []
+    while chunk := await read.next():
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class Forwarder:
