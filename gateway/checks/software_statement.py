@@ -3,6 +3,7 @@ profile), valid now, from an Active organisation, carrying the claims the other 
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -89,7 +90,7 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
     produces = (SSA_CLAIMS, SOFTWARE_ID, ORG_ID, SOFTWARE_ROLES)
     reasons = SoftwareStatementReasons
     needs_body = True
-    __slots__ = ("_directories", "_verifier")
+    __slots__ = ("_directories", "_judged", "_verifier")
 
     def __init__(self, params: SoftwareStatementParams, services: Services) -> None:
         super().__init__(params, services)
@@ -113,6 +114,10 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
         # the key, its constraints and every claim are judged again on each request).
         self._verifier = JwsVerifier(locate=services_locator(services), max_bytes=MAX_SSA_BYTES, typ="JWT",
                                      remember=REMEMBERED_SSAS)
+        # The texts of verified SSAs whose claims passed the judgement that depends on nothing else (their
+        # shape, org_status, roles: `_judge_claims`); the text fixes the claims. Least recently judged first, as
+        # many as the verifier remembers. The age is judged on every request.
+        self._judged: OrderedDict[str, None] = OrderedDict()
 
     def jwks_uris(self) -> tuple[str, ...]:
         """The trusted directories' key sets, for prefetching."""
@@ -149,7 +154,7 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
                                  f"the keys of directory {trusted.name!r} are unavailable, retry later",
                                  (("Retry-After", "5"),))
             return self.deny(R.ssa[exc.reason], f"software statement: {exc.description}")
-        denial = self._judge(claims, request.now)
+        denial = self._judge(raw, claims, request.now)
         if denial is not None:
             return denial
         roles = [str(r) for r in claims["software_roles"]]
@@ -159,12 +164,24 @@ class SoftwareStatement(Check[SoftwareStatementParams]):
         request.facts.set(SOFTWARE_ROLES, roles)
         return None
 
-    def _judge(self, claims: Mapping[str, Any], now: float) -> Denial | None:
+    def _judge(self, text: str, claims: Mapping[str, Any], now: float) -> Denial | None:
         """Age, shape of the claims other checks rely on, organisation status and roles of a verified SSA."""
         limit = self.params.max_age_seconds
         iat = claims["iat"]  # validate_claims: present and a NumericDate
         if limit is not None and now - float(iat) > limit + self.services.trust.clock_skew_seconds:
             return self.deny(R.ssa_too_old, f"the software statement was issued more than {limit:g} seconds ago")
+        if text in self._judged:
+            self._judged.move_to_end(text)
+            return None
+        denial = self._judge_claims(claims)
+        if denial is None:
+            self._judged[text] = None
+            if len(self._judged) > REMEMBERED_SSAS:
+                self._judged.popitem(last=False)
+        return denial
+
+    def _judge_claims(self, claims: Mapping[str, Any]) -> Denial | None:
+        """What depends on the claims alone: their shape, the organisation's status and the roles."""
         problem = _shape_problem(claims, self.params.required_claims)
         if problem is not None:
             return self.deny(*problem)

@@ -122,6 +122,32 @@ async def test_an_ssa_sent_again_is_not_verified_again(dcr_world, monkeypatch: p
     assert w.registrations() == 2
 
 
+async def test_a_judged_ssa_is_still_judged_on_its_age(dcr_world) -> None:
+    """What the claims alone decide is judged once per SSA; the age (max_age_seconds) on every request."""
+    import time
+
+    from multidict import CIMultiDict
+
+    w = await dcr_world()
+    shipped = _check(w, "software_statement")
+    check = type(shipped)(shipped.Params.model_validate({"max_age_seconds": 60}), shipped.services)
+    ssa = w.ssa()
+    iat = time.time()
+
+    def at(now: float, ssa: str = ssa) -> RequestView:
+        body = w.request(ssa=ssa).encode()
+        return RequestView("POST", REGISTER, CIMultiDict({"Content-Type": "application/jose"}), body=body, now=now)
+
+    assert await check.evaluate(at(iat + 10)) is None
+    assert await check.evaluate(at(iat + 20)) is None  # judged from the memo
+    late = await check.evaluate(at(iat + 1000))
+    assert late is not None and late.reason == "ssa_too_old"
+    # The memo holds a verdict on exact claims only: another SSA of the same TPP is judged on its own.
+    revoked = await check.evaluate(at(iat + 10, w.ssa(org_status="Revoked")))
+    assert revoked is not None and revoked.reason == "ssa_org_not_active"
+    assert await check.evaluate(at(iat + 30)) is None
+
+
 # -- client_certificate: the parse of a forwarded certificate is remembered, never a verdict ---------------
 
 
