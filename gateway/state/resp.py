@@ -58,7 +58,12 @@ class LinkError(ConnectionError):
 
 
 class _Incomplete(Exception):
-    """The buffer ends inside a reply."""
+    """The buffer ends inside a reply; `need`: the buffer length the reply needs at least (a bulk string's whole
+    length once its header is in), 0 when not known yet."""
+
+    def __init__(self, need: int = 0) -> None:
+        super().__init__(need)
+        self.need = need
 
 
 def pack(*args: bytes) -> bytes:
@@ -81,9 +86,11 @@ def _parse(buf: bytes, pos: int, nested: bool = False) -> tuple[Any, int]:
         if n < 0:
             _nil(n)
             return None, end + 2
+        if n > MAX_REPLY_BYTES:
+            raise LinkError("bulk reply too long")
         stop = end + 2 + n
         if len(buf) < stop + 2:
-            raise _Incomplete
+            raise _Incomplete(stop + 2)
         if buf[stop:stop + 2] != b"\r\n":
             raise LinkError("malformed bulk reply")
         return buf[end + 2:stop], stop + 2
@@ -127,7 +134,8 @@ def _nil(n: int) -> None:
 class _Link(asyncio.Protocol):
     """One connection's pipeline: commands out in order, replies back to their callers in the same order."""
 
-    __slots__ = ("_buf", "_loop", "_out", "_owner", "_pending", "_timer", "_transport", "alive", "latest")
+    __slots__ = ("_buf", "_held", "_loop", "_more", "_need", "_out", "_owner", "_pending", "_timer", "_transport",
+                 "alive", "latest")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, writer: asyncio.StreamWriter, cap: float) -> None:
         self._loop = loop
@@ -137,6 +145,11 @@ class _Link(asyncio.Protocol):
         self._pending: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._out: list[bytes] | None = None
         self._buf = b""
+        self._more: list[bytes] = []
+        """Pieces received while a reply whose length is known (`_need`) is still short: joined once, when it can
+        be whole, instead of copying the buffer again with every piece."""
+        self._need = 0
+        self._held = 0
         self._timer = LazyTimer(loop, cap, self._on_due)
         self.alive = True
         self.latest = 0.0
@@ -168,7 +181,14 @@ class _Link(asyncio.Protocol):
 
     # -- asyncio.Protocol ------------------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
-        buf = self._buf + data if self._buf else data
+        if self._need:
+            self._more.append(data)
+            self._held += len(data)
+            if self._held < self._need:
+                return
+            buf, self._more, self._need = b"".join(self._more), [], 0
+        else:
+            buf = self._buf + data if self._buf else data
         pending = self._pending
         pos, size = 0, len(buf)
         try:
@@ -184,8 +204,12 @@ class _Link(asyncio.Protocol):
                         future.set_exception(reply)
                     else:
                         future.set_result(reply)
-        except _Incomplete:
-            pass
+        except _Incomplete as short:
+            if short.need - pos > MAX_REPLY_BYTES:  # an array of long strings: it could not be held whole
+                self._fail(LinkError("reply too large"))
+                return
+            if short.need > size:  # parsed again only once that much is in
+                self._need, self._held, self._more = short.need - pos, size - pos, [buf[pos:]]
         except (LinkError, ValueError) as exc:  # ValueError: an integer past int()'s 4300-digit limit
             self._fail(exc if isinstance(exc, LinkError) else LinkError("malformed reply"))
             return

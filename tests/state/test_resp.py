@@ -242,6 +242,15 @@ async def test_a_reply_larger_than_the_bound_fails_before_it_is_read_whole(fake)
     assert time.monotonic() - started < 1.5  # the timeout is 2 s: it was the bound, not the timer
 
 
+async def test_an_array_of_strings_larger_than_the_bound_together_fails(fake):
+    """Each string under the bound, together over it: the connection fails before they are held whole."""
+    part = b"x" * (MAX_REPLY_BYTES * 2 // 3)
+    _server, store, kinds = await fake(lambda args, conn: b"*2\r\n" + b"$%d\r\n%b\r\n" % (len(part), part) * 2)
+    with pytest.raises(StoreUnavailable):
+        await store.get_many([("ns", "a"), ("ns", "b")])
+    assert kinds == ["connection"]
+
+
 async def _until(probe: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = time.monotonic() + timeout
     while not probe():

@@ -19,7 +19,7 @@ import structlog
 from redis.asyncio import ConnectionPool, Redis
 
 from gateway.state.redis import CircuitBreaker, RedisStore
-from gateway.state.resp import LinkError, Pipeline, _parse, pack
+from gateway.state.resp import MAX_REPLY_BYTES, LinkError, Pipeline, _parse, pack
 from gateway.state.store import StoreUnavailable
 from tests.checks.world import make_world
 from tests.conftest import RedisServer
@@ -536,6 +536,38 @@ async def test_replies_cut_at_every_byte_reach_their_callers_whole():
     finally:
         await store.close()
         await server.close()
+
+
+async def test_a_long_reply_dripped_in_pieces_is_parsed_once_it_can_be_whole(monkeypatch: pytest.MonkeyPatch):
+    """Once a bulk string's header is in, its length is known: the pieces after it are kept aside and parsed
+    once, when the reply can be whole, not copied and parsed again with every piece (quadratic in its length)."""
+    import gateway.state.resp as resp
+
+    attempts = 0
+    real = resp._parse
+
+    def counted(buf: bytes, pos: int, nested: bool = False) -> Any:
+        nonlocal attempts
+        attempts += 1
+        return real(buf, pos, nested)
+
+    monkeypatch.setattr(resp, "_parse", counted)
+    value = b"x" * 4096
+    server = FakeRedis(lambda args, conn: b"$%d\r\n%b\r\n" % (len(value), value), byte_by_byte=True)
+    store = RedisStore.from_url(await server.start(), timeout_seconds=5.0)
+    try:
+        async with asyncio.timeout(10):
+            assert await store.get("ns", "k") == value.decode()
+        assert attempts <= 16  # the header's few bytes, then the whole reply once (about 4 100 pieces sent)
+    finally:
+        await store.close()
+        await server.close()
+
+
+def test_a_bulk_string_longer_than_a_reply_may_be_is_refused_from_its_header():
+    """A bulk string announcing more than MAX_REPLY_BYTES is a broken peer's, refused before any of it is read."""
+    with pytest.raises(LinkError, match="too long"):
+        _parse(b"$%d\r\n" % (MAX_REPLY_BYTES + 1), 0)
 
 
 @pytest.mark.parametrize("bad", [
