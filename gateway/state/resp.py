@@ -190,7 +190,7 @@ class _Link(asyncio.Protocol):
         else:
             buf = self._buf + data if self._buf else data
         pending = self._pending
-        pos, size = 0, len(buf)
+        pos, size, need = 0, len(buf), 0
         try:
             while pos < size:
                 reply, pos = _parse(buf, pos)
@@ -205,17 +205,18 @@ class _Link(asyncio.Protocol):
                     else:
                         future.set_result(reply)
         except _Incomplete as short:
-            if short.need - pos > MAX_REPLY_BYTES:  # an array of long strings: it could not be held whole
+            need = short.need - pos
+            if need > MAX_REPLY_BYTES:  # an array of long strings: it could not be held whole
                 self._fail(LinkError("reply too large"))
                 return
-            if short.need > size:  # parsed again only once that much is in
-                self._need, self._held, self._more = short.need - pos, size - pos, [buf[pos:]]
         except (LinkError, ValueError) as exc:  # ValueError: an integer past int()'s 4300-digit limit
             self._fail(exc if isinstance(exc, LinkError) else LinkError("malformed reply"))
             return
         self._buf = buf[pos:] if pos < size else b""
         if len(self._buf) > MAX_REPLY_BYTES:
             self._fail(LinkError("reply too large"))
+        elif need > len(self._buf):  # parsed again only once that much is in
+            self._need, self._held, self._more = need, len(self._buf), [self._buf]
 
     def eof_received(self) -> bool:
         self._fail(LinkError("connection closed by Redis"))
