@@ -30,8 +30,11 @@ def request_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 JWS = "eyJhbGciOiJQUzI1NiIsImtpZCI6ImsifQ.eyJhIjoxfQ.c2ln"
 
 
-def _view(body: bytes) -> RequestView:
-    return RequestView("POST", REGISTER, CIMultiDict({"Content-Type": "application/jose"}), body=body)
+def _view(body: bytes, now: float | None = None) -> RequestView:
+    view = RequestView("POST", REGISTER, CIMultiDict({"Content-Type": "application/jose"}), body=body)
+    if now is not None:
+        view.now = now
+    return view
 
 
 def test_parsed_once_per_request(request_parses: list[str]) -> None:
@@ -126,8 +129,6 @@ async def test_a_judged_ssa_is_still_judged_on_its_age(dcr_world) -> None:
     """What the claims alone decide is judged once per SSA; the age (max_age_seconds) on every request."""
     import time
 
-    from multidict import CIMultiDict
-
     w = await dcr_world()
     shipped = _check(w, "software_statement")
     check = type(shipped)(shipped.Params.model_validate({"max_age_seconds": 60}), shipped.services)
@@ -135,8 +136,7 @@ async def test_a_judged_ssa_is_still_judged_on_its_age(dcr_world) -> None:
     iat = time.time()
 
     def at(now: float, ssa: str = ssa) -> RequestView:
-        body = w.request(ssa=ssa).encode()
-        return RequestView("POST", REGISTER, CIMultiDict({"Content-Type": "application/jose"}), body=body, now=now)
+        return _view(w.request(ssa=ssa).encode(), now)
 
     assert await check.evaluate(at(iat + 10)) is None
     assert await check.evaluate(at(iat + 20)) is None  # judged from the memo
