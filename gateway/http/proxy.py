@@ -71,22 +71,32 @@ class _BodyRead:
     too slow, 400 when it breaks off. `Expect: 100-continue` is answered at the first part wanted: now, and only
     now, the body is wanted. Nothing is decoded (the public listener does not decompress)."""
 
-    __slots__ = ("_content", "_continue", "_deadline", "_limits", "_loop", "_size", "_writer")
+    __slots__ = ("_content", "_continue", "_deadline", "_limits", "_size", "_writer")
 
     def __init__(self, request: BodySource, limits: BodyLimits) -> None:
         self._continue = request.version >= (1, 1) and request.headers.get("Expect", "").lower() == "100-continue"
-        self._loop = asyncio.get_running_loop()
-        self._deadline = self._loop.time() + limits.total
+        # The body's total time starts at the first read that can wait (or at 100 Continue): before it, no read
+        # waited. A body already all in never looks at the loop's clock (asyncio.get_running_loop() is a getpid
+        # system call on Python 3.11).
+        self._deadline: float | None = None
         self._limits = limits
         self._content = request.content
         self._size = 0
         if self._continue:
             self._writer = request.writer
 
+    def _due(self) -> float:
+        """When the read that starts now must be done: the sooner of the body's total time and the idle bound."""
+        now = asyncio.get_running_loop().time()
+        if self._deadline is None:
+            self._deadline = now + self._limits.total
+        return min(self._deadline, now + self._limits.idle)
+
     async def next(self) -> bytes:
         """The next part of the body as the client framed it; b"" at its end."""
         if self._continue:
             self._continue = False
+            self._due()  # the body's total time starts with the invitation to send it
             await self._writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         content, limits = self._content, self._limits
         try:
@@ -95,7 +105,7 @@ class _BodyRead:
                 # none needs a timer.
                 chunk = await content.readany()
             else:  # the timer covers the read only, never the consumer's work between two parts
-                async with asyncio.timeout_at(min(self._deadline, self._loop.time() + limits.idle)):
+                async with asyncio.timeout_at(self._due()):
                     chunk = await content.readany()
         except TimeoutError:
             raise body_timeout() from None
