@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from .errors import JoseError, quoted
@@ -47,39 +47,59 @@ class ClaimType:
     blank: bool = False
     """Strings may be empty or blank (e.g. an access token's `scope` granting nothing)."""
 
+    _judge: Callable[[Any], bool] = field(init=False, repr=False, compare=False)
+    """`accepts`, specialised once for this type's shape and bounds (it runs for every claim of every request)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_judge", _judge_of(self))
+
     def accepts(self, value: Any) -> bool:
         """True when `value` (as parsed from JSON) has this type and lies within its bounds."""
-        shape = self.shape
-        if shape == "number":
-            # SECURITY: bool is an int in Python; NaN fails both comparisons; comparing before converting means a
-            # 400-digit integer is refused here instead of raising OverflowError in float() (issue 13).
-            return (isinstance(value, int | float) and not isinstance(value, bool)
-                    and self.minimum <= value <= self.maximum)
-        if shape == "value":
-            if isinstance(value, str):
-                return bool(value) and self._string(value)
-            return isinstance(value, list | dict) and bool(value)
-        if isinstance(value, str):
-            return shape != "strings" and self._string(value)
-        if isinstance(value, list) and shape != "string":
-            if not self.min_items <= len(value) <= self.max_items:
-                return False
-            string = self._string
-            for item in value:  # a loop, not all(genexpr): this runs for every item of every array claim
-                if not string(item):
-                    return False
-            return True
-        return False
+        return self._judge(value)
 
-    def _string(self, value: Any) -> bool:
-        if not isinstance(value, str) or len(value) > self.max_length:
+
+def _judge_of(kind: ClaimType) -> Callable[[Any], bool]:
+    """The function judging a value against `kind`: its shape picked and its bounds bound now, not on each call."""
+    max_length, blank, test = kind.max_length, kind.blank, kind.test
+    fullmatch = None if kind.pattern is None else kind.pattern.fullmatch
+
+    def string(value: Any) -> bool:
+        if not isinstance(value, str) or len(value) > max_length:
             return False
         # Blank: empty or only whitespace (exactly when value.strip() is empty), without building the stripped copy.
-        if not self.blank and (not value or value.isspace()):
+        if not blank and (not value or value.isspace()):
             return False
-        if self.pattern is not None and self.pattern.fullmatch(value) is None:
+        if fullmatch is not None and fullmatch(value) is None:
             return False
-        return self.test is None or self.test(value)
+        return test is None or test(value)
+
+    min_items, max_items, minimum, maximum = kind.min_items, kind.max_items, kind.minimum, kind.maximum
+
+    def strings(value: Any) -> bool:
+        if not isinstance(value, list) or not min_items <= len(value) <= max_items:
+            return False
+        for item in value:  # a loop, not all(genexpr): this runs for every item of every array claim
+            if not string(item):
+                return False
+        return True
+
+    def string_or_strings(value: Any) -> bool:
+        return string(value) if isinstance(value, str) else strings(value)
+
+    def number(value: Any) -> bool:
+        # SECURITY: bool is an int in Python; NaN fails both comparisons; comparing before converting means a
+        # 400-digit integer is refused here instead of raising OverflowError in float() (issue 13).
+        return isinstance(value, int | float) and not isinstance(value, bool) and minimum <= value <= maximum
+
+    def any_value(value: Any) -> bool:
+        if isinstance(value, str):
+            return bool(value) and string(value)
+        return isinstance(value, list | dict) and bool(value)
+
+    judges: dict[Shape, Callable[[Any], bool]] = {"string": string, "strings": strings,
+                                                   "string_or_strings": string_or_strings, "number": number,
+                                                   "value": any_value}
+    return judges[kind.shape]
 
 
 EMPTY: Final[tuple[Any, ...]] = (None, "", [], {})
@@ -97,7 +117,7 @@ def read_claim(claims: Mapping[str, Any], name: str, kind: ClaimType, *, require
             raise JoseError("missing_claim", f"required claim {quoted(name)} is missing")
         return None
     value = claims[name]
-    if not kind.accepts(value):
+    if not kind._judge(value):
         raise JoseError("bad_claim", f"claim {quoted(name)} must be {kind.what}")
     return value
 
@@ -130,8 +150,11 @@ class ClaimRules:
     leeway_seconds: float = 30.0  # clock skew tolerated on exp / nbf / iat
     max_lifetime_seconds: float | None = None  # bound on exp - iat (or exp - now without iat)
     require: frozenset[str] = frozenset({"exp"})
+    _require_order: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """`require` sorted once: the first missing claim named is the same whatever the set's order."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "_require_order", tuple(sorted(self.require)))
         if not (math.isfinite(self.leeway_seconds) and self.leeway_seconds >= 0):
             raise ValueError("leeway_seconds must be a finite number >= 0")
         if self.max_lifetime_seconds is not None and not self.max_lifetime_seconds > 0:
@@ -170,7 +193,7 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
 
 def validate_claims(claims: Mapping[str, Any], rules: ClaimRules, now: float) -> None:
     """Check required claims, exp/nbf/iat with leeway, lifetime, iss and aud; JoseError on a failure."""
-    for name in sorted(rules.require):
+    for name in rules._require_order:
         if name not in claims:
             raise JoseError("missing_claim", f"required claim {name!r} is missing")
     read_claim(claims, "iss", TEXT)
