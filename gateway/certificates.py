@@ -13,7 +13,6 @@ import base64
 import binascii
 import re
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Final, Literal, TypeVar
 from urllib.parse import unquote
 
@@ -46,6 +45,9 @@ RFC9440_CHAIN_HEADER: Final = "Client-Cert-Chain"
 T = TypeVar("T")
 Forwarded = tuple[bytes, x509.Certificate, str]
 """A forwarded certificate: DER, the parsed certificate, its x5t#S256 thumbprint (RFC 8705 §3.1)."""
+Parsed = tuple[Forwarded, float, float]
+"""A parse `ForwardedCertificateReader` remembers: the certificate, and its notBefore and notAfter in POSIX
+seconds (compared with the request's time on every read, without building datetimes)."""
 
 
 class CertificateRefused(Exception):
@@ -65,7 +67,7 @@ def read_forwarded(
     *,
     header: str,
     proxies: ProxyTrust,
-    parse: Callable[[str], Forwarded],
+    parse: Callable[[str], Parsed],
 ) -> Forwarded | None:
     """The certificate the TLS-terminating proxy forwarded in `header` (`values`: every value of it), None when
     the header is absent; CertificateRefused when its sender is not a trusted proxy, when it is not exactly one
@@ -79,22 +81,23 @@ def read_forwarded(
     if len(values) > 1:
         raise CertificateRefused("client_cert_malformed", f"the {header} header must be sent once")
     try:
-        parsed = parse(values[0])
+        parsed, not_before, not_after = parse(values[0])
     except ValueError as exc:
         raise CertificateRefused("client_cert_malformed", f"the TLS client certificate is malformed: {exc}") from None
     # Validity is judged on every request: only the parse is remembered, never a verdict.
-    moment = datetime.fromtimestamp(now, UTC)
-    if moment < parsed[1].not_valid_before_utc:
+    if now < not_before:
         raise CertificateRefused("client_cert_not_yet_valid", "the TLS client certificate is not valid yet")
-    if moment > parsed[1].not_valid_after_utc:
+    if now > not_after:
         raise CertificateRefused("client_cert_expired", "the TLS client certificate has expired")
     return parsed
 
 
-def parse_forwarded(value: str, fmt: Format) -> Forwarded:
-    """The certificate a forwarding header value carries, with its thumbprint; ValueError when malformed."""
+def parse_forwarded(value: str, fmt: Format) -> Parsed:
+    """The certificate a forwarding header value carries, with its thumbprint, and its validity period in POSIX
+    seconds (X.509 times are whole seconds: comparing seconds compares the instants); ValueError when malformed."""
     der, cert = certificate_of(value, fmt)
-    return der, cert, cert_thumbprint_s256(der)
+    return ((der, cert, cert_thumbprint_s256(der)), cert.not_valid_before_utc.timestamp(),
+            cert.not_valid_after_utc.timestamp())
 
 
 PARSED_CERTIFICATES: Final = 512
@@ -123,7 +126,7 @@ class ForwardedCertificateReader:
         """The header the rest of the client's chain comes in (RFC 9440 only; XFCC carries it in `header`)."""
         self._format: Format = fmt
         self._proxies = ProxyTrust(trusted_proxies)
-        self._parsed: dict[str, Forwarded] = {}
+        self._parsed: dict[str, Parsed] = {}
         self._chains: dict[str, tuple[x509.Certificate, ...]] = {}
 
     def read(self, headers: MultiMapping[str], peer: str | None, now: float) -> Forwarded | None:
@@ -132,7 +135,7 @@ class ForwardedCertificateReader:
         return read_forwarded(headers.getall(self.header, []), peer, now, header=self.header,
                               proxies=self._proxies, parse=self._parse)
 
-    def _parse(self, value: str) -> Forwarded:
+    def _parse(self, value: str) -> Parsed:
         """The certificate a header value carries, parsed once per distinct value (ValueError when malformed)."""
         parsed = self._parsed.get(value)
         if parsed is None:
