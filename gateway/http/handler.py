@@ -9,6 +9,7 @@ to the response and (through the request's facts) the decision event's fields.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -135,14 +136,15 @@ class PublicHandler:
             metrics.request_done(route, request.method, status, ctx.decision, elapsed, ctx.upstream_status)
             if self.audit is not None and ctx.policy_version:
                 self.audit.emit(audit_fields(request, ctx, status, elapsed))
-            log.info(
-                "request",
-                method=request.method,
-                route=route,
-                status=status,
-                upstream_status=ctx.upstream_status,
-                duration_ms=round(elapsed * 1000, 3),
-            )
+            if log.is_enabled_for(logging.INFO):  # at warning (production's usual level) not even its fields
+                log.info(
+                    "request",
+                    method=request.method,
+                    route=route,
+                    status=status,
+                    upstream_status=ctx.upstream_status,
+                    duration_ms=round(elapsed * 1000, 3),
+                )
             REQUEST_IDS.reset(bound)
 
 
