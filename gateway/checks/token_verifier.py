@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -20,6 +21,8 @@ from .key_urls import CONFIGURED_URLS
 from .token import VerifiedToken
 
 MAX_TOKEN_BYTES = 8192
+_B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
+"""RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" """
 MAX_INTROSPECTION_BYTES = 65536
 """Largest RFC 7662 introspection answer read (a few hundred bytes in practice)."""
 IssuerMap = Mapping[str, tuple[str, TokenIssuer]]
@@ -80,7 +83,8 @@ class TokenVerifier:
         self._cache.clear()
 
     async def verify(self, raw: str, issuers: IssuerMap, now: float) -> VerifiedToken:
-        """The verified token, from the cache or freshly verified; JoseError when it is not acceptable."""
+        """The verified token, from the cache or freshly verified; JoseError when it is not acceptable (`malformed`
+        when `raw`, ASCII text, is not an RFC 6750 b64token)."""
         digest = hashlib.sha256(raw.encode("ascii")).digest()
         cached = self._cache.get(digest)
         if cached is not None:
@@ -95,6 +99,9 @@ class TokenVerifier:
                         self._cache.move_to_end(digest)
                     return cached.token
             self._cache.pop(digest, None)
+        # Judged once per token text, before any verification or introspection: a remembered token passed it.
+        if not _B64TOKEN.match(raw):
+            raise JoseError("malformed", "the access token is malformed")
         if raw.count(".") == 2:
             entry = await self._verify_jwt(raw, issuers, now)
         else:

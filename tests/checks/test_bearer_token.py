@@ -36,8 +36,9 @@ async def test_no_bearer_credentials_get_a_bare_challenge(headers: list[tuple[st
         [("Authorization", "Bearer a b")],
         [("Authorization", "Bearer a.b.c\"")],
         [("Authorization", "Bearer " + "a" * (MAX_TOKEN_BYTES + 1))],
+        [("Authorization", "Bearer t\u00f6ken.a.b")],
     ],
-    ids=["repeated", "empty", "space-inside", "quote", "too-long"],
+    ids=["repeated", "empty", "space-inside", "quote", "too-long", "not-ascii"],
 )
 async def test_malformed_credentials_are_invalid_token(headers: list[tuple[str, str]]) -> None:
     """A repeated header or a value that is not an RFC 6750 b64token: 401 token_malformed with error in the challenge."""

@@ -359,6 +359,10 @@ async def test_opaque_tokens_are_introspected_and_cached_within_exp(start_server
     assert calls == ["opaque-good"]
     resp = await gw.client.get(f"{REGISTER}/client-a", headers=auth("opaque-revoked-at-the-as"))
     assert resp.status == 401
+    # Not an RFC 6750 b64token ('!'): refused as malformed, and never sent to the authorization server.
+    resp = await gw.client.get(f"{REGISTER}/client-a", headers=auth("opaque!good"))
+    assert resp.status == 401 and 'error="invalid_token"' in resp.headers["WWW-Authenticate"]
+    assert calls == ["opaque-good", "opaque-revoked-at-the-as"]
     # Ownership still applies to introspected tokens.
     resp = await gw.client.get(f"{REGISTER}/client-b", headers=auth("opaque-good"))
     assert resp.status == 401
