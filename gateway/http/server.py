@@ -470,8 +470,8 @@ class _Connection(asyncio.Protocol):
         raw_length = headers.get("Content-Length")
         if raw_length is not None:
             length = int(raw_length)  # llhttp accepted it: digits only
-        codings = [c.strip().lower() for c in headers.get("Transfer-Encoding", "").split(",")]
-        chunked = codings[-1] == "chunked"
+        coding = headers.get("Transfer-Encoding")  # llhttp judged its framing; chunked: its last coding is
+        chunked = coding is not None and coding.rpartition(",")[2].strip().lower() == "chunked"
         if parser.should_upgrade() and "transfer-encoding" in seen and (not chunked or length is not None):
             # llhttp does not judge the framing of a head that asks to switch protocols: what it refuses in any
             # other head (a body coding that does not end in chunked, or both framings) is refused here.
