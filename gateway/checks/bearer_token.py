@@ -20,8 +20,8 @@ from .base import Check, Denial, RequestView
 from .params import ParamError
 from .services import Services
 from .token import CLIENT_ID, TOKEN, VerifiedToken
+from .token_verifier import MAX_TOKEN_BYTES
 
-MAX_TOKEN_BYTES = 8192
 _INVALID = (401, "invalid_token", Challenge.BEARER_ERROR)
 X5T_S256: Final = "x5t#S256"
 """The RFC 8705 §3.1 confirmation method: base64url SHA-256 of the DER of the certificate the token is bound to."""

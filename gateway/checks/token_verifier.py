@@ -21,6 +21,7 @@ from .key_urls import CONFIGURED_URLS
 from .token import VerifiedToken
 
 MAX_TOKEN_BYTES = 8192
+"""Longest access token accepted (`bearer_token` refuses a longer one before the verifier sees it)."""
 _B64TOKEN = re.compile(r"^[A-Za-z0-9\-._~+/]+=*$")
 """RFC 6750 §2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=" """
 MAX_INTROSPECTION_BYTES = 65536

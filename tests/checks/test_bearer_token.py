@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from gateway.checks import ParamError
-from gateway.checks.bearer_token import MAX_TOKEN_BYTES, BearerToken, bearer_challenge
+from gateway.checks.bearer_token import BearerToken, bearer_challenge
+from gateway.checks.token_verifier import MAX_TOKEN_BYTES
 from tests.checks.unit import make_check, services, view
 
 TRUST = {"trust": {"token_issuers": {"bank": {"issuer": "https://bank.example/as",
